@@ -1,0 +1,286 @@
+//! Brings one object from the store into the mirror: the one write path shared by
+//! prefetch and the filesystem. Large objects come in ranged parts in parallel,
+//! every part pinned to the ETag of the first response; interrupted bodies resume
+//! where they stopped; a stalled body is timed out; nothing is committed unless
+//! every byte of one version arrived.
+
+use std::hash::BuildHasher;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::mirror::{LocalStatus, Mirror, MirrorError, Record, TempFile};
+use crate::store::{ETag, GetRequest, Key, ObjectStore, StoreError};
+
+/// Tuning of downloads.
+#[derive(Clone, Debug)]
+pub struct FetchConfig {
+    /// Size of a ranged part; objects larger than this are fetched in parts.
+    pub part_size: u64,
+    /// Attempts per part when the body fails (the SDK retries failed requests itself).
+    pub max_attempts: u32,
+    /// Longest wait for the next chunk of a body before it counts as stalled.
+    pub stall_timeout: Duration,
+    /// Requests in flight at once, across all objects.
+    pub max_requests: usize,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        FetchConfig {
+            part_size: 8 << 20,
+            max_attempts: 3,
+            stall_timeout: Duration::from_secs(30),
+            max_requests: 64,
+        }
+    }
+}
+
+/// Failures of one download.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
+    #[error("{key}: the object kept changing during the download")]
+    Unstable { key: Key },
+}
+
+/// What `Fetcher::ensure` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The mirror already held this version (perhaps fetched meanwhile by another process).
+    Current,
+    /// Downloaded and committed.
+    Downloaded { etag: ETag, size: u64 },
+}
+
+/// The version of an object that a download is pinned to.
+#[derive(Clone, Debug)]
+struct Version {
+    etag: ETag,
+    size: u64,
+    last_modified: SystemTime,
+}
+
+/// Downloads objects into a mirror, sharing one budget of requests. Cheap to clone.
+#[derive(Clone)]
+pub struct Fetcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn ObjectStore>,
+    mirror: Arc<Mirror>,
+    config: FetchConfig,
+    requests: Semaphore,
+    bytes: AtomicU64,
+}
+
+impl Fetcher {
+    pub fn new(store: Arc<dyn ObjectStore>, mirror: Arc<Mirror>, config: FetchConfig) -> Fetcher {
+        let requests = Semaphore::new(config.max_requests.max(1));
+        Fetcher {
+            inner: Arc::new(Inner {
+                store,
+                mirror,
+                config,
+                requests,
+                bytes: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Bytes received so far, across all downloads.
+    pub fn bytes_received(&self) -> u64 {
+        self.inner.bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn mirror(&self) -> &Arc<Mirror> {
+        &self.inner.mirror
+    }
+
+    /// Makes the mirror hold `key` at `rel` at the listed ETag, downloading it unless
+    /// the file there is already that version. Holds the path's cross-process lock,
+    /// so a mount and a prefetch never download the same object at once.
+    pub async fn ensure(&self, key: &Key, etag: &ETag, size: u64, rel: &Path) -> Result<Outcome, FetchError> {
+        let mirror = &self.inner.mirror;
+        let _lock = match mirror.try_lock_path(rel)? {
+            Some(lock) => lock,
+            None => {
+                let mirror = Arc::clone(mirror);
+                let rel = rel.to_path_buf();
+                tokio::task::spawn_blocking(move || mirror.lock_path(&rel))
+                    .await
+                    .expect("lock task does not panic")?
+            }
+        };
+        if mirror.status(rel, key.as_str(), etag.as_str(), size) == LocalStatus::Current {
+            return Ok(Outcome::Current);
+        }
+        let version = self.download(key, size, rel).await?;
+        Ok(Outcome::Downloaded {
+            etag: version.etag,
+            size: version.size,
+        })
+    }
+
+    /// Downloads the current version of `key` and commits it at `rel`. An object
+    /// that changes mid-download is started over, a bounded number of times.
+    async fn download(&self, key: &Key, listed_size: u64, rel: &Path) -> Result<Version, FetchError> {
+        for _ in 0..3 {
+            let tmp = Arc::new(self.inner.mirror.create_temp()?);
+            match self.fill(&tmp, key, listed_size).await {
+                Ok(version) => {
+                    let tmp = Arc::try_unwrap(tmp).expect("all part tasks are finished");
+                    let record = Record {
+                        key: key.as_str().to_string(),
+                        etag: version.etag.as_str().to_string(),
+                        size: version.size,
+                    };
+                    let mirror = Arc::clone(&self.inner.mirror);
+                    let rel: PathBuf = rel.to_path_buf();
+                    let mtime = version.last_modified;
+                    tokio::task::spawn_blocking(move || mirror.commit(tmp, &rel, &record, mtime))
+                        .await
+                        .expect("commit task does not panic")?;
+                    return Ok(version);
+                }
+                Err(FetchError::Store(StoreError::Changed { .. })) => {
+                    tracing::info!(%key, "object changed during download; starting over");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(FetchError::Unstable { key: key.clone() })
+    }
+
+    /// Fills `tmp` with one version of the object.
+    async fn fill(&self, tmp: &Arc<TempFile>, key: &Key, listed_size: u64) -> Result<Version, FetchError> {
+        let part = self.inner.config.part_size.max(1);
+        if listed_size <= part {
+            return self.read_range(tmp, key, None, None).await;
+        }
+        let version = self.read_range(tmp, key, Some(0..part), None).await?;
+        if version.size <= part {
+            return Ok(version);
+        }
+        tmp.set_len(version.size)?;
+        let mut parts = JoinSet::new();
+        let mut start = part;
+        while start < version.size {
+            let end = (start + part).min(version.size);
+            let (this, tmp, key, etag) = (self.clone(), Arc::clone(tmp), key.clone(), version.etag.clone());
+            parts.spawn(async move { this.read_range(&tmp, &key, Some(start..end), Some(etag)).await });
+            start = end;
+        }
+        while let Some(result) = parts.join_next().await {
+            if let Err(e) = result.expect("part task does not panic") {
+                parts.abort_all();
+                while parts.join_next().await.is_some() {}
+                return Err(e);
+            }
+        }
+        Ok(version)
+    }
+
+    /// Reads `range` (the whole object if `None`) into `tmp` at the same offsets,
+    /// resuming after a failed body from the last byte written, pinned to one ETag.
+    async fn read_range(
+        &self,
+        tmp: &TempFile,
+        key: &Key,
+        range: Option<Range<u64>>,
+        pinned: Option<ETag>,
+    ) -> Result<Version, FetchError> {
+        let config = &self.inner.config;
+        let mut pos = range.as_ref().map_or(0, |r| r.start);
+        let mut end = range.as_ref().map(|r| r.end);
+        let mut version: Option<Version> = None;
+        let mut pinned = pinned;
+        let mut attempt = 1;
+        loop {
+            let request = GetRequest {
+                key: key.clone(),
+                // Only the very first request of an unranged read goes without a range.
+                range: if range.is_none() && version.is_none() {
+                    None
+                } else {
+                    Some(pos..end.expect("end is known once a response arrived"))
+                },
+                if_match: pinned.clone(),
+            };
+            let result = async {
+                let _permit = self.inner.requests.acquire().await.expect("semaphore is never closed");
+                let mut response = self.inner.store.get(request).await?;
+                let v = version.get_or_insert_with(|| Version {
+                    etag: response.etag.clone(),
+                    size: response.object_size,
+                    last_modified: response.last_modified,
+                });
+                if response.etag != v.etag {
+                    return Err(FetchError::Store(StoreError::Changed {
+                        bucket: self.inner.store.bucket().to_string(),
+                        key: key.as_str().to_string(),
+                    }));
+                }
+                pinned = Some(v.etag.clone());
+                let stop = *end.get_or_insert(v.size.min(range.as_ref().map_or(u64::MAX, |r| r.end)));
+                if response.start != pos || response.content_length != stop - pos {
+                    return Err(StoreError::Body(format!(
+                        "asked for bytes {pos}..{stop}, got {} bytes at {}",
+                        response.content_length, response.start
+                    ))
+                    .into());
+                }
+                loop {
+                    let next = tokio::time::timeout(config.stall_timeout, response.body.next_chunk()).await;
+                    let chunk = match next {
+                        Err(_) => {
+                            return Err(StoreError::Body(format!(
+                                "no data for {}s at byte {pos}",
+                                config.stall_timeout.as_secs()
+                            ))
+                            .into());
+                        }
+                        Ok(chunk) => chunk?,
+                    };
+                    let Some(chunk) = chunk else { break };
+                    if pos + chunk.len() as u64 > stop {
+                        return Err(StoreError::Body(format!("body longer than the {stop} bytes promised")).into());
+                    }
+                    tmp.write_at(&chunk, pos)?;
+                    pos += chunk.len() as u64;
+                    self.inner.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                }
+                if pos != stop {
+                    return Err(StoreError::Body(format!("body ended at byte {pos} of {stop}")).into());
+                }
+                Ok(())
+            }
+            .await;
+            match result {
+                Ok(()) => return Ok(version.expect("set by the response")),
+                Err(FetchError::Store(e)) if e.is_transient() && attempt < config.max_attempts => {
+                    tracing::debug!(%key, attempt, error = %e, "retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Exponential backoff with full jitter: up to 200 ms, 400 ms, ... capped at 5 s.
+pub fn backoff(attempt: u32) -> Duration {
+    let cap = (200u64 << attempt.min(5)).min(5000);
+    let jitter = std::collections::hash_map::RandomState::new().hash_one(attempt) % cap.max(1);
+    Duration::from_millis(jitter.max(cap / 4))
+}

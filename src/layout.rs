@@ -1,0 +1,319 @@
+//! Key -> mirror path. A key that is a safe relative path is stored verbatim; every
+//! other key goes to a deterministic path under `.s3mirrorfs/renamed/`, which no
+//! real key can reach because every key under `.s3mirrorfs/` is itself renamed.
+//! Pure functions only: the rules are written down in doc/SEMANTICS.md.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// The tool's own directory inside the mirror; no key is stored verbatim under it.
+pub const STATE_DIR: &str = ".s3mirrorfs";
+/// Where keys that cannot be stored verbatim are kept.
+pub const RENAMED_DIR: &str = ".s3mirrorfs/renamed";
+/// Longest name Linux filesystems accept for one component.
+pub const NAME_MAX: usize = 255;
+/// Longest relative path stored verbatim; leaves room for the mirror's own path within PATH_MAX.
+pub const REL_PATH_MAX: usize = 3072;
+/// Bytes of the key's last component kept in a renamed file's name, to help people find it.
+const READABLE_TAIL_MAX: usize = 64;
+
+/// Why a key is not stored under its own name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RenameReason {
+    /// Leading `/`, `//`, or a trailing `/` on a non-empty object.
+    EmptyComponent,
+    /// A `.` or `..` component.
+    DotComponent,
+    /// A component longer than 255 bytes.
+    NameTooLong,
+    /// The whole path is longer than the mirror allows.
+    PathTooLong,
+    /// A NUL byte, which no path can hold.
+    Nul,
+    /// The key lies under the tool's own `.s3mirrorfs` directory.
+    Reserved,
+    /// The key is also a prefix of other keys: the directory keeps the name.
+    PrefixConflict,
+}
+
+impl fmt::Display for RenameReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RenameReason::EmptyComponent => "empty path component",
+            RenameReason::DotComponent => "'.' or '..' component",
+            RenameReason::NameTooLong => "component longer than 255 bytes",
+            RenameReason::PathTooLong => "path too long",
+            RenameReason::Nul => "NUL byte",
+            RenameReason::Reserved => "reserved name .s3mirrorfs",
+            RenameReason::PrefixConflict => "key is also a directory prefix",
+        })
+    }
+}
+
+/// Where one listed object lives in the mirror, relative to the mirror root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// A regular file at the key's own path.
+    File(PathBuf),
+    /// A directory marker (zero-byte key ending in `/`): a directory at the key's path.
+    Directory(PathBuf),
+    /// A regular file under `.s3mirrorfs/renamed/`.
+    Renamed { path: PathBuf, reason: RenameReason },
+}
+
+impl Placement {
+    /// The relative path this placement names.
+    pub fn path(&self) -> &Path {
+        match self {
+            Placement::File(p) | Placement::Directory(p) => p,
+            Placement::Renamed { path, .. } => path,
+        }
+    }
+}
+
+/// Checks that `rel` can be used verbatim as a relative path inside the mirror.
+pub fn verbatim_path(rel: &str) -> Result<PathBuf, RenameReason> {
+    if rel.contains('\0') {
+        return Err(RenameReason::Nul);
+    }
+    if rel.len() > REL_PATH_MAX {
+        return Err(RenameReason::PathTooLong);
+    }
+    for (i, component) in rel.split('/').enumerate() {
+        match component {
+            "" => return Err(RenameReason::EmptyComponent),
+            "." | ".." => return Err(RenameReason::DotComponent),
+            c if c.len() > NAME_MAX => return Err(RenameReason::NameTooLong),
+            STATE_DIR if i == 0 => return Err(RenameReason::Reserved),
+            _ => {}
+        }
+    }
+    Ok(PathBuf::from(rel))
+}
+
+/// The renamed path of `key`: `.s3mirrorfs/renamed/<32 hex of SHA-256(key)>[-<readable tail>]`.
+pub fn renamed_path(key: &str) -> PathBuf {
+    let digest = Sha256::digest(key.as_bytes());
+    let mut name: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let tail = readable_tail(key);
+    if !tail.is_empty() {
+        name.push('-');
+        name.push_str(&tail);
+    }
+    Path::new(RENAMED_DIR).join(name)
+}
+
+/// The key's last non-empty component, with anything awkward in a file name replaced by `_`.
+fn readable_tail(key: &str) -> String {
+    let last = key.rsplit('/').find(|c| !c.is_empty()).unwrap_or("");
+    if last == "." || last == ".." {
+        return String::new();
+    }
+    let mut tail = String::new();
+    for c in last.chars() {
+        let c = if c.is_control() { '_' } else { c };
+        if tail.len() + c.len_utf8() > READABLE_TAIL_MAX {
+            break;
+        }
+        tail.push(c);
+    }
+    tail
+}
+
+/// Where a key goes considered alone, before conflicts with other keys.
+pub fn place_alone(key: &str, size: u64) -> Placement {
+    let as_marker = key.strip_suffix('/').filter(|_| size == 0);
+    let result = match as_marker {
+        Some(dir) => verbatim_path(dir).map(Placement::Directory),
+        None => verbatim_path(key).map(Placement::File),
+    };
+    result.unwrap_or_else(|reason| Placement::Renamed {
+        path: renamed_path(key),
+        reason,
+    })
+}
+
+/// Places every key of a listing: a key that is also the prefix of another stored
+/// key gives its name to the directory and is renamed itself.
+pub fn place_all<'a>(keys: impl IntoIterator<Item = (&'a str, u64)>) -> Vec<Placement> {
+    let mut placements: Vec<Placement> = keys.into_iter().map(|(k, size)| place_alone(k, size)).collect();
+    let mut directories: HashSet<&Path> = HashSet::new();
+    for placement in &placements {
+        let (path, own) = match placement {
+            Placement::File(p) => (p.as_path(), false),
+            Placement::Directory(p) => (p.as_path(), true),
+            Placement::Renamed { .. } => continue,
+        };
+        if own {
+            directories.insert(path);
+        }
+        directories.extend(path.ancestors().skip(1).filter(|a| !a.as_os_str().is_empty()));
+    }
+    let conflicts: Vec<usize> = placements
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| matches!(p, Placement::File(path) if directories.contains(path.as_path())))
+        .map(|(i, _)| i)
+        .collect();
+    drop(directories);
+    for i in conflicts {
+        let Placement::File(path) = &placements[i] else {
+            unreachable!("only files conflict")
+        };
+        let key = path.to_str().expect("verbatim paths come from UTF-8 keys").to_string();
+        placements[i] = Placement::Renamed {
+            path: renamed_path(&key),
+            reason: RenameReason::PrefixConflict,
+        };
+    }
+    placements
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alone(key: &str) -> Placement {
+        place_alone(key, 1)
+    }
+
+    fn reason(key: &str) -> Option<RenameReason> {
+        match alone(key) {
+            Placement::Renamed { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn safe_keys_are_verbatim() {
+        for key in [
+            "a",
+            "photos/2024/img.jpg",
+            "..x",
+            "x..",
+            ".hidden",
+            "a b/c+d",
+            "café",
+            "cafe\u{301}",
+            "line\nbreak",
+            "tab\there",
+            "back\\slash",
+            ".s3mirrorfsx/a",
+            "a/.s3mirrorfs",
+            "...",
+        ] {
+            assert_eq!(alone(key), Placement::File(PathBuf::from(key)), "{key:?}");
+        }
+        let long = "n".repeat(255);
+        assert_eq!(alone(&long), Placement::File(PathBuf::from(&long)));
+    }
+
+    #[test]
+    fn hostile_keys_are_renamed_with_a_reason() {
+        let cases = [
+            ("../x", RenameReason::DotComponent),
+            ("dir/../../x", RenameReason::DotComponent),
+            ("/abs/x", RenameReason::EmptyComponent),
+            ("a//b", RenameReason::EmptyComponent),
+            ("./x", RenameReason::DotComponent),
+            ("x/./y", RenameReason::DotComponent),
+            ("x/..", RenameReason::DotComponent),
+            ("x/.", RenameReason::DotComponent),
+            ("..", RenameReason::DotComponent),
+            (".", RenameReason::DotComponent),
+            ("/", RenameReason::EmptyComponent),
+            ("a/", RenameReason::EmptyComponent),
+            (".s3mirrorfs", RenameReason::Reserved),
+            (".s3mirrorfs/lock", RenameReason::Reserved),
+            (".s3mirrorfs/renamed/x", RenameReason::Reserved),
+            ("nul\0byte", RenameReason::Nul),
+        ];
+        for (key, expected) in cases {
+            assert_eq!(reason(key), Some(expected), "{key:?}");
+        }
+        assert_eq!(reason(&"n".repeat(256)), Some(RenameReason::NameTooLong));
+        assert_eq!(reason(&format!("d/{}", "n".repeat(256))), Some(RenameReason::NameTooLong));
+        let deep = vec!["d".repeat(200); 20].join("/");
+        assert_eq!(reason(&deep), Some(RenameReason::PathTooLong));
+    }
+
+    #[test]
+    fn renamed_paths_stay_in_the_renamed_dir() {
+        for key in ["../x", "dir/../../x", "/abs/x", "x/..", "a\n/..", &"é".repeat(300), "/", ".."] {
+            let path = renamed_path(key);
+            assert_eq!(path.parent(), Some(Path::new(RENAMED_DIR)), "{key:?}");
+            let name = path.file_name().unwrap().to_str().unwrap();
+            assert!(name.len() <= NAME_MAX);
+            assert!(!name.contains('/') && !name.chars().any(char::is_control));
+            assert!(verbatim_path(name).is_ok(), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn renamed_paths_are_deterministic_and_distinct() {
+        assert_eq!(renamed_path("../x"), renamed_path("../x"));
+        assert_ne!(renamed_path("../x"), renamed_path("../x/"));
+        assert_ne!(renamed_path("a//b"), renamed_path("a///b"));
+        let name = renamed_path("dir/../photo.jpg");
+        assert!(name.to_str().unwrap().ends_with("-photo.jpg"));
+        assert_eq!(
+            renamed_path("x/..").file_name().unwrap().len(),
+            32,
+            "no readable tail for '..'"
+        );
+    }
+
+    #[test]
+    fn directory_markers() {
+        assert_eq!(place_alone("a/", 0), Placement::Directory("a".into()));
+        assert_eq!(place_alone("a/b/", 0), Placement::Directory("a/b".into()));
+        assert!(matches!(place_alone("a/", 5), Placement::Renamed { reason: RenameReason::EmptyComponent, .. }));
+        assert!(matches!(place_alone("a//", 0), Placement::Renamed { reason: RenameReason::EmptyComponent, .. }));
+        assert!(matches!(place_alone("/", 0), Placement::Renamed { .. }));
+        assert!(matches!(place_alone("../", 0), Placement::Renamed { reason: RenameReason::DotComponent, .. }));
+        assert!(matches!(place_alone(".s3mirrorfs/", 0), Placement::Renamed { reason: RenameReason::Reserved, .. }));
+        assert_eq!(place_alone("empty", 0), Placement::File("empty".into()));
+    }
+
+    #[test]
+    fn a_key_that_is_also_a_prefix_gives_way_to_the_directory() {
+        let placed = place_all([("photo", 3), ("photo/1.jpg", 3), ("photo/1.jpg/x", 1), ("other", 1)]);
+        assert!(matches!(&placed[0], Placement::Renamed { reason: RenameReason::PrefixConflict, path } if *path == renamed_path("photo")));
+        assert!(matches!(&placed[1], Placement::Renamed { reason: RenameReason::PrefixConflict, .. }));
+        assert_eq!(placed[2], Placement::File("photo/1.jpg/x".into()));
+        assert_eq!(placed[3], Placement::File("other".into()));
+    }
+
+    #[test]
+    fn directory_markers_and_renamed_keys_in_conflicts() {
+        // A marker makes a directory; a renamed key makes none.
+        let placed = place_all([("d", 1), ("d/", 0), ("e", 1), ("e//x", 1)]);
+        assert!(matches!(&placed[0], Placement::Renamed { reason: RenameReason::PrefixConflict, .. }));
+        assert_eq!(placed[1], Placement::Directory("d".into()));
+        assert_eq!(placed[2], Placement::File("e".into()));
+        assert!(matches!(&placed[3], Placement::Renamed { reason: RenameReason::EmptyComponent, .. }));
+    }
+
+    #[test]
+    fn nfc_and_nfd_twins_stay_distinct() {
+        let placed = place_all([("caf\u{e9}", 1), ("cafe\u{301}", 1)]);
+        assert_ne!(placed[0].path(), placed[1].path());
+        assert!(matches!(placed[0], Placement::File(_)) && matches!(placed[1], Placement::File(_)));
+    }
+
+    #[test]
+    fn every_placement_stays_inside_the_mirror() {
+        let keys = [
+            "../x", "dir/../../x", "/abs/x", "a//b", "./x", "x/./y", "x/..", "x/.", "..", "/", "a/b", "photo",
+            "photo/1.jpg", ".s3mirrorfs/x",
+        ];
+        for placement in place_all(keys.iter().map(|k| (*k, 1))) {
+            let path = placement.path();
+            assert!(path.is_relative());
+            assert!(path.components().all(|c| matches!(c, std::path::Component::Normal(_))), "{path:?}");
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! s3mirrorfs: an S3 bucket as a read-only filesystem, backed by a durable local mirror.
+//!
+//! Data flows one way: `s3` (the SDK) -> `store` (the object-store trait) ->
+//! `fetch` + `mirror` (the durable copy) -> `prefetch`.
+
+pub mod cli;
+pub mod fetch;
+pub mod layout;
+pub mod mirror;
+pub mod prefetch;
+pub mod s3;
+pub mod store;
+pub mod sys;

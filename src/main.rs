@@ -1,0 +1,145 @@
+//! The binary's edge: parse the command line, start logging, run, turn the outcome
+//! into an exit code (0 all good, 1 some objects failed, 2 the run could not go on).
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use s3mirrorfs::cli::{Cli, Command, PrefetchArgs, S3Args};
+use s3mirrorfs::fetch::{FetchConfig, Fetcher};
+use s3mirrorfs::mirror::Mirror;
+use s3mirrorfs::prefetch::progress::{ProgressMode, human_bytes};
+use s3mirrorfs::prefetch::{self, PrefetchOptions, Summary, normalize_prefix};
+use s3mirrorfs::s3::{S3Options, S3Store};
+use s3mirrorfs::store::ObjectStore;
+use s3mirrorfs::sys;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = matches!(&cli.command, Command::Prefetch(args) if args.quiet);
+    init_logging(cli.verbose, quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::Prefetch(args) => runtime.block_on(prefetch_command(args)),
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "warn",
+        (false, 0) => "s3mirrorfs=info,warn",
+        (false, 1) => "s3mirrorfs=debug,info",
+        (false, _) => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(sys::stderr_is_tty())
+        .with_target(false)
+        .init();
+}
+
+fn s3_options(args: &S3Args) -> S3Options {
+    S3Options {
+        endpoint_url: args.endpoint_url.clone(),
+        region: args.region.clone(),
+        force_path_style: args.force_path_style,
+        max_attempts: args.max_attempts,
+        ..S3Options::default()
+    }
+}
+
+async fn prefetch_command(args: PrefetchArgs) -> ExitCode {
+    let prefix = normalize_prefix(&args.target.prefix);
+    let mut summary = Summary {
+        bucket: args.target.bucket.clone(),
+        prefix: prefix.clone(),
+        mirror: args.mirror_dir.display().to_string(),
+        ..Summary::default()
+    };
+    let outcome = prefetch_inner(&args, &prefix, &mut summary).await;
+    if let Err(e) = &outcome {
+        let message = format!("{e:#}");
+        eprintln!("error: {message}");
+        summary.error = Some(message);
+    } else if !args.quiet {
+        tracing::info!(
+            "listed {}, downloaded {} ({}), up to date {}, failed {}, pruned {}, renamed {} in {:.1}s",
+            summary.listed,
+            summary.downloaded,
+            human_bytes(summary.bytes),
+            summary.up_to_date,
+            summary.failed,
+            summary.pruned,
+            summary.renamed.len(),
+            summary.seconds
+        );
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&summary).expect("summary serializes"));
+    }
+    match outcome {
+        Err(_) => ExitCode::from(2),
+        Ok(()) if summary.failed > 0 => {
+            if !args.quiet {
+                eprintln!("error: {} of {} objects failed", summary.failed, summary.listed);
+            }
+            ExitCode::from(1)
+        }
+        Ok(()) => ExitCode::SUCCESS,
+    }
+}
+
+async fn prefetch_inner(args: &PrefetchArgs, prefix: &str, summary: &mut Summary) -> anyhow::Result<()> {
+    let bucket = &args.target.bucket;
+    let mirror = open_mirror(&args.mirror_dir, bucket)?;
+    let _lock = mirror.lock(&format!(
+        "pid {} (s3mirrorfs prefetch s3://{bucket}/{prefix})",
+        std::process::id()
+    ))?;
+    let store: Arc<dyn ObjectStore> = Arc::new(S3Store::connect(bucket, &s3_options(&args.s3)).await);
+    let concurrency = usize::from(args.concurrency);
+    let fetcher = Fetcher::new(
+        Arc::clone(&store),
+        Arc::new(mirror),
+        FetchConfig {
+            max_requests: concurrency,
+            max_attempts: args.s3.max_attempts,
+            ..FetchConfig::default()
+        },
+    );
+    let progress = if args.quiet {
+        ProgressMode::None
+    } else if sys::stderr_is_tty() {
+        ProgressMode::Bar
+    } else {
+        ProgressMode::Log {
+            interval: Duration::from_secs(10),
+        }
+    };
+    let options = PrefetchOptions {
+        prefix: prefix.to_string(),
+        concurrency,
+        prune: args.prune,
+        progress,
+    };
+    prefetch::run(store, &fetcher, &options, summary)
+        .await
+        .with_context(|| format!("prefetch of s3://{bucket}/{prefix}"))
+}
+
+fn open_mirror(dir: &Path, bucket: &str) -> anyhow::Result<Mirror> {
+    Ok(Mirror::open(dir, bucket)?)
+}

@@ -1,0 +1,673 @@
+//! The durable copy on disk. Owns the mirror directory and its `.s3mirrorfs/`
+//! state: atomic, fsynced writes whose ETag record (an xattr) lands with the bytes
+//! in one rename, the run lock, per-object locks shared with other processes, and
+//! the clean-up of temp files left by a crash.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::layout::{RENAMED_DIR, STATE_DIR, renamed_path};
+use crate::sys;
+
+/// The extended attribute that records which object a file holds.
+pub const RECORD_XATTR: &str = "user.s3mirrorfs";
+/// Mode of mirrored files: a backup is never world-readable.
+pub const FILE_MODE: u32 = 0o640;
+/// Mode of mirror directories.
+pub const DIR_MODE: u32 = 0o750;
+const STATE_MODE: u32 = 0o700;
+
+/// What a mirrored file holds: the object's true key, its ETag and its size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub key: String,
+    pub etag: String,
+    pub size: u64,
+}
+
+impl Record {
+    /// `s3mirrorfs1\n<etag>\n<size>\n<key bytes>`: the key comes last and raw, so
+    /// any key fits (S3 keys are at most 1 KiB; ext4 allows ~4 KiB of xattrs).
+    pub fn encode(&self) -> Vec<u8> {
+        format!("s3mirrorfs1\n{}\n{}\n{}", self.etag, self.size, self.key).into_bytes()
+    }
+
+    /// Parses `encode`'s format; `None` for anything else.
+    pub fn decode(bytes: &[u8]) -> Option<Record> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut parts = text.splitn(4, '\n');
+        if parts.next()? != "s3mirrorfs1" {
+            return None;
+        }
+        let etag = parts.next()?.to_string();
+        let size = parts.next()?.parse().ok()?;
+        let key = parts.next()?.to_string();
+        Some(Record { key, etag, size })
+    }
+}
+
+/// How a local copy compares with the object S3 lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocalStatus {
+    /// Same key, ETag and size: nothing to fetch.
+    Current,
+    /// No file there.
+    Missing,
+    /// A file is there but holds another version, another key, or was truncated.
+    Stale,
+}
+
+/// Failures of the mirror store.
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("mirror directory {path} is not writable: {source}")]
+    NotWritable { path: PathBuf, source: io::Error },
+    #[error("mirror {mirror} is out of space (writing {path})")]
+    NoSpace { mirror: PathBuf, path: PathBuf },
+    #[error(
+        "the filesystem of {0} does not support user extended attributes, which the mirror needs to record ETags"
+    )]
+    NoXattr(PathBuf),
+    #[error("mirror {path} belongs to bucket {existing:?}, not {requested:?}")]
+    WrongBucket {
+        path: PathBuf,
+        existing: String,
+        requested: String,
+    },
+    #[error("mirror {path} is in use by {holder}")]
+    Busy { path: PathBuf, holder: String },
+    #[error("{path}: {why}")]
+    Blocked { path: PathBuf, why: &'static str },
+}
+
+impl MirrorError {
+    /// Whether the disk is full (the run may as well stop).
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, MirrorError::NoSpace { .. })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Identity {
+    bucket: String,
+}
+
+/// A mirror directory opened for reading and writing.
+#[derive(Debug)]
+pub struct Mirror {
+    root: PathBuf,
+    state: PathBuf,
+    tmp: PathBuf,
+    counter: AtomicU64,
+}
+
+impl Mirror {
+    /// Opens (creating if needed) the mirror of `bucket` at `root`, and removes
+    /// temp files that crashed runs left behind.
+    pub fn open(root: &Path, bucket: &str) -> Result<Mirror, MirrorError> {
+        let not_writable = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source: io::Error| match source.kind() {
+                io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
+                    MirrorError::NotWritable { path, source }
+                }
+                _ => MirrorError::Io { path, source },
+            }
+        };
+        DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(root)
+            .map_err(not_writable(root))?;
+        let root = fs::canonicalize(root).map_err(not_writable(root))?;
+        let state = root.join(STATE_DIR);
+        let tmp = state.join("tmp");
+        for dir in [&state, &tmp] {
+            make_dir(dir, STATE_MODE).map_err(not_writable(&root))?;
+        }
+        make_dir(&root.join(RENAMED_DIR), DIR_MODE).map_err(not_writable(&root))?;
+        let mirror = Mirror {
+            root,
+            state,
+            tmp,
+            counter: AtomicU64::new(0),
+        };
+        mirror.check_identity(bucket)?;
+        mirror.probe_xattrs()?;
+        mirror.clean_temp_files();
+        Ok(mirror)
+    }
+
+    /// The mirror's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory for the tool's own state (`.s3mirrorfs`).
+    pub fn state_dir(&self) -> &Path {
+        &self.state
+    }
+
+    fn io(&self, path: &Path) -> impl FnOnce(io::Error) -> MirrorError + use<> {
+        let mirror = self.root.clone();
+        let path = path.to_path_buf();
+        move |source| io_error(&mirror, &path, source)
+    }
+
+    fn check_identity(&self, bucket: &str) -> Result<(), MirrorError> {
+        let path = self.state.join("mirror.json");
+        match fs::read(&path) {
+            Ok(bytes) => {
+                let existing: Identity = serde_json::from_slice(&bytes).map_err(|e| MirrorError::Io {
+                    path: path.clone(),
+                    source: io::Error::new(io::ErrorKind::InvalidData, e),
+                })?;
+                if existing.bucket != bucket {
+                    return Err(MirrorError::WrongBucket {
+                        path: self.root.clone(),
+                        existing: existing.bucket,
+                        requested: bucket.to_string(),
+                    });
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let identity = serde_json::to_vec(&Identity {
+                    bucket: bucket.to_string(),
+                })
+                .expect("identity serializes");
+                self.write_state_file("mirror.json", &identity)
+            }
+            Err(e) => Err(self.io(&path)(e)),
+        }
+    }
+
+    /// Atomically replaces a small file in the state directory.
+    pub fn write_state_file(&self, name: &str, contents: &[u8]) -> Result<(), MirrorError> {
+        let final_path = self.state.join(name);
+        let tmp = self.create_temp()?;
+        tmp.write_at(contents, 0)?;
+        tmp.file.sync_all().map_err(self.io(&tmp.path))?;
+        fs::rename(&tmp.path, &final_path).map_err(self.io(&final_path))?;
+        tmp.disarm();
+        sync_dir(&self.state).map_err(self.io(&self.state))
+    }
+
+    fn probe_xattrs(&self) -> Result<(), MirrorError> {
+        let tmp = self.create_temp()?;
+        match sys::fset_xattr(&tmp.file, RECORD_XATTR, b"probe") {
+            Ok(()) => Ok(()),
+            Err(e) if sys::is_xattr_unsupported(&e) => Err(MirrorError::NoXattr(self.root.clone())),
+            Err(e) => Err(self.io(&tmp.path)(e)),
+        }
+    }
+
+    /// Removes temp files whose writer is gone (their flock is free).
+    fn clean_temp_files(&self) {
+        let Ok(entries) = fs::read_dir(&self.tmp) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(file) = File::open(&path) else { continue };
+            if sys::flock_exclusive(&file, false).unwrap_or(false) {
+                match fs::remove_file(&path) {
+                    Ok(()) => tracing::debug!(path = %path.display(), "removed stale temp file"),
+                    Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove stale temp file"),
+                }
+            }
+        }
+    }
+
+    /// Takes the mirror's run lock, or says who holds it. The kernel drops it when
+    /// the holder exits, however it exits.
+    pub fn lock(&self, holder: &str) -> Result<RunLock, MirrorError> {
+        let path = self.state.join("lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(self.io(&path))?;
+        if !sys::flock_exclusive(&file, false).map_err(self.io(&path))? {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            let holder = text.trim();
+            return Err(MirrorError::Busy {
+                path: self.root.clone(),
+                holder: if holder.is_empty() { "another process".to_string() } else { holder.to_string() },
+            });
+        }
+        file.set_len(0).map_err(self.io(&path))?;
+        file.write_all_at(format!("{holder}\n").as_bytes(), 0).map_err(self.io(&path))?;
+        Ok(RunLock { _file: file })
+    }
+
+    /// Takes the cross-process lock for one mirror path without waiting; `None` if busy.
+    pub fn try_lock_path(&self, rel: &Path) -> Result<Option<PathLock>, MirrorError> {
+        self.lock_path_inner(rel, false)
+    }
+
+    /// Takes the cross-process lock for one mirror path, waiting for it (blocking).
+    pub fn lock_path(&self, rel: &Path) -> Result<PathLock, MirrorError> {
+        Ok(self.lock_path_inner(rel, true)?.expect("a waiting lock is always taken"))
+    }
+
+    fn lock_path_inner(&self, rel: &Path, wait: bool) -> Result<Option<PathLock>, MirrorError> {
+        let path = self.state.join("objects.lock");
+        // A fresh open file description per lock, so locks also exclude each other
+        // within one process.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(self.io(&path))?;
+        let offset = fnv1a(rel.as_os_str().as_encoded_bytes());
+        Ok(sys::ofd_lock_byte(&file, offset, wait)
+            .map_err(self.io(&path))?
+            .then_some(PathLock { _file: file }))
+    }
+
+    /// A new, exclusively locked temp file in `.s3mirrorfs/tmp`.
+    pub fn create_temp(&self) -> Result<TempFile, MirrorError> {
+        loop {
+            let n = self.counter.fetch_add(1, Ordering::Relaxed);
+            let path = self.tmp.join(format!("{}.{n}.tmp", std::process::id()));
+            let file = match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(FILE_MODE)
+                .open(&path)
+            {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(self.io(&path)(e)),
+            };
+            sys::flock_exclusive(&file, true).map_err(self.io(&path))?;
+            // A cleaner may have taken the file between create and flock; then start over.
+            let ours = fs::symlink_metadata(&path)
+                .map(|m| m.ino() == file.metadata().map(|f| f.ino()).unwrap_or(0))
+                .unwrap_or(false);
+            if !ours {
+                continue;
+            }
+            file.set_permissions(fs::Permissions::from_mode(FILE_MODE))
+                .map_err(self.io(&path))?;
+            return Ok(TempFile {
+                file,
+                path,
+                mirror: self.root.clone(),
+                armed: true,
+            });
+        }
+    }
+
+    /// Where a file for `key` goes, given its preferred path: a directory already
+    /// standing there keeps its name (it holds other copies) and the key is renamed.
+    pub fn resolve(&self, key: &str, preferred: &Path) -> PathBuf {
+        match fs::symlink_metadata(self.root.join(preferred)) {
+            Ok(meta) if meta.is_dir() => renamed_path(key),
+            _ => preferred.to_path_buf(),
+        }
+    }
+
+    /// Compares the file at `rel` with an object; only local syscalls, no S3 request.
+    pub fn status(&self, rel: &Path, key: &str, etag: &str, size: u64) -> LocalStatus {
+        let path = self.root.join(rel);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_file() => {
+                if meta.len() != size {
+                    return LocalStatus::Stale;
+                }
+                match read_record(&path) {
+                    Some(r) if r.key == key && r.etag == etag && r.size == size => LocalStatus::Current,
+                    _ => LocalStatus::Stale,
+                }
+            }
+            Ok(_) => LocalStatus::Stale,
+            Err(_) => LocalStatus::Missing,
+        }
+    }
+
+    /// Makes the file whole under its final name: record, mtime, fsync, rename, fsync
+    /// the directory. Before the rename nothing is visible; after it everything is.
+    pub fn commit(&self, mut tmp: TempFile, rel: &Path, record: &Record, mtime: SystemTime) -> Result<(), MirrorError> {
+        sys::fset_xattr(&tmp.file, RECORD_XATTR, &record.encode()).map_err(self.io(&tmp.path))?;
+        sys::set_mtime(&tmp.file, mtime).map_err(self.io(&tmp.path))?;
+        tmp.file.sync_all().map_err(self.io(&tmp.path))?;
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        self.ensure_dir(parent)?;
+        let final_path = self.root.join(rel);
+        if fs::symlink_metadata(&final_path).is_ok_and(|m| m.is_dir()) {
+            return Err(MirrorError::Blocked {
+                path: final_path,
+                why: "a directory is in the way",
+            });
+        }
+        fs::rename(&tmp.path, &final_path).map_err(self.io(&final_path))?;
+        tmp.armed = false;
+        sync_dir(&self.root.join(parent)).map_err(self.io(&final_path))
+    }
+
+    /// Makes sure `rel` is a directory, creating missing parents (mode 0750).
+    /// A file standing where a directory is needed is moved to its renamed path, so
+    /// no copy is lost. Returns whether the last directory was created.
+    pub fn ensure_dir(&self, rel: &Path) -> Result<bool, MirrorError> {
+        let mut created = false;
+        let mut current = self.root.clone();
+        for component in rel.components() {
+            let parent = current.clone();
+            current.push(component);
+            created = false;
+            match fs::symlink_metadata(&current) {
+                Ok(meta) if meta.is_dir() => continue,
+                Ok(meta) if meta.is_file() => self.relocate(&current)?,
+                Ok(_) => {
+                    return Err(MirrorError::Blocked {
+                        path: current,
+                        why: "a symlink or special file stands where a directory is needed",
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.io(&current)(e)),
+            }
+            match make_dir(&current, DIR_MODE) {
+                Ok(()) => created = true,
+                Err(e) => return Err(self.io(&current)(e)),
+            }
+            sync_dir(&parent).map_err(self.io(&parent))?;
+        }
+        Ok(created)
+    }
+
+    /// Moves a file out of the way of a directory, to the renamed path of the key it holds.
+    fn relocate(&self, path: &Path) -> Result<(), MirrorError> {
+        let rel = path.strip_prefix(&self.root).unwrap_or(path);
+        let key = read_record(path)
+            .map(|r| r.key)
+            .unwrap_or_else(|| rel.to_string_lossy().into_owned());
+        let target = self.root.join(renamed_path(&key));
+        tracing::info!(from = %rel.display(), to = %target.display(), "moving a copy out of the way of a directory");
+        fs::rename(path, &target).map_err(self.io(path))?;
+        if let Some(dir) = target.parent() {
+            sync_dir(dir).map_err(self.io(dir))?;
+        }
+        if let Some(dir) = path.parent() {
+            sync_dir(dir).map_err(self.io(dir))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the copy at `rel` (for prune).
+    pub fn remove(&self, rel: &Path) -> Result<(), MirrorError> {
+        let path = self.root.join(rel);
+        fs::remove_file(&path).map_err(self.io(&path))?;
+        let parent = path.parent().unwrap_or(&self.root);
+        sync_dir(parent).map_err(self.io(parent))
+    }
+
+    /// Every mirrored file with its record: the key tree and the renamed directory,
+    /// never the rest of the tool's state. Files without a record are the user's own.
+    pub fn recorded_files(&self) -> Vec<(PathBuf, Record)> {
+        let mut found = Vec::new();
+        let mut stack = vec![self.root.clone()];
+        let state = self.state.clone();
+        let renamed = self.root.join(RENAMED_DIR);
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Ok(kind) = entry.file_type() else { continue };
+                if kind.is_dir() {
+                    if path == state {
+                        stack.push(renamed.clone());
+                    } else {
+                        stack.push(path);
+                    }
+                } else if kind.is_file()
+                    && let Some(record) = read_record(&path)
+                {
+                    let rel = path.strip_prefix(&self.root).expect("walk stays under the root").to_path_buf();
+                    found.push((rel, record));
+                }
+            }
+        }
+        found
+    }
+}
+
+/// Reads the record of a mirrored file, if it has a valid one.
+pub fn read_record(path: &Path) -> Option<Record> {
+    Record::decode(&sys::get_xattr(path, RECORD_XATTR).ok()??)
+}
+
+/// Holds the mirror's run lock until dropped.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+/// Holds the lock on one mirror path until dropped.
+#[derive(Debug)]
+pub struct PathLock {
+    _file: File,
+}
+
+/// A temp file being filled; removed on drop unless committed.
+#[derive(Debug)]
+pub struct TempFile {
+    file: File,
+    path: PathBuf,
+    mirror: PathBuf,
+    armed: bool,
+}
+
+impl TempFile {
+    /// Writes `buf` at `offset`.
+    pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), MirrorError> {
+        self.file.write_all_at(buf, offset).map_err(|e| self.error(e))
+    }
+
+    /// Sets the file's length (to place ranged parts).
+    pub fn set_len(&self, len: u64) -> Result<(), MirrorError> {
+        self.file.set_len(len).map_err(|e| self.error(e))
+    }
+
+    fn error(&self, source: io::Error) -> MirrorError {
+        io_error(&self.mirror, &self.path, source)
+    }
+
+    /// The temp file's path, for error messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Tells a full disk apart from other I/O failures.
+fn io_error(mirror: &Path, path: &Path, source: io::Error) -> MirrorError {
+    if sys::is_no_space(&source) {
+        MirrorError::NoSpace {
+            mirror: mirror.to_path_buf(),
+            path: path.to_path_buf(),
+        }
+    } else {
+        MirrorError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+fn make_dir(path: &Path, mode: u32) -> io::Result<()> {
+    match DirBuilder::new().mode(mode).create(path) {
+        Ok(()) => fs::set_permissions(path, fs::Permissions::from_mode(mode)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn sync_dir(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
+/// FNV-1a: a hash that is the same in every process, for lock offsets.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(key: &str, etag: &str, size: u64) -> Record {
+        Record {
+            key: key.into(),
+            etag: etag.into(),
+            size,
+        }
+    }
+
+    fn put(mirror: &Mirror, rel: &str, key: &str, data: &[u8], etag: &str) {
+        let tmp = mirror.create_temp().unwrap();
+        tmp.write_at(data, 0).unwrap();
+        mirror
+            .commit(tmp, Path::new(rel), &record(key, etag, data.len() as u64), SystemTime::UNIX_EPOCH)
+            .unwrap();
+    }
+
+    #[test]
+    fn records_round_trip_any_key() {
+        for key in ["a", "line\nbreak\n", &"\u{1}".repeat(1024), "é/../x"] {
+            let r = record(key, "\"abc-2\"", 7);
+            assert_eq!(Record::decode(&r.encode()), Some(r.clone()));
+            assert!(r.encode().len() <= key.len() + 64);
+        }
+        assert_eq!(Record::decode(b"junk"), None);
+        assert_eq!(Record::decode(b"s3mirrorfs1\n\"e\"\nx\nk"), None);
+    }
+
+    #[test]
+    fn commit_makes_a_complete_recorded_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Mirror::open(dir.path(), "b").unwrap();
+        put(&mirror, "a/b/c.jpg", "a/b/c.jpg", b"hello", "\"e1\"");
+        let path = dir.path().join("a/b/c.jpg");
+        assert_eq!(fs::read(&path).unwrap(), b"hello");
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(meta.mode() & 0o777, FILE_MODE);
+        assert_eq!(meta.mtime(), 0);
+        assert_eq!(fs::metadata(dir.path().join("a/b")).unwrap().mode() & 0o777, DIR_MODE);
+        assert_eq!(read_record(&path), Some(record("a/b/c.jpg", "\"e1\"", 5)));
+        assert_eq!(mirror.status(Path::new("a/b/c.jpg"), "a/b/c.jpg", "\"e1\"", 5), LocalStatus::Current);
+        assert_eq!(mirror.status(Path::new("a/b/c.jpg"), "a/b/c.jpg", "\"e2\"", 5), LocalStatus::Stale);
+        assert_eq!(mirror.status(Path::new("a/b/c.jpg"), "a/b/c.jpg", "\"e1\"", 6), LocalStatus::Stale);
+        assert_eq!(mirror.status(Path::new("nope"), "nope", "\"e1\"", 6), LocalStatus::Missing);
+        assert_eq!(fs::read_dir(mirror.tmp.clone()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_dropped_temp_file_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Mirror::open(dir.path(), "b").unwrap();
+        let tmp = mirror.create_temp().unwrap();
+        tmp.write_at(b"partial", 0).unwrap();
+        drop(tmp);
+        assert_eq!(fs::read_dir(&mirror.tmp).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn stale_temp_files_are_cleaned_but_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Mirror::open(dir.path(), "b").unwrap();
+        fs::write(mirror.tmp.join("dead.1.tmp"), b"x").unwrap();
+        let live = mirror.create_temp().unwrap();
+        let again = Mirror::open(dir.path(), "b").unwrap();
+        let left: Vec<_> = fs::read_dir(&again.tmp).unwrap().flatten().map(|e| e.path()).collect();
+        assert_eq!(left, vec![live.path().to_path_buf()]);
+    }
+
+    #[test]
+    fn a_mirror_belongs_to_one_bucket() {
+        let dir = tempfile::tempdir().unwrap();
+        Mirror::open(dir.path(), "one").unwrap();
+        let err = Mirror::open(dir.path(), "two").unwrap_err();
+        assert!(matches!(err, MirrorError::WrongBucket { .. }), "{err}");
+    }
+
+    #[test]
+    fn run_lock_names_its_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Mirror::open(dir.path(), "b").unwrap();
+        let held = mirror.lock("pid 1: test").unwrap();
+        let err = mirror.lock("pid 2: test").unwrap_err();
+        assert!(err.to_string().contains("pid 1: test"), "{err}");
+        drop(held);
+        mirror.lock("pid 2: test").unwrap();
+    }
+
+    #[test]
+    fn a_file_in_the_way_of_a_directory_moves_to_its_renamed_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Mirror::open(dir.path(), "b").unwrap();
+        put(&mirror, "photo", "photo", b"old", "\"e1\"");
+        put(&mirror, "photo/1.jpg", "photo/1.jpg", b"new", "\"e2\"");
+        assert_eq!(fs::read(dir.path().join("photo/1.jpg")).unwrap(), b"new");
+        let moved = dir.path().join(renamed_path("photo"));
+        assert_eq!(fs::read(&moved).unwrap(), b"old");
+        assert_eq!(read_record(&moved).unwrap().key, "photo");
+        // A directory keeps the name when the key comes back.
+        assert_eq!(mirror.resolve("photo", Path::new("photo")), renamed_path("photo"));
+        assert_eq!(mirror.resolve("x", Path::new("x")), PathBuf::from("x"));
+    }
+
+    #[test]
+    fn recorded_files_skip_state_and_unrecorded_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Mirror::open(dir.path(), "b").unwrap();
+        put(&mirror, "a/x", "a/x", b"1", "\"e\"");
+        let renamed = renamed_path("../y");
+        put(&mirror, renamed.to_str().unwrap(), "../y", b"2", "\"e\"");
+        put(&mirror, ".s3mirrorfs/not-data", "state", b"3", "\"e\"");
+        fs::write(dir.path().join("mine.txt"), b"user file").unwrap();
+        let mut found: Vec<_> = mirror.recorded_files().into_iter().map(|(p, r)| (p, r.key)).collect();
+        found.sort();
+        let mut expected = vec![(PathBuf::from("a/x"), "a/x".to_string()), (renamed, "../y".to_string())];
+        expected.sort();
+        assert_eq!(found, expected);
+    }
+
+    #[test]
+    fn path_locks_exclude_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Mirror::open(dir.path(), "b").unwrap();
+        let held = mirror.try_lock_path(Path::new("a")).unwrap().unwrap();
+        assert!(mirror.try_lock_path(Path::new("a")).unwrap().is_none());
+        assert!(mirror.try_lock_path(Path::new("b")).unwrap().is_some());
+        drop(held);
+        assert!(mirror.try_lock_path(Path::new("a")).unwrap().is_some());
+    }
+}

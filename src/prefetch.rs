@@ -1,0 +1,250 @@
+//! `s3mirrorfs prefetch`: list everything under the prefix, download what is missing
+//! or changed into the mirror, optionally prune copies of deleted keys, report.
+
+pub mod progress;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+use crate::fetch::{FetchError, Fetcher, Outcome};
+use crate::layout::{Placement, place_all};
+use crate::mirror::{LocalStatus, Mirror, MirrorError};
+use crate::store::{ObjectMeta, ObjectStore, StoreError, list_all};
+use progress::{Counters, Progress, ProgressMode};
+
+/// What to prefetch and how.
+#[derive(Clone, Debug)]
+pub struct PrefetchOptions {
+    /// Key prefix to mirror ("" for the whole bucket; otherwise ends in `/`).
+    pub prefix: String,
+    /// Objects downloaded at once.
+    pub concurrency: usize,
+    /// Remove local copies of keys no longer in S3.
+    pub prune: bool,
+    pub progress: ProgressMode,
+}
+
+/// A key and where it lives in the mirror (relative path).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct KeyPath {
+    pub key: String,
+    pub path: String,
+}
+
+/// A key that could not be mirrored, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct Failure {
+    pub key: String,
+    pub error: String,
+}
+
+/// The outcome of a run; printed as one JSON line with `--json`. Every listed key
+/// counts in exactly one of `downloaded`, `up_to_date` and `failed`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    pub bucket: String,
+    pub prefix: String,
+    pub mirror: String,
+    pub listed: u64,
+    pub downloaded: u64,
+    pub up_to_date: u64,
+    pub failed: u64,
+    /// Bytes received from S3.
+    pub bytes: u64,
+    pub seconds: f64,
+    pub pruned: u64,
+    /// Keys stored under a path other than their own.
+    pub renamed: Vec<KeyPath>,
+    pub failures: Vec<Failure>,
+    pub pruned_files: Vec<KeyPath>,
+    /// Set when the run could not go on (listing failed, mirror locked, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Failures that stop the whole run (per-object failures are counted instead).
+#[derive(Debug, thiserror::Error)]
+pub enum PrefetchError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
+}
+
+/// One listed object and what to do about it.
+struct Item {
+    meta: ObjectMeta,
+    rel: PathBuf,
+    directory: bool,
+}
+
+/// Runs a prefetch. The caller holds the mirror's run lock.
+pub async fn run(
+    store: Arc<dyn ObjectStore>,
+    fetcher: &Fetcher,
+    options: &PrefetchOptions,
+    summary: &mut Summary,
+) -> Result<(), PrefetchError> {
+    let started = Instant::now();
+    let counters = Arc::new(Counters::default());
+    let progress = Progress::start(options.progress, Arc::clone(&counters), fetcher.clone());
+    let result = run_inner(store, fetcher, options, summary, &counters).await;
+    progress.finish().await;
+    summary.bytes = fetcher.bytes_received();
+    summary.seconds = started.elapsed().as_secs_f64();
+    result
+}
+
+async fn run_inner(
+    store: Arc<dyn ObjectStore>,
+    fetcher: &Fetcher,
+    options: &PrefetchOptions,
+    summary: &mut Summary,
+    counters: &Arc<Counters>,
+) -> Result<(), PrefetchError> {
+    let objects = list_all(store.as_ref(), &options.prefix).await?;
+    summary.listed = objects.len() as u64;
+    counters.set_listed(objects.len() as u64);
+    let listed: Option<HashSet<String>> = options
+        .prune
+        .then(|| objects.iter().map(|o| o.key.as_str().to_string()).collect());
+    let mirror = Arc::clone(fetcher.mirror());
+
+    // Compare with the local copies: local syscalls only, no S3 request.
+    let (items, renamed) = {
+        let mirror = Arc::clone(&mirror);
+        tokio::task::spawn_blocking(move || plan(&mirror, objects))
+            .await
+            .expect("planning does not panic")
+    };
+    summary.renamed = renamed;
+
+    let mut fetches = Vec::new();
+    for (item, status) in items {
+        if item.directory {
+            match mirror.ensure_dir(&item.rel) {
+                Ok(true) => summary.downloaded += 1,
+                Ok(false) => summary.up_to_date += 1,
+                Err(e) => fail(summary, &item.meta, &e.to_string()),
+            }
+        } else if status == LocalStatus::Current {
+            summary.up_to_date += 1;
+        } else {
+            counters.add_pending(item.meta.size);
+            fetches.push(item);
+        }
+    }
+    counters.set_done(summary.downloaded + summary.up_to_date + summary.failed);
+
+    let mut tasks = JoinSet::new();
+    let mut queue = fetches.into_iter();
+    let mut out_of_space: Option<String> = None;
+    loop {
+        while out_of_space.is_none() && tasks.len() < options.concurrency.max(1) {
+            let Some(item) = queue.next() else { break };
+            let fetcher = fetcher.clone();
+            tasks.spawn(async move {
+                let result = fetcher.ensure(&item.meta.key, &item.meta.etag, item.meta.size, &item.rel).await;
+                (item, result)
+            });
+        }
+        let Some(joined) = tasks.join_next().await else { break };
+        let (item, result) = joined.expect("download task does not panic");
+        match result {
+            Ok(Outcome::Downloaded { .. }) => summary.downloaded += 1,
+            Ok(Outcome::Current) => summary.up_to_date += 1,
+            Err(e) => {
+                if matches!(&e, FetchError::Mirror(m) if m.is_no_space()) && out_of_space.is_none() {
+                    tracing::error!("{e}; not starting further downloads");
+                    out_of_space = Some(e.to_string());
+                }
+                fail(summary, &item.meta, &e.to_string());
+            }
+        }
+        counters.object_done();
+    }
+    if let Some(reason) = out_of_space {
+        for item in queue {
+            fail(summary, &item.meta, &format!("not attempted: {reason}"));
+        }
+    }
+
+    if let Some(listed) = listed {
+        prune(&mirror, &options.prefix, &listed, summary);
+    }
+    Ok(())
+}
+
+fn fail(summary: &mut Summary, meta: &ObjectMeta, error: &str) {
+    tracing::error!(key = %meta.key, "failed: {error}");
+    summary.failed += 1;
+    summary.failures.push(Failure {
+        key: meta.key.as_str().to_string(),
+        error: error.to_string(),
+    });
+}
+
+/// Decides where each listed object goes and whether its local copy is current.
+fn plan(mirror: &Mirror, objects: Vec<ObjectMeta>) -> (Vec<(Item, LocalStatus)>, Vec<KeyPath>) {
+    let placements = place_all(objects.iter().map(|o| (o.key.as_str(), o.size)));
+    let mut items = Vec::with_capacity(objects.len());
+    let mut renamed = Vec::new();
+    for (meta, placement) in objects.into_iter().zip(placements) {
+        let key = meta.key.as_str();
+        let (rel, directory) = match &placement {
+            Placement::Directory(p) => (p.clone(), true),
+            Placement::File(p) => (mirror.resolve(key, p), false),
+            Placement::Renamed { path, reason } => {
+                tracing::debug!(key = %meta.key, %reason, "stored under a renamed path");
+                (path.clone(), false)
+            }
+        };
+        if rel != placement.path() || matches!(placement, Placement::Renamed { .. }) {
+            renamed.push(KeyPath {
+                key: key.to_string(),
+                path: rel.to_string_lossy().into_owned(),
+            });
+        }
+        let status = if directory {
+            LocalStatus::Missing
+        } else {
+            mirror.status(&rel, key, meta.etag.as_str(), meta.size)
+        };
+        items.push((Item { meta, rel, directory }, status));
+    }
+    (items, renamed)
+}
+
+/// Removes local copies of keys under `prefix` that the listing no longer has.
+fn prune(mirror: &Mirror, prefix: &str, listed: &HashSet<String>, summary: &mut Summary) {
+    for (rel, record) in mirror.recorded_files() {
+        if !record.key.starts_with(prefix) || listed.contains(record.key.as_str()) {
+            continue;
+        }
+        match mirror.remove(&rel) {
+            Ok(()) => {
+                tracing::info!(key = %record.key, path = %rel.display(), "pruned");
+                summary.pruned += 1;
+                summary.pruned_files.push(KeyPath {
+                    key: record.key,
+                    path: rel.to_string_lossy().into_owned(),
+                });
+            }
+            Err(e) => tracing::error!(path = %rel.display(), "cannot prune: {e}"),
+        }
+    }
+}
+
+/// Normalizes a user's prefix: a prefix names a directory, so it ends in `/`.
+pub fn normalize_prefix(prefix: &str) -> String {
+    if prefix.is_empty() || prefix.ends_with('/') {
+        prefix.to_string()
+    } else {
+        format!("{prefix}/")
+    }
+}

@@ -1,0 +1,246 @@
+//! Amazon S3 behind the `ObjectStore` trait: the one home of aws-config and
+//! aws-sdk-s3. One builder owns all SDK set-up; errors leave as `StoreError`.
+
+use std::time::{Duration, SystemTime};
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::Region;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::{ByteStream, DateTime};
+use aws_sdk_s3::types::EncodingType;
+use bytes::Bytes;
+
+use crate::store::{
+    Body, BoxFuture, ETag, GetRequest, GetResponse, Key, ListPage, ObjectMeta, ObjectStore, StoreError, decode_url_key,
+};
+
+/// How to reach S3; anything left `None` comes from the standard AWS configuration
+/// (environment, profile, instance role), as the AWS CLI resolves it.
+#[derive(Clone, Debug)]
+pub struct S3Options {
+    pub endpoint_url: Option<String>,
+    pub region: Option<String>,
+    pub force_path_style: bool,
+    /// Attempts per request, the first included.
+    pub max_attempts: u32,
+    pub connect_timeout: Duration,
+    /// Longest wait for the first byte of a response.
+    pub read_timeout: Duration,
+}
+
+impl Default for S3Options {
+    fn default() -> Self {
+        S3Options {
+            endpoint_url: None,
+            region: None,
+            force_path_style: false,
+            max_attempts: 3,
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One bucket of S3 (or of an S3-compatible server).
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+}
+
+impl S3Store {
+    /// Builds the client from the standard AWS configuration plus `options`.
+    pub async fn connect(bucket: &str, options: &S3Options) -> S3Store {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::standard().with_max_attempts(options.max_attempts.max(1)))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(options.connect_timeout)
+                    .read_timeout(options.read_timeout)
+                    .build(),
+            );
+        if let Some(region) = &options.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(url) = &options.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let shared = loader.load().await;
+        let mut config = aws_sdk_s3::config::Builder::from(&shared).force_path_style(options.force_path_style);
+        if shared.region().is_none() {
+            // As the AWS CLI does for S3: without a configured region, us-east-1.
+            config = config.region(Region::from_static("us-east-1"));
+        }
+        S3Store {
+            client: Client::from_conf(config.build()),
+            bucket: bucket.to_string(),
+        }
+    }
+
+    async fn list(&self, prefix: &str, delimited: bool, token: Option<String>) -> Result<ListPage, StoreError> {
+        let output = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .encoding_type(EncodingType::Url)
+            .set_delimiter(delimited.then(|| "/".to_string()))
+            .set_continuation_token(token)
+            .send()
+            .await
+            .map_err(|e| self.map_error(e, "ListObjectsV2", prefix))?;
+        let mut page = ListPage::default();
+        for object in output.contents() {
+            let raw = object.key().ok_or_else(|| StoreError::Other("listed object without a key".into()))?;
+            let key = Key::new(decode_url_key(raw)?)?;
+            page.objects.push(ObjectMeta {
+                key,
+                size: object.size().unwrap_or(0).max(0) as u64,
+                etag: ETag::new(object.e_tag().unwrap_or_default()),
+                last_modified: to_system_time(object.last_modified()),
+            });
+        }
+        for prefix in output.common_prefixes() {
+            if let Some(p) = prefix.prefix() {
+                page.prefixes.push(decode_url_key(p)?);
+            }
+        }
+        if output.is_truncated().unwrap_or(false) {
+            page.next = output.next_continuation_token().map(str::to_string);
+            if page.next.is_none() {
+                return Err(StoreError::Other("truncated listing without a continuation token".into()));
+            }
+        }
+        Ok(page)
+    }
+
+    async fn get_object(&self, request: GetRequest) -> Result<GetResponse, StoreError> {
+        let range = request.range.as_ref().map(|r| format!("bytes={}-{}", r.start, r.end.saturating_sub(1)));
+        let output = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(request.key.as_str())
+            .set_range(range)
+            .set_if_match(request.if_match.as_ref().map(|e| e.as_str().to_string()))
+            .send()
+            .await
+            .map_err(|e| self.map_error(e, "GetObject", request.key.as_str()))?;
+        let content_length = output.content_length().unwrap_or(0).max(0) as u64;
+        let (start, object_size) = match output.content_range() {
+            Some(range) => parse_content_range(range)
+                .ok_or_else(|| StoreError::Other(format!("unparsable Content-Range {range:?}")))?,
+            None => (0, content_length),
+        };
+        Ok(GetResponse {
+            etag: ETag::new(output.e_tag().unwrap_or_default()),
+            last_modified: to_system_time(output.last_modified()),
+            object_size,
+            start,
+            content_length,
+            body: Box::new(S3Body(output.body)),
+        })
+    }
+
+    fn map_error<E>(&self, err: SdkError<E, HttpResponse>, action: &'static str, key: &str) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let detail = DisplayErrorContext(&err).to_string();
+        let resource = if action == "ListObjectsV2" {
+            format!("s3://{}/{key}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, Key::new(key).map(|k| k.to_string()).unwrap_or_default())
+        };
+        match &err {
+            SdkError::ServiceError(service) => {
+                let code = service.err().code().unwrap_or_default();
+                let status = Some(service.raw().status().as_u16());
+                match (code, status) {
+                    ("NoSuchBucket", _) => StoreError::NoSuchBucket(self.bucket.clone()),
+                    ("NoSuchKey", _) | (_, Some(404)) => StoreError::NoSuchKey {
+                        bucket: self.bucket.clone(),
+                        key: key.to_string(),
+                    },
+                    ("AccessDenied", _) | (_, Some(403)) => StoreError::AccessDenied { action, resource },
+                    ("PreconditionFailed", _) | (_, Some(412)) => StoreError::Changed {
+                        bucket: self.bucket.clone(),
+                        key: key.to_string(),
+                    },
+                    (_, Some(s)) if s >= 500 || s == 429 => StoreError::Unreachable(detail),
+                    _ => StoreError::Other(format!("{action} on {resource}: {detail}")),
+                }
+            }
+            SdkError::TimeoutError(_) => StoreError::Timeout(detail),
+            SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => StoreError::Unreachable(detail),
+            _ if detail.contains("credentials") => StoreError::Credentials(first_line(&detail)),
+            _ => StoreError::Other(format!("{action} on {resource}: {detail}")),
+        }
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or(text).to_string()
+}
+
+fn to_system_time(time: Option<&DateTime>) -> SystemTime {
+    time.and_then(|t| SystemTime::try_from(*t).ok()).unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// Parses `bytes START-END/SIZE` into (START, SIZE).
+fn parse_content_range(value: &str) -> Option<(u64, u64)> {
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (range, size) = rest.split_once('/')?;
+    let (start, _end) = range.split_once('-')?;
+    Some((start.parse().ok()?, size.parse().ok()?))
+}
+
+struct S3Body(ByteStream);
+
+impl Body for S3Body {
+    fn next_chunk(&mut self) -> BoxFuture<'_, Result<Option<Bytes>, StoreError>> {
+        Box::pin(async move {
+            match self.0.next().await {
+                None => Ok(None),
+                Some(Ok(bytes)) => Ok(Some(bytes)),
+                Some(Err(e)) => Err(StoreError::Body(DisplayErrorContext(&e).to_string())),
+            }
+        })
+    }
+}
+
+impl ObjectStore for S3Store {
+    fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    fn list_page(
+        &self,
+        prefix: &str,
+        delimited: bool,
+        token: Option<String>,
+    ) -> BoxFuture<'_, Result<ListPage, StoreError>> {
+        let prefix = prefix.to_string();
+        Box::pin(async move { self.list(&prefix, delimited, token).await })
+    }
+
+    fn get(&self, request: GetRequest) -> BoxFuture<'_, Result<GetResponse, StoreError>> {
+        Box::pin(self.get_object(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_parses() {
+        assert_eq!(parse_content_range("bytes 0-9/100"), Some((0, 100)));
+        assert_eq!(parse_content_range("bytes 90-99/100"), Some((90, 100)));
+        assert_eq!(parse_content_range("bytes */100"), None);
+        assert_eq!(parse_content_range("junk"), None);
+    }
+}

@@ -1,0 +1,236 @@
+//! The object-store boundary: the project's own types for keys, ETags and object
+//! metadata, and the trait every S3 backend implements. Nothing past this module
+//! sees an SDK type.
+
+pub mod memory;
+
+use std::fmt;
+use std::future::Future;
+use std::ops::Range;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+/// A boxed future, so the store trait stays object safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An S3 object key, byte for byte as S3 holds it (never normalized).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key(String);
+
+impl Key {
+    /// Wraps a key; S3 keys are never empty.
+    pub fn new(key: impl Into<String>) -> Result<Key, StoreError> {
+        let key = key.into();
+        if key.is_empty() {
+            return Err(StoreError::Other("empty object key".into()));
+        }
+        Ok(Key(key))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Debug escaping keeps control characters in hostile keys from reaching a terminal raw.
+        let escaped = format!("{:?}", self.0);
+        f.write_str(&escaped[1..escaped.len() - 1])
+    }
+}
+
+/// An entity tag, kept in S3's quoted form (`"abc"`, `"abc-3"`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ETag(String);
+
+impl ETag {
+    /// Normalizes to the quoted form S3 uses on the wire.
+    pub fn new(raw: &str) -> ETag {
+        let trimmed = raw.trim();
+        if trimmed.len() >= 2 && trimmed.starts_with('"') && trimmed.ends_with('"') {
+            ETag(trimmed.to_string())
+        } else {
+            ETag(format!("\"{trimmed}\""))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ETag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a listing says about one object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: Key,
+    pub size: u64,
+    pub etag: ETag,
+    pub last_modified: SystemTime,
+}
+
+/// One page of a ListObjectsV2 listing.
+#[derive(Debug, Default)]
+pub struct ListPage {
+    pub objects: Vec<ObjectMeta>,
+    /// Common prefixes (only when listing with a delimiter), each ending in `/`.
+    pub prefixes: Vec<String>,
+    /// Continuation token for the next page, if any.
+    pub next: Option<String>,
+}
+
+/// A GET, optionally ranged and pinned to an ETag.
+#[derive(Clone, Debug)]
+pub struct GetRequest {
+    pub key: Key,
+    pub range: Option<Range<u64>>,
+    pub if_match: Option<ETag>,
+}
+
+/// The head of a GET response; the bytes follow through `body`.
+pub struct GetResponse {
+    pub etag: ETag,
+    pub last_modified: SystemTime,
+    /// Size of the whole object, not of this range.
+    pub object_size: u64,
+    /// Offset of the first body byte within the object.
+    pub start: u64,
+    /// Number of body bytes promised by the server.
+    pub content_length: u64,
+    pub body: Box<dyn Body>,
+}
+
+/// A response body delivered in chunks.
+pub trait Body: Send {
+    /// The next chunk, or `None` at the end of the body.
+    fn next_chunk(&mut self) -> BoxFuture<'_, Result<Option<Bytes>, StoreError>>;
+}
+
+/// Read access to one bucket.
+pub trait ObjectStore: Send + Sync + 'static {
+    /// The bucket this store reads.
+    fn bucket(&self) -> &str;
+
+    /// One page of objects under `prefix`; with `delimited`, grouped at the next `/`.
+    fn list_page(
+        &self,
+        prefix: &str,
+        delimited: bool,
+        token: Option<String>,
+    ) -> BoxFuture<'_, Result<ListPage, StoreError>>;
+
+    /// Starts a GET; the body is read through the response.
+    fn get(&self, request: GetRequest) -> BoxFuture<'_, Result<GetResponse, StoreError>>;
+}
+
+/// Lists every object under `prefix`, following all pages.
+pub async fn list_all(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+    let mut objects = Vec::new();
+    let mut token = None;
+    loop {
+        let page = store.list_page(prefix, false, token).await?;
+        objects.extend(page.objects);
+        match page.next {
+            Some(next) => token = Some(next),
+            None => return Ok(objects),
+        }
+    }
+}
+
+/// Failures of the object store, kept apart by what the caller should do about them.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("bucket {0:?} does not exist")]
+    NoSuchBucket(String),
+    #[error("s3://{bucket}/{key}: no such key")]
+    NoSuchKey { bucket: String, key: String },
+    #[error("access denied: {action} on {resource}")]
+    AccessDenied { action: &'static str, resource: String },
+    #[error("s3://{bucket}/{key} changed while it was being read")]
+    Changed { bucket: String, key: String },
+    #[error("no AWS credentials found ({0}); set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use an instance role")]
+    Credentials(String),
+    #[error("cannot reach S3 endpoint: {0}")]
+    Unreachable(String),
+    #[error("S3 request timed out: {0}")]
+    Timeout(String),
+    #[error("response body failed: {0}")]
+    Body(String),
+    #[error("S3 error: {0}")]
+    Other(String),
+}
+
+impl StoreError {
+    /// Whether trying the same request again may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unreachable(_) | StoreError::Timeout(_) | StoreError::Body(_)
+        )
+    }
+}
+
+/// Decodes a key S3 returned with `encoding-type=url` (`+` is a space, `%XX` a byte).
+pub fn decode_url_key(encoded: &str) -> Result<String, StoreError> {
+    let bytes = encoded.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| StoreError::Other(format!("malformed URL-encoded key {encoded:?}")))?;
+                out.push(hex);
+                i += 3;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| StoreError::Other(format!("key {encoded:?} is not UTF-8")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_url_encoded_keys() {
+        assert_eq!(decode_url_key("a+b%2Bc").unwrap(), "a b+c");
+        assert_eq!(decode_url_key("%2E%2E/x").unwrap(), "../x");
+        assert_eq!(decode_url_key("caf%C3%A9").unwrap(), "café");
+        assert_eq!(decode_url_key("%0A").unwrap(), "\n");
+        assert!(decode_url_key("%zz").is_err());
+        assert!(decode_url_key("%4").is_err());
+        assert!(decode_url_key("%FF").is_err());
+    }
+
+    #[test]
+    fn etags_are_quoted() {
+        assert_eq!(ETag::new("abc").as_str(), "\"abc\"");
+        assert_eq!(ETag::new("\"abc-2\"").as_str(), "\"abc-2\"");
+    }
+
+    #[test]
+    fn key_display_escapes_control_characters() {
+        assert_eq!(Key::new("a\nb").unwrap().to_string(), "a\\nb");
+        assert!(Key::new("").is_err());
+    }
+}
