@@ -392,6 +392,17 @@ impl Mirror {
         Ok(created)
     }
 
+    /// If the file at `rel` holds `key`, moves it to the key's renamed path (best
+    /// effort: on failure the key is simply fetched again).
+    pub fn move_aside(&self, rel: &Path, key: &str) {
+        let path = self.root.join(rel);
+        let holds_key = fs::symlink_metadata(&path).is_ok_and(|m| m.is_file())
+            && read_record(&path).is_some_and(|r| r.key == key);
+        if holds_key && let Err(e) = self.relocate(&path) {
+            tracing::warn!(path = %path.display(), "cannot move a copy aside: {e}");
+        }
+    }
+
     /// Moves a file out of the way of a directory, to the renamed path of the key it holds.
     fn relocate(&self, path: &Path) -> Result<(), MirrorError> {
         let rel = path.strip_prefix(&self.root).unwrap_or(path);

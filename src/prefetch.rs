@@ -4,7 +4,7 @@
 pub mod progress;
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 
 use crate::fetch::{FetchError, Fetcher, Outcome};
-use crate::layout::{Placement, place_all};
+use crate::layout::{Placement, RenameReason, place_all};
 use crate::mirror::{LocalStatus, Mirror, MirrorError};
 use crate::store::{ObjectMeta, ObjectStore, StoreError, list_all};
 use progress::{Counters, Progress, ProgressMode};
@@ -201,6 +201,10 @@ fn plan(mirror: &Mirror, objects: Vec<ObjectMeta>) -> (Vec<(Item, LocalStatus)>,
             Placement::File(p) => (mirror.resolve(key, p), false),
             Placement::Renamed { path, reason } => {
                 tracing::debug!(key = %meta.key, %reason, "stored under a renamed path");
+                if *reason == RenameReason::PrefixConflict {
+                    // An earlier run stored the key under its own name before it became a prefix.
+                    mirror.move_aside(Path::new(key), key);
+                }
                 (path.clone(), false)
             }
         };

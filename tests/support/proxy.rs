@@ -1,0 +1,101 @@
+//! A small HTTP/1.1 proxy between the tool and moto that records every request
+//! line, so tests can count exactly which requests a run made.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+/// One request as the proxy saw it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub target: String,
+}
+
+impl Seen {
+    /// Whether this is a ListObjectsV2 request.
+    pub fn is_list(&self) -> bool {
+        self.method == "GET" && self.target.contains("list-type=2")
+    }
+}
+
+/// A running proxy; it lives until the test process exits.
+pub struct Proxy {
+    port: u16,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Proxy {
+    pub fn start(upstream_port: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let log = Arc::clone(&log);
+                std::thread::spawn(move || {
+                    if let Ok(upstream) = TcpStream::connect(("127.0.0.1", upstream_port)) {
+                        let _ = relay(client, upstream, &log);
+                    }
+                });
+            }
+        });
+        Proxy { port, seen }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().clone()
+    }
+
+    pub fn clear(&self) {
+        self.seen.lock().clear();
+    }
+}
+
+/// Forwards requests one by one (reading each head and its Content-Length body)
+/// while a second thread copies responses back untouched.
+fn relay(client: TcpStream, upstream: TcpStream, log: &Mutex<Vec<Seen>>) -> std::io::Result<()> {
+    let mut back_from = upstream.try_clone()?;
+    let mut back_to = client.try_clone()?;
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut back_from, &mut back_to);
+        let _ = back_to.shutdown(Shutdown::Write);
+    });
+    let mut reader = BufReader::new(client);
+    let mut upstream = upstream;
+    loop {
+        let mut head = Vec::new();
+        let mut content_length = 0u64;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                let _ = upstream.shutdown(Shutdown::Write);
+                return Ok(());
+            }
+            if head.is_empty() {
+                let mut parts = line.split_whitespace();
+                let method = parts.next().unwrap_or_default().to_string();
+                let target = parts.next().unwrap_or_default().to_string();
+                log.lock().push(Seen { method, target });
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                content_length = value.trim().parse().unwrap_or(0);
+            }
+            head.extend_from_slice(line.as_bytes());
+            if line == "\r\n" {
+                break;
+            }
+        }
+        upstream.write_all(&head)?;
+        std::io::copy(&mut (&mut reader).take(content_length), &mut upstream)?;
+    }
+}
