@@ -20,7 +20,17 @@ use s3mirrorfs::store::ObjectStore;
 use s3mirrorfs::sys;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            // One line for bad input: the error itself, then where to look.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{first} (see s3mirrorfs --help)");
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     let quiet = matches!(&cli.command, Command::Prefetch(args) if args.quiet);
     init_logging(cli.verbose, quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

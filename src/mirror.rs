@@ -66,10 +66,10 @@ pub enum LocalStatus {
 /// Failures of the mirror store.
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-    #[error("mirror directory {path} is not writable: {source}")]
-    NotWritable { path: PathBuf, source: io::Error },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: io::Error },
+    #[error("mirror directory {path} cannot be created or written: {err}")]
+    NotWritable { path: PathBuf, err: io::Error },
     #[error("mirror {mirror} is out of space (writing {path})")]
     NoSpace { mirror: PathBuf, path: PathBuf },
     #[error(
@@ -115,12 +115,7 @@ impl Mirror {
     pub fn open(root: &Path, bucket: &str) -> Result<Mirror, MirrorError> {
         let not_writable = |path: &Path| {
             let path = path.to_path_buf();
-            move |source: io::Error| match source.kind() {
-                io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
-                    MirrorError::NotWritable { path, source }
-                }
-                _ => MirrorError::Io { path, source },
-            }
+            move |err: io::Error| MirrorError::NotWritable { path, err }
         };
         DirBuilder::new()
             .recursive(true)
@@ -159,7 +154,7 @@ impl Mirror {
     fn io(&self, path: &Path) -> impl FnOnce(io::Error) -> MirrorError + use<> {
         let mirror = self.root.clone();
         let path = path.to_path_buf();
-        move |source| io_error(&mirror, &path, source)
+        move |err| io_error(&mirror, &path, err)
     }
 
     fn check_identity(&self, bucket: &str) -> Result<(), MirrorError> {
@@ -168,7 +163,7 @@ impl Mirror {
             Ok(bytes) => {
                 let existing: Identity = serde_json::from_slice(&bytes).map_err(|e| MirrorError::Io {
                     path: path.clone(),
-                    source: io::Error::new(io::ErrorKind::InvalidData, e),
+                    err: io::Error::new(io::ErrorKind::InvalidData, e),
                 })?;
                 if existing.bucket != bucket {
                     return Err(MirrorError::WrongBucket {
@@ -496,8 +491,8 @@ impl TempFile {
         self.file.set_len(len).map_err(|e| self.error(e))
     }
 
-    fn error(&self, source: io::Error) -> MirrorError {
-        io_error(&self.mirror, &self.path, source)
+    fn error(&self, err: io::Error) -> MirrorError {
+        io_error(&self.mirror, &self.path, err)
     }
 
     /// The temp file's path, for error messages.
@@ -519,8 +514,8 @@ impl Drop for TempFile {
 }
 
 /// Tells a full disk apart from other I/O failures.
-fn io_error(mirror: &Path, path: &Path, source: io::Error) -> MirrorError {
-    if sys::is_no_space(&source) {
+fn io_error(mirror: &Path, path: &Path, err: io::Error) -> MirrorError {
+    if sys::is_no_space(&err) {
         MirrorError::NoSpace {
             mirror: mirror.to_path_buf(),
             path: path.to_path_buf(),
@@ -528,7 +523,7 @@ fn io_error(mirror: &Path, path: &Path, source: io::Error) -> MirrorError {
     } else {
         MirrorError::Io {
             path: path.to_path_buf(),
-            source,
+            err,
         }
     }
 }

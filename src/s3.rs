@@ -4,6 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use aws_config::BehaviorVersion;
+use aws_credential_types::provider::error::CredentialsError;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
@@ -40,7 +41,7 @@ impl Default for S3Options {
             force_path_style: false,
             max_attempts: 3,
             connect_timeout: Duration::from_secs(5),
-            read_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -49,6 +50,8 @@ impl Default for S3Options {
 pub struct S3Store {
     client: Client,
     bucket: String,
+    /// Where requests go, for error messages.
+    endpoint: String,
 }
 
 impl S3Store {
@@ -74,9 +77,16 @@ impl S3Store {
             // As the AWS CLI does for S3: without a configured region, us-east-1.
             config = config.region(Region::from_static("us-east-1"));
         }
+        let config = config.build();
+        let endpoint = options
+            .endpoint_url
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+            .unwrap_or_else(|| format!("S3 in {}", config.region().map_or("us-east-1", |r| r.as_ref())));
         S3Store {
-            client: Client::from_conf(config.build()),
+            client: Client::from_conf(config),
             bucket: bucket.to_string(),
+            endpoint,
         }
     }
 
@@ -149,7 +159,7 @@ impl S3Store {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let detail = DisplayErrorContext(&err).to_string();
+        let detail = root_cause(&err);
         let resource = if action == "ListObjectsV2" {
             format!("s3://{}/{key}", self.bucket)
         } else {
@@ -174,16 +184,35 @@ impl S3Store {
                     _ => StoreError::Other(format!("{action} on {resource}: {detail}")),
                 }
             }
-            SdkError::TimeoutError(_) => StoreError::Timeout(detail),
-            SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => StoreError::Unreachable(detail),
-            _ if detail.contains("credentials") => StoreError::Credentials(first_line(&detail)),
+            _ if is_credentials_error(&err) => StoreError::Credentials(detail),
+            SdkError::TimeoutError(_) => StoreError::Timeout(format!("{}: {detail}", self.endpoint)),
+            SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+                StoreError::Unreachable(format!("{}: {detail}", self.endpoint))
+            }
             _ => StoreError::Other(format!("{action} on {resource}: {detail}")),
         }
     }
 }
 
-fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or(text).to_string()
+/// The innermost message of an error chain: the one that says what went wrong.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = err;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    let text = current.to_string();
+    if text.is_empty() { DisplayErrorContext(err).to_string() } else { text }
+}
+
+fn is_credentials_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if e.downcast_ref::<CredentialsError>().is_some() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }
 
 fn to_system_time(time: Option<&DateTime>) -> SystemTime {
