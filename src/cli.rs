@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 pub const DEFAULT_MIRROR_DIR: &str = "/home/user/myS3backup";
 
 #[derive(Debug, Parser)]
-#[command(name = "s3mirrorfs", version, about = "Mount an S3 bucket read-only and keep a durable, complete local mirror of it")]
+#[command(
+    name = "s3mirrorfs",
+    version,
+    about = "Mount an S3 bucket read-only and keep a durable, complete local mirror of it"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -39,7 +43,11 @@ impl std::str::FromStr for Target {
         if bucket.is_empty() {
             return Err("the bucket name is empty".into());
         }
-        if bucket.len() > 255 || !bucket.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)) {
+        if bucket.len() > 255
+            || !bucket
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+        {
             return Err(format!("{bucket:?} is not a valid bucket name"));
         }
         Ok(Target {
@@ -103,7 +111,10 @@ mod tests {
     #[test]
     fn targets_parse() {
         let t: Target = "bucket/photos/2024".parse().unwrap();
-        assert_eq!((t.bucket.as_str(), t.prefix.as_str()), ("bucket", "photos/2024"));
+        assert_eq!(
+            (t.bucket.as_str(), t.prefix.as_str()),
+            ("bucket", "photos/2024")
+        );
         let t: Target = "s3://bucket".parse().unwrap();
         assert_eq!((t.bucket.as_str(), t.prefix.as_str()), ("bucket", ""));
         assert!("".parse::<Target>().is_err());

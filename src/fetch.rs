@@ -109,7 +109,13 @@ impl Fetcher {
     /// Makes the mirror hold `key` at `rel` at the listed ETag, downloading it unless
     /// the file there is already that version. Holds the path's cross-process lock,
     /// so a mount and a prefetch never download the same object at once.
-    pub async fn ensure(&self, key: &Key, etag: &ETag, size: u64, rel: &Path) -> Result<Outcome, FetchError> {
+    pub async fn ensure(
+        &self,
+        key: &Key,
+        etag: &ETag,
+        size: u64,
+        rel: &Path,
+    ) -> Result<Outcome, FetchError> {
         let mirror = &self.inner.mirror;
         let _lock = match mirror.try_lock_path(rel)? {
             Some(lock) => lock,
@@ -133,7 +139,12 @@ impl Fetcher {
 
     /// Downloads the current version of `key` and commits it at `rel`. An object
     /// that changes mid-download is started over, a bounded number of times.
-    async fn download(&self, key: &Key, listed_size: u64, rel: &Path) -> Result<Version, FetchError> {
+    async fn download(
+        &self,
+        key: &Key,
+        listed_size: u64,
+        rel: &Path,
+    ) -> Result<Version, FetchError> {
         for _ in 0..3 {
             let tmp = Arc::new(self.inner.mirror.create_temp()?);
             match self.fill(&tmp, key, listed_size).await {
@@ -162,7 +173,12 @@ impl Fetcher {
     }
 
     /// Fills `tmp` with one version of the object.
-    async fn fill(&self, tmp: &Arc<TempFile>, key: &Key, listed_size: u64) -> Result<Version, FetchError> {
+    async fn fill(
+        &self,
+        tmp: &Arc<TempFile>,
+        key: &Key,
+        listed_size: u64,
+    ) -> Result<Version, FetchError> {
         let part = self.inner.config.part_size.max(1);
         if listed_size <= part {
             return self.read_range(tmp, key, None, None).await;
@@ -176,8 +192,16 @@ impl Fetcher {
         let mut start = part;
         while start < version.size {
             let end = (start + part).min(version.size);
-            let (this, tmp, key, etag) = (self.clone(), Arc::clone(tmp), key.clone(), version.etag.clone());
-            parts.spawn(async move { this.read_range(&tmp, &key, Some(start..end), Some(etag)).await });
+            let (this, tmp, key, etag) = (
+                self.clone(),
+                Arc::clone(tmp),
+                key.clone(),
+                version.etag.clone(),
+            );
+            parts.spawn(async move {
+                this.read_range(&tmp, &key, Some(start..end), Some(etag))
+                    .await
+            });
             start = end;
         }
         while let Some(result) = parts.join_next().await {
@@ -217,7 +241,12 @@ impl Fetcher {
                 if_match: pinned.clone(),
             };
             let result = async {
-                let _permit = self.inner.requests.acquire().await.expect("semaphore is never closed");
+                let _permit = self
+                    .inner
+                    .requests
+                    .acquire()
+                    .await
+                    .expect("semaphore is never closed");
                 let mut response = self.inner.store.get(request).await?;
                 let v = version.get_or_insert_with(|| Version {
                     etag: response.etag.clone(),
@@ -231,7 +260,8 @@ impl Fetcher {
                     }));
                 }
                 pinned = Some(v.etag.clone());
-                let stop = *end.get_or_insert(v.size.min(range.as_ref().map_or(u64::MAX, |r| r.end)));
+                let stop =
+                    *end.get_or_insert(v.size.min(range.as_ref().map_or(u64::MAX, |r| r.end)));
                 if response.start != pos || response.content_length != stop - pos {
                     return Err(StoreError::Body(format!(
                         "asked for bytes {pos}..{stop}, got {} bytes at {}",
@@ -240,7 +270,9 @@ impl Fetcher {
                     .into());
                 }
                 loop {
-                    let next = tokio::time::timeout(config.stall_timeout, response.body.next_chunk()).await;
+                    let next =
+                        tokio::time::timeout(config.stall_timeout, response.body.next_chunk())
+                            .await;
                     let chunk = match next {
                         Err(_) => {
                             return Err(StoreError::Body(format!(
@@ -253,14 +285,21 @@ impl Fetcher {
                     };
                     let Some(chunk) = chunk else { break };
                     if pos + chunk.len() as u64 > stop {
-                        return Err(StoreError::Body(format!("body longer than the {stop} bytes promised")).into());
+                        return Err(StoreError::Body(format!(
+                            "body longer than the {stop} bytes promised"
+                        ))
+                        .into());
                     }
                     tmp.write_at(&chunk, pos)?;
                     pos += chunk.len() as u64;
-                    self.inner.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    self.inner
+                        .bytes
+                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 }
                 if pos != stop {
-                    return Err(StoreError::Body(format!("body ended at byte {pos} of {stop}")).into());
+                    return Err(
+                        StoreError::Body(format!("body ended at byte {pos} of {stop}")).into(),
+                    );
                 }
                 Ok(())
             }

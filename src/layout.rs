@@ -139,7 +139,10 @@ pub fn place_alone(key: &str, size: u64) -> Placement {
 /// Places every key of a listing: a key that is also the prefix of another stored
 /// key gives its name to the directory and is renamed itself.
 pub fn place_all<'a>(keys: impl IntoIterator<Item = (&'a str, u64)>) -> Vec<Placement> {
-    let mut placements: Vec<Placement> = keys.into_iter().map(|(k, size)| place_alone(k, size)).collect();
+    let mut placements: Vec<Placement> = keys
+        .into_iter()
+        .map(|(k, size)| place_alone(k, size))
+        .collect();
     let mut directories: HashSet<&Path> = HashSet::new();
     for placement in &placements {
         let (path, own) = match placement {
@@ -150,7 +153,11 @@ pub fn place_all<'a>(keys: impl IntoIterator<Item = (&'a str, u64)>) -> Vec<Plac
         if own {
             directories.insert(path);
         }
-        directories.extend(path.ancestors().skip(1).filter(|a| !a.as_os_str().is_empty()));
+        directories.extend(
+            path.ancestors()
+                .skip(1)
+                .filter(|a| !a.as_os_str().is_empty()),
+        );
     }
     let conflicts: Vec<usize> = placements
         .iter()
@@ -163,7 +170,10 @@ pub fn place_all<'a>(keys: impl IntoIterator<Item = (&'a str, u64)>) -> Vec<Plac
         let Placement::File(path) = &placements[i] else {
             unreachable!("only files conflict")
         };
-        let key = path.to_str().expect("verbatim paths come from UTF-8 keys").to_string();
+        let key = path
+            .to_str()
+            .expect("verbatim paths come from UTF-8 keys")
+            .to_string();
         placements[i] = Placement::Renamed {
             path: renamed_path(&key),
             reason: RenameReason::PrefixConflict,
@@ -235,14 +245,26 @@ mod tests {
             assert_eq!(reason(key), Some(expected), "{key:?}");
         }
         assert_eq!(reason(&"n".repeat(256)), Some(RenameReason::NameTooLong));
-        assert_eq!(reason(&format!("d/{}", "n".repeat(256))), Some(RenameReason::NameTooLong));
+        assert_eq!(
+            reason(&format!("d/{}", "n".repeat(256))),
+            Some(RenameReason::NameTooLong)
+        );
         let deep = vec!["d".repeat(200); 20].join("/");
         assert_eq!(reason(&deep), Some(RenameReason::PathTooLong));
     }
 
     #[test]
     fn renamed_paths_stay_in_the_renamed_dir() {
-        for key in ["../x", "dir/../../x", "/abs/x", "x/..", "a\n/..", &"é".repeat(300), "/", ".."] {
+        for key in [
+            "../x",
+            "dir/../../x",
+            "/abs/x",
+            "x/..",
+            "a\n/..",
+            &"é".repeat(300),
+            "/",
+            "..",
+        ] {
             let path = renamed_path(key);
             assert_eq!(path.parent(), Some(Path::new(RENAMED_DIR)), "{key:?}");
             let name = path.file_name().unwrap().to_str().unwrap();
@@ -270,19 +292,56 @@ mod tests {
     fn directory_markers() {
         assert_eq!(place_alone("a/", 0), Placement::Directory("a".into()));
         assert_eq!(place_alone("a/b/", 0), Placement::Directory("a/b".into()));
-        assert!(matches!(place_alone("a/", 5), Placement::Renamed { reason: RenameReason::EmptyComponent, .. }));
-        assert!(matches!(place_alone("a//", 0), Placement::Renamed { reason: RenameReason::EmptyComponent, .. }));
+        assert!(matches!(
+            place_alone("a/", 5),
+            Placement::Renamed {
+                reason: RenameReason::EmptyComponent,
+                ..
+            }
+        ));
+        assert!(matches!(
+            place_alone("a//", 0),
+            Placement::Renamed {
+                reason: RenameReason::EmptyComponent,
+                ..
+            }
+        ));
         assert!(matches!(place_alone("/", 0), Placement::Renamed { .. }));
-        assert!(matches!(place_alone("../", 0), Placement::Renamed { reason: RenameReason::DotComponent, .. }));
-        assert!(matches!(place_alone(".s3mirrorfs/", 0), Placement::Renamed { reason: RenameReason::Reserved, .. }));
+        assert!(matches!(
+            place_alone("../", 0),
+            Placement::Renamed {
+                reason: RenameReason::DotComponent,
+                ..
+            }
+        ));
+        assert!(matches!(
+            place_alone(".s3mirrorfs/", 0),
+            Placement::Renamed {
+                reason: RenameReason::Reserved,
+                ..
+            }
+        ));
         assert_eq!(place_alone("empty", 0), Placement::File("empty".into()));
     }
 
     #[test]
     fn a_key_that_is_also_a_prefix_gives_way_to_the_directory() {
-        let placed = place_all([("photo", 3), ("photo/1.jpg", 3), ("photo/1.jpg/x", 1), ("other", 1)]);
-        assert!(matches!(&placed[0], Placement::Renamed { reason: RenameReason::PrefixConflict, path } if *path == renamed_path("photo")));
-        assert!(matches!(&placed[1], Placement::Renamed { reason: RenameReason::PrefixConflict, .. }));
+        let placed = place_all([
+            ("photo", 3),
+            ("photo/1.jpg", 3),
+            ("photo/1.jpg/x", 1),
+            ("other", 1),
+        ]);
+        assert!(
+            matches!(&placed[0], Placement::Renamed { reason: RenameReason::PrefixConflict, path } if *path == renamed_path("photo"))
+        );
+        assert!(matches!(
+            &placed[1],
+            Placement::Renamed {
+                reason: RenameReason::PrefixConflict,
+                ..
+            }
+        ));
         assert_eq!(placed[2], Placement::File("photo/1.jpg/x".into()));
         assert_eq!(placed[3], Placement::File("other".into()));
     }
@@ -291,10 +350,22 @@ mod tests {
     fn directory_markers_and_renamed_keys_in_conflicts() {
         // A marker makes a directory; a renamed key makes none.
         let placed = place_all([("d", 1), ("d/", 0), ("e", 1), ("e//x", 1)]);
-        assert!(matches!(&placed[0], Placement::Renamed { reason: RenameReason::PrefixConflict, .. }));
+        assert!(matches!(
+            &placed[0],
+            Placement::Renamed {
+                reason: RenameReason::PrefixConflict,
+                ..
+            }
+        ));
         assert_eq!(placed[1], Placement::Directory("d".into()));
         assert_eq!(placed[2], Placement::File("e".into()));
-        assert!(matches!(&placed[3], Placement::Renamed { reason: RenameReason::EmptyComponent, .. }));
+        assert!(matches!(
+            &placed[3],
+            Placement::Renamed {
+                reason: RenameReason::EmptyComponent,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -307,13 +378,29 @@ mod tests {
     #[test]
     fn every_placement_stays_inside_the_mirror() {
         let keys = [
-            "../x", "dir/../../x", "/abs/x", "a//b", "./x", "x/./y", "x/..", "x/.", "..", "/", "a/b", "photo",
-            "photo/1.jpg", ".s3mirrorfs/x",
+            "../x",
+            "dir/../../x",
+            "/abs/x",
+            "a//b",
+            "./x",
+            "x/./y",
+            "x/..",
+            "x/.",
+            "..",
+            "/",
+            "a/b",
+            "photo",
+            "photo/1.jpg",
+            ".s3mirrorfs/x",
         ];
         for placement in place_all(keys.iter().map(|k| (*k, 1))) {
             let path = placement.path();
             assert!(path.is_relative());
-            assert!(path.components().all(|c| matches!(c, std::path::Component::Normal(_))), "{path:?}");
+            assert!(
+                path.components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_))),
+                "{path:?}"
+            );
         }
     }
 }

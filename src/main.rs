@@ -33,7 +33,10 @@ fn main() -> ExitCode {
     };
     let quiet = matches!(&cli.command, Command::Prefetch(args) if args.quiet);
     init_logging(cli.verbose, quiet);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -98,13 +101,19 @@ async fn prefetch_command(args: PrefetchArgs) -> ExitCode {
         );
     }
     if args.json {
-        println!("{}", serde_json::to_string(&summary).expect("summary serializes"));
+        println!(
+            "{}",
+            serde_json::to_string(&summary).expect("summary serializes")
+        );
     }
     match outcome {
         Err(_) => ExitCode::from(2),
         Ok(()) if summary.failed > 0 => {
             if !args.quiet {
-                eprintln!("error: {} of {} objects failed", summary.failed, summary.listed);
+                eprintln!(
+                    "error: {} of {} objects failed",
+                    summary.failed, summary.listed
+                );
             }
             ExitCode::from(1)
         }
@@ -112,14 +121,19 @@ async fn prefetch_command(args: PrefetchArgs) -> ExitCode {
     }
 }
 
-async fn prefetch_inner(args: &PrefetchArgs, prefix: &str, summary: &mut Summary) -> anyhow::Result<()> {
+async fn prefetch_inner(
+    args: &PrefetchArgs,
+    prefix: &str,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
     let bucket = &args.target.bucket;
     let mirror = open_mirror(&args.mirror_dir, bucket)?;
     let _lock = mirror.lock(&format!(
         "pid {} (s3mirrorfs prefetch s3://{bucket}/{prefix})",
         std::process::id()
     ))?;
-    let store: Arc<dyn ObjectStore> = Arc::new(S3Store::connect(bucket, &s3_options(&args.s3)).await);
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(S3Store::connect(bucket, &s3_options(&args.s3)).await);
     let concurrency = usize::from(args.concurrency);
     let fetcher = Fetcher::new(
         Arc::clone(&store),

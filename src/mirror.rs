@@ -161,10 +161,11 @@ impl Mirror {
         let path = self.state.join("mirror.json");
         match fs::read(&path) {
             Ok(bytes) => {
-                let existing: Identity = serde_json::from_slice(&bytes).map_err(|e| MirrorError::Io {
-                    path: path.clone(),
-                    err: io::Error::new(io::ErrorKind::InvalidData, e),
-                })?;
+                let existing: Identity =
+                    serde_json::from_slice(&bytes).map_err(|e| MirrorError::Io {
+                        path: path.clone(),
+                        err: io::Error::new(io::ErrorKind::InvalidData, e),
+                    })?;
                 if existing.bucket != bucket {
                     return Err(MirrorError::WrongBucket {
                         path: self.root.clone(),
@@ -207,14 +208,20 @@ impl Mirror {
 
     /// Removes temp files whose writer is gone (their flock is free).
     fn clean_temp_files(&self) {
-        let Ok(entries) = fs::read_dir(&self.tmp) else { return };
+        let Ok(entries) = fs::read_dir(&self.tmp) else {
+            return;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
-            let Ok(file) = File::open(&path) else { continue };
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
             if sys::flock_exclusive(&file, false).unwrap_or(false) {
                 match fs::remove_file(&path) {
                     Ok(()) => tracing::debug!(path = %path.display(), "removed stale temp file"),
-                    Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove stale temp file"),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot remove stale temp file")
+                    }
                 }
             }
         }
@@ -238,11 +245,16 @@ impl Mirror {
             let holder = text.trim();
             return Err(MirrorError::Busy {
                 path: self.root.clone(),
-                holder: if holder.is_empty() { "another process".to_string() } else { holder.to_string() },
+                holder: if holder.is_empty() {
+                    "another process".to_string()
+                } else {
+                    holder.to_string()
+                },
             });
         }
         file.set_len(0).map_err(self.io(&path))?;
-        file.write_all_at(format!("{holder}\n").as_bytes(), 0).map_err(self.io(&path))?;
+        file.write_all_at(format!("{holder}\n").as_bytes(), 0)
+            .map_err(self.io(&path))?;
         Ok(RunLock { _file: file })
     }
 
@@ -253,7 +265,9 @@ impl Mirror {
 
     /// Takes the cross-process lock for one mirror path, waiting for it (blocking).
     pub fn lock_path(&self, rel: &Path) -> Result<PathLock, MirrorError> {
-        Ok(self.lock_path_inner(rel, true)?.expect("a waiting lock is always taken"))
+        Ok(self
+            .lock_path_inner(rel, true)?
+            .expect("a waiting lock is always taken"))
     }
 
     fn lock_path_inner(&self, rel: &Path, wait: bool) -> Result<Option<PathLock>, MirrorError> {
@@ -327,7 +341,9 @@ impl Mirror {
                     return LocalStatus::Stale;
                 }
                 match read_record(&path) {
-                    Some(r) if r.key == key && r.etag == etag && r.size == size => LocalStatus::Current,
+                    Some(r) if r.key == key && r.etag == etag && r.size == size => {
+                        LocalStatus::Current
+                    }
                     _ => LocalStatus::Stale,
                 }
             }
@@ -338,7 +354,13 @@ impl Mirror {
 
     /// Makes the file whole under its final name: record, mtime, fsync, rename, fsync
     /// the directory. Before the rename nothing is visible; after it everything is.
-    pub fn commit(&self, mut tmp: TempFile, rel: &Path, record: &Record, mtime: SystemTime) -> Result<(), MirrorError> {
+    pub fn commit(
+        &self,
+        mut tmp: TempFile,
+        rel: &Path,
+        record: &Record,
+        mtime: SystemTime,
+    ) -> Result<(), MirrorError> {
         sys::fset_xattr(&tmp.file, RECORD_XATTR, &record.encode()).map_err(self.io(&tmp.path))?;
         sys::set_mtime(&tmp.file, mtime).map_err(self.io(&tmp.path))?;
         tmp.file.sync_all().map_err(self.io(&tmp.path))?;
@@ -432,10 +454,14 @@ impl Mirror {
         let state = self.state.clone();
         let renamed = self.root.join(RENAMED_DIR);
         while let Some(dir) = stack.pop() {
-            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 let path = entry.path();
-                let Ok(kind) = entry.file_type() else { continue };
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
                 if kind.is_dir() {
                     if path == state {
                         stack.push(renamed.clone());
@@ -445,7 +471,10 @@ impl Mirror {
                 } else if kind.is_file()
                     && let Some(record) = read_record(&path)
                 {
-                    let rel = path.strip_prefix(&self.root).expect("walk stays under the root").to_path_buf();
+                    let rel = path
+                        .strip_prefix(&self.root)
+                        .expect("walk stays under the root")
+                        .to_path_buf();
                     found.push((rel, record));
                 }
             }
@@ -483,7 +512,9 @@ pub struct TempFile {
 impl TempFile {
     /// Writes `buf` at `offset`.
     pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), MirrorError> {
-        self.file.write_all_at(buf, offset).map_err(|e| self.error(e))
+        self.file
+            .write_all_at(buf, offset)
+            .map_err(|e| self.error(e))
     }
 
     /// Sets the file's length (to place ranged parts).
@@ -542,7 +573,9 @@ fn sync_dir(path: &Path) -> io::Result<()> {
 
 /// FNV-1a: a hash that is the same in every process, for lock offsets.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 #[cfg(test)]
@@ -561,7 +594,12 @@ mod tests {
         let tmp = mirror.create_temp().unwrap();
         tmp.write_at(data, 0).unwrap();
         mirror
-            .commit(tmp, Path::new(rel), &record(key, etag, data.len() as u64), SystemTime::UNIX_EPOCH)
+            .commit(
+                tmp,
+                Path::new(rel),
+                &record(key, etag, data.len() as u64),
+                SystemTime::UNIX_EPOCH,
+            )
             .unwrap();
     }
 
@@ -586,12 +624,27 @@ mod tests {
         let meta = fs::metadata(&path).unwrap();
         assert_eq!(meta.mode() & 0o777, FILE_MODE);
         assert_eq!(meta.mtime(), 0);
-        assert_eq!(fs::metadata(dir.path().join("a/b")).unwrap().mode() & 0o777, DIR_MODE);
+        assert_eq!(
+            fs::metadata(dir.path().join("a/b")).unwrap().mode() & 0o777,
+            DIR_MODE
+        );
         assert_eq!(read_record(&path), Some(record("a/b/c.jpg", "\"e1\"", 5)));
-        assert_eq!(mirror.status(Path::new("a/b/c.jpg"), "a/b/c.jpg", "\"e1\"", 5), LocalStatus::Current);
-        assert_eq!(mirror.status(Path::new("a/b/c.jpg"), "a/b/c.jpg", "\"e2\"", 5), LocalStatus::Stale);
-        assert_eq!(mirror.status(Path::new("a/b/c.jpg"), "a/b/c.jpg", "\"e1\"", 6), LocalStatus::Stale);
-        assert_eq!(mirror.status(Path::new("nope"), "nope", "\"e1\"", 6), LocalStatus::Missing);
+        assert_eq!(
+            mirror.status(Path::new("a/b/c.jpg"), "a/b/c.jpg", "\"e1\"", 5),
+            LocalStatus::Current
+        );
+        assert_eq!(
+            mirror.status(Path::new("a/b/c.jpg"), "a/b/c.jpg", "\"e2\"", 5),
+            LocalStatus::Stale
+        );
+        assert_eq!(
+            mirror.status(Path::new("a/b/c.jpg"), "a/b/c.jpg", "\"e1\"", 6),
+            LocalStatus::Stale
+        );
+        assert_eq!(
+            mirror.status(Path::new("nope"), "nope", "\"e1\"", 6),
+            LocalStatus::Missing
+        );
         assert_eq!(fs::read_dir(mirror.tmp.clone()).unwrap().count(), 0);
     }
 
@@ -612,7 +665,11 @@ mod tests {
         fs::write(mirror.tmp.join("dead.1.tmp"), b"x").unwrap();
         let live = mirror.create_temp().unwrap();
         let again = Mirror::open(dir.path(), "b").unwrap();
-        let left: Vec<_> = fs::read_dir(&again.tmp).unwrap().flatten().map(|e| e.path()).collect();
+        let left: Vec<_> = fs::read_dir(&again.tmp)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
         assert_eq!(left, vec![live.path().to_path_buf()]);
     }
 
@@ -646,7 +703,10 @@ mod tests {
         assert_eq!(fs::read(&moved).unwrap(), b"old");
         assert_eq!(read_record(&moved).unwrap().key, "photo");
         // A directory keeps the name when the key comes back.
-        assert_eq!(mirror.resolve("photo", Path::new("photo")), renamed_path("photo"));
+        assert_eq!(
+            mirror.resolve("photo", Path::new("photo")),
+            renamed_path("photo")
+        );
         assert_eq!(mirror.resolve("x", Path::new("x")), PathBuf::from("x"));
     }
 
@@ -659,9 +719,16 @@ mod tests {
         put(&mirror, renamed.to_str().unwrap(), "../y", b"2", "\"e\"");
         put(&mirror, ".s3mirrorfs/not-data", "state", b"3", "\"e\"");
         fs::write(dir.path().join("mine.txt"), b"user file").unwrap();
-        let mut found: Vec<_> = mirror.recorded_files().into_iter().map(|(p, r)| (p, r.key)).collect();
+        let mut found: Vec<_> = mirror
+            .recorded_files()
+            .into_iter()
+            .map(|(p, r)| (p, r.key))
+            .collect();
         found.sort();
-        let mut expected = vec![(PathBuf::from("a/x"), "a/x".to_string()), (renamed, "../y".to_string())];
+        let mut expected = vec![
+            (PathBuf::from("a/x"), "a/x".to_string()),
+            (renamed, "../y".to_string()),
+        ];
         expected.sort();
         assert_eq!(found, expected);
     }

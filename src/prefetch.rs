@@ -149,17 +149,22 @@ async fn run_inner(
             let Some(item) = queue.next() else { break };
             let fetcher = fetcher.clone();
             tasks.spawn(async move {
-                let result = fetcher.ensure(&item.meta.key, &item.meta.etag, item.meta.size, &item.rel).await;
+                let result = fetcher
+                    .ensure(&item.meta.key, &item.meta.etag, item.meta.size, &item.rel)
+                    .await;
                 (item, result)
             });
         }
-        let Some(joined) = tasks.join_next().await else { break };
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
         let (item, result) = joined.expect("download task does not panic");
         match result {
             Ok(Outcome::Downloaded { .. }) => summary.downloaded += 1,
             Ok(Outcome::Current) => summary.up_to_date += 1,
             Err(e) => {
-                if matches!(&e, FetchError::Mirror(m) if m.is_no_space()) && out_of_space.is_none() {
+                if matches!(&e, FetchError::Mirror(m) if m.is_no_space()) && out_of_space.is_none()
+                {
                     tracing::error!("{e}; not starting further downloads");
                     out_of_space = Some(e.to_string());
                 }
@@ -219,7 +224,14 @@ fn plan(mirror: &Mirror, objects: Vec<ObjectMeta>) -> (Vec<(Item, LocalStatus)>,
         } else {
             mirror.status(&rel, key, meta.etag.as_str(), meta.size)
         };
-        items.push((Item { meta, rel, directory }, status));
+        items.push((
+            Item {
+                meta,
+                rel,
+                directory,
+            },
+            status,
+        ));
     }
     (items, renamed)
 }

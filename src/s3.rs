@@ -4,9 +4,9 @@
 use std::time::{Duration, SystemTime};
 
 use aws_config::BehaviorVersion;
-use aws_credential_types::provider::error::CredentialsError;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::Region;
 use aws_sdk_s3::config::http::HttpResponse;
@@ -16,7 +16,8 @@ use aws_sdk_s3::types::EncodingType;
 use bytes::Bytes;
 
 use crate::store::{
-    Body, BoxFuture, ETag, GetRequest, GetResponse, Key, ListPage, ObjectMeta, ObjectStore, StoreError, decode_url_key,
+    Body, BoxFuture, ETag, GetRequest, GetResponse, Key, ListPage, ObjectMeta, ObjectStore,
+    StoreError, decode_url_key,
 };
 
 /// How to reach S3; anything left `None` comes from the standard AWS configuration
@@ -72,7 +73,8 @@ impl S3Store {
             loader = loader.endpoint_url(url);
         }
         let shared = loader.load().await;
-        let mut config = aws_sdk_s3::config::Builder::from(&shared).force_path_style(options.force_path_style);
+        let mut config =
+            aws_sdk_s3::config::Builder::from(&shared).force_path_style(options.force_path_style);
         if shared.region().is_none() {
             // As the AWS CLI does for S3: without a configured region, us-east-1.
             config = config.region(Region::from_static("us-east-1"));
@@ -82,7 +84,12 @@ impl S3Store {
             .endpoint_url
             .clone()
             .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
-            .unwrap_or_else(|| format!("S3 in {}", config.region().map_or("us-east-1", |r| r.as_ref())));
+            .unwrap_or_else(|| {
+                format!(
+                    "S3 in {}",
+                    config.region().map_or("us-east-1", |r| r.as_ref())
+                )
+            });
         S3Store {
             client: Client::from_conf(config),
             bucket: bucket.to_string(),
@@ -90,7 +97,12 @@ impl S3Store {
         }
     }
 
-    async fn list(&self, prefix: &str, delimited: bool, token: Option<String>) -> Result<ListPage, StoreError> {
+    async fn list(
+        &self,
+        prefix: &str,
+        delimited: bool,
+        token: Option<String>,
+    ) -> Result<ListPage, StoreError> {
         let output = self
             .client
             .list_objects_v2()
@@ -104,7 +116,9 @@ impl S3Store {
             .map_err(|e| self.map_error(e, "ListObjectsV2", prefix))?;
         let mut page = ListPage::default();
         for object in output.contents() {
-            let raw = object.key().ok_or_else(|| StoreError::Other("listed object without a key".into()))?;
+            let raw = object
+                .key()
+                .ok_or_else(|| StoreError::Other("listed object without a key".into()))?;
             let key = Key::new(decode_url_key(raw)?)?;
             page.objects.push(ObjectMeta {
                 key,
@@ -121,14 +135,19 @@ impl S3Store {
         if output.is_truncated().unwrap_or(false) {
             page.next = output.next_continuation_token().map(str::to_string);
             if page.next.is_none() {
-                return Err(StoreError::Other("truncated listing without a continuation token".into()));
+                return Err(StoreError::Other(
+                    "truncated listing without a continuation token".into(),
+                ));
             }
         }
         Ok(page)
     }
 
     async fn get_object(&self, request: GetRequest) -> Result<GetResponse, StoreError> {
-        let range = request.range.as_ref().map(|r| format!("bytes={}-{}", r.start, r.end.saturating_sub(1)));
+        let range = request
+            .range
+            .as_ref()
+            .map(|r| format!("bytes={}-{}", r.start, r.end.saturating_sub(1)));
         let output = self
             .client
             .get_object()
@@ -155,7 +174,12 @@ impl S3Store {
         })
     }
 
-    fn map_error<E>(&self, err: SdkError<E, HttpResponse>, action: &'static str, key: &str) -> StoreError
+    fn map_error<E>(
+        &self,
+        err: SdkError<E, HttpResponse>,
+        action: &'static str,
+        key: &str,
+    ) -> StoreError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
@@ -163,7 +187,11 @@ impl S3Store {
         let resource = if action == "ListObjectsV2" {
             format!("s3://{}/{key}", self.bucket)
         } else {
-            format!("s3://{}/{}", self.bucket, Key::new(key).map(|k| k.to_string()).unwrap_or_default())
+            format!(
+                "s3://{}/{}",
+                self.bucket,
+                Key::new(key).map(|k| k.to_string()).unwrap_or_default()
+            )
         };
         match &err {
             SdkError::ServiceError(service) => {
@@ -175,7 +203,9 @@ impl S3Store {
                         bucket: self.bucket.clone(),
                         key: key.to_string(),
                     },
-                    ("AccessDenied", _) | (_, Some(403)) => StoreError::AccessDenied { action, resource },
+                    ("AccessDenied", _) | (_, Some(403)) => {
+                        StoreError::AccessDenied { action, resource }
+                    }
                     ("PreconditionFailed", _) | (_, Some(412)) => StoreError::Changed {
                         bucket: self.bucket.clone(),
                         key: key.to_string(),
@@ -185,7 +215,9 @@ impl S3Store {
                 }
             }
             _ if is_credentials_error(&err) => StoreError::Credentials(detail),
-            SdkError::TimeoutError(_) => StoreError::Timeout(format!("{}: {detail}", self.endpoint)),
+            SdkError::TimeoutError(_) => {
+                StoreError::Timeout(format!("{}: {detail}", self.endpoint))
+            }
             SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
                 StoreError::Unreachable(format!("{}: {detail}", self.endpoint))
             }
@@ -201,7 +233,11 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
         current = next;
     }
     let text = current.to_string();
-    if text.is_empty() { DisplayErrorContext(err).to_string() } else { text }
+    if text.is_empty() {
+        DisplayErrorContext(err).to_string()
+    } else {
+        text
+    }
 }
 
 fn is_credentials_error(err: &(dyn std::error::Error + 'static)) -> bool {
@@ -216,7 +252,8 @@ fn is_credentials_error(err: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 fn to_system_time(time: Option<&DateTime>) -> SystemTime {
-    time.and_then(|t| SystemTime::try_from(*t).ok()).unwrap_or(SystemTime::UNIX_EPOCH)
+    time.and_then(|t| SystemTime::try_from(*t).ok())
+        .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 /// Parses `bytes START-END/SIZE` into (START, SIZE).

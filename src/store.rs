@@ -132,7 +132,10 @@ pub trait ObjectStore: Send + Sync + 'static {
 }
 
 /// Lists every object under `prefix`, following all pages.
-pub async fn list_all(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+pub async fn list_all(
+    store: &dyn ObjectStore,
+    prefix: &str,
+) -> Result<Vec<ObjectMeta>, StoreError> {
     let mut objects = Vec::new();
     let mut token = None;
     loop {
@@ -153,10 +156,15 @@ pub enum StoreError {
     #[error("s3://{bucket}/{key}: no such key")]
     NoSuchKey { bucket: String, key: String },
     #[error("access denied: {action} on {resource}")]
-    AccessDenied { action: &'static str, resource: String },
+    AccessDenied {
+        action: &'static str,
+        resource: String,
+    },
     #[error("s3://{bucket}/{key} changed while it was being read")]
     Changed { bucket: String, key: String },
-    #[error("no AWS credentials found ({0}); set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use an instance role")]
+    #[error(
+        "no AWS credentials found ({0}); set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use an instance role"
+    )]
     Credentials(String),
     #[error("cannot reach S3 endpoint: {0}")]
     Unreachable(String),
@@ -194,7 +202,9 @@ pub fn decode_url_key(encoded: &str) -> Result<String, StoreError> {
                     .get(i + 1..i + 3)
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| StoreError::Other(format!("malformed URL-encoded key {encoded:?}")))?;
+                    .ok_or_else(|| {
+                        StoreError::Other(format!("malformed URL-encoded key {encoded:?}"))
+                    })?;
                 out.push(hex);
                 i += 3;
             }

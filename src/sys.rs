@@ -14,14 +14,26 @@ fn cstring(bytes: &[u8]) -> io::Result<CString> {
 }
 
 fn check(ret: libc::c_int) -> io::Result<()> {
-    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// Sets an extended attribute on an open file.
 pub fn fset_xattr(file: &File, name: &str, value: &[u8]) -> io::Result<()> {
     let name = cstring(name.as_bytes())?;
     // SAFETY: the fd is open for the call, name is NUL-terminated, value is a valid slice.
-    check(unsafe { libc::fsetxattr(file.as_raw_fd(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) })
+    check(unsafe {
+        libc::fsetxattr(
+            file.as_raw_fd(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    })
 }
 
 /// Reads an extended attribute of `path` without following a final symlink; `None` if absent.
@@ -31,7 +43,14 @@ pub fn get_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
     let mut buf = vec![0u8; 1024];
     loop {
         // SAFETY: pointers are valid for the given lengths for the duration of the call.
-        let n = unsafe { libc::lgetxattr(cpath.as_ptr(), cname.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        let n = unsafe {
+            libc::lgetxattr(
+                cpath.as_ptr(),
+                cname.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
         if n >= 0 {
             buf.truncate(n as usize);
             return Ok(Some(buf));
@@ -57,7 +76,11 @@ pub fn is_no_space(err: &io::Error) -> bool {
 
 /// Takes an exclusive flock; with `wait == false` returns `Ok(false)` if another holder has it.
 pub fn flock_exclusive(file: &File, wait: bool) -> io::Result<bool> {
-    let op = if wait { libc::LOCK_EX } else { libc::LOCK_EX | libc::LOCK_NB };
+    let op = if wait {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_EX | libc::LOCK_NB
+    };
     // SAFETY: plain syscall on an open fd.
     match check(unsafe { libc::flock(file.as_raw_fd(), op) }) {
         Ok(()) => Ok(true),
@@ -76,13 +99,19 @@ pub fn ofd_lock_byte(file: &File, offset: u64, wait: bool) -> io::Result<bool> {
     lock.l_whence = libc::SEEK_SET as _;
     lock.l_start = (offset & (i64::MAX as u64 >> 1)) as libc::off_t;
     lock.l_len = 1;
-    let cmd = if wait { libc::F_OFD_SETLKW } else { libc::F_OFD_SETLK };
+    let cmd = if wait {
+        libc::F_OFD_SETLKW
+    } else {
+        libc::F_OFD_SETLK
+    };
     loop {
         // SAFETY: fcntl with a valid fd and a pointer to an initialized flock.
         match check(unsafe { libc::fcntl(file.as_raw_fd(), cmd, &lock) }) {
             Ok(()) => return Ok(true),
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) && !wait => {
+            Err(e)
+                if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) && !wait =>
+            {
                 return Ok(false);
             }
             Err(e) => return Err(e),
@@ -92,7 +121,9 @@ pub fn ofd_lock_byte(file: &File, offset: u64, wait: bool) -> io::Result<bool> {
 
 /// Sets a file's access and modification times.
 pub fn set_mtime(file: &File, mtime: SystemTime) -> io::Result<()> {
-    let since = mtime.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let since = mtime
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
     let ts = libc::timespec {
         tv_sec: since.as_secs() as libc::time_t,
         tv_nsec: since.subsec_nanos() as _,

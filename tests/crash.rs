@@ -23,7 +23,9 @@ fn final_files(root: &Path) -> Vec<PathBuf> {
             }
             if entry.file_type().unwrap().is_dir() {
                 stack.push(path);
-            } else if !path.starts_with(root.join(".s3mirrorfs")) || path.starts_with(root.join(".s3mirrorfs/renamed")) {
+            } else if !path.starts_with(root.join(".s3mirrorfs"))
+                || path.starts_with(root.join(".s3mirrorfs/renamed"))
+            {
                 out.push(path);
             }
         }
@@ -60,56 +62,120 @@ fn kill_9_at_random_points_never_exposes_a_partial_file() {
     let mut versions: Versions = HashMap::new();
     let mut objects = Vec::new();
     for i in 0..300u64 {
-        objects.push((format!("small/{:02}/{i:04}.jpg", i % 10), data(i, 1000 + (i as usize * 97) % 20_000)));
+        objects.push((
+            format!("small/{:02}/{i:04}.jpg", i % 10),
+            data(i, 1000 + (i as usize * 97) % 20_000),
+        ));
     }
     bucket.put_many(&objects);
     for (key, etag, _, _) in bucket.list() {
         let i: u64 = key[9..13].parse().unwrap();
         versions.insert((key, etag), data(i, 1000 + (i as usize * 97) % 20_000));
     }
-    put(&mut versions, &bucket, "large/a.bin", data(1001, 24 << 20), false);
-    put(&mut versions, &bucket, "large/b.bin", data(1002, 17 << 20), true);
-    put(&mut versions, &bucket, "large/c.bin", data(1003, 9 << 20), false);
+    put(
+        &mut versions,
+        &bucket,
+        "large/a.bin",
+        data(1001, 24 << 20),
+        false,
+    );
+    put(
+        &mut versions,
+        &bucket,
+        "large/b.bin",
+        data(1002, 17 << 20),
+        true,
+    );
+    put(
+        &mut versions,
+        &bucket,
+        "large/c.bin",
+        data(1003, 9 << 20),
+        false,
+    );
 
-    let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    let seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
     eprintln!("kill -9 trials, seed {seed}");
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
     let mirror = dir.path().join("m");
     let check = |versions: &Versions, trial: usize| {
         for file in final_files(&mirror) {
-            let record = read_record(&file).unwrap_or_else(|| panic!("trial {trial}: {} has no record", file.display()));
+            let record = read_record(&file)
+                .unwrap_or_else(|| panic!("trial {trial}: {} has no record", file.display()));
             let expected = versions
                 .get(&(record.key.clone(), record.etag.clone()))
-                .unwrap_or_else(|| panic!("trial {trial}: {} records an unknown version", file.display()));
+                .unwrap_or_else(|| {
+                    panic!(
+                        "trial {trial}: {} records an unknown version",
+                        file.display()
+                    )
+                });
             let bytes = fs::read(&file).unwrap();
-            assert!(bytes == *expected, "trial {trial}: {} holds other bytes than its record says", file.display());
+            assert!(
+                bytes == *expected,
+                "trial {trial}: {} holds other bytes than its record says",
+                file.display()
+            );
             assert_eq!(record.size, bytes.len() as u64);
         }
     };
 
-    let trials: usize = std::env::var("CRASH_TRIALS").ok().and_then(|n| n.parse().ok()).unwrap_or(12);
+    let trials: usize = std::env::var("CRASH_TRIALS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(12);
     for trial in 0..trials {
         if trial >= 6 {
             // Change objects between runs, so kills also land while copies are replaced.
             let i = trial as u64;
-            put(&mut versions, &bucket, "large/a.bin", data(2000 + i, 24 << 20), false);
-            put(&mut versions, &bucket, "large/b.bin", data(2100 + i, 17 << 20), true);
+            put(
+                &mut versions,
+                &bucket,
+                "large/a.bin",
+                data(2000 + i, 24 << 20),
+                false,
+            );
+            put(
+                &mut versions,
+                &bucket,
+                "large/b.bin",
+                data(2100 + i, 17 << 20),
+                true,
+            );
             for j in 0..10 {
                 let key = format!("small/0{j}/00{}{j}.jpg", i % 10);
-                put(&mut versions, &bucket, &key, data(3000 + i * 10 + j, 5000), false);
+                put(
+                    &mut versions,
+                    &bucket,
+                    &key,
+                    data(3000 + i * 10 + j, 5000),
+                    false,
+                );
             }
         }
-        let mut child = prefetch_command(&bucket.name, &mirror, &endpoint(), &["--concurrency", "8", "--quiet"])
-            .spawn()
-            .unwrap();
+        let mut child = prefetch_command(
+            &bucket.name,
+            &mirror,
+            &endpoint(),
+            &["--concurrency", "8", "--quiet"],
+        )
+        .spawn()
+        .unwrap();
         std::thread::sleep(Duration::from_millis(20 + rng.below(1200)));
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
         let _ = child.wait();
         check(&versions, trial);
         let temps = fs::read_dir(mirror.join(".s3mirrorfs/tmp")).map_or(0, |d| d.count());
-        eprintln!("trial {trial}: {} files in place, {temps} temp files left", final_files(&mirror).len());
+        eprintln!(
+            "trial {trial}: {} files in place, {temps} temp files left",
+            final_files(&mirror).len()
+        );
     }
 
     let (output, summary) = prefetch(&bucket.name, &mirror, &endpoint(), &[]);
@@ -120,9 +186,19 @@ fn kill_9_at_random_points_never_exposes_a_partial_file() {
     assert_eq!(summary["listed"], listed.len());
     for (key, etag, size, _) in &listed {
         let record = read_record(&mirror.join(key)).unwrap_or_else(|| panic!("{key} is mirrored"));
-        assert_eq!((&record.etag, record.size), (etag, *size), "{key} is at the current version");
+        assert_eq!(
+            (&record.etag, record.size),
+            (etag, *size),
+            "{key} is at the current version"
+        );
     }
-    assert_eq!(fs::read_dir(mirror.join(".s3mirrorfs/tmp")).unwrap().count(), 0, "stale temp files are cleaned");
+    assert_eq!(
+        fs::read_dir(mirror.join(".s3mirrorfs/tmp"))
+            .unwrap()
+            .count(),
+        0,
+        "stale temp files are cleaned"
+    );
     // And the run after that has nothing left to do.
     let (_, summary) = prefetch(&bucket.name, &mirror, &endpoint(), &[]);
     assert_eq!(summary["up_to_date"], listed.len());

@@ -50,7 +50,9 @@ impl Drop for SmallFs {
 #[test]
 fn a_full_disk_fails_cleanly_and_a_later_run_completes() {
     let bucket = Bucket::create("full-disk");
-    let small: Vec<(String, Vec<u8>)> = (0..20).map(|i| (format!("small/{i:02}"), data(i, 10_000))).collect();
+    let small: Vec<(String, Vec<u8>)> = (0..20)
+        .map(|i| (format!("small/{i:02}"), data(i, 10_000)))
+        .collect();
     bucket.put_many(&small);
     let big = data(77, 6 << 20);
     bucket.put("big.bin", &big);
@@ -64,10 +66,21 @@ fn a_full_disk_fails_cleanly_and_a_later_run_completes() {
     assert!(text.contains("out of space"), "{text}");
     assert!(text.contains("big.bin"), "the failed key is named: {text}");
     let listed = summary["listed"].as_u64().unwrap();
-    let counted = summary["downloaded"].as_u64().unwrap() + summary["up_to_date"].as_u64().unwrap() + summary["failed"].as_u64().unwrap();
+    let counted = summary["downloaded"].as_u64().unwrap()
+        + summary["up_to_date"].as_u64().unwrap()
+        + summary["failed"].as_u64().unwrap();
     assert_eq!(listed, counted);
-    assert!(!mirror.join("big.bin").exists(), "no partial file under the final name");
-    assert_eq!(fs::read_dir(mirror.join(".s3mirrorfs/tmp")).unwrap().count(), 0, "the temp file is discarded");
+    assert!(
+        !mirror.join("big.bin").exists(),
+        "no partial file under the final name"
+    );
+    assert_eq!(
+        fs::read_dir(mirror.join(".s3mirrorfs/tmp"))
+            .unwrap()
+            .count(),
+        0,
+        "the temp file is discarded"
+    );
     for (key, bytes) in &small {
         if let Ok(found) = fs::read(mirror.join(key)) {
             assert!(found == *bytes, "{key} is complete");

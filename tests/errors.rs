@@ -20,7 +20,10 @@ fn error_line(output: &std::process::Output) -> String {
 
 #[test]
 fn an_unknown_flag_is_one_line_and_exit_2() {
-    let output = s3mirrorfs().args(["prefetch", "bucket", "--no-such-flag"]).output().unwrap();
+    let output = s3mirrorfs()
+        .args(["prefetch", "bucket", "--no-such-flag"])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(error_line(&output).contains("--no-such-flag"));
     assert_eq!(stderr(&output).lines().count(), 1);
@@ -28,7 +31,10 @@ fn an_unknown_flag_is_one_line_and_exit_2() {
 
 #[test]
 fn a_bad_concurrency_is_refused() {
-    let output = s3mirrorfs().args(["prefetch", "bucket", "--concurrency", "0"]).output().unwrap();
+    let output = s3mirrorfs()
+        .args(["prefetch", "bucket", "--concurrency", "0"])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(error_line(&output).contains("--concurrency"));
 }
@@ -42,7 +48,10 @@ fn a_refused_endpoint_fails_fast_and_names_it() {
     assert_eq!(output.status.code(), Some(2));
     assert!(started.elapsed() < Duration::from_secs(60));
     let line = error_line(&output);
-    assert!(line.contains("cannot reach") && line.contains(&url), "{line}");
+    assert!(
+        line.contains("cannot reach") && line.contains(&url),
+        "{line}"
+    );
     assert!(summary["error"].as_str().unwrap().contains("cannot reach"));
     assert_eq!(summary["listed"], 0);
 }
@@ -62,14 +71,27 @@ fn a_silent_endpoint_times_out_within_a_minute() {
     let started = Instant::now();
     let (output, _) = prefetch("bucket", &dir.path().join("m"), &url, &[]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(started.elapsed() < Duration::from_secs(60), "took {:?}", started.elapsed());
-    assert!(error_line(&output).contains("timed out"), "{}", stderr(&output));
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        error_line(&output).contains("timed out"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
 fn a_missing_bucket_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let (output, _) = prefetch("no-such-bucket-here", &dir.path().join("m"), &endpoint(), &[]);
+    let (output, _) = prefetch(
+        "no-such-bucket-here",
+        &dir.path().join("m"),
+        &endpoint(),
+        &[],
+    );
     assert_eq!(output.status.code(), Some(2));
     assert!(error_line(&output).contains("\"no-such-bucket-here\" does not exist"));
 }
@@ -83,7 +105,11 @@ fn missing_credentials_are_explained() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(error_line(&output).contains("no AWS credentials"), "{}", stderr(&output));
+    assert!(
+        error_line(&output).contains("no AWS credentials"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -94,7 +120,10 @@ fn an_unusable_mirror_directory_is_named() {
     let (output, _) = prefetch("bucket", &file.join("m"), &endpoint(), &[]);
     assert_eq!(output.status.code(), Some(2));
     let line = error_line(&output);
-    assert!(line.contains("cannot be created or written") && line.contains("a-file/m"), "{line}");
+    assert!(
+        line.contains("cannot be created or written") && line.contains("a-file/m"),
+        "{line}"
+    );
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
 }
 

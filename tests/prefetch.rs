@@ -18,13 +18,23 @@ fn renamed_map(summary: &Value) -> HashMap<String, String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["key"].as_str().unwrap().to_string(), r["path"].as_str().unwrap().to_string()))
+        .map(|r| {
+            (
+                r["key"].as_str().unwrap().to_string(),
+                r["path"].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
 /// Checks that the mirror holds every object of the bucket, byte for byte, with its
 /// record, mtime and mode, and returns the number of objects checked.
-fn assert_mirror_complete(bucket: &Bucket, mirror: &Path, expected: &HashMap<String, Vec<u8>>, summary: &Value) -> usize {
+fn assert_mirror_complete(
+    bucket: &Bucket,
+    mirror: &Path,
+    expected: &HashMap<String, Vec<u8>>,
+    summary: &Value,
+) -> usize {
     let renamed = renamed_map(summary);
     let listed = bucket.list();
     for (key, etag, size, mtime) in &listed {
@@ -97,12 +107,25 @@ fn mirrors_a_bucket_and_a_rerun_makes_only_list_requests() {
     let total: u64 = expected.values().map(|v| v.len() as u64).sum();
     assert_eq!(summary["bytes"], total);
     assert!(summary["seconds"].as_f64().unwrap() > 0.0);
-    assert_eq!(assert_mirror_complete(&bucket, &mirror, &expected, &summary), expected.len());
-    assert_eq!(fs::metadata(mirror.join("img/03")).unwrap().mode() & 0o777, 0o750);
+    assert_eq!(
+        assert_mirror_complete(&bucket, &mirror, &expected, &summary),
+        expected.len()
+    );
+    assert_eq!(
+        fs::metadata(mirror.join("img/03")).unwrap().mode() & 0o777,
+        0o750
+    );
     assert!(mirror.join("marker/nested").is_dir());
     // The big objects came in ranged parts.
-    let ranged = proxy.requests().iter().filter(|r| r.target.contains("video/")).count();
-    assert!(ranged >= 3, "large objects are fetched in parts ({ranged} GETs)");
+    let ranged = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.target.contains("video/"))
+        .count();
+    assert!(
+        ranged >= 3,
+        "large objects are fetched in parts ({ranged} GETs)"
+    );
     // Nothing of the tool's outside its state directory, and no temp files left.
     let tmp = mirror.join(".s3mirrorfs/tmp");
     assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
@@ -115,7 +138,10 @@ fn mirrors_a_bucket_and_a_rerun_makes_only_list_requests() {
     assert_eq!(summary["downloaded"], 0);
     assert_eq!(summary["bytes"], 0);
     let requests = proxy.requests();
-    assert!(requests.iter().all(|r| r.is_list()), "only LIST requests: {requests:?}");
+    assert!(
+        requests.iter().all(|r| r.is_list()),
+        "only LIST requests: {requests:?}"
+    );
     assert_eq!(requests.len(), 3, "2,106 keys take three pages");
 }
 
@@ -167,7 +193,11 @@ fn hostile_keys_stay_inside_the_mirror_and_lose_nothing() {
 
     // Nothing escaped: the sandbox holds the mirror alone, and every file in the
     // mirror is either a verbatim key or in the renamed directory.
-    let sandbox: Vec<_> = fs::read_dir(dir.path().join("sandbox")).unwrap().flatten().map(|e| e.file_name()).collect();
+    let sandbox: Vec<_> = fs::read_dir(dir.path().join("sandbox"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert_eq!(sandbox, vec![std::ffi::OsString::from("backup")]);
     assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
 
@@ -190,10 +220,23 @@ fn hostile_keys_stay_inside_the_mirror_and_lose_nothing() {
         "nonempty-slash/",
         long.as_str(),
     ] {
-        let path = renamed.get(key).unwrap_or_else(|| panic!("{key:?} is listed in renamed"));
-        assert!(path.starts_with(".s3mirrorfs/renamed/"), "{key:?} -> {path}");
+        let path = renamed
+            .get(key)
+            .unwrap_or_else(|| panic!("{key:?} is listed in renamed"));
+        assert!(
+            path.starts_with(".s3mirrorfs/renamed/"),
+            "{key:?} -> {path}"
+        );
     }
-    for key in ["photo/1.jpg", "ctl\u{1}key", "tab\tkey", "caf\u{e9}", "cafe\u{301}", "a b+c", "deep/dir/file"] {
+    for key in [
+        "photo/1.jpg",
+        "ctl\u{1}key",
+        "tab\tkey",
+        "caf\u{e9}",
+        "cafe\u{301}",
+        "a b+c",
+        "deep/dir/file",
+    ] {
         assert!(!renamed.contains_key(key), "{key:?} is stored verbatim");
         assert!(mirror.join(key).is_file(), "{key:?}");
     }
@@ -202,7 +245,12 @@ fn hostile_keys_stay_inside_the_mirror_and_lose_nothing() {
     // The tool's own state is untouched by keys that name it.
     assert!(mirror.join(".s3mirrorfs/lock").metadata().unwrap().mode() & 0o777 == 0o600);
     for file in all_files(&mirror) {
-        let rel = file.strip_prefix(&mirror).unwrap().to_str().unwrap().to_string();
+        let rel = file
+            .strip_prefix(&mirror)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
         if rel.starts_with(".s3mirrorfs/") && !rel.starts_with(".s3mirrorfs/renamed/") {
             continue;
         }
@@ -244,7 +292,10 @@ fn changed_deleted_and_truncated_copies_are_fetched_again() {
     assert_eq!(fs::read(mirror.join("same-size")).unwrap(), b"bbbb");
     assert_eq!(fs::read(mirror.join("grows")).unwrap(), b"12345");
     assert_eq!(fs::read(mirror.join("local-deleted")).unwrap(), b"keep me");
-    assert_eq!(fs::read(mirror.join("local-truncated")).unwrap(), b"full length");
+    assert_eq!(
+        fs::read(mirror.join("local-truncated")).unwrap(),
+        b"full length"
+    );
 }
 
 #[test]
@@ -265,7 +316,11 @@ fn deleted_objects_are_kept_unless_pruned() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(summary["listed"], 1);
     assert_eq!(summary["pruned"], 0);
-    assert_eq!(fs::read(mirror.join("gone/b")).unwrap(), b"b", "backup keeps deleted objects");
+    assert_eq!(
+        fs::read(mirror.join("gone/b")).unwrap(),
+        b"b",
+        "backup keeps deleted objects"
+    );
     assert!(mirror.join(&renamed_gone).exists());
 
     let (out, summary) = prefetch(&bucket.name, &mirror, &endpoint(), &["--prune"]);
@@ -282,7 +337,10 @@ fn deleted_objects_are_kept_unless_pruned() {
     assert!(!mirror.join("gone/b").exists());
     assert!(!mirror.join(&renamed_gone).exists());
     assert_eq!(fs::read(mirror.join("keep/a")).unwrap(), b"a");
-    assert_eq!(fs::read(mirror.join("my-own-notes.txt")).unwrap(), b"not from S3");
+    assert_eq!(
+        fs::read(mirror.join("my-own-notes.txt")).unwrap(),
+        b"not from S3"
+    );
 }
 
 #[test]
@@ -294,14 +352,25 @@ fn a_prefix_limits_the_run_and_keeps_full_keys() {
     bucket.put("other/d.jpg", b"d");
     let dir = tempfile::tempdir().unwrap();
     let mirror = dir.path().join("m");
-    let (out, summary) = prefetch(&format!("{}/photos", bucket.name), &mirror, &endpoint(), &[]);
+    let (out, summary) = prefetch(
+        &format!("{}/photos", bucket.name),
+        &mirror,
+        &endpoint(),
+        &[],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(summary["listed"], 2);
     assert_eq!(fs::read(mirror.join("photos/sub/b.jpg")).unwrap(), b"b");
     assert!(!mirror.join("photos2").exists() && !mirror.join("other").exists());
     // A whole-bucket run afterwards reuses what the prefix run fetched.
     let (_, summary) = prefetch(&bucket.name, &mirror, &endpoint(), &["--prune"]);
-    assert_eq!((summary["downloaded"].as_u64(), summary["up_to_date"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(
+        (
+            summary["downloaded"].as_u64(),
+            summary["up_to_date"].as_u64()
+        ),
+        (Some(2), Some(2))
+    );
 }
 
 #[test]
@@ -316,7 +385,10 @@ fn a_file_that_becomes_a_prefix_moves_aside_without_loss() {
     let (out, summary) = prefetch(&bucket.name, &mirror, &endpoint(), &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let renamed = renamed_map(&summary);
-    assert_eq!(fs::read(mirror.join(&renamed["photo"])).unwrap(), b"the file");
+    assert_eq!(
+        fs::read(mirror.join(&renamed["photo"])).unwrap(),
+        b"the file"
+    );
     assert_eq!(fs::read(mirror.join("photo/1.jpg")).unwrap(), b"child");
     assert_eq!(summary["up_to_date"], 1, "the moved copy is still current");
     // The child is deleted, the object stays: the directory of kept copies keeps the name.

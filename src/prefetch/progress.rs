@@ -17,7 +17,9 @@ pub enum ProgressMode {
     /// A redrawn bar on standard error.
     Bar,
     /// A log line every `interval`.
-    Log { interval: Duration },
+    Log {
+        interval: Duration,
+    },
     None,
 }
 
@@ -128,7 +130,11 @@ pub fn human_bytes(n: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,10 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::{Body, BoxFuture, ETag, GetRequest, GetResponse, Key, ListPage, ObjectMeta, ObjectStore, StoreError};
+use super::{
+    Body, BoxFuture, ETag, GetRequest, GetResponse, Key, ListPage, ObjectMeta, ObjectStore,
+    StoreError,
+};
 
 struct Object {
     data: Bytes,
@@ -52,7 +55,8 @@ impl MemoryStore {
             Object {
                 data: data.into(),
                 etag: etag.clone(),
-                last_modified: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000 + generation),
+                last_modified: SystemTime::UNIX_EPOCH
+                    + std::time::Duration::from_secs(1_700_000_000 + generation),
             },
         );
         etag
@@ -129,10 +133,12 @@ impl ObjectStore for MemoryStore {
                 bucket: self.bucket.clone(),
                 key: request.key.as_str().to_string(),
             }),
-            Some(object) if request.if_match.as_ref().is_some_and(|e| e != &object.etag) => Err(StoreError::Changed {
-                bucket: self.bucket.clone(),
-                key: request.key.as_str().to_string(),
-            }),
+            Some(object) if request.if_match.as_ref().is_some_and(|e| e != &object.etag) => {
+                Err(StoreError::Changed {
+                    bucket: self.bucket.clone(),
+                    key: request.key.as_str().to_string(),
+                })
+            }
             Some(object) => {
                 let size = object.data.len() as u64;
                 let range = request.range.clone().unwrap_or(0..size);
@@ -144,7 +150,9 @@ impl ObjectStore for MemoryStore {
                     object_size: size,
                     start,
                     content_length: end - start,
-                    body: Box::new(MemoryBody(Some(object.data.slice(start as usize..end as usize)))),
+                    body: Box::new(MemoryBody(Some(
+                        object.data.slice(start as usize..end as usize),
+                    ))),
                 })
             }
         };
@@ -164,7 +172,12 @@ mod tests {
             store.put(&format!("k{i:02}"), vec![i as u8]);
         }
         store.put("other", "x");
-        let keys: Vec<_> = list_all(&store, "k").await.unwrap().into_iter().map(|m| m.key).collect();
+        let keys: Vec<_> = list_all(&store, "k")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
         assert_eq!(keys.len(), 10);
         assert_eq!(store.lists.load(Ordering::Relaxed), 4);
     }

@@ -26,7 +26,11 @@ static MOTO: OnceLock<u16> = OnceLock::new();
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn moto_server_path() -> PathBuf {
@@ -97,7 +101,11 @@ pub fn endpoint() -> String {
 /// A bucket name no other test uses.
 pub fn unique_bucket(tag: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// An S3 client straight to moto, for setting buckets up.
@@ -107,7 +115,9 @@ pub fn client() -> Client {
         .region(Region::new(REGION))
         .endpoint_url(endpoint())
         .force_path_style(true)
-        .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "tests"))
+        .credentials_provider(Credentials::new(
+            ACCESS_KEY, SECRET_KEY, None, None, "tests",
+        ))
         .build();
     Client::from_conf(config)
 }
@@ -128,7 +138,8 @@ impl Bucket {
             .unwrap();
         let name = unique_bucket(tag);
         let client = rt.block_on(async { client() });
-        rt.block_on(client.create_bucket().bucket(&name).send()).expect("create bucket");
+        rt.block_on(client.create_bucket().bucket(&name).send())
+            .expect("create bucket");
         Bucket { name, client, rt }
     }
 
@@ -143,7 +154,9 @@ impl Bucket {
                     .body(ByteStream::from(data.to_vec()))
                     .send(),
             )
-            .unwrap_or_else(|e| panic!("put {key:?}: {}", aws_sdk_s3::error::DisplayErrorContext(e)));
+            .unwrap_or_else(|e| {
+                panic!("put {key:?}: {}", aws_sdk_s3::error::DisplayErrorContext(e))
+            });
         out.e_tag().unwrap().to_string()
     }
 
@@ -200,7 +213,12 @@ impl Bucket {
                     .send()
                     .await
                     .unwrap();
-                parts.push(CompletedPart::builder().part_number(n).e_tag(out.e_tag().unwrap()).build());
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(n)
+                        .e_tag(out.e_tag().unwrap())
+                        .build(),
+                );
             }
             let done = self
                 .client
@@ -208,7 +226,11 @@ impl Bucket {
                 .bucket(&self.name)
                 .key(key)
                 .upload_id(id)
-                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
                 .send()
                 .await
                 .unwrap();
@@ -218,7 +240,13 @@ impl Bucket {
 
     pub fn delete(&self, key: &str) {
         self.rt
-            .block_on(self.client.delete_object().bucket(&self.name).key(key).send())
+            .block_on(
+                self.client
+                    .delete_object()
+                    .bucket(&self.name)
+                    .key(key)
+                    .send(),
+            )
             .unwrap();
     }
 
@@ -291,11 +319,23 @@ pub fn prefetch_command(target: &str, mirror: &Path, endpoint: &str, args: &[&st
 }
 
 /// Runs a prefetch and parses its JSON summary.
-pub fn prefetch(target: &str, mirror: &Path, endpoint: &str, args: &[&str]) -> (Output, serde_json::Value) {
-    let output = prefetch_command(target, mirror, endpoint, args).output().unwrap();
+pub fn prefetch(
+    target: &str,
+    mirror: &Path,
+    endpoint: &str,
+    args: &[&str],
+) -> (Output, serde_json::Value) {
+    let output = prefetch_command(target, mirror, endpoint, args)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "stdout must be one JSON line: {stdout:?}\nstderr: {}", stderr(&output));
+    assert_eq!(
+        lines.len(),
+        1,
+        "stdout must be one JSON line: {stdout:?}\nstderr: {}",
+        stderr(&output)
+    );
     let summary = serde_json::from_str(lines[0]).unwrap();
     (output, summary)
 }
