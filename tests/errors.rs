@@ -7,7 +7,10 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use s3mirrorfs::mirror::Mirror;
-use support::{Bucket, endpoint, free_port, prefetch, prefetch_command, s3mirrorfs, stderr};
+use support::proxy::Proxy;
+use support::{
+    Bucket, endpoint, free_port, moto_port, prefetch, prefetch_command, s3mirrorfs, stderr,
+};
 
 /// The error line the tool printed (log lines aside).
 fn error_line(output: &std::process::Output) -> String {
@@ -159,4 +162,46 @@ fn a_mirror_of_another_bucket_is_refused() {
     assert_eq!(output.status.code(), Some(2));
     assert!(error_line(&output).contains("belongs to bucket"));
     assert_eq!(std::fs::read(mirror.join("k")).unwrap(), b"1");
+}
+
+#[test]
+fn access_denied_on_one_key_fails_that_key_and_names_it() {
+    let bucket = Bucket::create("denied");
+    bucket.put("open/a", b"a");
+    bucket.put("secret/b", b"b");
+    bucket.put("open/c", b"c");
+    let proxy = Proxy::start(moto_port());
+    proxy.fail("secret/b", 403, "AccessDenied");
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("m");
+    let (output, summary) = prefetch(&bucket.name, &mirror, &proxy.endpoint(), &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        (summary["downloaded"].as_u64(), summary["failed"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(summary["failures"][0]["key"], "secret/b");
+    let text = stderr(&output);
+    assert!(
+        text.contains("access denied: GetObject on s3://") && text.contains("/secret/b"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read(mirror.join("open/c")).unwrap(), b"c");
+    assert!(!mirror.join("secret/b").exists());
+}
+
+#[test]
+fn access_denied_on_the_listing_stops_the_run_and_says_so() {
+    let bucket = Bucket::create("nolist");
+    bucket.put("a", b"a");
+    let proxy = Proxy::start(moto_port());
+    proxy.fail("list-type=2", 403, "AccessDenied");
+    let dir = tempfile::tempdir().unwrap();
+    let (output, _) = prefetch(&bucket.name, &dir.path().join("m"), &proxy.endpoint(), &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let line = error_line(&output);
+    assert!(
+        line.contains("access denied: ListObjectsV2 on s3://"),
+        "{line}"
+    );
 }

@@ -21,10 +21,20 @@ impl Seen {
     }
 }
 
+/// Requests whose target contains `pattern` get a canned S3 error instead of
+/// reaching the server.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub pattern: String,
+    pub status: u16,
+    pub code: String,
+}
+
 /// A running proxy; it lives until the test process exits.
 pub struct Proxy {
     port: u16,
     seen: Arc<Mutex<Vec<Seen>>>,
+    rules: Arc<Mutex<Vec<Rule>>>,
 }
 
 impl Proxy {
@@ -32,18 +42,28 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = Arc::clone(&seen);
+        let rules = Arc::new(Mutex::new(Vec::new()));
+        let (log, shared_rules) = (Arc::clone(&seen), Arc::clone(&rules));
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
-                let log = Arc::clone(&log);
+                let (log, rules) = (Arc::clone(&log), Arc::clone(&shared_rules));
                 std::thread::spawn(move || {
                     if let Ok(upstream) = TcpStream::connect(("127.0.0.1", upstream_port)) {
-                        let _ = relay(client, upstream, &log);
+                        let _ = relay(client, upstream, &log, &rules);
                     }
                 });
             }
         });
-        Proxy { port, seen }
+        Proxy { port, seen, rules }
+    }
+
+    /// Answers requests whose target contains `pattern` with an S3 error.
+    pub fn fail(&self, pattern: &str, status: u16, code: &str) {
+        self.rules.lock().push(Rule {
+            pattern: pattern.to_string(),
+            status,
+            code: code.to_string(),
+        });
     }
 
     pub fn endpoint(&self) -> String {
@@ -61,7 +81,13 @@ impl Proxy {
 
 /// Forwards requests one by one (reading each head and its Content-Length body)
 /// while a second thread copies responses back untouched.
-fn relay(client: TcpStream, upstream: TcpStream, log: &Mutex<Vec<Seen>>) -> std::io::Result<()> {
+fn relay(
+    client: TcpStream,
+    upstream: TcpStream,
+    log: &Mutex<Vec<Seen>>,
+    rules: &Mutex<Vec<Rule>>,
+) -> std::io::Result<()> {
+    let mut to_client = client.try_clone()?;
     let mut back_from = upstream.try_clone()?;
     let mut back_to = client.try_clone()?;
     std::thread::spawn(move || {
@@ -73,6 +99,7 @@ fn relay(client: TcpStream, upstream: TcpStream, log: &Mutex<Vec<Seen>>) -> std:
     loop {
         let mut head = Vec::new();
         let mut content_length = 0u64;
+        let mut rule = None;
         loop {
             let mut line = String::new();
             if reader.read_line(&mut line)? == 0 {
@@ -83,6 +110,11 @@ fn relay(client: TcpStream, upstream: TcpStream, log: &Mutex<Vec<Seen>>) -> std:
                 let mut parts = line.split_whitespace();
                 let method = parts.next().unwrap_or_default().to_string();
                 let target = parts.next().unwrap_or_default().to_string();
+                rule = rules
+                    .lock()
+                    .iter()
+                    .find(|r| target.contains(&r.pattern))
+                    .cloned();
                 log.lock().push(Seen { method, target });
             }
             if let Some((name, value)) = line.split_once(':')
@@ -94,6 +126,24 @@ fn relay(client: TcpStream, upstream: TcpStream, log: &Mutex<Vec<Seen>>) -> std:
             if line == "\r\n" {
                 break;
             }
+        }
+        if let Some(rule) = rule {
+            // HTTP/1.1 clients wait for each response, so the relay thread is idle here.
+            std::io::copy(
+                &mut (&mut reader).take(content_length),
+                &mut std::io::sink(),
+            )?;
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>injected</Message></Error>",
+                rule.code
+            );
+            let response = format!(
+                "HTTP/1.1 {} Injected\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                rule.status,
+                body.len()
+            );
+            to_client.write_all(response.as_bytes())?;
+            continue;
         }
         upstream.write_all(&head)?;
         std::io::copy(&mut (&mut reader).take(content_length), &mut upstream)?;

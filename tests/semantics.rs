@@ -1,0 +1,99 @@
+//! Keeps doc/SEMANTICS.md true: its example table and the names, modes and limits
+//! it quotes are checked against the code.
+
+use std::path::PathBuf;
+
+use s3mirrorfs::fetch::FetchConfig;
+use s3mirrorfs::layout::{
+    NAME_MAX, Placement, REL_PATH_MAX, RENAMED_DIR, STATE_DIR, place_alone, renamed_path,
+};
+use s3mirrorfs::mirror::{DIR_MODE, FILE_MODE, RECORD_XATTR, Record};
+use s3mirrorfs::s3::S3Options;
+
+fn doc() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/doc/SEMANTICS.md")).unwrap()
+}
+
+fn unquote(cell: &str) -> String {
+    cell.trim().trim_matches('`').to_string()
+}
+
+#[test]
+fn the_example_table_matches_the_layout() {
+    let doc = doc();
+    let start = doc.find("<!-- examples -->").expect("examples marker");
+    let end = doc.find("<!-- /examples -->").expect("end marker");
+    let rows: Vec<&str> = doc[start..end]
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .collect();
+    assert!(rows.len() >= 15, "the table has its examples");
+    for row in rows {
+        let cells: Vec<&str> = row.trim_matches('|').split(" | ").collect();
+        let key = unquote(cells[0]);
+        let size: u64 = cells[1].trim().parse().unwrap();
+        let expected = cells[2].trim();
+        let actual = place_alone(&key, size);
+        match expected.split_once(' ') {
+            Some(("file", path)) => assert_eq!(
+                actual,
+                Placement::File(PathBuf::from(unquote(path))),
+                "{key:?}"
+            ),
+            Some(("directory", path)) => {
+                assert_eq!(
+                    actual,
+                    Placement::Directory(PathBuf::from(unquote(path))),
+                    "{key:?}"
+                )
+            }
+            None if expected == "renamed" => {
+                assert!(
+                    matches!(&actual, Placement::Renamed { path, .. } if *path == renamed_path(&key)),
+                    "{key:?}"
+                )
+            }
+            _ => panic!("unknown expectation {expected:?}"),
+        }
+    }
+}
+
+#[test]
+fn quoted_names_modes_and_limits_match_the_code() {
+    // Prose wraps; compare with runs of whitespace folded into one space.
+    let doc = doc().split_whitespace().collect::<Vec<_>>().join(" ");
+    let quoted = |text: &str| assert!(doc.contains(text), "SEMANTICS.md mentions {text}");
+    quoted(&format!("`{:04o}`", FILE_MODE));
+    quoted(&format!("`{:04o}`", DIR_MODE));
+    quoted(&format!("`{RECORD_XATTR}`"));
+    quoted(&format!("`{RENAMED_DIR}/"));
+    quoted(&format!("`{STATE_DIR}/`"));
+    quoted(&format!("at most {NAME_MAX} bytes"));
+    quoted(&format!("at most {REL_PATH_MAX} bytes"));
+    let record = Record {
+        key: "<key>".into(),
+        etag: "<etag>".into(),
+        size: 0,
+    };
+    let encoded = String::from_utf8(record.encode())
+        .unwrap()
+        .replace('\n', "\\n")
+        .replace("\\n0\\n", "\\n<size>\\n");
+    quoted(&format!("`{encoded}`"));
+
+    let fetch = FetchConfig::default();
+    quoted(&format!(
+        "more than {} MiB are fetched in {} MiB ranged parts",
+        fetch.part_size >> 20,
+        fetch.part_size >> 20
+    ));
+    quoted(&format!("no data for {} s", fetch.stall_timeout.as_secs()));
+    quoted(&format!("up to {} attempts", fetch.max_attempts));
+    let s3 = S3Options::default();
+    quoted(&format!(
+        "{} attempts, {} s connect and {} s first-byte timeouts",
+        s3.max_attempts,
+        s3.connect_timeout.as_secs(),
+        s3.read_timeout.as_secs()
+    ));
+}
