@@ -13,7 +13,7 @@ use tracing_subscriber::EnvFilter;
 use s3mirrorfs::cli::{Cli, Command, PrefetchArgs, S3Args};
 use s3mirrorfs::fetch::{FetchConfig, Fetcher};
 use s3mirrorfs::mirror::Mirror;
-use s3mirrorfs::prefetch::progress::{ProgressMode, human_bytes};
+use s3mirrorfs::prefetch::progress::{LogWriter, ProgressMode, human_bytes};
 use s3mirrorfs::prefetch::{self, PrefetchOptions, Summary, normalize_prefix};
 use s3mirrorfs::s3::{S3Options, S3Store};
 use s3mirrorfs::store::ObjectStore;
@@ -58,7 +58,7 @@ fn init_logging(verbose: u8, quiet: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| LogWriter)
         .with_ansi(sys::stderr_is_tty())
         .with_target(false)
         .init();

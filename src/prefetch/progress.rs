@@ -1,15 +1,39 @@
 //! Progress of a prefetch: a bar on a terminal (indicatif), plain periodic log
 //! lines under cron or systemd, or nothing with `--quiet`.
 
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::fetch::Fetcher;
+
+/// The bar on screen, if any, so log lines can be printed above it.
+static ACTIVE_BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// Standard error, writing around the progress bar when one is shown.
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bar = ACTIVE_BAR.lock().clone();
+        match bar {
+            Some(bar) => bar
+                .suspend(|| std::io::stderr().write_all(buf))
+                .map(|()| buf.len()),
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
 
 /// How progress is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +90,7 @@ impl Progress {
                     .expect("template is valid")
                     .progress_chars("=> "),
                 );
+                *ACTIVE_BAR.lock() = Some(bar.clone());
                 loop {
                     let (listed, done, total) = snapshot(&counters);
                     bar.set_length(total);
@@ -76,6 +101,7 @@ impl Progress {
                         _ = stopped.changed() => break,
                     }
                 }
+                *ACTIVE_BAR.lock() = None;
                 bar.finish_and_clear();
             })),
             ProgressMode::Log { interval } => Some(tokio::spawn(async move {
