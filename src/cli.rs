@@ -25,6 +25,8 @@ pub struct Cli {
 pub enum Command {
     /// Download every object that is missing or changed, so the mirror is complete.
     Prefetch(PrefetchArgs),
+    /// Mount the bucket read-only; every object read is also kept in the mirror.
+    Mount(MountArgs),
 }
 
 /// A bucket and an optional key prefix: `BUCKET`, `BUCKET/PREFIX` or `s3://BUCKET/PREFIX`.
@@ -98,6 +100,94 @@ pub struct PrefetchArgs {
     pub quiet: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// The bucket, optionally with a key prefix to show as the root.
+    #[arg(value_name = "BUCKET[/PREFIX]")]
+    pub target: Target,
+    /// Where to mount (an existing, empty directory).
+    #[arg(value_name = "MOUNTPOINT")]
+    pub mountpoint: PathBuf,
+    /// The mirror directory, shared with `prefetch`.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_MIRROR_DIR)]
+    pub mirror_dir: PathBuf,
+    #[command(flatten)]
+    pub s3: S3Args,
+    /// How long listings and attributes are trusted before S3 is asked again.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub metadata_ttl: u64,
+    /// Let users other than the one mounting see the files.
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Stay in the foreground instead of daemonizing (for systemd and debugging).
+    #[arg(long, short)]
+    pub foreground: bool,
+    /// Owner shown for files and directories (default: the user mounting).
+    #[arg(long, value_name = "U")]
+    pub uid: Option<u32>,
+    /// Group shown for files and directories (default: the user's group).
+    #[arg(long, value_name = "G")]
+    pub gid: Option<u32>,
+    /// Mount options as /etc/fstab passes them (`-o allow_other,uid=1000,...`).
+    #[arg(short = 'o', value_name = "OPTIONS", value_delimiter = ',')]
+    pub options: Vec<String>,
+}
+
+impl MountArgs {
+    /// Applies `-o` options from /etc/fstab onto the flags; generic mount options
+    /// (rw/ro, auto, nofail, _netdev, x-systemd.*, ...) are accepted and ignored.
+    pub fn apply_fstab_options(&mut self) -> Result<(), String> {
+        for option in std::mem::take(&mut self.options) {
+            let (name, value) = match option.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (option.as_str(), None),
+            };
+            let need = |v: Option<&str>| {
+                v.map(str::to_string)
+                    .ok_or(format!("mount option {name} needs a value"))
+            };
+            let number = |v: Option<&str>| {
+                need(v)?
+                    .parse::<u64>()
+                    .map_err(|_| format!("mount option {option}: not a number"))
+            };
+            match name {
+                "allow_other" => self.allow_other = true,
+                "foreground" => self.foreground = true,
+                "force_path_style" => self.s3.force_path_style = true,
+                "uid" => self.uid = Some(number(value)? as u32),
+                "gid" => self.gid = Some(number(value)? as u32),
+                "metadata_ttl" => self.metadata_ttl = number(value)?,
+                "mirror_dir" => self.mirror_dir = PathBuf::from(need(value)?),
+                "endpoint_url" => self.s3.endpoint_url = Some(need(value)?),
+                "region" => self.s3.region = Some(need(value)?),
+                "rw" => return Err("s3mirrorfs mounts are read-only; use ro".into()),
+                "" | "ro" | "defaults" | "auto" | "noauto" | "nofail" | "_netdev" | "user"
+                | "users" | "nouser" | "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec"
+                | "atime" | "noatime" | "relatime" => {}
+                other if other.starts_with("x-") || other.starts_with("comment=") => {}
+                other => return Err(format!("unknown mount option {other:?}")),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Rewrites the form a mount helper uses (`s3mirrorfs BUCKET MOUNTPOINT -o OPTS`,
+/// from `mount.fuse3` and /etc/fstab) into `s3mirrorfs mount ...`.
+pub fn fstab_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
+    let is_command = ["prefetch", "mount", "help"].contains(&first)
+        || first.starts_with('-')
+        || first.is_empty();
+    if is_command || args.len() < 3 {
+        return args;
+    }
+    let mut rewritten = vec![args[0].clone(), "mount".into()];
+    rewritten.extend(args.into_iter().skip(1));
+    rewritten
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +196,42 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn fstab_form_becomes_mount() {
+        let args: Vec<std::ffi::OsString> = [
+            "s3mirrorfs",
+            "bucket",
+            "/mnt",
+            "-o",
+            "ro,allow_other,uid=7,_netdev",
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
+        let cli = Cli::try_parse_from(fstab_args(args)).unwrap();
+        let Command::Mount(mut mount) = cli.command else {
+            panic!("mount expected")
+        };
+        mount.apply_fstab_options().unwrap();
+        assert!(mount.allow_other);
+        assert_eq!(mount.uid, Some(7));
+        assert_eq!(mount.mountpoint, PathBuf::from("/mnt"));
+        let unknown: Vec<std::ffi::OsString> = ["s3mirrorfs", "b", "/mnt", "-o", "bogus"]
+            .iter()
+            .map(Into::into)
+            .collect();
+        let Command::Mount(mut mount) = Cli::try_parse_from(fstab_args(unknown)).unwrap().command
+        else {
+            panic!()
+        };
+        assert!(mount.apply_fstab_options().is_err());
+        let normal: Vec<std::ffi::OsString> = ["s3mirrorfs", "prefetch", "b"]
+            .iter()
+            .map(Into::into)
+            .collect();
+        assert_eq!(fstab_args(normal.clone()), normal);
     }
 
     #[test]

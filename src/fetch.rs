@@ -61,6 +61,15 @@ pub enum Outcome {
     Downloaded { etag: ETag, size: u64 },
 }
 
+/// Watches a download as it goes, so a reader can be served before it ends.
+pub trait Observer: Send + Sync {
+    /// An attempt started writing into this file (a handle on the temp file, which
+    /// becomes the mirrored file on commit).
+    fn started(&self, file: std::fs::File);
+    /// Bytes `offset..offset + len` of the object are now in that file.
+    fn filled(&self, offset: u64, len: u64);
+}
+
 /// The version of an object that a download is pinned to.
 #[derive(Clone, Debug)]
 struct Version {
@@ -116,6 +125,20 @@ impl Fetcher {
         size: u64,
         rel: &Path,
     ) -> Result<Outcome, FetchError> {
+        self.ensure_observed(key, etag, size, rel, None).await
+    }
+
+    /// `ensure`, telling `observer` where the bytes land as they arrive. With an
+    /// observer the download is pinned to `etag`: a reader that opened one version
+    /// never gets another (a changed object fails with `StoreError::Changed`).
+    pub async fn ensure_observed(
+        &self,
+        key: &Key,
+        etag: &ETag,
+        size: u64,
+        rel: &Path,
+        observer: Option<Arc<dyn Observer>>,
+    ) -> Result<Outcome, FetchError> {
         let mirror = &self.inner.mirror;
         let _lock = match mirror.try_lock_path(rel)? {
             Some(lock) => lock,
@@ -130,24 +153,34 @@ impl Fetcher {
         if mirror.status(rel, key.as_str(), etag.as_str(), size) == LocalStatus::Current {
             return Ok(Outcome::Current);
         }
-        let version = self.download(key, size, rel).await?;
+        let pin = observer.as_ref().map(|_| etag.clone());
+        let version = self.download(key, size, rel, pin, observer).await?;
         Ok(Outcome::Downloaded {
             etag: version.etag,
             size: version.size,
         })
     }
 
-    /// Downloads the current version of `key` and commits it at `rel`. An object
-    /// that changes mid-download is started over, a bounded number of times.
+    /// Downloads the current version of `key` (or the `pin`ned one) and commits it
+    /// at `rel`. An unpinned object that changes mid-download is started over, a
+    /// bounded number of times.
     async fn download(
         &self,
         key: &Key,
         listed_size: u64,
         rel: &Path,
+        pin: Option<ETag>,
+        observer: Option<Arc<dyn Observer>>,
     ) -> Result<Version, FetchError> {
         for _ in 0..3 {
             let tmp = Arc::new(self.inner.mirror.create_temp()?);
-            match self.fill(&tmp, key, listed_size).await {
+            if let Some(observer) = &observer {
+                observer.started(tmp.reopen()?);
+            }
+            match self
+                .fill(&tmp, key, listed_size, pin.clone(), &observer)
+                .await
+            {
                 Ok(version) => {
                     let tmp = Arc::try_unwrap(tmp).expect("all part tasks are finished");
                     let record = Record {
@@ -163,7 +196,7 @@ impl Fetcher {
                         .expect("commit task does not panic")?;
                     return Ok(version);
                 }
-                Err(FetchError::Store(StoreError::Changed { .. })) => {
+                Err(FetchError::Store(StoreError::Changed { .. })) if pin.is_none() => {
                     tracing::info!(%key, "object changed during download; starting over");
                 }
                 Err(e) => return Err(e),
@@ -178,12 +211,16 @@ impl Fetcher {
         tmp: &Arc<TempFile>,
         key: &Key,
         listed_size: u64,
+        pin: Option<ETag>,
+        observer: &Option<Arc<dyn Observer>>,
     ) -> Result<Version, FetchError> {
         let part = self.inner.config.part_size.max(1);
         if listed_size <= part {
-            return self.read_range(tmp, key, None, None).await;
+            return self.read_range(tmp, key, None, pin, observer).await;
         }
-        let version = self.read_range(tmp, key, Some(0..part), None).await?;
+        let version = self
+            .read_range(tmp, key, Some(0..part), pin, observer)
+            .await?;
         if version.size <= part {
             return Ok(version);
         }
@@ -198,8 +235,9 @@ impl Fetcher {
                 key.clone(),
                 version.etag.clone(),
             );
+            let observer = observer.clone();
             parts.spawn(async move {
-                this.read_range(&tmp, &key, Some(start..end), Some(etag))
+                this.read_range(&tmp, &key, Some(start..end), Some(etag), &observer)
                     .await
             });
             start = end;
@@ -222,6 +260,7 @@ impl Fetcher {
         key: &Key,
         range: Option<Range<u64>>,
         pinned: Option<ETag>,
+        observer: &Option<Arc<dyn Observer>>,
     ) -> Result<Version, FetchError> {
         let config = &self.inner.config;
         let mut pos = range.as_ref().map_or(0, |r| r.start);
@@ -291,6 +330,9 @@ impl Fetcher {
                         .into());
                     }
                     tmp.write_at(&chunk, pos)?;
+                    if let Some(observer) = observer {
+                        observer.filled(pos, chunk.len() as u64);
+                    }
                     pos += chunk.len() as u64;
                     self.inner
                         .bytes

@@ -5,8 +5,11 @@
 
 pub mod cli;
 pub mod fetch;
+pub mod fs;
+pub mod fuse;
 pub mod layout;
 pub mod mirror;
+pub mod mount;
 pub mod prefetch;
 pub mod s3;
 pub mod store;

@@ -10,9 +10,10 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use s3mirrorfs::cli::{Cli, Command, PrefetchArgs, S3Args};
+use s3mirrorfs::cli::{Cli, Command, MountArgs, PrefetchArgs, S3Args, fstab_args};
 use s3mirrorfs::fetch::{FetchConfig, Fetcher};
 use s3mirrorfs::mirror::Mirror;
+use s3mirrorfs::mount::{self, MountOptions};
 use s3mirrorfs::prefetch::progress::{LogWriter, ProgressMode, human_bytes};
 use s3mirrorfs::prefetch::{self, PrefetchOptions, Summary, normalize_prefix};
 use s3mirrorfs::s3::{S3Options, S3Store};
@@ -20,7 +21,7 @@ use s3mirrorfs::store::ObjectStore;
 use s3mirrorfs::sys;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(fstab_args(std::env::args_os().collect())) {
         Ok(cli) => cli,
         Err(e) if e.use_stderr() => {
             // One line for bad input: the error itself, then where to look.
@@ -33,25 +34,54 @@ fn main() -> ExitCode {
     };
     let quiet = matches!(&cli.command, Command::Prefetch(args) if args.quiet);
     init_logging(cli.verbose, quiet);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
     match cli.command {
-        Command::Prefetch(args) => runtime.block_on(prefetch_command(args)),
+        Command::Prefetch(args) => match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(prefetch_command(args)),
+            Err(e) => {
+                eprintln!("error: cannot start the async runtime: {e}");
+                ExitCode::from(2)
+            }
+        },
+        // The mount forks before any thread starts, so it builds its own runtime.
+        Command::Mount(args) => mount_command(args),
+    }
+}
+
+fn mount_command(mut args: MountArgs) -> ExitCode {
+    if let Err(e) = args.apply_fstab_options() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let (uid, gid) = sys::uid_gid();
+    let options = MountOptions {
+        bucket: args.target.bucket.clone(),
+        prefix: normalize_prefix(&args.target.prefix),
+        mountpoint: absolute(&args.mountpoint),
+        mirror_dir: absolute(&args.mirror_dir),
+        s3: s3_options(&args.s3),
+        metadata_ttl: Duration::from_secs(args.metadata_ttl),
+        allow_other: args.allow_other,
+        foreground: args.foreground,
+        uid: args.uid.unwrap_or(uid),
+        gid: args.gid.unwrap_or(gid),
+    };
+    match mount::run(options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
     let default = match (quiet, verbose) {
         (true, _) => "warn",
-        (false, 0) => "s3mirrorfs=info,warn",
+        (false, 0) => "s3mirrorfs=info,aws_config=error,fuser=error,warn",
         (false, 1) => "s3mirrorfs=debug,info",
         (false, _) => "trace",
     };

@@ -7,7 +7,7 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -106,6 +106,8 @@ pub struct Mirror {
     root: PathBuf,
     state: PathBuf,
     tmp: PathBuf,
+    bucket: String,
+    claimed: AtomicBool,
     counter: AtomicU64,
 }
 
@@ -133,6 +135,8 @@ impl Mirror {
             root,
             state,
             tmp,
+            bucket: bucket.to_string(),
+            claimed: AtomicBool::new(false),
             counter: AtomicU64::new(0),
         };
         mirror.check_identity(bucket)?;
@@ -175,26 +179,66 @@ impl Mirror {
                 }
                 Ok(())
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let identity = serde_json::to_vec(&Identity {
-                    bucket: bucket.to_string(),
-                })
-                .expect("identity serializes");
-                self.write_state_file("mirror.json", &identity)
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.io(&path)(e)),
         }
+        .map(|()| self.claimed.store(path.exists(), Ordering::Relaxed))
     }
 
-    /// Atomically replaces a small file in the state directory.
+    /// Records that this mirror belongs to its bucket. Done once S3 has confirmed
+    /// the bucket (or with the first file), so a mistyped bucket name never claims
+    /// a mirror directory.
+    pub fn claim(&self) -> Result<(), MirrorError> {
+        if self.claimed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let identity = serde_json::to_vec(&Identity {
+            bucket: self.bucket.clone(),
+        })
+        .expect("identity serializes");
+        self.write_state_file("mirror.json", &identity)?;
+        self.claimed.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether this mirror is known to belong to its bucket (it has been used for it).
+    pub fn is_claimed(&self) -> bool {
+        self.claimed.load(Ordering::Relaxed)
+    }
+
+    /// Atomically and durably replaces a small file in the state directory.
     pub fn write_state_file(&self, name: &str, contents: &[u8]) -> Result<(), MirrorError> {
+        self.replace_state_file(name, contents, true)
+    }
+
+    /// Atomically replaces a file of cached state (`name` may be in a subdirectory),
+    /// without waiting for the disk: losing it only costs a new listing.
+    pub fn write_cache_file(&self, name: &str, contents: &[u8]) -> Result<(), MirrorError> {
+        self.replace_state_file(name, contents, false)
+    }
+
+    fn replace_state_file(
+        &self,
+        name: &str,
+        contents: &[u8],
+        durable: bool,
+    ) -> Result<(), MirrorError> {
         let final_path = self.state.join(name);
+        let dir = final_path.parent().unwrap_or(&self.state).to_path_buf();
+        if !dir.is_dir() {
+            make_dir(&dir, STATE_MODE).map_err(self.io(&dir))?;
+        }
         let tmp = self.create_temp()?;
         tmp.write_at(contents, 0)?;
-        tmp.file.sync_all().map_err(self.io(&tmp.path))?;
+        if durable {
+            tmp.file.sync_all().map_err(self.io(&tmp.path))?;
+        }
         fs::rename(&tmp.path, &final_path).map_err(self.io(&final_path))?;
         tmp.disarm();
-        sync_dir(&self.state).map_err(self.io(&self.state))
+        if durable {
+            sync_dir(&dir).map_err(self.io(&dir))?;
+        }
+        Ok(())
     }
 
     fn probe_xattrs(&self) -> Result<(), MirrorError> {
@@ -526,6 +570,11 @@ impl TempFile {
         io_error(&self.mirror, &self.path, err)
     }
 
+    /// Another handle on the same file, readable after the commit renamed it.
+    pub fn reopen(&self) -> Result<File, MirrorError> {
+        self.file.try_clone().map_err(|e| self.error(e))
+    }
+
     /// The temp file's path, for error messages.
     pub fn path(&self) -> &Path {
         &self.path
@@ -676,7 +725,10 @@ mod tests {
     #[test]
     fn a_mirror_belongs_to_one_bucket() {
         let dir = tempfile::tempdir().unwrap();
-        Mirror::open(dir.path(), "one").unwrap();
+        let unclaimed = Mirror::open(dir.path(), "typo").unwrap();
+        assert!(!unclaimed.is_claimed());
+        Mirror::open(dir.path(), "one").unwrap().claim().unwrap();
+        assert!(Mirror::open(dir.path(), "one").unwrap().is_claimed());
         let err = Mirror::open(dir.path(), "two").unwrap_err();
         assert!(matches!(err, MirrorError::WrongBucket { .. }), "{err}");
     }

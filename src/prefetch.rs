@@ -108,6 +108,7 @@ async fn run_inner(
     counters: &Arc<Counters>,
 ) -> Result<(), PrefetchError> {
     let objects = list_all(store.as_ref(), &options.prefix).await?;
+    fetcher.mirror().claim()?;
     summary.listed = objects.len() as u64;
     counters.set_listed(objects.len() as u64);
     let listed: Option<HashSet<String>> = options

@@ -74,6 +74,11 @@ pub fn is_no_space(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
+/// Whether an error is a dead FUSE mount's "Transport endpoint is not connected".
+pub fn is_not_connected(err: &io::Error) -> bool {
+    err.raw_os_error() == Some(libc::ENOTCONN)
+}
+
 /// Takes an exclusive flock; with `wait == false` returns `Ok(false)` if another holder has it.
 pub fn flock_exclusive(file: &File, wait: bool) -> io::Result<bool> {
     let op = if wait {
@@ -137,6 +142,171 @@ pub fn set_mtime(file: &File, mtime: SystemTime) -> io::Result<()> {
 pub fn stderr_is_tty() -> bool {
     // SAFETY: isatty on a constant fd has no memory effects.
     unsafe { libc::isatty(libc::STDERR_FILENO) == 1 }
+}
+
+/// Forks. `Ok(None)` in the child, `Ok(Some(pid))` in the parent. Call it before
+/// any thread is started.
+pub fn fork() -> io::Result<Option<u32>> {
+    // SAFETY: called while the process is single-threaded (before the runtime starts).
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        pid => Ok(Some(pid as u32)),
+    }
+}
+
+/// Starts a new session, detaching from the controlling terminal.
+pub fn setsid() -> io::Result<()> {
+    // SAFETY: plain syscall.
+    check(unsafe { libc::setsid() })
+}
+
+/// A pipe, both ends close-on-exec: (read end, write end).
+pub fn pipe() -> io::Result<(File, File)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds has room for two descriptors.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    unsafe {
+        use std::os::fd::FromRawFd;
+        Ok((File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])))
+    }
+}
+
+/// Points stdin and stdout at /dev/null and stderr at `log` (or /dev/null).
+pub fn redirect_stdio(log: Option<&File>) -> io::Result<()> {
+    let null = File::options().read(true).write(true).open("/dev/null")?;
+    let err_fd = log.map_or(null.as_raw_fd(), |f| f.as_raw_fd());
+    for (from, to) in [(null.as_raw_fd(), 0), (null.as_raw_fd(), 1), (err_fd, 2)] {
+        // SAFETY: dup2 on open descriptors.
+        check(unsafe { libc::dup2(from, to) })?;
+    }
+    Ok(())
+}
+
+fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: sigemptyset initializes the set before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &signal in signals {
+            libc::sigaddset(&mut set, signal);
+        }
+        set
+    }
+}
+
+/// The signals that ask a daemon to stop.
+pub const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+/// Blocks `signals` in this thread and in every thread it starts afterwards, so
+/// one thread can take them with `wait_signal`.
+pub fn block_signals(signals: &[libc::c_int]) {
+    let set = sigset(signals);
+    // SAFETY: set is initialized; the old mask is not needed.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+/// Waits for one of `signals` (blocked beforehand) and returns it.
+pub fn wait_signal(signals: &[libc::c_int]) -> libc::c_int {
+    let set = sigset(signals);
+    let mut signal: libc::c_int = 0;
+    // SAFETY: set is initialized and signal is a valid out pointer.
+    unsafe { libc::sigwait(&set, &mut signal) };
+    signal
+}
+
+/// Detaches the filesystem mounted at `path` (lazy unmount); as non-root, through
+/// `fusermount3 -u -z`.
+pub fn unmount_lazy(path: &Path) -> io::Result<()> {
+    let cpath = cstring(path.as_os_str().as_bytes())?;
+    // SAFETY: cpath is NUL-terminated.
+    match check(unsafe { libc::umount2(cpath.as_ptr(), libc::MNT_DETACH) }) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            let status = std::process::Command::new("fusermount3")
+                .args(["-u", "-z", "--"])
+                .arg(path)
+                .status()?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(io::Error::other(format!("fusermount3 -u failed: {status}")))
+            }
+        }
+        other => other,
+    }
+}
+
+/// Starts a watchdog process that unmounts `path` when this process dies, however
+/// it dies, once it has been told the mount is up (`arm`). Call it while the
+/// process is single-threaded. The returned pipe end is the daemon's lifeline.
+pub fn unmount_watchdog(path: &Path) -> io::Result<Lifeline> {
+    let cpath = cstring(path.as_os_str().as_bytes())?;
+    let fusermount = c"fusermount3";
+    let args = [
+        c"fusermount3".as_ptr(),
+        c"-u".as_ptr(),
+        c"-z".as_ptr(),
+        c"--".as_ptr(),
+        cpath.as_ptr(),
+        std::ptr::null(),
+    ];
+    let (read_end, write_end) = pipe()?;
+    match fork()? {
+        Some(_) => {
+            drop(read_end);
+            Ok(Lifeline(write_end))
+        }
+        None => {
+            // Only async-signal-safe calls from here on.
+            let keep = read_end.as_raw_fd();
+            // SAFETY: plain syscalls on integers and buffers owned by this frame.
+            unsafe {
+                for signal in STOP_SIGNALS {
+                    libc::signal(signal, libc::SIG_IGN);
+                }
+                for fd in 0..1024 {
+                    if fd != keep {
+                        libc::close(fd);
+                    }
+                }
+                let mut armed = false;
+                let mut byte = 0u8;
+                loop {
+                    let n = libc::read(keep, (&mut byte as *mut u8).cast(), 1);
+                    if n == 1 {
+                        armed = true;
+                    } else if n == 0 || *libc::__errno_location() != libc::EINTR {
+                        break;
+                    }
+                }
+                if armed
+                    && libc::umount2(cpath.as_ptr(), libc::MNT_DETACH) != 0
+                    && *libc::__errno_location() == libc::EPERM
+                {
+                    libc::execvp(fusermount.as_ptr(), args.as_ptr());
+                }
+                libc::_exit(0);
+            }
+        }
+    }
+}
+
+/// The write end of the watchdog's pipe: closing it (by exiting) fires the watchdog.
+pub struct Lifeline(File);
+
+impl Lifeline {
+    /// Tells the watchdog the mount is up, so it unmounts when this process ends.
+    pub fn arm(&mut self) {
+        use std::io::Write;
+        let _ = self.0.write_all(b"m");
+    }
+}
+
+/// The real user and group of this process.
+pub fn uid_gid() -> (u32, u32) {
+    // SAFETY: getuid/getgid cannot fail.
+    unsafe { (libc::getuid(), libc::getgid()) }
 }
 
 #[cfg(test)]

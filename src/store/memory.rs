@@ -24,6 +24,7 @@ pub struct MemoryStore {
     objects: Mutex<BTreeMap<String, Object>>,
     page_size: usize,
     generation: AtomicU64,
+    offline: std::sync::atomic::AtomicBool,
     pub lists: AtomicU64,
     pub gets: AtomicU64,
 }
@@ -35,6 +36,7 @@ impl MemoryStore {
             objects: Mutex::new(BTreeMap::new()),
             page_size: 1000,
             generation: AtomicU64::new(0),
+            offline: std::sync::atomic::AtomicBool::new(false),
             lists: AtomicU64::new(0),
             gets: AtomicU64::new(0),
         }
@@ -60,6 +62,17 @@ impl MemoryStore {
             },
         );
         etag
+    }
+
+    /// Makes every request fail as if S3 were unreachable.
+    pub fn set_offline(&self, offline: bool) {
+        self.offline.store(offline, Ordering::Relaxed);
+    }
+
+    fn unreachable(&self) -> Option<StoreError> {
+        self.offline
+            .load(Ordering::Relaxed)
+            .then(|| StoreError::Unreachable("memory store is offline".into()))
     }
 
     pub fn delete(&self, key: &str) {
@@ -121,12 +134,18 @@ impl ObjectStore for MemoryStore {
         delimited: bool,
         token: Option<String>,
     ) -> BoxFuture<'_, Result<ListPage, StoreError>> {
-        let page = self.page(prefix, delimited, token);
-        Box::pin(async move { Ok(page) })
+        let result = match self.unreachable() {
+            Some(e) => Err(e),
+            None => Ok(self.page(prefix, delimited, token)),
+        };
+        Box::pin(async move { result })
     }
 
     fn get(&self, request: GetRequest) -> BoxFuture<'_, Result<GetResponse, StoreError>> {
         self.gets.fetch_add(1, Ordering::Relaxed);
+        if let Some(e) = self.unreachable() {
+            return Box::pin(async move { Err(e) });
+        }
         let objects = self.objects.lock();
         let result = match objects.get(request.key.as_str()) {
             None => Err(StoreError::NoSuchKey {

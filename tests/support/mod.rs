@@ -2,6 +2,7 @@
 //! proxy in front of it, bucket helpers, and a runner for the s3mirrorfs binary.
 #![allow(dead_code)]
 
+pub mod mount;
 pub mod proxy;
 
 use std::io::{Read, Write};
@@ -301,7 +302,10 @@ pub fn s3mirrorfs() -> Command {
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_CONFIG_FILE", "/nonexistent")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .env("RUST_LOG", "s3mirrorfs=info,warn");
+        .env(
+            "RUST_LOG",
+            std::env::var("TEST_LOG").unwrap_or_else(|_| "s3mirrorfs=info,warn".into()),
+        );
     command
 }
 

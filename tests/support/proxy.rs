@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
@@ -35,6 +36,7 @@ pub struct Proxy {
     port: u16,
     seen: Arc<Mutex<Vec<Seen>>>,
     rules: Arc<Mutex<Vec<Rule>>>,
+    down: Arc<AtomicBool>,
 }
 
 impl Proxy {
@@ -43,18 +45,38 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let rules = Arc::new(Mutex::new(Vec::new()));
-        let (log, shared_rules) = (Arc::clone(&seen), Arc::clone(&rules));
+        let down = Arc::new(AtomicBool::new(false));
+        let (log, shared_rules, shared_down) =
+            (Arc::clone(&seen), Arc::clone(&rules), Arc::clone(&down));
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
-                let (log, rules) = (Arc::clone(&log), Arc::clone(&shared_rules));
+                if shared_down.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let (log, rules, down) = (
+                    Arc::clone(&log),
+                    Arc::clone(&shared_rules),
+                    Arc::clone(&shared_down),
+                );
                 std::thread::spawn(move || {
                     if let Ok(upstream) = TcpStream::connect(("127.0.0.1", upstream_port)) {
-                        let _ = relay(client, upstream, &log, &rules);
+                        let _ = relay(client, upstream, &log, &rules, &down);
                     }
                 });
             }
         });
-        Proxy { port, seen, rules }
+        Proxy {
+            port,
+            seen,
+            rules,
+            down,
+        }
+    }
+
+    /// Simulates S3 being unreachable: connections are dropped, new and open ones.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
     }
 
     /// Answers requests whose target contains `pattern` with an S3 error.
@@ -86,6 +108,7 @@ fn relay(
     upstream: TcpStream,
     log: &Mutex<Vec<Seen>>,
     rules: &Mutex<Vec<Rule>>,
+    down: &AtomicBool,
 ) -> std::io::Result<()> {
     let mut to_client = client.try_clone()?;
     let mut back_from = upstream.try_clone()?;
@@ -102,7 +125,8 @@ fn relay(
         let mut rule = None;
         loop {
             let mut line = String::new();
-            if reader.read_line(&mut line)? == 0 {
+            if reader.read_line(&mut line)? == 0 || down.load(Ordering::SeqCst) {
+                let _ = reader.get_ref().shutdown(Shutdown::Both);
                 let _ = upstream.shutdown(Shutdown::Write);
                 return Ok(());
             }

@@ -1,0 +1,202 @@
+//! Directory listings for the filesystem: one delimited LIST per directory, cached
+//! for the metadata TTL, persisted under `.s3mirrorfs/listings/` so a restart or an
+//! outage still has them, and rebuilt from the mirror itself as a last resort.
+
+use std::fs;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::layout::{NAME_MAX, STATE_DIR};
+use crate::mirror::{Mirror, read_record};
+use crate::store::{ObjectStore, StoreError};
+
+/// One child of a directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub name: String,
+    pub dir: bool,
+    #[serde(default)]
+    pub size: u64,
+    #[serde(default)]
+    pub etag: String,
+    /// LastModified, nanoseconds since the epoch.
+    #[serde(default)]
+    pub mtime_ns: u64,
+}
+
+impl Entry {
+    pub fn mtime(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(self.mtime_ns)
+    }
+}
+
+/// Whether `name` can be shown as one directory entry.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name.len() <= NAME_MAX
+        && !name.contains(['/', '\0'])
+}
+
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Lists the children of `prefix` (which is "" or ends in `/`), all pages. A name
+/// that is both an object and a prefix is shown as the directory.
+pub async fn list_dir(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<Entry>, StoreError> {
+    let mut dirs = Vec::new();
+    let mut files = Vec::new();
+    let mut token = None;
+    loop {
+        let page = store.list_page(prefix, true, token).await?;
+        for common in page.prefixes {
+            let name = common[prefix.len()..].trim_end_matches('/');
+            if common[prefix.len()..].matches('/').count() == 1 && valid_name(name) {
+                dirs.push(Entry {
+                    name: name.to_string(),
+                    dir: true,
+                    size: 0,
+                    etag: String::new(),
+                    mtime_ns: 0,
+                });
+            }
+        }
+        for object in page.objects {
+            let name = &object.key.as_str()[prefix.len()..];
+            if valid_name(name) {
+                files.push(Entry {
+                    name: name.to_string(),
+                    dir: false,
+                    size: object.size,
+                    etag: object.etag.as_str().to_string(),
+                    mtime_ns: nanos(object.last_modified),
+                });
+            }
+        }
+        match page.next {
+            Some(next) => token = Some(next),
+            None => break,
+        }
+    }
+    let dir_names: std::collections::HashSet<String> =
+        dirs.iter().map(|d| d.name.clone()).collect();
+    files.retain(|f| !dir_names.contains(&f.name));
+    dirs.extend(files);
+    dirs.sort_by(|a, b| a.name.cmp(&b.name));
+    dirs.dedup_by(|a, b| a.name == b.name);
+    Ok(dirs)
+}
+
+fn cache_name(bucket: &str, prefix: &str) -> String {
+    let digest = Sha256::digest(format!("{bucket}\0{prefix}").as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("listings/{hex}.json")
+}
+
+#[derive(Serialize, Deserialize)]
+struct Persisted {
+    prefix: String,
+    entries: Vec<Entry>,
+}
+
+/// Saves a listing for restarts and outages (best effort: it is a cache).
+pub fn persist(mirror: &Mirror, bucket: &str, prefix: &str, entries: &[Entry]) {
+    let body = serde_json::to_vec(&Persisted {
+        prefix: prefix.to_string(),
+        entries: entries.to_vec(),
+    })
+    .expect("listing serializes");
+    if let Err(e) = mirror.write_cache_file(&cache_name(bucket, prefix), &body) {
+        tracing::debug!(prefix, "cannot persist listing: {e}");
+    }
+}
+
+/// The persisted listing of `prefix`, if any.
+pub fn load(mirror: &Mirror, bucket: &str, prefix: &str) -> Option<Vec<Entry>> {
+    let bytes = fs::read(mirror.state_dir().join(cache_name(bucket, prefix))).ok()?;
+    let persisted: Persisted = serde_json::from_slice(&bytes).ok()?;
+    (persisted.prefix == prefix).then_some(persisted.entries)
+}
+
+/// Rebuilds a listing of `prefix` from the mirrored files: directories, and files
+/// whose record names a key directly under the prefix.
+pub fn from_mirror(mirror: &Mirror, prefix: &str) -> Option<Vec<Entry>> {
+    let dir = mirror.root().join(prefix.trim_end_matches('/'));
+    let mut entries = Vec::new();
+    for item in fs::read_dir(&dir).ok()?.flatten() {
+        let Some(name) = item.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if prefix.is_empty() && name == STATE_DIR {
+            continue;
+        }
+        let Ok(meta) = item.metadata() else { continue };
+        if meta.is_dir() {
+            entries.push(Entry {
+                name,
+                dir: true,
+                size: 0,
+                etag: String::new(),
+                mtime_ns: 0,
+            });
+        } else if let Some(record) = read_record(&item.path())
+            && record.key == format!("{prefix}{name}")
+        {
+            entries.push(Entry {
+                name,
+                dir: false,
+                size: record.size,
+                etag: record.etag,
+                mtime_ns: meta.modified().map_or(0, nanos),
+            });
+        }
+    }
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Some(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    #[tokio::test]
+    async fn directories_win_over_objects_of_the_same_name() {
+        let store = MemoryStore::new("b");
+        store.put("photo", "file");
+        store.put("photo/1.jpg", "x");
+        store.put("a.jpg", "x");
+        store.put("dir/", "");
+        store.put("bad//x", "x");
+        store.put("..", "x");
+        let entries = list_dir(&store, "").await.unwrap();
+        let names: Vec<_> = entries.iter().map(|e| (e.name.as_str(), e.dir)).collect();
+        assert_eq!(
+            names,
+            vec![
+                ("a.jpg", false),
+                ("bad", true),
+                ("dir", true),
+                ("photo", true)
+            ]
+        );
+        let inner = list_dir(&store, "dir/").await.unwrap();
+        assert!(inner.is_empty(), "the marker itself is not an entry");
+        let bad = list_dir(&store, "bad/").await.unwrap();
+        assert!(bad.is_empty(), "an empty name is not an entry");
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("a.jpg"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("."));
+        assert!(!valid_name(".."));
+        assert!(!valid_name(&"x".repeat(256)));
+    }
+}

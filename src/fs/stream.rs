@@ -1,0 +1,216 @@
+//! Serving reads while a download is still filling the mirror: the download tells
+//! a `Stream` which byte ranges have landed, and readers wait only for their own
+//! range (or, far ahead of the fill, fetch it with a ranged GET of their own).
+
+use std::fs::File;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::fetch::Observer;
+
+/// Byte ranges known to be in the file, kept sorted and merged.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RangeSet(Vec<Range<u64>>);
+
+impl RangeSet {
+    pub fn insert(&mut self, range: Range<u64>) {
+        if range.start >= range.end {
+            return;
+        }
+        let mut merged = range;
+        self.0.retain(|r| {
+            if r.end < merged.start || r.start > merged.end {
+                true
+            } else {
+                merged = merged.start.min(r.start)..merged.end.max(r.end);
+                false
+            }
+        });
+        let at = self.0.partition_point(|r| r.start < merged.start);
+        self.0.insert(at, merged);
+    }
+
+    pub fn covers(&self, range: &Range<u64>) -> bool {
+        range.start >= range.end
+            || self
+                .0
+                .iter()
+                .any(|r| r.start <= range.start && range.end <= r.end)
+    }
+
+    /// Where the run of bytes that starts at 0 ends.
+    pub fn contiguous_end(&self) -> u64 {
+        self.0.first().filter(|r| r.start == 0).map_or(0, |r| r.end)
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// How a download for readers ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Finished {
+    /// The file is complete (it may be the temp file, now renamed, or none at all if
+    /// the mirror already held the version).
+    Complete,
+    Failed(String),
+}
+
+#[derive(Default)]
+struct State {
+    file: Option<Arc<File>>,
+    ranges: RangeSet,
+    finished: Option<Finished>,
+}
+
+/// A download in progress, shared by every reader of the object.
+#[derive(Default)]
+pub struct Stream {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+/// What a reader should do next.
+pub enum Ready {
+    /// The bytes, read from the file being filled.
+    Data(Vec<u8>),
+    /// The download completed without a file handle here: read the mirror copy.
+    ReadMirror,
+    /// The range is far ahead of the fill: fetch it directly.
+    FetchDirect,
+}
+
+/// Reads further than this past the contiguous fill get their own ranged GET.
+pub const FAR_AHEAD: u64 = 16 << 20;
+
+impl Stream {
+    pub fn finish(&self, result: Finished) {
+        self.state.lock().finished = Some(result);
+        self.changed.notify_all();
+    }
+
+    /// Whether the download failed (a new open starts another).
+    pub fn failed(&self) -> bool {
+        matches!(self.state.lock().finished, Some(Finished::Failed(_)))
+    }
+
+    /// Waits until `range` can be served, up to `limit`.
+    pub fn read(&self, range: Range<u64>, limit: Duration) -> Result<Ready, String> {
+        let deadline = Instant::now() + limit;
+        let mut state = self.state.lock();
+        loop {
+            if let Some(file) = &state.file
+                && (state.ranges.covers(&range) || state.finished == Some(Finished::Complete))
+            {
+                let file = Arc::clone(file);
+                drop(state);
+                let mut buf = vec![0u8; (range.end - range.start) as usize];
+                let n = read_full(&file, &mut buf, range.start).map_err(|e| e.to_string())?;
+                buf.truncate(n);
+                return Ok(Ready::Data(buf));
+            }
+            match &state.finished {
+                Some(Finished::Complete) => return Ok(Ready::ReadMirror),
+                Some(Finished::Failed(e)) => return Err(e.clone()),
+                None => {}
+            }
+            if range.start >= state.ranges.contiguous_end() + FAR_AHEAD {
+                return Ok(Ready::FetchDirect);
+            }
+            if self.changed.wait_until(&mut state, deadline).timed_out() {
+                return Err("timed out waiting for the download".into());
+            }
+        }
+    }
+}
+
+impl Observer for Stream {
+    fn started(&self, file: File) {
+        let mut state = self.state.lock();
+        state.file = Some(Arc::new(file));
+        state.ranges.clear();
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    fn filled(&self, offset: u64, len: u64) {
+        self.state.lock().ranges.insert(offset..offset + len);
+        self.changed.notify_all();
+    }
+}
+
+/// Reads as much of `buf` as the file has at `offset`.
+pub fn read_full(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_merge_and_cover() {
+        let mut set = RangeSet::default();
+        set.insert(10..20);
+        set.insert(30..40);
+        assert!(!set.covers(&(15..35)));
+        assert_eq!(set.contiguous_end(), 0);
+        set.insert(0..10);
+        assert_eq!(set.contiguous_end(), 20);
+        set.insert(20..30);
+        assert!(set.covers(&(0..40)));
+        assert_eq!((set.0.len(), set.0[0].clone()), (1, 0..40));
+        set.insert(5..6);
+        assert_eq!(set.0.len(), 1);
+        assert!(set.covers(&(7..7)));
+    }
+
+    #[test]
+    fn readers_wait_for_their_range_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![7u8; 100]).unwrap();
+        let stream = Arc::new(Stream::default());
+        stream.started(File::open(&path).unwrap());
+        stream.filled(0, 50);
+        match stream.read(10..20, Duration::from_secs(1)).unwrap() {
+            Ready::Data(d) => assert_eq!(d, vec![7u8; 10]),
+            _ => panic!("data expected"),
+        }
+        let waiter = {
+            let stream = Arc::clone(&stream);
+            std::thread::spawn(move || stream.read(60..80, Duration::from_secs(5)))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        stream.filled(50, 50);
+        assert!(matches!(waiter.join().unwrap(), Ok(Ready::Data(d)) if d.len() == 20));
+    }
+
+    #[test]
+    fn far_reads_go_direct_and_failures_reach_readers() {
+        let stream = Stream::default();
+        assert!(matches!(
+            stream.read(FAR_AHEAD..FAR_AHEAD + 10, Duration::from_secs(1)),
+            Ok(Ready::FetchDirect)
+        ));
+        stream.finish(Finished::Failed("boom".into()));
+        assert_eq!(
+            stream.read(0..10, Duration::from_secs(1)).err(),
+            Some("boom".to_string())
+        );
+    }
+}

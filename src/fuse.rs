@@ -1,0 +1,321 @@
+//! The thin FUSE adapter: the one home of fuser. Each callback calls the
+//! filesystem in `fs` and turns its `Result` into a reply; files the mirror holds
+//! are handed to the kernel for passthrough reads where the kernel allows it.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+
+use fuser::{
+    BackingId, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, ReplyAttr,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyXattr, Request, Session,
+    SessionACL,
+};
+use parking_lot::Mutex;
+
+use crate::fs::{Attr, FileKind, Fs, FsError};
+
+/// How to mount.
+#[derive(Clone, Debug)]
+pub struct MountConfig {
+    pub fs_name: String,
+    pub allow_other: bool,
+    pub threads: usize,
+}
+
+/// The one errno for each failure.
+fn errno(err: &FsError) -> Errno {
+    match err {
+        FsError::NotFound => Errno::ENOENT,
+        FsError::NotADirectory => Errno::ENOTDIR,
+        FsError::IsADirectory => Errno::EISDIR,
+        FsError::BadHandle => Errno::EBADF,
+        FsError::Io(_) => Errno::EIO,
+    }
+}
+
+fn log_failure(op: &str, err: &FsError) {
+    match err {
+        FsError::NotFound => tracing::debug!(op, "{err}"),
+        _ => tracing::warn!(op, "{err}"),
+    }
+}
+
+fn file_attr(attr: &Attr) -> FileAttr {
+    let kind = match attr.kind {
+        FileKind::Directory => FileType::Directory,
+        FileKind::File => FileType::RegularFile,
+    };
+    FileAttr {
+        ino: INodeNo(attr.ino),
+        size: attr.size,
+        blocks: attr.size.div_ceil(512),
+        atime: attr.mtime,
+        mtime: attr.mtime,
+        ctime: attr.mtime,
+        crtime: attr.mtime,
+        kind,
+        perm: attr.perm,
+        nlink: if kind == FileType::Directory { 2 } else { 1 },
+        uid: attr.uid,
+        gid: attr.gid,
+        rdev: 0,
+        blksize: 128 * 1024,
+        flags: 0,
+    }
+}
+
+/// Backing files registered for passthrough: one per inode, kept while handles use
+/// it. The kernel refuses passthrough on an inode that also has handles served
+/// through the daemon, so those are counted and passthrough waits for them to close.
+#[derive(Default)]
+struct Backing {
+    by_handle: HashMap<u64, Arc<BackingId>>,
+    by_inode: HashMap<u64, Weak<BackingId>>,
+    served: HashMap<u64, usize>,
+}
+
+impl Backing {
+    fn served_open(&mut self, ino: u64) {
+        *self.served.entry(ino).or_default() += 1;
+    }
+
+    fn release(&mut self, ino: u64, fh: u64) {
+        if self.by_handle.remove(&fh).is_none()
+            && let Some(count) = self.served.get_mut(&ino)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.served.remove(&ino);
+            }
+        }
+    }
+}
+
+struct FuseFs {
+    fs: Arc<Fs>,
+    passthrough: AtomicBool,
+    backing: Mutex<Backing>,
+}
+
+impl Filesystem for FuseFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        let _ = config.set_max_readahead(1 << 20);
+        if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok()
+        {
+            self.passthrough.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let Some(name) = name.to_str() else {
+            return reply.error(Errno::ENOENT);
+        };
+        match self.fs.lookup(parent.0, name) {
+            Ok(attr) => reply.entry(&self.fs.ttl(), &file_attr(&attr), Generation(0)),
+            Err(e) => {
+                log_failure("lookup", &e);
+                reply.error(errno(&e))
+            }
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.fs.getattr(ino.0) {
+            Ok(attr) => reply.attr(&self.fs.ttl(), &file_attr(&attr)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.acc_mode() != OpenAccMode::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        let opened = match self.fs.open(ino.0) {
+            Ok(opened) => opened,
+            Err(e) => {
+                log_failure("open", &e);
+                return reply.error(errno(&e));
+            }
+        };
+        let mut backing = self.backing.lock();
+        let Some(file) = opened.local else {
+            backing.served_open(ino.0);
+            return reply.opened(FileHandle(opened.fh), FopenFlags::empty());
+        };
+        if self.passthrough.load(Ordering::Relaxed) && !backing.served.contains_key(&ino.0) {
+            let existing = backing.by_inode.get(&ino.0).and_then(Weak::upgrade);
+            let id = match existing {
+                Some(id) => Ok(id),
+                None => reply.open_backing(file.as_ref()).map(Arc::new),
+            };
+            match id {
+                Ok(id) => {
+                    backing.by_inode.insert(ino.0, Arc::downgrade(&id));
+                    backing.by_handle.insert(opened.fh, Arc::clone(&id));
+                    return reply.opened_passthrough(
+                        FileHandle(opened.fh),
+                        FopenFlags::empty(),
+                        &id,
+                    );
+                }
+                Err(e) => {
+                    tracing::info!(
+                        "passthrough unavailable ({e}); serving mirror reads through the daemon"
+                    );
+                    self.passthrough.store(false, Ordering::Relaxed);
+                }
+            }
+        }
+        backing.served_open(ino.0);
+        reply.opened(FileHandle(opened.fh), FopenFlags::FOPEN_KEEP_CACHE)
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.fs.read(fh.0, offset, size) {
+            Ok(bytes) => reply.data(&bytes),
+            Err(e) => {
+                log_failure("read", &e);
+                reply.error(errno(&e))
+            }
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.backing.lock().release(ino.0, fh.0);
+        self.fs.release(fh.0);
+        reply.ok();
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(Errno::NO_XATTR);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if size == 0 {
+            reply.size(0)
+        } else {
+            reply.data(&[])
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.getattr(ino.0) {
+            Ok(attr) if attr.kind == FileKind::Directory => {
+                reply.opened(FileHandle(0), FopenFlags::empty())
+            }
+            Ok(_) => reply.error(Errno::ENOTDIR),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let entries = match self.fs.readdir(ino.0) {
+            Ok(entries) => entries,
+            Err(e) => {
+                log_failure("readdir", &e);
+                return reply.error(errno(&e));
+            }
+        };
+        for (i, (child, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
+            let kind = match kind {
+                FileKind::Directory => FileType::Directory,
+                FileKind::File => FileType::RegularFile,
+            };
+            if reply.add(INodeNo(*child), i as u64 + 1, kind, name) {
+                break;
+            }
+        }
+        reply.ok()
+    }
+}
+
+/// A mounted filesystem, serving until unmounted.
+pub struct Mounted {
+    session: Session<FuseFs>,
+}
+
+impl Mounted {
+    /// Mounts `fs` read-only at `mountpoint`; returns once the kernel has answered.
+    pub fn mount(fs: Arc<Fs>, mountpoint: &Path, options: &MountConfig) -> io::Result<Mounted> {
+        let mut config = Config::default();
+        config.mount_options = vec![
+            MountOption::RO,
+            MountOption::FSName(options.fs_name.clone()),
+            MountOption::Subtype("s3mirrorfs".into()),
+            MountOption::NoDev,
+            MountOption::NoSuid,
+            MountOption::DefaultPermissions,
+        ];
+        config.acl = if options.allow_other {
+            SessionACL::All
+        } else {
+            SessionACL::Owner
+        };
+        config.n_threads = Some(options.threads.max(1));
+        config.clone_fd = options.threads > 1;
+        let fuse = FuseFs {
+            fs,
+            passthrough: AtomicBool::new(false),
+            backing: Mutex::new(Backing::default()),
+        };
+        Ok(Mounted {
+            session: Session::new(fuse, mountpoint, &config)?,
+        })
+    }
+
+    /// Serves requests until the filesystem is unmounted.
+    pub fn run(self) -> io::Result<()> {
+        self.session.run()
+    }
+}

@@ -1,0 +1,276 @@
+//! `s3mirrorfs mount`: checks what can be checked, daemonizes unless told not to
+//! (reporting mount errors before the parent exits), mounts, tells systemd it is
+//! ready, serves until unmounted or signalled, and unmounts on the way out.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::fetch::{FetchConfig, Fetcher};
+use crate::fs::{Fs, FsConfig};
+use crate::fuse::{MountConfig, Mounted};
+use crate::mirror::{Mirror, MirrorError};
+use crate::s3::{S3Options, S3Store};
+use crate::store::{ObjectStore, StoreError};
+use crate::sys;
+
+/// Everything the mount command needs.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    pub bucket: String,
+    /// "" or ending in `/`.
+    pub prefix: String,
+    pub mountpoint: PathBuf,
+    pub mirror_dir: PathBuf,
+    pub s3: S3Options,
+    pub metadata_ttl: Duration,
+    pub allow_other: bool,
+    pub foreground: bool,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("{0}")]
+    Mountpoint(String),
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
+    #[error("s3://{bucket}/{prefix}: {err}")]
+    Store {
+        bucket: String,
+        prefix: String,
+        err: StoreError,
+    },
+    #[error("cannot mount at {path}: {err}")]
+    Mount { path: PathBuf, err: io::Error },
+    #[error("{0}")]
+    Daemon(String),
+}
+
+/// Mounts and serves; with `foreground == false` returns in the parent as soon as
+/// the daemon has mounted (or failed to).
+pub fn run(options: MountOptions) -> Result<(), MountError> {
+    check_mountpoint(&options.mountpoint)?;
+    if options.foreground {
+        return serve(&options, None);
+    }
+    let daemon_error = |e: io::Error| MountError::Daemon(format!("cannot start the daemon: {e}"));
+    let (mut from_child, to_parent) = sys::pipe().map_err(daemon_error)?;
+    match sys::fork().map_err(daemon_error)? {
+        Some(_) => {
+            drop(to_parent);
+            let mut message = String::new();
+            let _ = from_child.read_to_string(&mut message);
+            match message.as_str() {
+                "ready" => Ok(()),
+                "" => Err(MountError::Daemon(
+                    "the daemon exited before mounting".into(),
+                )),
+                error => Err(MountError::Daemon(error.to_string())),
+            }
+        }
+        None => {
+            drop(from_child);
+            let _ = sys::setsid();
+            let mut pipe = Some(to_parent);
+            let code = match serve(&options, Some(&mut pipe)) {
+                Ok(()) => 0,
+                Err(e) => {
+                    match pipe.as_mut() {
+                        Some(pipe) => {
+                            let _ = pipe.write_all(e.to_string().as_bytes());
+                        }
+                        None => tracing::error!("{e}"),
+                    }
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
+    }
+}
+
+/// A missing, non-directory, busy or dead mountpoint is refused with a clear message.
+fn check_mountpoint(path: &Path) -> Result<(), MountError> {
+    let shown = path.display();
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(MountError::Mountpoint(format!(
+                "mountpoint {shown} is not a directory"
+            )));
+        }
+        Err(e) if sys::is_not_connected(&e) => {
+            return Err(MountError::Mountpoint(format!(
+                "mountpoint {shown} is a dead mount; run `fusermount3 -u {shown}` first"
+            )));
+        }
+        Err(e) => return Err(MountError::Mountpoint(format!("mountpoint {shown}: {e}"))),
+    }
+    let canonical = fs::canonicalize(path)
+        .map_err(|e| MountError::Mountpoint(format!("mountpoint {shown}: {e}")))?;
+    if is_mount_point(&canonical) {
+        return Err(MountError::Mountpoint(format!(
+            "mountpoint {shown} is busy: something is already mounted there"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether something is mounted exactly at `path`, from /proc/self/mountinfo.
+pub fn is_mount_point(path: &Path) -> bool {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let wanted = path.to_string_lossy();
+    info.lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .any(|field| unescape_mountinfo(field) == wanted)
+}
+
+fn unescape_mountinfo(field: &str) -> String {
+    let mut out = Vec::new();
+    let bytes = field.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && let Ok(n) = u8::from_str_radix(&field[i + 1..i + 4], 8)
+        {
+            out.push(n);
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Sends a state line to systemd when started as a `Type=notify` service.
+fn notify_systemd(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(socket) = UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = path.as_encoded_bytes();
+    let sent = if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|addr| socket.send_to_addr(state.as_bytes(), &addr))
+    } else {
+        socket.send_to(state.as_bytes(), Path::new(&path))
+    };
+    if let Err(e) = sent {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
+}
+
+fn serve(options: &MountOptions, mut ready: Option<&mut Option<File>>) -> Result<(), MountError> {
+    // Still single-threaded here: the watchdog is forked and the signals blocked
+    // before any thread exists, so every thread inherits the mask.
+    let mut lifeline = sys::unmount_watchdog(&options.mountpoint)
+        .map_err(|e| MountError::Daemon(format!("cannot start the unmount watchdog: {e}")))?;
+    sys::block_signals(&sys::STOP_SIGNALS);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .map_err(|e| MountError::Daemon(format!("cannot start the async runtime: {e}")))?;
+    let mirror = Arc::new(Mirror::open(&options.mirror_dir, &options.bucket)?);
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(runtime.block_on(S3Store::connect(&options.bucket, &options.s3)));
+    let store_error = |err| MountError::Store {
+        bucket: options.bucket.clone(),
+        prefix: options.prefix.clone(),
+        err,
+    };
+    // One listing first, so a bad bucket, endpoint or credentials fail the mount.
+    match runtime.block_on(store.list_page(&options.prefix, true, None)) {
+        Ok(_) => mirror.claim()?,
+        Err(e) if e.is_transient() && mirror.is_claimed() => {
+            tracing::warn!("S3 is unreachable ({e}); serving what the mirror holds");
+        }
+        Err(e) => return Err(store_error(e)),
+    }
+    let fetcher = Fetcher::new(
+        Arc::clone(&store),
+        Arc::clone(&mirror),
+        FetchConfig::default(),
+    );
+    let fs = Arc::new(Fs::new(
+        store,
+        fetcher,
+        FsConfig {
+            prefix: options.prefix.clone(),
+            metadata_ttl: options.metadata_ttl,
+            uid: options.uid,
+            gid: options.gid,
+        },
+        runtime.handle().clone(),
+    ));
+    let config = MountConfig {
+        fs_name: format!("s3mirrorfs:{}/{}", options.bucket, options.prefix),
+        allow_other: options.allow_other,
+        threads: 16,
+    };
+    let mounted =
+        Mounted::mount(fs, &options.mountpoint, &config).map_err(|err| MountError::Mount {
+            path: options.mountpoint.clone(),
+            err,
+        })?;
+    // From now on, the daemon dying in any way unmounts: no dead mountpoint is left.
+    lifeline.arm();
+    let mountpoint = options.mountpoint.clone();
+    std::thread::spawn(move || {
+        let signal = sys::wait_signal(&sys::STOP_SIGNALS);
+        tracing::info!(signal, "unmounting");
+        if let Err(e) = sys::unmount_lazy(&mountpoint) {
+            tracing::error!("cannot unmount {}: {e}", mountpoint.display());
+        }
+    });
+    tracing::info!(
+        "mounted s3://{}/{} at {} (mirror {})",
+        options.bucket,
+        options.prefix,
+        options.mountpoint.display(),
+        mirror.root().display()
+    );
+    if let Some(pipe) = ready.as_mut().and_then(|p| p.take()) {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(mirror.state_dir().join("mount.log"))
+            .ok();
+        let _ = sys::redirect_stdio(log.as_ref());
+        let mut pipe = pipe;
+        let _ = pipe.write_all(b"ready");
+    }
+    notify_systemd("READY=1");
+    let result = mounted.run();
+    notify_systemd("STOPPING=1");
+    tracing::info!("unmounted {}", options.mountpoint.display());
+    result.map_err(|err| MountError::Mount {
+        path: options.mountpoint.clone(),
+        err,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_fields_unescape() {
+        assert_eq!(unescape_mountinfo("/mnt/a\\040b"), "/mnt/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+        assert!(is_mount_point(Path::new("/")));
+        assert!(!is_mount_point(Path::new("/definitely/not/mounted")));
+    }
+}

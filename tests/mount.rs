@@ -1,0 +1,383 @@
+//! The mount, for real through the kernel, against moto on 127.0.0.1: browsing,
+//! reading, persistence of every read, offline serving, ETag changes, unmounting.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use s3mirrorfs::mirror::read_record;
+use s3mirrorfs::mount::is_mount_point;
+use support::mount::{Mount, mount_command, sh, sh_ok, wait_mounted};
+use support::proxy::Proxy;
+use support::{Bucket, data, endpoint, moto_port, prefetch, stderr};
+
+/// A bucket of images in folders, one large object, an empty one and a marker.
+fn image_bucket(tag: &str) -> (Bucket, BTreeMap<String, Vec<u8>>) {
+    let bucket = Bucket::create(tag);
+    let mut objects: Vec<(String, Vec<u8>)> = Vec::new();
+    for i in 0..40u64 {
+        objects.push((
+            format!("photos/2024/{:02}/img_{i:03}.jpg", i % 3),
+            data(i, 3000 + i as usize * 101),
+        ));
+    }
+    objects.push(("top.txt".into(), b"hello\n".to_vec()));
+    objects.push(("empty".into(), Vec::new()));
+    bucket.put_many(&objects);
+    bucket.put("albums/empty/", b"");
+    let big = data(500, 24 << 20);
+    bucket.put_multipart("video/big.bin", &big, 5 << 20);
+    let mut expected: BTreeMap<String, Vec<u8>> = objects.into_iter().collect();
+    expected.insert("video/big.bin".into(), big);
+    (bucket, expected)
+}
+
+/// Checks that `key` is (or within seconds becomes: a reader gets its bytes before
+/// the commit) a complete, recorded file in the mirror.
+fn assert_mirrored(mirror: &Path, key: &str, bytes: &[u8]) {
+    let path = mirror.join(key);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let found = fs::read(&path).unwrap_or_else(|e| panic!("{key} is in the mirror: {e}"));
+    assert!(found == bytes, "{key}: mirror copy differs");
+    assert_eq!(read_record(&path).unwrap().key, key);
+}
+
+#[test]
+fn browse_read_copy_and_every_read_is_persisted() {
+    let (bucket, expected) = image_bucket("browse");
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("mirror");
+    let mount = Mount::start(
+        &bucket.name,
+        &dir.path().join("mnt"),
+        &mirror,
+        &endpoint(),
+        &[],
+    );
+    let mnt = mount.dir.display().to_string();
+
+    let top = sh_ok(&format!("ls {mnt}"));
+    assert_eq!(
+        top.split_whitespace().collect::<Vec<_>>(),
+        vec!["albums", "empty", "photos", "top.txt", "video"]
+    );
+    let found = sh_ok(&format!("cd {mnt} && find . -type f | sort"));
+    let expected_files: Vec<String> = expected.keys().map(|k| format!("./{k}")).collect();
+    assert_eq!(found.lines().collect::<Vec<_>>(), expected_files);
+    assert!(sh_ok(&format!("find {mnt} -type d")).contains("albums/empty"));
+    assert_eq!(
+        sh_ok(&format!("stat -c %s {mnt}/video/big.bin")).trim(),
+        (24 << 20).to_string()
+    );
+    assert_eq!(sh_ok(&format!("stat -c %a {mnt}/top.txt")).trim(), "644");
+    assert_eq!(sh_ok(&format!("cat {mnt}/top.txt")), "hello\n");
+
+    // A read far into the large object, before anything of it is local.
+    let out = sh(&format!(
+        "dd if={mnt}/video/big.bin bs=1M skip=20 count=2 status=none"
+    ));
+    assert!(out.status.success());
+    assert!(
+        out.stdout == expected["video/big.bin"][20 << 20..22 << 20],
+        "dd with an offset"
+    );
+
+    let copy = dir.path().join("copy");
+    sh_ok(
+        &format!(
+            "cp -r {mnt}/photos {mnt}/video {mnt}/empty {} ",
+            copy.display()
+        )
+        .replace("cp -r", &format!("mkdir -p {} && cp -r", copy.display())),
+    );
+    for (key, bytes) in &expected {
+        if key == "top.txt" {
+            continue;
+        }
+        let copied = fs::read(copy.join(key)).unwrap_or_else(|e| panic!("{key} copied: {e}"));
+        assert!(copied == *bytes, "{key}: copy differs");
+    }
+    let du = sh_ok(&format!("du -sb {mnt}/photos"));
+    assert!(
+        du.split_whitespace()
+            .next()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
+
+    // Writes are refused.
+    let write = sh(&format!("touch {mnt}/new-file"));
+    assert!(!write.status.success());
+    assert!(String::from_utf8_lossy(&write.stderr).contains("Read-only file system"));
+    assert!(!sh(&format!("echo x > {mnt}/top.txt")).status.success());
+    assert!(!sh(&format!("mkdir {mnt}/d")).status.success());
+
+    // Every object read is now a complete, recorded file in the mirror.
+    for (key, bytes) in &expected {
+        assert_mirrored(&mirror, key, bytes);
+    }
+    assert_eq!(
+        fs::read_dir(mirror.join(".s3mirrorfs/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn reading_one_image_fetches_its_siblings_in_the_background() {
+    let (bucket, expected) = image_bucket("siblings");
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("mirror");
+    let mount = Mount::start(
+        &bucket.name,
+        &dir.path().join("mnt"),
+        &mirror,
+        &endpoint(),
+        &[],
+    );
+    sh_ok(&format!(
+        "cat {} > /dev/null",
+        mount.path("photos/2024/01/img_001.jpg").display()
+    ));
+    let siblings: Vec<&String> = expected
+        .keys()
+        .filter(|k| k.starts_with("photos/2024/01/"))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !siblings.iter().all(|k| mirror.join(k).exists()) {
+        assert!(Instant::now() < deadline, "siblings were fetched");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for key in siblings {
+        assert_mirrored(&mirror, key, &expected[key]);
+    }
+    assert!(
+        !mirror.join("photos/2024/02/img_002.jpg").exists(),
+        "other folders are left alone"
+    );
+}
+
+#[test]
+fn with_s3_down_the_mirror_keeps_serving_data_and_listings() {
+    let (bucket, expected) = image_bucket("offline");
+    let proxy = Proxy::start(moto_port());
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("mirror");
+    let mnt = dir.path().join("mnt");
+    {
+        let mount = Mount::start(
+            &bucket.name,
+            &mnt,
+            &mirror,
+            &proxy.endpoint(),
+            &["--metadata-ttl", "1"],
+        );
+        sh_ok(&format!(
+            "cp -r {} {}",
+            mount.path("photos").display(),
+            dir.path().join("first").display()
+        ));
+        sh_ok(&format!("ls -l {}", mount.path("video").display()));
+        proxy.set_down(true);
+        std::thread::sleep(Duration::from_millis(1500));
+        // Listings and data keep coming from the mirror.
+        let found = sh_ok(&format!(
+            "cd {} && find photos -type f | sort",
+            mount.dir.display()
+        ));
+        assert_eq!(found.lines().count(), 40);
+        let key = "photos/2024/02/img_005.jpg";
+        assert!(fs::read(mount.path(key)).unwrap() == expected[key]);
+        // What is not mirrored fails with EIO after bounded retries, not a hang.
+        let started = Instant::now();
+        let out = sh(&format!(
+            "cat {} > /dev/null",
+            mount.path("video/big.bin").display()
+        ));
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Input/output error"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(started.elapsed() < Duration::from_secs(60));
+    }
+    wait_mounted(&mnt, false);
+    // A restart while S3 is still down mounts from what the mirror knows.
+    let mount = Mount::start(&bucket.name, &mnt, &mirror, &proxy.endpoint(), &[]);
+    let found = sh_ok(&format!(
+        "cd {} && find . -type f | sort",
+        mount.dir.display()
+    ));
+    assert!(found.lines().count() >= 40, "{found}");
+    let key = "photos/2024/00/img_000.jpg";
+    assert!(fs::read(mount.path(key)).unwrap() == expected[key]);
+}
+
+#[test]
+fn a_changed_object_is_seen_after_the_ttl_and_the_mirror_follows() {
+    let bucket = Bucket::create("etag");
+    bucket.put("doc.txt", b"version 1");
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("mirror");
+    let mount = Mount::start(
+        &bucket.name,
+        &dir.path().join("mnt"),
+        &mirror,
+        &endpoint(),
+        &["--metadata-ttl", "1"],
+    );
+    let path = mount.path("doc.txt");
+    assert_eq!(fs::read(&path).unwrap(), b"version 1");
+    let etag2 = bucket.put("doc.txt", b"version 2");
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(fs::read(&path).unwrap(), b"version 2");
+    // The reader got its bytes as they arrived; the commit follows right after.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fs::read(mirror.join("doc.txt")).unwrap() != b"version 2" {
+        assert!(
+            Instant::now() < deadline,
+            "the mirror follows the new version"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(read_record(&mirror.join("doc.txt")).unwrap().etag, etag2);
+}
+
+#[test]
+fn sigterm_unmounts_and_sigkill_leaves_no_dead_mount_or_partial_file() {
+    let (bucket, expected) = image_bucket("signals");
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("mirror");
+    let mnt = dir.path().join("mnt");
+    let mut mount = Mount::start(&bucket.name, &mnt, &mirror, &endpoint(), &[]);
+    assert_eq!(
+        sh_ok(&format!("cat {}", mount.path("top.txt").display())),
+        "hello\n"
+    );
+    let status = mount.signal(libc::SIGTERM);
+    assert!(status.success(), "{status:?}");
+    assert!(!is_mount_point(&mount.dir));
+    drop(mount);
+
+    let mut mount = Mount::start(&bucket.name, &mnt, &mirror, &endpoint(), &[]);
+    // Start reading the large object, then kill the daemon mid-download.
+    let reader = std::process::Command::new("cat")
+        .arg(mount.path("video/big.bin"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    mount.signal(libc::SIGKILL);
+    wait_mounted(&mount.dir, false);
+    let _ = reader.wait_with_output();
+    assert!(
+        fs::metadata(&mount.dir).is_ok(),
+        "the mountpoint is usable again"
+    );
+    if let Ok(bytes) = fs::read(mirror.join("video/big.bin")) {
+        assert!(
+            bytes == expected["video/big.bin"],
+            "only complete files under final names"
+        );
+    }
+}
+
+#[test]
+fn daemon_mode_reports_mount_errors_before_exiting() {
+    let bucket = Bucket::create("daemon");
+    bucket.put("a.txt", b"a");
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("mirror");
+    let mnt = dir.path().join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+
+    let out = mount_command("no-such-bucket-anywhere", &mnt, &mirror, &endpoint(), &[])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("\"no-such-bucket-anywhere\" does not exist"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!is_mount_point(&mnt));
+
+    let out = mount_command(
+        &bucket.name,
+        &dir.path().join("missing"),
+        &mirror,
+        &endpoint(),
+        &[],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("missing"), "{}", stderr(&out));
+
+    let refused = format!("http://127.0.0.1:{}", support::free_port());
+    let out = mount_command(&bucket.name, &mnt, &dir.path().join("fresh"), &refused, &[])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("cannot reach"), "{}", stderr(&out));
+
+    // Success: the parent returns once mounted; the daemon serves until unmounted.
+    let out = mount_command(&bucket.name, &mnt, &mirror, &endpoint(), &[])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(is_mount_point(&fs::canonicalize(&mnt).unwrap()));
+    assert_eq!(fs::read(mnt.join("a.txt")).unwrap(), b"a");
+    let busy = mount_command(&bucket.name, &mnt, &mirror, &endpoint(), &[])
+        .output()
+        .unwrap();
+    assert!(!busy.status.success());
+    assert!(stderr(&busy).contains("busy"), "{}", stderr(&busy));
+    assert!(
+        sh(&format!("fusermount3 -u {}", mnt.display()))
+            .status
+            .success()
+    );
+    wait_mounted(&fs::canonicalize(&mnt).unwrap(), false);
+}
+
+#[test]
+fn a_mount_and_a_prefetch_share_one_mirror() {
+    let (bucket, expected) = image_bucket("shared");
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("mirror");
+    let mount = Mount::start(
+        &bucket.name,
+        &dir.path().join("mnt"),
+        &mirror,
+        &endpoint(),
+        &[],
+    );
+    let reader = {
+        let mnt = mount.dir.display().to_string();
+        std::thread::spawn(move || {
+            sh_ok(&format!(
+                "cd {mnt} && find . -type f -exec cat {{}} + | wc -c"
+            ))
+        })
+    };
+    let (out, summary) = prefetch(&bucket.name, &mirror, &endpoint(), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let total: usize = expected.values().map(Vec::len).sum();
+    assert_eq!(reader.join().unwrap().trim(), total.to_string());
+    assert_eq!(summary["failed"], 0);
+    for (key, bytes) in &expected {
+        assert_mirrored(&mirror, key, bytes);
+    }
+}
