@@ -32,11 +32,12 @@ pub const ROOT_INO: Ino = 1;
 /// Longest a read waits for its bytes before it fails with EIO.
 const READ_WAIT: Duration = Duration::from_secs(120);
 /// After a failed listing, how long S3 is not asked again (reads still try).
-const OFFLINE_BACKOFF: Duration = Duration::from_secs(30);
-/// Siblings fetched in the background when one file of a directory is read cold.
-const SIBLINGS_MAX: usize = 256;
-const SIBLING_MAX_SIZE: u64 = 32 << 20;
-const SIBLINGS_AT_ONCE: usize = 16;
+pub const OFFLINE_BACKOFF: Duration = Duration::from_secs(30);
+/// Siblings fetched in the background when one file of a directory is read cold:
+/// at most this many, each at most `SIBLING_MAX_SIZE`, `SIBLINGS_AT_ONCE` at a time.
+pub const SIBLINGS_MAX: usize = 256;
+pub const SIBLING_MAX_SIZE: u64 = 32 << 20;
+pub const SIBLINGS_AT_ONCE: usize = 16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileKind {

@@ -381,3 +381,40 @@ fn a_mount_and_a_prefetch_share_one_mirror() {
         assert_mirrored(&mirror, key, bytes);
     }
 }
+
+#[test]
+fn the_fstab_form_mounts_and_systemd_hears_ready() {
+    let bucket = Bucket::create("fstab");
+    bucket.put("a.txt", b"a");
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // What mount.fuse3 runs for an /etc/fstab line of type fuse.s3mirrorfs.
+    let options = format!(
+        "ro,_netdev,nofail,mirror_dir={},endpoint_url={},force_path_style,foreground,metadata_ttl=5",
+        dir.path().join("mirror").display(),
+        endpoint()
+    );
+    let mut child = support::s3mirrorfs()
+        .arg(&bucket.name)
+        .arg(&mnt)
+        .args(["-o", &options])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = socket.recv(&mut buf).expect("READY=1 from the daemon");
+    assert_eq!(&buf[..n], b"READY=1");
+    assert_eq!(fs::read(mnt.join("a.txt")).unwrap(), b"a");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    let n = socket.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert!(!is_mount_point(&fs::canonicalize(&mnt).unwrap()));
+}

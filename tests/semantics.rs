@@ -3,7 +3,13 @@
 
 use std::path::PathBuf;
 
+use clap::CommandFactory;
+use s3mirrorfs::cli::Cli;
 use s3mirrorfs::fetch::FetchConfig;
+use s3mirrorfs::fs::stream::FAR_AHEAD;
+use s3mirrorfs::fs::{
+    DIR_PERM, FILE_PERM, OFFLINE_BACKOFF, SIBLING_MAX_SIZE, SIBLINGS_AT_ONCE, SIBLINGS_MAX,
+};
 use s3mirrorfs::layout::{
     NAME_MAX, Placement, REL_PATH_MAX, RENAMED_DIR, STATE_DIR, place_alone, renamed_path,
 };
@@ -96,4 +102,30 @@ fn quoted_names_modes_and_limits_match_the_code() {
         s3.connect_timeout.as_secs(),
         s3.read_timeout.as_secs()
     ));
+}
+
+#[test]
+fn the_filesystem_section_matches_the_code() {
+    let doc = doc().split_whitespace().collect::<Vec<_>>().join(" ");
+    let quoted = |text: &str| assert!(doc.contains(text), "SEMANTICS.md mentions {text}");
+    quoted(&format!(
+        "Files show mode `{FILE_PERM:04o}` and directories `{DIR_PERM:04o}`"
+    ));
+    quoted(&format!("more than {} MiB ahead", FAR_AHEAD >> 20));
+    quoted(&format!(
+        "at most {SIBLINGS_MAX} files, each at most {} MiB, {SIBLINGS_AT_ONCE} at a time",
+        SIBLING_MAX_SIZE >> 20
+    ));
+    quoted(&format!(
+        "listings again for {} s",
+        OFFLINE_BACKOFF.as_secs()
+    ));
+    let cli = Cli::command();
+    let mount = cli.find_subcommand("mount").expect("mount subcommand");
+    let ttl = mount
+        .get_arguments()
+        .find(|a| a.get_id() == "metadata_ttl")
+        .expect("--metadata-ttl");
+    let default = ttl.get_default_values()[0].to_str().unwrap();
+    quoted(&format!("`--metadata-ttl` seconds (default {default})"));
 }
