@@ -37,6 +37,35 @@ fn image_bucket(tag: &str) -> (Bucket, BTreeMap<String, Vec<u8>>) {
 
 /// Checks that `key` is (or within seconds becomes: a reader gets its bytes before
 /// the commit) a complete, recorded file in the mirror.
+/// An image bucket mounted in the foreground, with its mirror in a temp dir.
+struct Mounted {
+    bucket: Bucket,
+    expected: BTreeMap<String, Vec<u8>>,
+    dir: tempfile::TempDir,
+    mirror: std::path::PathBuf,
+    mount: Mount,
+}
+
+fn mounted(tag: &str) -> Mounted {
+    let (bucket, expected) = image_bucket(tag);
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("mirror");
+    let mount = Mount::start(
+        &bucket.name,
+        &dir.path().join("mnt"),
+        &mirror,
+        &endpoint(),
+        &[],
+    );
+    Mounted {
+        bucket,
+        expected,
+        dir,
+        mirror,
+        mount,
+    }
+}
+
 fn assert_mirrored(mirror: &Path, key: &str, bytes: &[u8]) {
     let path = mirror.join(key);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -50,16 +79,13 @@ fn assert_mirrored(mirror: &Path, key: &str, bytes: &[u8]) {
 
 #[test]
 fn browse_read_copy_and_every_read_is_persisted() {
-    let (bucket, expected) = image_bucket("browse");
-    let dir = tempfile::tempdir().unwrap();
-    let mirror = dir.path().join("mirror");
-    let mount = Mount::start(
-        &bucket.name,
-        &dir.path().join("mnt"),
-        &mirror,
-        &endpoint(),
-        &[],
-    );
+    let Mounted {
+        bucket: _bucket,
+        expected,
+        dir,
+        mirror,
+        mount,
+    } = mounted("browse");
     let mnt = mount.dir.display().to_string();
 
     let top = sh_ok(&format!("ls {mnt}"));
@@ -134,16 +160,13 @@ fn browse_read_copy_and_every_read_is_persisted() {
 
 #[test]
 fn reading_one_image_fetches_its_siblings_in_the_background() {
-    let (bucket, expected) = image_bucket("siblings");
-    let dir = tempfile::tempdir().unwrap();
-    let mirror = dir.path().join("mirror");
-    let mount = Mount::start(
-        &bucket.name,
-        &dir.path().join("mnt"),
-        &mirror,
-        &endpoint(),
-        &[],
-    );
+    let Mounted {
+        bucket: _bucket,
+        expected,
+        dir: _dir,
+        mirror,
+        mount,
+    } = mounted("siblings");
     sh_ok(&format!(
         "cat {} > /dev/null",
         mount.path("photos/2024/01/img_001.jpg").display()
@@ -354,16 +377,13 @@ fn daemon_mode_reports_mount_errors_before_exiting() {
 
 #[test]
 fn a_mount_and_a_prefetch_share_one_mirror() {
-    let (bucket, expected) = image_bucket("shared");
-    let dir = tempfile::tempdir().unwrap();
-    let mirror = dir.path().join("mirror");
-    let mount = Mount::start(
-        &bucket.name,
-        &dir.path().join("mnt"),
-        &mirror,
-        &endpoint(),
-        &[],
-    );
+    let Mounted {
+        bucket,
+        expected,
+        dir: _dir,
+        mirror,
+        mount,
+    } = mounted("shared");
     let reader = {
         let mnt = mount.dir.display().to_string();
         std::thread::spawn(move || {

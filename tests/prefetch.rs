@@ -145,38 +145,46 @@ fn mirrors_a_bucket_and_a_rerun_makes_only_list_requests() {
     assert_eq!(requests.len(), 3, "2,106 keys take three pages");
 }
 
+/// Keys that cannot be paths and go to `.s3mirrorfs/renamed/`.
+const RENAMED_KEYS: &[&str] = &[
+    "../x",
+    "dir/../../x",
+    "/abs/x",
+    "a//b",
+    "./x",
+    "x/./y",
+    "x/..",
+    "x/.",
+    "..",
+    ".s3mirrorfs",
+    ".s3mirrorfs/lock",
+    ".s3mirrorfs/tmp/x",
+    ".s3mirrorfs/renamed/y",
+    "photo",
+    "nonempty-slash/",
+];
+
+/// Odd but valid keys, stored under their own name.
+const VERBATIM_KEYS: &[&str] = &[
+    "photo/1.jpg",
+    "ctl\u{1}key",
+    "tab\tkey",
+    "caf\u{e9}",
+    "cafe\u{301}",
+    "a b+c",
+    "deep/dir/file",
+];
+
 #[test]
 fn hostile_keys_stay_inside_the_mirror_and_lose_nothing() {
     let bucket = Bucket::create("hostile");
     let long = "n".repeat(256);
-    let keys: Vec<String> = [
-        "../x",
-        "dir/../../x",
-        "/abs/x",
-        "a//b",
-        "./x",
-        "x/./y",
-        "x/..",
-        "x/.",
-        "..",
-        ".s3mirrorfs",
-        ".s3mirrorfs/lock",
-        ".s3mirrorfs/tmp/x",
-        ".s3mirrorfs/renamed/y",
-        "photo",
-        "photo/1.jpg",
-        "ctl\u{1}key",
-        "tab\tkey",
-        "caf\u{e9}",
-        "cafe\u{301}",
-        "a b+c",
-        "nonempty-slash/",
-        "deep/dir/file",
-    ]
-    .iter()
-    .map(|k| k.to_string())
-    .chain([long.clone(), format!("d/{long}/x")])
-    .collect();
+    let keys: Vec<String> = RENAMED_KEYS
+        .iter()
+        .chain(VERBATIM_KEYS)
+        .map(|k| k.to_string())
+        .chain([long.clone(), format!("d/{long}/x")])
+        .collect();
     let mut expected = HashMap::new();
     for (i, key) in keys.iter().enumerate() {
         let body = data(i as u64 + 1, 100 + i);
@@ -202,24 +210,7 @@ fn hostile_keys_stay_inside_the_mirror_and_lose_nothing() {
     assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
 
     let renamed = renamed_map(&summary);
-    for key in [
-        "../x",
-        "dir/../../x",
-        "/abs/x",
-        "a//b",
-        "./x",
-        "x/./y",
-        "x/..",
-        "x/.",
-        "..",
-        ".s3mirrorfs",
-        ".s3mirrorfs/lock",
-        ".s3mirrorfs/tmp/x",
-        ".s3mirrorfs/renamed/y",
-        "photo",
-        "nonempty-slash/",
-        long.as_str(),
-    ] {
+    for key in RENAMED_KEYS.iter().copied().chain([long.as_str()]) {
         let path = renamed
             .get(key)
             .unwrap_or_else(|| panic!("{key:?} is listed in renamed"));
@@ -228,15 +219,7 @@ fn hostile_keys_stay_inside_the_mirror_and_lose_nothing() {
             "{key:?} -> {path}"
         );
     }
-    for key in [
-        "photo/1.jpg",
-        "ctl\u{1}key",
-        "tab\tkey",
-        "caf\u{e9}",
-        "cafe\u{301}",
-        "a b+c",
-        "deep/dir/file",
-    ] {
+    for &key in VERBATIM_KEYS {
         assert!(!renamed.contains_key(key), "{key:?} is stored verbatim");
         assert!(mirror.join(key).is_file(), "{key:?}");
     }
