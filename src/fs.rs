@@ -279,19 +279,26 @@ impl Fs {
     /// The listing of `prefix`: cached, else from S3, else persisted, else rebuilt
     /// from the mirror. S3 being away is a warning, not an error to the reader.
     fn entries(&self, prefix: &str) -> Result<Arc<Vec<Entry>>, FsError> {
+        let ttl = self.config.metadata_ttl;
         if let Some(listing) = self.listings.lock().get(prefix)
-            && listing.fetched.elapsed() < self.config.metadata_ttl
+            && listing.fetched.elapsed() < ttl
         {
             return Ok(Arc::clone(&listing.entries));
+        }
+        let bucket = self.store.bucket().to_string();
+        let saved = || listing::load(self.mirror(), &bucket, prefix);
+        // After a restart, a saved listing younger than the TTL is as good as a new one.
+        if !self.listings.lock().contains_key(prefix)
+            && let Some((entries, age)) = saved()
+            && age < ttl
+        {
+            return Ok(self.remember(prefix, entries, age));
         }
         let offline = self
             .offline_until
             .lock()
             .is_some_and(|until| Instant::now() < until);
-        let bucket = self.store.bucket().to_string();
-        let fresh = if offline {
-            None
-        } else {
+        if !offline {
             match self
                 .rt
                 .block_on(listing::list_dir(self.store.as_ref(), prefix))
@@ -299,7 +306,7 @@ impl Fs {
                 Ok(entries) => {
                     *self.offline_until.lock() = None;
                     listing::persist(self.mirror(), &bucket, prefix, &entries);
-                    Some(entries)
+                    return Ok(self.remember(prefix, entries, Duration::ZERO));
                 }
                 Err(e) => {
                     tracing::warn!(
@@ -307,35 +314,36 @@ impl Fs {
                         "cannot list S3 ({e}); serving what the mirror knows"
                     );
                     *self.offline_until.lock() = Some(Instant::now() + OFFLINE_BACKOFF);
-                    None
                 }
             }
+        }
+        let cached = self
+            .listings
+            .lock()
+            .get(prefix)
+            .map(|l| Arc::clone(&l.entries));
+        let entries = match cached {
+            Some(entries) => (*entries).clone(),
+            None => saved()
+                .map(|(entries, _)| entries)
+                .or_else(|| listing::from_mirror(self.mirror(), prefix))
+                .unwrap_or_default(),
         };
-        let entries = match fresh {
-            Some(entries) => entries,
-            None => {
-                let cached = self
-                    .listings
-                    .lock()
-                    .get(prefix)
-                    .map(|l| Arc::clone(&l.entries));
-                match cached {
-                    Some(entries) => (*entries).clone(),
-                    None => listing::load(self.mirror(), &bucket, prefix)
-                        .or_else(|| listing::from_mirror(self.mirror(), prefix))
-                        .unwrap_or_default(),
-                }
-            }
-        };
+        Ok(self.remember(prefix, entries, Duration::ZERO))
+    }
+
+    /// Caches a listing as fetched `age` ago, and returns it.
+    fn remember(&self, prefix: &str, entries: Vec<Entry>, age: Duration) -> Arc<Vec<Entry>> {
         let entries = Arc::new(entries);
+        let fetched = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
         self.listings.lock().insert(
             prefix.to_string(),
             Listing {
-                fetched: Instant::now(),
+                fetched,
                 entries: Arc::clone(&entries),
             },
         );
-        Ok(entries)
+        entries
     }
 
     /// Where `key` lives in the mirror (the same placement prefetch uses).
@@ -724,6 +732,31 @@ mod tests {
         assert!(
             matches!(f.fs.read(opened.fh, 0, 10), Err(FsError::Io(_))),
             "not mirrored: EIO"
+        );
+    }
+
+    #[test]
+    fn after_a_restart_saved_listings_younger_than_the_ttl_need_no_request() {
+        let f = fixture(Duration::from_secs(60));
+        f.fs.readdir(ROOT_INO).unwrap();
+        let lists = f.store.lists.load(Ordering::Relaxed);
+        let fetcher = Fetcher::new(
+            Arc::clone(&f.store) as Arc<dyn ObjectStore>,
+            Arc::clone(&f.mirror),
+            crate::fetch::FetchConfig::default(),
+        );
+        let config = f.fs.config.clone();
+        let restarted = Fs::new(
+            Arc::clone(&f.store) as Arc<dyn ObjectStore>,
+            fetcher,
+            config,
+            f._rt.handle().clone(),
+        );
+        assert_eq!(restarted.readdir(ROOT_INO).unwrap().len(), 5);
+        assert_eq!(
+            f.store.lists.load(Ordering::Relaxed),
+            lists,
+            "no LIST after the restart"
         );
     }
 

@@ -438,3 +438,32 @@ fn the_fstab_form_mounts_and_systemd_hears_ready() {
     assert_eq!(&buf[..n], b"STOPPING=1");
     assert!(!is_mount_point(&fs::canonicalize(&mnt).unwrap()));
 }
+
+#[test]
+fn a_prefix_mount_shows_the_prefix_as_root_and_mirrors_full_keys() {
+    let bucket = Bucket::create("prefixed");
+    bucket.put("photos/2024/a.jpg", b"a");
+    bucket.put("photos/2024/b.jpg", b"b");
+    bucket.put("other/c.jpg", b"c");
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("mirror");
+    let mount = Mount::start(
+        &format!("{}/photos", bucket.name),
+        &dir.path().join("mnt"),
+        &mirror,
+        &endpoint(),
+        &["--uid", "1234", "--gid", "4321"],
+    );
+    assert_eq!(sh_ok(&format!("ls {}", mount.dir.display())).trim(), "2024");
+    assert_eq!(fs::read(mount.path("2024/b.jpg")).unwrap(), b"b");
+    assert_eq!(
+        sh_ok(&format!(
+            "stat -c %u:%g {}",
+            mount.path("2024/a.jpg").display()
+        ))
+        .trim(),
+        "1234:4321"
+    );
+    assert_mirrored(&mirror, "photos/2024/b.jpg", b"b");
+    assert!(!mirror.join("other").exists());
+}

@@ -101,6 +101,9 @@ fn cache_name(bucket: &str, prefix: &str) -> String {
 #[derive(Serialize, Deserialize)]
 struct Persisted {
     prefix: String,
+    /// When S3 gave this listing, milliseconds since the epoch.
+    #[serde(default)]
+    fetched_ms: u64,
     entries: Vec<Entry>,
 }
 
@@ -108,6 +111,7 @@ struct Persisted {
 pub fn persist(mirror: &Mirror, bucket: &str, prefix: &str, entries: &[Entry]) {
     let body = serde_json::to_vec(&Persisted {
         prefix: prefix.to_string(),
+        fetched_ms: nanos(SystemTime::now()) / 1_000_000,
         entries: entries.to_vec(),
     })
     .expect("listing serializes");
@@ -116,11 +120,15 @@ pub fn persist(mirror: &Mirror, bucket: &str, prefix: &str, entries: &[Entry]) {
     }
 }
 
-/// The persisted listing of `prefix`, if any.
-pub fn load(mirror: &Mirror, bucket: &str, prefix: &str) -> Option<Vec<Entry>> {
+/// The persisted listing of `prefix`, if any, with its age.
+pub fn load(mirror: &Mirror, bucket: &str, prefix: &str) -> Option<(Vec<Entry>, Duration)> {
     let bytes = fs::read(mirror.state_dir().join(cache_name(bucket, prefix))).ok()?;
     let persisted: Persisted = serde_json::from_slice(&bytes).ok()?;
-    (persisted.prefix == prefix).then_some(persisted.entries)
+    let fetched = SystemTime::UNIX_EPOCH + Duration::from_millis(persisted.fetched_ms);
+    let age = SystemTime::now()
+        .duration_since(fetched)
+        .unwrap_or(Duration::MAX);
+    (persisted.prefix == prefix).then_some((persisted.entries, age))
 }
 
 /// Rebuilds a listing of `prefix` from the mirrored files: directories, and files
