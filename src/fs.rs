@@ -438,7 +438,7 @@ impl Fs {
     }
 
     /// After a cold read in a directory, fetches its other files in the background
-    /// (bounded), so a pass over a folder pays the S3 latency once.
+    /// (bounded), so a pass over a folder does not wait on S3 file by file.
     fn fetch_siblings(&self, dir: Ino) {
         let Ok(prefix) = self.dir_path(dir) else {
             return;
