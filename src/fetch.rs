@@ -50,6 +50,8 @@ pub enum FetchError {
     Mirror(#[from] MirrorError),
     #[error("{key}: the object kept changing during the download")]
     Unstable { key: Key },
+    #[error("{key}: the bytes received do not match the object's ETag {etag} (MD5 {md5})")]
+    Corrupt { key: Key, etag: ETag, md5: String },
 }
 
 /// What `Fetcher::ensure` did.
@@ -76,6 +78,8 @@ struct Version {
     etag: ETag,
     size: u64,
     last_modified: SystemTime,
+    /// Whether the ETag is the MD5 of the bytes, so a download can be checked against it.
+    etag_is_md5: bool,
 }
 
 /// Downloads objects into a mirror, sharing one budget of requests. Cheap to clone.
@@ -162,8 +166,9 @@ impl Fetcher {
     }
 
     /// Downloads the current version of `key` (or the `pin`ned one) and commits it
-    /// at `rel`. An unpinned object that changes mid-download is started over, a
-    /// bounded number of times.
+    /// at `rel`. An unpinned object that changes mid-download is started over, and
+    /// so is a download whose bytes do not match an MD5 ETag, a bounded number of
+    /// times.
     async fn download(
         &self,
         key: &Key,
@@ -172,6 +177,7 @@ impl Fetcher {
         pin: Option<ETag>,
         observer: Option<Arc<dyn Observer>>,
     ) -> Result<Version, FetchError> {
+        let mut last = FetchError::Unstable { key: key.clone() };
         for _ in 0..3 {
             let tmp = Arc::new(self.inner.mirror.create_temp()?);
             if let Some(observer) = &observer {
@@ -183,26 +189,60 @@ impl Fetcher {
             {
                 Ok(version) => {
                     let tmp = Arc::try_unwrap(tmp).expect("all part tasks are finished");
-                    let record = Record {
-                        key: key.as_str().to_string(),
-                        etag: version.etag.as_str().to_string(),
-                        size: version.size,
-                    };
-                    let mirror = Arc::clone(&self.inner.mirror);
-                    let rel: PathBuf = rel.to_path_buf();
-                    let mtime = version.last_modified;
-                    tokio::task::spawn_blocking(move || mirror.commit(tmp, &rel, &record, mtime))
-                        .await
-                        .expect("commit task does not panic")?;
-                    return Ok(version);
+                    match self.check_and_commit(tmp, key, rel, &version).await? {
+                        None => return Ok(version),
+                        Some(md5) => {
+                            tracing::warn!(%key, etag = %version.etag, md5, "body does not match its ETag; fetching again");
+                            last = FetchError::Corrupt {
+                                key: key.clone(),
+                                etag: version.etag,
+                                md5,
+                            };
+                        }
+                    }
                 }
                 Err(FetchError::Store(StoreError::Changed { .. })) if pin.is_none() => {
                     tracing::info!(%key, "object changed during download; starting over");
+                    last = FetchError::Unstable { key: key.clone() };
                 }
                 Err(e) => return Err(e),
             }
         }
-        Err(FetchError::Unstable { key: key.clone() })
+        Err(last)
+    }
+
+    /// Hashes the filled temp file and commits it with its record, unless its MD5
+    /// contradicts an MD5 ETag: then the temp file is dropped (removed) and the MD5
+    /// that was found is returned.
+    async fn check_and_commit(
+        &self,
+        tmp: TempFile,
+        key: &Key,
+        rel: &Path,
+        version: &Version,
+    ) -> Result<Option<String>, FetchError> {
+        let mirror = Arc::clone(&self.inner.mirror);
+        let rel: PathBuf = rel.to_path_buf();
+        let version = version.clone();
+        let key = key.as_str().to_string();
+        let result = tokio::task::spawn_blocking(move || {
+            let md5 = tmp.md5()?;
+            if version.etag_is_md5 && !etag_is(&version.etag, &md5) {
+                return Ok(Some(md5));
+            }
+            let record = Record {
+                key,
+                etag: version.etag.as_str().to_string(),
+                size: version.size,
+                md5: Some(md5),
+            };
+            mirror
+                .commit(tmp, &rel, &record, version.last_modified)
+                .map(|()| None)
+        })
+        .await
+        .expect("commit task does not panic")?;
+        Ok(result)
     }
 
     /// Fills `tmp` with one version of the object.
@@ -291,6 +331,7 @@ impl Fetcher {
                     etag: response.etag.clone(),
                     size: response.object_size,
                     last_modified: response.last_modified,
+                    etag_is_md5: response.etag_is_md5,
                 });
                 if response.etag != v.etag {
                     return Err(FetchError::Store(StoreError::Changed {
@@ -357,6 +398,11 @@ impl Fetcher {
             }
         }
     }
+}
+
+/// Whether `etag` is the quoted hex `md5`.
+fn etag_is(etag: &ETag, md5: &str) -> bool {
+    etag.as_str().trim_matches('"').eq_ignore_ascii_case(md5)
 }
 
 /// Exponential backoff with full jitter: up to 200 ms, 400 ms, ... capped at 5 s.

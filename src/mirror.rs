@@ -23,33 +23,87 @@ pub const FILE_MODE: u32 = 0o640;
 pub const DIR_MODE: u32 = 0o750;
 const STATE_MODE: u32 = 0o700;
 
-/// What a mirrored file holds: the object's true key, its ETag and its size.
+/// What a mirrored file holds: the object's true key, its ETag, its size and the
+/// MD5 of the bytes as they were stored (so bit rot can be found later, whatever
+/// kind of ETag the object has).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     pub key: String,
     pub etag: String,
     pub size: u64,
+    /// Lower-case hex MD5 of the file's contents; `None` in records written before
+    /// it was kept (`s3mirrorfs1`).
+    pub md5: Option<String>,
 }
 
 impl Record {
-    /// `s3mirrorfs1\n<etag>\n<size>\n<key bytes>`: the key comes last and raw, so
-    /// any key fits (S3 keys are at most 1 KiB; ext4 allows ~4 KiB of xattrs).
+    /// `s3mirrorfs2\n<etag>\n<size>\n<md5>\n<key bytes>`: the key comes last and
+    /// raw, so any key fits (S3 keys are at most 1 KiB; ext4 allows ~4 KiB of xattrs).
+    /// A record without an MD5 keeps the older `s3mirrorfs1` form.
     pub fn encode(&self) -> Vec<u8> {
-        format!("s3mirrorfs1\n{}\n{}\n{}", self.etag, self.size, self.key).into_bytes()
+        match &self.md5 {
+            Some(md5) => format!(
+                "s3mirrorfs2\n{}\n{}\n{md5}\n{}",
+                self.etag, self.size, self.key
+            ),
+            None => format!("s3mirrorfs1\n{}\n{}\n{}", self.etag, self.size, self.key),
+        }
+        .into_bytes()
     }
 
-    /// Parses `encode`'s format; `None` for anything else.
+    /// Parses `encode`'s formats; `None` for anything else.
     pub fn decode(bytes: &[u8]) -> Option<Record> {
         let text = std::str::from_utf8(bytes).ok()?;
-        let mut parts = text.splitn(4, '\n');
-        if parts.next()? != "s3mirrorfs1" {
-            return None;
-        }
+        let (version, rest) = text.split_once('\n')?;
+        let fields = match version {
+            "s3mirrorfs1" => 3,
+            "s3mirrorfs2" => 4,
+            _ => return None,
+        };
+        let mut parts = rest.splitn(fields, '\n');
         let etag = parts.next()?.to_string();
         let size = parts.next()?.parse().ok()?;
+        let md5 = if fields == 4 {
+            let md5 = parts.next()?;
+            if md5.len() != 32 || !md5.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            Some(md5.to_ascii_lowercase())
+        } else {
+            None
+        };
         let key = parts.next()?.to_string();
-        Some(Record { key, etag, size })
+        Some(Record {
+            key,
+            etag,
+            size,
+            md5,
+        })
     }
+}
+
+/// The MD5 of a file's contents, as lower-case hex.
+pub fn md5_file(file: &File) -> io::Result<String> {
+    use md5::Digest;
+    let mut hasher = md5::Md5::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0;
+    loop {
+        let n = match file.read_at(&mut buf, offset) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        offset += n as u64;
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// How a local copy compares with the object S3 lists.
@@ -575,6 +629,11 @@ impl TempFile {
         self.file.try_clone().map_err(|e| self.error(e))
     }
 
+    /// The MD5 of what has been written, as lower-case hex.
+    pub fn md5(&self) -> Result<String, MirrorError> {
+        md5_file(&self.file).map_err(|e| self.error(e))
+    }
+
     /// The temp file's path, for error messages.
     pub fn path(&self) -> &Path {
         &self.path
@@ -636,6 +695,7 @@ mod tests {
             key: key.into(),
             etag: etag.into(),
             size,
+            md5: None,
         }
     }
 
@@ -658,9 +718,35 @@ mod tests {
             let r = record(key, "\"abc-2\"", 7);
             assert_eq!(Record::decode(&r.encode()), Some(r.clone()));
             assert!(r.encode().len() <= key.len() + 64);
+            let r = Record {
+                md5: Some("0123456789abcdef0123456789abcdef".into()),
+                ..r
+            };
+            assert_eq!(Record::decode(&r.encode()), Some(r.clone()));
+            assert!(r.encode().len() <= key.len() + 96);
         }
         assert_eq!(Record::decode(b"junk"), None);
         assert_eq!(Record::decode(b"s3mirrorfs1\n\"e\"\nx\nk"), None);
+        assert_eq!(Record::decode(b"s3mirrorfs2\n\"e\"\n1\nnot-hex\nk"), None);
+        assert_eq!(Record::decode(b"s3mirrorfs3\n\"e\"\n1\nk"), None);
+    }
+
+    #[test]
+    fn md5_of_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Mirror::open(dir.path(), "b").unwrap();
+        let tmp = mirror.create_temp().unwrap();
+        assert_eq!(tmp.md5().unwrap(), "d41d8cd98f00b204e9800998ecf8427e");
+        tmp.write_at(b"hello", 0).unwrap();
+        assert_eq!(tmp.md5().unwrap(), "5d41402abc4b2a76b9719d911017c592");
+        // Larger than one read buffer.
+        let big = vec![7u8; (3 << 20) + 5];
+        tmp.write_at(&big, 0).unwrap();
+        let expected = {
+            use md5::Digest;
+            hex(&md5::Md5::digest(&big))
+        };
+        assert_eq!(tmp.md5().unwrap(), expected);
     }
 
     #[test]

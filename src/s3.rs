@@ -164,8 +164,16 @@ impl S3Store {
                 .ok_or_else(|| StoreError::Other(format!("unparsable Content-Range {range:?}")))?,
             None => (0, content_length),
         };
+        let etag = ETag::new(output.e_tag().unwrap_or_default());
+        // SSE-KMS and SSE-C ETags are not the MD5 of the plaintext.
+        let kms = output
+            .server_side_encryption()
+            .is_some_and(|sse| sse.as_str().starts_with("aws:kms"));
+        let etag_is_md5 =
+            etag.looks_like_md5() && !kms && output.sse_customer_algorithm().is_none();
         Ok(GetResponse {
-            etag: ETag::new(output.e_tag().unwrap_or_default()),
+            etag_is_md5,
+            etag,
             last_modified: to_system_time(output.last_modified()),
             object_size,
             start,

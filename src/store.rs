@@ -60,6 +60,13 @@ impl ETag {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether the ETag has the form of a plain MD5 (32 hex digits, no `-N` part
+    /// count): what S3 gives single-part objects unless they use SSE-KMS or SSE-C.
+    pub fn looks_like_md5(&self) -> bool {
+        let inner = self.0.trim_matches('"');
+        inner.len() == 32 && inner.bytes().all(|b| b.is_ascii_hexdigit())
+    }
 }
 
 impl fmt::Display for ETag {
@@ -105,6 +112,9 @@ pub struct GetResponse {
     pub start: u64,
     /// Number of body bytes promised by the server.
     pub content_length: u64,
+    /// Whether the ETag is the hex MD5 of the whole object (a single-part upload
+    /// without SSE-KMS or SSE-C), so the bytes can be checked against it.
+    pub etag_is_md5: bool,
     pub body: Box<dyn Body>,
 }
 
@@ -236,6 +246,9 @@ mod tests {
     fn etags_are_quoted() {
         assert_eq!(ETag::new("abc").as_str(), "\"abc\"");
         assert_eq!(ETag::new("\"abc-2\"").as_str(), "\"abc-2\"");
+        assert!(ETag::new("5d41402abc4b2a76b9719d911017c592").looks_like_md5());
+        assert!(!ETag::new("\"5d41402abc4b2a76b9719d911017c592-2\"").looks_like_md5());
+        assert!(!ETag::new("abc").looks_like_md5());
     }
 
     #[test]

@@ -49,6 +49,11 @@ fn assert_mirror_complete(
         assert!(bytes == expected[key], "content of {key:?} at {rel:?}");
         let record = read_record(&path).unwrap_or_else(|| panic!("record of {key:?}"));
         assert_eq!((&record.key, &record.etag, record.size), (key, etag, *size));
+        let md5 = {
+            use md5::Digest;
+            s3mirrorfs::mirror::hex(&md5::Md5::digest(&expected[key]))
+        };
+        assert_eq!(record.md5.as_ref(), Some(&md5), "recorded MD5 of {key:?}");
         let meta = fs::metadata(&path).unwrap();
         assert_eq!(meta.mtime(), *mtime, "mtime of {key:?}");
         assert_eq!(meta.permissions().mode() & 0o777, 0o640, "mode of {key:?}");

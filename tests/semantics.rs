@@ -80,11 +80,13 @@ fn quoted_names_modes_and_limits_match_the_code() {
         key: "<key>".into(),
         etag: "<etag>".into(),
         size: 0,
+        md5: Some("0".repeat(32)),
     };
     let encoded = String::from_utf8(record.encode())
         .unwrap()
         .replace('\n', "\\n")
-        .replace("\\n0\\n", "\\n<size>\\n");
+        .replace("\\n0\\n", "\\n<size>\\n")
+        .replace(&"0".repeat(32), "<md5>");
     quoted(&format!("`{encoded}`"));
 
     let fetch = FetchConfig::default();

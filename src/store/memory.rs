@@ -164,6 +164,8 @@ impl ObjectStore for MemoryStore {
                 let end = range.end.min(size);
                 let start = range.start.min(end);
                 Ok(GetResponse {
+                    // Its ETags are generation counters, not MD5s.
+                    etag_is_md5: false,
                     etag: object.etag.clone(),
                     last_modified: object.last_modified,
                     object_size: size,
