@@ -22,7 +22,7 @@ use crate::fetch::{Fetcher, Observer};
 use crate::layout::{Placement, place_alone};
 use crate::mirror::{LocalStatus, Mirror};
 use crate::store::{ETag, GetRequest, Key, ObjectStore};
-use listing::Entry;
+use listing::{Entry, InFlight};
 use stream::{Finished, Ready, Stream, read_full};
 
 /// An inode number; the root is 1.
@@ -38,6 +38,14 @@ pub const OFFLINE_BACKOFF: Duration = Duration::from_secs(30);
 pub const SIBLINGS_MAX: usize = 256;
 pub const SIBLING_MAX_SIZE: u64 = 32 << 20;
 pub const SIBLINGS_AT_ONCE: usize = 16;
+/// When a directory is read, the listings of its subdirectories are fetched ahead
+/// in the background (at most `LIST_AHEAD_MAX` of them, `LIST_AHEAD_AT_ONCE` at a
+/// time), so a walk such as `find` pays S3 latency about once per level, not once
+/// per directory.
+pub const LIST_AHEAD_MAX: usize = 64;
+pub const LIST_AHEAD_AT_ONCE: usize = 8;
+/// Longest a reader waits for a look-ahead listing before it lists by itself.
+const LIST_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileKind {
@@ -127,7 +135,9 @@ pub struct Fs {
     config: FsConfig,
     inodes: Mutex<Inodes>,
     next_ino: AtomicU64,
-    listings: Mutex<HashMap<String, Listing>>,
+    listings: Arc<Mutex<HashMap<String, Listing>>>,
+    inflight: Arc<InFlight>,
+    list_ahead: Arc<Semaphore>,
     offline_until: Mutex<Option<Instant>>,
     handles: Mutex<HashMap<u64, Arc<OpenFile>>>,
     next_fh: AtomicU64,
@@ -167,7 +177,9 @@ impl Fs {
             config,
             inodes: Mutex::new(inodes),
             next_ino: AtomicU64::new(ROOT_INO + 1),
-            listings: Mutex::new(HashMap::new()),
+            listings: Arc::default(),
+            inflight: Arc::default(),
+            list_ahead: Arc::new(Semaphore::new(LIST_AHEAD_AT_ONCE)),
             offline_until: Mutex::new(None),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -256,8 +268,9 @@ impl Fs {
         Ok(self.child(parent, &path, &entries[at]).1)
     }
 
-    /// The directory's entries, `.` and `..` first.
-    pub fn readdir(&self, ino: Ino) -> Result<Vec<(Ino, FileKind, String)>, FsError> {
+    /// The directory's entries with their attributes, `.` and `..` first. Starts
+    /// the look-ahead listing of its subdirectories.
+    pub fn readdir(&self, ino: Ino) -> Result<Vec<(Attr, String)>, FsError> {
         let path = self.dir_path(ino)?;
         let entries = self.entries(&path)?;
         let parent = self
@@ -267,23 +280,81 @@ impl Fs {
             .get(&ino)
             .map_or(ROOT_INO, |n| n.parent);
         let mut out = Vec::with_capacity(entries.len() + 2);
-        out.push((ino, FileKind::Directory, ".".to_string()));
-        out.push((parent, FileKind::Directory, "..".to_string()));
+        out.push((self.getattr(ino)?, ".".to_string()));
+        out.push((self.getattr(parent)?, "..".to_string()));
         for entry in entries.iter() {
-            let (child, attr) = self.child(ino, &path, entry);
-            out.push((child, attr.kind, entry.name.clone()));
+            let (_, attr) = self.child(ino, &path, entry);
+            out.push((attr, entry.name.clone()));
         }
+        self.list_ahead(&path, &entries);
         Ok(out)
+    }
+
+    /// The cached listing of `prefix`, if younger than the TTL.
+    fn fresh(&self, prefix: &str) -> Option<Arc<Vec<Entry>>> {
+        self.listings
+            .lock()
+            .get(prefix)
+            .filter(|l| l.fetched.elapsed() < self.config.metadata_ttl)
+            .map(|l| Arc::clone(&l.entries))
+    }
+
+    fn is_offline(&self) -> bool {
+        self.offline_until
+            .lock()
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Lists the subdirectories of `parent` in the background, bounded, skipping
+    /// those cached or already on their way. Best effort: a failure only means the
+    /// reader lists the directory itself when it gets there.
+    fn list_ahead(&self, parent: &str, entries: &[Entry]) {
+        if self.is_offline() {
+            return;
+        }
+        let prefixes: Vec<String> = entries
+            .iter()
+            .filter(|e| e.dir)
+            .map(|e| format!("{parent}{}/", e.name))
+            .filter(|p| self.fresh(p).is_none() && !self.inflight.contains(p))
+            .take(LIST_AHEAD_MAX)
+            .collect();
+        for prefix in prefixes {
+            let store = Arc::clone(&self.store);
+            let mirror = Arc::clone(self.mirror());
+            let listings = Arc::clone(&self.listings);
+            let inflight = Arc::clone(&self.inflight);
+            let permits = Arc::clone(&self.list_ahead);
+            let ttl = self.config.metadata_ttl;
+            self.rt.spawn(async move {
+                let Ok(_permit) = permits.acquire_owned().await else {
+                    return;
+                };
+                // Claimed only once it can start, so a reader never waits on a queued one.
+                let fresh = listings
+                    .lock()
+                    .get(&prefix)
+                    .is_some_and(|l| l.fetched.elapsed() < ttl);
+                let Some(_claim) = (!fresh).then(|| inflight.begin(&prefix)).flatten() else {
+                    return;
+                };
+                match listing::list_dir(store.as_ref(), &prefix).await {
+                    Ok(entries) => {
+                        listing::persist(&mirror, store.bucket(), &prefix, &entries);
+                        remember(&listings, &prefix, entries, Duration::ZERO);
+                    }
+                    Err(e) => tracing::debug!(prefix, "look-ahead listing failed: {e}"),
+                }
+            });
+        }
     }
 
     /// The listing of `prefix`: cached, else from S3, else persisted, else rebuilt
     /// from the mirror. S3 being away is a warning, not an error to the reader.
     fn entries(&self, prefix: &str) -> Result<Arc<Vec<Entry>>, FsError> {
         let ttl = self.config.metadata_ttl;
-        if let Some(listing) = self.listings.lock().get(prefix)
-            && listing.fetched.elapsed() < ttl
-        {
-            return Ok(Arc::clone(&listing.entries));
+        if let Some(entries) = self.fresh(prefix) {
+            return Ok(entries);
         }
         let bucket = self.store.bucket().to_string();
         let saved = || listing::load(self.mirror(), &bucket, prefix);
@@ -292,13 +363,16 @@ impl Fs {
             && let Some((entries, age)) = saved()
             && age < ttl
         {
-            return Ok(self.remember(prefix, entries, age));
+            return Ok(remember(&self.listings, prefix, entries, age));
         }
-        let offline = self
-            .offline_until
-            .lock()
-            .is_some_and(|until| Instant::now() < until);
-        if !offline {
+        if !self.is_offline() {
+            // A look-ahead may be listing this directory already: wait for it
+            // rather than send the same LIST twice.
+            self.inflight.wait(prefix, LIST_WAIT);
+            if let Some(entries) = self.fresh(prefix) {
+                return Ok(entries);
+            }
+            let _claim = self.inflight.begin(prefix);
             match self
                 .rt
                 .block_on(listing::list_dir(self.store.as_ref(), prefix))
@@ -306,7 +380,7 @@ impl Fs {
                 Ok(entries) => {
                     *self.offline_until.lock() = None;
                     listing::persist(self.mirror(), &bucket, prefix, &entries);
-                    return Ok(self.remember(prefix, entries, Duration::ZERO));
+                    return Ok(remember(&self.listings, prefix, entries, Duration::ZERO));
                 }
                 Err(e) => {
                     tracing::warn!(
@@ -329,21 +403,7 @@ impl Fs {
                 .or_else(|| listing::from_mirror(self.mirror(), prefix))
                 .unwrap_or_default(),
         };
-        Ok(self.remember(prefix, entries, Duration::ZERO))
-    }
-
-    /// Caches a listing as fetched `age` ago, and returns it.
-    fn remember(&self, prefix: &str, entries: Vec<Entry>, age: Duration) -> Arc<Vec<Entry>> {
-        let entries = Arc::new(entries);
-        let fetched = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-        self.listings.lock().insert(
-            prefix.to_string(),
-            Listing {
-                fetched,
-                entries: Arc::clone(&entries),
-            },
-        );
-        entries
+        Ok(remember(&self.listings, prefix, entries, Duration::ZERO))
     }
 
     /// Where `key` lives in the mirror (the same placement prefetch uses).
@@ -561,6 +621,25 @@ impl Fs {
     }
 }
 
+/// Caches a listing as fetched `age` ago, and returns it.
+fn remember(
+    listings: &Mutex<HashMap<String, Listing>>,
+    prefix: &str,
+    entries: Vec<Entry>,
+    age: Duration,
+) -> Arc<Vec<Entry>> {
+    let entries = Arc::new(entries);
+    let fetched = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+    listings.lock().insert(
+        prefix.to_string(),
+        Listing {
+            fetched,
+            entries: Arc::clone(&entries),
+        },
+    );
+    entries
+}
+
 fn read_at(file: &File, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
     let mut buf = vec![0u8; size as usize];
     let n = read_full(file, &mut buf, offset).map_err(|e| FsError::Io(e.to_string()))?;
@@ -646,7 +725,7 @@ mod tests {
             f.fs.readdir(ROOT_INO)
                 .unwrap()
                 .into_iter()
-                .map(|(_, k, n)| (n, k))
+                .map(|(a, n)| (n, a.kind))
                 .collect();
         assert_eq!(
             names,
@@ -718,7 +797,7 @@ mod tests {
             f.fs.readdir(a.ino)
                 .unwrap()
                 .into_iter()
-                .map(|(_, _, n)| n)
+                .map(|(_, n)| n)
                 .collect();
         assert_eq!(names, vec![".", "..", "1.jpg", "2.jpg", "sub"]);
         std::thread::sleep(Duration::from_millis(50));
@@ -733,6 +812,26 @@ mod tests {
             matches!(f.fs.read(opened.fh, 0, 10), Err(FsError::Io(_))),
             "not mirrored: EIO"
         );
+    }
+
+    #[test]
+    fn reading_a_directory_lists_its_subdirectories_ahead() {
+        let f = fixture(Duration::from_secs(60));
+        f.fs.readdir(ROOT_INO).unwrap();
+        let a = f.fs.lookup(ROOT_INO, "a").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while f.fs.fresh("a/").is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // With S3 away, only a listing fetched ahead can name these.
+        f.store.set_offline(true);
+        let names: Vec<_> =
+            f.fs.readdir(a.ino)
+                .unwrap()
+                .into_iter()
+                .map(|(_, n)| n)
+                .collect();
+        assert_eq!(names, vec![".", "..", "1.jpg", "2.jpg", "sub"]);
     }
 
     #[test]

@@ -12,8 +12,8 @@ use std::sync::{Arc, Weak};
 use fuser::{
     BackingId, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, ReplyAttr,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyXattr, Request, Session,
-    SessionACL,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyXattr,
+    Request, Session, SessionACL,
 };
 use parking_lot::Mutex;
 
@@ -105,6 +105,9 @@ struct FuseFs {
 impl Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let _ = config.set_max_readahead(1 << 20);
+        // The kernel picks readdirplus where lookups would follow (ls -l, find).
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok()
         {
@@ -267,12 +270,41 @@ impl Filesystem for FuseFs {
                 return reply.error(errno(&e));
             }
         };
-        for (i, (child, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
-            let kind = match kind {
-                FileKind::Directory => FileType::Directory,
-                FileKind::File => FileType::RegularFile,
-            };
-            if reply.add(INodeNo(*child), i as u64 + 1, kind, name) {
+        for (i, (attr, name)) in entries.iter().enumerate().skip(offset as usize) {
+            let attr = file_attr(attr);
+            if reply.add(attr.ino, i as u64 + 1, attr.kind, name) {
+                break;
+            }
+        }
+        reply.ok()
+    }
+
+    /// Entries with their attributes, so `ls -l` and `find` need no lookup per name.
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let entries = match self.fs.readdir(ino.0) {
+            Ok(entries) => entries,
+            Err(e) => {
+                log_failure("readdirplus", &e);
+                return reply.error(errno(&e));
+            }
+        };
+        let ttl = self.fs.ttl();
+        for (i, (attr, name)) in entries.iter().enumerate().skip(offset as usize) {
+            if reply.add(
+                INodeNo(attr.ino),
+                i as u64 + 1,
+                name,
+                &ttl,
+                &file_attr(attr),
+                Generation(0),
+            ) {
                 break;
             }
         }

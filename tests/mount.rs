@@ -467,3 +467,69 @@ fn a_prefix_mount_shows_the_prefix_as_root_and_mirrors_full_keys() {
     assert_mirrored(&mirror, "photos/2024/b.jpg", b"b");
     assert!(!mirror.join("other").exists());
 }
+
+#[test]
+fn a_walk_lists_each_directory_once_and_a_known_tree_needs_no_request() {
+    let bucket = Bucket::create("walk");
+    let mut objects = Vec::new();
+    for a in 0..4 {
+        for b in 0..3 {
+            for i in 0..2 {
+                objects.push((format!("t/d{a}/e{b}/f{i}.jpg"), data(a * 10 + b, 100 + i)));
+            }
+        }
+    }
+    bucket.put_many(&objects);
+    let proxy = Proxy::start(moto_port());
+    let dir = tempfile::tempdir().unwrap();
+    let mount = Mount::start(
+        &bucket.name,
+        &dir.path().join("mnt"),
+        &dir.path().join("mirror"),
+        &proxy.endpoint(),
+        &[],
+    );
+    proxy.clear();
+    let walk = format!("cd {} && find . | sort", mount.dir.display());
+    let found = sh_ok(&walk);
+    let mut expected: Vec<String> = vec![".".into(), "./t".into()];
+    for (key, _) in &objects {
+        let parts: Vec<&str> = key.split('/').collect();
+        for n in 2..=parts.len() {
+            expected.push(format!("./{}", parts[..n].join("/")));
+        }
+    }
+    expected.sort();
+    expected.dedup();
+    assert_eq!(found.lines().collect::<Vec<_>>(), expected);
+    // Subdirectories are listed ahead in the background; a reader that gets there
+    // first waits for that listing instead of sending its own.
+    let lists: Vec<String> = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.is_list())
+        .map(|r| r.target.clone())
+        .collect();
+    let directories = 1 + 1 + 4 + 4 * 3;
+    assert!(
+        lists.len() <= directories,
+        "{} LISTs for {directories} directories: {lists:#?}",
+        lists.len()
+    );
+    let mut unique = lists.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        lists.len(),
+        "a directory listed twice: {lists:#?}"
+    );
+    assert!(proxy.requests().iter().all(|r| r.is_list()));
+    // Sizes come with the directory entries (readdirplus) and are right.
+    let long = sh_ok(&format!("ls -ln {}", mount.path("t/d1/e2").display()));
+    assert!(long.contains(" 100 ") && long.contains(" 101 "), "{long}");
+    // Within the metadata TTL the known tree is walked without asking S3.
+    proxy.clear();
+    assert_eq!(sh_ok(&walk), found);
+    assert_eq!(proxy.requests().len(), 0, "{:?}", proxy.requests());
+}

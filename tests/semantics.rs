@@ -8,7 +8,8 @@ use s3mirrorfs::cli::Cli;
 use s3mirrorfs::fetch::FetchConfig;
 use s3mirrorfs::fs::stream::FAR_AHEAD;
 use s3mirrorfs::fs::{
-    DIR_PERM, FILE_PERM, OFFLINE_BACKOFF, SIBLING_MAX_SIZE, SIBLINGS_AT_ONCE, SIBLINGS_MAX,
+    DIR_PERM, FILE_PERM, LIST_AHEAD_AT_ONCE, LIST_AHEAD_MAX, OFFLINE_BACKOFF, SIBLING_MAX_SIZE,
+    SIBLINGS_AT_ONCE, SIBLINGS_MAX,
 };
 use s3mirrorfs::layout::{
     NAME_MAX, Placement, REL_PATH_MAX, RENAMED_DIR, STATE_DIR, place_alone, renamed_path,
@@ -121,6 +122,9 @@ fn the_filesystem_section_matches_the_code() {
     quoted(&format!(
         "listings again for {} s",
         OFFLINE_BACKOFF.as_secs()
+    ));
+    quoted(&format!(
+        "at most {LIST_AHEAD_MAX} of them, {LIST_AHEAD_AT_ONCE} at a time"
     ));
     let cli = Cli::command();
     let mount = cli.find_subcommand("mount").expect("mount subcommand");

@@ -2,9 +2,12 @@
 //! for the metadata TTL, persisted under `.s3mirrorfs/listings/` so a restart or an
 //! outage still has them, and rebuilt from the mirror itself as a last resort.
 
+use std::collections::HashMap;
 use std::fs;
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
+use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -168,10 +171,97 @@ pub fn from_mirror(mirror: &Mirror, prefix: &str) -> Option<Vec<Entry>> {
     Some(entries)
 }
 
+/// Listings being fetched right now, so a reader waits for one already on its
+/// way (from a look-ahead) instead of sending the same LIST again.
+#[derive(Default)]
+pub struct InFlight {
+    map: Mutex<HashMap<String, Arc<Flight>>>,
+}
+
+#[derive(Default)]
+struct Flight {
+    done: Mutex<bool>,
+    landed: Condvar,
+}
+
+/// Marks one listing as in flight until dropped.
+pub struct FlightGuard {
+    owner: Arc<InFlight>,
+    prefix: String,
+    flight: Arc<Flight>,
+}
+
+impl InFlight {
+    /// Claims `prefix`; `None` if another listing of it is already on its way.
+    pub fn begin(self: &Arc<Self>, prefix: &str) -> Option<FlightGuard> {
+        let mut map = self.map.lock();
+        if map.contains_key(prefix) {
+            return None;
+        }
+        let flight = Arc::new(Flight::default());
+        map.insert(prefix.to_string(), Arc::clone(&flight));
+        Some(FlightGuard {
+            owner: Arc::clone(self),
+            prefix: prefix.to_string(),
+            flight,
+        })
+    }
+
+    /// Whether a listing of `prefix` is on its way.
+    pub fn contains(&self, prefix: &str) -> bool {
+        self.map.lock().contains_key(prefix)
+    }
+
+    /// Waits, up to `limit`, for a listing of `prefix` that is on its way.
+    pub fn wait(&self, prefix: &str, limit: Duration) {
+        let Some(flight) = self.map.lock().get(prefix).cloned() else {
+            return;
+        };
+        let deadline = Instant::now() + limit;
+        let mut done = flight.done.lock();
+        while !*done {
+            if flight.landed.wait_until(&mut done, deadline).timed_out() {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        self.owner.map.lock().remove(&self.prefix);
+        *self.flight.done.lock() = true;
+        self.flight.landed.notify_all();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::memory::MemoryStore;
+
+    #[test]
+    fn a_listing_in_flight_is_waited_for_once() {
+        let inflight = Arc::new(InFlight::default());
+        let guard = inflight.begin("a/").unwrap();
+        assert!(inflight.begin("a/").is_none());
+        assert!(inflight.contains("a/"));
+        let waiter = {
+            let inflight = Arc::clone(&inflight);
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                inflight.wait("a/", Duration::from_secs(30));
+                started.elapsed()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        drop(guard);
+        assert!(waiter.join().unwrap() < Duration::from_secs(30));
+        assert!(!inflight.contains("a/"));
+        // Nothing in flight: no wait at all.
+        inflight.wait("b/", Duration::from_secs(30));
+        assert!(inflight.begin("a/").is_some());
+    }
 
     #[tokio::test]
     async fn directories_win_over_objects_of_the_same_name() {
