@@ -20,8 +20,14 @@ use crate::store::{ETag, GetRequest, Key, ObjectStore, StoreError};
 /// Tuning of downloads.
 #[derive(Clone, Debug)]
 pub struct FetchConfig {
-    /// Size of a ranged part; objects larger than this are fetched in parts.
+    /// Smallest ranged part; objects larger than this are fetched in parts.
     pub part_size: u64,
+    /// Largest ranged part.
+    pub max_part_size: u64,
+    /// Parts an object is split into when that keeps them between the two sizes:
+    /// enough streams in parallel for throughput, few requests per object (each
+    /// request costs a round trip, and on some servers a pass over the object).
+    pub parts_per_object: u64,
     /// Attempts per part when the body fails (the SDK retries failed requests itself).
     pub max_attempts: u32,
     /// Longest wait for the next chunk of a body before it counts as stalled.
@@ -34,6 +40,8 @@ impl Default for FetchConfig {
     fn default() -> Self {
         FetchConfig {
             part_size: 8 << 20,
+            max_part_size: 64 << 20,
+            parts_per_object: 4,
             max_attempts: 3,
             stall_timeout: Duration::from_secs(30),
             max_requests: 64,
@@ -245,7 +253,23 @@ impl Fetcher {
         Ok(result)
     }
 
-    /// Fills `tmp` with one version of the object.
+    /// The size of the ranged parts of an object of `size` bytes.
+    fn part_size_for(&self, size: u64) -> u64 {
+        let config = &self.inner.config;
+        let min = config.part_size.max(1);
+        let part = size
+            .div_ceil(config.parts_per_object.max(1))
+            .clamp(min, config.max_part_size.max(min));
+        // Whole MiB, so parts line up with the kernel's and the disk's blocks.
+        if part >= 1 << 20 {
+            part.div_ceil(1 << 20) << 20
+        } else {
+            part
+        }
+    }
+
+    /// Fills `tmp` with one version of the object. The other parts start as soon
+    /// as the first response has fixed the version, not after the first part.
     async fn fill(
         &self,
         tmp: &Arc<TempFile>,
@@ -254,18 +278,35 @@ impl Fetcher {
         pin: Option<ETag>,
         observer: &Option<Arc<dyn Observer>>,
     ) -> Result<Version, FetchError> {
-        let part = self.inner.config.part_size.max(1);
-        if listed_size <= part {
-            return self.read_range(tmp, key, None, pin, observer).await;
+        let min = self.inner.config.part_size.max(1);
+        if listed_size <= min {
+            return self.read_range(tmp, key, None, pin, observer, None).await;
         }
-        let version = self
-            .read_range(tmp, key, Some(0..part), pin, observer)
-            .await?;
-        if version.size <= part {
-            return Ok(version);
-        }
-        tmp.set_len(version.size)?;
+        let part = self.part_size_for(listed_size);
+        let (found, version_known) = tokio::sync::oneshot::channel();
         let mut parts = JoinSet::new();
+        {
+            let (this, tmp, key, observer) =
+                (self.clone(), Arc::clone(tmp), key.clone(), observer.clone());
+            parts.spawn(async move {
+                this.read_range(&tmp, &key, Some(0..part), pin, &observer, Some(found))
+                    .await
+            });
+        }
+        let version = match version_known.await {
+            Ok(version) => version,
+            // The first part failed before any response: its error says why.
+            Err(_) => {
+                return parts
+                    .join_next()
+                    .await
+                    .expect("the first part was spawned")
+                    .expect("part task does not panic");
+            }
+        };
+        if version.size > part {
+            tmp.set_len(version.size)?;
+        }
         let mut start = part;
         while start < version.size {
             let end = (start + part).min(version.size);
@@ -277,7 +318,7 @@ impl Fetcher {
             );
             let observer = observer.clone();
             parts.spawn(async move {
-                this.read_range(&tmp, &key, Some(start..end), Some(etag), &observer)
+                this.read_range(&tmp, &key, Some(start..end), Some(etag), &observer, None)
                     .await
             });
             start = end;
@@ -294,6 +335,7 @@ impl Fetcher {
 
     /// Reads `range` (the whole object if `None`) into `tmp` at the same offsets,
     /// resuming after a failed body from the last byte written, pinned to one ETag.
+    /// `found` hears the version as soon as the first response is accepted.
     async fn read_range(
         &self,
         tmp: &TempFile,
@@ -301,6 +343,7 @@ impl Fetcher {
         range: Option<Range<u64>>,
         pinned: Option<ETag>,
         observer: &Option<Arc<dyn Observer>>,
+        mut found: Option<tokio::sync::oneshot::Sender<Version>>,
     ) -> Result<Version, FetchError> {
         let config = &self.inner.config;
         let mut pos = range.as_ref().map_or(0, |r| r.start);
@@ -348,6 +391,9 @@ impl Fetcher {
                         response.content_length, response.start
                     ))
                     .into());
+                }
+                if let Some(found) = found.take() {
+                    let _ = found.send(v.clone());
                 }
                 loop {
                     let next =
@@ -410,4 +456,56 @@ pub fn backoff(attempt: u32) -> Duration {
     let cap = (200u64 << attempt.min(5)).min(5000);
     let jitter = std::collections::hash_map::RandomState::new().hash_one(attempt) % cap.max(1);
     Duration::from_millis(jitter.max(cap / 4))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    fn fetcher(config: FetchConfig) -> (Fetcher, Arc<MemoryStore>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(MemoryStore::new("b"));
+        let mirror = Arc::new(Mirror::open(dir.path(), "b").unwrap());
+        let fetcher = Fetcher::new(Arc::clone(&store) as Arc<dyn ObjectStore>, mirror, config);
+        (fetcher, store, dir)
+    }
+
+    #[test]
+    fn parts_are_a_quarter_of_the_object_within_bounds() {
+        let (f, _, _dir) = fetcher(FetchConfig::default());
+        const MIB: u64 = 1 << 20;
+        assert_eq!(f.part_size_for(9 * MIB), 8 * MIB);
+        assert_eq!(f.part_size_for(40 * MIB), 10 * MIB);
+        assert_eq!(f.part_size_for(41 * MIB), 11 * MIB, "whole MiB");
+        assert_eq!(f.part_size_for(256 * MIB), 64 * MIB);
+        assert_eq!(f.part_size_for(1 << 40), 64 * MIB);
+    }
+
+    #[tokio::test]
+    async fn a_large_object_arrives_whole_in_parts() {
+        let config = FetchConfig {
+            part_size: 1000,
+            max_part_size: 3000,
+            ..FetchConfig::default()
+        };
+        let (f, store, dir) = fetcher(config);
+        let data: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let etag = store.put("big", data.clone());
+        let key = Key::new("big").unwrap();
+        let outcome = f
+            .ensure(&key, &etag, data.len() as u64, Path::new("big"))
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome,
+            Outcome::Downloaded {
+                etag: etag.clone(),
+                size: data.len() as u64
+            }
+        );
+        assert!(std::fs::read(dir.path().join("big")).unwrap() == data);
+        let again = f.ensure(&key, &etag, data.len() as u64, Path::new("big"));
+        assert_eq!(again.await.unwrap(), Outcome::Current);
+    }
 }
