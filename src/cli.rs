@@ -74,6 +74,9 @@ pub struct S3Args {
     /// Attempts per S3 request, the first included.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub max_attempts: u32,
+    /// Seconds a response may go without sending a byte before it is cut and retried.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub stall_timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +164,8 @@ impl MountArgs {
                 "mirror_dir" => self.mirror_dir = PathBuf::from(need(value)?),
                 "endpoint_url" => self.s3.endpoint_url = Some(need(value)?),
                 "region" => self.s3.region = Some(need(value)?),
+                "max_attempts" => self.s3.max_attempts = number(value)?.clamp(1, 20) as u32,
+                "stall_timeout" => self.s3.stall_timeout = number(value)?.clamp(1, 3600),
                 "rw" => return Err("s3mirrorfs mounts are read-only; use ro".into()),
                 "" | "ro" | "defaults" | "auto" | "noauto" | "nofail" | "_netdev" | "user"
                 | "users" | "nouser" | "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec"

@@ -10,6 +10,8 @@ use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::Region;
 use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::interceptors::InterceptorContext;
+use aws_sdk_s3::config::retry::{ClassifyRetry, RetryAction};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::EncodingType;
@@ -32,6 +34,9 @@ pub struct S3Options {
     pub connect_timeout: Duration,
     /// Longest wait for the first byte of a response.
     pub read_timeout: Duration,
+    /// Longest a response body may go without delivering a byte before it counts
+    /// as stalled (downloads resume; a listing page is asked again).
+    pub stall_timeout: Duration,
 }
 
 impl Default for S3Options {
@@ -43,7 +48,32 @@ impl Default for S3Options {
             max_attempts: 3,
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+/// Longest pause between two attempts of one request (the SDK adds jitter below it).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A whole request attempt (a listing page included) may take this many stall timeouts.
+pub const ATTEMPT_STALLS: u32 = 3;
+
+/// The SDK retries 500/502/503/504 and S3's throttling codes (`SlowDown`), but not a
+/// bare HTTP 429 whose code it does not know; S3-compatible servers and proxies send
+/// those when they throttle, so they are retried as throttling too.
+#[derive(Debug)]
+struct TooManyRequests;
+
+impl ClassifyRetry for TooManyRequests {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        match ctx.response() {
+            Some(response) if response.status().as_u16() == 429 => RetryAction::throttling_error(),
+            _ => RetryAction::NoActionIndicated,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "HTTP 429 is throttling"
     }
 }
 
@@ -58,12 +88,23 @@ pub struct S3Store {
 impl S3Store {
     /// Builds the client from the standard AWS configuration plus `options`.
     pub async fn connect(bucket: &str, options: &S3Options) -> S3Store {
+        let stall = options.stall_timeout.max(Duration::from_millis(100));
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::standard().with_max_attempts(options.max_attempts.max(1)))
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(options.max_attempts.max(1))
+                    .with_initial_backoff(Duration::from_millis(200))
+                    .with_max_backoff(MAX_BACKOFF),
+            )
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(options.connect_timeout)
-                    .read_timeout(options.read_timeout)
+                    // Waiting for the first byte is a stall too.
+                    .read_timeout(options.read_timeout.min(stall))
+                    // Bounds a listing page whose body stops arriving (the read timeout only
+                    // covers the first byte). A GET's body is not covered: it is streamed
+                    // after the attempt ends, and fetch times its chunks.
+                    .operation_attempt_timeout(stall * ATTEMPT_STALLS)
                     .build(),
             );
         if let Some(region) = &options.region {
@@ -73,8 +114,9 @@ impl S3Store {
             loader = loader.endpoint_url(url);
         }
         let shared = loader.load().await;
-        let mut config =
-            aws_sdk_s3::config::Builder::from(&shared).force_path_style(options.force_path_style);
+        let mut config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(options.force_path_style)
+            .retry_classifier(TooManyRequests);
         if shared.region().is_none() {
             // As the AWS CLI does for S3: without a configured region, us-east-1.
             config = config.region(Region::from_static("us-east-1"));
