@@ -18,7 +18,7 @@ use crate::mirror::{LocalStatus, Mirror, MirrorError, Record, TempFile};
 use crate::store::{ETag, GetRequest, Key, ObjectStore, StoreError};
 
 /// Times one object is fetched from the start when it changes mid-download or its
-/// bytes contradict its MD5 ETag, before the key fails.
+/// bytes contradict its MD5 ETag or the checksum sent with them, before the key fails.
 pub const WHOLE_ATTEMPTS: u32 = 3;
 
 /// Tuning of downloads.
@@ -215,6 +215,12 @@ impl Fetcher {
                     tracing::info!(%key, "object changed during download; starting over");
                     last = FetchError::Unstable { key: key.clone() };
                 }
+                // Some bytes already written are wrong, and nobody knows which: resuming
+                // would keep them, so the whole object is fetched again.
+                Err(FetchError::Store(e @ StoreError::Mismatch(_))) => {
+                    tracing::warn!(%key, "{e}; fetching again");
+                    last = FetchError::Store(e);
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -321,6 +327,11 @@ impl Fetcher {
         loop {
             // Whether the server answered, so a failure came from the body.
             let mut answered = false;
+            if end.is_some_and(|end| pos >= end) {
+                // Everything arrived and then the body failed: its bytes are suspect, and
+                // an empty range cannot be asked for, so the range starts over.
+                pos = range.as_ref().map_or(0, |r| r.start);
+            }
             let request = GetRequest {
                 key: key.clone(),
                 // Only the very first request of an unranged read goes without a range.

@@ -83,6 +83,8 @@ pub struct S3Store {
     bucket: String,
     /// Where requests go, for error messages.
     endpoint: String,
+    /// Attempts per request, for error messages.
+    max_attempts: u32,
 }
 
 impl S3Store {
@@ -136,6 +138,7 @@ impl S3Store {
             client: Client::from_conf(config),
             bucket: bucket.to_string(),
             endpoint,
+            max_attempts: options.max_attempts.max(1),
         }
     }
 
@@ -260,7 +263,13 @@ impl S3Store {
                         bucket: self.bucket.clone(),
                         key: key.to_string(),
                     },
-                    (_, Some(s)) if s >= 500 || s == 429 => StoreError::Unreachable(detail),
+                    (_, Some(s)) if s >= 500 || s == 429 => StoreError::ServerError(format!(
+                        "{} answered HTTP {s}{}{} to {action} on {resource}, {} attempts",
+                        self.endpoint,
+                        if code.is_empty() { "" } else { " " },
+                        code,
+                        self.max_attempts
+                    )),
                     _ => StoreError::Other(format!("{action} on {resource}: {detail}")),
                 }
             }
@@ -322,7 +331,16 @@ impl Body for S3Body {
             match self.0.next().await {
                 None => Ok(None),
                 Some(Ok(bytes)) => Ok(Some(bytes)),
-                Some(Err(e)) => Err(StoreError::Body(DisplayErrorContext(&e).to_string())),
+                Some(Err(e)) => {
+                    let text = DisplayErrorContext(&e).to_string();
+                    // The SDK checks a whole-object GET against the checksum S3 sends
+                    // (x-amz-checksum-*) and reports a mismatch only in this message.
+                    if text.contains("checksum mismatch") {
+                        Err(StoreError::Mismatch(text))
+                    } else {
+                        Err(StoreError::Body(text))
+                    }
+                }
             }
         })
     }
