@@ -24,8 +24,12 @@ pub enum Fault {
     /// Sends the head and this many body bytes, then sends nothing more, keeping the
     /// connection open until the client gives up (or `limit` passes).
     StallAfter { bytes: usize, limit: Duration },
-    /// Flips one bit of the body byte at this offset (clamped to the body).
+    /// Flips one bit of the body byte at this offset (clamped to the body) of a 2xx
+    /// response; the checksum headers stay, so the client can notice.
     FlipByte(usize),
+    /// `FlipByte`, and the `x-amz-checksum-*` headers are removed: only a check
+    /// against the ETag can notice.
+    FlipByteUnchecked(usize),
     /// Sends this many body bytes, runs the hook, then the rest of the (old) body.
     HookAfter(usize, Hook),
 }
@@ -39,6 +43,7 @@ impl Fault {
             Fault::TruncateAfter(_) => "truncate",
             Fault::StallAfter { .. } => "stall",
             Fault::FlipByte(_) => "flip-byte",
+            Fault::FlipByteUnchecked(_) => "flip-byte-unchecked",
             Fault::HookAfter(..) => "hook",
         }
     }
@@ -205,10 +210,19 @@ mod tests {
             range: None,
         };
         let rule = Rule::object("a/b.bin", Fault::slow_down()).nth(2);
-        assert!(rule.apply(&get("/bucket?list-type=2&prefix=a%2Fb.bin")).is_none());
-        assert!(rule.apply(&get("/bucket/a/b.bin")).is_none(), "the first passes");
+        assert!(
+            rule.apply(&get("/bucket?list-type=2&prefix=a%2Fb.bin"))
+                .is_none()
+        );
+        assert!(
+            rule.apply(&get("/bucket/a/b.bin")).is_none(),
+            "the first passes"
+        );
         assert!(rule.apply(&get("/bucket/a/b.bin?x-id=GetObject")).is_some());
-        assert!(rule.apply(&get("/bucket/a/b.bin")).is_none(), "only the second");
+        assert!(
+            rule.apply(&get("/bucket/a/b.bin")).is_none(),
+            "only the second"
+        );
         let listing = Rule::listing(Fault::internal_error()).first(1);
         assert!(listing.apply(&get("/bucket?list-type=2")).is_some());
         assert!(listing.apply(&get("/bucket?list-type=2")).is_none());

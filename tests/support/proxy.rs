@@ -192,8 +192,12 @@ async fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
                 target: &request.target,
                 range: request.header("range"),
             };
+            // Every rule counts every request it matches; the first that picks it decides.
             let rules = shared.rules.lock().clone();
-            rules.iter().find_map(|rule| rule.apply(&info))
+            rules
+                .iter()
+                .map(|rule| rule.apply(&info))
+                .fold(None, |first, fault| first.or(fault))
         };
         shared.seen.lock().push(Seen {
             method: request.method.clone(),
@@ -219,9 +223,18 @@ async fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
             _ => {}
         }
         let mut response = forward(&request, shared.upstream_port).await?;
+        let ok = response.status_line.starts_with('2');
+        let hide_checksums = ok && matches!(fault, Some(Fault::FlipByteUnchecked(_)));
         let mut head = format!("HTTP/1.1 {}\r\n", response.status_line);
         for (name, value) in &response.headers {
-            if !["connection", "transfer-encoding", "content-length", "keep-alive"]
+            let hidden = hide_checksums && name.to_ascii_lowercase().starts_with("x-amz-checksum-");
+            if !hidden
+                && ![
+                    "connection",
+                    "transfer-encoding",
+                    "content-length",
+                    "keep-alive",
+                ]
                 .iter()
                 .any(|h| name.eq_ignore_ascii_case(h))
             {
@@ -243,8 +256,8 @@ async fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
             None | Some(Fault::Error { .. } | Fault::ResetBeforeHeaders) => {
                 write.write_all(&body[..]).await?
             }
-            Some(Fault::FlipByte(at)) => {
-                if !body.is_empty() {
+            Some(Fault::FlipByte(at) | Fault::FlipByteUnchecked(at)) => {
+                if ok && !body.is_empty() {
                     let at = at.min(body.len() - 1);
                     body[at] ^= 0x01;
                 }
