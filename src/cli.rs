@@ -240,6 +240,32 @@ mod tests {
     }
 
     #[test]
+    fn fstab_options_set_retries_and_the_stall_timeout() {
+        let args: Vec<std::ffi::OsString> = [
+            "s3mirrorfs",
+            "b",
+            "/mnt",
+            "-o",
+            "max_attempts=5,stall_timeout=7",
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
+        let Command::Mount(mut mount) = Cli::try_parse_from(fstab_args(args)).unwrap().command
+        else {
+            panic!("mount expected")
+        };
+        assert_eq!((mount.s3.max_attempts, mount.s3.stall_timeout), (3, 30));
+        mount.apply_fstab_options().unwrap();
+        assert_eq!((mount.s3.max_attempts, mount.s3.stall_timeout), (5, 7));
+        let zero = Cli::try_parse_from(["s3mirrorfs", "prefetch", "b", "--stall-timeout", "0"]);
+        assert!(
+            zero.is_err(),
+            "a stall timeout of 0 would cut every response"
+        );
+    }
+
+    #[test]
     fn targets_parse() {
         let t: Target = "bucket/photos/2024".parse().unwrap();
         assert_eq!(

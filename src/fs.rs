@@ -30,7 +30,7 @@ pub type Ino = u64;
 pub const ROOT_INO: Ino = 1;
 
 /// Longest a read waits for its bytes before it fails with EIO.
-const READ_WAIT: Duration = Duration::from_secs(120);
+pub const READ_WAIT: Duration = Duration::from_secs(120);
 /// After a failed listing, how long S3 is not asked again (reads still try).
 pub const OFFLINE_BACKOFF: Duration = Duration::from_secs(30);
 /// Siblings fetched in the background when one file of a directory is read cold:

@@ -485,3 +485,65 @@ fn a_crash_between_write_and_rename_or_rename_and_fsync_leaves_a_consistent_mirr
         assert_mirror(&bucket, &mirror, &expected);
     }
 }
+
+/// Keeps the `## Faults` part of doc/SEMANTICS.md true to the code.
+#[test]
+fn the_faults_section_of_the_semantics_matches_the_code() {
+    use clap::CommandFactory;
+    use s3mirrorfs::fetch::{FetchConfig, WHOLE_ATTEMPTS};
+    use s3mirrorfs::s3::{ATTEMPT_STALLS, MAX_BACKOFF, S3Options};
+
+    let doc = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/doc/SEMANTICS.md"))
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let faults = &doc[doc.find("## Faults").expect("a Faults section")..];
+    let quoted = |text: &str| assert!(faults.contains(text), "## Faults mentions {text:?}");
+    let s3 = S3Options::default();
+    let fetch = FetchConfig::default();
+    quoted(&format!(
+        "{} attempts in all, the first included",
+        s3.max_attempts
+    ));
+    quoted(&format!("each pause at most {} s", MAX_BACKOFF.as_secs()));
+    quoted(&format!(
+        "A connection is given {} s, the first byte of a response {} s",
+        s3.connect_timeout.as_secs(),
+        s3.read_timeout.as_secs()
+    ));
+    quoted(&format!("at most {ATTEMPT_STALLS} stall timeouts"));
+    quoted(&format!(
+        "no byte for the stall timeout, {} s",
+        fetch.stall_timeout.as_secs()
+    ));
+    quoted(&format!("up to {} attempts per part", fetch.max_attempts));
+    quoted(&format!("up to {WHOLE_ATTEMPTS} times in all"));
+    quoted(&format!(
+        "never waits more than {} s",
+        s3mirrorfs::fs::READ_WAIT.as_secs()
+    ));
+    quoted(&format!(
+        "`{}=<point>:<key>`",
+        s3mirrorfs::fault::FAULT_POINT_VAR
+    ));
+    for point in s3mirrorfs::fault::POINTS {
+        quoted(&format!("`{point}`"));
+    }
+    // The flags' defaults are the ones the code uses.
+    let cli = s3mirrorfs::cli::Cli::command();
+    for command in ["prefetch", "mount"] {
+        let sub = cli.find_subcommand(command).unwrap();
+        let default = |id: &str| {
+            let arg = sub.get_arguments().find(|a| a.get_id() == id).unwrap();
+            arg.get_default_values()[0].to_str().unwrap().to_string()
+        };
+        assert_eq!(
+            default("stall_timeout"),
+            fetch.stall_timeout.as_secs().to_string()
+        );
+        assert_eq!(default("max_attempts"), s3.max_attempts.to_string());
+    }
+    assert_eq!(s3.stall_timeout, fetch.stall_timeout);
+    assert_eq!(s3.max_attempts, fetch.max_attempts);
+}
