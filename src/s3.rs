@@ -11,7 +11,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::Region;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::interceptors::InterceptorContext;
-use aws_sdk_s3::config::retry::{ClassifyRetry, RetryAction};
+use aws_sdk_s3::config::retry::{ClassifyRetry, RetryAction, RetryPartition, TokenBucket};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::EncodingType;
@@ -118,7 +118,15 @@ impl S3Store {
         let shared = loader.load().await;
         let mut config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(options.force_path_style)
-            .retry_classifier(TooManyRequests);
+            .retry_classifier(TooManyRequests)
+            // The standard retry's shared quota stops retrying altogether after ~100
+            // failures, so a throttling storm would fail every key at once. Each request
+            // is bounded by its attempts and backoff already; a backup run wants them all.
+            .retry_partition(
+                RetryPartition::custom("s3mirrorfs")
+                    .token_bucket(TokenBucket::unlimited())
+                    .build(),
+            );
         if shared.region().is_none() {
             // As the AWS CLI does for S3: without a configured region, us-east-1.
             config = config.region(Region::from_static("us-east-1"));
