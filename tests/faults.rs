@@ -268,7 +268,11 @@ fn a_stalled_body_is_timed_out_and_resumed() {
     let bucket = Bucket::create("stall");
     let expected = fill(
         &bucket,
-        &[("stuck", data(13, 100_000)), ("other", data(14, 1000))],
+        &[
+            ("stuck", data(13, 100_000)),
+            ("mute", data(24, 3000)),
+            ("other", data(14, 1000)),
+        ],
     );
     let proxy = Proxy::start(moto_port());
     let limit = Duration::from_secs(120);
@@ -282,6 +286,8 @@ fn a_stalled_body_is_timed_out_and_resumed() {
         )
         .first(1),
     );
+    // A response whose head never comes is cut by the first-byte timeout, retried.
+    proxy.add(Rule::object("mute", Fault::StallBeforeHeaders { limit }).first(1));
     // A listing page that stops mid-body is cut by the attempt timeout and asked again.
     proxy.add(Rule::listing(Fault::StallAfter { bytes: 50, limit }).first(1));
     let dir = tempfile::tempdir().unwrap();
@@ -294,8 +300,9 @@ fn a_stalled_body_is_timed_out_and_resumed() {
         &["--stall-timeout", "1"],
     );
     let took = started.elapsed();
-    assert_success(&output, &summary, 2);
+    assert_success(&output, &summary, 3);
     assert!(took < Duration::from_secs(20), "took {took:?}");
+    assert_eq!(proxy.gets_of("mute").len(), 2);
     assert_mirror(&bucket, &mirror, &expected);
     let stuck = proxy.gets_of("stuck");
     assert_eq!(stuck.len(), 2, "{stuck:?}");

@@ -17,6 +17,9 @@ pub enum Fault {
     Error { status: u16, code: &'static str },
     /// Resets the connection (TCP RST) before any response byte.
     ResetBeforeHeaders,
+    /// Sends nothing at all, keeping the connection open until the client gives up
+    /// (or `limit` passes); the server never sees the request.
+    StallBeforeHeaders { limit: Duration },
     /// Sends the head and this many body bytes, then resets the connection.
     ResetAfter(usize),
     /// Sends the head (with the full Content-Length) and this many body bytes, then closes.
@@ -39,6 +42,7 @@ impl Fault {
         match self {
             Fault::Error { .. } => "error",
             Fault::ResetBeforeHeaders => "reset-before-headers",
+            Fault::StallBeforeHeaders { .. } => "stall-before-headers",
             Fault::ResetAfter(_) => "reset-mid-body",
             Fault::TruncateAfter(_) => "truncate",
             Fault::StallAfter { .. } => "stall",

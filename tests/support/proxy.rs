@@ -220,6 +220,10 @@ async fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
                 continue;
             }
             Some(Fault::ResetBeforeHeaders) => return reset(reader, write),
+            Some(Fault::StallBeforeHeaders { limit }) => {
+                wait_for_close(&mut reader, *limit).await;
+                return Ok(());
+            }
             _ => {}
         }
         let mut response = forward(&request, shared.upstream_port).await?;
@@ -253,9 +257,10 @@ async fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
         let body = &mut response.body;
         let cut = |n: usize| n.min(body.len());
         match fault {
-            None | Some(Fault::Error { .. } | Fault::ResetBeforeHeaders) => {
-                write.write_all(&body[..]).await?
-            }
+            None
+            | Some(
+                Fault::Error { .. } | Fault::ResetBeforeHeaders | Fault::StallBeforeHeaders { .. },
+            ) => write.write_all(&body[..]).await?,
             Some(Fault::FlipByte(at) | Fault::FlipByteUnchecked(at)) => {
                 if ok && !body.is_empty() {
                     let at = at.min(body.len() - 1);
@@ -279,16 +284,7 @@ async fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
             Some(Fault::StallAfter { bytes, limit }) => {
                 write.write_all(&body[..cut(bytes)]).await?;
                 write.flush().await?;
-                // Send nothing more; wait for the client to give up and close.
-                let mut buf = [0u8; 1024];
-                let _ = tokio::time::timeout(limit, async {
-                    while let Ok(n) = reader.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                    }
-                })
-                .await;
+                wait_for_close(&mut reader, limit).await;
                 return Ok(());
             }
             Some(Fault::HookAfter(n, hook)) => {
@@ -304,6 +300,19 @@ async fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
         }
         write.flush().await?;
     }
+}
+
+/// Sends nothing more and waits for the client to give up and close (or `limit`).
+async fn wait_for_close(reader: &mut BufReader<OwnedReadHalf>, limit: Duration) {
+    let mut buf = [0u8; 1024];
+    let _ = tokio::time::timeout(limit, async {
+        while let Ok(n) = reader.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Closes the connection with a TCP reset.
