@@ -203,12 +203,14 @@ fn a_reader_of_a_version_that_changes_gets_it_whole_or_eio_never_a_mix() {
 }
 
 #[test]
-fn a_denied_file_fails_alone() {
+fn a_denied_or_failing_file_fails_alone() {
     let bucket = Bucket::create("mdenied");
     bucket.put("open/a", &data(9, 1000));
     bucket.put("secret/b", &data(10, 1000));
+    bucket.put("busy/c", &data(15, 1000));
     let proxy = Proxy::start(moto_port());
     proxy.add(Rule::object("secret/b", Fault::access_denied()));
+    proxy.add(Rule::object("busy/c", Fault::slow_down()));
     let dir = tempfile::tempdir().unwrap();
     let mirror = dir.path().join("m");
     let mount = Mount::start(
@@ -216,20 +218,35 @@ fn a_denied_file_fails_alone() {
         &dir.path().join("mnt"),
         &mirror,
         &proxy.endpoint(),
-        &[],
+        &["--max-attempts", "2"],
     );
     let err = fs::read(mount.path("secret/b")).unwrap_err();
     assert!(
         [Some(libc::EIO), Some(libc::EACCES)].contains(&err.raw_os_error()),
         "{err}"
     );
+    let started = Instant::now();
+    let err = fs::read(mount.path("busy/c")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20), "bounded");
+    // The reader's download and the background fetch of the directory each make
+    // --max-attempts requests, no more.
+    std::thread::sleep(Duration::from_millis(500));
+    let gets = proxy.gets_of("busy/c").len();
+    assert!((2..=4).contains(&gets), "{gets} GETs");
     assert!(fs::read(mount.path("open/a")).unwrap() == data(9, 1000));
     wait_persisted(&bucket, &mirror, "open/a", &data(9, 1000));
     assert!(!mirror.join("secret/b").exists());
-    assert!(
-        fs::read_dir(mount.path("secret")).unwrap().count() == 1,
+    assert!(!mirror.join("busy/c").exists());
+    assert_eq!(
+        fs::read_dir(mount.path("secret")).unwrap().count(),
+        1,
         "the denied file is still listed"
     );
+    // The faults end: the next open reads it.
+    proxy.clear_rules();
+    assert!(fs::read(mount.path("busy/c")).unwrap() == data(15, 1000));
+    wait_persisted(&bucket, &mirror, "busy/c", &data(15, 1000));
 }
 
 #[test]
