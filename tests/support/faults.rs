@@ -27,6 +27,8 @@ pub enum Fault {
     /// Sends the head and this many body bytes, then sends nothing more, keeping the
     /// connection open until the client gives up (or `limit` passes).
     StallAfter { bytes: usize, limit: Duration },
+    /// Sends the body slowly: `bytes` at a time, one pause of `every` between them.
+    Drip { bytes: usize, every: Duration },
     /// Flips one bit of the body byte at this offset (clamped to the body) of a 2xx
     /// response; the checksum headers stay, so the client can notice.
     FlipByte(usize),
@@ -46,6 +48,7 @@ impl Fault {
             Fault::ResetAfter(_) => "reset-mid-body",
             Fault::TruncateAfter(_) => "truncate",
             Fault::StallAfter { .. } => "stall",
+            Fault::Drip { .. } => "drip",
             Fault::FlipByte(_) => "flip-byte",
             Fault::FlipByteUnchecked(_) => "flip-byte-unchecked",
             Fault::HookAfter(..) => "hook",

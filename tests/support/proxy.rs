@@ -268,6 +268,15 @@ async fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
                 }
                 write.write_all(&body[..]).await?;
             }
+            Some(Fault::Drip { bytes, every }) => {
+                for (i, chunk) in body.chunks(bytes.max(1)).enumerate() {
+                    if i > 0 {
+                        tokio::time::sleep(every).await;
+                    }
+                    write.write_all(chunk).await?;
+                    write.flush().await?;
+                }
+            }
             Some(Fault::TruncateAfter(n)) => {
                 write.write_all(&body[..cut(n)]).await?;
                 write.flush().await?;
