@@ -119,40 +119,70 @@ fn faults_that_outlast_the_attempts_fail_the_key_and_leave_nothing() {
     let mut expected = fill(&bucket, &[("ok/1", data(5, 2000)), ("ok/2", data(6, 2000))]);
     bucket.put("doomed", &data(7, 3000));
     bucket.put("cut", &data(8, 30_000));
+    bucket.put("frozen", &data(26, 30_000));
     let proxy = Proxy::start(moto_port());
     proxy.add(Rule::object("doomed", Fault::slow_down()));
     proxy.add(Rule::object("cut", Fault::TruncateAfter(1000)));
+    let limit = Duration::from_secs(120);
+    proxy.add(Rule::object(
+        "frozen",
+        Fault::StallAfter { bytes: 500, limit },
+    ));
     let dir = tempfile::tempdir().unwrap();
     let mirror = dir.path().join("m");
+    let started = Instant::now();
     let (output, summary) = prefetch(
         &bucket.name,
         &mirror,
         &proxy.endpoint(),
-        &["--max-attempts", "2"],
+        &["--max-attempts", "2", "--stall-timeout", "1"],
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "bounded in time"
     );
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    assert_eq!(summary["listed"], 4);
+    assert_eq!(summary["listed"], 5);
     assert_eq!(summary["downloaded"], 2);
-    assert_eq!(summary["failed"], 2);
+    assert_eq!(summary["failed"], 3);
     let mut failed = failed_keys(&summary);
     failed.sort();
-    assert_eq!(failed, ["cut", "doomed"]);
+    assert_eq!(failed, ["cut", "doomed", "frozen"]);
     let text = stderr(&output);
-    assert!(text.contains("doomed") && text.contains("cut"), "{text}");
+    for key in ["doomed", "cut", "frozen"] {
+        assert!(text.contains(key), "{key} is named: {text}");
+    }
+    let errors: BTreeMap<String, String> = summary["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["key"].as_str().unwrap().into(),
+                f["error"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(errors["doomed"].contains("HTTP 503 SlowDown"), "{errors:?}");
+    assert!(errors["cut"].contains("after 2 attempts"), "{errors:?}");
+    assert!(errors["frozen"].contains("stalled"), "{errors:?}");
     // Bounded: the request attempts, and the body attempts, are what was asked for.
     assert_eq!(proxy.gets_of("doomed").len(), 2);
     assert_eq!(proxy.gets_of("cut").len(), 2);
-    assert!(!mirror.join("doomed").exists());
-    assert!(!mirror.join("cut").exists(), "no partial file");
+    assert_eq!(proxy.gets_of("frozen").len(), 2);
+    for key in ["doomed", "cut", "frozen"] {
+        assert!(!mirror.join(key).exists(), "no partial {key}");
+    }
     assert_mirror(&bucket, &mirror, &expected);
 
     // The faults end: the next run completes the mirror.
     proxy.clear_rules();
     let (output, summary) = prefetch(&bucket.name, &mirror, &proxy.endpoint(), &[]);
-    assert_success(&output, &summary, 4);
-    assert_eq!(summary["downloaded"], 2);
+    assert_success(&output, &summary, 5);
+    assert_eq!(summary["downloaded"], 3);
     expected.insert("doomed".into(), data(7, 3000));
     expected.insert("cut".into(), data(8, 30_000));
+    expected.insert("frozen".into(), data(26, 30_000));
     assert_mirror(&bucket, &mirror, &expected);
 }
 
