@@ -180,7 +180,7 @@ async fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
     let (read, mut write) = client.into_split();
     let mut reader = BufReader::new(read);
     loop {
-        let Some(request) = read_request(&mut reader).await? else {
+        let Some(request) = read_request(&mut reader, &mut write).await? else {
             return Ok(());
         };
         if shared.down.load(Ordering::SeqCst) {
@@ -342,8 +342,13 @@ fn header_of<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str>
         .map(|(_, v)| v.as_str())
 }
 
-/// Reads a request head and its Content-Length body; `None` when the client closed.
-async fn read_request(reader: &mut BufReader<OwnedReadHalf>) -> io::Result<Option<Request>> {
+/// Reads a request head and its body (by Content-Length, or chunked, which is
+/// decoded); `None` when the client closed. A client that waits for
+/// `100 Continue` gets it here, and the server sees neither.
+async fn read_request(
+    reader: &mut BufReader<OwnedReadHalf>,
+    write: &mut OwnedWriteHalf,
+) -> io::Result<Option<Request>> {
     let mut line = String::new();
     if reader.read_line(&mut line).await? == 0 {
         return Ok(None);
@@ -351,18 +356,60 @@ async fn read_request(reader: &mut BufReader<OwnedReadHalf>) -> io::Result<Optio
     let mut parts = line.split_whitespace();
     let method = parts.next().unwrap_or_default().to_string();
     let target = parts.next().unwrap_or_default().to_string();
-    let headers = read_headers(reader).await?;
-    let length: usize = header_of(&headers, "content-length")
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0u8; length];
-    reader.read_exact(&mut body).await?;
+    let mut headers = read_headers(reader).await?;
+    if header_of(&headers, "expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+        write.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+        write.flush().await?;
+    }
+    let chunked = header_of(&headers, "transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let body = if chunked {
+        read_chunked(reader).await?
+    } else {
+        let length: usize = header_of(&headers, "content-length")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body).await?;
+        body
+    };
+    // The server gets the body whole, with its length.
+    let had_length = header_of(&headers, "content-length").is_some();
+    headers.retain(|(n, _)| {
+        !["expect", "transfer-encoding", "content-length"]
+            .iter()
+            .any(|h| n.eq_ignore_ascii_case(h))
+    });
+    if chunked || had_length {
+        headers.push(("Content-Length".into(), body.len().to_string()));
+    }
     Ok(Some(Request {
         method,
         target,
         headers,
         body,
     }))
+}
+
+/// Decodes a chunked body (trailers are dropped).
+async fn read_chunked(reader: &mut BufReader<OwnedReadHalf>) -> io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        reader.read_line(&mut size).await?;
+        let size = size.trim().split(';').next().unwrap_or_default();
+        let size = usize::from_str_radix(size, 16)
+            .map_err(|_| io::Error::other(format!("bad chunk size {size:?}")))?;
+        if size == 0 {
+            read_headers(reader).await?;
+            return Ok(body);
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        reader.read_exact(&mut body[start..]).await?;
+        let mut crlf = [0u8; 2];
+        reader.read_exact(&mut crlf).await?;
+    }
 }
 
 async fn read_headers<R: tokio::io::AsyncBufRead + Unpin>(
@@ -400,14 +447,20 @@ async fn forward(request: &Request, port: u16) -> io::Result<Response> {
     write.write_all(&request.body).await?;
     write.flush().await?;
     let mut reader = BufReader::new(read);
-    let mut status = String::new();
-    reader.read_line(&mut status).await?;
-    let status_line = status
-        .trim_end()
-        .split_once(' ')
-        .map(|(_, rest)| rest.to_string())
-        .ok_or_else(|| io::Error::other(format!("bad status line {status:?}")))?;
-    let headers = read_headers(&mut reader).await?;
+    let (status_line, headers) = loop {
+        let mut status = String::new();
+        reader.read_line(&mut status).await?;
+        let status_line = status
+            .trim_end()
+            .split_once(' ')
+            .map(|(_, rest)| rest.to_string())
+            .ok_or_else(|| io::Error::other(format!("bad status line {status:?}")))?;
+        let headers = read_headers(&mut reader).await?;
+        // Interim answers (100 Continue) are not the response.
+        if !status_line.starts_with('1') {
+            break (status_line, headers);
+        }
+    };
     let mut body = Vec::new();
     if request.method != "HEAD" {
         match header_of(&headers, "content-length").and_then(|v| v.trim().parse().ok()) {
