@@ -74,6 +74,9 @@ pub struct S3Args {
     /// Attempts per S3 request, the first included.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub max_attempts: u32,
+    /// Seconds a response may go without sending a byte before it is cut and retried.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub stall_timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +164,8 @@ impl MountArgs {
                 "mirror_dir" => self.mirror_dir = PathBuf::from(need(value)?),
                 "endpoint_url" => self.s3.endpoint_url = Some(need(value)?),
                 "region" => self.s3.region = Some(need(value)?),
+                "max_attempts" => self.s3.max_attempts = number(value)?.clamp(1, 20) as u32,
+                "stall_timeout" => self.s3.stall_timeout = number(value)?.clamp(1, 3600),
                 "rw" => return Err("s3mirrorfs mounts are read-only; use ro".into()),
                 "" | "ro" | "defaults" | "auto" | "noauto" | "nofail" | "_netdev" | "user"
                 | "users" | "nouser" | "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec"
@@ -232,6 +237,32 @@ mod tests {
             .map(Into::into)
             .collect();
         assert_eq!(fstab_args(normal.clone()), normal);
+    }
+
+    #[test]
+    fn fstab_options_set_retries_and_the_stall_timeout() {
+        let args: Vec<std::ffi::OsString> = [
+            "s3mirrorfs",
+            "b",
+            "/mnt",
+            "-o",
+            "max_attempts=5,stall_timeout=7",
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
+        let Command::Mount(mut mount) = Cli::try_parse_from(fstab_args(args)).unwrap().command
+        else {
+            panic!("mount expected")
+        };
+        assert_eq!((mount.s3.max_attempts, mount.s3.stall_timeout), (3, 30));
+        mount.apply_fstab_options().unwrap();
+        assert_eq!((mount.s3.max_attempts, mount.s3.stall_timeout), (5, 7));
+        let zero = Cli::try_parse_from(["s3mirrorfs", "prefetch", "b", "--stall-timeout", "0"]);
+        assert!(
+            zero.is_err(),
+            "a stall timeout of 0 would cut every response"
+        );
     }
 
     #[test]

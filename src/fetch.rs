@@ -17,6 +17,10 @@ use tokio::task::JoinSet;
 use crate::mirror::{LocalStatus, Mirror, MirrorError, Record, TempFile};
 use crate::store::{ETag, GetRequest, Key, ObjectStore, StoreError};
 
+/// Times one object is fetched from the start when it changes mid-download or its
+/// bytes contradict its MD5 ETag or the checksum sent with them, before the key fails.
+pub const WHOLE_ATTEMPTS: u32 = 3;
+
 /// Tuning of downloads.
 #[derive(Clone, Debug)]
 pub struct FetchConfig {
@@ -28,7 +32,8 @@ pub struct FetchConfig {
     /// enough streams in parallel for throughput, few requests per object (each
     /// request costs a round trip, and on some servers a pass over the object).
     pub parts_per_object: u64,
-    /// Attempts per part when the body fails (the SDK retries failed requests itself).
+    /// Attempts per part when the body fails (reset, cut short, stalled); a request
+    /// that fails before its body is retried by the store itself (`--max-attempts`).
     pub max_attempts: u32,
     /// Longest wait for the next chunk of a body before it counts as stalled.
     pub stall_timeout: Duration,
@@ -127,6 +132,11 @@ impl Fetcher {
         &self.inner.mirror
     }
 
+    /// The tuning this fetcher was made with.
+    pub fn config(&self) -> &FetchConfig {
+        &self.inner.config
+    }
+
     /// Makes the mirror hold `key` at `rel` at the listed ETag, downloading it unless
     /// the file there is already that version. Holds the path's cross-process lock,
     /// so a mount and a prefetch never download the same object at once.
@@ -186,7 +196,7 @@ impl Fetcher {
         observer: Option<Arc<dyn Observer>>,
     ) -> Result<Version, FetchError> {
         let mut last = FetchError::Unstable { key: key.clone() };
-        for _ in 0..3 {
+        for _ in 0..WHOLE_ATTEMPTS {
             let tmp = Arc::new(self.inner.mirror.create_temp()?);
             if let Some(observer) = &observer {
                 observer.started(tmp.reopen()?);
@@ -212,6 +222,12 @@ impl Fetcher {
                 Err(FetchError::Store(StoreError::Changed { .. })) if pin.is_none() => {
                     tracing::info!(%key, "object changed during download; starting over");
                     last = FetchError::Unstable { key: key.clone() };
+                }
+                // Some bytes already written are wrong, and nobody knows which: resuming
+                // would keep them, so the whole object is fetched again.
+                Err(FetchError::Store(e @ StoreError::Mismatch(_))) => {
+                    tracing::warn!(%key, "{e}; fetching again");
+                    last = FetchError::Store(e);
                 }
                 Err(e) => return Err(e),
             }
@@ -352,6 +368,13 @@ impl Fetcher {
         let mut pinned = pinned;
         let mut attempt = 1;
         loop {
+            // Whether the server answered, so a failure came from the body.
+            let mut answered = false;
+            if end.is_some_and(|end| pos >= end) {
+                // Everything arrived and then the body failed: its bytes are suspect, and
+                // an empty range cannot be asked for, so the range starts over.
+                pos = range.as_ref().map_or(0, |r| r.start);
+            }
             let request = GetRequest {
                 key: key.clone(),
                 // Only the very first request of an unranged read goes without a range.
@@ -370,6 +393,7 @@ impl Fetcher {
                     .await
                     .expect("semaphore is never closed");
                 let mut response = self.inner.store.get(request).await?;
+                answered = true;
                 let v = version.get_or_insert_with(|| Version {
                     etag: response.etag.clone(),
                     size: response.object_size,
@@ -402,8 +426,8 @@ impl Fetcher {
                     let chunk = match next {
                         Err(_) => {
                             return Err(StoreError::Body(format!(
-                                "no data for {}s at byte {pos}",
-                                config.stall_timeout.as_secs()
+                                "stalled: no data for {:?} at byte {pos}",
+                                config.stall_timeout
                             ))
                             .into());
                         }
@@ -435,10 +459,17 @@ impl Fetcher {
             .await;
             match result {
                 Ok(()) => return Ok(version.expect("set by the response")),
-                Err(FetchError::Store(e)) if e.is_transient() && attempt < config.max_attempts => {
-                    tracing::debug!(%key, attempt, error = %e, "retrying");
+                // A failed request was already retried by the store (the SDK's retry);
+                // trying it again here would multiply the attempts.
+                Err(FetchError::Store(e))
+                    if answered && e.is_transient() && attempt < config.max_attempts =>
+                {
+                    tracing::info!(%key, attempt, at = pos, error = %e, "body failed; resuming");
                     tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;
+                }
+                Err(FetchError::Store(StoreError::Body(e))) if answered => {
+                    return Err(StoreError::Body(format!("{e} (after {attempt} attempts)")).into());
                 }
                 Err(e) => return Err(e),
             }

@@ -18,10 +18,10 @@ use parking_lot::Mutex;
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
-use crate::fetch::{Fetcher, Observer};
+use crate::fetch::{FetchError, Fetcher, Observer, backoff};
 use crate::layout::{Placement, place_alone};
 use crate::mirror::{LocalStatus, Mirror};
-use crate::store::{ETag, GetRequest, Key, ObjectStore};
+use crate::store::{ETag, GetRequest, Key, ObjectStore, StoreError};
 use listing::{Entry, InFlight};
 use stream::{Finished, Ready, Stream, read_full};
 
@@ -30,7 +30,7 @@ pub type Ino = u64;
 pub const ROOT_INO: Ino = 1;
 
 /// Longest a read waits for its bytes before it fails with EIO.
-const READ_WAIT: Duration = Duration::from_secs(120);
+pub const READ_WAIT: Duration = Duration::from_secs(120);
 /// After a failed listing, how long S3 is not asked again (reads still try).
 pub const OFFLINE_BACKOFF: Duration = Duration::from_secs(30);
 /// Siblings fetched in the background when one file of a directory is read cold:
@@ -488,6 +488,11 @@ impl Fs {
                 .await;
             match result {
                 Ok(_) => observer.finish(Finished::Complete),
+                Err(FetchError::Mirror(e)) => {
+                    // The copy is best effort to a reader: its bytes still come from S3.
+                    tracing::error!(%key, "cannot persist to the mirror ({e}); serving it from S3");
+                    observer.finish(Finished::Unpersisted);
+                }
                 Err(e) => {
                     tracing::warn!(%key, "download failed: {e}");
                     observer.finish(Finished::Failed(e.to_string()));
@@ -585,35 +590,62 @@ impl Fs {
         }
     }
 
-    /// A ranged GET of its own for a read far ahead of the download, pinned to the
-    /// version the handle opened.
+    /// A ranged GET of its own for a read far ahead of the download (or of one that
+    /// cannot be persisted), pinned to the version the handle opened. A body that
+    /// breaks off or stalls resumes where it stopped, as downloads do.
     fn read_direct(
         &self,
         key: &Key,
         etag: &ETag,
         range: std::ops::Range<u64>,
     ) -> Result<Vec<u8>, FsError> {
-        let request = GetRequest {
-            key: key.clone(),
-            range: Some(range.clone()),
-            if_match: Some(etag.clone()),
-        };
         let store = Arc::clone(&self.store);
-        self.rt.block_on(async move {
-            let fetch = async {
+        let config = self.fetcher.config().clone();
+        let fetch = async move {
+            let mut out = Vec::with_capacity((range.end - range.start) as usize);
+            let mut attempt = 1;
+            loop {
+                let start = range.start + out.len() as u64;
+                let request = GetRequest {
+                    key: key.clone(),
+                    range: Some(start..range.end),
+                    if_match: Some(etag.clone()),
+                };
+                // A failed request was retried by the store itself; only the body is retried here.
                 let mut response = store.get(request).await?;
-                let mut out = Vec::with_capacity((range.end - range.start) as usize);
-                while let Some(chunk) = response.body.next_chunk().await? {
-                    out.extend_from_slice(&chunk);
+                let body = async {
+                    loop {
+                        let chunk =
+                            tokio::time::timeout(config.stall_timeout, response.body.next_chunk())
+                                .await
+                                .map_err(|_| StoreError::Body("stalled".into()))??;
+                        let Some(chunk) = chunk else { break };
+                        out.extend_from_slice(&chunk);
+                        if out.len() as u64 > range.end - range.start {
+                            return Err(StoreError::Body("body longer than asked".into()));
+                        }
+                    }
+                    if (out.len() as u64) < range.end - range.start {
+                        return Err(StoreError::Body("body cut short".into()));
+                    }
+                    Ok(())
                 }
-                Ok::<_, crate::store::StoreError>(out)
-            };
-            match tokio::time::timeout(READ_WAIT, fetch).await {
-                Ok(Ok(bytes)) => Ok(bytes),
-                Ok(Err(e)) => Err(FsError::Io(e.to_string())),
-                Err(_) => Err(FsError::Io("ranged read timed out".into())),
+                .await;
+                match body {
+                    Ok(()) => return Ok::<_, StoreError>(out),
+                    Err(e) if e.is_transient() && attempt < config.max_attempts => {
+                        tracing::debug!(%key, attempt, error = %e, "direct read failed; resuming");
+                        tokio::time::sleep(backoff(attempt)).await;
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
-        })
+        };
+        self.rt
+            .block_on(async move { tokio::time::timeout(READ_WAIT, fetch).await })
+            .map_err(|_| FsError::Io("ranged read timed out".into()))?
+            .map_err(|e| FsError::Io(e.to_string()))
     }
 
     pub fn release(&self, fh: u64) {

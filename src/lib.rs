@@ -4,6 +4,7 @@
 //! `fetch` + `mirror` (the durable copy) -> `prefetch`.
 
 pub mod cli;
+pub mod fault;
 pub mod fetch;
 pub mod fs;
 pub mod fuse;

@@ -100,6 +100,7 @@ fn s3_options(args: &S3Args) -> S3Options {
         region: args.region.clone(),
         force_path_style: args.force_path_style,
         max_attempts: args.max_attempts,
+        stall_timeout: Duration::from_secs(args.stall_timeout),
         ..S3Options::default()
     }
 }
@@ -171,6 +172,7 @@ async fn prefetch_inner(
         FetchConfig {
             max_requests: concurrency,
             max_attempts: args.s3.max_attempts,
+            stall_timeout: Duration::from_secs(args.s3.stall_timeout),
             ..FetchConfig::default()
         },
     );

@@ -471,8 +471,10 @@ impl Mirror {
                 why: "a directory is in the way",
             });
         }
+        crate::fault::point("before-rename", &record.key);
         fs::rename(&tmp.path, &final_path).map_err(self.io(&final_path))?;
         tmp.armed = false;
+        crate::fault::point("after-rename", &record.key);
         sync_dir(&self.root.join(parent)).map_err(self.io(&final_path))
     }
 

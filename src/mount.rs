@@ -202,7 +202,11 @@ fn serve(options: &MountOptions, mut ready: Option<&mut Option<File>>) -> Result
     let fetcher = Fetcher::new(
         Arc::clone(&store),
         Arc::clone(&mirror),
-        FetchConfig::default(),
+        FetchConfig {
+            max_attempts: options.s3.max_attempts,
+            stall_timeout: options.s3.stall_timeout,
+            ..FetchConfig::default()
+        },
     );
     let fs = Arc::new(Fs::new(
         store,

@@ -10,6 +10,8 @@ use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::Region;
 use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::interceptors::InterceptorContext;
+use aws_sdk_s3::config::retry::{ClassifyRetry, RetryAction, RetryPartition, TokenBucket};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::EncodingType;
@@ -32,6 +34,9 @@ pub struct S3Options {
     pub connect_timeout: Duration,
     /// Longest wait for the first byte of a response.
     pub read_timeout: Duration,
+    /// Longest a response body may go without delivering a byte before it counts
+    /// as stalled (downloads resume; a listing page is asked again).
+    pub stall_timeout: Duration,
 }
 
 impl Default for S3Options {
@@ -43,7 +48,32 @@ impl Default for S3Options {
             max_attempts: 3,
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+/// Longest pause between two attempts of one request (the SDK adds jitter below it).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A whole request attempt (a listing page included) may take this many stall timeouts.
+pub const ATTEMPT_STALLS: u32 = 3;
+
+/// The SDK retries 500/502/503/504 and S3's throttling codes (`SlowDown`), but not a
+/// bare HTTP 429 whose code it does not know; S3-compatible servers and proxies send
+/// those when they throttle, so they are retried as throttling too.
+#[derive(Debug)]
+struct TooManyRequests;
+
+impl ClassifyRetry for TooManyRequests {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        match ctx.response() {
+            Some(response) if response.status().as_u16() == 429 => RetryAction::throttling_error(),
+            _ => RetryAction::NoActionIndicated,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "HTTP 429 is throttling"
     }
 }
 
@@ -53,17 +83,30 @@ pub struct S3Store {
     bucket: String,
     /// Where requests go, for error messages.
     endpoint: String,
+    /// Attempts per request, for error messages.
+    max_attempts: u32,
 }
 
 impl S3Store {
     /// Builds the client from the standard AWS configuration plus `options`.
     pub async fn connect(bucket: &str, options: &S3Options) -> S3Store {
+        let stall = options.stall_timeout.max(Duration::from_millis(100));
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::standard().with_max_attempts(options.max_attempts.max(1)))
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(options.max_attempts.max(1))
+                    .with_initial_backoff(Duration::from_millis(200))
+                    .with_max_backoff(MAX_BACKOFF),
+            )
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(options.connect_timeout)
-                    .read_timeout(options.read_timeout)
+                    // Waiting for the first byte is a stall too.
+                    .read_timeout(options.read_timeout.min(stall))
+                    // Bounds a listing page whose body stops arriving (the read timeout only
+                    // covers the first byte). A GET's body is not covered: it is streamed
+                    // after the attempt ends, and fetch times its chunks.
+                    .operation_attempt_timeout(stall * ATTEMPT_STALLS)
                     .build(),
             );
         if let Some(region) = &options.region {
@@ -73,8 +116,17 @@ impl S3Store {
             loader = loader.endpoint_url(url);
         }
         let shared = loader.load().await;
-        let mut config =
-            aws_sdk_s3::config::Builder::from(&shared).force_path_style(options.force_path_style);
+        let mut config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(options.force_path_style)
+            .retry_classifier(TooManyRequests)
+            // The standard retry's shared quota stops retrying altogether after ~100
+            // failures, so a throttling storm would fail every key at once. Each request
+            // is bounded by its attempts and backoff already; a backup run wants them all.
+            .retry_partition(
+                RetryPartition::custom("s3mirrorfs")
+                    .token_bucket(TokenBucket::unlimited())
+                    .build(),
+            );
         if shared.region().is_none() {
             // As the AWS CLI does for S3: without a configured region, us-east-1.
             config = config.region(Region::from_static("us-east-1"));
@@ -94,6 +146,7 @@ impl S3Store {
             client: Client::from_conf(config),
             bucket: bucket.to_string(),
             endpoint,
+            max_attempts: options.max_attempts.max(1),
         }
     }
 
@@ -218,7 +271,13 @@ impl S3Store {
                         bucket: self.bucket.clone(),
                         key: key.to_string(),
                     },
-                    (_, Some(s)) if s >= 500 || s == 429 => StoreError::Unreachable(detail),
+                    (_, Some(s)) if s >= 500 || s == 429 => StoreError::ServerError(format!(
+                        "{} answered HTTP {s}{}{} to {action} on {resource}, {} attempts",
+                        self.endpoint,
+                        if code.is_empty() { "" } else { " " },
+                        code,
+                        self.max_attempts
+                    )),
                     _ => StoreError::Other(format!("{action} on {resource}: {detail}")),
                 }
             }
@@ -280,7 +339,16 @@ impl Body for S3Body {
             match self.0.next().await {
                 None => Ok(None),
                 Some(Ok(bytes)) => Ok(Some(bytes)),
-                Some(Err(e)) => Err(StoreError::Body(DisplayErrorContext(&e).to_string())),
+                Some(Err(e)) => {
+                    let text = DisplayErrorContext(&e).to_string();
+                    // The SDK checks a whole-object GET against the checksum S3 sends
+                    // (x-amz-checksum-*) and reports a mismatch only in this message.
+                    if text.contains("checksum mismatch") {
+                        Err(StoreError::Mismatch(text))
+                    } else {
+                        Err(StoreError::Body(text))
+                    }
+                }
             }
         })
     }

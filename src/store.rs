@@ -178,10 +178,16 @@ pub enum StoreError {
     Credentials(String),
     #[error("cannot reach S3 endpoint: {0}")]
     Unreachable(String),
+    /// 5xx or throttling answers that outlasted the retries.
+    #[error("S3 kept failing: {0}")]
+    ServerError(String),
     #[error("S3 request timed out: {0}")]
     Timeout(String),
     #[error("response body failed: {0}")]
     Body(String),
+    /// The body arrived whole but contradicts the checksum the server sent with it.
+    #[error("response body does not match its checksum: {0}")]
+    Mismatch(String),
     #[error("S3 error: {0}")]
     Other(String),
 }
@@ -191,7 +197,10 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            StoreError::Unreachable(_) | StoreError::Timeout(_) | StoreError::Body(_)
+            StoreError::Unreachable(_)
+                | StoreError::ServerError(_)
+                | StoreError::Timeout(_)
+                | StoreError::Body(_)
         )
     }
 }

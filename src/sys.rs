@@ -303,6 +303,14 @@ impl Lifeline {
     }
 }
 
+/// Ends the process at once with SIGKILL, as `kill -9` would: no destructor, no
+/// flush, no core file.
+pub fn kill_self() -> ! {
+    // SAFETY: kill(2) on our own pid; SIGKILL cannot be caught, so it does not return.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    std::process::abort()
+}
+
 /// The real user and group of this process.
 pub fn uid_gid() -> (u32, u32) {
     // SAFETY: getuid/getgid cannot fail.

@@ -59,6 +59,9 @@ pub enum Finished {
     /// the mirror already held the version).
     Complete,
     Failed(String),
+    /// The bytes could not be persisted (disk full, say): readers get them from S3
+    /// directly, since the mirror is a best-effort copy to a reader.
+    Unpersisted,
 }
 
 #[derive(Default)]
@@ -96,7 +99,10 @@ impl Stream {
 
     /// Whether the download failed (a new open starts another).
     pub fn failed(&self) -> bool {
-        matches!(self.state.lock().finished, Some(Finished::Failed(_)))
+        matches!(
+            self.state.lock().finished,
+            Some(Finished::Failed(_) | Finished::Unpersisted)
+        )
     }
 
     /// Waits until `range` can be served, up to `limit`.
@@ -117,6 +123,7 @@ impl Stream {
             match &state.finished {
                 Some(Finished::Complete) => return Ok(Ready::ReadMirror),
                 Some(Finished::Failed(e)) => return Err(e.clone()),
+                Some(Finished::Unpersisted) => return Ok(Ready::FetchDirect),
                 None => {}
             }
             if range.start >= state.ranges.contiguous_end() + FAR_AHEAD {
@@ -212,5 +219,25 @@ mod tests {
             stream.read(0..10, Duration::from_secs(1)).err(),
             Some("boom".to_string())
         );
+    }
+
+    #[test]
+    fn an_unpersisted_download_serves_what_landed_and_sends_the_rest_direct() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![5u8; 100]).unwrap();
+        let stream = Stream::default();
+        stream.started(File::open(&path).unwrap());
+        stream.filled(0, 40);
+        stream.finish(Finished::Unpersisted);
+        assert!(stream.failed(), "a new open tries to persist again");
+        assert!(matches!(
+            stream.read(0..40, Duration::from_secs(1)),
+            Ok(Ready::Data(d)) if d == vec![5u8; 40]
+        ));
+        assert!(matches!(
+            stream.read(30..50, Duration::from_secs(1)),
+            Ok(Ready::FetchDirect)
+        ));
     }
 }

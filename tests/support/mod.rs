@@ -1,7 +1,8 @@
-//! Test fixtures: a real S3-compatible server (moto) on 127.0.0.1, a request-logging
-//! proxy in front of it, bucket helpers, and a runner for the s3mirrorfs binary.
+//! Test fixtures: a real S3-compatible server (moto) on 127.0.0.1, a request-logging,
+//! fault-injecting proxy in front of it, bucket helpers, and a runner for the s3mirrorfs binary.
 #![allow(dead_code)]
 
+pub mod faults;
 pub mod mount;
 pub mod proxy;
 

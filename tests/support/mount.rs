@@ -67,12 +67,53 @@ impl Mount {
         }
     }
 
+    /// `start`, with the daemon's log written to `log` instead of the test's stderr
+    /// and `env` added to its environment.
+    pub fn start_logged(
+        target: &str,
+        dir: &Path,
+        mirror: &Path,
+        endpoint: &str,
+        args: &[&str],
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Mount {
+        std::fs::create_dir_all(dir).unwrap();
+        let dir = std::fs::canonicalize(dir).unwrap();
+        let child = mount_command(target, &dir, mirror, endpoint, args)
+            .arg("--foreground")
+            .envs(env.iter().copied())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        wait_mounted(&dir, true);
+        Mount {
+            dir,
+            mirror: mirror.to_path_buf(),
+            child: Some(child),
+        }
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.join(rel)
     }
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
+    }
+
+    /// Waits up to `limit` for the daemon to exit on its own.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the daemon did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Sends `signal` to the daemon and waits for it to exit.

@@ -1,0 +1,407 @@
+//! The mount under injected faults, through the fault-injecting proxy in front of
+//! moto: readers get every byte through throttling, resets, short and stalled
+//! bodies; a reader of a version that changes gets that version or EIO, never a
+//! mix; a denied file fails alone; a full disk costs the reader nothing; the
+//! mirror is byte for byte right afterwards.
+
+mod support;
+
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use s3mirrorfs::mirror::read_record;
+use support::faults::{Fault, Rule};
+use support::mount::Mount;
+use support::proxy::Proxy;
+use support::{Bucket, data, endpoint, moto_port, prefetch};
+
+/// Waits until the mirror holds `key` with exactly `bytes` and a record with the
+/// ETag S3 lists now.
+fn wait_persisted(bucket: &Bucket, mirror: &Path, key: &str, bytes: &[u8]) {
+    let etag = bucket
+        .list()
+        .into_iter()
+        .find(|o| o.0 == key)
+        .map(|o| o.1)
+        .unwrap();
+    let path = mirror.join(key);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(record) = read_record(&path)
+            && record.etag == etag
+        {
+            assert!(fs::read(&path).unwrap() == bytes, "{key}: mirrored bytes");
+            assert_eq!(
+                (record.key.as_str(), record.size),
+                (key, bytes.len() as u64)
+            );
+            return;
+        }
+        assert!(Instant::now() < deadline, "{key} was never persisted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn temp_files(mirror: &Path) -> usize {
+    fs::read_dir(mirror.join(".s3mirrorfs/tmp"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Reads a file to its end or its first error, keeping what arrived before.
+fn read_until_error(path: &Path) -> (Vec<u8>, Option<std::io::Error>) {
+    let mut file = match fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => return (Vec::new(), Some(e)),
+    };
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return (out, None),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) => return (out, Some(e)),
+        }
+    }
+}
+
+#[test]
+fn readers_get_every_byte_through_throttling_resets_short_and_stalled_bodies() {
+    let bucket = Bucket::create("mfaults");
+    // One file per directory, so background fetches of siblings stay out of the counts.
+    let objects = [
+        ("a/slow", data(1, 3000)),
+        ("b/short", data(2, 200_000)),
+        ("c/reset", data(3, 200_000)),
+        ("d/stuck", data(4, 100_000)),
+        ("e/refused", data(5, 5000)),
+        ("f/busy", data(6, 4000)),
+    ];
+    for (key, bytes) in &objects {
+        bucket.put(key, bytes);
+    }
+    let proxy = Proxy::start(moto_port());
+    proxy.add(Rule::listing(Fault::slow_down()).first(1));
+    proxy.add(Rule::object("a/slow", Fault::slow_down()).first(2));
+    proxy.add(Rule::object("b/short", Fault::TruncateAfter(50_000)).first(1));
+    proxy.add(Rule::object("c/reset", Fault::ResetAfter(70_000)).first(1));
+    let limit = Duration::from_secs(120);
+    proxy.add(
+        Rule::object(
+            "d/stuck",
+            Fault::StallAfter {
+                bytes: 20_000,
+                limit,
+            },
+        )
+        .first(1),
+    );
+    proxy.add(Rule::object("e/refused", Fault::ResetBeforeHeaders).first(1));
+    proxy.add(Rule::object("f/busy", Fault::too_many_requests()).first(2));
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("m");
+    let mount = Mount::start(
+        &bucket.name,
+        &dir.path().join("mnt"),
+        &mirror,
+        &proxy.endpoint(),
+        &["--stall-timeout", "1"],
+    );
+    let started = Instant::now();
+    for (key, bytes) in &objects {
+        let read = fs::read(mount.path(key)).unwrap_or_else(|e| panic!("{key}: {e}"));
+        assert!(read == *bytes, "{key}: the reader got the object's bytes");
+    }
+    assert!(started.elapsed() < Duration::from_secs(30), "no hang");
+    for (key, bytes) in &objects {
+        wait_persisted(&bucket, &mirror, key, bytes);
+    }
+    assert_eq!(temp_files(&mirror), 0);
+
+    assert_eq!(proxy.gets_of("a/slow").len(), 3);
+    assert_eq!(proxy.gets_of("f/busy").len(), 3);
+    let short = proxy.gets_of("b/short");
+    assert_eq!(
+        short[1].range.as_deref(),
+        Some("bytes=50000-199999"),
+        "{short:?}"
+    );
+    let reset = proxy.gets_of("c/reset");
+    let resumed = reset[1].range_start().expect("the retry is ranged");
+    assert!(resumed > 0 && resumed <= 70_000, "{reset:?}");
+    let stuck = proxy.gets_of("d/stuck");
+    assert_eq!(
+        stuck[1].range.as_deref(),
+        Some("bytes=20000-99999"),
+        "{stuck:?}"
+    );
+    assert_eq!(proxy.gets_of("e/refused").len(), 2);
+    // Every resumed request is pinned to the version it started with.
+    let resumes: Vec<_> = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.range_start().is_some_and(|s| s > 0))
+        .collect();
+    assert!(resumes.len() >= 3, "{resumes:?}");
+    assert!(resumes.iter().all(|r| r.if_match.is_some()), "{resumes:?}");
+}
+
+#[test]
+fn a_reader_of_a_version_that_changes_gets_it_whole_or_eio_never_a_mix() {
+    let bucket = Arc::new(Bucket::create("mchanged"));
+    let size = (8 << 20) + 200_000;
+    let old = data(7, size);
+    let new = data(8, size);
+    bucket.put("v/video", &old);
+    let proxy = Proxy::start(moto_port());
+    let writer = Arc::clone(&bucket);
+    let replacement = new.clone();
+    proxy.add(
+        Rule::object(
+            "v/video",
+            Fault::HookAfter(
+                1000,
+                Arc::new(move || {
+                    writer.put("v/video", &replacement);
+                }),
+            ),
+        )
+        .nth(1),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("m");
+    let mount = Mount::start(
+        &bucket.name,
+        &dir.path().join("mnt"),
+        &mirror,
+        &proxy.endpoint(),
+        &["--metadata-ttl", "1"],
+    );
+    let (bytes, error) = read_until_error(&mount.path("v/video"));
+    match error {
+        None => assert!(bytes == old, "a complete read is the old version"),
+        Some(e) => {
+            assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+            assert!(old.starts_with(&bytes), "what arrived is the old version's");
+        }
+    }
+    // The mirror never holds a splice: the file is absent or one whole version.
+    let path = mirror.join("v/video");
+    if let Ok(found) = fs::read(&path) {
+        assert!(found == new || found == old, "one version, whole");
+    }
+    // Once the listing is refreshed, readers get the new version, and so does the mirror.
+    std::thread::sleep(Duration::from_secs(2));
+    let read = fs::read(mount.path("v/video")).unwrap();
+    assert!(read == new, "the new version");
+    wait_persisted(&bucket, &mirror, "v/video", &new);
+    assert_eq!(temp_files(&mirror), 0);
+}
+
+#[test]
+fn a_denied_or_failing_file_fails_alone() {
+    let bucket = Bucket::create("mdenied");
+    bucket.put("open/a", &data(9, 1000));
+    bucket.put("secret/b", &data(10, 1000));
+    bucket.put("busy/c", &data(15, 1000));
+    let proxy = Proxy::start(moto_port());
+    proxy.add(Rule::object("secret/b", Fault::access_denied()));
+    proxy.add(Rule::object("busy/c", Fault::slow_down()));
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("m");
+    let mount = Mount::start(
+        &bucket.name,
+        &dir.path().join("mnt"),
+        &mirror,
+        &proxy.endpoint(),
+        &["--max-attempts", "2"],
+    );
+    let err = fs::read(mount.path("secret/b")).unwrap_err();
+    assert!(
+        [Some(libc::EIO), Some(libc::EACCES)].contains(&err.raw_os_error()),
+        "{err}"
+    );
+    let started = Instant::now();
+    let err = fs::read(mount.path("busy/c")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20), "bounded");
+    // The reader's download and the background fetch of the directory each make
+    // --max-attempts requests, no more.
+    std::thread::sleep(Duration::from_millis(500));
+    let gets = proxy.gets_of("busy/c").len();
+    assert!((2..=4).contains(&gets), "{gets} GETs");
+    assert!(fs::read(mount.path("open/a")).unwrap() == data(9, 1000));
+    wait_persisted(&bucket, &mirror, "open/a", &data(9, 1000));
+    assert!(!mirror.join("secret/b").exists());
+    assert!(!mirror.join("busy/c").exists());
+    assert_eq!(
+        fs::read_dir(mount.path("secret")).unwrap().count(),
+        1,
+        "the denied file is still listed"
+    );
+    // The faults end: the next open reads it.
+    proxy.clear_rules();
+    assert!(fs::read(mount.path("busy/c")).unwrap() == data(15, 1000));
+    wait_persisted(&bucket, &mirror, "busy/c", &data(15, 1000));
+}
+
+#[test]
+fn a_mount_through_another_endpoint_reads_the_mirror_without_downloading() {
+    let bucket = Bucket::create("mendpoint");
+    bucket.put("p/photo", &data(11, 50_000));
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("m");
+    let (output, summary) = prefetch(&bucket.name, &mirror, &endpoint(), &[]);
+    assert!(output.status.success());
+    assert_eq!(summary["downloaded"], 1);
+    let proxy = Proxy::start(moto_port());
+    let mount = Mount::start(
+        &bucket.name,
+        &dir.path().join("mnt"),
+        &mirror,
+        &proxy.endpoint(),
+        &[],
+    );
+    assert!(fs::read(mount.path("p/photo")).unwrap() == data(11, 50_000));
+    assert!(!proxy.requests().is_empty(), "the mount listed through it");
+    assert_eq!(proxy.gets_of("p/photo").len(), 0, "no GET");
+}
+
+/// A size-limited tmpfs of the test's own, unmounted on drop.
+struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    fn mount(size: &str) -> SmallFs {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs needs root");
+        SmallFs { dir }
+    }
+
+    fn resize(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_costs_the_reader_nothing_and_the_mirror_stays_usable() {
+    let bucket = Bucket::create("mfull");
+    let big = data(12, 3 << 20);
+    bucket.put("big/file", &big);
+    let small = SmallFs::mount("1m");
+    let mirror = small.dir.path().join("m");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mount.log");
+    let mount = Mount::start_logged(
+        &bucket.name,
+        &dir.path().join("mnt"),
+        &mirror,
+        &endpoint(),
+        &[],
+        &log,
+        &[],
+    );
+    let read = fs::read(mount.path("big/file")).unwrap();
+    assert!(read == big, "the reader gets every byte");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!mirror.join("big/file").exists(), "nothing partial");
+    assert_eq!(temp_files(&mirror), 0, "the temp file is removed");
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("cannot persist") && text.contains("out of space"),
+        "the failure is logged: {text}"
+    );
+
+    // Room again: the next read persists the file.
+    small.resize("16m");
+    assert!(fs::read(mount.path("big/file")).unwrap() == big);
+    wait_persisted(&bucket, &mirror, "big/file", &big);
+    assert_eq!(temp_files(&mirror), 0);
+}
+
+#[test]
+fn a_mount_killed_mid_commit_restarts_on_a_consistent_mirror() {
+    let bucket = Bucket::create("mkill");
+    let objects = [("k/one", data(13, 30_000)), ("k/two", data(14, 40_000))];
+    for (key, bytes) in &objects {
+        bucket.put(key, bytes);
+    }
+    for point in ["before-rename", "after-rename"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = dir.path().join("m");
+        let mnt = dir.path().join("mnt");
+        let log = dir.path().join("mount.log");
+        let fault = format!("{point}:k/two");
+        let mut mount = Mount::start_logged(
+            &bucket.name,
+            &mnt,
+            &mirror,
+            &endpoint(),
+            &[],
+            &log,
+            &[("S3MIRRORFS_FAULT_POINT", &fault)],
+        );
+        // The read may or may not finish before the daemon dies; the mirror is what counts.
+        let _ = fs::read(mount.path("k/two"));
+        let status = mount.wait_exit(Duration::from_secs(20));
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL),
+            "{point}: {}",
+            fs::read_to_string(&log).unwrap()
+        );
+        drop(mount);
+        for (key, bytes) in &objects {
+            let path = mirror.join(key);
+            if path.exists() {
+                assert!(
+                    fs::read(&path).unwrap() == *bytes,
+                    "{point}: {key} complete"
+                );
+                assert_eq!(read_record(&path).unwrap().key, *key, "{point}: recorded");
+            }
+        }
+        if point == "before-rename" {
+            assert!(
+                !mirror.join("k/two").exists(),
+                "nothing under the final name"
+            );
+        }
+
+        let mount = Mount::start(&bucket.name, &mnt, &mirror, &endpoint(), &[]);
+        assert_eq!(
+            temp_files(&mirror),
+            0,
+            "{point}: stale temp files are cleaned"
+        );
+        for (key, bytes) in &objects {
+            assert!(
+                fs::read(mount.path(key)).unwrap() == *bytes,
+                "{point}: {key}"
+            );
+            wait_persisted(&bucket, &mirror, key, bytes);
+        }
+        assert_eq!(temp_files(&mirror), 0);
+    }
+}
