@@ -338,6 +338,13 @@ impl Fs {
                 let Some(_claim) = (!fresh).then(|| inflight.begin(&prefix)).flatten() else {
                     return;
                 };
+                // After a restart, a saved listing younger than the TTL will do.
+                if let Some((entries, age)) = listing::load(&mirror, store.bucket(), &prefix)
+                    && age < ttl
+                {
+                    remember(&listings, &prefix, entries, age);
+                    return;
+                }
                 match listing::list_dir(store.as_ref(), &prefix).await {
                     Ok(entries) => {
                         listing::persist(&mirror, store.bucket(), &prefix, &entries);
@@ -870,6 +877,12 @@ mod tests {
     fn after_a_restart_saved_listings_younger_than_the_ttl_need_no_request() {
         let f = fixture(Duration::from_secs(60));
         f.fs.readdir(ROOT_INO).unwrap();
+        // The subdirectories are listed ahead; let that finish first.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ["a/", "x/"].iter().any(|p| f.fs.fresh(p).is_none()) {
+            assert!(Instant::now() < deadline, "look-ahead listings arrive");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let lists = f.store.lists.load(Ordering::Relaxed);
         let fetcher = Fetcher::new(
             Arc::clone(&f.store) as Arc<dyn ObjectStore>,
@@ -884,6 +897,9 @@ mod tests {
             f._rt.handle().clone(),
         );
         assert_eq!(restarted.readdir(ROOT_INO).unwrap().len(), 5);
+        // Its own look-ahead finds the saved listings of the subdirectories too.
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(restarted.fresh("a/").is_some());
         assert_eq!(
             f.store.lists.load(Ordering::Relaxed),
             lists,
