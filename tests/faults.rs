@@ -347,6 +347,49 @@ fn a_stalled_body_is_timed_out_and_resumed() {
 }
 
 #[test]
+fn an_object_changed_while_its_first_part_streams_is_stored_as_one_version() {
+    let bucket = Arc::new(Bucket::create("changing"));
+    let size = (8 << 20) + 100_000;
+    let old = data(17, size);
+    let new = data(18, size);
+    let old_etag = bucket.put("clip", &old);
+    let proxy = Proxy::start(moto_port());
+    let writer = Arc::clone(&bucket);
+    let replacement = new.clone();
+    // The other parts may be asked for before or after the change: either way the
+    // file holds one version, whole, under the ETag of those bytes.
+    proxy.add(
+        Rule::object(
+            "clip",
+            Fault::HookAfter(
+                1000,
+                Arc::new(move || {
+                    writer.put("clip", &replacement);
+                }),
+            ),
+        )
+        .nth(1),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("m");
+    let (output, summary) = prefetch(&bucket.name, &mirror, &proxy.endpoint(), &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(summary["failed"], 0);
+    let file = fs::read(mirror.join("clip")).unwrap();
+    let record = read_record(&mirror.join("clip")).unwrap();
+    if file == old {
+        assert_eq!(record.etag, old_etag);
+    } else {
+        assert!(file == new, "one version, whole; never a splice");
+        assert_eq!(record.etag, bucket.list()[0].1);
+    }
+    // Whichever it stored, the next run leaves the mirror at the current version.
+    let (output, _) = prefetch(&bucket.name, &mirror, &proxy.endpoint(), &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(fs::read(mirror.join("clip")).unwrap() == new);
+}
+
+#[test]
 fn an_object_changed_mid_download_is_fetched_again_as_a_whole() {
     let bucket = Arc::new(Bucket::create("changed"));
     let size = (8 << 20) + 100_000;
@@ -356,18 +399,16 @@ fn an_object_changed_mid_download_is_fetched_again_as_a_whole() {
     let proxy = Proxy::start(moto_port());
     let writer = Arc::clone(&bucket);
     let replacement = new.clone();
-    // While the first part is being served, a new version is uploaded.
+    // A new version is uploaded just before the second part's request reaches
+    // the server (the first part is already on its way).
     proxy.add(
         Rule::object("video", {
             let writer = Arc::clone(&writer);
-            Fault::HookAfter(
-                1000,
-                Arc::new(move || {
-                    writer.put("video", &replacement);
-                }),
-            )
+            Fault::HookBefore(Arc::new(move || {
+                writer.put("video", &replacement);
+            }))
         })
-        .nth(1),
+        .nth(2),
     );
     let dir = tempfile::tempdir().unwrap();
     let mirror = dir.path().join("m");

@@ -37,6 +37,9 @@ pub enum Fault {
     FlipByteUnchecked(usize),
     /// Sends this many body bytes, runs the hook, then the rest of the (old) body.
     HookAfter(usize, Hook),
+    /// Runs the hook, then forwards the request (e.g. the object changes just
+    /// before this request reaches the server).
+    HookBefore(Hook),
 }
 
 impl Fault {
@@ -52,6 +55,7 @@ impl Fault {
             Fault::FlipByte(_) => "flip-byte",
             Fault::FlipByteUnchecked(_) => "flip-byte-unchecked",
             Fault::HookAfter(..) => "hook",
+            Fault::HookBefore(_) => "hook-before",
         }
     }
 

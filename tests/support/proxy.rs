@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::faults::{Fault, RequestInfo, Rule};
+use super::faults::{Fault, Hook, RequestInfo, Rule};
 
 /// One request as the proxy saw it.
 #[derive(Clone, Debug)]
@@ -224,6 +224,7 @@ async fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
                 wait_for_close(&mut reader, *limit).await;
                 return Ok(());
             }
+            Some(Fault::HookBefore(hook)) => run_hook(Arc::clone(hook)).await,
             _ => {}
         }
         let mut response = forward(&request, shared.upstream_port).await?;
@@ -259,7 +260,10 @@ async fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
         match fault {
             None
             | Some(
-                Fault::Error { .. } | Fault::ResetBeforeHeaders | Fault::StallBeforeHeaders { .. },
+                Fault::Error { .. }
+                | Fault::ResetBeforeHeaders
+                | Fault::StallBeforeHeaders { .. }
+                | Fault::HookBefore(_),
             ) => write.write_all(&body[..]).await?,
             Some(Fault::FlipByte(at) | Fault::FlipByteUnchecked(at)) => {
                 if ok && !body.is_empty() {
@@ -300,15 +304,20 @@ async fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
                 let n = cut(n);
                 write.write_all(&body[..n]).await?;
                 write.flush().await?;
-                tokio::task::spawn_blocking(move || std::thread::spawn(move || hook()).join())
-                    .await
-                    .expect("hook task")
-                    .expect("hook does not panic");
+                run_hook(hook).await;
                 write.write_all(&body[n..]).await?;
             }
         }
         write.flush().await?;
     }
+}
+
+/// Runs a test's hook off the proxy's threads (it may block, e.g. on an upload).
+async fn run_hook(hook: Hook) {
+    tokio::task::spawn_blocking(move || std::thread::spawn(move || hook()).join())
+        .await
+        .expect("hook task")
+        .expect("hook does not panic");
 }
 
 /// Sends nothing more and waits for the client to give up and close (or `limit`).
