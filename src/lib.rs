@@ -14,3 +14,4 @@ pub mod prefetch;
 pub mod s3;
 pub mod store;
 pub mod sys;
+pub mod utc;
