@@ -3,6 +3,7 @@
 //! Data flows one way: `s3` (the SDK) -> `store` (the object-store trait) ->
 //! `fetch` + `mirror` (the durable copy) -> `prefetch`.
 
+pub mod admin;
 pub mod cli;
 pub mod fetch;
 pub mod fs;

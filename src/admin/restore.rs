@@ -1,0 +1,513 @@
+//! `s3mirrorfs restore`: puts every mirrored object back under its true key
+//! (renamed keys, empty objects and `dir/` markers included), skipping those the
+//! destination already holds identically, multipart for large files. The bytes
+//! sent are hashed on the way and must match the copy's recorded hash, or the
+//! upload is aborted: a restore never spreads bit rot.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use md5::Digest;
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+use super::{AdminError, under};
+use crate::mirror::inventory::{Entry, MirrorView, read_record_of};
+use crate::mirror::{Record, hex};
+use crate::prefetch::progress::human_bytes;
+use crate::store::{ETag, Key, ObjectSink, ObjectStore, PartTag, PutOptions, list_all};
+
+/// Size of the parts a restore uploads.
+pub const PART_SIZE: u64 = 8 << 20;
+/// Objects above this size go up in parts.
+pub const MULTIPART_THRESHOLD: u64 = 8 << 20;
+/// S3 accepts at most this many parts per upload.
+const MAX_PARTS: u64 = 10_000;
+const MIB: u64 = 1 << 20;
+
+/// How to restore.
+#[derive(Clone, Debug)]
+pub struct RestoreOptions {
+    /// Restore only keys under this prefix ("" for all).
+    pub prefix: String,
+    pub dry_run: bool,
+    /// Objects uploaded at once.
+    pub concurrency: usize,
+}
+
+/// What happened (or, in a dry run, would happen) to one object.
+#[derive(Clone, Debug, Serialize)]
+pub struct Action {
+    pub key: String,
+    pub size: u64,
+    /// Parts of a multipart upload; 1 for a single PUT.
+    pub parts: u64,
+}
+
+/// One object that could not be restored, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct RestoreFailure {
+    pub key: String,
+    pub error: String,
+}
+
+/// What `restore` did; `--json` prints it as one object.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RestoreReport {
+    pub bucket: String,
+    pub prefix: String,
+    pub dry_run: bool,
+    /// Uploaded (in a dry run: to be uploaded).
+    pub uploaded: Vec<Action>,
+    /// Bytes uploaded (in a dry run: to be uploaded).
+    pub bytes: u64,
+    /// Already identical in the destination.
+    pub skipped: Vec<String>,
+    pub failed: Vec<RestoreFailure>,
+}
+
+impl RestoreReport {
+    /// One line per object, then a summary line.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let verb = if self.dry_run {
+            "would upload"
+        } else {
+            "uploaded"
+        };
+        let show = |key: &str| Key::new(key).map(|k| k.to_string()).unwrap_or_default();
+        for a in &self.uploaded {
+            let how = if a.parts > 1 {
+                format!(", {} parts", a.parts)
+            } else {
+                String::new()
+            };
+            out.push_str(&format!(
+                "{verb} {} ({}{how})\n",
+                show(&a.key),
+                human_bytes(a.size)
+            ));
+        }
+        for key in &self.skipped {
+            out.push_str(&format!("identical {}\n", show(key)));
+        }
+        for f in &self.failed {
+            out.push_str(&format!("failed {}: {}\n", show(&f.key), f.error));
+        }
+        out.push_str(&format!(
+            "{}: {} {} ({}), {} already identical, {} failed, into s3://{}/{}\n",
+            if self.dry_run { "dry run" } else { "restore" },
+            verb,
+            self.uploaded.len(),
+            human_bytes(self.bytes),
+            self.skipped.len(),
+            self.failed.len(),
+            self.bucket,
+            self.prefix
+        ));
+        out
+    }
+}
+
+/// Restores the mirror at `dir` into the destination (`store` lists it, `sink` writes it).
+pub async fn run(
+    dir: &Path,
+    store: &dyn ObjectStore,
+    sink: Arc<dyn ObjectSink>,
+    options: &RestoreOptions,
+) -> Result<RestoreReport, AdminError> {
+    let view = MirrorView::open(dir)?;
+    let mut report = RestoreReport {
+        bucket: sink.bucket().to_string(),
+        prefix: options.prefix.clone(),
+        dry_run: options.dry_run,
+        ..RestoreReport::default()
+    };
+    // Also proves the destination bucket exists and is reachable before anything is read.
+    let existing: HashMap<String, (ETag, u64)> = list_all(store, &options.prefix)
+        .await?
+        .into_iter()
+        .map(|o| (o.key.as_str().to_string(), (o.etag, o.size)))
+        .collect();
+    let (entries, errors) = view.entries();
+    for e in errors {
+        report.failed.push(RestoreFailure {
+            key: String::new(),
+            error: format!("cannot read {}: {}", e.path.display(), e.err),
+        });
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut work = Vec::new();
+    for entry in entries {
+        if !under(&entry.record.key, &options.prefix) || !seen.insert(entry.record.key.clone()) {
+            continue;
+        }
+        if entry.is_marked_corrupt() {
+            report.failed.push(RestoreFailure {
+                key: entry.record.key.clone(),
+                error:
+                    "the local copy is corrupt (found by verify); run prefetch to fetch it again"
+                        .into(),
+            });
+            continue;
+        }
+        let dest = existing.get(&entry.record.key).cloned();
+        work.push((entry, dest));
+    }
+
+    let root = view.root().to_path_buf();
+    let mut tasks = JoinSet::new();
+    let mut queue = work.into_iter();
+    loop {
+        while tasks.len() < options.concurrency.max(1) {
+            let Some((entry, dest)) = queue.next() else {
+                break;
+            };
+            let sink = Arc::clone(&sink);
+            let path = root.join(&entry.path);
+            let dry_run = options.dry_run;
+            tasks.spawn(async move {
+                let result = restore_one(sink.as_ref(), &path, &entry, dest, dry_run).await;
+                (entry, result)
+            });
+        }
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
+        let (entry, result) = joined.expect("restore task does not panic");
+        let key = entry.record.key.clone();
+        match result {
+            Ok(Done::Skipped) => report.skipped.push(key),
+            Ok(Done::Uploaded { parts }) => {
+                if !options.dry_run {
+                    tracing::info!(key = %show(&key), "restored");
+                }
+                report.bytes += entry.record.size;
+                report.uploaded.push(Action {
+                    key,
+                    size: entry.record.size,
+                    parts,
+                });
+            }
+            Err(error) => {
+                tracing::error!(key = %show(&key), "cannot restore: {error}");
+                report.failed.push(RestoreFailure { key, error });
+            }
+        }
+    }
+    report.uploaded.sort_by(|a, b| a.key.cmp(&b.key));
+    report.skipped.sort();
+    report.failed.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(report)
+}
+
+fn show(key: &str) -> String {
+    Key::new(key).map(|k| k.to_string()).unwrap_or_default()
+}
+
+enum Done {
+    Skipped,
+    Uploaded { parts: u64 },
+}
+
+/// The part size a restore uses for an object of `size` bytes (at most 10,000 parts).
+pub fn part_size_for(size: u64) -> u64 {
+    PART_SIZE.max(size.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB)
+}
+
+async fn restore_one(
+    sink: &dyn ObjectSink,
+    path: &Path,
+    entry: &Entry,
+    dest: Option<(ETag, u64)>,
+    dry_run: bool,
+) -> Result<Done, String> {
+    let key = Key::new(entry.record.key.clone()).map_err(|e| e.to_string())?;
+    let (file, record) = open_copy(path, entry).map_err(|e| format!("{}: {e}", path.display()))?;
+    let size = record.size;
+    if let Some((etag, dest_size)) = dest
+        && dest_size == size
+        && identical(file.clone(), &record, &etag)
+            .await
+            .map_err(|e| format!("{}: {e}", path.display()))?
+    {
+        return Ok(Done::Skipped);
+    }
+    let part_size = part_size_for(size);
+    let parts = if size > MULTIPART_THRESHOLD {
+        size.div_ceil(part_size)
+    } else {
+        1
+    };
+    if dry_run {
+        return Ok(Done::Uploaded { parts });
+    }
+    let expected = expected_md5(&record);
+    if parts == 1 {
+        let data = read_part(file, 0, size)
+            .await
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let actual = super::md5_hex(&data);
+        check_hash(&actual, expected.as_deref())?;
+        sink.put(key, data, PutOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(Done::Uploaded { parts });
+    }
+    let upload = sink
+        .create_multipart(key.clone(), PutOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let result: Result<(), String> = async {
+        let mut hasher = md5::Md5::new();
+        let mut tags = Vec::new();
+        for n in 0..parts {
+            let start = n * part_size;
+            let len = part_size.min(size - start);
+            let data = read_part(file.clone(), start, len)
+                .await
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            hasher.update(&data);
+            let etag = sink
+                .upload_part(key.clone(), upload.clone(), n as u32 + 1, data)
+                .await
+                .map_err(|e| e.to_string())?;
+            tags.push(PartTag {
+                number: n as u32 + 1,
+                etag,
+            });
+        }
+        check_hash(&hex(&hasher.finalize()), expected.as_deref())?;
+        sink.complete_multipart(key.clone(), upload.clone(), tags)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+    .await;
+    if let Err(error) = result {
+        if let Err(e) = sink.abort_multipart(key, upload).await {
+            tracing::warn!("cannot abort the multipart upload: {e}");
+        }
+        return Err(error);
+    }
+    Ok(Done::Uploaded { parts })
+}
+
+/// Opens the copy and reads its record from the open file, so the bytes and the
+/// record belong together even if a prefetch replaces the copy meanwhile.
+fn open_copy(path: &Path, entry: &Entry) -> io::Result<(Arc<File>, Record)> {
+    let file = File::open(path)?;
+    let record = read_record_of(&file)
+        .ok_or_else(|| io::Error::other("the copy lost its record (replaced by hand?)"))?;
+    if record.key != entry.record.key {
+        return Err(io::Error::other(
+            "the copy now holds another key; run restore again",
+        ));
+    }
+    let len = if entry.directory {
+        0
+    } else {
+        file.metadata()?.len()
+    };
+    if len != record.size {
+        return Err(io::Error::other(format!(
+            "{len} bytes on disk, {} recorded: the copy is corrupt, run verify and prefetch",
+            record.size
+        )));
+    }
+    Ok((Arc::new(file), record))
+}
+
+/// The MD5 the bytes must have, if known.
+fn expected_md5(record: &Record) -> Option<String> {
+    record.md5.clone().or_else(|| {
+        ETag::new(&record.etag)
+            .looks_like_md5()
+            .then(|| record.etag.trim_matches('"').to_ascii_lowercase())
+    })
+}
+
+fn check_hash(actual: &str, expected: Option<&str>) -> Result<(), String> {
+    match expected {
+        Some(expected) if expected != actual => Err(format!(
+            "the local copy hashes to MD5 {actual}, not the recorded {expected}: it is corrupt, nothing was restored (run verify, then prefetch)"
+        )),
+        _ => Ok(()),
+    }
+}
+
+async fn read_part(file: Arc<File>, offset: u64, len: u64) -> io::Result<Bytes> {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; len as usize];
+        file.read_exact_at(&mut buf, offset)?;
+        Ok(Bytes::from(buf))
+    })
+    .await
+    .expect("read does not panic")
+}
+
+/// Whether the destination's object (same size) holds the copy's bytes: its ETag is
+/// the one recorded, the copy's MD5, or the multipart ETag the copy's bytes get with
+/// one of the part sizes uploaders commonly use.
+async fn identical(file: Arc<File>, record: &Record, dest: &ETag) -> io::Result<bool> {
+    if dest.as_str() == record.etag {
+        return Ok(true);
+    }
+    let inner = dest.as_str().trim_matches('"');
+    if dest.looks_like_md5() {
+        return Ok(expected_md5(record).is_some_and(|m| m.eq_ignore_ascii_case(inner)));
+    }
+    let Some(parts) = inner
+        .rsplit_once('-')
+        .and_then(|(_, n)| n.parse::<u64>().ok())
+        .filter(|n| *n > 0)
+    else {
+        return Ok(false);
+    };
+    let size = record.size;
+    let candidates = candidate_part_sizes(size, parts);
+    if candidates.is_empty() {
+        return Ok(false);
+    }
+    let want = inner.to_ascii_lowercase();
+    tokio::task::spawn_blocking(move || {
+        Ok(multipart_etags(&file, size, &candidates)?.contains(&want))
+    })
+    .await
+    .expect("hashing does not panic")
+}
+
+/// Part sizes that split `size` bytes into exactly `parts` parts: this tool's, the
+/// common 5, 8 and 16 MiB, and size/parts rounded up to a MiB.
+pub fn candidate_part_sizes(size: u64, parts: u64) -> Vec<u64> {
+    let mut sizes = vec![
+        part_size_for(size),
+        5 * MIB,
+        8 * MIB,
+        16 * MIB,
+        size.div_ceil(parts).div_ceil(MIB) * MIB,
+    ];
+    sizes.sort();
+    sizes.dedup();
+    sizes.retain(|p| *p > 0 && size.div_ceil(*p) == parts);
+    sizes
+}
+
+/// The multipart ETags (`md5(md5(part 1) .. md5(part N))-N`, unquoted) of the file
+/// for each part size, in one read of the file.
+pub fn multipart_etags(file: &File, size: u64, part_sizes: &[u64]) -> io::Result<Vec<String>> {
+    struct State {
+        part: u64,
+        current: md5::Md5,
+        digests: Vec<u8>,
+        count: u64,
+    }
+    let mut states: Vec<State> = part_sizes
+        .iter()
+        .map(|p| State {
+            part: *p,
+            current: md5::Md5::new(),
+            digests: Vec::new(),
+            count: 0,
+        })
+        .collect();
+    let mut buf = vec![0u8; MIB as usize];
+    let mut offset = 0u64;
+    while offset < size {
+        let want = (size - offset).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..want], offset)?;
+        let mut chunk = &buf[..want];
+        let mut at = offset;
+        while !chunk.is_empty() {
+            // Feed each state up to its next part boundary; parts are whole MiBs or larger,
+            // but the last read may end anywhere.
+            let step = states
+                .iter()
+                .map(|s| s.part - at % s.part)
+                .min()
+                .unwrap_or(chunk.len() as u64)
+                .min(chunk.len() as u64) as usize;
+            for s in &mut states {
+                s.current.update(&chunk[..step]);
+                if (at + step as u64) % s.part == 0 {
+                    let done = std::mem::replace(&mut s.current, md5::Md5::new());
+                    s.digests.extend_from_slice(&done.finalize());
+                    s.count += 1;
+                }
+            }
+            chunk = &chunk[step..];
+            at += step as u64;
+        }
+        offset += want as u64;
+    }
+    Ok(states
+        .into_iter()
+        .map(|mut s| {
+            if size % s.part != 0 {
+                let done = std::mem::replace(&mut s.current, md5::Md5::new());
+                s.digests.extend_from_slice(&done.finalize());
+                s.count += 1;
+            }
+            format!("{}-{}", hex(&md5::Md5::digest(&s.digests)), s.count)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn reference_etag(data: &[u8], part: usize) -> String {
+        let mut digests = Vec::new();
+        for chunk in data.chunks(part) {
+            digests.extend_from_slice(&md5::Md5::digest(chunk));
+        }
+        format!(
+            "{}-{}",
+            hex(&md5::Md5::digest(&digests)),
+            data.len().div_ceil(part)
+        )
+    }
+
+    #[test]
+    fn multipart_etags_match_a_straightforward_computation() {
+        let data: Vec<u8> = (0..(21 * MIB + 12345))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&data).unwrap();
+        let sizes = [5 * MIB, 8 * MIB, 16 * MIB, 7 * MIB];
+        let etags = multipart_etags(&file, data.len() as u64, &sizes).unwrap();
+        for (etag, part) in etags.iter().zip(sizes) {
+            assert_eq!(*etag, reference_etag(&data, part as usize), "part {part}");
+        }
+        // Exactly on a part boundary.
+        let exact = &data[..(16 * MIB) as usize];
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(exact).unwrap();
+        let etags = multipart_etags(&file, exact.len() as u64, &[8 * MIB]).unwrap();
+        assert_eq!(etags[0], reference_etag(exact, (8 * MIB) as usize));
+    }
+
+    #[test]
+    fn candidate_part_sizes_give_the_part_count() {
+        let size = 40 * MIB + 1;
+        assert_eq!(candidate_part_sizes(size, 9), vec![5 * MIB]);
+        assert_eq!(candidate_part_sizes(size, 6), vec![7 * MIB, 8 * MIB]);
+        assert_eq!(candidate_part_sizes(size, 3), vec![14 * MIB, 16 * MIB]);
+        assert!(candidate_part_sizes(size, 1000).is_empty());
+    }
+
+    #[test]
+    fn part_sizes_keep_within_the_part_limit() {
+        assert_eq!(part_size_for(1), PART_SIZE);
+        let huge: u64 = 5 << 40;
+        assert!(huge.div_ceil(part_size_for(huge)) <= MAX_PARTS);
+    }
+}
