@@ -2,6 +2,7 @@
 //! proxy in front of it, bucket helpers, and a runner for the s3mirrorfs binary.
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod mount;
 pub mod proxy;
 
