@@ -327,6 +327,13 @@ mod tests {
             .map(Into::into)
             .collect();
         assert_eq!(fstab_args(normal.clone()), normal);
+        for command in ["status", "verify", "restore", "archive"] {
+            let args: Vec<std::ffi::OsString> = ["s3mirrorfs", command, "b", "x"]
+                .iter()
+                .map(Into::into)
+                .collect();
+            assert_eq!(fstab_args(args.clone()), args, "{command} is not a mount");
+        }
     }
 
     #[test]

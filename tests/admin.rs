@@ -729,3 +729,48 @@ fn archive_refuses_bad_input() {
     assert!(error_line(&output).contains("no AWS credentials"));
     assert!(bucket.keys().is_empty());
 }
+
+#[test]
+fn verify_checks_copies_recorded_before_content_hashes_by_etag_or_size() {
+    use s3mirrorfs::mirror::{RECORD_XATTR, Record, read_record};
+    let bucket = Bucket::create("verify-old");
+    bucket.put("single", &data(1, 4000));
+    bucket.put_multipart("multi", &data(2, 6 * MIB), 5 * MIB);
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = mirror_of(&bucket, dir.path());
+    for key in ["single", "multi"] {
+        let path = mirror.join(key);
+        let old = Record {
+            md5: None,
+            ..read_record(&path).unwrap()
+        };
+        let file = fs::File::open(&path).unwrap();
+        s3mirrorfs::sys::fset_xattr(&file, RECORD_XATTR, &old.encode()).unwrap();
+    }
+    let (output, report) = verify(&bucket.name, &mirror, &[]);
+    assert!(
+        output.status.success(),
+        "unchecked is not a failure: {report}"
+    );
+    assert_eq!(
+        problems(&report),
+        vec![("unchecked".into(), "multi".into())]
+    );
+    assert!(
+        report["problems"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no recorded hash")
+    );
+    rot(&mirror.join("single"), 5);
+    rot(&mirror.join("multi"), 5);
+    let (output, report) = verify(&bucket.name, &mirror, &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        problems(&report),
+        vec![
+            ("corrupt".into(), "single".into()),
+            ("unchecked".into(), "multi".into())
+        ]
+    );
+}

@@ -201,18 +201,29 @@ impl MirrorView {
     }
 }
 
-/// Whether `/proc/locks` shows an flock on `file`; `None` if it cannot tell.
+/// Whether `/proc/locks` shows an flock on `file`; `None` if it cannot tell alone.
 fn held_per_proc_locks(file: &File) -> Option<bool> {
     let meta = file.metadata().ok()?;
     let text = fs::read_to_string("/proc/locks").ok()?;
     let dev = meta.dev();
     let (major, minor) = (libc::major(dev), libc::minor(dev));
     let wanted = format!("{major:02x}:{minor:02x}:{}", meta.ino());
-    Some(text.lines().any(|line| {
+    let inode = format!(":{}", meta.ino());
+    let mut same_inode_elsewhere = false;
+    for line in text.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         // "1: FLOCK  ADVISORY  WRITE 7576 fe:00:5324941 0 EOF"; blocked waiters ("->") aside.
-        fields.get(1) == Some(&"FLOCK") && fields.get(5) == Some(&wanted.as_str())
-    }))
+        if fields.get(1) != Some(&"FLOCK") {
+            continue;
+        }
+        match fields.get(5) {
+            Some(id) if *id == wanted => return Some(true),
+            Some(id) if id.ends_with(&inode) => same_inode_elsewhere = true,
+            _ => {}
+        }
+    }
+    // Stacked filesystems (overlayfs) may show the lower device: then only a probe can tell.
+    (!same_inode_elsewhere).then_some(false)
 }
 
 /// Walks the key tree and the renamed directory for recorded files and marker directories.
