@@ -81,7 +81,8 @@ impl RestoreReport {
             "uploaded"
         };
         let show = |key: &str| Key::new(key).map(|k| k.to_string()).unwrap_or_default();
-        for a in &self.uploaded {
+        // A real run logs each upload as it goes; the list is for a dry run.
+        for a in self.uploaded.iter().filter(|_| self.dry_run) {
             let how = if a.parts > 1 {
                 format!(", {} parts", a.parts)
             } else {
@@ -92,9 +93,6 @@ impl RestoreReport {
                 show(&a.key),
                 human_bytes(a.size)
             ));
-        }
-        for key in &self.skipped {
-            out.push_str(&format!("identical {}\n", show(key)));
         }
         for f in &self.failed {
             out.push_str(&format!("failed {}: {}\n", show(&f.key), f.error));

@@ -88,6 +88,9 @@ pub struct VerifyReport {
     pub unreadable: u64,
     /// Whether every object has an intact, current copy.
     pub whole: bool,
+    /// Without `--remote`: whether a prefetch left an index to compare with (if not,
+    /// only the copies themselves were checked).
+    pub indexed: bool,
     pub problems: Vec<Problem>,
 }
 
@@ -136,6 +139,9 @@ impl VerifyReport {
             self.extra,
             self.unchecked
         ));
+        if !self.indexed {
+            out.push_str("no prefetch has saved an index of its listing yet: copies deleted by hand cannot be told; use --remote\n");
+        }
         if self.whole {
             out.push_str("the backup is whole\n");
         } else {
@@ -186,6 +192,7 @@ pub async fn run(
     } else {
         HashMap::new()
     };
+    report.indexed = listing.is_some() || !index.is_empty();
     let (entries, errors) = view.entries();
     for e in errors {
         report.add(
