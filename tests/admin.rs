@@ -204,6 +204,9 @@ fn status_of_no_mirror_is_an_error_and_creates_nothing() {
     assert_eq!(output.status.code(), Some(2));
     assert!(error_line(&output).contains("not an s3mirrorfs mirror"));
     assert!(!dir.path().join(".s3mirrorfs").exists());
+    let output = s3mirrorfs().args(["status", "--bogus"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(error_line(&output).contains("--bogus"));
 }
 
 // ---- verify ----
@@ -518,6 +521,12 @@ fn restore_refuses_bad_input() {
     let output = run("bad bucket", &mirror).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(error_line(&output).contains("not a valid bucket name"));
+    let output = run(&source.name, &mirror)
+        .args(["--concurrency", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(error_line(&output).contains("--concurrency"));
 }
 
 // ---- archive ----
