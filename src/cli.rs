@@ -215,8 +215,8 @@ pub struct ArchiveArgs {
     /// KMS key for --sse aws:kms (default: the account's S3 key).
     #[arg(long, value_name = "KEY_ID")]
     pub sse_kms_key_id: Option<String>,
-    /// Archives of this directory to keep under the prefix, the new one included.
-    #[arg(long, value_name = "N", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    /// Archives of this directory to keep under the prefix, the new one included; 0 keeps all.
+    #[arg(long, value_name = "N", default_value_t = 7, value_parser = clap::value_parser!(u32).range(0..=10000))]
     pub keep: u32,
     /// Print one JSON object instead of text.
     #[arg(long)]

@@ -317,6 +317,6 @@ async fn archive_command(args: ArchiveArgs) -> ExitCode {
         result,
         args.json,
         |r| r.render(),
-        |r| r.delete_failures.is_empty(),
+        |r| r.delete_failures.is_empty() && r.retention_error.is_none(),
     )
 }

@@ -720,7 +720,7 @@ fn archive_refuses_bad_input() {
     let output = run(&[src_arg, &target, "--sse", "DES"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(error_line(&output).contains("DES"));
-    let output = run(&[src_arg, &target, "--keep", "0"]);
+    let output = run(&[src_arg, &target, "--keep", "many"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(error_line(&output).contains("--keep"));
     let output = run(&[src_arg, &target, "--sse-kms-key-id", "k"]);
@@ -782,4 +782,37 @@ fn verify_checks_copies_recorded_before_content_hashes_by_etag_or_size() {
             ("unchecked".into(), "multi".into())
         ]
     );
+}
+
+#[test]
+fn archive_with_put_object_only_works_when_nothing_is_to_be_deleted() {
+    let bucket = Bucket::create("archive-put-only");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("app");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("f"), b"data").unwrap();
+    bucket.put("p/app-20200101T000000Z.tar.zst", b"old");
+    // A role allowed PutObject on the prefix and nothing else.
+    let proxy = Proxy::start(moto_port());
+    proxy.fail("list-type=2", 403, "AccessDenied");
+    let target = format!("{}/p", bucket.name);
+    let mut command = admin_command(&["archive"], &proxy.endpoint());
+    command.arg(&src).arg(&target).args(["--keep", "0"]);
+    let (output, report) = run_json(&mut command);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(report["deleted"].as_array().unwrap().len(), 0);
+    // With a retention count the archive is made, and the run says the clean-up failed.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let mut command = admin_command(&["archive"], &proxy.endpoint());
+    command.arg(&src).arg(&target).args(["--keep", "1"]);
+    let (output, report) = run_json(&mut command);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        report["retention_error"]
+            .as_str()
+            .unwrap()
+            .contains("access denied"),
+        "{report}"
+    );
+    assert_eq!(archive_keys(&bucket, "p/").len(), 3, "nothing was deleted");
 }

@@ -37,7 +37,8 @@ pub struct ArchiveOptions {
     pub source: PathBuf,
     /// Key prefix ("" or ending in `/`).
     pub prefix: String,
-    /// Archives of this directory to keep, the new one included (at least 1).
+    /// Archives of this directory to keep, the new one included; 0 keeps them all
+    /// (and needs no permission beyond PutObject).
     pub keep: usize,
     pub encryption: Encryption,
     /// Size of the first parts (tests use the minimum).
@@ -70,6 +71,9 @@ pub struct ArchiveReport {
     /// Older archives of the same directory removed by the retention count.
     pub deleted: Vec<String>,
     pub delete_failures: Vec<DeleteFailure>,
+    /// Why old archives could not be looked for, if they could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_error: Option<String>,
     /// Special files (sockets) that cannot be archived and were left out.
     pub skipped: Vec<String>,
 }
@@ -95,6 +99,9 @@ impl ArchiveReport {
         }
         for key in &self.deleted {
             out.push_str(&format!("deleted old archive s3://{}/{key}\n", self.bucket));
+        }
+        if let Some(e) = &self.retention_error {
+            out.push_str(&format!("{e}\n"));
         }
         for f in &self.delete_failures {
             out.push_str(&format!(
@@ -137,9 +144,6 @@ pub async fn run(
     options: &ArchiveOptions,
 ) -> Result<ArchiveReport, AdminError> {
     let (source, name) = archive_name(&options.source)?;
-    if options.keep == 0 {
-        return Err(AdminError::Invalid("--keep must be at least 1".into()));
-    }
     let key = free_key(store, &options.prefix, &name).await?;
     let mut report = ArchiveReport {
         bucket: sink.bucket().to_string(),
@@ -184,8 +188,18 @@ pub async fn run(
         (Err(e), Ok(_)) => return Err(e.into()),
     }
 
-    let mut archives: Vec<String> = list_all(store, &format!("{}{name}-", options.prefix))
-        .await?
+    if options.keep == 0 {
+        return Ok(report);
+    }
+    let listed = match list_all(store, &format!("{}{name}-", options.prefix)).await {
+        Ok(listed) => listed,
+        Err(e) => {
+            // The archive is safe in S3; only the clean-up could not run.
+            report.retention_error = Some(format!("cannot list old archives for --keep: {e}"));
+            return Ok(report);
+        }
+    };
+    let mut archives: Vec<String> = listed
         .into_iter()
         .map(|o| o.key.as_str().to_string())
         .filter(|k| is_archive_of(k, &options.prefix, &name))
@@ -214,8 +228,17 @@ async fn free_key(store: &dyn ObjectStore, prefix: &str, name: &str) -> Result<K
     loop {
         let now = SystemTime::now();
         let key = format!("{prefix}{name}-{}{ARCHIVE_SUFFIX}", utc::compact(now));
-        // Listing also proves the bucket exists and the credentials work before any file is read.
-        let page = store.list_page(&key, false, None).await?;
+        // Listing also proves the bucket exists and the credentials work before any
+        // file is read. A role allowed only PutObject cannot list: then the check is
+        // skipped, as the second in the key makes a clash unlikely.
+        let page = match store.list_page(&key, false, None).await {
+            Ok(page) => page,
+            Err(StoreError::AccessDenied { .. }) => {
+                tracing::debug!("listing denied; not checking whether {key} exists");
+                return Ok(Key::new(key)?);
+            }
+            Err(e) => return Err(e.into()),
+        };
         if !page.objects.iter().any(|o| o.key.as_str() == key) {
             return Ok(Key::new(key)?);
         }
