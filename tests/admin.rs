@@ -816,3 +816,33 @@ fn archive_with_put_object_only_works_when_nothing_is_to_be_deleted() {
     );
     assert_eq!(archive_keys(&bucket, "p/").len(), 3, "nothing was deleted");
 }
+
+#[test]
+fn a_marker_directory_from_before_marker_records_still_counts() {
+    let bucket = Bucket::create("verify-marker");
+    bucket.put("photos/", b"");
+    bucket.put("photos/a.jpg", b"a");
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = mirror_of(&bucket, dir.path());
+    assert_eq!(status(&mirror).1["markers"], 1);
+    // Older versions made the directory without a record.
+    let stripped = std::process::Command::new("setfattr")
+        .args(["-x", "user.s3mirrorfs"])
+        .arg(mirror.join("photos"))
+        .status()
+        .unwrap();
+    assert!(stripped.success());
+    assert_eq!(status(&mirror).1["markers"], 0);
+    for extra in [&[][..], &["--remote"][..]] {
+        let (output, report) = verify(&bucket.name, &mirror, extra);
+        assert!(output.status.success(), "{extra:?}: {report}");
+    }
+    // The next prefetch records it, so restore can put it back.
+    let (output, _) = prefetch(&bucket.name, &mirror, &endpoint(), &[]);
+    assert!(output.status.success());
+    assert_eq!(status(&mirror).1["markers"], 1);
+    let dest = Bucket::create("verify-marker-dst");
+    let (output, _) = restore(&dest.name, &mirror, &[]);
+    assert!(output.status.success());
+    assert_eq!(dest.keys(), vec!["photos/".to_string(), "photos/a.jpg".to_string()]);
+}

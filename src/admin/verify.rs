@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use super::{AdminError, under};
+use crate::layout::{Placement, place_alone};
 use crate::mirror::Record;
 use crate::mirror::inventory::{CORRUPT_MARK, Entry, MirrorView, mark_corrupt, read_record_of};
 use crate::prefetch::progress::human_bytes;
@@ -259,8 +260,12 @@ pub async fn run(
         expected_keys.insert(key.as_str());
         match local.get(key.as_str()) {
             None => {
-                let marker_dir = path.as_deref().map(|p| dir.join(p)).filter(|p| p.is_dir());
-                if *size == 0 && key.ends_with('/') && marker_dir.is_some() {
+                let marker_dir = match (path, place_alone(key, *size)) {
+                    (Some(p), _) => Some(dir.join(p)),
+                    (None, Placement::Directory(p)) => Some(dir.join(p)),
+                    (None, _) => None,
+                };
+                if *size == 0 && key.ends_with('/') && marker_dir.is_some_and(|p| p.is_dir()) {
                     // A marker directory made before markers carried a record.
                     continue;
                 }
