@@ -844,5 +844,32 @@ fn a_marker_directory_from_before_marker_records_still_counts() {
     let dest = Bucket::create("verify-marker-dst");
     let (output, _) = restore(&dest.name, &mirror, &[]);
     assert!(output.status.success());
-    assert_eq!(dest.keys(), vec!["photos/".to_string(), "photos/a.jpg".to_string()]);
+    assert_eq!(
+        dest.keys(),
+        vec!["photos/".to_string(), "photos/a.jpg".to_string()]
+    );
+}
+
+#[test]
+fn a_failed_part_upload_aborts_the_archive_and_names_the_s3_error() {
+    let bucket = Bucket::create("archive-part-fails");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("app");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("big.bin"), data(4, 17 * MIB)).unwrap();
+    let proxy = Proxy::start(moto_port());
+    proxy.fail("partNumber=2", 403, "AccessDenied");
+    let output = admin_command(&["archive"], &proxy.endpoint())
+        .arg(&src)
+        .arg(format!("{}/p", bucket.name))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let line = error_line(&output);
+    assert!(line.contains("access denied: UploadPart"), "{line}");
+    assert!(archive_keys(&bucket, "").is_empty());
+    assert!(
+        bucket.open_uploads().is_empty(),
+        "the multipart upload was aborted"
+    );
 }

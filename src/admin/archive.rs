@@ -178,14 +178,19 @@ pub async fn run(
             report.bytes_read = stats.bytes;
             report.skipped = stats.skipped;
         }
-        // The archiver's error says why (an unreadable file); the upload only saw the stream end.
-        (_, Err(e)) => {
+        // The stream ended early: the archiver's error says why (an unreadable file).
+        (Err(Ended::Early), Err(e)) | (Ok(_), Err(e)) => {
             return Err(AdminError::Invalid(format!(
                 "archive of {} failed, nothing was uploaded: {e}",
                 source.display()
             )));
         }
-        (Err(e), Ok(_)) => return Err(e.into()),
+        // S3 failed: the archiver only saw the upload stop.
+        (Err(Ended::Store(e)), _) => return Err(e.into()),
+        // Cannot happen (a successful archiver always ends the stream); said rather than panicked.
+        (Err(Ended::Early), Ok(_)) => {
+            return Err(AdminError::Invalid("the archive stream ended early".into()));
+        }
     }
 
     if options.keep == 0 {
@@ -258,6 +263,19 @@ enum Chunk {
     Last(Bytes),
 }
 
+/// Why an upload did not complete.
+enum Ended {
+    /// The stream stopped before its end: the archiver failed and says why.
+    Early,
+    Store(StoreError),
+}
+
+impl From<StoreError> for Ended {
+    fn from(e: StoreError) -> Ended {
+        Ended::Store(e)
+    }
+}
+
 /// Uploads the stream: one PUT if it fits in one part, else a multipart upload that
 /// is aborted if the stream or an upload fails. Returns (bytes, parts).
 async fn upload(
@@ -265,8 +283,8 @@ async fn upload(
     key: &Key,
     put: PutOptions,
     mut rx: mpsc::Receiver<Chunk>,
-) -> Result<(u64, u64), StoreError> {
-    let ended = || StoreError::Other("the archive stream ended early".into());
+) -> Result<(u64, u64), Ended> {
+    let ended = || Ended::Early;
     let first = match rx.recv().await {
         None => return Err(ended()),
         Some(Chunk::Last(data)) => {
@@ -277,7 +295,7 @@ async fn upload(
         Some(Chunk::Part(data)) => data,
     };
     let upload = sink.create_multipart(key.clone(), put).await?;
-    let result: Result<(u64, u64), StoreError> = async {
+    let result: Result<(u64, u64), Ended> = async {
         let mut tags = Vec::new();
         let mut bytes = 0u64;
         let mut next = Some(first);
