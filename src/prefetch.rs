@@ -128,6 +128,16 @@ pub struct LastPrefetch {
     pub seconds: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The keys that failed, and why.
+    #[serde(default)]
+    pub failures: Vec<FailedKey>,
+}
+
+/// A key the last prefetch could not mirror.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct FailedKey {
+    pub key: String,
+    pub error: String,
 }
 
 /// Saves how this run ended, atomically; a failure to save is logged, never fatal,
@@ -157,6 +167,14 @@ fn save_last_run(mirror: &Mirror, summary: &Summary, result: &Result<(), Prefetc
         bytes: summary.bytes,
         seconds: summary.seconds,
         error,
+        failures: summary
+            .failures
+            .iter()
+            .map(|f| FailedKey {
+                key: f.key.clone(),
+                error: f.error.clone(),
+            })
+            .collect(),
     };
     let json = serde_json::to_vec_pretty(&last).expect("summary serializes");
     if let Err(e) = mirror.write_state_file(LAST_PREFETCH_FILE, &json) {

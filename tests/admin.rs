@@ -873,3 +873,30 @@ fn a_failed_part_upload_aborts_the_archive_and_names_the_s3_error() {
         "the multipart upload was aborted"
     );
 }
+
+#[test]
+fn status_shows_a_partial_prefetch_and_its_failed_keys() {
+    let bucket = Bucket::create("status-partial");
+    bucket.put("ok", b"fine");
+    bucket.put("secret/one", b"denied");
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("mirror");
+    let proxy = Proxy::start(moto_port());
+    proxy.fail("secret/one", 403, "AccessDenied");
+    let (output, _) = prefetch(&bucket.name, &mirror, &proxy.endpoint(), &[]);
+    assert_eq!(output.status.code(), Some(1));
+    let (output, report) = status(&mirror);
+    assert!(output.status.success());
+    let last = &report["last_prefetch"];
+    assert_eq!(last["outcome"], "partial");
+    assert_eq!(last["failed"], 1);
+    assert_eq!(last["failures"][0]["key"], "secret/one");
+    assert_eq!(report["objects"], 1);
+    let text = s3mirrorfs()
+        .args(["status", "--mirror-dir"])
+        .arg(&mirror)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("failed:       secret/one"), "{text}");
+}

@@ -99,6 +99,19 @@ impl StatusReport {
                 if let Some(error) = &p.error {
                     out.push_str(&format!("                {error}\n"));
                 }
+                const SHOWN: usize = 5;
+                for f in p.failures.iter().take(SHOWN) {
+                    let key = crate::store::Key::new(f.key.clone())
+                        .map(|k| k.to_string())
+                        .unwrap_or_default();
+                    out.push_str(&format!("  failed:       {key}: {}\n", f.error));
+                }
+                if p.failures.len() > SHOWN {
+                    out.push_str(&format!(
+                        "  failed:       and {} more (status --json lists them)\n",
+                        p.failures.len() - SHOWN
+                    ));
+                }
             }
         }
         match &self.locked_by {
