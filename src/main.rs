@@ -220,12 +220,13 @@ fn block_on(command: impl std::future::Future<Output = ExitCode>) -> ExitCode {
     }
 }
 
-/// Prints a report as one JSON object or as text; the exit code says whether all is well.
+/// Prints a report as one JSON object or as text; `exit` gives the status from it
+/// (0 all well, 1 problems found, 2 the command could not go on).
 fn report<T: serde::Serialize>(
     result: Result<T, AdminError>,
     json: bool,
     render: impl Fn(&T) -> String,
-    healthy: impl Fn(&T) -> bool,
+    exit: impl Fn(&T) -> u8,
 ) -> ExitCode {
     match result {
         Err(e) => {
@@ -241,11 +242,7 @@ fn report<T: serde::Serialize>(
             } else {
                 print!("{}", render(&report));
             }
-            if healthy(&report) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
+            ExitCode::from(exit(&report))
         }
     }
 }
@@ -255,7 +252,7 @@ fn status_command(args: &StatusArgs) -> ExitCode {
         admin::status::run(&args.mirror_dir),
         args.json,
         |r| r.render(),
-        |_| true,
+        |_| 0,
     )
 }
 
@@ -274,7 +271,7 @@ async fn verify_command(args: VerifyArgs) -> ExitCode {
         store.as_ref().map(|s| s as &dyn ObjectStore),
     )
     .await;
-    report(result, args.json, |r| r.render(), |r| r.whole)
+    report(result, args.json, |r| r.render(), |r| u8::from(!r.whole))
 }
 
 async fn restore_command(args: RestoreArgs) -> ExitCode {
@@ -286,7 +283,17 @@ async fn restore_command(args: RestoreArgs) -> ExitCode {
         concurrency: usize::from(args.concurrency),
     };
     let result = admin::restore::run(&args.mirror_dir, s3.as_ref(), sink, &options).await;
-    report(result, args.json, |r| r.render(), |r| r.failed.is_empty())
+    if let Ok(restored) = &result
+        && let Some(e) = &restored.error
+    {
+        eprintln!("error: restore stopped: {e}");
+    }
+    let exit = |r: &admin::restore::RestoreReport| match (&r.error, r.failed.is_empty()) {
+        (Some(_), _) => 2,
+        (None, false) => 1,
+        (None, true) => 0,
+    };
+    report(result, args.json, |r| r.render(), exit)
 }
 
 async fn archive_command(args: ArchiveArgs) -> ExitCode {
@@ -317,6 +324,6 @@ async fn archive_command(args: ArchiveArgs) -> ExitCode {
         result,
         args.json,
         |r| r.render(),
-        |r| r.delete_failures.is_empty() && r.retention_error.is_none(),
+        |r| u8::from(!r.delete_failures.is_empty() || r.retention_error.is_some()),
     )
 }

@@ -900,3 +900,38 @@ fn status_shows_a_partial_prefetch_and_its_failed_keys() {
     let text = String::from_utf8(text.stdout).unwrap();
     assert!(text.contains("failed:       secret/one"), "{text}");
 }
+
+#[test]
+fn restore_stops_when_s3_goes_away_and_lists_what_it_did_not_attempt() {
+    let source = Bucket::create("restore-away-src");
+    for i in 0..6 {
+        source.put(&format!("k{i}"), b"v");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = mirror_of(&source, dir.path());
+    let dest = Bucket::create("restore-away-dst");
+    let proxy = Proxy::start(moto_port());
+    proxy.fail("x-id=PutObject", 503, "ServiceUnavailable");
+    let mut command = admin_command(&["restore", &dest.name], &proxy.endpoint());
+    command
+        .arg("--mirror-dir")
+        .arg(&mirror)
+        .args(["--concurrency", "1", "--max-attempts", "1"]);
+    let (output, report) = run_json(&mut command);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(error_line(&output).contains("restore stopped"));
+    let failed = report["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 6, "{report}");
+    let not_attempted = failed
+        .iter()
+        .filter(|f| f["error"].as_str().unwrap().starts_with("not attempted"))
+        .count();
+    assert_eq!(not_attempted, 5, "{report}");
+    let puts = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PUT")
+        .count();
+    assert_eq!(puts, 1, "no upload after S3 went away");
+    assert!(dest.keys().is_empty());
+}

@@ -20,7 +20,7 @@ use super::{AdminError, under};
 use crate::mirror::inventory::{Entry, MirrorView, read_record_of};
 use crate::mirror::{Record, hex};
 use crate::prefetch::progress::human_bytes;
-use crate::store::{ETag, Key, ObjectSink, ObjectStore, PartTag, PutOptions, list_all};
+use crate::store::{ETag, Key, ObjectSink, ObjectStore, PartTag, PutOptions, StoreError, list_all};
 
 /// Size of the parts a restore uploads.
 pub const PART_SIZE: u64 = 8 << 20;
@@ -69,6 +69,10 @@ pub struct RestoreReport {
     /// Already identical in the destination.
     pub skipped: Vec<String>,
     pub failed: Vec<RestoreFailure>,
+    /// Set when the restore stopped early (endpoint gone, credentials lost); the
+    /// objects not attempted are in `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl RestoreReport {
@@ -162,7 +166,7 @@ pub async fn run(
     let mut tasks = JoinSet::new();
     let mut queue = work.into_iter();
     loop {
-        while tasks.len() < options.concurrency.max(1) {
+        while report.error.is_none() && tasks.len() < options.concurrency.max(1) {
             let Some((entry, dest)) = queue.next() else {
                 break;
             };
@@ -192,10 +196,25 @@ pub async fn run(
                     parts,
                 });
             }
-            Err(error) => {
-                tracing::error!(key = %show(&key), "cannot restore: {error}");
-                report.failed.push(RestoreFailure { key, error });
+            Err(failed) => {
+                tracing::error!(key = %show(&key), "cannot restore: {}", failed.message);
+                if failed.stops_run && report.error.is_none() {
+                    tracing::error!("not starting further uploads");
+                    report.error = Some(failed.message.clone());
+                }
+                report.failed.push(RestoreFailure {
+                    key,
+                    error: failed.message,
+                });
             }
+        }
+    }
+    if let Some(reason) = &report.error {
+        for (entry, _) in queue {
+            report.failed.push(RestoreFailure {
+                key: entry.record.key,
+                error: format!("not attempted: {reason}"),
+            });
         }
     }
     report.uploaded.sort_by(|a, b| a.key.cmp(&b.key));
@@ -213,6 +232,38 @@ enum Done {
     Uploaded { parts: u64 },
 }
 
+/// Why one object was not restored, and whether the others can still be.
+struct Failed {
+    message: String,
+    /// S3 is gone or refuses everyone (no endpoint, no credentials, no bucket):
+    /// every further object would fail the same way, after its retries.
+    stops_run: bool,
+}
+
+impl From<StoreError> for Failed {
+    fn from(e: StoreError) -> Failed {
+        Failed {
+            stops_run: matches!(
+                e,
+                StoreError::Unreachable(_)
+                    | StoreError::Timeout(_)
+                    | StoreError::Credentials(_)
+                    | StoreError::NoSuchBucket(_)
+            ),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<String> for Failed {
+    fn from(message: String) -> Failed {
+        Failed {
+            message,
+            stops_run: false,
+        }
+    }
+}
+
 /// The part size a restore uses for an object of `size` bytes (at most 10,000 parts).
 pub fn part_size_for(size: u64) -> u64 {
     PART_SIZE.max(size.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB)
@@ -224,7 +275,7 @@ async fn restore_one(
     entry: &Entry,
     dest: Option<(ETag, u64)>,
     dry_run: bool,
-) -> Result<Done, String> {
+) -> Result<Done, Failed> {
     let key = Key::new(entry.record.key.clone()).map_err(|e| e.to_string())?;
     let (file, record) = open_copy(path, entry).map_err(|e| format!("{}: {e}", path.display()))?;
     let size = record.size;
@@ -252,16 +303,13 @@ async fn restore_one(
             .map_err(|e| format!("{}: {e}", path.display()))?;
         let actual = super::md5_hex(&data);
         check_hash(&actual, expected.as_deref())?;
-        sink.put(key, data, PutOptions::default())
-            .await
-            .map_err(|e| e.to_string())?;
+        sink.put(key, data, PutOptions::default()).await?;
         return Ok(Done::Uploaded { parts });
     }
     let upload = sink
         .create_multipart(key.clone(), PutOptions::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    let result: Result<(), String> = async {
+        .await?;
+    let result: Result<(), Failed> = async {
         let mut hasher = md5::Md5::new();
         let mut tags = Vec::new();
         for n in 0..parts {
@@ -273,8 +321,7 @@ async fn restore_one(
             hasher.update(&data);
             let etag = sink
                 .upload_part(key.clone(), upload.clone(), n as u32 + 1, data)
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             tags.push(PartTag {
                 number: n as u32 + 1,
                 etag,
@@ -282,8 +329,7 @@ async fn restore_one(
         }
         check_hash(&hex(&hasher.finalize()), expected.as_deref())?;
         sink.complete_multipart(key.clone(), upload.clone(), tags)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         Ok(())
     }
     .await;
