@@ -459,6 +459,106 @@ fn append_tree<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::memory::MemoryStore;
+    use crate::store::memory::sink::MemorySink;
+    use std::sync::atomic::Ordering;
+
+    fn source() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let app = dir.path().join("app");
+        fs::create_dir_all(app.join("sub/empty")).unwrap();
+        // Incompressible, so the archive takes several small parts.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let noise: Vec<u8> = (0..3_000_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        fs::write(app.join("sub/noise"), &noise).unwrap();
+        fs::write(app.join("top"), b"top").unwrap();
+        std::os::unix::fs::symlink("top", app.join("link")).unwrap();
+        dir
+    }
+
+    fn options(dir: &Path, keep: usize) -> ArchiveOptions {
+        ArchiveOptions {
+            source: dir.join("app"),
+            prefix: "p/".into(),
+            keep,
+            encryption: Encryption::Kms {
+                key_id: Some("k1".into()),
+            },
+            part_size: 1 << 20,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_archive_unpacks_to_the_tree_and_old_ones_are_pruned() {
+        let dir = source();
+        let store = Arc::new(MemoryStore::new("b"));
+        for key in [
+            "p/app-20200101T000000Z.tar.zst",
+            "p/app-20210101T000000Z.tar.zst",
+            "p/app-notes.txt",
+            "p/apple-20200101T000000Z.tar.zst",
+        ] {
+            store.put(key, "x");
+        }
+        let sink = Arc::new(MemorySink::new(Arc::clone(&store)));
+        let report = run(store.as_ref(), sink.clone(), &options(dir.path(), 2))
+            .await
+            .unwrap();
+        assert!(report.parts >= 3, "{report:?}");
+        assert_eq!(report.files, 2);
+        assert_eq!(report.symlinks, 1);
+        assert_eq!(
+            report.deleted,
+            vec!["p/app-20200101T000000Z.tar.zst".to_string()]
+        );
+        assert!(store.bytes("p/app-20210101T000000Z.tar.zst").is_some());
+        assert!(store.bytes("p/app-notes.txt").is_some());
+        assert!(store.bytes("p/apple-20200101T000000Z.tar.zst").is_some());
+        assert_eq!(
+            sink.options.lock()[0].encryption,
+            Some(Encryption::Kms {
+                key_id: Some("k1".into())
+            })
+        );
+
+        let bytes = store.bytes(&report.key).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        tar::Archive::new(zstd::Decoder::new(&bytes[..]).unwrap())
+            .unpack(out.path())
+            .unwrap();
+        let unpacked = out.path().join("app");
+        assert_eq!(
+            fs::read(unpacked.join("sub/noise")).unwrap(),
+            fs::read(dir.path().join("app/sub/noise")).unwrap()
+        );
+        assert!(unpacked.join("sub/empty").is_dir());
+        assert_eq!(
+            fs::read_link(unpacked.join("link")).unwrap(),
+            Path::new("top")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_part_leaves_no_archive() {
+        let dir = source();
+        let store = Arc::new(MemoryStore::new("b"));
+        let sink = Arc::new(MemorySink::new(Arc::clone(&store)));
+        sink.fail_part(2);
+        let err = run(store.as_ref(), sink.clone(), &options(dir.path(), 0))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("access denied"), "{err}");
+        assert_eq!(sink.aborts.load(Ordering::Relaxed), 1);
+        assert_eq!(sink.open_uploads(), 0);
+        assert!(list_all(store.as_ref(), "").await.unwrap().is_empty());
+    }
 
     #[test]
     fn retention_only_counts_archives_of_the_same_directory() {

@@ -505,7 +505,132 @@ pub fn multipart_etags(file: &File, size: u64, part_sizes: &[u64]) -> io::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::{Placement, place_alone};
+    use crate::mirror::Mirror;
+    use crate::store::memory::MemoryStore;
+    use crate::store::memory::sink::MemorySink;
     use std::io::Write;
+    use std::sync::atomic::Ordering;
+
+    /// A mirror holding `objects` as prefetch would have stored them; `md5` overrides
+    /// the recorded hash (to make a copy look rotten).
+    fn mirror_with(objects: &[(&str, Vec<u8>, Option<&str>)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Mirror::open(dir.path(), "source").unwrap();
+        for (key, data, md5) in objects {
+            let actual = super::super::md5_hex(data);
+            let record = Record {
+                key: key.to_string(),
+                etag: format!("\"{actual}\""),
+                size: data.len() as u64,
+                md5: Some(md5.map_or(actual, str::to_string)),
+            };
+            match place_alone(key, data.len() as u64) {
+                Placement::Directory(rel) => {
+                    mirror.ensure_dir(&rel).unwrap();
+                    mirror.record_marker(&rel, &record).unwrap();
+                }
+                placement => {
+                    let tmp = mirror.create_temp().unwrap();
+                    tmp.write_at(data, 0).unwrap();
+                    mirror
+                        .commit(tmp, placement.path(), &record, std::time::UNIX_EPOCH)
+                        .unwrap();
+                }
+            }
+        }
+        dir
+    }
+
+    fn options(dry_run: bool) -> RestoreOptions {
+        RestoreOptions {
+            prefix: String::new(),
+            dry_run,
+            concurrency: 2,
+        }
+    }
+
+    #[tokio::test]
+    async fn restores_every_kind_of_key_then_finds_them_identical() {
+        let big: Vec<u8> = (0..(9 * MIB + 5)).map(|i| (i % 253) as u8).collect();
+        let dir = mirror_with(&[
+            ("a/b.txt", b"hello".to_vec(), None),
+            ("../escape", b"outside".to_vec(), None),
+            ("empty", Vec::new(), None),
+            ("marker/", Vec::new(), None),
+            ("big", big.clone(), None),
+        ]);
+        let dest = Arc::new(MemoryStore::new("dest"));
+        let sink = Arc::new(MemorySink::new(Arc::clone(&dest)));
+        let dry = run(dir.path(), dest.as_ref(), sink.clone(), &options(true))
+            .await
+            .unwrap();
+        assert_eq!(dry.uploaded.len(), 5);
+        assert_eq!(
+            sink.puts.load(Ordering::Relaxed) + sink.parts.load(Ordering::Relaxed),
+            0
+        );
+
+        let report = run(dir.path(), dest.as_ref(), sink.clone(), &options(false))
+            .await
+            .unwrap();
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+        assert_eq!(report.uploaded.len(), 5);
+        assert_eq!(dest.bytes("a/b.txt").unwrap(), &b"hello"[..]);
+        assert_eq!(dest.bytes("../escape").unwrap(), &b"outside"[..]);
+        assert!(dest.bytes("empty").unwrap().is_empty());
+        assert!(dest.bytes("marker/").unwrap().is_empty());
+        assert!(dest.bytes("big").unwrap() == big);
+        assert_eq!(sink.parts.load(Ordering::Relaxed), 2);
+
+        let again = run(dir.path(), dest.as_ref(), sink.clone(), &options(false))
+            .await
+            .unwrap();
+        assert!(again.uploaded.is_empty(), "{:?}", again.uploaded);
+        assert_eq!(again.skipped.len(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_rotten_copy_is_never_completed() {
+        let big: Vec<u8> = (0..(10 * MIB)).map(|i| (i % 251) as u8).collect();
+        let wrong = "0123456789abcdef0123456789abcdef";
+        let dir = mirror_with(&[
+            ("big", big, Some(wrong)),
+            ("small", b"small".to_vec(), Some(wrong)),
+            ("fine", b"fine".to_vec(), None),
+        ]);
+        let dest = Arc::new(MemoryStore::new("dest"));
+        let sink = Arc::new(MemorySink::new(Arc::clone(&dest)));
+        let report = run(dir.path(), dest.as_ref(), sink.clone(), &options(false))
+            .await
+            .unwrap();
+        let failed: Vec<&str> = report.failed.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(failed, vec!["big", "small"]);
+        assert!(dest.bytes("big").is_none() && dest.bytes("small").is_none());
+        assert!(dest.bytes("fine").is_some());
+        assert_eq!(sink.aborts.load(Ordering::Relaxed), 1);
+        assert_eq!(sink.open_uploads(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failed_part_aborts_the_upload() {
+        let big: Vec<u8> = (0..(17 * MIB)).map(|i| (i % 241) as u8).collect();
+        let dir = mirror_with(&[("big", big, None)]);
+        let dest = Arc::new(MemoryStore::new("dest"));
+        let sink = Arc::new(MemorySink::new(Arc::clone(&dest)));
+        sink.fail_part(2);
+        let report = run(dir.path(), dest.as_ref(), sink.clone(), &options(false))
+            .await
+            .unwrap();
+        assert_eq!(report.failed.len(), 1);
+        assert!(report.failed[0].error.contains("access denied"));
+        assert!(
+            report.error.is_none(),
+            "one denied key does not stop the run"
+        );
+        assert_eq!(sink.open_uploads(), 0);
+        assert!(dest.bytes("big").is_none());
+    }
 
     fn reference_etag(data: &[u8], part: usize) -> String {
         let mut digests = Vec::new();
