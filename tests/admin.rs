@@ -935,3 +935,28 @@ fn restore_stops_when_s3_goes_away_and_lists_what_it_did_not_attempt() {
     assert_eq!(puts, 1, "no upload after S3 went away");
     assert!(dest.keys().is_empty());
 }
+
+#[test]
+fn verify_says_when_it_cannot_mark_a_corrupt_copy() {
+    let bucket = Bucket::create("verify-readonly");
+    bucket.put("k", &data(1, 2000));
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = mirror_of(&bucket, dir.path());
+    let path = mirror.join("k");
+    rot(&path, 3);
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o440)).unwrap();
+    let mut command = admin_command(&["verify", &bucket.name], &endpoint());
+    command.arg("--mirror-dir").arg(&mirror).arg("--json");
+    let output = without_dac_override(&command).output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let detail = report["problems"][0]["detail"].as_str().unwrap();
+    assert!(detail.contains("could not be marked"), "{detail}");
+    // Still unmarked: the record is what prefetch saw, and the bytes are untouched.
+    assert!(
+        !s3mirrorfs::mirror::read_record(&path)
+            .unwrap()
+            .etag
+            .starts_with("corrupt:")
+    );
+}

@@ -375,11 +375,15 @@ fn check_one(path: &Path, entry: &Entry) -> (Check, u64) {
         );
     }
     if meta.len() != record.size {
-        mark(&file, &record, path);
+        let note = mark(&file, &record, path);
         return (
             Check::Problem(
                 ProblemKind::Corrupt,
-                format!("{} bytes on disk, {} recorded", meta.len(), record.size),
+                format!(
+                    "{} bytes on disk, {} recorded{note}",
+                    meta.len(),
+                    record.size
+                ),
             ),
             0,
         );
@@ -405,11 +409,11 @@ fn check_one(path: &Path, entry: &Entry) -> (Check, u64) {
         Err(e) => return unreadable(e),
     };
     if actual != expected {
-        mark(&file, &record, path);
+        let note = mark(&file, &record, path);
         return (
             Check::Problem(
                 ProblemKind::Corrupt,
-                format!("contents hash to MD5 {actual}, {expected} recorded"),
+                format!("contents hash to MD5 {actual}, {expected} recorded{note}"),
             ),
             meta.len(),
         );
@@ -417,8 +421,15 @@ fn check_one(path: &Path, entry: &Entry) -> (Check, u64) {
     (Check::Ok, meta.len())
 }
 
-fn mark(file: &File, record: &Record, path: &Path) {
-    if let Err(e) = mark_corrupt(file, record) {
-        tracing::warn!(path = %path.display(), "cannot mark the copy as corrupt: {e}");
+/// Marks the copy for the next prefetch; returns what to add to the report if that failed.
+fn mark(file: &File, record: &Record, path: &Path) -> String {
+    match mark_corrupt(file, record) {
+        Ok(()) => String::new(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), "cannot mark the copy as corrupt: {e}");
+            format!(
+                " (it could not be marked for the next prefetch: {e}; run verify as the mirror's owner, or delete the copy)"
+            )
+        }
     }
 }
