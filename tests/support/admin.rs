@@ -1,4 +1,4 @@
-//! Helpers for the admin commands: reading objects back, running a command that
+//! Test support for the admin commands: reading objects back, running a command that
 //! prints one JSON object, and running the tool without root's file access.
 
 use std::path::Path;
