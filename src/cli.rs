@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Where the mirror lives unless `--mirror-dir` says otherwise.
 pub const DEFAULT_MIRROR_DIR: &str = "/home/user/myS3backup";
@@ -27,6 +27,14 @@ pub enum Command {
     Prefetch(PrefetchArgs),
     /// Mount the bucket read-only; every object read is also kept in the mirror.
     Mount(MountArgs),
+    /// What the mirror holds, how the last prefetch ended, who holds the lock (no S3 request).
+    Status(StatusArgs),
+    /// Hash every local copy against its record; with --remote, compare with S3 too.
+    Verify(VerifyArgs),
+    /// Upload every mirrored object back under its true key into an existing bucket.
+    Restore(RestoreArgs),
+    /// Upload a directory as a dated tar.zst archive, keeping the newest N.
+    Archive(ArchiveArgs),
 }
 
 /// A bucket and an optional key prefix: `BUCKET`, `BUCKET/PREFIX` or `s3://BUCKET/PREFIX`.
@@ -136,6 +144,90 @@ pub struct MountArgs {
     pub options: Vec<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The mirror directory.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_MIRROR_DIR)]
+    pub mirror_dir: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The bucket the mirror belongs to, optionally with the key prefix to check.
+    #[arg(value_name = "BUCKET[/PREFIX]")]
+    pub target: Target,
+    /// The mirror directory.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_MIRROR_DIR)]
+    pub mirror_dir: PathBuf,
+    /// Also compare with the current S3 listing (missing, changed, extra keys).
+    #[arg(long)]
+    pub remote: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The existing bucket to restore into, optionally with a prefix: only keys under it are restored.
+    #[arg(value_name = "DEST_BUCKET[/PREFIX]")]
+    pub target: Target,
+    /// The mirror directory.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_MIRROR_DIR)]
+    pub mirror_dir: PathBuf,
+    /// Upload nothing; list what would be uploaded.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Objects uploaded at once.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// Server-side encryption for archives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Sse {
+    /// SSE-S3.
+    #[value(name = "AES256")]
+    Aes256,
+    /// SSE-KMS (the account's default key unless --sse-kms-key-id names one).
+    #[value(name = "aws:kms")]
+    Kms,
+}
+
+#[derive(Debug, Args)]
+pub struct ArchiveArgs {
+    /// The directory to archive.
+    #[arg(value_name = "SRC_DIR")]
+    pub source: PathBuf,
+    /// Where archives go: `PREFIX/<dirname>-<yyyymmddThhmmssZ>.tar.zst`.
+    #[arg(value_name = "BUCKET/PREFIX")]
+    pub target: Target,
+    /// Server-side encryption to request.
+    #[arg(long, value_enum, default_value = "AES256")]
+    pub sse: Sse,
+    /// KMS key for --sse aws:kms (default: the account's S3 key).
+    #[arg(long, value_name = "KEY_ID")]
+    pub sse_kms_key_id: Option<String>,
+    /// Archives of this directory to keep under the prefix, the new one included; 0 keeps all.
+    #[arg(long, value_name = "N", default_value_t = 7, value_parser = clap::value_parser!(u32).range(0..=10000))]
+    pub keep: u32,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
 impl MountArgs {
     /// Applies `-o` options from /etc/fstab onto the flags; generic mount options
     /// (rw/ro, auto, nofail, _netdev, x-systemd.*, ...) are accepted and ignored.
@@ -182,7 +274,10 @@ impl MountArgs {
 /// from `mount.fuse3` and /etc/fstab) into `s3mirrorfs mount ...`.
 pub fn fstab_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
-    let is_command = ["prefetch", "mount", "help"].contains(&first)
+    let is_command = [
+        "prefetch", "mount", "status", "verify", "restore", "archive", "help",
+    ]
+    .contains(&first)
         || first.starts_with('-')
         || first.is_empty();
     if is_command || args.len() < 3 {
@@ -237,6 +332,13 @@ mod tests {
             .map(Into::into)
             .collect();
         assert_eq!(fstab_args(normal.clone()), normal);
+        for command in ["status", "verify", "restore", "archive"] {
+            let args: Vec<std::ffi::OsString> = ["s3mirrorfs", command, "b", "x"]
+                .iter()
+                .map(Into::into)
+                .collect();
+            assert_eq!(fstab_args(args.clone()), args, "{command} is not a mount");
+        }
     }
 
     #[test]

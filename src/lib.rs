@@ -3,6 +3,7 @@
 //! Data flows one way: `s3` (the SDK) -> `store` (the object-store trait) ->
 //! `fetch` + `mirror` (the durable copy) -> `prefetch`.
 
+pub mod admin;
 pub mod cli;
 pub mod fault;
 pub mod fetch;
@@ -15,3 +16,4 @@ pub mod prefetch;
 pub mod s3;
 pub mod store;
 pub mod sys;
+pub mod utc;

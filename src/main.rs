@@ -10,14 +10,18 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use s3mirrorfs::cli::{Cli, Command, MountArgs, PrefetchArgs, S3Args, fstab_args};
+use s3mirrorfs::admin::{self, AdminError};
+use s3mirrorfs::cli::{
+    ArchiveArgs, Cli, Command, MountArgs, PrefetchArgs, RestoreArgs, S3Args, Sse, StatusArgs,
+    VerifyArgs, fstab_args,
+};
 use s3mirrorfs::fetch::{FetchConfig, Fetcher};
 use s3mirrorfs::mirror::Mirror;
 use s3mirrorfs::mount::{self, MountOptions};
 use s3mirrorfs::prefetch::progress::{LogWriter, ProgressMode, human_bytes};
 use s3mirrorfs::prefetch::{self, PrefetchOptions, Summary, normalize_prefix};
 use s3mirrorfs::s3::{S3Options, S3Store};
-use s3mirrorfs::store::ObjectStore;
+use s3mirrorfs::store::{Encryption, ObjectSink, ObjectStore};
 use s3mirrorfs::sys;
 
 fn main() -> ExitCode {
@@ -47,6 +51,11 @@ fn main() -> ExitCode {
         },
         // The mount forks before any thread starts, so it builds its own runtime.
         Command::Mount(args) => mount_command(args),
+        // Local state only: no runtime, no S3 client.
+        Command::Status(args) => status_command(&args),
+        Command::Verify(args) => block_on(verify_command(args)),
+        Command::Restore(args) => block_on(restore_command(args)),
+        Command::Archive(args) => block_on(archive_command(args)),
     }
 }
 
@@ -198,4 +207,125 @@ async fn prefetch_inner(
 
 fn open_mirror(dir: &Path, bucket: &str) -> anyhow::Result<Mirror> {
     Ok(Mirror::open(dir, bucket)?)
+}
+
+fn block_on(command: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(command),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Prints a report as one JSON object or as text; `exit` gives the status from it
+/// (0 all well, 1 problems found, 2 the command could not go on).
+fn report<T: serde::Serialize>(
+    result: Result<T, AdminError>,
+    json: bool,
+    render: impl Fn(&T) -> String,
+    exit: impl Fn(&T) -> u8,
+) -> ExitCode {
+    match result {
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&report).expect("report serializes")
+                );
+            } else {
+                print!("{}", render(&report));
+            }
+            ExitCode::from(exit(&report))
+        }
+    }
+}
+
+fn status_command(args: &StatusArgs) -> ExitCode {
+    report(
+        admin::status::run(&args.mirror_dir),
+        args.json,
+        |r| r.render(),
+        |_| 0,
+    )
+}
+
+async fn verify_command(args: VerifyArgs) -> ExitCode {
+    let prefix = normalize_prefix(&args.target.prefix);
+    let bucket = &args.target.bucket;
+    // Without --remote no client is built, so nothing can reach S3.
+    let store = match args.remote {
+        true => Some(S3Store::connect(bucket, &s3_options(&args.s3)).await),
+        false => None,
+    };
+    let result = admin::verify::run(
+        &args.mirror_dir,
+        bucket,
+        &prefix,
+        store.as_ref().map(|s| s as &dyn ObjectStore),
+    )
+    .await;
+    report(result, args.json, |r| r.render(), |r| u8::from(!r.whole))
+}
+
+async fn restore_command(args: RestoreArgs) -> ExitCode {
+    let s3 = Arc::new(S3Store::connect(&args.target.bucket, &s3_options(&args.s3)).await);
+    let sink: Arc<dyn ObjectSink> = Arc::clone(&s3) as Arc<dyn ObjectSink>;
+    let options = admin::restore::RestoreOptions {
+        prefix: normalize_prefix(&args.target.prefix),
+        dry_run: args.dry_run,
+        concurrency: usize::from(args.concurrency),
+    };
+    let result = admin::restore::run(&args.mirror_dir, s3.as_ref(), sink, &options).await;
+    if let Ok(restored) = &result
+        && let Some(e) = &restored.error
+    {
+        eprintln!("error: restore stopped: {e}");
+    }
+    let exit = |r: &admin::restore::RestoreReport| match (&r.error, r.failed.is_empty()) {
+        (Some(_), _) => 2,
+        (None, false) => 1,
+        (None, true) => 0,
+    };
+    report(result, args.json, |r| r.render(), exit)
+}
+
+async fn archive_command(args: ArchiveArgs) -> ExitCode {
+    let encryption = match (args.sse, args.sse_kms_key_id.clone()) {
+        (Sse::Aes256, Some(_)) => {
+            eprintln!("error: --sse-kms-key-id needs --sse aws:kms (see s3mirrorfs --help)");
+            return ExitCode::from(2);
+        }
+        (Sse::Aes256, None) => Encryption::S3Managed,
+        (Sse::Kms, key_id) => Encryption::Kms { key_id },
+    };
+    // A bad source fails before anything is asked of S3.
+    if let Err(e) = admin::archive::archive_name(&args.source) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let s3 = Arc::new(S3Store::connect(&args.target.bucket, &s3_options(&args.s3)).await);
+    let sink: Arc<dyn ObjectSink> = Arc::clone(&s3) as Arc<dyn ObjectSink>;
+    let options = admin::archive::ArchiveOptions {
+        source: args.source.clone(),
+        prefix: normalize_prefix(&args.target.prefix),
+        keep: args.keep as usize,
+        encryption,
+        part_size: admin::archive::PART_SIZE,
+    };
+    let result = admin::archive::run(s3.as_ref(), sink, &options).await;
+    report(
+        result,
+        args.json,
+        |r| r.render(),
+        |r| u8::from(!r.delete_failures.is_empty() || r.retention_error.is_some()),
+    )
 }

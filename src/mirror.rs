@@ -3,6 +3,8 @@
 //! in one rename, the run lock, per-object locks shared with other processes, and
 //! the clean-up of temp files left by a crash.
 
+pub mod inventory;
+
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -140,6 +142,10 @@ pub enum MirrorError {
     Busy { path: PathBuf, holder: String },
     #[error("{path}: {why}")]
     Blocked { path: PathBuf, why: &'static str },
+    #[error("no mirror at {0} (the directory does not exist)")]
+    NoMirror(PathBuf),
+    #[error("{0} is not an s3mirrorfs mirror (it has no .s3mirrorfs directory)")]
+    NotAMirror(PathBuf),
 }
 
 impl MirrorError {

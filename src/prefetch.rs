@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
 use crate::fetch::{FetchError, Fetcher, Outcome};
 use crate::layout::{Placement, RenameReason, place_all};
-use crate::mirror::{LocalStatus, Mirror, MirrorError};
+use crate::mirror::inventory::IndexEntry;
+use crate::mirror::{LocalStatus, Mirror, MirrorError, Record};
 use crate::store::{ObjectMeta, ObjectStore, StoreError, list_all};
 use progress::{Counters, Progress, ProgressMode};
 
@@ -97,7 +98,98 @@ pub async fn run(
     progress.finish().await;
     summary.bytes = fetcher.bytes_received();
     summary.seconds = started.elapsed().as_secs_f64();
+    save_last_run(fetcher.mirror(), summary, &result);
     result
+}
+
+/// Where the outcome of the last prefetch is kept, in the state directory.
+pub const LAST_PREFETCH_FILE: &str = "last-prefetch.json";
+/// MD5 of no bytes: the content hash of every marker.
+const EMPTY_MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
+
+/// How the last prefetch ended, as `status` reports it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct LastPrefetch {
+    /// When it ended (RFC 3339, UTC).
+    pub time: String,
+    /// The same, in seconds since the epoch.
+    pub time_unix: u64,
+    /// `success` (every object mirrored), `partial` (some failed) or `failed` (the run stopped).
+    pub outcome: String,
+    pub bucket: String,
+    pub prefix: String,
+    pub listed: u64,
+    pub downloaded: u64,
+    pub up_to_date: u64,
+    pub failed: u64,
+    pub pruned: u64,
+    pub renamed: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The keys that failed, and why.
+    #[serde(default)]
+    pub failures: Vec<FailedKey>,
+}
+
+/// A key the last prefetch could not mirror.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct FailedKey {
+    pub key: String,
+    pub error: String,
+}
+
+/// Saves how this run ended, atomically; a failure to save is logged, never fatal,
+/// because the mirror itself is fine.
+fn save_last_run(mirror: &Mirror, summary: &Summary, result: &Result<(), PrefetchError>) {
+    let now = std::time::SystemTime::now();
+    let (outcome, error) = match result {
+        Err(e) => ("failed", Some(e.to_string())),
+        Ok(()) if summary.failed > 0 => ("partial", None),
+        Ok(()) => ("success", None),
+    };
+    let last = LastPrefetch {
+        time: crate::utc::rfc3339(now),
+        time_unix: now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        outcome: outcome.to_string(),
+        bucket: summary.bucket.clone(),
+        prefix: summary.prefix.clone(),
+        listed: summary.listed,
+        downloaded: summary.downloaded,
+        up_to_date: summary.up_to_date,
+        failed: summary.failed,
+        pruned: summary.pruned,
+        renamed: summary.renamed.len() as u64,
+        bytes: summary.bytes,
+        seconds: summary.seconds,
+        error,
+        failures: summary
+            .failures
+            .iter()
+            .map(|f| FailedKey {
+                key: f.key.clone(),
+                error: f.error.clone(),
+            })
+            .collect(),
+    };
+    let json = serde_json::to_vec_pretty(&last).expect("summary serializes");
+    if let Err(e) = mirror.write_state_file(LAST_PREFETCH_FILE, &json) {
+        tracing::warn!("cannot save the summary of this run: {e}");
+    }
+}
+
+/// The record a directory made from a marker carries: the marker's key and ETag.
+fn marker_record(meta: &ObjectMeta) -> Record {
+    Record {
+        key: meta.key.as_str().to_string(),
+        etag: meta.etag.as_str().to_string(),
+        size: 0,
+        md5: Some(EMPTY_MD5.to_string()),
+    }
 }
 
 async fn run_inner(
@@ -124,11 +216,29 @@ async fn run_inner(
             .expect("planning does not panic")
     };
     summary.renamed = renamed;
+    // What the mirror should now hold, so `verify` can tell a copy deleted by hand
+    // without asking S3.
+    let index = items
+        .iter()
+        .map(|(item, _)| IndexEntry {
+            key: item.meta.key.as_str().to_string(),
+            path: item.rel.to_string_lossy().into_owned(),
+            etag: item.meta.etag.as_str().to_string(),
+            size: item.meta.size,
+        })
+        .collect();
+    if let Err(e) = mirror.write_index(&options.prefix, index) {
+        tracing::warn!("cannot save the index of this listing: {e}");
+    }
 
     let mut fetches = Vec::new();
     for (item, status) in items {
         if item.directory {
-            match mirror.ensure_dir(&item.rel) {
+            let made = mirror.ensure_dir(&item.rel).and_then(|created| {
+                mirror.record_marker(&item.rel, &marker_record(&item.meta))?;
+                Ok(created)
+            });
+            match made {
                 Ok(true) => summary.downloaded += 1,
                 Ok(false) => summary.up_to_date += 1,
                 Err(e) => fail(summary, &item.meta, &e.to_string()),

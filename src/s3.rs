@@ -1,6 +1,8 @@
 //! Amazon S3 behind the `ObjectStore` trait: the one home of aws-config and
 //! aws-sdk-s3. One builder owns all SDK set-up; errors leave as `StoreError`.
 
+pub mod upload;
+
 use std::time::{Duration, SystemTime};
 
 use aws_config::BehaviorVersion;

@@ -236,6 +236,77 @@ pub fn decode_url_key(encoded: &str) -> Result<String, StoreError> {
     String::from_utf8(out).map_err(|_| StoreError::Other(format!("key {encoded:?} is not UTF-8")))
 }
 
+/// Server-side encryption an upload asks S3 for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Encryption {
+    /// SSE-S3 (`AES256`).
+    S3Managed,
+    /// SSE-KMS, with the account's default key unless one is named.
+    Kms { key_id: Option<String> },
+}
+
+/// How an object is written.
+#[derive(Clone, Debug, Default)]
+pub struct PutOptions {
+    pub encryption: Option<Encryption>,
+}
+
+/// A multipart upload in progress, as S3 named it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadId(pub String);
+
+/// One uploaded part: its number (from 1) and the ETag S3 gave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartTag {
+    pub number: u32,
+    pub etag: ETag,
+}
+
+/// Write access to one bucket: the other direction of `ObjectStore`, for restoring
+/// the mirror and uploading archives.
+pub trait ObjectSink: Send + Sync + 'static {
+    /// The bucket this sink writes.
+    fn bucket(&self) -> &str;
+
+    /// Writes a whole object in one request; returns its ETag.
+    fn put(
+        &self,
+        key: Key,
+        data: Bytes,
+        options: PutOptions,
+    ) -> BoxFuture<'_, Result<ETag, StoreError>>;
+
+    /// Starts a multipart upload.
+    fn create_multipart(
+        &self,
+        key: Key,
+        options: PutOptions,
+    ) -> BoxFuture<'_, Result<UploadId, StoreError>>;
+
+    /// Uploads part `number` (from 1); returns the part's ETag.
+    fn upload_part(
+        &self,
+        key: Key,
+        upload: UploadId,
+        number: u32,
+        data: Bytes,
+    ) -> BoxFuture<'_, Result<ETag, StoreError>>;
+
+    /// Makes the object whole from its parts; returns its ETag.
+    fn complete_multipart(
+        &self,
+        key: Key,
+        upload: UploadId,
+        parts: Vec<PartTag>,
+    ) -> BoxFuture<'_, Result<ETag, StoreError>>;
+
+    /// Drops an unfinished upload and the parts S3 holds for it.
+    fn abort_multipart(&self, key: Key, upload: UploadId) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Deletes an object (no error if it is already gone).
+    fn delete(&self, key: Key) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,6 +64,48 @@ pub fn get_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
     }
 }
 
+/// Reads an extended attribute of an open file (or directory); `None` if absent.
+pub fn fget_xattr(file: &File, name: &str) -> io::Result<Option<Vec<u8>>> {
+    let cname = cstring(name.as_bytes())?;
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: the fd is open for the call; pointers are valid for the given lengths.
+        let n = unsafe {
+            libc::fgetxattr(
+                file.as_raw_fd(),
+                cname.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return Ok(Some(buf));
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ENODATA) => return Ok(None),
+            Some(libc::ERANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            _ => return Err(err),
+        }
+    }
+}
+
+/// Takes a shared flock without waiting and drops it at once: whether anyone holds
+/// `file` exclusively right now.
+pub fn flock_is_held(file: &File) -> io::Result<bool> {
+    // SAFETY: plain syscalls on an open fd.
+    match check(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) }) {
+        Ok(()) => {
+            // SAFETY: as above.
+            let _ = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+            Ok(false)
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
 /// Whether an error means the filesystem has no user extended attributes.
 pub fn is_xattr_unsupported(err: &io::Error) -> bool {
     err.raw_os_error() == Some(libc::ENOTSUP)

@@ -137,3 +137,23 @@ fn the_filesystem_section_matches_the_code() {
     let default = ttl.get_default_values()[0].to_str().unwrap();
     quoted(&format!("`--metadata-ttl` seconds (default {default})"));
 }
+
+#[test]
+fn the_admin_section_matches_the_code() {
+    use s3mirrorfs::admin::{archive, restore};
+    use s3mirrorfs::mirror::inventory::CORRUPT_MARK;
+    use s3mirrorfs::prefetch::LAST_PREFETCH_FILE;
+    let doc = doc().split_whitespace().collect::<Vec<_>>().join(" ");
+    let quoted = |text: &str| assert!(doc.contains(text), "SEMANTICS.md mentions {text}");
+    quoted(&format!("`{STATE_DIR}/{LAST_PREFETCH_FILE}`"));
+    quoted(&format!("`{CORRUPT_MARK}`"));
+    quoted(&format!(
+        "more than {} MiB go up in multipart uploads of {} MiB parts",
+        restore::MULTIPART_THRESHOLD >> 20,
+        restore::PART_SIZE >> 20
+    ));
+    quoted(&format!(
+        "cut into parts of {} MiB",
+        archive::PART_SIZE >> 20
+    ));
+}

@@ -1,5 +1,7 @@
 //! An in-memory object store for unit tests of logic; integration tests use a real S3 server.
 
+pub mod sink;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -62,6 +64,25 @@ impl MemoryStore {
             },
         );
         etag
+    }
+
+    /// Stores an object with the given ETag (as S3 computes it on upload).
+    pub fn put_with_etag(&self, key: &str, data: impl Into<Bytes>, etag: ETag) {
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        self.objects.lock().insert(
+            key.to_string(),
+            Object {
+                data: data.into(),
+                etag,
+                last_modified: SystemTime::UNIX_EPOCH
+                    + std::time::Duration::from_secs(1_700_000_000 + generation),
+            },
+        );
+    }
+
+    /// The bytes of an object, if it exists.
+    pub fn bytes(&self, key: &str) -> Option<Bytes> {
+        self.objects.lock().get(key).map(|o| o.data.clone())
     }
 
     /// Makes every request fail as if S3 were unreachable.

@@ -1,0 +1,682 @@
+//! `s3mirrorfs restore`: puts every mirrored object back under its true key
+//! (renamed keys, empty objects and `dir/` markers included), skipping those the
+//! destination already holds identically, multipart for large files. The bytes
+//! sent are hashed on the way and must match the copy's recorded hash, or the
+//! upload is aborted: a restore never spreads bit rot.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use md5::Digest;
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+use super::{AdminError, under};
+use crate::mirror::inventory::{Entry, MirrorView, read_record_of};
+use crate::mirror::{Record, hex};
+use crate::prefetch::progress::human_bytes;
+use crate::store::{ETag, Key, ObjectSink, ObjectStore, PartTag, PutOptions, StoreError, list_all};
+
+/// Size of the parts a restore uploads.
+pub const PART_SIZE: u64 = 8 << 20;
+/// Objects above this size go up in parts.
+pub const MULTIPART_THRESHOLD: u64 = 8 << 20;
+/// S3 accepts at most this many parts per upload.
+const MAX_PARTS: u64 = 10_000;
+const MIB: u64 = 1 << 20;
+
+/// How to restore.
+#[derive(Clone, Debug)]
+pub struct RestoreOptions {
+    /// Restore only keys under this prefix ("" for all).
+    pub prefix: String,
+    pub dry_run: bool,
+    /// Objects uploaded at once.
+    pub concurrency: usize,
+}
+
+/// What happened (or, in a dry run, would happen) to one object.
+#[derive(Clone, Debug, Serialize)]
+pub struct Action {
+    pub key: String,
+    pub size: u64,
+    /// Parts of a multipart upload; 1 for a single PUT.
+    pub parts: u64,
+}
+
+/// One object that could not be restored, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct RestoreFailure {
+    pub key: String,
+    pub error: String,
+}
+
+/// What `restore` did; `--json` prints it as one object.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RestoreReport {
+    pub bucket: String,
+    pub prefix: String,
+    pub dry_run: bool,
+    /// Uploaded (in a dry run: to be uploaded).
+    pub uploaded: Vec<Action>,
+    /// Bytes uploaded (in a dry run: to be uploaded).
+    pub bytes: u64,
+    /// Already identical in the destination.
+    pub skipped: Vec<String>,
+    pub failed: Vec<RestoreFailure>,
+    /// Set when the restore stopped early (endpoint gone, credentials lost); the
+    /// objects not attempted are in `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl RestoreReport {
+    /// One line per object, then a summary line.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let verb = if self.dry_run {
+            "would upload"
+        } else {
+            "uploaded"
+        };
+        let show = |key: &str| Key::new(key).map(|k| k.to_string()).unwrap_or_default();
+        // A real run logs each upload as it goes; the list is for a dry run.
+        for a in self.uploaded.iter().filter(|_| self.dry_run) {
+            let how = if a.parts > 1 {
+                format!(", {} parts", a.parts)
+            } else {
+                String::new()
+            };
+            out.push_str(&format!(
+                "{verb} {} ({}{how})\n",
+                show(&a.key),
+                human_bytes(a.size)
+            ));
+        }
+        for f in &self.failed {
+            out.push_str(&format!("failed {}: {}\n", show(&f.key), f.error));
+        }
+        out.push_str(&format!(
+            "{}: {} {} ({}), {} already identical, {} failed, into s3://{}/{}\n",
+            if self.dry_run { "dry run" } else { "restore" },
+            verb,
+            self.uploaded.len(),
+            human_bytes(self.bytes),
+            self.skipped.len(),
+            self.failed.len(),
+            self.bucket,
+            self.prefix
+        ));
+        out
+    }
+}
+
+/// Restores the mirror at `dir` into the destination (`store` lists it, `sink` writes it).
+pub async fn run(
+    dir: &Path,
+    store: &dyn ObjectStore,
+    sink: Arc<dyn ObjectSink>,
+    options: &RestoreOptions,
+) -> Result<RestoreReport, AdminError> {
+    let view = MirrorView::open(dir)?;
+    let mut report = RestoreReport {
+        bucket: sink.bucket().to_string(),
+        prefix: options.prefix.clone(),
+        dry_run: options.dry_run,
+        ..RestoreReport::default()
+    };
+    // Also proves the destination bucket exists and is reachable before anything is read.
+    let existing: HashMap<String, (ETag, u64)> = list_all(store, &options.prefix)
+        .await?
+        .into_iter()
+        .map(|o| (o.key.as_str().to_string(), (o.etag, o.size)))
+        .collect();
+    let (entries, errors) = view.entries();
+    for e in errors {
+        report.failed.push(RestoreFailure {
+            key: String::new(),
+            error: format!("cannot read {}: {}", e.path.display(), e.err),
+        });
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut work = Vec::new();
+    for entry in entries {
+        if !under(&entry.record.key, &options.prefix) || !seen.insert(entry.record.key.clone()) {
+            continue;
+        }
+        if entry.is_marked_corrupt() {
+            report.failed.push(RestoreFailure {
+                key: entry.record.key.clone(),
+                error:
+                    "the local copy is corrupt (found by verify); run prefetch to fetch it again"
+                        .into(),
+            });
+            continue;
+        }
+        let dest = existing.get(&entry.record.key).cloned();
+        work.push((entry, dest));
+    }
+
+    let root = view.root().to_path_buf();
+    let mut tasks = JoinSet::new();
+    let mut queue = work.into_iter();
+    loop {
+        while report.error.is_none() && tasks.len() < options.concurrency.max(1) {
+            let Some((entry, dest)) = queue.next() else {
+                break;
+            };
+            let sink = Arc::clone(&sink);
+            let path = root.join(&entry.path);
+            let dry_run = options.dry_run;
+            tasks.spawn(async move {
+                let result = restore_one(sink.as_ref(), &path, &entry, dest, dry_run).await;
+                (entry, result)
+            });
+        }
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
+        let (entry, result) = joined.expect("restore task does not panic");
+        let key = entry.record.key.clone();
+        match result {
+            Ok(Done::Skipped) => report.skipped.push(key),
+            Ok(Done::Uploaded { parts }) => {
+                if !options.dry_run {
+                    tracing::info!(key = %show(&key), "restored");
+                }
+                report.bytes += entry.record.size;
+                report.uploaded.push(Action {
+                    key,
+                    size: entry.record.size,
+                    parts,
+                });
+            }
+            Err(failed) => {
+                tracing::error!(key = %show(&key), "cannot restore: {}", failed.message);
+                if failed.stops_run && report.error.is_none() {
+                    tracing::error!("not starting further uploads");
+                    report.error = Some(failed.message.clone());
+                }
+                report.failed.push(RestoreFailure {
+                    key,
+                    error: failed.message,
+                });
+            }
+        }
+    }
+    if let Some(reason) = &report.error {
+        for (entry, _) in queue {
+            report.failed.push(RestoreFailure {
+                key: entry.record.key,
+                error: format!("not attempted: {reason}"),
+            });
+        }
+    }
+    report.uploaded.sort_by(|a, b| a.key.cmp(&b.key));
+    report.skipped.sort();
+    report.failed.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(report)
+}
+
+fn show(key: &str) -> String {
+    Key::new(key).map(|k| k.to_string()).unwrap_or_default()
+}
+
+enum Done {
+    Skipped,
+    Uploaded { parts: u64 },
+}
+
+/// Why one object was not restored, and whether the others can still be.
+struct Failed {
+    message: String,
+    /// S3 is gone or refuses everyone (no endpoint, no credentials, no bucket):
+    /// every further object would fail the same way, after its retries.
+    stops_run: bool,
+}
+
+impl From<StoreError> for Failed {
+    fn from(e: StoreError) -> Failed {
+        Failed {
+            stops_run: matches!(
+                e,
+                StoreError::Unreachable(_)
+                    | StoreError::Timeout(_)
+                    | StoreError::Credentials(_)
+                    | StoreError::NoSuchBucket(_)
+            ),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<String> for Failed {
+    fn from(message: String) -> Failed {
+        Failed {
+            message,
+            stops_run: false,
+        }
+    }
+}
+
+/// The part size a restore uses for an object of `size` bytes (at most 10,000 parts).
+pub fn part_size_for(size: u64) -> u64 {
+    PART_SIZE.max(size.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB)
+}
+
+async fn restore_one(
+    sink: &dyn ObjectSink,
+    path: &Path,
+    entry: &Entry,
+    dest: Option<(ETag, u64)>,
+    dry_run: bool,
+) -> Result<Done, Failed> {
+    let key = Key::new(entry.record.key.clone()).map_err(|e| e.to_string())?;
+    let (file, record) = open_copy(path, entry).map_err(|e| format!("{}: {e}", path.display()))?;
+    let size = record.size;
+    if let Some((etag, dest_size)) = dest
+        && dest_size == size
+        && identical(file.clone(), &record, &etag)
+            .await
+            .map_err(|e| format!("{}: {e}", path.display()))?
+    {
+        return Ok(Done::Skipped);
+    }
+    let part_size = part_size_for(size);
+    let parts = if size > MULTIPART_THRESHOLD {
+        size.div_ceil(part_size)
+    } else {
+        1
+    };
+    if dry_run {
+        return Ok(Done::Uploaded { parts });
+    }
+    let expected = expected_md5(&record);
+    if parts == 1 {
+        let data = read_part(file, 0, size)
+            .await
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let actual = super::md5_hex(&data);
+        check_hash(&actual, expected.as_deref())?;
+        sink.put(key, data, PutOptions::default()).await?;
+        return Ok(Done::Uploaded { parts });
+    }
+    let upload = sink
+        .create_multipart(key.clone(), PutOptions::default())
+        .await?;
+    let result: Result<(), Failed> = async {
+        let mut hasher = md5::Md5::new();
+        let mut tags = Vec::new();
+        for n in 0..parts {
+            let start = n * part_size;
+            let len = part_size.min(size - start);
+            let data = read_part(file.clone(), start, len)
+                .await
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            hasher.update(&data);
+            let etag = sink
+                .upload_part(key.clone(), upload.clone(), n as u32 + 1, data)
+                .await?;
+            tags.push(PartTag {
+                number: n as u32 + 1,
+                etag,
+            });
+        }
+        check_hash(&hex(&hasher.finalize()), expected.as_deref())?;
+        sink.complete_multipart(key.clone(), upload.clone(), tags)
+            .await?;
+        Ok(())
+    }
+    .await;
+    if let Err(error) = result {
+        if let Err(e) = sink.abort_multipart(key, upload).await {
+            tracing::warn!("cannot abort the multipart upload: {e}");
+        }
+        return Err(error);
+    }
+    Ok(Done::Uploaded { parts })
+}
+
+/// Opens the copy and reads its record from the open file, so the bytes and the
+/// record belong together even if a prefetch replaces the copy meanwhile.
+fn open_copy(path: &Path, entry: &Entry) -> io::Result<(Arc<File>, Record)> {
+    let file = File::open(path)?;
+    let record = read_record_of(&file)
+        .ok_or_else(|| io::Error::other("the copy lost its record (replaced by hand?)"))?;
+    if record.key != entry.record.key {
+        return Err(io::Error::other(
+            "the copy now holds another key; run restore again",
+        ));
+    }
+    let len = if entry.directory {
+        0
+    } else {
+        file.metadata()?.len()
+    };
+    if len != record.size {
+        return Err(io::Error::other(format!(
+            "{len} bytes on disk, {} recorded: the copy is corrupt, run verify and prefetch",
+            record.size
+        )));
+    }
+    Ok((Arc::new(file), record))
+}
+
+/// The MD5 the bytes must have, if known.
+fn expected_md5(record: &Record) -> Option<String> {
+    record.md5.clone().or_else(|| {
+        ETag::new(&record.etag)
+            .looks_like_md5()
+            .then(|| record.etag.trim_matches('"').to_ascii_lowercase())
+    })
+}
+
+fn check_hash(actual: &str, expected: Option<&str>) -> Result<(), String> {
+    match expected {
+        Some(expected) if expected != actual => Err(format!(
+            "the local copy hashes to MD5 {actual}, not the recorded {expected}: it is corrupt, nothing was restored (run verify, then prefetch)"
+        )),
+        _ => Ok(()),
+    }
+}
+
+async fn read_part(file: Arc<File>, offset: u64, len: u64) -> io::Result<Bytes> {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; len as usize];
+        file.read_exact_at(&mut buf, offset)?;
+        Ok(Bytes::from(buf))
+    })
+    .await
+    .expect("read does not panic")
+}
+
+/// Whether the destination's object (same size) holds the copy's bytes: its ETag is
+/// the one recorded, the copy's MD5, or the multipart ETag the copy's bytes get with
+/// one of the part sizes uploaders commonly use.
+async fn identical(file: Arc<File>, record: &Record, dest: &ETag) -> io::Result<bool> {
+    if dest.as_str() == record.etag {
+        return Ok(true);
+    }
+    let inner = dest.as_str().trim_matches('"');
+    if dest.looks_like_md5() {
+        return Ok(expected_md5(record).is_some_and(|m| m.eq_ignore_ascii_case(inner)));
+    }
+    let Some(parts) = inner
+        .rsplit_once('-')
+        .and_then(|(_, n)| n.parse::<u64>().ok())
+        .filter(|n| *n > 0)
+    else {
+        return Ok(false);
+    };
+    let size = record.size;
+    let candidates = candidate_part_sizes(size, parts);
+    if candidates.is_empty() {
+        return Ok(false);
+    }
+    let want = inner.to_ascii_lowercase();
+    tokio::task::spawn_blocking(move || {
+        Ok(multipart_etags(&file, size, &candidates)?.contains(&want))
+    })
+    .await
+    .expect("hashing does not panic")
+}
+
+/// Part sizes that split `size` bytes into exactly `parts` parts: this tool's, the
+/// common 5, 8 and 16 MiB, and size/parts rounded up to a MiB.
+pub fn candidate_part_sizes(size: u64, parts: u64) -> Vec<u64> {
+    let mut sizes = vec![
+        part_size_for(size),
+        5 * MIB,
+        8 * MIB,
+        16 * MIB,
+        size.div_ceil(parts).div_ceil(MIB) * MIB,
+    ];
+    sizes.sort();
+    sizes.dedup();
+    sizes.retain(|p| *p > 0 && size.div_ceil(*p) == parts);
+    sizes
+}
+
+/// The multipart ETags (`md5(md5(part 1) .. md5(part N))-N`, unquoted) of the file
+/// for each part size, in one read of the file.
+pub fn multipart_etags(file: &File, size: u64, part_sizes: &[u64]) -> io::Result<Vec<String>> {
+    struct State {
+        part: u64,
+        current: md5::Md5,
+        digests: Vec<u8>,
+        count: u64,
+    }
+    let mut states: Vec<State> = part_sizes
+        .iter()
+        .map(|p| State {
+            part: *p,
+            current: md5::Md5::new(),
+            digests: Vec::new(),
+            count: 0,
+        })
+        .collect();
+    let mut buf = vec![0u8; MIB as usize];
+    let mut offset = 0u64;
+    while offset < size {
+        let want = (size - offset).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..want], offset)?;
+        let mut chunk = &buf[..want];
+        let mut at = offset;
+        while !chunk.is_empty() {
+            // Feed each state up to its next part boundary; parts are whole MiBs or larger,
+            // but the last read may end anywhere.
+            let step = states
+                .iter()
+                .map(|s| s.part - at % s.part)
+                .min()
+                .unwrap_or(chunk.len() as u64)
+                .min(chunk.len() as u64) as usize;
+            for s in &mut states {
+                s.current.update(&chunk[..step]);
+                if (at + step as u64) % s.part == 0 {
+                    let done = std::mem::replace(&mut s.current, md5::Md5::new());
+                    s.digests.extend_from_slice(&done.finalize());
+                    s.count += 1;
+                }
+            }
+            chunk = &chunk[step..];
+            at += step as u64;
+        }
+        offset += want as u64;
+    }
+    Ok(states
+        .into_iter()
+        .map(|mut s| {
+            if size % s.part != 0 {
+                let done = std::mem::replace(&mut s.current, md5::Md5::new());
+                s.digests.extend_from_slice(&done.finalize());
+                s.count += 1;
+            }
+            format!("{}-{}", hex(&md5::Md5::digest(&s.digests)), s.count)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::{Placement, place_alone};
+    use crate::mirror::Mirror;
+    use crate::store::memory::MemoryStore;
+    use crate::store::memory::sink::MemorySink;
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+
+    /// A mirror holding `objects` as prefetch would have stored them; `md5` overrides
+    /// the recorded hash (to make a copy look rotten).
+    fn mirror_with(objects: &[(&str, Vec<u8>, Option<&str>)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Mirror::open(dir.path(), "source").unwrap();
+        for (key, data, md5) in objects {
+            let actual = super::super::md5_hex(data);
+            let record = Record {
+                key: key.to_string(),
+                etag: format!("\"{actual}\""),
+                size: data.len() as u64,
+                md5: Some(md5.map_or(actual, str::to_string)),
+            };
+            match place_alone(key, data.len() as u64) {
+                Placement::Directory(rel) => {
+                    mirror.ensure_dir(&rel).unwrap();
+                    mirror.record_marker(&rel, &record).unwrap();
+                }
+                placement => {
+                    let tmp = mirror.create_temp().unwrap();
+                    tmp.write_at(data, 0).unwrap();
+                    mirror
+                        .commit(tmp, placement.path(), &record, std::time::UNIX_EPOCH)
+                        .unwrap();
+                }
+            }
+        }
+        dir
+    }
+
+    fn options(dry_run: bool) -> RestoreOptions {
+        RestoreOptions {
+            prefix: String::new(),
+            dry_run,
+            concurrency: 2,
+        }
+    }
+
+    #[tokio::test]
+    async fn restores_every_kind_of_key_then_finds_them_identical() {
+        let big: Vec<u8> = (0..(9 * MIB + 5)).map(|i| (i % 253) as u8).collect();
+        let dir = mirror_with(&[
+            ("a/b.txt", b"hello".to_vec(), None),
+            ("../escape", b"outside".to_vec(), None),
+            ("empty", Vec::new(), None),
+            ("marker/", Vec::new(), None),
+            ("big", big.clone(), None),
+        ]);
+        let dest = Arc::new(MemoryStore::new("dest"));
+        let sink = Arc::new(MemorySink::new(Arc::clone(&dest)));
+        let dry = run(dir.path(), dest.as_ref(), sink.clone(), &options(true))
+            .await
+            .unwrap();
+        assert_eq!(dry.uploaded.len(), 5);
+        assert_eq!(
+            sink.puts.load(Ordering::Relaxed) + sink.parts.load(Ordering::Relaxed),
+            0
+        );
+
+        let report = run(dir.path(), dest.as_ref(), sink.clone(), &options(false))
+            .await
+            .unwrap();
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+        assert_eq!(report.uploaded.len(), 5);
+        assert_eq!(dest.bytes("a/b.txt").unwrap(), &b"hello"[..]);
+        assert_eq!(dest.bytes("../escape").unwrap(), &b"outside"[..]);
+        assert!(dest.bytes("empty").unwrap().is_empty());
+        assert!(dest.bytes("marker/").unwrap().is_empty());
+        assert!(dest.bytes("big").unwrap() == big);
+        assert_eq!(sink.parts.load(Ordering::Relaxed), 2);
+
+        let again = run(dir.path(), dest.as_ref(), sink.clone(), &options(false))
+            .await
+            .unwrap();
+        assert!(again.uploaded.is_empty(), "{:?}", again.uploaded);
+        assert_eq!(again.skipped.len(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_rotten_copy_is_never_completed() {
+        let big: Vec<u8> = (0..(10 * MIB)).map(|i| (i % 251) as u8).collect();
+        let wrong = "0123456789abcdef0123456789abcdef";
+        let dir = mirror_with(&[
+            ("big", big, Some(wrong)),
+            ("small", b"small".to_vec(), Some(wrong)),
+            ("fine", b"fine".to_vec(), None),
+        ]);
+        let dest = Arc::new(MemoryStore::new("dest"));
+        let sink = Arc::new(MemorySink::new(Arc::clone(&dest)));
+        let report = run(dir.path(), dest.as_ref(), sink.clone(), &options(false))
+            .await
+            .unwrap();
+        let failed: Vec<&str> = report.failed.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(failed, vec!["big", "small"]);
+        assert!(dest.bytes("big").is_none() && dest.bytes("small").is_none());
+        assert!(dest.bytes("fine").is_some());
+        assert_eq!(sink.aborts.load(Ordering::Relaxed), 1);
+        assert_eq!(sink.open_uploads(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failed_part_aborts_the_upload() {
+        let big: Vec<u8> = (0..(17 * MIB)).map(|i| (i % 241) as u8).collect();
+        let dir = mirror_with(&[("big", big, None)]);
+        let dest = Arc::new(MemoryStore::new("dest"));
+        let sink = Arc::new(MemorySink::new(Arc::clone(&dest)));
+        sink.fail_part(2);
+        let report = run(dir.path(), dest.as_ref(), sink.clone(), &options(false))
+            .await
+            .unwrap();
+        assert_eq!(report.failed.len(), 1);
+        assert!(report.failed[0].error.contains("access denied"));
+        assert!(
+            report.error.is_none(),
+            "one denied key does not stop the run"
+        );
+        assert_eq!(sink.open_uploads(), 0);
+        assert!(dest.bytes("big").is_none());
+    }
+
+    fn reference_etag(data: &[u8], part: usize) -> String {
+        let mut digests = Vec::new();
+        for chunk in data.chunks(part) {
+            digests.extend_from_slice(&md5::Md5::digest(chunk));
+        }
+        format!(
+            "{}-{}",
+            hex(&md5::Md5::digest(&digests)),
+            data.len().div_ceil(part)
+        )
+    }
+
+    #[test]
+    fn multipart_etags_match_a_straightforward_computation() {
+        let data: Vec<u8> = (0..(21 * MIB + 12345))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&data).unwrap();
+        let sizes = [5 * MIB, 8 * MIB, 16 * MIB, 7 * MIB];
+        let etags = multipart_etags(&file, data.len() as u64, &sizes).unwrap();
+        for (etag, part) in etags.iter().zip(sizes) {
+            assert_eq!(*etag, reference_etag(&data, part as usize), "part {part}");
+        }
+        // Exactly on a part boundary.
+        let exact = &data[..(16 * MIB) as usize];
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(exact).unwrap();
+        let etags = multipart_etags(&file, exact.len() as u64, &[8 * MIB]).unwrap();
+        assert_eq!(etags[0], reference_etag(exact, (8 * MIB) as usize));
+    }
+
+    #[test]
+    fn candidate_part_sizes_give_the_part_count() {
+        let size = 40 * MIB + 1;
+        assert_eq!(candidate_part_sizes(size, 9), vec![5 * MIB]);
+        assert_eq!(candidate_part_sizes(size, 6), vec![7 * MIB, 8 * MIB]);
+        assert_eq!(candidate_part_sizes(size, 3), vec![14 * MIB, 16 * MIB]);
+        assert!(candidate_part_sizes(size, 1000).is_empty());
+    }
+
+    #[test]
+    fn part_sizes_keep_within_the_part_limit() {
+        assert_eq!(part_size_for(1), PART_SIZE);
+        let huge: u64 = 5 << 40;
+        assert!(huge.div_ceil(part_size_for(huge)) <= MAX_PARTS);
+    }
+}

@@ -1,0 +1,123 @@
+//! `s3mirrorfs status`: what the mirror holds, how the last prefetch ended, who holds
+//! the lock. Local state only: no S3 client is built, whatever the environment says.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::AdminError;
+use crate::mirror::inventory::MirrorView;
+use crate::prefetch::progress::human_bytes;
+use crate::prefetch::{LAST_PREFETCH_FILE, LastPrefetch};
+
+/// What `status` reports; `--json` prints it as one object.
+#[derive(Clone, Debug, Serialize)]
+pub struct StatusReport {
+    pub mirror: String,
+    /// The bucket the mirror belongs to, if it has been used for one.
+    pub bucket: Option<String>,
+    /// Mirrored objects (files and directory markers).
+    pub objects: u64,
+    /// Bytes of those objects, as recorded.
+    pub bytes: u64,
+    /// Of `objects`, the zero-byte `dir/` markers kept as directories.
+    pub markers: u64,
+    /// Keys kept under `.s3mirrorfs/renamed/` instead of their own path.
+    pub renamed: u64,
+    /// Copies `verify` found corrupt that no prefetch has replaced yet.
+    pub marked_corrupt: u64,
+    /// Directories of the mirror that could not be read (their copies are not counted).
+    pub unreadable: Vec<String>,
+    pub last_prefetch: Option<LastPrefetch>,
+    /// Who holds the run lock now, if anyone.
+    pub locked_by: Option<String>,
+}
+
+/// Reads the mirror at `dir` without changing it.
+pub fn run(dir: &Path) -> Result<StatusReport, AdminError> {
+    let view = MirrorView::open(dir)?;
+    let (entries, errors) = view.entries();
+    let last_prefetch = match view.read_state_file(LAST_PREFETCH_FILE)? {
+        None => None,
+        Some(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(last) => Some(last),
+            Err(e) => {
+                tracing::warn!("ignoring an unreadable {LAST_PREFETCH_FILE}: {e}");
+                None
+            }
+        },
+    };
+    Ok(StatusReport {
+        mirror: dir.display().to_string(),
+        bucket: view.bucket.clone(),
+        objects: entries.len() as u64,
+        bytes: entries.iter().map(|e| e.record.size).sum(),
+        markers: entries.iter().filter(|e| e.directory).count() as u64,
+        renamed: entries.iter().filter(|e| e.is_renamed()).count() as u64,
+        marked_corrupt: entries.iter().filter(|e| e.is_marked_corrupt()).count() as u64,
+        unreadable: errors
+            .iter()
+            .map(|e| format!("{}: {}", e.path.display(), e.err))
+            .collect(),
+        last_prefetch,
+        locked_by: view.locked_by()?,
+    })
+}
+
+impl StatusReport {
+    /// The report for a person, one fact a line.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let bucket = self
+            .bucket
+            .as_deref()
+            .map_or("no bucket yet".to_string(), |b| format!("bucket {b}"));
+        out.push_str(&format!("mirror:         {} ({bucket})\n", self.mirror));
+        out.push_str(&format!(
+            "objects:        {} ({}), {} of them directory markers\n",
+            self.objects,
+            human_bytes(self.bytes),
+            self.markers
+        ));
+        out.push_str(&format!("renamed keys:   {}\n", self.renamed));
+        if self.marked_corrupt > 0 {
+            out.push_str(&format!(
+                "corrupt copies: {} (found by verify; the next prefetch fetches them again)\n",
+                self.marked_corrupt
+            ));
+        }
+        for dir in &self.unreadable {
+            out.push_str(&format!("unreadable:     {dir}\n"));
+        }
+        match &self.last_prefetch {
+            None => out.push_str("last prefetch:  never\n"),
+            Some(p) => {
+                out.push_str(&format!(
+                    "last prefetch:  {} at {} of s3://{}/{} (listed {}, downloaded {}, up to date {}, failed {}, pruned {})\n",
+                    p.outcome, p.time, p.bucket, p.prefix, p.listed, p.downloaded, p.up_to_date, p.failed, p.pruned
+                ));
+                if let Some(error) = &p.error {
+                    out.push_str(&format!("                {error}\n"));
+                }
+                const SHOWN: usize = 5;
+                for f in p.failures.iter().take(SHOWN) {
+                    let key = crate::store::Key::new(f.key.clone())
+                        .map(|k| k.to_string())
+                        .unwrap_or_default();
+                    out.push_str(&format!("  failed:       {key}: {}\n", f.error));
+                }
+                if p.failures.len() > SHOWN {
+                    out.push_str(&format!(
+                        "  failed:       and {} more (status --json lists them)\n",
+                        p.failures.len() - SHOWN
+                    ));
+                }
+            }
+        }
+        match &self.locked_by {
+            None => out.push_str("lock:           free\n"),
+            Some(holder) => out.push_str(&format!("lock:           held by {holder}\n")),
+        }
+        out
+    }
+}

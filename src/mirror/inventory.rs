@@ -1,0 +1,541 @@
+//! What the mirror holds, read without changing it: every recorded copy (files and
+//! directory markers), the index of what the last prefetch listed, who holds the
+//! run lock. For `status`, `verify` and `restore`, which must never create a mirror
+//! where there is none.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{Identity, Mirror, MirrorError, RECORD_XATTR, Record, read_record};
+use crate::layout::{RENAMED_DIR, STATE_DIR};
+use crate::sys;
+
+/// Where the index of each prefetched prefix lives, inside the state directory.
+const INDEX_DIR: &str = "index";
+/// Put in front of a record's ETag when `verify` found the bytes bad: the copy no
+/// longer matches any listing, so the next prefetch fetches it again, and until
+/// then the bytes stay (they may be the only copy left).
+pub const CORRUPT_MARK: &str = "corrupt:";
+
+/// One recorded copy in the mirror.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Relative to the mirror root.
+    pub path: PathBuf,
+    pub record: Record,
+    /// A directory made from a zero-byte `dir/` marker object.
+    pub directory: bool,
+}
+
+impl Entry {
+    /// Whether the copy lives under `.s3mirrorfs/renamed/` instead of its key's path.
+    pub fn is_renamed(&self) -> bool {
+        self.path.starts_with(RENAMED_DIR)
+    }
+
+    /// Whether `verify` marked this copy as corrupt.
+    pub fn is_marked_corrupt(&self) -> bool {
+        self.record.etag.starts_with(CORRUPT_MARK)
+    }
+}
+
+/// A directory of the mirror that could not be read while walking it.
+#[derive(Debug)]
+pub struct WalkError {
+    pub path: PathBuf,
+    pub err: io::Error,
+}
+
+/// An existing mirror, opened read-only: nothing is created, claimed or cleaned.
+#[derive(Debug)]
+pub struct MirrorView {
+    root: PathBuf,
+    state: PathBuf,
+    /// The bucket in `mirror.json`; `None` for a mirror never used for one.
+    pub bucket: Option<String>,
+}
+
+impl MirrorView {
+    /// Opens the mirror at `root`, or says why it is not one.
+    pub fn open(root: &Path) -> Result<MirrorView, MirrorError> {
+        let state = root.join(STATE_DIR);
+        match fs::metadata(&state) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(MirrorError::NotAMirror(root.to_path_buf())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(if root.is_dir() {
+                    MirrorError::NotAMirror(root.to_path_buf())
+                } else {
+                    MirrorError::NoMirror(root.to_path_buf())
+                });
+            }
+            Err(err) => {
+                return Err(MirrorError::Io { path: state, err });
+            }
+        }
+        let identity = state.join("mirror.json");
+        let bucket = match fs::read(&identity) {
+            Ok(bytes) => Some(
+                serde_json::from_slice::<Identity>(&bytes)
+                    .map_err(|e| MirrorError::Io {
+                        path: identity.clone(),
+                        err: io::Error::new(io::ErrorKind::InvalidData, e),
+                    })?
+                    .bucket,
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(err) => {
+                return Err(MirrorError::Io {
+                    path: identity,
+                    err,
+                });
+            }
+        };
+        Ok(MirrorView {
+            root: root.to_path_buf(),
+            state,
+            bucket,
+        })
+    }
+
+    /// The mirror's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Fails unless the mirror belongs to `bucket` (or to no bucket yet).
+    pub fn check_bucket(&self, bucket: &str) -> Result<(), MirrorError> {
+        match &self.bucket {
+            Some(existing) if existing != bucket => Err(MirrorError::WrongBucket {
+                path: self.root.clone(),
+                existing: existing.clone(),
+                requested: bucket.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads a file of the state directory; `None` if it is not there.
+    pub fn read_state_file(&self, name: &str) -> Result<Option<Vec<u8>>, MirrorError> {
+        let path = self.state.join(name);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(MirrorError::Io { path, err }),
+        }
+    }
+
+    /// Who holds the run lock right now, without taking it (a prefetch starting at
+    /// the same moment must not find it busy).
+    pub fn locked_by(&self) -> Result<Option<String>, MirrorError> {
+        let path = self.state.join("lock");
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(MirrorError::Io { path, err }),
+        };
+        let held = match held_per_proc_locks(&file) {
+            Some(held) => held,
+            None => sys::flock_is_held(&file).map_err(|err| MirrorError::Io {
+                path: path.clone(),
+                err,
+            })?,
+        };
+        if !held {
+            return Ok(None);
+        }
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        let holder = text.trim();
+        Ok(Some(if holder.is_empty() {
+            "another process".to_string()
+        } else {
+            holder.to_string()
+        }))
+    }
+
+    /// Every recorded copy: the key tree and `.s3mirrorfs/renamed/`, files and
+    /// marker directories, with the directories that could not be read.
+    pub fn entries(&self) -> (Vec<Entry>, Vec<WalkError>) {
+        walk(&self.root)
+    }
+
+    /// The index each prefetch left of what it listed; the newest entry wins for a
+    /// key that several prefixes cover.
+    pub fn index(&self) -> Result<HashMap<String, IndexEntry>, MirrorError> {
+        let dir = self.state.join(INDEX_DIR);
+        let mut files = Vec::new();
+        match fs::read_dir(&dir) {
+            Ok(entries) => {
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    let bytes = fs::read(&path).map_err(|err| MirrorError::Io {
+                        path: path.clone(),
+                        err,
+                    })?;
+                    match Index::decode(&bytes) {
+                        Some(index) => files.push(index),
+                        None => {
+                            tracing::warn!(path = %path.display(), "ignoring an unreadable index")
+                        }
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(MirrorError::Io { path: dir, err }),
+        }
+        files.sort_by_key(|i| i.written);
+        let mut merged = HashMap::new();
+        for index in files {
+            for entry in index.entries {
+                merged.insert(entry.key.clone(), entry);
+            }
+        }
+        Ok(merged)
+    }
+}
+
+/// Whether `/proc/locks` shows an flock on `file`; `None` if it cannot tell alone.
+fn held_per_proc_locks(file: &File) -> Option<bool> {
+    let meta = file.metadata().ok()?;
+    let text = fs::read_to_string("/proc/locks").ok()?;
+    let dev = meta.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let wanted = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+    let inode = format!(":{}", meta.ino());
+    let mut same_inode_elsewhere = false;
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // "1: FLOCK  ADVISORY  WRITE 7576 fe:00:5324941 0 EOF"; blocked waiters ("->") aside.
+        if fields.get(1) != Some(&"FLOCK") {
+            continue;
+        }
+        match fields.get(5) {
+            Some(id) if *id == wanted => return Some(true),
+            Some(id) if id.ends_with(&inode) => same_inode_elsewhere = true,
+            _ => {}
+        }
+    }
+    // Stacked filesystems (overlayfs) may show the lower device: then only a probe can tell.
+    (!same_inode_elsewhere).then_some(false)
+}
+
+/// Walks the key tree and the renamed directory for recorded files and marker directories.
+fn walk(root: &Path) -> (Vec<Entry>, Vec<WalkError>) {
+    let mut found = Vec::new();
+    let mut errors = Vec::new();
+    let state = root.join(STATE_DIR);
+    let renamed = root.join(RENAMED_DIR);
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && dir == renamed => continue,
+            Err(err) => {
+                errors.push(WalkError { path: dir, err });
+                continue;
+            }
+        };
+        for entry in entries {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(err) => {
+                    errors.push(WalkError {
+                        path: dir.clone(),
+                        err,
+                    });
+                    continue;
+                }
+            };
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let directory = kind.is_dir();
+            if directory {
+                if path == state {
+                    stack.push(renamed.clone());
+                    continue;
+                }
+                stack.push(path.clone());
+            } else if !kind.is_file() {
+                continue;
+            }
+            if let Some(record) = read_record(&path) {
+                let rel = path
+                    .strip_prefix(root)
+                    .expect("walk stays under the root")
+                    .to_path_buf();
+                found.push(Entry {
+                    path: rel,
+                    record,
+                    directory,
+                });
+            }
+        }
+    }
+    found.sort_by(|a, b| a.record.key.cmp(&b.record.key));
+    (found, errors)
+}
+
+/// Reads the record of an open file or directory, if it has a valid one.
+pub fn read_record_of(file: &File) -> Option<Record> {
+    Record::decode(&sys::fget_xattr(file, RECORD_XATTR).ok()??)
+}
+
+/// Marks the open copy as corrupt (see `CORRUPT_MARK`); its bytes stay.
+pub fn mark_corrupt(file: &File, record: &Record) -> io::Result<()> {
+    if record.etag.starts_with(CORRUPT_MARK) {
+        return Ok(());
+    }
+    let marked = Record {
+        etag: format!("{CORRUPT_MARK}{}", record.etag),
+        ..record.clone()
+    };
+    sys::fset_xattr(file, RECORD_XATTR, &marked.encode())?;
+    file.sync_all()
+}
+
+/// One object the last prefetch of a prefix listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexEntry {
+    pub key: String,
+    /// Where the copy goes, relative to the mirror root.
+    pub path: String,
+    pub etag: String,
+    pub size: u64,
+}
+
+/// The objects one prefetch listed under its prefix.
+#[derive(Debug, PartialEq)]
+pub struct Index {
+    pub prefix: String,
+    /// Seconds since the epoch.
+    pub written: u64,
+    pub entries: Vec<IndexEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct IndexHeader {
+    prefix: String,
+    written: u64,
+}
+
+impl Index {
+    /// One JSON header line, then one compact line per object
+    /// (`[key, etag, size]`, or `[key, etag, size, path]` when the path is not the key).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec(&IndexHeader {
+            prefix: self.prefix.clone(),
+            written: self.written,
+        })
+        .expect("header serializes");
+        out.push(b'\n');
+        for e in &self.entries {
+            let line = if e.path == e.key {
+                serde_json::to_vec(&(&e.key, &e.etag, e.size))
+            } else {
+                serde_json::to_vec(&(&e.key, &e.etag, e.size, &e.path))
+            };
+            out.extend(line.expect("entry serializes"));
+            out.push(b'\n');
+        }
+        out
+    }
+
+    /// Parses `encode`'s format; `None` for anything else.
+    pub fn decode(bytes: &[u8]) -> Option<Index> {
+        let mut lines = bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty());
+        let header: IndexHeader = serde_json::from_slice(lines.next()?).ok()?;
+        let mut entries = Vec::new();
+        for line in lines {
+            let value: serde_json::Value = serde_json::from_slice(line).ok()?;
+            let fields = value.as_array()?;
+            let key = fields.first()?.as_str()?.to_string();
+            let path = match fields.get(3) {
+                Some(p) => p.as_str()?.to_string(),
+                None => key.clone(),
+            };
+            entries.push(IndexEntry {
+                etag: fields.get(1)?.as_str()?.to_string(),
+                size: fields.get(2)?.as_u64()?,
+                path,
+                key,
+            });
+        }
+        Some(Index {
+            prefix: header.prefix,
+            written: header.written,
+            entries,
+        })
+    }
+}
+
+impl Mirror {
+    /// Records on a directory made from a zero-byte `dir/` marker which object it
+    /// stands for, so the marker can be verified and restored. Leaves a record that
+    /// already says the same alone.
+    pub fn record_marker(&self, rel: &Path, record: &Record) -> Result<(), MirrorError> {
+        let path = self.root.join(rel);
+        let dir = File::open(&path).map_err(self.io(&path))?;
+        if read_record_of(&dir).as_ref() == Some(record) {
+            return Ok(());
+        }
+        sys::fset_xattr(&dir, RECORD_XATTR, &record.encode()).map_err(self.io(&path))?;
+        dir.sync_all().map_err(self.io(&path))
+    }
+
+    /// Saves, atomically and durably, the index of what a prefetch of `prefix` listed.
+    pub fn write_index(&self, prefix: &str, entries: Vec<IndexEntry>) -> Result<(), MirrorError> {
+        let written = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let index = Index {
+            prefix: prefix.to_string(),
+            written,
+            entries,
+        };
+        let digest = Sha256::digest(prefix.as_bytes());
+        let name: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        self.write_state_file(&format!("{INDEX_DIR}/{name}.jsonl"), &index.encode())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::renamed_path;
+
+    fn put(mirror: &Mirror, rel: &Path, key: &str, data: &[u8]) {
+        let tmp = mirror.create_temp().unwrap();
+        tmp.write_at(data, 0).unwrap();
+        let record = Record {
+            key: key.into(),
+            etag: "\"e\"".into(),
+            size: data.len() as u64,
+            md5: Some(tmp.md5().unwrap()),
+        };
+        mirror.commit(tmp, rel, &record, UNIX_EPOCH).unwrap();
+    }
+
+    #[test]
+    fn a_view_never_creates_a_mirror() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        assert!(matches!(
+            MirrorView::open(&missing),
+            Err(MirrorError::NoMirror(_))
+        ));
+        assert!(!missing.exists());
+        assert!(matches!(
+            MirrorView::open(dir.path()),
+            Err(MirrorError::NotAMirror(_))
+        ));
+        assert!(!dir.path().join(STATE_DIR).exists());
+    }
+
+    #[test]
+    fn entries_include_markers_and_renamed_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Mirror::open(dir.path(), "b").unwrap();
+        put(&mirror, Path::new("a/x"), "a/x", b"1");
+        put(&mirror, &renamed_path("../y"), "../y", b"22");
+        mirror.ensure_dir(Path::new("empty")).unwrap();
+        let marker = Record {
+            key: "empty/".into(),
+            etag: "\"d41d8cd98f00b204e9800998ecf8427e\"".into(),
+            size: 0,
+            md5: Some("d41d8cd98f00b204e9800998ecf8427e".into()),
+        };
+        mirror.record_marker(Path::new("empty"), &marker).unwrap();
+        mirror.ensure_dir(Path::new("plain")).unwrap();
+        let view = MirrorView::open(dir.path()).unwrap();
+        assert_eq!(view.bucket, None);
+        let (entries, errors) = view.entries();
+        assert!(errors.is_empty());
+        let keys: Vec<(&str, bool, bool)> = entries
+            .iter()
+            .map(|e| (e.record.key.as_str(), e.directory, e.is_renamed()))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("../y", false, true),
+                ("a/x", false, false),
+                ("empty/", true, false)
+            ]
+        );
+        assert_eq!(entries[2].record, marker);
+    }
+
+    #[test]
+    fn the_index_round_trips_and_the_newest_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Mirror::open(dir.path(), "b").unwrap();
+        let entry = |key: &str, path: &str, etag: &str| IndexEntry {
+            key: key.into(),
+            path: path.into(),
+            etag: etag.into(),
+            size: 3,
+        };
+        let index = Index {
+            prefix: "p/".into(),
+            written: 7,
+            entries: vec![
+                entry("p/a", "p/a", "\"1\""),
+                entry("p/\n", ".s3mirrorfs/renamed/x", "\"2\""),
+            ],
+        };
+        assert_eq!(Index::decode(&index.encode()), Some(index));
+        assert_eq!(Index::decode(b"junk"), None);
+        mirror
+            .write_index(
+                "",
+                vec![entry("p/a", "p/a", "\"old\""), entry("q", "q", "\"q\"")],
+            )
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        mirror
+            .write_index("p/", vec![entry("p/a", "p/a", "\"new\"")])
+            .unwrap();
+        let merged = MirrorView::open(dir.path()).unwrap().index().unwrap();
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged["p/a"].etag, "\"new\"");
+    }
+
+    #[test]
+    fn the_lock_holder_is_seen_without_taking_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Mirror::open(dir.path(), "b").unwrap();
+        let view = MirrorView::open(dir.path()).unwrap();
+        assert_eq!(view.locked_by().unwrap(), None);
+        let held = mirror.lock("pid 1 (test)").unwrap();
+        assert_eq!(view.locked_by().unwrap().as_deref(), Some("pid 1 (test)"));
+        drop(held);
+        assert_eq!(view.locked_by().unwrap(), None);
+    }
+
+    #[test]
+    fn a_corrupt_mark_makes_the_copy_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Mirror::open(dir.path(), "b").unwrap();
+        put(&mirror, Path::new("k"), "k", b"abc");
+        let file = File::open(dir.path().join("k")).unwrap();
+        let record = read_record_of(&file).unwrap();
+        mark_corrupt(&file, &record).unwrap();
+        assert_eq!(
+            mirror.status(Path::new("k"), "k", "\"e\"", 3),
+            super::super::LocalStatus::Stale
+        );
+        let (entries, _) = MirrorView::open(dir.path()).unwrap().entries();
+        assert!(entries[0].is_marked_corrupt());
+        assert_eq!(fs::read(dir.path().join("k")).unwrap(), b"abc");
+    }
+}
