@@ -235,8 +235,9 @@ enum Done {
 /// Why one object was not restored, and whether the others can still be.
 struct Failed {
     message: String,
-    /// S3 is gone or refuses everyone (no endpoint, no credentials, no bucket):
-    /// every further object would fail the same way, after its retries.
+    /// S3 is gone, keeps failing or refuses everyone (no endpoint, 5xx after the
+    /// retries, no credentials, no bucket): every further object would fail the
+    /// same way, after its retries.
     stops_run: bool,
 }
 
@@ -246,6 +247,7 @@ impl From<StoreError> for Failed {
             stops_run: matches!(
                 e,
                 StoreError::Unreachable(_)
+                    | StoreError::ServerError(_)
                     | StoreError::Timeout(_)
                     | StoreError::Credentials(_)
                     | StoreError::NoSuchBucket(_)

@@ -2,8 +2,8 @@
 //! fault-injecting proxy in front of it, bucket helpers, and a runner for the s3mirrorfs binary.
 #![allow(dead_code)]
 
-pub mod faults;
 pub mod admin;
+pub mod faults;
 pub mod mount;
 pub mod proxy;
 
