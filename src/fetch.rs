@@ -61,6 +61,8 @@ pub enum FetchError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Mirror(#[from] MirrorError),
+    #[error("the download was dropped: the process is shutting down")]
+    ShuttingDown,
     #[error("{key}: the object kept changing during the download")]
     Unstable { key: Key },
     #[error("{key}: the bytes received do not match the object's ETag {etag} (MD5 {md5})")]
@@ -169,7 +171,7 @@ impl Fetcher {
                 let rel = rel.to_path_buf();
                 tokio::task::spawn_blocking(move || mirror.lock_path(&rel))
                     .await
-                    .expect("lock task does not panic")?
+                    .map_err(joined)??
             }
         };
         if mirror.status(rel, key.as_str(), etag.as_str(), size) == LocalStatus::Current {
@@ -265,7 +267,7 @@ impl Fetcher {
                 .map(|()| None)
         })
         .await
-        .expect("commit task does not panic")?;
+        .map_err(joined)??;
         Ok(result)
     }
 
@@ -474,6 +476,16 @@ impl Fetcher {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// A blocking task that did not finish: a panic goes on up; a task the runtime
+/// dropped at shutdown before it ran (its temp file is then removed) ends the
+/// download.
+fn joined(err: tokio::task::JoinError) -> FetchError {
+    match err.try_into_panic() {
+        Ok(panic) => std::panic::resume_unwind(panic),
+        Err(_) => FetchError::ShuttingDown,
     }
 }
 
