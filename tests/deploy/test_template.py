@@ -117,3 +117,13 @@ def test_the_mirror_volume_survives_replacement_and_deletion(template):
     # instance does not replace the volume.
     assert "BackupInstance" not in repr(volume)
     assert not resources(template, "AWS::EC2::VolumeAttachment")
+
+
+def test_log_permissions_name_log_groups_by_arn_not_by_their_arn_attribute(template):
+    # A log group's Arn attribute ends in ":*", so "${Group.Arn}:log-stream:*"
+    # names nothing; the policies write the ARNs out from the group's name.
+    groups = {name for name, _ in resources(template, "AWS::Logs::LogGroup")}
+    text = repr(template["Resources"])
+    for group in groups:
+        assert "${" + group + ".Arn}" not in text, group
+        assert "'Fn::GetAtt': ['" + group + "', 'Arn']" not in text, group
