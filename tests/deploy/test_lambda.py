@@ -130,3 +130,31 @@ def test_missing_configuration_fails_before_sending(index, monkeypatch):
 
     with pytest.raises(KeyError, match="OUTPUT_LOG_GROUP"):
         index.handler({}, None, ssm=MustNotBeCalled())
+
+
+@pytest.mark.parametrize("prefetch_status", [0, 1, 2])
+def test_the_command_fails_exactly_when_the_prefetch_fails(index, tmp_path, prefetch_status):
+    # The commands as the instance's shell runs them, with systemctl and
+    # journalctl standing in for the real ones.
+    import subprocess
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text(f'#!/bin/sh\necho "systemctl $*" >> {tmp_path}/calls\nexit {prefetch_status}\n')
+    (bin_dir / "journalctl").write_text(
+        f'#!/bin/sh\necho "journalctl $*" >> {tmp_path}/calls\necho \'{{"listed":3,"failed":0}}\'\n'
+    )
+    for program in bin_dir.iterdir():
+        program.chmod(0o755)
+    run = subprocess.run(
+        ["/bin/sh", "-c", "\n".join(index.COMMANDS)],
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == prefetch_status
+    assert run.stdout.splitlines() == ['{"listed":3,"failed":0}', f"prefetch exit status {prefetch_status}"]
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls[0] == "systemctl start s3mirrorfs-prefetch.service"
+    assert calls[1].startswith("journalctl --unit s3mirrorfs-prefetch.service --since @")
