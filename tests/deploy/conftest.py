@@ -41,7 +41,7 @@ def free_port():
 
 @pytest.fixture(scope="session")
 def moto_endpoint(tmp_path_factory):
-    """http://127.0.0.1:PORT of a moto server that lives for the whole session."""
+    """http://127.0.0.1:PORT of a moto server that lives for the whole test run."""
     server = Path(sys.executable).with_name("moto_server")
     port = free_port()
     log = tmp_path_factory.mktemp("moto") / "server.log"
