@@ -1,0 +1,124 @@
+"""The project's cfn-guard rules (cfn/rules/) pass on the template and bite:
+each mutation below breaks one promise of the template, and the rule that
+guards that promise must fail on it."""
+
+import copy
+import json
+import subprocess
+
+import pytest
+
+import cfn_template
+
+GUARD = cfn_template.ROOT / "target" / "deploy-tools" / "bin" / "cfn-guard"
+RULES = cfn_template.ROOT / "cfn" / "rules"
+
+
+def guard(data_file):
+    run = subprocess.run(
+        [str(GUARD), "validate", "-d", str(data_file), "-r", str(RULES), "--show-summary", "fail"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    failed = {
+        line.split()[0].split("/", 1)[1]
+        for line in run.stdout.splitlines()
+        if line.strip().endswith(" FAIL") and "/" in line.split()[0]
+    }
+    return run.returncode, failed, run.stdout + run.stderr
+
+
+def props(t, name):
+    return t["Resources"][name]["Properties"]
+
+
+def statements(t, role):
+    return props(t, role)["Policies"][0]["PolicyDocument"]["Statement"]
+
+
+def drop_sid(t, resource, sid):
+    doc = props(t, resource)["PolicyDocument"]
+    doc["Statement"] = [s for s in doc["Statement"] if s.get("Sid") != sid]
+
+
+MUTATIONS = {
+    "s3_versioning": lambda t: props(t, "LogBucket").pop("VersioningConfiguration"),
+    "s3_default_encryption": lambda t: props(t, "ImageBucket").pop("BucketEncryption"),
+    "s3_public_access_blocked": lambda t: props(t, "ImageBucket")["PublicAccessBlockConfiguration"].update(
+        BlockPublicPolicy=False
+    ),
+    "s3_owner_enforced": lambda t: props(t, "LogBucket").update(AccessControl="LogDeliveryWrite"),
+    "s3_lifecycle": lambda t: props(t, "ImageBucket")["LifecycleConfiguration"]["Rules"].pop(0),
+    "s3_tls_only": lambda t: drop_sid(t, "LogBucketPolicy", "DenyInsecureTransport"),
+    "s3_log_bucket_sse_s3": lambda t: props(t, "LogBucket")["BucketEncryption"][
+        "ServerSideEncryptionConfiguration"
+    ][0]["ServerSideEncryptionByDefault"].update(SSEAlgorithm="aws:kms"),
+    "s3_log_delivery_by_policy": lambda t: drop_sid(t, "LogBucketPolicy", "AllowAccessLogDeliveryForTheImageBucket"),
+    "s3_image_bucket_logs_access": lambda t: props(t, "ImageBucket")["LoggingConfiguration"].update(
+        DestinationBucketName="someone-elses-bucket"
+    ),
+    "ec2_instance_configured_directly": lambda t: props(t, "BackupInstance")["MetadataOptions"].update(
+        HttpTokens="optional"
+    ),
+    "ec2_root_volume_encrypted": lambda t: props(t, "BackupInstance")["BlockDeviceMappings"][0]["Ebs"].update(
+        Encrypted=False
+    ),
+    "ec2_tagged_for_backup": lambda t: props(t, "BackupInstance").update(Tags=[{"Key": "Name", "Value": "x"}]),
+    "ec2_mirror_volume_kept": lambda t: t["Resources"]["MirrorVolume"].update(DeletionPolicy="Delete"),
+    "ec2_no_inbound_but_https": lambda t: props(t, "InstanceSecurityGroup").update(
+        SecurityGroupIngress=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIp": "0.0.0.0/0"}]
+    ),
+    "iam_no_wildcards": lambda t: statements(t, "InstanceRole").append(
+        {"Effect": "Allow", "Action": "s3:*", "Resource": {"Fn::GetAtt": ["ImageBucket", "Arn"]}}
+    ),
+    "iam_instance_role": lambda t: statements(t, "InstanceRole").append(
+        {"Effect": "Allow", "Action": "s3:PutObject", "Resource": {"Fn::Sub": "${ImageBucket.Arn}/*"}}
+    ),
+    "iam_send_command_scoped": lambda t: statements(t, "FunctionRole")[1].pop("Condition"),
+    "lambda_runtime_and_code": lambda t: props(t, "StartPrefetchFunction").update(Runtime="python3.8"),
+    "lambda_permission_pinned": lambda t: props(t, "ScheduleInvokePermission").pop("SourceArn"),
+    "events_targets_by_arn": lambda t: props(t, "ScheduleRule")["Targets"][0].update(Arn="start-prefetch"),
+    "logs_retention": lambda t: props(t, "OutputLogGroup").pop("RetentionInDays"),
+    "iam_no_inline_policy_resources": lambda t: t["Resources"].update(
+        Extra={
+            "Type": "AWS::IAM::ManagedPolicy",
+            "Properties": {"PolicyDocument": {"Statement": [{"Effect": "Allow", "Action": "s3:GetObject"}]}},
+        }
+    ),
+    "ec2_no_separate_ingress_but_https": lambda t: t["Resources"].update(
+        Ssh={
+            "Type": "AWS::EC2::SecurityGroupIngress",
+            "Properties": {
+                "GroupId": {"Ref": "InstanceSecurityGroup"},
+                "IpProtocol": "tcp",
+                "FromPort": 22,
+                "ToPort": 22,
+                "CidrIp": "0.0.0.0/0",
+            },
+        }
+    ),
+}
+
+
+def test_the_template_passes_every_rule():
+    code, failed, output = guard(cfn_template.TEMPLATE)
+    assert (code, failed) == (0, set()), output
+
+
+def test_every_rule_is_exercised_by_a_mutation():
+    declared = {
+        line.split()[1] for path in RULES.glob("*.guard") for line in path.read_text().splitlines()
+        if line.startswith("rule ")
+    }
+    assert declared == set(MUTATIONS)
+
+
+@pytest.mark.parametrize("rule", sorted(MUTATIONS))
+def test_the_rule_fails_a_template_that_breaks_it(template, tmp_path, rule):
+    broken = copy.deepcopy(json.loads(json.dumps(template)))
+    MUTATIONS[rule](broken)
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(broken))
+    code, failed, output = guard(path)
+    assert code != 0 and rule in failed, output

@@ -1,0 +1,153 @@
+"""The template, created as a stack in moto's CloudFormation: it parses, its
+parameters resolve (the public Amazon Linux 2023 AMI parameter included), and
+what it creates has the settings the template promises."""
+
+import base64
+import time
+
+import pytest
+
+import cfn_template
+
+AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+SHA = "ab" * 32
+
+
+def network(ec2):
+    subnet = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"][0]
+    return subnet["VpcId"], subnet["SubnetId"], subnet["AvailabilityZone"]
+
+
+def create(aws, template_body, stack, **overrides):
+    cfn, ec2, ssm = aws("cloudformation"), aws("ec2"), aws("ssm")
+    # The public parameter, which moto publishes as AWS does.
+    image = ssm.get_parameter(Name=AMI_PARAMETER)["Parameter"]["Value"]
+    vpc, subnet, zone = network(ec2)
+    values = {
+        "ReleaseS3Uri": "s3://s3mirrorfs-releases/s3mirrorfs-0.1.0-x86_64-linux-gnu.tar.gz",
+        "ReleaseSha256": SHA,
+        "VpcId": vpc,
+        "SubnetId": subnet,
+        "AvailabilityZone": zone,
+    }
+    values.update(overrides)
+    cfn.create_stack(
+        StackName=stack,
+        TemplateBody=template_body,
+        Parameters=[{"ParameterKey": k, "ParameterValue": str(v)} for k, v in values.items()],
+        Capabilities=["CAPABILITY_IAM"],
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        described = cfn.describe_stacks(StackName=stack)["Stacks"][0]
+        if not described["StackStatus"].endswith("_IN_PROGRESS"):
+            break
+        assert time.monotonic() < deadline, "stack creation did not finish"
+        time.sleep(0.5)
+    events = cfn.describe_stack_events(StackName=stack)["StackEvents"]
+    failures = [(e["LogicalResourceId"], e.get("ResourceStatusReason")) for e in events if "FAILED" in e["ResourceStatus"]]
+    assert described["StackStatus"] == "CREATE_COMPLETE", failures
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
+    resources = {
+        r["LogicalResourceId"]: r for r in cfn.list_stack_resources(StackName=stack)["StackResourceSummaries"]
+    }
+    return outputs, resources, image
+
+
+@pytest.fixture(scope="module")
+def body():
+    return cfn_template.TEMPLATE.read_text()
+
+
+def test_the_stack_is_created_with_the_eventbridge_schedule(aws, body):
+    outputs, resources, image = create(aws, body, "s3mirrorfs")
+    ec2, s3, lam, events = aws("ec2"), aws("s3"), aws("lambda"), aws("events")
+
+    assert set(outputs) >= {"ImageBucketName", "LogBucketName", "InstanceId", "StartSessionCommand"}
+    assert outputs["StartSessionCommand"] == f"aws ssm start-session --region eu-west-1 --target {outputs['InstanceId']}"
+
+    instance = ec2.describe_instances(InstanceIds=[outputs["InstanceId"]])["Reservations"][0]["Instances"][0]
+    assert instance["ImageId"] == image
+    assert instance["InstanceType"] == "t2.micro"
+    assert "KeyName" not in instance
+    assert {"Key": "Backup", "Value": "Enabled"} in instance["Tags"]
+    assert instance["IamInstanceProfile"]["Arn"].endswith(resources["InstanceProfile"]["PhysicalResourceId"])
+    group = resources["InstanceSecurityGroup"]["PhysicalResourceId"]
+    described = ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]
+    assert described["IpPermissions"] == []
+    # (moto's CloudFormation keeps neither the egress rules nor a volume's
+    # encryption; test_template.py checks those in the template itself.)
+
+    userdata = ec2.describe_instance_attribute(InstanceId=outputs["InstanceId"], Attribute="userData")
+    script = base64.b64decode(userdata["UserData"]["Value"]).decode()
+    assert script.startswith("#!/bin/bash\n")
+    assert f"TARGET='{outputs['ImageBucketName']}'" in script
+    assert f"VOLUME_ID='{outputs['MirrorVolumeId']}'" in script
+    assert f"RELEASE_SHA256='{SHA}'" in script
+    assert "SCHEDULE='EventBridge'" in script
+    assert "${" not in script.replace("${packages[@]}", "").replace("${release_dirs[0]}", "")
+
+    volume = ec2.describe_volumes(VolumeIds=[outputs["MirrorVolumeId"]])["Volumes"][0]
+    assert volume["Size"] == 100
+    assert volume["AvailabilityZone"] == instance["Placement"]["AvailabilityZone"]
+
+    image_bucket, log_bucket = outputs["ImageBucketName"], outputs["LogBucketName"]
+    # moto's CloudFormation applies a bucket's encryption and tags only.
+    assert default_encryption(s3, image_bucket) == {"SSEAlgorithm": "AES256"}
+    assert default_encryption(s3, log_bucket) == {"SSEAlgorithm": "AES256"}
+
+    function = lam.get_function(FunctionName=outputs["StartPrefetchFunctionName"])["Configuration"]
+    assert function["Runtime"] in ("python3.12", "python3.13")
+    rule = events.describe_rule(Name=resources["ScheduleRule"]["PhysicalResourceId"])
+    assert rule["ScheduleExpression"] == "cron(0 3 * * ? *)"
+    targets = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
+    assert [t["Arn"] for t in targets] == [function["FunctionArn"]]
+
+
+def default_encryption(s3, bucket):
+    rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    return rules[0]["ApplyServerSideEncryptionByDefault"]
+
+
+def test_a_kms_key_encrypts_the_image_bucket_but_not_the_log_bucket(aws, body):
+    key = "arn:aws:kms:eu-west-1:123456789012:key/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
+    outputs, _, _ = create(aws, body, "s3mirrorfs-kms", ImageBucketKmsKeyArn=key)
+    s3 = aws("s3")
+    assert default_encryption(s3, outputs["ImageBucketName"]) == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key}
+    # Access logs cannot be delivered into a bucket whose default is SSE-KMS.
+    assert default_encryption(s3, outputs["LogBucketName"]) == {"SSEAlgorithm": "AES256"}
+
+
+@pytest.mark.parametrize("source", ["SystemdTimer", "Cron"])
+def test_an_on_instance_schedule_creates_no_eventbridge_trigger(aws, body, source):
+    outputs, resources, _ = create(aws, body, f"s3mirrorfs-{source.lower()}", ScheduleSource=source)
+    eventbridge_only = {
+        "ScheduleRule",
+        "StartPrefetchFunction",
+        "ScheduleInvokePermission",
+        "FunctionRole",
+        "FunctionLogGroup",
+        "FunctionDeadLetterQueue",
+    }
+    assert not eventbridge_only & set(resources)
+    assert "StartPrefetchFunctionName" not in outputs
+    assert aws("events").list_rules()["Rules"] == []
+    userdata = aws("ec2").describe_instance_attribute(InstanceId=outputs["InstanceId"], Attribute="userData")
+    assert f"SCHEDULE='{source}'" in base64.b64decode(userdata["UserData"]["Value"]).decode()
+
+
+def test_an_existing_mirror_volume_is_used_instead_of_a_new_one(aws, body):
+    ec2 = aws("ec2")
+    _, _, zone = network(ec2)
+    kept = ec2.create_volume(AvailabilityZone=zone, Size=50, Encrypted=True)["VolumeId"]
+    outputs, resources, _ = create(aws, body, "s3mirrorfs-kept", ExistingMirrorVolumeId=kept)
+    assert "MirrorVolume" not in resources
+    assert outputs["MirrorVolumeId"] == kept
+    assert [v["VolumeId"] for v in ec2.describe_volumes()["Volumes"] if v["Size"] == 50] == [kept]
+
+
+def test_a_prefix_is_mounted_and_mirrored(aws, body):
+    outputs, _, _ = create(aws, body, "s3mirrorfs-prefix", BucketPrefix="photos/2024")
+    userdata = aws("ec2").describe_instance_attribute(InstanceId=outputs["InstanceId"], Attribute="userData")
+    script = base64.b64decode(userdata["UserData"]["Value"]).decode()
+    assert f"TARGET='{outputs['ImageBucketName']}/photos/2024'" in script

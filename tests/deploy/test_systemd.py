@@ -1,0 +1,229 @@
+"""The systemd units and the cron file: systemd-analyze verifies the units in
+a throw-away root (the units' programs are stubs there), rates the prefetch
+unit's sandbox, and the settings the deployment relies on are in place."""
+
+import os
+import re
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import cfn_template
+
+UNITS = cfn_template.ROOT / "systemd"
+UNIT_NAMES = ["s3mirrorfs-mount.service", "s3mirrorfs-prefetch.service", "s3mirrorfs-prefetch.timer"]
+CRON = UNITS / "s3mirrorfs-prefetch.cron"
+MIRROR = "/home/user/myS3backup"
+SANDBOX_PATHS = {
+    "PrivateTmp", "PrivateDevices", "PrivateMounts", "PrivateNetwork", "ProtectSystem", "ProtectHome",
+    "ReadOnlyPaths", "ReadWritePaths", "InaccessiblePaths", "TemporaryFileSystem", "BindPaths",
+    "RootDirectory", "RootImage", "MountFlags", "ProtectKernelTunables", "ProtectControlGroups",
+    "ProtectKernelModules", "ProtectKernelLogs", "ProtectProc", "ProcSubset", "PrivateUsers",
+    "DynamicUser", "ProtectClock", "ProtectHostname", "PrivateIPC",
+}
+
+
+def parse_unit(path):
+    """{section: {key: [values]}}, with continuation lines joined."""
+    sections, section, pending = {}, None, ""
+    for raw in path.read_text().splitlines():
+        line = pending + raw.strip()
+        pending = ""
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.endswith("\\"):
+            pending = line[:-1] + " "
+            continue
+        if line.startswith("["):
+            section = sections.setdefault(line.strip("[]"), {})
+            continue
+        key, _, value = line.partition("=")
+        section.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+def service(name):
+    return parse_unit(UNITS / name)["Service"]
+
+
+def one(settings, key):
+    values = settings.get(key, [])
+    assert len(values) == 1, f"{key}: {values}"
+    return values[0]
+
+
+def executables(unit):
+    """The absolute program paths of every Exec*= line."""
+    paths = set()
+    for key, values in parse_unit(unit).get("Service", {}).items():
+        if key.startswith("Exec"):
+            for value in values:
+                paths.add(value.lstrip("-+@!:").split()[0])
+    return paths
+
+
+@pytest.fixture
+def root(tmp_path):
+    """A throw-away root: systemd's own units, ours, stub programs, the env file."""
+    system = Path("/usr/lib/systemd/system")
+    if not system.is_dir():
+        system = Path("/lib/systemd/system")
+    shutil.copytree(system, tmp_path / "usr/lib/systemd/system", symlinks=True)
+    units = tmp_path / "etc/systemd/system"
+    units.mkdir(parents=True)
+    for name in UNIT_NAMES:
+        shutil.copy(UNITS / name, units / name)
+        for program in executables(UNITS / name):
+            stub = tmp_path / program.lstrip("/")
+            stub.parent.mkdir(parents=True, exist_ok=True)
+            stub.write_text("#!/bin/sh\nexit 0\n")
+            stub.chmod(0o755)
+    (tmp_path / "etc/s3mirrorfs.env").write_text(
+        f"S3MIRRORFS_BUCKET=images\nS3MIRRORFS_MOUNTPOINT=/mnt/images\nS3MIRRORFS_MIRROR_DIR={MIRROR}\n"
+    )
+    return tmp_path
+
+
+def verify(root, names=UNIT_NAMES):
+    return subprocess.run(
+        ["systemd-analyze", "verify", f"--root={root}", *[str(root / "etc/systemd/system" / n) for n in names]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_every_unit_passes_systemd_analyze_verify(root):
+    run = verify(root)
+    # A warning is a finding too: verify exits 0 on some of them.
+    assert (run.returncode, run.stdout + run.stderr) == (0, "")
+
+
+def test_verify_catches_a_missing_program(root):
+    (root / "usr/local/bin/s3mirrorfs").unlink()
+    run = verify(root)
+    assert run.returncode != 0
+    assert "/usr/local/bin/s3mirrorfs is not executable" in run.stderr
+
+
+def test_the_prefetch_sandbox_rates_low_exposure(root):
+    run = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", f"--root={root}", "--no-pager",
+         "s3mirrorfs-prefetch.service"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    match = re.search(r"Overall exposure level for s3mirrorfs-prefetch\.service: (\d+\.\d+) (\w+)", run.stdout)
+    assert match, run.stdout + run.stderr
+    assert float(match.group(1)) < 2.0, run.stdout
+    assert match.group(2) == "OK"
+
+
+def test_the_prefetch_is_a_oneshot_with_a_json_summary_and_one_writable_place():
+    unit = parse_unit(UNITS / "s3mirrorfs-prefetch.service")
+    s = unit["Service"]
+    assert one(s, "Type") == "oneshot"
+    command = one(s, "ExecStart").split()
+    assert command[:3] == ["/usr/local/bin/s3mirrorfs", "prefetch", "${S3MIRRORFS_BUCKET}"]
+    assert "--json" in command
+    assert one(s, "ProtectSystem") == "strict"
+    assert one(s, "ReadWritePaths") == MIRROR
+    assert one(unit["Unit"], "RequiresMountsFor") == MIRROR
+    for key in ("PrivateTmp", "PrivateDevices", "NoNewPrivileges", "ProtectKernelTunables",
+                "ProtectControlGroups", "RestrictNamespaces", "LockPersonality", "MemoryDenyWriteExecute"):
+        assert one(s, key) == "yes", key
+    assert one(s, "CapabilityBoundingSet") == ""
+    assert one(s, "RestrictAddressFamilies").split() == ["AF_INET", "AF_INET6", "AF_UNIX"]
+    assert s["SystemCallFilter"][0] == "@system-service"
+    assert one(s, "User") == "user"
+
+
+def test_the_mount_is_ready_when_mounted_and_visible_to_everyone():
+    unit = parse_unit(UNITS / "s3mirrorfs-mount.service")
+    s = unit["Service"]
+    assert one(s, "Type") == "notify"
+    assert one(s, "Restart") == "on-failure"
+    assert "--foreground" in one(s, "ExecStart").split()
+    assert "--allow-other" in one(s, "ExecStart").split()
+    assert any("fusermount3 -u" in v for v in s["ExecStopPost"])
+    # A private mount namespace would hide the mount from everyone else.
+    assert not SANDBOX_PATHS & set(s), SANDBOX_PATHS & set(s)
+    assert one(unit["Install"], "WantedBy") == "multi-user.target"
+    # Both write the one mirror: the same owner, or one could not replace the other's files.
+    assert one(s, "User") == one(service("s3mirrorfs-prefetch.service"), "User")
+    assert one(s, "Group") == one(service("s3mirrorfs-prefetch.service"), "Group")
+
+
+def test_the_timer_is_daily_persistent_and_spread():
+    timer = parse_unit(UNITS / "s3mirrorfs-prefetch.timer")
+    t = timer["Timer"]
+    assert one(t, "OnCalendar") == "daily"
+    assert one(t, "Persistent") == "true"
+    assert one(t, "RandomizedDelaySec")
+    assert "Unit" not in t  # the same name: s3mirrorfs-prefetch.service
+    assert one(timer["Install"], "WantedBy") == "timers.target"
+    run = subprocess.run(["systemd-analyze", "calendar", one(t, "OnCalendar")], capture_output=True, timeout=30)
+    assert run.returncode == 0
+
+
+def cron_jobs():
+    jobs = []
+    for line in CRON.read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#") or re.match(r"^[A-Z_]+=", line):
+            continue
+        jobs.append(line)
+    return jobs
+
+
+def test_the_cron_file_has_one_valid_system_job():
+    text = CRON.read_text()
+    assert text.endswith("\n"), "cron ignores a last line without a newline"
+    # The installed name (the release ships it without the suffix) must be one cron reads.
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", CRON.stem)
+    [job] = cron_jobs()
+    fields = job.split(None, 6)
+    minute, hour, dom, month, dow, user, command = fields
+    assert 0 <= int(minute) < 60 and 0 <= int(hour) < 24
+    assert (dom, month, dow) == ("*", "*", "*")
+    assert user == "user"
+    assert "%" not in command, "cron turns an unescaped % into a newline"
+    assert "s3mirrorfs prefetch" in command and "--json" in command
+    assert "logger -t s3mirrorfs-prefetch" in command
+
+
+def test_the_cron_command_logs_the_summary_and_the_exit_status(tmp_path):
+    [job] = cron_jobs()
+    command = job.split(None, 6)[6]
+    env = tmp_path / "s3mirrorfs.env"
+    env.write_text(f"S3MIRRORFS_BUCKET=images/photos\nS3MIRRORFS_MOUNTPOINT=/mnt/images\nS3MIRRORFS_MIRROR_DIR={tmp_path}/m\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "s3mirrorfs").write_text('#!/bin/sh\necho "args: $*"\necho "some failure" >&2\nexit 1\n')
+    (bin_dir / "logger").write_text(f'#!/bin/sh\necho "logger $*" >> {tmp_path}/syslog\ncat >> {tmp_path}/syslog\n')
+    for program in bin_dir.iterdir():
+        program.chmod(program.stat().st_mode | stat.S_IXUSR)
+    run = subprocess.run(
+        ["/bin/sh", "-c", command.replace("/etc/s3mirrorfs.env", str(env))],
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (run.returncode, run.stdout, run.stderr) == (0, "", "")
+    syslog = (tmp_path / "syslog").read_text().splitlines()
+    assert syslog[0] == "logger -t s3mirrorfs-prefetch -p cron.info"
+    assert f"args: prefetch images/photos --mirror-dir {tmp_path}/m --json" in syslog
+    assert "some failure" in syslog
+    assert syslog[-1] == "s3mirrorfs prefetch exit status 1"
+
+
+def test_the_userdata_installs_what_the_release_ships(template):
+    script = cfn_template.userdata_script(template)
+    for name in UNIT_NAMES:
+        assert name in script
+    assert '"$release/cron/s3mirrorfs-prefetch" /etc/cron.d/s3mirrorfs-prefetch' in script
+    assert os.path.basename(str(CRON)).startswith("s3mirrorfs-prefetch")

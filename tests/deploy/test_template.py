@@ -1,0 +1,129 @@
+"""Promises of the template that span resources, which per-resource rules
+cannot see: which policy protects which bucket, what runs only with the
+EventBridge schedule, how the UserData handles the mirror and the release."""
+
+import re
+
+import cfn_template
+from cfn_template import resources
+
+EVENTBRIDGE_ONLY = {
+    "AWS::Events::Rule",
+    "AWS::Lambda::Function",
+    "AWS::Lambda::Permission",
+    "AWS::SQS::Queue",
+}
+
+
+def test_every_bucket_has_exactly_one_policy_denying_plain_http(template):
+    buckets = {name for name, _ in resources(template, "AWS::S3::Bucket")}
+    policies = [p["Properties"] for _, p in resources(template, "AWS::S3::BucketPolicy")]
+    assert sorted(p["Bucket"]["Ref"] for p in policies) == sorted(buckets)
+    for policy in policies:
+        bucket = policy["Bucket"]["Ref"]
+        [deny] = [s for s in policy["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"]
+        assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        assert deny["Resource"] == [{"Fn::GetAtt": [bucket, "Arn"]}, {"Fn::Sub": "${" + bucket + ".Arn}/*"}]
+
+
+def test_log_delivery_is_granted_for_the_image_bucket_and_account_only(template):
+    image = template["Resources"]["ImageBucket"]["Properties"]["LoggingConfiguration"]
+    assert image["DestinationBucketName"] == {"Ref": "LogBucket"}
+    statements = template["Resources"]["LogBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    [grant] = [s for s in statements if s["Effect"] == "Allow"]
+    assert grant["Principal"] == {"Service": "logging.s3.amazonaws.com"}
+    assert grant["Action"] == "s3:PutObject"
+    assert grant["Resource"] == {"Fn::Sub": "${LogBucket.Arn}/" + image["LogFilePrefix"] + "*"}
+    assert grant["Condition"] == {
+        "ArnLike": {"aws:SourceArn": {"Fn::GetAtt": ["ImageBucket", "Arn"]}},
+        "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+    }
+
+
+def test_the_eventbridge_trigger_exists_only_when_chosen(template):
+    assert template["Parameters"]["ScheduleSource"]["Default"] == "EventBridge"
+    assert template["Conditions"]["UseEventBridge"] == {"Fn::Equals": [{"Ref": "ScheduleSource"}, "EventBridge"]}
+    for name, resource in template["Resources"].items():
+        if resource["Type"] in EVENTBRIDGE_ONLY or name in ("FunctionRole", "FunctionLogGroup"):
+            assert resource.get("Condition") == "UseEventBridge", name
+    # and the instance runs its own schedule only when EventBridge does not.
+    script = cfn_template.userdata_script(template)
+    branches = dict(re.findall(r"\n  (\w+)\)\n(.*?);;", script, re.S))
+    assert set(branches) == set(template["Parameters"]["ScheduleSource"]["AllowedValues"])
+    assert "disable --now s3mirrorfs-prefetch.timer" in branches["EventBridge"]
+    assert "rm -f /etc/cron.d/s3mirrorfs-prefetch" in branches["EventBridge"]
+    assert "enable --now s3mirrorfs-prefetch.timer" in branches["SystemdTimer"]
+    assert "rm -f /etc/cron.d/s3mirrorfs-prefetch" in branches["SystemdTimer"]
+    assert "disable --now s3mirrorfs-prefetch.timer" in branches["Cron"]
+    assert "/etc/cron.d/s3mirrorfs-prefetch" in branches["Cron"]
+
+
+def test_the_function_logs_into_its_own_group_with_retention(template):
+    function = template["Resources"]["StartPrefetchFunction"]["Properties"]
+    group = template["Resources"][function["LoggingConfig"]["LogGroup"]["Ref"]]["Properties"]
+    assert group["LogGroupName"] == {"Fn::Sub": "/aws/lambda/" + function["FunctionName"]["Fn::Sub"]}
+    assert group["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+def test_every_checkov_skip_says_why(template):
+    skips = [
+        (name, skip)
+        for name, resource in template["Resources"].items()
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", [])
+    ]
+    assert skips
+    for name, skip in skips:
+        assert re.fullmatch(r"CKV2?_AWS_\d+", skip["id"]), name
+        comment = skip.get("comment", "")
+        assert len(comment) > 20 and "\n" not in comment, (name, skip)
+
+
+def test_the_defaults_are_the_documented_ones(template):
+    p = template["Parameters"]
+    assert p["InstanceType"]["Default"] == "t2.micro"
+    assert p["LatestAmiId"]["Type"] == "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"
+    assert p["LatestAmiId"]["Default"] == "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+    assert p["MountPoint"]["Default"] == "/mnt/images"
+    assert set(template["Outputs"]) >= {"ImageBucketName", "LogBucketName", "InstanceId", "StartSessionCommand"}
+
+
+def test_the_userdata_is_strict_and_checks_the_release_before_installing_it(template):
+    script = cfn_template.userdata_script(template)
+    lines = script.splitlines()
+    assert lines[0] == "#!/bin/bash"
+    assert "set -euo pipefail" in lines[:10]
+    check = script.index("sha256sum --check --strict")
+    assert check < script.index("tar -xzf")
+    assert check < script.index("install -m 0755")
+    # The binary replaces the old one in one rename, never half-written.
+    assert "mv -f /usr/local/bin/s3mirrorfs.new /usr/local/bin/s3mirrorfs" in script
+
+
+def test_the_userdata_formats_only_a_blank_volume(template):
+    script = cfn_template.userdata_script(template)
+    # blkid -p exits 2 when the device holds no filesystem and no partition table.
+    blank = re.search(r'if \[ "\$rc" -eq 2 \]; then\n(.*?)\nelif', script, re.S)
+    assert blank and "mkfs" in blank.group(1)
+    assert script.count("mkfs.xfs ") == 1
+    assert 'chmod 0750 "$MIRROR_DIR"' in script
+    assert "MIRROR_DIR=/home/user/myS3backup" in script
+
+
+def test_the_mirror_volume_survives_replacement_and_deletion(template):
+    volume = template["Resources"]["MirrorVolume"]
+    assert volume["DeletionPolicy"] in ("Retain", "Snapshot")
+    assert volume["UpdateReplacePolicy"] in ("Retain", "Snapshot")
+    # Nothing about the volume depends on the instance, so replacing the
+    # instance does not replace the volume.
+    assert "BackupInstance" not in repr(volume)
+    assert not resources(template, "AWS::EC2::VolumeAttachment")
+
+
+def test_log_permissions_name_log_groups_by_arn_not_by_their_arn_attribute(template):
+    # A log group's Arn attribute ends in ":*", so "${Group.Arn}:log-stream:*"
+    # names nothing; the policies write the ARNs out from the group's name.
+    groups = {name for name, _ in resources(template, "AWS::Logs::LogGroup")}
+    text = repr(template["Resources"])
+    for group in groups:
+        assert "${" + group + ".Arn}" not in text, group
+        assert "'Fn::GetAtt': ['" + group + "', 'Arn']" not in text, group

@@ -1,0 +1,235 @@
+"""The instance's UserData, run for real: in a private mount namespace where
+/etc, /usr/local, /var/log and /home are overlays of the machine's own (so
+nothing outside the test changes) and the commands that reach AWS or disks
+(dnf, aws, curl, blkid, mkfs.xfs, mount, systemctl, useradd, ...) are stubs
+that log their arguments. The release tarball has the real units and cron file
+and a stand-in binary."""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+
+import pytest
+
+import cfn_template
+
+ROOT = cfn_template.ROOT
+VOLUME = "vol-0123456789abcdef0"
+BY_ID = "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_" + VOLUME.replace("-", "")
+UUID = "5b3f0e55-0b6a-4d0e-9a51-2a4ac5a1f00d"
+OVERLAID = ["/etc", "/usr/local", "/var/log", "/home"]
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare (mount namespaces)"
+)
+
+STUBS = {
+    "dnf": 'echo "dnf $*" >> "$STATE/calls"',
+    "aws": """echo "aws $*" >> "$STATE/calls"
+case "$1 $2" in
+  "s3 cp") for last; do :; done; cp "$STATE/release.tar.gz" "$last" ;;
+  "ec2 attach-volume") mknod "$DEVICE" b 7 0 ;;
+esac""",
+    "curl": """case "$*" in *api/token*) echo token ;; *instance-id*) echo i-0123456789abcdef0 ;; *) exit 22 ;; esac""",
+    "blkid": """echo "blkid $*" >> "$STATE/calls"
+if [ "$1" = -p ]; then
+  if [ -e "$STATE/formatted" ]; then exit 0; fi
+  exit "${BLKID_PROBE:-2}"
+fi
+if [ -e "$STATE/formatted" ]; then echo "$UUID"; fi""",
+    "mkfs.xfs": 'echo "mkfs.xfs $*" >> "$STATE/calls"; touch "$STATE/formatted"',
+    "mountpoint": '[ -e "$STATE/mounted" ]',
+    "mount": 'echo "mount $*" >> "$STATE/calls"; touch "$STATE/mounted"',
+    "systemctl": """echo "systemctl $*" >> "$STATE/calls"
+if [ "$*" = "restart s3mirrorfs-mount.service" ]; then exit "${MOUNT_STATUS:-0}"; fi""",
+    "useradd": 'echo "useradd $*" >> "$STATE/calls"; mkdir -p /home/user; touch "$STATE/user"',
+    "id": '[ -e "$STATE/user" ]',
+    "chown": 'echo "chown $*" >> "$STATE/calls"',
+    "logger": "cat > /dev/null",
+}
+
+
+def make_release(path):
+    top = "s3mirrorfs-0.1.0-x86_64-linux-gnu"
+    stage = path.parent / "stage" / top
+    (stage / "bin").mkdir(parents=True)
+    (stage / "systemd").mkdir()
+    (stage / "cron").mkdir()
+    (stage / "bin/s3mirrorfs").write_text("#!/bin/sh\necho 's3mirrorfs 0.1.0'\n")
+    (stage / "bin/s3mirrorfs").chmod(0o755)
+    for unit in ("s3mirrorfs-mount.service", "s3mirrorfs-prefetch.service", "s3mirrorfs-prefetch.timer"):
+        shutil.copy(ROOT / "systemd" / unit, stage / "systemd" / unit)
+    shutil.copy(ROOT / "systemd/s3mirrorfs-prefetch.cron", stage / "cron/s3mirrorfs-prefetch")
+    (stage / "README.md").write_text("s3mirrorfs\n")
+    sums = [
+        f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(stage)}"
+        for p in sorted(stage.rglob("*"))
+        if p.is_file()
+    ]
+    (stage / "SHA256SUMS").write_text("\n".join(sums) + "\n")
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(stage, arcname=top)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Instance:
+    """One instance's disks: overlay upper dirs and stub state that persist across runs."""
+
+    def __init__(self, base, template):
+        self.base = base
+        self.template = template
+        self.state = base / "state"
+        self.stubs = base / "stubs"
+        self.state.mkdir()
+        self.stubs.mkdir()
+        for name, body in STUBS.items():
+            (self.stubs / name).write_text("#!/bin/bash\n" + body + "\n")
+            (self.stubs / name).chmod(0o755)
+        self.sha = make_release(self.state / "release.tar.gz")
+        for d in OVERLAID:
+            (base / "upper" / d.strip("/").replace("/", "_")).mkdir(parents=True)
+            (base / "work" / d.strip("/").replace("/", "_")).mkdir(parents=True)
+
+    def run(self, device=True, sha=None, env=None, **overrides):
+        values = {"VolumeId": VOLUME, "ReleaseSha256": sha or self.sha, "ReleaseS3Uri": "s3://releases/s3mirrorfs.tar.gz"}
+        values.update(overrides)
+        script = self.base / "userdata.sh"
+        script.write_text(cfn_template.userdata_script(self.template, values))
+        mounts = [
+            f"mount -t overlay overlay -o lowerdir={d},upperdir={self.upper(d)},workdir={self.base}/work/{d.strip('/').replace('/', '_')} {d}"
+            for d in OVERLAID
+        ]
+        setup = "\n".join(
+            ["set -e", *mounts, "mount -t tmpfs tmpfs /dev/disk", "mkdir -p /dev/disk/by-id"]
+            + ([f"mknod {BY_ID} b 7 0"] if device else [])
+            + [f'PATH="{self.stubs}:$PATH" bash {script}']
+        )
+        (self.state / "calls").write_text("")
+        log = self.upper("/var/log") / "s3mirrorfs-setup.log"
+        before = log.read_text() if log.exists() else ""
+        run = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "bash", "-c", setup],
+            env={**os.environ, "STATE": str(self.state), "UUID": UUID, "DEVICE": BY_ID, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        # The script's output goes through tee, which may finish a moment later.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            text = log.read_text()[len(before):] if log.exists() else ""
+            if "s3mirrorfs setup: done" in text or "FAILED" in text or "refus" in text or run.returncode:
+                break
+            time.sleep(0.05)
+        time.sleep(0.1)
+        self.log = log.read_text()[len(before):] if log.exists() else ""
+        self.calls = (self.state / "calls").read_text().splitlines()
+        return run.returncode
+
+    def upper(self, path):
+        for d in sorted(OVERLAID, key=len, reverse=True):
+            if path == d or path.startswith(d + "/"):
+                return self.base / "upper" / d.strip("/").replace("/", "_") / path[len(d):].lstrip("/")
+        raise ValueError(path)
+
+    def file(self, path):
+        return self.upper(path).read_text()
+
+
+@pytest.fixture
+def instance(tmp_path, template):
+    return Instance(tmp_path, template)
+
+
+def test_first_boot_sets_everything_up(instance):
+    assert instance.run() == 0, instance.log
+    assert "s3mirrorfs setup: done" in instance.log
+    assert "dnf install -y -q fuse3" in instance.calls
+    assert any(c.startswith("useradd ") and c.endswith(" user") for c in instance.calls)
+    assert f"mkfs.xfs -q -L s3mirror {BY_ID}" in instance.calls
+    assert instance.file("/etc/fstab").count("/home/user/myS3backup") == 1
+    assert f"UUID={UUID} /home/user/myS3backup xfs defaults,noatime,nofail 0 2" in instance.file("/etc/fstab")
+    assert "chown user:user /home/user/myS3backup" in instance.calls
+    assert oct(instance.upper("/home/user/myS3backup").stat().st_mode & 0o777) == "0o750"
+    assert instance.file("/usr/local/bin/s3mirrorfs").startswith("#!/bin/sh")
+    for unit in ("s3mirrorfs-mount.service", "s3mirrorfs-prefetch.service", "s3mirrorfs-prefetch.timer"):
+        assert instance.file("/etc/systemd/system/" + unit) == (ROOT / "systemd" / unit).read_text()
+    assert instance.file("/etc/s3mirrorfs.env").splitlines() == [
+        "S3MIRRORFS_BUCKET=s3mirrorfs-imagebucket-0123abcd/photos",
+        "S3MIRRORFS_MOUNTPOINT=/mnt/images",
+        "S3MIRRORFS_MIRROR_DIR=/home/user/myS3backup",
+        "AWS_REGION=eu-west-1",
+    ]
+    assert "TimeoutStartSec=72000" in instance.file("/etc/systemd/system/s3mirrorfs-prefetch.service.d/timeout.conf")
+    assert "user_allow_other" in instance.file("/etc/fuse.conf").splitlines()
+    # EventBridge schedules: no timer, no cron file; the mount is up and a first run started.
+    assert "systemctl enable s3mirrorfs-mount.service" in instance.calls
+    assert "systemctl restart s3mirrorfs-mount.service" in instance.calls
+    assert "systemctl disable --now s3mirrorfs-prefetch.timer" in instance.calls
+    assert not instance.upper("/etc/cron.d/s3mirrorfs-prefetch").exists()
+    assert instance.calls[-1] == "systemctl start --no-block s3mirrorfs-prefetch.service"
+
+
+def test_a_second_run_changes_nothing_it_should_keep(instance):
+    assert instance.run() == 0, instance.log
+    fstab = instance.file("/etc/fstab")
+    assert instance.run() == 0, instance.log
+    assert not [c for c in instance.calls if c.startswith(("mkfs", "useradd", "mount "))]
+    assert instance.file("/etc/fstab") == fstab
+    assert "s3mirrorfs setup: done" in instance.log
+
+
+def test_a_release_with_another_checksum_is_refused(instance):
+    assert instance.run(sha="f" * 64) != 0
+    assert "does not have SHA-256 " + "f" * 64 in instance.log
+    assert not instance.upper("/usr/local/bin/s3mirrorfs").exists()
+    assert not instance.upper("/etc/systemd/system/s3mirrorfs-mount.service").exists()
+    # Nothing is enabled, restarted or started (the fstab line for the mirror came before).
+    assert [c for c in instance.calls if c.startswith("systemctl")] == ["systemctl daemon-reload"]
+
+
+def test_a_volume_with_data_is_never_formatted(instance):
+    (instance.state / "formatted").touch()
+    assert instance.run() == 0, instance.log
+    assert not [c for c in instance.calls if c.startswith("mkfs")]
+    assert f"UUID={UUID} /home/user/myS3backup" in instance.file("/etc/fstab")
+
+
+def test_an_unreadable_volume_stops_the_set_up_before_anything_is_formatted(instance):
+    assert instance.run(env={"BLKID_PROBE": "4"}) != 0
+    assert "blkid cannot read" in instance.log
+    assert not [c for c in instance.calls if c.startswith(("mkfs", "mount "))]
+
+
+def test_the_volume_is_attached_when_it_is_not_there_yet(instance):
+    assert instance.run(device=False) == 0, instance.log
+    attach = [c for c in instance.calls if c.startswith("aws ec2 attach-volume")]
+    assert attach == [
+        f"aws ec2 attach-volume --region eu-west-1 --volume-id {VOLUME} --instance-id i-0123456789abcdef0 --device /dev/sdf"
+    ]
+    assert f"mkfs.xfs -q -L s3mirror {BY_ID}" in instance.calls
+
+
+def test_cron_schedules_instead_of_the_timer(instance):
+    assert instance.run(ScheduleSource="Cron") == 0, instance.log
+    assert "dnf install -y -q fuse3 cronie" in instance.calls
+    assert instance.file("/etc/cron.d/s3mirrorfs-prefetch") == (ROOT / "systemd/s3mirrorfs-prefetch.cron").read_text()
+    assert "systemctl enable --now crond.service" in instance.calls
+    assert "systemctl disable --now s3mirrorfs-prefetch.timer" in instance.calls
+
+
+def test_the_timer_schedules_and_a_cron_file_left_from_before_goes(instance):
+    assert instance.run(ScheduleSource="Cron") == 0, instance.log
+    assert instance.run(ScheduleSource="SystemdTimer") == 0, instance.log
+    assert "systemctl enable --now s3mirrorfs-prefetch.timer" in instance.calls
+    assert not instance.upper("/etc/cron.d/s3mirrorfs-prefetch").exists()
+
+
+def test_a_failed_mount_still_sets_up_the_schedule_and_fails_the_set_up(instance):
+    assert instance.run(ScheduleSource="SystemdTimer", env={"MOUNT_STATUS": "1"}) != 0
+    assert "the mount did not start" in instance.log
+    assert "systemctl enable --now s3mirrorfs-prefetch.timer" in instance.calls
+    assert "systemctl start --no-block s3mirrorfs-prefetch.service" in instance.calls
