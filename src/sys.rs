@@ -40,44 +40,36 @@ pub fn fset_xattr(file: &File, name: &str, value: &[u8]) -> io::Result<()> {
 pub fn get_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
     let cpath = cstring(path.as_os_str().as_bytes())?;
     let cname = cstring(name.as_bytes())?;
-    let mut buf = vec![0u8; 1024];
-    loop {
-        // SAFETY: pointers are valid for the given lengths for the duration of the call.
-        let n = unsafe {
-            libc::lgetxattr(
-                cpath.as_ptr(),
-                cname.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
-        if n >= 0 {
-            buf.truncate(n as usize);
-            return Ok(Some(buf));
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::ENODATA) => return Ok(None),
-            Some(libc::ERANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
-            _ => return Err(err),
-        }
-    }
+    // SAFETY: the pointers are valid for the given lengths for the duration of the call.
+    read_xattr(|buf| unsafe {
+        libc::lgetxattr(
+            cpath.as_ptr(),
+            cname.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    })
 }
 
 /// Reads an extended attribute of an open file (or directory); `None` if absent.
 pub fn fget_xattr(file: &File, name: &str) -> io::Result<Option<Vec<u8>>> {
     let cname = cstring(name.as_bytes())?;
+    // SAFETY: the fd is open for the call; the pointers are valid for the given lengths.
+    read_xattr(|buf| unsafe {
+        libc::fgetxattr(
+            file.as_raw_fd(),
+            cname.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    })
+}
+
+/// Calls a getxattr variant with a buffer that grows until the value fits.
+fn read_xattr(mut get: impl FnMut(&mut [u8]) -> libc::ssize_t) -> io::Result<Option<Vec<u8>>> {
     let mut buf = vec![0u8; 1024];
     loop {
-        // SAFETY: the fd is open for the call; pointers are valid for the given lengths.
-        let n = unsafe {
-            libc::fgetxattr(
-                file.as_raw_fd(),
-                cname.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
+        let n = get(&mut buf);
         if n >= 0 {
             buf.truncate(n as usize);
             return Ok(Some(buf));
