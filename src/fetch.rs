@@ -456,6 +456,10 @@ impl Fetcher {
                         StoreError::Body(format!("body ended at byte {pos} of {stop}")).into(),
                     );
                 }
+                // A finished part of a large object goes to disk while the others arrive.
+                if let Some(part) = &range {
+                    tmp.start_writeback(part.start..stop);
+                }
                 Ok(())
             }
             .await;

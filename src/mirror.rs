@@ -637,6 +637,12 @@ impl TempFile {
         self.file.try_clone().map_err(|e| self.error(e))
     }
 
+    /// Starts writing `range` back to disk (a hint: errors surface at the fsync of
+    /// the commit, which is what makes the file durable).
+    pub fn start_writeback(&self, range: std::ops::Range<u64>) {
+        let _ = sys::start_writeback(&self.file, range.start, range.end - range.start);
+    }
+
     /// The MD5 of what has been written, as lower-case hex.
     pub fn md5(&self) -> Result<String, MirrorError> {
         md5_file(&self.file).map_err(|e| self.error(e))
