@@ -127,3 +127,17 @@ def test_log_permissions_name_log_groups_by_arn_not_by_their_arn_attribute(templ
     for group in groups:
         assert "${" + group + ".Arn}" not in text, group
         assert "'Fn::GetAtt': ['" + group + "', 'Arn']" not in text, group
+
+
+def test_the_userdata_fits_the_ec2_limit(template):
+    # EC2 refuses user data above 16 KiB (before base64); the longest values
+    # the parameters allow must fit too.
+    longest = {
+        "ArchiveDir": "/" + "d" * 200,
+        "ArchiveBucket": "b" * 63,
+        "ArchivePrefix": "p" * 200,
+        "ArchiveKmsKeyArn": "arn:aws:kms:eu-west-1:123456789012:key/" + "0" * 36,
+        "MountPoint": "/" + "m" * 200,
+    }
+    script = cfn_template.userdata_script(template, longest)
+    assert len(script.encode()) < 16384
