@@ -183,6 +183,7 @@ def test_without_an_archive_dir_nothing_about_the_archive_exists(aws, body):
     actions = {a for s in statements.values() for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
     assert not {"s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"} & actions
     assert "ARCHIVE_TIMEOUT_SECONDS" not in function_environment(aws, outputs)
+    assert "ArchiveLocation" not in outputs
     userdata = aws("ec2").describe_instance_attribute(InstanceId=outputs["InstanceId"], Attribute="userData")
     assert "ARCHIVE_DIR=''" in base64.b64decode(userdata["UserData"]["Value"]).decode()
 
@@ -210,6 +211,7 @@ def test_an_archive_may_write_under_its_prefix_only(aws, body):
         [f"arn:aws:s3:::{outputs['ImageBucketName']}/*", f"arn:aws:s3:::{outputs['LogBucketName']}/*"]
     )
     assert str(function_environment(aws, outputs)["ARCHIVE_TIMEOUT_SECONDS"]) == "14400"
+    assert outputs["ArchiveLocation"] == "s3://s3mirrorfs-archives/app/daily/"
     userdata = aws("ec2").describe_instance_attribute(InstanceId=outputs["InstanceId"], Attribute="userData")
     script = base64.b64decode(userdata["UserData"]["Value"]).decode()
     for line in ("ARCHIVE_DIR='/srv/app/data'", "ARCHIVE_BUCKET='s3mirrorfs-archives'", "ARCHIVE_PREFIX='app/daily'",
