@@ -25,6 +25,8 @@ SUB_VALUES = {
     "AWS::Partition": "aws",
     "AWS::StackName": "s3mirrorfs",
     "Target": "s3mirrorfs-imagebucket-0123abcd/photos",
+    "ImageBucket": "s3mirrorfs-imagebucket-0123abcd",
+    "LogBucket": "s3mirrorfs-logbucket-4567efab",
     "VolumeId": "vol-0123456789abcdef0",
 }
 
@@ -57,7 +59,7 @@ def userdata_values(template, overrides=None):
     """Parameter defaults (or a shaped stand-in) plus the pseudo-parameters."""
     values = dict(SUB_VALUES)
     for name, parameter in template["Parameters"].items():
-        if "Default" in parameter and str(parameter["Default"]) != "":
+        if "Default" in parameter:
             values[name] = parameter["Default"]
     values.setdefault("ReleaseS3Uri", "s3://s3mirrorfs-releases/s3mirrorfs-0.1.0-x86_64-linux-gnu.tar.gz")
     values.setdefault("ReleaseSha256", "0" * 64)

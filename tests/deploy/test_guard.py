@@ -42,6 +42,20 @@ def drop_sid(t, resource, sid):
     doc["Statement"] = [s for s in doc["Statement"] if s.get("Sid") != sid]
 
 
+def conditional(t, sid):
+    """The statement of the instance role that exists under a condition, by Sid."""
+    for statement in statements(t, "InstanceRole"):
+        branch = statement.get("Fn::If", [None, {}])[1]
+        if branch.get("Sid") == sid:
+            return branch
+    raise KeyError(sid)
+
+
+def drop_conditional(t, sid):
+    doc = props(t, "InstanceRole")["Policies"][0]["PolicyDocument"]
+    doc["Statement"] = [s for s in doc["Statement"] if s.get("Fn::If", [None, {}])[1].get("Sid") != sid]
+
+
 MUTATIONS = {
     "s3_versioning": lambda t: props(t, "LogBucket").pop("VersioningConfiguration"),
     "s3_default_encryption": lambda t: props(t, "ImageBucket").pop("BucketEncryption"),
@@ -75,6 +89,10 @@ MUTATIONS = {
     "iam_instance_role": lambda t: statements(t, "InstanceRole").append(
         {"Effect": "Allow", "Action": "s3:PutObject", "Resource": {"Fn::Sub": "${ImageBucket.Arn}/*"}}
     ),
+    "iam_archive_scoped_to_prefix": lambda t: conditional(t, "WriteTheArchives").update(
+        Resource={"Fn::Sub": "arn:${AWS::Partition}:s3:::${ArchiveBucket}/*"}
+    ),
+    "iam_archive_not_into_stack_buckets": lambda t: drop_conditional(t, "NoArchivesInTheStackBuckets"),
     "iam_send_command_scoped": lambda t: statements(t, "FunctionRole")[1].pop("Condition"),
     "lambda_runtime_and_code": lambda t: props(t, "StartPrefetchFunction").update(Runtime="python3.8"),
     "lambda_permission_pinned": lambda t: props(t, "ScheduleInvokePermission").pop("SourceArn"),
@@ -122,3 +140,39 @@ def test_the_rule_fails_a_template_that_breaks_it(template, tmp_path, rule):
     path.write_text(json.dumps(broken))
     code, failed, output = guard(path)
     assert code != 0 and rule in failed, output
+
+
+# More ways to widen the archive's access, each of which the prefix rule must refuse.
+ARCHIVE_MUTATIONS = {
+    "write-a-whole-bucket": lambda t: conditional(t, "DeleteOldArchives").update(
+        Resource={"Fn::Sub": "arn:${AWS::Partition}:s3:::${ArchiveBucket}/*"}
+    ),
+    "write-another-bucket": lambda t: conditional(t, "WriteTheArchives").update(
+        Resource={"Fn::Sub": "${ImageBucket.Arn}/${ArchivePrefix}/*"}
+    ),
+    "list-without-the-prefix-condition": lambda t: conditional(t, "ListTheArchives").pop("Condition"),
+    "list-every-key": lambda t: conditional(t, "ListTheArchives").update(
+        Condition={"StringLike": {"s3:prefix": "*"}}
+    ),
+    "more-than-writes": lambda t: conditional(t, "WriteTheArchives").update(
+        Action=["s3:PutObject", "s3:AbortMultipartUpload", "s3:GetObject"]
+    ),
+    "a-wildcard-action": lambda t: conditional(t, "DeleteOldArchives").update(Action="s3:Delete*"),
+    "writes-outside-a-condition": lambda t: statements(t, "InstanceRole").append(
+        {
+            "Effect": "Allow",
+            "Action": "s3:PutObject",
+            "Resource": {"Fn::Sub": "arn:${AWS::Partition}:s3:::${ArchiveBucket}/${ArchivePrefix}/*"},
+        }
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ARCHIVE_MUTATIONS))
+def test_the_archive_rule_fails_a_wider_archive_statement(template, tmp_path, name):
+    broken = copy.deepcopy(json.loads(json.dumps(template)))
+    ARCHIVE_MUTATIONS[name](broken)
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(broken))
+    code, failed, output = guard(path)
+    assert code != 0 and "iam_archive_scoped_to_prefix" in failed, output

@@ -15,6 +15,13 @@ import cfn_template
 
 ROOT = cfn_template.ROOT
 GLIBC_LIMIT = (2, 34)
+UNITS = (
+    "s3mirrorfs-mount.service",
+    "s3mirrorfs-prefetch.service",
+    "s3mirrorfs-prefetch.timer",
+    "s3mirrorfs-archive.service",
+    "s3mirrorfs-archive.timer",
+)
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +63,18 @@ def test_the_tarball_holds_the_binary_units_and_cron_file(tarball, unpacked):
         "README.md",
         "SHA256SUMS",
         "bin/s3mirrorfs",
+        "cron/s3mirrorfs-archive",
         "cron/s3mirrorfs-prefetch",
+        "systemd/s3mirrorfs-archive.service",
+        "systemd/s3mirrorfs-archive.timer",
         "systemd/s3mirrorfs-mount.service",
         "systemd/s3mirrorfs-prefetch.service",
         "systemd/s3mirrorfs-prefetch.timer",
     ]
-    for unit in ("s3mirrorfs-mount.service", "s3mirrorfs-prefetch.service", "s3mirrorfs-prefetch.timer"):
+    for unit in UNITS:
         assert (unpacked / "systemd" / unit).read_bytes() == (ROOT / "systemd" / unit).read_bytes()
-    assert (unpacked / "cron/s3mirrorfs-prefetch").read_bytes() == (ROOT / "systemd/s3mirrorfs-prefetch.cron").read_bytes()
+    for job in ("s3mirrorfs-prefetch", "s3mirrorfs-archive"):
+        assert (unpacked / "cron" / job).read_bytes() == (ROOT / "systemd" / (job + ".cron")).read_bytes()
     assert os.access(unpacked / "bin/s3mirrorfs", os.X_OK)
 
 

@@ -2,8 +2,10 @@
 parameters resolve (the public Amazon Linux 2023 AMI parameter included), and
 what it creates has the settings the template promises."""
 
+import ast
 import base64
 import time
+import urllib.parse
 
 import pytest
 
@@ -151,3 +153,94 @@ def test_a_prefix_is_mounted_and_mirrored(aws, body):
     userdata = aws("ec2").describe_instance_attribute(InstanceId=outputs["InstanceId"], Attribute="userData")
     script = base64.b64decode(userdata["UserData"]["Value"]).decode()
     assert f"TARGET='{outputs['ImageBucketName']}/photos/2024'" in script
+
+
+def instance_policy(aws, resources):
+    iam = aws("iam")
+    role = resources["InstanceRole"]["PhysicalResourceId"]
+    [name] = iam.list_role_policies(RoleName=role)["PolicyNames"]
+    document = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+    # moto keeps the document as the text of a Python dict, and an AWS::NoValue
+    # branch as None where CloudFormation leaves the statement out.
+    if isinstance(document, str):
+        document = ast.literal_eval(urllib.parse.unquote(document))
+    return {s.get("Sid"): s for s in document["Statement"] if s is not None}
+
+
+def function_environment(aws, outputs):
+    function = aws("lambda").get_function(FunctionName=outputs["StartPrefetchFunctionName"])["Configuration"]
+    return function["Environment"]["Variables"]
+
+
+ARCHIVE_SIDS = {"WriteTheArchives", "ListTheArchives", "DeleteOldArchives", "EncryptTheArchives",
+                "NoArchivesInTheStackBuckets"}
+
+
+def test_without_an_archive_dir_nothing_about_the_archive_exists(aws, body):
+    outputs, resources, _ = create(aws, body, "s3mirrorfs-noarchive", ArchiveBucket="s3mirrorfs-archives")
+    statements = instance_policy(aws, resources)
+    assert not ARCHIVE_SIDS & set(statements)
+    actions = {a for s in statements.values() for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert not {"s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"} & actions
+    assert "ARCHIVE_TIMEOUT_SECONDS" not in function_environment(aws, outputs)
+    assert "ArchiveLocation" not in outputs
+    userdata = aws("ec2").describe_instance_attribute(InstanceId=outputs["InstanceId"], Attribute="userData")
+    assert "ARCHIVE_DIR=''" in base64.b64decode(userdata["UserData"]["Value"]).decode()
+
+
+def test_an_archive_may_write_under_its_prefix_only(aws, body):
+    outputs, resources, _ = create(
+        aws, body, "s3mirrorfs-archive", ArchiveDir="/srv/app/data", ArchiveBucket="s3mirrorfs-archives",
+        ArchivePrefix="app/daily", ArchiveKeep="5",
+    )
+    statements = instance_policy(aws, resources)
+    objects = "arn:aws:s3:::s3mirrorfs-archives/app/daily/*"
+    assert statements["WriteTheArchives"]["Effect"] == "Allow"
+    assert sorted(statements["WriteTheArchives"]["Action"]) == ["s3:AbortMultipartUpload", "s3:PutObject"]
+    assert statements["WriteTheArchives"]["Resource"] == objects
+    assert statements["ListTheArchives"]["Action"] == "s3:ListBucket"
+    assert statements["ListTheArchives"]["Resource"] == "arn:aws:s3:::s3mirrorfs-archives"
+    assert statements["ListTheArchives"]["Condition"] == {"StringLike": {"s3:prefix": "app/daily/*"}}
+    assert statements["DeleteOldArchives"] == {
+        "Sid": "DeleteOldArchives", "Effect": "Allow", "Action": "s3:DeleteObject", "Resource": objects
+    }
+    assert "EncryptTheArchives" not in statements
+    deny = statements["NoArchivesInTheStackBuckets"]
+    assert deny["Effect"] == "Deny"
+    assert sorted(deny["Resource"]) == sorted(
+        [f"arn:aws:s3:::{outputs['ImageBucketName']}/*", f"arn:aws:s3:::{outputs['LogBucketName']}/*"]
+    )
+    assert str(function_environment(aws, outputs)["ARCHIVE_TIMEOUT_SECONDS"]) == "14400"
+    assert outputs["ArchiveLocation"] == "s3://s3mirrorfs-archives/app/daily/"
+    userdata = aws("ec2").describe_instance_attribute(InstanceId=outputs["InstanceId"], Attribute="userData")
+    script = base64.b64decode(userdata["UserData"]["Value"]).decode()
+    for line in ("ARCHIVE_DIR='/srv/app/data'", "ARCHIVE_BUCKET='s3mirrorfs-archives'", "ARCHIVE_PREFIX='app/daily'",
+                 "ARCHIVE_KEEP='5'", "ARCHIVE_KMS_KEY=''", f"IMAGE_BUCKET='{outputs['ImageBucketName']}'",
+                 f"LOG_BUCKET='{outputs['LogBucketName']}'"):
+        assert line in script
+
+
+def test_an_archive_that_keeps_everything_may_not_list_or_delete(aws, body):
+    key = "arn:aws:kms:eu-west-1:123456789012:key/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
+    _, resources, _ = create(
+        aws, body, "s3mirrorfs-keepall", ArchiveDir="/srv/app/data", ArchiveBucket="s3mirrorfs-archives",
+        ArchiveKeep="0", ArchiveKmsKeyArn=key,
+    )
+    statements = instance_policy(aws, resources)
+    assert {"WriteTheArchives", "EncryptTheArchives", "NoArchivesInTheStackBuckets"} <= set(statements)
+    assert not {"ListTheArchives", "DeleteOldArchives"} & set(statements)
+    assert statements["WriteTheArchives"]["Resource"] == "arn:aws:s3:::s3mirrorfs-archives/app-archives/*"
+    kms = statements["EncryptTheArchives"]
+    assert sorted(kms["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert kms["Resource"] == key
+    assert kms["Condition"] == {"StringEquals": {"kms:ViaService": "s3.eu-west-1.amazonaws.com"}}
+
+
+@pytest.mark.parametrize("source", ["SystemdTimer", "Cron"])
+def test_an_on_instance_schedule_archives_without_the_function(aws, body, source):
+    outputs, resources, _ = create(
+        aws, body, f"s3mirrorfs-archive-{source.lower()}", ScheduleSource=source, ArchiveDir="/srv/app/data",
+        ArchiveBucket="s3mirrorfs-archives",
+    )
+    assert "StartPrefetchFunction" not in resources
+    assert "WriteTheArchives" in instance_policy(aws, resources)

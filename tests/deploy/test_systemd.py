@@ -14,8 +14,15 @@ import pytest
 import cfn_template
 
 UNITS = cfn_template.ROOT / "systemd"
-UNIT_NAMES = ["s3mirrorfs-mount.service", "s3mirrorfs-prefetch.service", "s3mirrorfs-prefetch.timer"]
+UNIT_NAMES = [
+    "s3mirrorfs-mount.service",
+    "s3mirrorfs-prefetch.service",
+    "s3mirrorfs-prefetch.timer",
+    "s3mirrorfs-archive.service",
+    "s3mirrorfs-archive.timer",
+]
 CRON = UNITS / "s3mirrorfs-prefetch.cron"
+ARCHIVE_CRON = UNITS / "s3mirrorfs-archive.cron"
 MIRROR = "/home/user/myS3backup"
 SANDBOX_PATHS = {
     "PrivateTmp", "PrivateDevices", "PrivateMounts", "PrivateNetwork", "ProtectSystem", "ProtectHome",
@@ -84,6 +91,10 @@ def root(tmp_path):
     (tmp_path / "etc/s3mirrorfs.env").write_text(
         f"S3MIRRORFS_BUCKET=images\nS3MIRRORFS_MOUNTPOINT=/mnt/images\nS3MIRRORFS_MIRROR_DIR={MIRROR}\n"
     )
+    (tmp_path / "etc/s3mirrorfs-archive.env").write_text(
+        "S3MIRRORFS_ARCHIVE_DIR=/srv/app/data\nS3MIRRORFS_ARCHIVE_TARGET=backups/app-archives\n"
+        "S3MIRRORFS_ARCHIVE_OPTIONS=--keep 7 --sse AES256\n"
+    )
     return tmp_path
 
 
@@ -109,18 +120,66 @@ def test_verify_catches_a_missing_program(root):
     assert "/usr/local/bin/s3mirrorfs is not executable" in run.stderr
 
 
-def test_the_prefetch_sandbox_rates_low_exposure(root):
+def exposure(root, unit):
     run = subprocess.run(
-        ["systemd-analyze", "security", "--offline=true", f"--root={root}", "--no-pager",
-         "s3mirrorfs-prefetch.service"],
+        ["systemd-analyze", "security", "--offline=true", f"--root={root}", "--no-pager", unit],
         capture_output=True,
         text=True,
         timeout=120,
     )
-    match = re.search(r"Overall exposure level for s3mirrorfs-prefetch\.service: (\d+\.\d+) (\w+)", run.stdout)
+    match = re.search(r"Overall exposure level for " + re.escape(unit) + r": (\d+\.\d+) (\w+)", run.stdout)
     assert match, run.stdout + run.stderr
-    assert float(match.group(1)) < 2.0, run.stdout
-    assert match.group(2) == "OK"
+    return float(match.group(1)), match.group(2), run.stdout
+
+
+def test_the_prefetch_sandbox_rates_low_exposure(root):
+    level, rating, output = exposure(root, "s3mirrorfs-prefetch.service")
+    assert level < 2.0, output
+    assert rating == "OK"
+
+
+def test_the_archive_sandbox_rates_low_exposure(root):
+    # A little above the prefetch's, by what reading any file takes: the
+    # capability, and the host's user IDs instead of a private user namespace.
+    level, rating, output = exposure(root, "s3mirrorfs-archive.service")
+    assert level < 2.0, output
+    assert rating == "OK"
+
+
+def test_the_archive_reads_what_it_archives_and_writes_nothing():
+    unit = parse_unit(UNITS / "s3mirrorfs-archive.service")
+    s = unit["Service"]
+    assert one(s, "Type") == "oneshot"
+    command = one(s, "ExecStart").split()
+    assert command[:4] == [
+        "/usr/local/bin/s3mirrorfs", "archive", "${S3MIRRORFS_ARCHIVE_DIR}", "${S3MIRRORFS_ARCHIVE_TARGET}"
+    ]
+    # Unbraced, so systemd splits the options into words.
+    assert "$S3MIRRORFS_ARCHIVE_OPTIONS" in command and "--json" in command
+    assert s["EnvironmentFile"] == ["/etc/s3mirrorfs.env", "/etc/s3mirrorfs-archive.env"]
+    assert one(s, "ProtectSystem") == "strict"
+    assert one(s, "ProtectHome") == "read-only"
+    for key in ("ReadWritePaths", "StateDirectory", "CacheDirectory", "LogsDirectory", "RuntimeDirectory"):
+        assert key not in s, key
+    assert one(s, "CapabilityBoundingSet") == "CAP_DAC_READ_SEARCH"
+    assert one(s, "AmbientCapabilities") == "CAP_DAC_READ_SEARCH"
+    for key in ("PrivateTmp", "PrivateDevices", "NoNewPrivileges", "ProtectKernelTunables",
+                "ProtectControlGroups", "RestrictNamespaces", "LockPersonality", "MemoryDenyWriteExecute"):
+        assert one(s, key) == "yes", key
+    assert one(s, "RestrictAddressFamilies").split() == ["AF_INET", "AF_INET6", "AF_UNIX"]
+    assert s["SystemCallFilter"][0] == "@system-service"
+    assert one(s, "User") == "user"
+    # Started by a timer, cron or Run Command, never at boot.
+    assert "Install" not in unit
+
+
+def test_the_archive_unit_needs_its_settings_file():
+    # A host without an archive has no settings file: starting the unit is then
+    # an error (a missing EnvironmentFile without "-"), never a silent success
+    # (a Condition* that skips the run).
+    unit = parse_unit(UNITS / "s3mirrorfs-archive.service")
+    assert all(not v.startswith("-") for v in unit["Service"]["EnvironmentFile"])
+    assert not [k for k in unit["Unit"] if k.startswith("Condition")]
 
 
 def test_the_prefetch_is_a_oneshot_with_a_json_summary_and_one_writable_place():
@@ -158,21 +217,22 @@ def test_the_mount_is_ready_when_mounted_and_visible_to_everyone():
     assert one(s, "Group") == one(service("s3mirrorfs-prefetch.service"), "Group")
 
 
-def test_the_timer_is_daily_persistent_and_spread():
-    timer = parse_unit(UNITS / "s3mirrorfs-prefetch.timer")
+@pytest.mark.parametrize("name", ["s3mirrorfs-prefetch.timer", "s3mirrorfs-archive.timer"])
+def test_the_timer_is_daily_persistent_and_spread(name):
+    timer = parse_unit(UNITS / name)
     t = timer["Timer"]
     assert one(t, "OnCalendar") == "daily"
     assert one(t, "Persistent") == "true"
     assert one(t, "RandomizedDelaySec")
-    assert "Unit" not in t  # the same name: s3mirrorfs-prefetch.service
+    assert "Unit" not in t  # the service of the same name
     assert one(timer["Install"], "WantedBy") == "timers.target"
     run = subprocess.run(["systemd-analyze", "calendar", one(t, "OnCalendar")], capture_output=True, timeout=30)
     assert run.returncode == 0
 
 
-def cron_jobs():
+def cron_jobs(path=CRON):
     jobs = []
-    for line in CRON.read_text().splitlines():
+    for line in path.read_text().splitlines():
         if not line.strip() or line.lstrip().startswith("#") or re.match(r"^[A-Z_]+=", line):
             continue
         jobs.append(line)
@@ -226,4 +286,43 @@ def test_the_userdata_installs_what_the_release_ships(template):
     for name in UNIT_NAMES:
         assert name in script
     assert '"$release/cron/s3mirrorfs-prefetch" /etc/cron.d/s3mirrorfs-prefetch' in script
+    assert '"$release/cron/s3mirrorfs-archive" /etc/cron.d/s3mirrorfs-archive' in script
     assert os.path.basename(str(CRON)).startswith("s3mirrorfs-prefetch")
+
+
+def test_the_archive_cron_file_starts_the_sandboxed_unit():
+    text = ARCHIVE_CRON.read_text()
+    assert text.endswith("\n"), "cron ignores a last line without a newline"
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", ARCHIVE_CRON.stem)
+    [job] = cron_jobs(ARCHIVE_CRON)
+    minute, hour, dom, month, dow, user, command = job.split(None, 6)
+    assert 0 <= int(minute) < 60 and 0 <= int(hour) < 24
+    assert (dom, month, dow) == ("*", "*", "*")
+    # root only to start the unit, which runs as "user" in its sandbox.
+    assert user == "root"
+    assert "%" not in command
+    assert "systemctl start s3mirrorfs-archive.service" in command
+    # Not the binary itself, which would run as root outside the sandbox.
+    assert "s3mirrorfs" not in command.replace("s3mirrorfs-archive", "").replace("s3mirrorfs archive exit", "")
+
+
+def test_the_archive_cron_command_logs_the_exit_status(tmp_path):
+    [job] = cron_jobs(ARCHIVE_CRON)
+    command = job.split(None, 6)[6]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text(f'#!/bin/sh\necho "systemctl $*" >> {tmp_path}/calls\necho "Job failed" >&2\nexit 1\n')
+    (bin_dir / "logger").write_text(f'#!/bin/sh\necho "logger $*" >> {tmp_path}/syslog\ncat >> {tmp_path}/syslog\n')
+    for program in bin_dir.iterdir():
+        program.chmod(program.stat().st_mode | stat.S_IXUSR)
+    run = subprocess.run(
+        ["/bin/sh", "-c", command],
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (run.returncode, run.stdout, run.stderr) == (0, "", "")
+    assert (tmp_path / "calls").read_text().splitlines() == ["systemctl start s3mirrorfs-archive.service"]
+    syslog = (tmp_path / "syslog").read_text().splitlines()
+    assert syslog == ["logger -t s3mirrorfs-archive -p cron.info", "Job failed", "s3mirrorfs archive exit status 1"]

@@ -127,3 +127,85 @@ def test_log_permissions_name_log_groups_by_arn_not_by_their_arn_attribute(templ
     for group in groups:
         assert "${" + group + ".Arn}" not in text, group
         assert "'Fn::GetAtt': ['" + group + "', 'Arn']" not in text, group
+
+
+def test_the_userdata_fits_the_ec2_limit(template):
+    # EC2 refuses user data above 16 KiB (before base64); the longest values
+    # the parameters allow must fit too.
+    longest = {
+        "ArchiveDir": "/" + "d" * 200,
+        "ArchiveBucket": "b" * 63,
+        "ArchivePrefix": "p" * 200,
+        "ArchiveKmsKeyArn": "arn:aws:kms:eu-west-1:123456789012:key/" + "0" * 36,
+        "MountPoint": "/" + "m" * 200,
+    }
+    script = cfn_template.userdata_script(template, longest)
+    assert len(script.encode()) < 16384
+
+
+def evaluate(expression, parameters):
+    """A Rules expression of the template (Ref, Fn::Equals, Fn::Not, Fn::And, Fn::Or) for given parameters."""
+    if not isinstance(expression, dict):
+        return expression
+    [(name, argument)] = expression.items()
+    if name == "Ref":
+        return parameters[argument]
+    values = [evaluate(a, parameters) for a in argument]
+    return {
+        "Fn::Equals": lambda: values[0] == values[1],
+        "Fn::Not": lambda: not values[0],
+        "Fn::And": lambda: all(values),
+        "Fn::Or": lambda: any(values),
+    }[name]()
+
+
+def test_an_archive_dir_without_a_bucket_is_refused_before_the_stack_is_made(template):
+    # moto does not evaluate Rules, so their logic is checked here.
+    defaults = {name: str(p.get("Default", "")) for name, p in template["Parameters"].items()}
+
+    def accepted(**values):
+        parameters = dict(defaults, **values)
+        for rule in template["Rules"].values():
+            if evaluate(rule.get("RuleCondition", True), parameters):
+                if not all(evaluate(a["Assert"], parameters) for a in rule["Assertions"]):
+                    return False
+        return True
+
+    assert accepted()
+    assert accepted(ArchiveBucket="my-backups")
+    assert accepted(ArchiveDir="/srv/app/data", ArchiveBucket="my-backups")
+    assert not accepted(ArchiveDir="/srv/app/data")
+    assert defaults["ArchiveDir"] == "" and defaults["ArchiveBucket"] == ""
+
+
+def test_everything_about_the_archive_depends_on_archive_dir(template):
+    # Outside Fn::If branches taken only with ArchiveDir, the archive
+    # parameters appear in the UserData (which handles an empty ArchiveDir) and
+    # nowhere else.
+    conditions = template["Conditions"]
+    archive_conditions = {
+        name for name, c in conditions.items() if "ArchiveDir" in repr(c) and "Fn::Not" in repr(c)
+    }
+    assert archive_conditions == {"ArchiveEnabled", "ArchiveRetention", "ArchiveKms"}
+
+    def unconditional(node, path):
+        if isinstance(node, dict):
+            if "Fn::If" in node and node["Fn::If"][0] in archive_conditions:
+                yield from unconditional(node["Fn::If"][2], path + ["else"])
+                return
+            for key, value in node.items():
+                yield from unconditional(value, path + [key])
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                yield from unconditional(value, path + [i])
+        elif isinstance(node, str) and (
+            re.fullmatch(r"Archive[A-Z]\w*", node) or re.search(r"\$\{Archive[A-Z]\w*\}", node)
+        ):
+            # A Ref or Fn::Sub of an archive parameter, or an archive condition.
+            yield path
+
+    found = [
+        p for p in unconditional(template["Resources"], [])
+        if p[:4] != ["BackupInstance", "Properties", "UserData", "Fn::Base64"]
+    ]
+    assert found == []

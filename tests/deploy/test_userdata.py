@@ -21,6 +21,16 @@ VOLUME = "vol-0123456789abcdef0"
 BY_ID = "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_" + VOLUME.replace("-", "")
 UUID = "5b3f0e55-0b6a-4d0e-9a51-2a4ac5a1f00d"
 OVERLAID = ["/etc", "/usr/local", "/var/log", "/home"]
+UNIT_NAMES = (
+    "s3mirrorfs-mount.service",
+    "s3mirrorfs-prefetch.service",
+    "s3mirrorfs-prefetch.timer",
+    "s3mirrorfs-archive.service",
+    "s3mirrorfs-archive.timer",
+)
+ARCHIVE = {"ArchiveDir": "/srv/app/data", "ArchiveBucket": "s3mirrorfs-archives", "ArchivePrefix": "app/daily"}
+ARCHIVE_ENV = "/etc/s3mirrorfs-archive.env"
+ARCHIVE_DROP_IN = "/etc/systemd/system/s3mirrorfs-archive.service.d/deployment.conf"
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare (mount namespaces)"
@@ -60,9 +70,10 @@ def make_release(path):
     (stage / "cron").mkdir()
     (stage / "bin/s3mirrorfs").write_text("#!/bin/sh\necho 's3mirrorfs 0.1.0'\n")
     (stage / "bin/s3mirrorfs").chmod(0o755)
-    for unit in ("s3mirrorfs-mount.service", "s3mirrorfs-prefetch.service", "s3mirrorfs-prefetch.timer"):
+    for unit in UNIT_NAMES:
         shutil.copy(ROOT / "systemd" / unit, stage / "systemd" / unit)
-    shutil.copy(ROOT / "systemd/s3mirrorfs-prefetch.cron", stage / "cron/s3mirrorfs-prefetch")
+    for job in ("s3mirrorfs-prefetch", "s3mirrorfs-archive"):
+        shutil.copy(ROOT / "systemd" / (job + ".cron"), stage / "cron" / job)
     (stage / "README.md").write_text("s3mirrorfs\n")
     sums = [
         f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(stage)}"
@@ -155,7 +166,7 @@ def test_first_boot_sets_everything_up(instance):
     assert "chown user:user /home/user/myS3backup" in instance.calls
     assert oct(instance.upper("/home/user/myS3backup").stat().st_mode & 0o777) == "0o750"
     assert instance.file("/usr/local/bin/s3mirrorfs").startswith("#!/bin/sh")
-    for unit in ("s3mirrorfs-mount.service", "s3mirrorfs-prefetch.service", "s3mirrorfs-prefetch.timer"):
+    for unit in UNIT_NAMES:
         assert instance.file("/etc/systemd/system/" + unit) == (ROOT / "systemd" / unit).read_text()
     assert instance.file("/etc/s3mirrorfs.env").splitlines() == [
         "S3MIRRORFS_BUCKET=s3mirrorfs-imagebucket-0123abcd/photos",
@@ -168,9 +179,13 @@ def test_first_boot_sets_everything_up(instance):
     # EventBridge schedules: no timer, no cron file; the mount is up and a first run started.
     assert "systemctl enable s3mirrorfs-mount.service" in instance.calls
     assert "systemctl restart s3mirrorfs-mount.service" in instance.calls
-    assert "systemctl disable --now s3mirrorfs-prefetch.timer" in instance.calls
+    assert "systemctl disable --now s3mirrorfs-prefetch.timer s3mirrorfs-archive.timer" in instance.calls
     assert not instance.upper("/etc/cron.d/s3mirrorfs-prefetch").exists()
     assert instance.calls[-1] == "systemctl start --no-block s3mirrorfs-prefetch.service"
+    # No ArchiveDir: no archive settings, so the archive unit cannot run.
+    assert not instance.upper(ARCHIVE_ENV).exists()
+    assert not instance.upper(ARCHIVE_DROP_IN).exists()
+    assert not [c for c in instance.calls if "enable" in c and "archive" in c and "disable" not in c]
 
 
 def test_a_second_run_changes_nothing_it_should_keep(instance):
@@ -218,7 +233,8 @@ def test_cron_schedules_instead_of_the_timer(instance):
     assert "dnf install -y -q fuse3 cronie" in instance.calls
     assert instance.file("/etc/cron.d/s3mirrorfs-prefetch") == (ROOT / "systemd/s3mirrorfs-prefetch.cron").read_text()
     assert "systemctl enable --now crond.service" in instance.calls
-    assert "systemctl disable --now s3mirrorfs-prefetch.timer" in instance.calls
+    assert "systemctl disable --now s3mirrorfs-prefetch.timer s3mirrorfs-archive.timer" in instance.calls
+    assert not instance.upper("/etc/cron.d/s3mirrorfs-archive").exists()
 
 
 def test_the_timer_schedules_and_a_cron_file_left_from_before_goes(instance):
@@ -231,5 +247,82 @@ def test_the_timer_schedules_and_a_cron_file_left_from_before_goes(instance):
 def test_a_failed_mount_still_sets_up_the_schedule_and_fails_the_set_up(instance):
     assert instance.run(ScheduleSource="SystemdTimer", env={"MOUNT_STATUS": "1"}) != 0
     assert "the mount did not start" in instance.log
+    assert "systemctl enable --now s3mirrorfs-prefetch.timer" in instance.calls
+    assert "systemctl start --no-block s3mirrorfs-prefetch.service" in instance.calls
+
+
+def test_an_archive_with_eventbridge_gets_its_settings_and_no_schedule_of_its_own(instance):
+    assert instance.run(**ARCHIVE, ArchiveKeep="5", ArchiveTimeoutSeconds=7200) == 0, instance.log
+    assert instance.file(ARCHIVE_ENV).splitlines() == [
+        "S3MIRRORFS_ARCHIVE_DIR=/srv/app/data",
+        "S3MIRRORFS_ARCHIVE_TARGET=s3mirrorfs-archives/app/daily",
+        "S3MIRRORFS_ARCHIVE_OPTIONS=--keep 5 --sse AES256",
+    ]
+    assert instance.file(ARCHIVE_DROP_IN).splitlines() == [
+        "[Unit]",
+        "RequiresMountsFor=/srv/app/data",
+        "[Service]",
+        "TimeoutStartSec=7200",
+    ]
+    # The Run Command starts it after the prefetch: no timer, no cron file.
+    assert "systemctl disable --now s3mirrorfs-prefetch.timer s3mirrorfs-archive.timer" in instance.calls
+    assert not instance.upper("/etc/cron.d/s3mirrorfs-archive").exists()
+    assert not [c for c in instance.calls if c.startswith("systemctl start") and "archive" in c]
+
+
+def test_an_archive_with_a_kms_key_asks_for_sse_kms(instance):
+    key = "arn:aws:kms:eu-west-1:123456789012:key/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
+    assert instance.run(**ARCHIVE, ArchiveKeep="0", ArchiveKmsKeyArn=key) == 0, instance.log
+    assert instance.file(ARCHIVE_ENV).splitlines()[2] == (
+        f"S3MIRRORFS_ARCHIVE_OPTIONS=--keep 0 --sse aws:kms --sse-kms-key-id {key}"
+    )
+
+
+def test_an_archive_with_the_timer_gets_its_own_timer(instance):
+    assert instance.run(**ARCHIVE, ScheduleSource="SystemdTimer") == 0, instance.log
+    assert "systemctl enable --now s3mirrorfs-prefetch.timer" in instance.calls
+    assert "systemctl enable --now s3mirrorfs-archive.timer" in instance.calls
+    assert not instance.upper("/etc/cron.d/s3mirrorfs-archive").exists()
+
+
+def test_an_archive_with_cron_gets_a_cron_line_and_no_timer(instance):
+    assert instance.run(**ARCHIVE, ScheduleSource="Cron") == 0, instance.log
+    assert instance.file("/etc/cron.d/s3mirrorfs-archive") == (ROOT / "systemd/s3mirrorfs-archive.cron").read_text()
+    assert "systemctl disable --now s3mirrorfs-prefetch.timer s3mirrorfs-archive.timer" in instance.calls
+    assert not [c for c in instance.calls if c == "systemctl enable --now s3mirrorfs-archive.timer"]
+
+
+def test_clearing_the_archive_dir_removes_the_archive_and_its_schedule(instance):
+    assert instance.run(**ARCHIVE, ScheduleSource="Cron") == 0, instance.log
+    assert instance.upper("/etc/cron.d/s3mirrorfs-archive").exists()
+    assert instance.run(ScheduleSource="Cron") == 0, instance.log
+    assert not instance.upper("/etc/cron.d/s3mirrorfs-archive").exists()
+    assert not instance.upper(ARCHIVE_ENV).exists()
+    assert not instance.upper(ARCHIVE_DROP_IN).exists()
+    assert instance.upper("/etc/cron.d/s3mirrorfs-prefetch").exists()
+    assert instance.run(**ARCHIVE, ScheduleSource="SystemdTimer") == 0, instance.log
+    assert instance.run(ScheduleSource="SystemdTimer") == 0, instance.log
+    assert "systemctl disable --now s3mirrorfs-archive.timer" in instance.calls
+    assert not instance.upper(ARCHIVE_ENV).exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, why",
+    [
+        ({"ArchiveBucket": "s3mirrorfs-imagebucket-0123abcd"}, "is a bucket of this stack"),
+        ({"ArchiveBucket": "s3mirrorfs-logbucket-4567efab"}, "is a bucket of this stack"),
+        ({"ArchiveBucket": ""}, "ArchiveDir is set but ArchiveBucket is empty"),
+        ({"ArchiveDir": "/tmp/app"}, "is private or virtual in the archive unit's sandbox"),
+        ({"ArchiveDir": "/var/tmp"}, "is private or virtual in the archive unit's sandbox"),
+    ],
+)
+def test_an_archive_that_cannot_work_fails_the_set_up_but_not_the_backup(instance, overrides, why):
+    assert instance.run(**dict(ARCHIVE, ScheduleSource="SystemdTimer", **overrides)) != 0
+    assert why in instance.log
+    assert "s3mirrorfs setup: FAILED: no archive: " in instance.log
+    assert not instance.upper(ARCHIVE_ENV).exists()
+    assert "systemctl enable --now s3mirrorfs-archive.timer" not in instance.calls
+    # The backup is set up all the same.
+    assert "systemctl restart s3mirrorfs-mount.service" in instance.calls
     assert "systemctl enable --now s3mirrorfs-prefetch.timer" in instance.calls
     assert "systemctl start --no-block s3mirrorfs-prefetch.service" in instance.calls
