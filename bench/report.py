@@ -41,6 +41,9 @@ TOOL_NOTE = {
 }
 
 
+RUNS = 1
+
+
 def load(results):
     rows = []
     with open(os.path.join(results, "raw.tsv")) as f:
@@ -79,7 +82,7 @@ class Cell:
         return statistics.median(self.secs) if self.ok() else None
 
     def med_of(self, col):
-        vals = [num(r[col]) for r in self.runs if num(r[col]) is not None]
+        vals = [num(r.get(col)) for r in self.runs if num(r.get(col)) is not None]
         return statistics.median(vals) if vals else None
 
     def text(self, reqs=False):
@@ -91,6 +94,8 @@ class Cell:
         s = fmt(self.median())
         if len(self.secs) > 1:
             s += f" ({fmt(min(self.secs))}-{fmt(max(self.secs))})"
+        elif RUNS > 1:
+            s += " (1 run)"
         if reqs:
             s += f"<br>{req_text(self)}"
         return s
@@ -102,7 +107,11 @@ def req_text(cell):
         v = cell.med_of(col)
         if v:
             parts.append(f"{v:.0f} {name}")
-    return ", ".join(parts) if parts else "0 req"
+    text = ", ".join(parts) if parts else "0 req"
+    cpu = cell.med_of("server_cpu_s")
+    if cpu:
+        text += f"; server CPU {fmt(cpu)} s"
+    return text
 
 
 def fmt(v):
@@ -187,7 +196,7 @@ def write_md(results, rows, meta, cs):
     L = []
     L.append("# Benchmark results\n")
     L.append(f"Run of {meta.get('date', '?')} with `bench/run`"
-             f" ({meta.get('runs', '?')} runs per row, median shown, min-max in brackets;"
+             f" (up to {meta.get('runs', '?')} runs per row, median shown, min-max in brackets;"
              f" {int(meta.get('scale_keys', '0')):,} scale keys; {meta.get('wall_s', '?')} s in all).\n")
     L.append("| machine | |\n|---|---|")
     for k in ("nproc", "mem", "cpu", "kernel", "os", "load", "load_end"):
@@ -249,7 +258,8 @@ def write_md(results, rows, meta, cs):
             fmt(cs[(t, "daemon")].med_of("disk_mib")) if (t, "daemon") in cs else "" for t in tools) + " |")
         c = cs.get(("s3mirrorfs", "daemon"))
         if c:
-            state = "all 2,001 objects complete and correct" if c.ok() else f"**{c.bad[0]['check']}**"
+            wrong = [r["check"] for r in c.runs if r["check"] != "ok"]
+            state = "all 2,001 objects complete and correct" if not wrong else f"**{wrong[0]}**"
             L.append(f"\nAfter each unmount the s3mirrorfs mirror held: {state}.")
     L.append("")
 
@@ -370,6 +380,8 @@ def main():
         sys.exit(__doc__)
     results = sys.argv[1]
     rows, meta = load(results)
+    global RUNS
+    RUNS = int(meta.get("runs", "1") or 1)
     cs = cells(rows)
     write_md(results, rows, meta, cs)
     plot(results, meta, cs)
