@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""Makes the benchmark dataset and loads it straight into the S3 server (not through the
+latency relay, so loading costs no simulated latency).
+
+  load.py dataset DIR            write DIR/bench/{large.bin,small/pNN/objNNN.bin} and DIR/bench.md5
+                                 (deterministic bytes; kept if the manifest already matches)
+  load.py upload ENDPOINT DIR    create bucket `bench` and upload DIR/bench into it
+  load.py scale ENDPOINT N       create bucket `bench-scale` with N small keys:
+                                 a/dNNN/kNNNNNNN for the first N/10, b/... for the rest
+  load.py list ENDPOINT BUCKET[/PREFIX]
+                                 list every key (ListObjectsV2 pages), print the count
+  load.py check-scale DIR        every file under DIR (but .s3mirrorfs/) holds its own key + "\\n";
+                                 prints the number of files and of bad ones
+  load.py check DIR MANIFEST PREFIX [AS]
+                                 files of MANIFEST under PREFIX expected at DIR/AS...: prints
+                                 "checked=N bad=M"
+
+The scale keys are tiny on purpose: the scale rows measure per-key costs (listing, lookups,
+bookkeeping, memory), not bandwidth.
+"""
+
+import concurrent.futures as cf
+import hashlib
+import os
+import random
+import sys
+import time
+
+LARGE = 256 << 20
+NPREF, NPER, SMALL = 20, 100, 64 << 10
+
+
+def small_keys():
+    return [f"small/p{p:02d}/obj{i:03d}.bin" for p in range(NPREF) for i in range(NPER)]
+
+
+def scale_key(i, n):
+    part = "a" if i < max(1, n // 10) else "b"
+    return f"{part}/d{i // 1000:03d}/k{i:07d}"
+
+
+def dataset(root):
+    ds = os.path.join(root, "bench")
+    manifest = os.path.join(root, "bench.md5")
+    want = ["large.bin"] + small_keys()
+    if os.path.exists(manifest):
+        with open(manifest) as f:
+            have = [line[34:].rstrip("\n") for line in f]
+        if sorted(have) == sorted(want) and all(os.path.exists(os.path.join(ds, k)) for k in want):
+            print(f"dataset: kept {ds} ({len(want)} files)")
+            return
+    rng = random.Random(20261203)
+    lines = []
+    for key in want:
+        size = LARGE if key == "large.bin" else SMALL
+        path = os.path.join(ds, key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        # randbytes takes at most 2**31 bits at a time
+        data = b"".join(rng.randbytes(min(1 << 20, size - o)) for o in range(0, size, 1 << 20))
+        with open(path + ".tmp", "wb") as f:
+            f.write(data)
+        os.rename(path + ".tmp", path)
+        lines.append(f"{hashlib.md5(data).hexdigest()}  {key}\n")
+    lines.sort(key=lambda line: line[34:])
+    with open(manifest + ".tmp", "w") as f:
+        f.writelines(lines)
+    os.rename(manifest + ".tmp", manifest)
+    print(f"dataset: wrote {ds} ({len(want)} files)")
+
+
+def client(endpoint):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        config=Config(s3={"addressing_style": "path"}, max_pool_connections=32,
+                      retries={"max_attempts": 5, "mode": "standard"}),
+    )
+
+
+def make_bucket(s3, name):
+    try:
+        s3.create_bucket(Bucket=name)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+
+
+def put_all(s3, bucket, items, threads=16):
+    """items: iterable of (key, bytes-or-callable)."""
+    def put(item):
+        key, body = item
+        s3.put_object(Bucket=bucket, Key=key, Body=body() if callable(body) else body)
+
+    with cf.ThreadPoolExecutor(threads) as pool:
+        for _ in pool.map(put, items, chunksize=64):
+            pass
+
+
+def upload(endpoint, root):
+    from boto3.s3.transfer import TransferConfig
+
+    s3 = client(endpoint)
+    t0 = time.time()
+    make_bucket(s3, "bench")
+    ds = os.path.join(root, "bench")
+    # multipart, as any real upload of a large object is: its ETag is md5-of-md5s-N
+    s3.upload_file(os.path.join(ds, "large.bin"), "bench", "large.bin",
+                   Config=TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20,
+                                         max_concurrency=8))
+
+    def reader(k):
+        return lambda: open(os.path.join(ds, k), "rb").read()
+
+    put_all(s3, "bench", [(k, reader(k)) for k in small_keys()])
+    n = s3.list_objects_v2(Bucket="bench", MaxKeys=1000)["KeyCount"]
+    print(f"upload: bench holds large.bin + {len(small_keys())} small objects "
+          f"(first page {n} keys) in {time.time() - t0:.1f}s")
+
+
+def scale(endpoint, n):
+    s3 = client(endpoint)
+    t0 = time.time()
+    make_bucket(s3, "bench-scale")
+    keys = (scale_key(i, n) for i in range(n))
+    put_all(s3, "bench-scale", ((k, (k + "\n").encode()) for k in keys), threads=24)
+    print(f"scale: bench-scale holds {n} keys ({max(1, n // 10)} under a/) in {time.time() - t0:.1f}s")
+
+
+def list_keys(endpoint, target):
+    bucket, _, prefix = target.partition("/")
+    prefix = prefix + "/" if prefix and not prefix.endswith("/") else prefix
+    n = 0
+    for page in client(endpoint).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        n += page.get("KeyCount", 0)
+    print(f"listed={n}")
+
+
+def check_scale(root):
+    files = bad = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        if dirpath == root and ".s3mirrorfs" in dirnames:
+            dirnames.remove(".s3mirrorfs")
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root)
+            files += 1
+            with open(path, "rb") as f:
+                if f.read() != (rel + "\n").encode():
+                    bad += 1
+    print(f"files={files} bad={bad}")
+
+
+def check(root, manifest, prefix, as_=""):
+    checked = bad = 0
+    with open(manifest) as f:
+        for line in f:
+            digest, key = line[:32], line[34:].rstrip("\n")
+            if not key.startswith(prefix):
+                continue
+            checked += 1
+            path = os.path.join(root, as_ + key[len(prefix):])
+            try:
+                h = hashlib.md5()
+                with open(path, "rb") as g:
+                    while chunk := g.read(1 << 20):
+                        h.update(chunk)
+                if h.hexdigest() != digest:
+                    bad += 1
+            except OSError:
+                bad += 1
+    print(f"checked={checked} bad={bad}")
+
+
+def main(argv):
+    cmds = {
+        "dataset": (dataset, 1),
+        "upload": (upload, 2),
+        "scale": (lambda e, n: scale(e, int(n)), 2),
+        "list": (list_keys, 2),
+        "check-scale": (check_scale, 1),
+        "check": (check, None),
+    }
+    if len(argv) < 2 or argv[1] not in cmds:
+        sys.exit(__doc__)
+    fn, nargs = cmds[argv[1]]
+    args = argv[2:]
+    if nargs is not None and len(args) != nargs:
+        sys.exit(__doc__)
+    fn(*args)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

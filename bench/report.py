@@ -1,0 +1,391 @@
+#!/usr/bin/env python3
+"""Turns a bench run's raw.tsv and meta.env into RESULTS.md and comparison.png.
+
+  report.py RESULTS_DIR
+
+Every cell is the median over the runs whose command succeeded and whose output matched
+the dataset's md5 manifest; a row with any wrong or failed run says so and never counts
+as a win. If RESULTS_DIR/analysis.md exists it is appended (the written diagnosis).
+"""
+
+import csv
+import os
+import statistics
+import sys
+
+MOUNT_TOOLS = ["s3mirrorfs", "s3fs", "rclone", "mount-s3"]
+SYNC_TOOLS = ["s3mirrorfs", "awscli", "rclone"]
+READS = ["large_cold", "large_warm", "large_disk", "find_cold", "find_warm",
+         "small_cold", "small_warm", "small_disk"]
+SYNCS = ["sync_first", "sync_nochange"]
+LABELS = {
+    "large_cold": "cold read, 256 MiB",
+    "large_warm": "warm read, 256 MiB (page cache)",
+    "large_disk": "read from the tool's disk cache, 256 MiB (after drop_caches)",
+    "large_remount": "read after a remount, 256 MiB (mirror, page cache dropped)",
+    "find_cold": "find, 2,001 files, cold",
+    "find_warm": "find, 2,001 files, listing known",
+    "find_remount": "find after a remount (saved listings)",
+    "small_cold": "cold read, 2,000 x 64 KiB",
+    "small_warm": "warm read, 2,000 x 64 KiB (page cache)",
+    "small_disk": "read from the tool's disk cache, 2,000 x 64 KiB",
+    "sync_first": "full mirror of 2,000 objects",
+    "sync_nochange": "no-change mirror run",
+}
+TOOL_NOTE = {
+    "s3fs": "s3fs (use_cache)",
+    "rclone": "rclone (mount: --vfs-cache-mode full; sync: defaults)",
+    "awscli": "aws s3 sync",
+    "mount-s3": "mount-s3 (--cache)",
+    "local": "local files",
+}
+
+
+RUNS = 1
+
+
+def load(results):
+    rows = []
+    with open(os.path.join(results, "raw.tsv")) as f:
+        for r in csv.DictReader(f, delimiter="\t"):
+            rows.append(r)
+    meta = {}
+    path = os.path.join(results, "meta.env")
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                k, _, v = line.rstrip("\n").partition("=")
+                meta[k] = v
+    return rows, meta
+
+
+def num(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+class Cell:
+    """All runs of one (tool, workload)."""
+
+    def __init__(self, runs):
+        self.runs = runs
+        good = [r for r in runs if r["status"] == "ok" and r["check"] in ("", "ok")]
+        self.bad = [r for r in runs if r not in good]
+        self.secs = [num(r["seconds"]) for r in good if num(r["seconds"]) is not None]
+
+    def ok(self):
+        return bool(self.secs) and not self.bad
+
+    def median(self):
+        return statistics.median(self.secs) if self.ok() else None
+
+    def med_of(self, col):
+        vals = [num(r.get(col)) for r in self.runs if num(r.get(col)) is not None]
+        return statistics.median(vals) if vals else None
+
+    def text(self, reqs=False):
+        if not self.runs:
+            return ""
+        if not self.ok():
+            why = self.bad[0]["status"] if self.bad[0]["status"] != "ok" else self.bad[0]["check"]
+            return f"**FAIL** ({len(self.bad)}/{len(self.runs)}: {why})"
+        s = fmt(self.median())
+        if len(self.secs) > 1:
+            s += f" ({fmt(min(self.secs))}-{fmt(max(self.secs))})"
+        elif RUNS > 1:
+            s += " (1 run)"
+        if reqs:
+            s += f"<br>{req_text(self)}"
+        return s
+
+
+def req_text(cell):
+    parts = []
+    for col, name in (("get", "GET"), ("head", "HEAD"), ("list", "LIST"), ("other", "other")):
+        v = cell.med_of(col)
+        if v:
+            parts.append(f"{v:.0f} {name}")
+    text = ", ".join(parts) if parts else "0 req"
+    cpu = cell.med_of("server_cpu_s")
+    if cpu:
+        text += f"; server CPU {fmt(cpu)} s"
+    return text
+
+
+def fmt(v):
+    if v is None:
+        return "-"
+    if v >= 100:
+        return f"{v:.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    if v >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3f}"
+
+
+def cells(rows):
+    by = {}
+    for r in rows:
+        by.setdefault((r["tool"], r["workload"]), []).append(r)
+    return {k: Cell(v) for k, v in by.items()}
+
+
+def best(cs, tools, wl):
+    cands = [(cs[(t, wl)].median(), t) for t in tools if (t, wl) in cs and cs[(t, wl)].ok()]
+    return min(cands) if cands else (None, None)
+
+
+def targets(cs):
+    """(workload, s3mirrorfs, reference, target text, ratio, met) per target of the issue."""
+    out = []
+    peers = [t for t in MOUNT_TOOLS if t != "s3mirrorfs"]
+    sync_peers = [t for t in SYNC_TOOLS if t != "s3mirrorfs"]
+
+    def me(wl):
+        c = cs.get(("s3mirrorfs", wl))
+        return c.median() if c else None
+
+    def vs_peer(wl, tools, factor, label):
+        m = me(wl)
+        b, who = best(cs, tools, wl)
+        ratio = m / b if m is not None and b else None
+        met = ratio is not None and ratio <= factor
+        out.append((LABELS[wl], m, f"{fmt(b)} ({who})" if who else "-", label, ratio, met))
+
+    def vs_local(wl, factor, label):
+        m = me(wl)
+        c = cs.get(("local", wl))
+        b = c.median() if c else None
+        ratio = m / b if m is not None and b else None
+        out.append((LABELS[wl], m, f"{fmt(b)} (local)" if b else "-", label, ratio,
+                    ratio is not None and ratio <= factor))
+
+    vs_peer("large_cold", peers, 1.0, "<= 1x the best peer")
+    vs_local("large_warm", 1.2, "<= 1.2x local")
+    vs_local("large_disk", 1.2, "<= 1.2x local (both after drop_caches)")
+    vs_peer("find_cold", peers, 0.5, "<= 0.5x the best peer")
+    m = me("find_warm")
+    out.append((LABELS["find_warm"], m, "-", "< 0.1 s", None, m is not None and m < 0.1))
+    vs_peer("small_cold", peers, 0.25, "<= 0.25x the best peer")
+    vs_local("small_warm", 2.0, "<= 2x local")
+    vs_local("small_disk", 2.0, "<= 2x local (both after drop_caches)")
+    vs_peer("sync_first", sync_peers, 0.5, "<= 0.5x the best")
+    vs_peer("sync_nochange", sync_peers, 0.5, "<= 0.5x the best, 0 GET/HEAD")
+    c = cs.get(("s3mirrorfs", "sync_nochange"))
+    if c and out[-1][5]:
+        gh = (c.med_of("get") or 0) + (c.med_of("head") or 0)
+        if gh:
+            out[-1] = out[-1][:5] + (False,)
+    return out
+
+
+def scale_points(cs):
+    pts = {}
+    for (tool, wl), c in cs.items():
+        if not wl.startswith("scale_"):
+            continue
+        name, _, n = wl.rpartition("_")
+        pts.setdefault(name, {})[int(n)] = c
+    return pts
+
+
+def write_md(results, rows, meta, cs):
+    L = []
+    L.append("# Benchmark results\n")
+    L.append(f"Run of {meta.get('date', '?')} with `bench/run`"
+             f" (up to {meta.get('runs', '?')} runs per row, median shown, min-max in brackets;"
+             f" {int(meta.get('scale_keys', '0')):,} scale keys; {meta.get('wall_s', '?')} s in all).\n")
+    L.append("| machine | |\n|---|---|")
+    for k in ("nproc", "mem", "cpu", "kernel", "os", "load", "load_end"):
+        if k in meta:
+            L.append(f"| {k} | {meta[k]} |")
+    L.append("\n| tool | version |\n|---|---|")
+    for k in ("s3mirrorfs", "s3fs", "rclone", "awscli", "mount-s3", "moto", "fuse3"):
+        if k in meta:
+            L.append(f"| {k} | {meta[k]} |")
+    L.append("")
+    L.append(f"Server: moto on 127.0.0.1 behind the bench's relay, which holds every response chunk "
+             f"{meta.get('delay_ms', '?')} ms (pipelined; requests count at the relay). "
+             "cold = fresh mount, empty cache dir, `echo 3 > /proc/sys/vm/drop_caches`; "
+             "warm = again right after (page cache); disk = after drop_caches, from the tool's own "
+             "cache or mirror. Cold reads are timed with `md5sum` and compared with the dataset's "
+             "manifest; warm and disk reads with `cat`, then checked the same way. "
+             "Seconds are wall clock.\n")
+    if "mount-s3" not in meta:
+        L.append("mount-s3 was not measured: no binary was given (`MOUNT_S3=`); it is not in any "
+                 "package registry this machine reaches.\n")
+
+    L.append("## Targets\n")
+    L.append("| workload | s3mirrorfs (s) | reference (s) | target | ratio | met |\n|---|---|---|---|---|---|")
+    for wl, m, ref, tgt, ratio, met in targets(cs):
+        r = f"{ratio:.2f}x" if ratio is not None else "-"
+        L.append(f"| {wl} | {fmt(m)} | {ref} | {tgt} | {r} | {'yes' if met else '**no**'} |")
+    pts = scale_points(cs)
+    if pts.get("scale_prefetch"):
+        ns = sorted(pts["scale_prefetch"])
+        cells_ = [pts["scale_prefetch"][n] for n in ns]
+        rss = [c.med_of("rss_mib") for c in cells_]
+        desc = ", ".join(f"{n:,} keys: {fmt(c.median())} s" for n, c in zip(ns, cells_))
+        lin = ""
+        if len(ns) == 2 and all(c.median() for c in cells_):
+            lin = (f"; time x{cells_[1].median() / cells_[0].median():.1f} for keys x{ns[1] / ns[0]:.0f}")
+        peak = max((r for r in rss if r is not None), default=None)
+        L.append(f"| prefetch at scale | {desc}{lin} | | linear, RSS < 150 MiB | "
+                 f"RSS {fmt(peak)} MiB | {'yes' if peak is not None and peak < 150 else '**no**'} (RSS) |")
+    L.append("")
+
+    tools = [t for t in ["s3mirrorfs", "s3fs", "rclone", "mount-s3", "local"]
+             if any((t, wl) in cs for wl in READS)]
+    L.append("## Reads through the mount (seconds; requests at the relay)\n")
+    L.append("| workload | " + " | ".join(TOOL_NOTE.get(t, t) for t in tools) + " |")
+    L.append("|---|" + "---|" * len(tools))
+    for wl in READS + ["find_remount", "large_remount"]:
+        if not any((t, wl) in cs for t in tools):
+            continue
+        cellsx = []
+        for t in tools:
+            c = cs.get((t, wl))
+            cellsx.append(c.text(reqs=(t != "local")) if c else "")
+        L.append(f"| {LABELS[wl]} | " + " | ".join(cellsx) + " |")
+    daemon = [(t, cs.get((t, "daemon"))) for t in tools if (t, "daemon") in cs]
+    if daemon:
+        L.append("| daemon peak RSS, MiB (VmHWM) | " + " | ".join(
+            fmt(cs[(t, "daemon")].med_of("rss_mib")) if (t, "daemon") in cs else "" for t in tools) + " |")
+        L.append("| cache dir on disk afterwards, MiB (du) | " + " | ".join(
+            fmt(cs[(t, "daemon")].med_of("disk_mib")) if (t, "daemon") in cs else "" for t in tools) + " |")
+        c = cs.get(("s3mirrorfs", "daemon"))
+        if c:
+            wrong = [r["check"] for r in c.runs if r["check"] != "ok"]
+            state = "all 2,001 objects complete and correct" if not wrong else f"**{wrong[0]}**"
+            L.append(f"\nAfter each unmount the s3mirrorfs mirror held: {state}.")
+    L.append("")
+
+    stools = [t for t in SYNC_TOOLS if any((t, wl) in cs for wl in SYNCS)]
+    if stools:
+        names = {"s3mirrorfs": "s3mirrorfs prefetch", "awscli": "aws s3 sync", "rclone": "rclone sync"}
+        L.append("## Mirroring small/ (2,000 x 64 KiB) into an empty directory, then again\n")
+        L.append("| | " + " | ".join(names[t] for t in stools) + " |")
+        L.append("|---|" + "---|" * len(stools))
+        for wl in SYNCS:
+            L.append(f"| {LABELS[wl]} (s) | " + " | ".join(
+                cs[(t, wl)].text(reqs=True) if (t, wl) in cs else "" for t in stools) + " |")
+            L.append(f"| {wl}: peak RSS, MiB | " + " | ".join(
+                fmt(cs[(t, wl)].med_of("rss_mib")) if (t, wl) in cs else "" for t in stools) + " |")
+        L.append("| on disk, MiB (du) | " + " | ".join(
+            fmt(cs[(t, "sync_first")].med_of("disk_mib")) if (t, "sync_first") in cs else "" for t in stools) + " |")
+        L.append("\nrclone sync and aws s3 sync run with their default settings "
+                 "(rclone: 4 transfers, 8 checkers; aws: 10 concurrent requests); "
+                 "s3mirrorfs prefetch with its default `--concurrency 64`.\n")
+
+    if pts:
+        L.append("## Scale (s3mirrorfs; one run)\n")
+        ns = sorted({n for d in pts.values() for n in d})
+        L.append("| | " + " | ".join(f"{n:,} keys" for n in ns) + " |")
+        L.append("|---|" + "---|" * len(ns))
+        names = {"scale_list": "server floor: list every key (boto3), s",
+                 "scale_prefetch": "prefetch into an empty mirror, s",
+                 "scale_nochange": "prefetch, nothing changed, s",
+                 "scale_find_cold": "find through a fresh mount, s",
+                 "scale_find_warm": "find again (listing known), s"}
+        for name, label in names.items():
+            if name not in pts:
+                continue
+            L.append(f"| {label} | " + " | ".join(
+                pts[name][n].text(reqs=True) if n in pts[name] else "" for n in ns) + " |")
+            if name != "scale_list":
+                L.append(f"| {name.replace('scale_', '')}: peak RSS, MiB | " + " | ".join(
+                    fmt(pts[name][n].med_of("rss_mib")) if n in pts[name] else "" for n in ns) + " |")
+        L.append("\nmoto's ListObjectsV2 costs time in proportion to the whole bucket for every page "
+                 "(see the server floor row), so a listing of N keys costs the server O(N^2); growth "
+                 "beyond linear that the floor row also shows is the server's, not the tool's.\n")
+
+    L.append("Raw numbers: [raw.tsv](raw.tsv) (one line per run; requests are counted at the relay, "
+             "including background requests a daemon sent before the traffic settled). "
+             "Plot: [comparison.png](comparison.png).\n")
+    ap = os.path.join(results, "analysis.md")
+    if os.path.exists(ap):
+        with open(ap) as f:
+            L.append(f.read())
+    with open(os.path.join(results, "RESULTS.md"), "w") as f:
+        f.write("\n".join(L).rstrip() + "\n")
+
+
+def plot(results, meta, cs):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"s3mirrorfs": "#d62728", "s3fs": "#1f77b4", "rclone": "#2ca02c",
+              "mount-s3": "#9467bd", "awscli": "#ff7f0e", "local": "#7f7f7f"}
+    groups = READS + SYNCS
+    tools = ["s3mirrorfs", "s3fs", "rclone", "mount-s3", "awscli", "local"]
+    tools = [t for t in tools if any((t, g) in cs for g in groups)]
+    pts = scale_points(cs)
+    fig, axes = plt.subplots(1, 2 if pts else 1, figsize=(17 if pts else 13, 6.5),
+                             gridspec_kw={"width_ratios": [3, 1]} if pts else None)
+    ax = axes[0] if pts else axes
+    width = 0.8 / len(tools)
+    for i, t in enumerate(tools):
+        xs, ys, labels = [], [], []
+        for j, g in enumerate(groups):
+            c = cs.get((t, g))
+            if not c:
+                continue
+            v = c.median()
+            xs.append(j + (i - (len(tools) - 1) / 2) * width)
+            ys.append(v if v else 0)
+            labels.append("FAIL" if v is None else fmt(v))
+        bars = ax.bar(xs, [y if y > 0 else 1e-3 for y in ys], width,
+                      label=TOOL_NOTE.get(t, t), color=colors.get(t))
+        for b, lab in zip(bars, labels):
+            ax.annotate(lab, (b.get_x() + b.get_width() / 2, b.get_height()), ha="center",
+                        va="bottom", fontsize=6.5, rotation=90, xytext=(0, 2), textcoords="offset points")
+    ax.set_yscale("log")
+    ax.set_ylabel("seconds (log scale, median; lower is better)")
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([g.replace("_", "\n") for g in groups], fontsize=9)
+    ax.set_title(f"s3mirrorfs vs peers: moto + {meta.get('delay_ms', '?')} ms relay, "
+                 f"{meta.get('nproc', '?')} cores, {meta.get('date', '')[:10]}")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(axis="y", which="both", alpha=0.3)
+    if pts:
+        ax2 = axes[1]
+        styles = {"scale_list": ("server floor (list)", "#7f7f7f"),
+                  "scale_prefetch": ("prefetch", "#d62728"),
+                  "scale_nochange": ("prefetch, no change", "#ff9896"),
+                  "scale_find_cold": ("find, cold mount", "#1f77b4"),
+                  "scale_find_warm": ("find, listing known", "#aec7e8")}
+        for name, (label, color) in styles.items():
+            if name not in pts:
+                continue
+            ns = sorted(n for n in pts[name] if pts[name][n].median())
+            ax2.plot(ns, [pts[name][n].median() for n in ns], "o-", label=label, color=color)
+        ax2.set_xscale("log")
+        ax2.set_yscale("log")
+        ax2.set_xlabel("keys")
+        ax2.set_ylabel("seconds")
+        ax2.set_title("s3mirrorfs at scale")
+        ax2.legend(fontsize=8)
+        ax2.grid(which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(os.path.join(results, "comparison.png"), dpi=110)
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    results = sys.argv[1]
+    rows, meta = load(results)
+    global RUNS
+    RUNS = int(meta.get("runs", "1") or 1)
+    cs = cells(rows)
+    write_md(results, rows, meta, cs)
+    plot(results, meta, cs)
+
+
+if __name__ == "__main__":
+    main()
