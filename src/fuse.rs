@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use fuser::{
@@ -96,10 +96,27 @@ impl Backing {
     }
 }
 
+/// A directory's entries as its open handle saw them.
+type DirSnapshot = Arc<Vec<(Attr, String)>>;
+
 struct FuseFs {
     fs: Arc<Fs>,
     passthrough: AtomicBool,
     backing: Mutex<Backing>,
+    /// One snapshot per open directory: the kernel reads a large directory in many
+    /// calls, and each must not rebuild the whole listing.
+    dirs: Mutex<HashMap<u64, DirSnapshot>>,
+    next_dir: AtomicU64,
+}
+
+impl FuseFs {
+    /// The entries for a readdir call: the handle's snapshot, or a fresh listing.
+    fn dir_entries(&self, ino: INodeNo, fh: FileHandle) -> Result<DirSnapshot, FsError> {
+        if let Some(entries) = self.dirs.lock().get(&fh.0) {
+            return Ok(Arc::clone(entries));
+        }
+        self.fs.readdir(ino.0).map(Arc::new)
+    }
 }
 
 impl Filesystem for FuseFs {
@@ -247,23 +264,44 @@ impl Filesystem for FuseFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.getattr(ino.0) {
-            Ok(attr) if attr.kind == FileKind::Directory => {
-                reply.opened(FileHandle(0), FopenFlags::empty())
-            }
-            Ok(_) => reply.error(Errno::ENOTDIR),
-            Err(e) => reply.error(errno(&e)),
+            Ok(attr) if attr.kind == FileKind::Directory => {}
+            Ok(_) => return reply.error(Errno::ENOTDIR),
+            Err(e) => return reply.error(errno(&e)),
         }
+        match self.fs.readdir(ino.0) {
+            Ok(entries) => {
+                let fh = self.next_dir.fetch_add(1, Ordering::Relaxed);
+                self.dirs.lock().insert(fh, Arc::new(entries));
+                reply.opened(FileHandle(fh), FopenFlags::empty())
+            }
+            Err(e) => {
+                log_failure("opendir", &e);
+                reply.error(errno(&e))
+            }
+        }
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.dirs.lock().remove(&fh.0);
+        reply.ok();
     }
 
     fn readdir(
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.fs.readdir(ino.0) {
+        let entries = match self.dir_entries(ino, fh) {
             Ok(entries) => entries,
             Err(e) => {
                 log_failure("readdir", &e);
@@ -284,11 +322,11 @@ impl Filesystem for FuseFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let entries = match self.fs.readdir(ino.0) {
+        let entries = match self.dir_entries(ino, fh) {
             Ok(entries) => entries,
             Err(e) => {
                 log_failure("readdirplus", &e);
@@ -340,6 +378,8 @@ impl Mounted {
             fs,
             passthrough: AtomicBool::new(false),
             backing: Mutex::new(Backing::default()),
+            dirs: Mutex::new(HashMap::new()),
+            next_dir: AtomicU64::new(1),
         };
         Ok(Mounted {
             session: Session::new(fuse, mountpoint, &config)?,

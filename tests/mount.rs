@@ -533,3 +533,35 @@ fn a_walk_lists_each_directory_once_and_a_known_tree_needs_no_request() {
     assert_eq!(sh_ok(&walk), found);
     assert_eq!(proxy.requests().len(), 0, "{:?}", proxy.requests());
 }
+
+#[test]
+fn a_large_directory_is_read_whole_in_many_kernel_calls() {
+    let bucket = Bucket::create("wide");
+    let objects: Vec<(String, Vec<u8>)> = (0..700)
+        .map(|i| {
+            (
+                format!("many/file-with-a-long-name-{i:05}.jpg"),
+                vec![b'x'; i % 7],
+            )
+        })
+        .collect();
+    bucket.put_many(&objects);
+    let dir = tempfile::tempdir().unwrap();
+    let mount = Mount::start(
+        &bucket.name,
+        &dir.path().join("mnt"),
+        &dir.path().join("mirror"),
+        &endpoint(),
+        &[],
+    );
+    // Far more entries than one readdir reply holds: each call continues where the
+    // last one stopped, from one snapshot of the directory.
+    let names = sh_ok(&format!("ls -1 {}", mount.path("many").display()));
+    let expected: Vec<String> = objects
+        .iter()
+        .map(|(k, _)| k.trim_start_matches("many/").to_string())
+        .collect();
+    assert_eq!(names.lines().collect::<Vec<_>>(), expected);
+    let long = sh_ok(&format!("ls -ln {} | wc -l", mount.path("many").display()));
+    assert_eq!(long.trim(), "701", "a total line and one line per file");
+}
