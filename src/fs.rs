@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
-use crate::fetch::{FetchError, Fetcher, Observer, backoff};
+use crate::fetch::{FetchError, Fetcher, Observer, Outcome, backoff};
 use crate::layout::{Placement, place_alone};
 use crate::mirror::{LocalStatus, Mirror};
 use crate::store::{ETag, GetRequest, Key, ObjectStore, StoreError};
@@ -145,8 +145,13 @@ pub struct Fs {
     streams: Mutex<HashMap<(String, String), Weak<Stream>>>,
     siblings_done: Mutex<HashMap<String, Instant>>,
     siblings: Arc<Semaphore>,
+    /// Told the inode of every file a reader's download committed to the mirror.
+    committed: Arc<std::sync::OnceLock<CommitHook>>,
     started: SystemTime,
 }
+
+/// Called with the inode of a file whose download for readers was just committed.
+pub type CommitHook = Box<dyn Fn(Ino) + Send + Sync>;
 
 /// Permissions shown for files and directories (the mount itself is read-only).
 pub const FILE_PERM: u16 = 0o644;
@@ -186,8 +191,16 @@ impl Fs {
             streams: Mutex::new(HashMap::new()),
             siblings_done: Mutex::new(HashMap::new()),
             siblings: Arc::new(Semaphore::new(SIBLINGS_AT_ONCE)),
+            committed: Arc::default(),
             started: SystemTime::now(),
         }
+    }
+
+    /// Sets what to do when a reader's download is committed (once; later calls
+    /// are ignored). The FUSE adapter drops the kernel's cached pages of the file
+    /// then: from now on its reads go to the mirror file.
+    pub fn on_commit(&self, hook: CommitHook) {
+        let _ = self.committed.set(hook);
     }
 
     /// How long the kernel may cache names and attributes.
@@ -448,7 +461,7 @@ impl Fs {
         }
         let key = Key::new(key).map_err(|e| FsError::Io(e.to_string()))?;
         let etag = ETag::new(&entry.etag);
-        let stream = self.stream_for(&key, &etag, entry.size, &rel);
+        let stream = self.stream_for(ino, &key, &etag, entry.size, &rel);
         self.handles.lock().insert(
             fh,
             Arc::new(OpenFile::Stream {
@@ -465,7 +478,14 @@ impl Fs {
     }
 
     /// The download readers of `key` share, started if none is running.
-    fn stream_for(&self, key: &Key, etag: &ETag, size: u64, rel: &std::path::Path) -> Arc<Stream> {
+    fn stream_for(
+        &self,
+        ino: Ino,
+        key: &Key,
+        etag: &ETag,
+        size: u64,
+        rel: &std::path::Path,
+    ) -> Arc<Stream> {
         let mut streams = self.streams.lock();
         streams.retain(|_, s| s.strong_count() > 0);
         let id = (key.as_str().to_string(), etag.as_str().to_string());
@@ -483,6 +503,7 @@ impl Fs {
             rel.to_path_buf(),
         );
         let observer = Arc::clone(&stream);
+        let committed = Arc::clone(&self.committed);
         self.rt.spawn(async move {
             let result = fetcher
                 .ensure_observed(
@@ -494,7 +515,14 @@ impl Fs {
                 )
                 .await;
             match result {
-                Ok(_) => observer.finish(Finished::Complete),
+                Ok(outcome) => {
+                    observer.finish(Finished::Complete);
+                    if matches!(outcome, Outcome::Downloaded { .. })
+                        && let Some(hook) = committed.get()
+                    {
+                        hook(ino);
+                    }
+                }
                 Err(FetchError::Mirror(e)) => {
                     // The copy is best effort to a reader: its bytes still come from S3.
                     tracing::error!(%key, "cannot persist to the mirror ({e}); serving it from S3");

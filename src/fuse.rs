@@ -240,7 +240,10 @@ impl Filesystem for FuseFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // Nothing is ever written, so there is nothing to flush: ENOSYS tells the
+        // kernel to stop sending FLUSH on every close (it then reports success),
+        // which saves a round trip through the daemon per file read.
+        reply.error(Errno::ENOSYS);
     }
 
     fn getxattr(
@@ -374,6 +377,7 @@ impl Mounted {
         };
         config.n_threads = Some(options.threads.max(1));
         config.clone_fd = options.threads > 1;
+        let shared = Arc::clone(&fs);
         let fuse = FuseFs {
             fs,
             passthrough: AtomicBool::new(false),
@@ -381,9 +385,17 @@ impl Mounted {
             dirs: Mutex::new(HashMap::new()),
             next_dir: AtomicU64::new(1),
         };
-        Ok(Mounted {
-            session: Session::new(fuse, mountpoint, &config)?,
-        })
+        let session = Session::new(fuse, mountpoint, &config)?;
+        // Pages the kernel cached while a file streamed through the daemon are dead
+        // weight once it is in the mirror (later opens read the mirror file, by
+        // passthrough): drop them now rather than at the next open.
+        let notifier = session.notifier();
+        shared.on_commit(Box::new(move |ino| {
+            if let Err(e) = notifier.inval_inode(INodeNo(ino), 0, 0) {
+                tracing::debug!(ino, "cannot drop cached pages: {e}");
+            }
+        }));
+        Ok(Mounted { session })
     }
 
     /// Serves requests until the filesystem is unmounted.
