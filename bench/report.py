@@ -324,6 +324,8 @@ def plot(results, meta, cs):
     groups = READS + SYNCS
     tools = ["s3mirrorfs", "s3fs", "rclone", "mount-s3", "awscli", "local"]
     tools = [t for t in tools if any((t, g) in cs for g in groups)]
+    if not tools:
+        return  # a scale-only run has no comparison to draw
     pts = scale_points(cs)
     fig, axes = plt.subplots(1, 2 if pts else 1, figsize=(17 if pts else 13, 6.5),
                              gridspec_kw={"width_ratios": [3, 1]} if pts else None)
