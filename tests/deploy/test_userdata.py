@@ -102,7 +102,7 @@ class Instance:
         self.sha = make_release(self.state / "release.tar.gz")
         for d in OVERLAID:
             (base / "upper" / d.strip("/").replace("/", "_")).mkdir(parents=True)
-            (base / "work" / d.strip("/").replace("/", "_")).mkdir(parents=True)
+            (base / "overlay-work" / d.strip("/").replace("/", "_")).mkdir(parents=True)
 
     def run(self, device=True, sha=None, env=None, **overrides):
         values = {"VolumeId": VOLUME, "ReleaseSha256": sha or self.sha, "ReleaseS3Uri": "s3://releases/s3mirrorfs.tar.gz"}
@@ -110,7 +110,7 @@ class Instance:
         script = self.base / "userdata.sh"
         script.write_text(cfn_template.userdata_script(self.template, values))
         mounts = [
-            f"mount -t overlay overlay -o lowerdir={d},upperdir={self.upper(d)},workdir={self.base}/work/{d.strip('/').replace('/', '_')} {d}"
+            f"mount -t overlay overlay -o lowerdir={d},upperdir={self.upper(d)},workdir={self.base}/overlay-work/{d.strip('/').replace('/', '_')} {d}"
             for d in OVERLAID
         ]
         setup = "\n".join(
