@@ -9,7 +9,6 @@ mod support;
 use std::fs;
 use std::io::Read;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +16,7 @@ use s3mirrorfs::mirror::read_record;
 use support::faults::{Fault, Rule};
 use support::mount::Mount;
 use support::proxy::Proxy;
+use support::tmpfs::SmallFs;
 use support::{Bucket, data, endpoint, moto_port, prefetch};
 
 /// Waits until the mirror holds `key` with exactly `bytes` and a record with the
@@ -271,46 +271,13 @@ fn a_mount_through_another_endpoint_reads_the_mirror_without_downloading() {
     assert_eq!(proxy.gets_of("p/photo").len(), 0, "no GET");
 }
 
-/// A size-limited tmpfs of the test's own, unmounted on drop.
-struct SmallFs {
-    dir: tempfile::TempDir,
-}
-
-impl SmallFs {
-    fn mount(size: &str) -> SmallFs {
-        let dir = tempfile::tempdir().unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .unwrap();
-        assert!(status.success(), "mounting a tmpfs needs root");
-        SmallFs { dir }
-    }
-
-    fn resize(&self, size: &str) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(self.dir.path())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
-
 #[test]
 fn a_full_disk_costs_the_reader_nothing_and_the_mirror_stays_usable() {
     let bucket = Bucket::create("mfull");
     let big = data(12, 3 << 20);
     bucket.put("big/file", &big);
     let small = SmallFs::mount("1m");
-    let mirror = small.dir.path().join("m");
+    let mirror = small.path().join("m");
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("mount.log");
     let mount = Mount::start_logged(
