@@ -771,6 +771,14 @@ mod tests {
         }
     }
 
+    fn names(fs: &Fs, ino: Ino) -> Vec<String> {
+        fs.readdir(ino)
+            .unwrap()
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect()
+    }
+
     fn read_all(fs: &Fs, ino: Ino) -> Vec<u8> {
         let opened = fs.open(ino).unwrap();
         let mut out = Vec::new();
@@ -860,13 +868,10 @@ mod tests {
         let one = f.fs.lookup(a.ino, "1.jpg").unwrap();
         assert_eq!(read_all(&f.fs, one.ino).len(), 1000);
         f.store.set_offline(true);
-        let names: Vec<_> =
-            f.fs.readdir(a.ino)
-                .unwrap()
-                .into_iter()
-                .map(|(_, n)| n)
-                .collect();
-        assert_eq!(names, vec![".", "..", "1.jpg", "2.jpg", "sub"]);
+        assert_eq!(
+            names(&f.fs, a.ino),
+            vec![".", "..", "1.jpg", "2.jpg", "sub"]
+        );
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(
             read_all(&f.fs, one.ino),
@@ -892,13 +897,10 @@ mod tests {
         }
         // With S3 away, only a listing fetched ahead can name these.
         f.store.set_offline(true);
-        let names: Vec<_> =
-            f.fs.readdir(a.ino)
-                .unwrap()
-                .into_iter()
-                .map(|(_, n)| n)
-                .collect();
-        assert_eq!(names, vec![".", "..", "1.jpg", "2.jpg", "sub"]);
+        assert_eq!(
+            names(&f.fs, a.ino),
+            vec![".", "..", "1.jpg", "2.jpg", "sub"]
+        );
     }
 
     #[test]
