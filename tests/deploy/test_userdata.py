@@ -86,6 +86,25 @@ def make_release(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def private_dev(path):
+    """Commands that put a /dev of the namespace's own in place of the machine's:
+    a tmpfs holding the few character devices a shell needs (bound from the real
+    ones) and an empty disk/by-id, so the script sees no disk of the machine and
+    nothing is ever created in the real /dev, whatever it holds."""
+    return [
+        f"mount -t tmpfs -o mode=0755 tmpfs {path}",
+        "for n in null zero full random urandom tty; do",
+        f'  if [ -e "/dev/$n" ]; then touch "{path}/$n"; mount --bind "/dev/$n" "{path}/$n"; fi',
+        "done",
+        f"ln -s /proc/self/fd {path}/fd",
+        f"ln -s /proc/self/fd/0 {path}/stdin",
+        f"ln -s /proc/self/fd/1 {path}/stdout",
+        f"ln -s /proc/self/fd/2 {path}/stderr",
+        f"mkdir -p {path}/disk/by-id",
+        f"mount --move {path} /dev",
+    ]
+
+
 class Instance:
     """One instance's disks: overlay upper dirs and stub state that persist across runs."""
 
@@ -96,6 +115,7 @@ class Instance:
         self.stubs = base / "stubs"
         self.state.mkdir()
         self.stubs.mkdir()
+        (base / "dev").mkdir()
         for name, body in STUBS.items():
             (self.stubs / name).write_text("#!/bin/bash\n" + body + "\n")
             (self.stubs / name).chmod(0o755)
@@ -114,7 +134,7 @@ class Instance:
             for d in OVERLAID
         ]
         setup = "\n".join(
-            ["set -e", *mounts, "mount -t tmpfs tmpfs /dev/disk", "mkdir -p /dev/disk/by-id"]
+            ["set -e", *mounts, *private_dev(self.base / "dev")]
             + ([f"mknod {BY_ID} b 7 0"] if device else [])
             + [f'PATH="{self.stubs}:$PATH" bash {script}']
         )
