@@ -1,4 +1,5 @@
-//! A test hook for crash points inside a commit: with
+//! A test hook for crash points inside a commit, compiled only with the
+//! `test-util` feature (never into a shipped binary): with
 //! `S3MIRRORFS_FAULT_POINT=<point>:<key>` in the environment, the process kills
 //! itself (SIGKILL, as `kill -9` or a power cut would end it) when it reaches
 //! `<point>` while committing `<key>`. The variable is read once; without it a

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod cli;
+#[cfg(feature = "test-util")]
 pub mod fault;
 pub mod fetch;
 pub mod fs;

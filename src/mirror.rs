@@ -477,9 +477,11 @@ impl Mirror {
                 why: "a directory is in the way",
             });
         }
+        #[cfg(feature = "test-util")]
         crate::fault::point("before-rename", &record.key);
         fs::rename(&tmp.path, &final_path).map_err(self.io(&final_path))?;
         tmp.armed = false;
+        #[cfg(feature = "test-util")]
         crate::fault::point("after-rename", &record.key);
         sync_dir(&self.root.join(parent)).map_err(self.io(&final_path))
     }

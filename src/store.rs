@@ -2,6 +2,7 @@
 //! metadata, and the trait every S3 backend implements. Nothing past this module
 //! sees an SDK type.
 
+#[cfg(any(test, feature = "test-util"))]
 pub mod memory;
 
 use std::fmt;

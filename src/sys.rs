@@ -358,6 +358,7 @@ impl Lifeline {
 
 /// Ends the process at once with SIGKILL, as `kill -9` would: no destructor, no
 /// flush, no core file.
+#[cfg(feature = "test-util")]
 pub fn kill_self() -> ! {
     // SAFETY: kill(2) on our own pid; SIGKILL cannot be caught, so it does not return.
     unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };

@@ -116,3 +116,15 @@ def test_the_glibc_check_refuses_a_binary_above_the_limit(unpacked):
     )
     assert low.returncode != 0
     assert "newer than GLIBC_2.2.5" in low.stderr
+
+
+# Strings only the test doubles and hooks (the `test-util` feature) put into a
+# binary: the crash-point variable and its log line, and the in-memory store.
+TEST_ONLY = (b"S3MIRRORFS_FAULT_POINT", b"fault point reached", b"memory store is offline", b"MemoryStore")
+
+
+def test_the_binary_has_no_test_hook_and_no_memory_store(unpacked):
+    data = (unpacked / "bin/s3mirrorfs").read_bytes()
+    assert b"s3mirrorfs" in data
+    found = [s.decode() for s in TEST_ONLY if s in data]
+    assert not found, f"test-only code in the release binary: {found}"
