@@ -31,9 +31,3 @@ pub enum AdminError {
 fn under(key: &str, prefix: &str) -> bool {
     key.starts_with(prefix)
 }
-
-/// Hex MD5 of `data`.
-fn md5_hex(data: &[u8]) -> String {
-    use md5::Digest;
-    crate::mirror::hex(&md5::Md5::digest(data))
-}

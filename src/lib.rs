@@ -14,6 +14,8 @@ pub mod layout;
 pub mod mirror;
 pub mod mount;
 pub mod prefetch;
+pub mod queue;
+pub mod report;
 pub mod s3;
 pub mod store;
 pub mod sys;

@@ -84,6 +84,19 @@ impl Record {
     }
 }
 
+impl Record {
+    /// The MD5 the copy's bytes must have, if known: the one recorded at download,
+    /// else the ETag when it has the form of a plain MD5 (copies recorded before
+    /// content hashes were kept).
+    pub fn expected_md5(&self) -> Option<String> {
+        self.md5.clone().or_else(|| {
+            crate::store::ETag::new(&self.etag)
+                .looks_like_md5()
+                .then(|| self.etag.trim_matches('"').to_ascii_lowercase())
+        })
+    }
+}
+
 /// The MD5 of a file's contents, as lower-case hex.
 pub fn md5_file(file: &File) -> io::Result<String> {
     use md5::Digest;
@@ -100,12 +113,7 @@ pub fn md5_file(file: &File) -> io::Result<String> {
         hasher.update(&buf[..n]);
         offset += n as u64;
     }
-    Ok(hex(&hasher.finalize()))
-}
-
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    Ok(format!("{:x}", hasher.finalize()))
 }
 
 /// How a local copy compares with the object S3 lists.
@@ -466,7 +474,8 @@ impl Mirror {
         mtime: SystemTime,
     ) -> Result<(), MirrorError> {
         sys::fset_xattr(&tmp.file, RECORD_XATTR, &record.encode()).map_err(self.io(&tmp.path))?;
-        sys::set_mtime(&tmp.file, mtime).map_err(self.io(&tmp.path))?;
+        let times = fs::FileTimes::new().set_accessed(mtime).set_modified(mtime);
+        tmp.file.set_times(times).map_err(self.io(&tmp.path))?;
         tmp.file.sync_all().map_err(self.io(&tmp.path))?;
         let parent = rel.parent().unwrap_or(Path::new(""));
         self.ensure_dir(parent)?;
@@ -760,7 +769,7 @@ mod tests {
         tmp.write_at(&big, 0).unwrap();
         let expected = {
             use md5::Digest;
-            hex(&md5::Md5::digest(&big))
+            format!("{:x}", md5::Md5::digest(&big))
         };
         assert_eq!(tmp.md5().unwrap(), expected);
     }

@@ -1,22 +1,20 @@
 //! `s3mirrorfs prefetch`: list everything under the prefix, download what is missing
 //! or changed into the mirror, optionally prune copies of deleted keys, report.
 
-pub mod progress;
-
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinSet;
 
 use crate::fetch::{FetchError, Fetcher, Outcome};
 use crate::layout::{Placement, RenameReason, place_all};
 use crate::mirror::inventory::IndexEntry;
 use crate::mirror::{LocalStatus, Mirror, MirrorError, Record};
+use crate::queue::{Flow, run_bounded};
+use crate::report::KeyError;
 use crate::store::{ObjectMeta, ObjectStore, StoreError, list_all};
-use progress::{Counters, Progress, ProgressMode};
 
 /// What to prefetch and how.
 #[derive(Clone, Debug)]
@@ -27,21 +25,29 @@ pub struct PrefetchOptions {
     pub concurrency: usize,
     /// Remove local copies of keys no longer in S3.
     pub prune: bool,
-    pub progress: ProgressMode,
 }
+
+/// What a prefetch tells its caller as it goes, so the binary can draw a bar or
+/// log lines (or nothing); the bytes received so far are the fetcher's.
+pub trait Progress: Send + Sync {
+    /// The listing is complete.
+    fn listed(&self, _objects: u64) {}
+    /// The plan: objects already settled without a download, and bytes to fetch.
+    fn planned(&self, _settled: u64, _pending_bytes: u64) {}
+    /// One more object settled (downloaded, already current, or failed).
+    fn object_done(&self) {}
+}
+
+/// Reports nothing.
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
 
 /// A key and where it lives in the mirror (relative path).
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct KeyPath {
     pub key: String,
     pub path: String,
-}
-
-/// A key that could not be mirrored, and why.
-#[derive(Clone, Debug, Serialize)]
-pub struct Failure {
-    pub key: String,
-    pub error: String,
 }
 
 /// The outcome of a run; printed as one JSON line with `--json`. Every listed key
@@ -61,7 +67,7 @@ pub struct Summary {
     pub pruned: u64,
     /// Keys stored under a path other than their own.
     pub renamed: Vec<KeyPath>,
-    pub failures: Vec<Failure>,
+    pub failures: Vec<KeyError>,
     pub pruned_files: Vec<KeyPath>,
     /// Set when the run could not go on (listing failed, mirror locked, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -89,13 +95,11 @@ pub async fn run(
     store: Arc<dyn ObjectStore>,
     fetcher: &Fetcher,
     options: &PrefetchOptions,
+    progress: &dyn Progress,
     summary: &mut Summary,
 ) -> Result<(), PrefetchError> {
     let started = Instant::now();
-    let counters = Arc::new(Counters::default());
-    let progress = Progress::start(options.progress, Arc::clone(&counters), fetcher.clone());
-    let result = run_inner(store, fetcher, options, summary, &counters).await;
-    progress.finish().await;
+    let result = run_inner(store, fetcher, options, progress, summary).await;
     summary.bytes = fetcher.bytes_received();
     summary.seconds = started.elapsed().as_secs_f64();
     save_last_run(fetcher.mirror(), summary, &result);
@@ -130,14 +134,7 @@ pub struct LastPrefetch {
     pub error: Option<String>,
     /// The keys that failed, and why.
     #[serde(default)]
-    pub failures: Vec<FailedKey>,
-}
-
-/// A key the last prefetch could not mirror.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct FailedKey {
-    pub key: String,
-    pub error: String,
+    pub failures: Vec<KeyError>,
 }
 
 /// Saves how this run ended, atomically; a failure to save is logged, never fatal,
@@ -167,14 +164,7 @@ fn save_last_run(mirror: &Mirror, summary: &Summary, result: &Result<(), Prefetc
         bytes: summary.bytes,
         seconds: summary.seconds,
         error,
-        failures: summary
-            .failures
-            .iter()
-            .map(|f| FailedKey {
-                key: f.key.clone(),
-                error: f.error.clone(),
-            })
-            .collect(),
+        failures: summary.failures.clone(),
     };
     let json = serde_json::to_vec_pretty(&last).expect("summary serializes");
     if let Err(e) = mirror.write_state_file(LAST_PREFETCH_FILE, &json) {
@@ -196,28 +186,49 @@ async fn run_inner(
     store: Arc<dyn ObjectStore>,
     fetcher: &Fetcher,
     options: &PrefetchOptions,
+    progress: &dyn Progress,
     summary: &mut Summary,
-    counters: &Arc<Counters>,
 ) -> Result<(), PrefetchError> {
     let objects = list_all(store.as_ref(), &options.prefix).await?;
-    fetcher.mirror().claim()?;
+    let mirror = Arc::clone(fetcher.mirror());
+    mirror.claim()?;
     summary.listed = objects.len() as u64;
-    counters.set_listed(objects.len() as u64);
+    progress.listed(summary.listed);
     let listed: Option<HashSet<String>> = options
         .prune
         .then(|| objects.iter().map(|o| o.key.as_str().to_string()).collect());
-    let mirror = Arc::clone(fetcher.mirror());
+    let items = plan_run(&mirror, objects, summary).await;
+    save_index(&mirror, &options.prefix, &items);
+    let fetches = settle_without_download(&mirror, items, summary);
+    progress.planned(
+        summary.downloaded + summary.up_to_date + summary.failed,
+        fetches.iter().map(|i| i.meta.size).sum(),
+    );
+    download_all(fetcher, fetches, options.concurrency, progress, summary).await;
+    if let Some(listed) = listed {
+        prune(&mirror, &options.prefix, &listed, summary);
+    }
+    Ok(())
+}
 
-    // Compare with the local copies: local syscalls only, no S3 request.
-    let (items, renamed) = {
-        let mirror = Arc::clone(&mirror);
-        tokio::task::spawn_blocking(move || plan(&mirror, objects))
-            .await
-            .expect("planning does not panic")
-    };
+/// Compares the listing with the local copies (local syscalls only, no S3
+/// request, on a blocking thread) and records the keys stored under other paths.
+async fn plan_run(
+    mirror: &Arc<Mirror>,
+    objects: Vec<ObjectMeta>,
+    summary: &mut Summary,
+) -> Vec<(Item, LocalStatus)> {
+    let mirror = Arc::clone(mirror);
+    let (items, renamed) = tokio::task::spawn_blocking(move || plan(&mirror, objects))
+        .await
+        .expect("planning does not panic");
     summary.renamed = renamed;
-    // What the mirror should now hold, so `verify` can tell a copy deleted by hand
-    // without asking S3.
+    items
+}
+
+/// Saves what the mirror should now hold, so `verify` can tell a copy deleted by
+/// hand without asking S3. Best effort: the mirror itself does not depend on it.
+fn save_index(mirror: &Mirror, prefix: &str, items: &[(Item, LocalStatus)]) {
     let index = items
         .iter()
         .map(|(item, _)| IndexEntry {
@@ -227,10 +238,18 @@ async fn run_inner(
             size: item.meta.size,
         })
         .collect();
-    if let Err(e) = mirror.write_index(&options.prefix, index) {
+    if let Err(e) = mirror.write_index(prefix, index) {
         tracing::warn!("cannot save the index of this listing: {e}");
     }
+}
 
+/// Makes the directories of `dir/` markers and counts the current copies;
+/// returns the objects that need a download.
+fn settle_without_download(
+    mirror: &Mirror,
+    items: Vec<(Item, LocalStatus)>,
+    summary: &mut Summary,
+) -> Vec<Item> {
     let mut fetches = Vec::new();
     for (item, status) in items {
         if item.directory {
@@ -241,68 +260,69 @@ async fn run_inner(
             match made {
                 Ok(true) => summary.downloaded += 1,
                 Ok(false) => summary.up_to_date += 1,
-                Err(e) => fail(summary, &item.meta, &e.to_string()),
+                Err(e) => fail(summary, &item.meta, &e),
             }
         } else if status == LocalStatus::Current {
             summary.up_to_date += 1;
         } else {
-            counters.add_pending(item.meta.size);
             fetches.push(item);
         }
     }
-    counters.set_done(summary.downloaded + summary.up_to_date + summary.failed);
+    fetches
+}
 
-    let mut tasks = JoinSet::new();
-    let mut queue = fetches.into_iter();
+/// Downloads `items`, `concurrency` at a time. A full disk stops new downloads:
+/// the rest fail as not attempted rather than each failing on its own.
+async fn download_all(
+    fetcher: &Fetcher,
+    items: Vec<Item>,
+    concurrency: usize,
+    progress: &dyn Progress,
+    summary: &mut Summary,
+) {
     let mut out_of_space: Option<String> = None;
-    loop {
-        while out_of_space.is_none() && tasks.len() < options.concurrency.max(1) {
-            let Some(item) = queue.next() else { break };
-            let fetcher = fetcher.clone();
-            tasks.spawn(async move {
-                let result = fetcher
-                    .ensure(&item.meta.key, &item.meta.etag, item.meta.size, &item.rel)
-                    .await;
-                (item, result)
-            });
+    let start = |item: Item| {
+        let fetcher = fetcher.clone();
+        async move {
+            let meta = &item.meta;
+            let result = fetcher
+                .ensure(&meta.key, &meta.etag, meta.size, &item.rel)
+                .await;
+            (item, result)
         }
-        let Some(joined) = tasks.join_next().await else {
-            break;
-        };
-        let (item, result) = joined.expect("download task does not panic");
+    };
+    let not_attempted = run_bounded(items, concurrency, start, |(item, result)| {
+        progress.object_done();
         match result {
             Ok(Outcome::Downloaded { .. }) => summary.downloaded += 1,
             Ok(Outcome::Current) => summary.up_to_date += 1,
             Err(e) => {
-                if matches!(&e, FetchError::Mirror(m) if m.is_no_space()) && out_of_space.is_none()
-                {
-                    tracing::error!("{e}; not starting further downloads");
-                    out_of_space = Some(e.to_string());
+                fail(summary, &item.meta, &e);
+                if matches!(&e, FetchError::Mirror(m) if m.is_no_space()) {
+                    if out_of_space.is_none() {
+                        tracing::error!("{e}; not starting further downloads");
+                        out_of_space = Some(e.to_string());
+                    }
+                    return Flow::Stop;
                 }
-                fail(summary, &item.meta, &e.to_string());
             }
         }
-        counters.object_done();
-    }
+        Flow::Continue
+    })
+    .await;
     if let Some(reason) = out_of_space {
-        for item in queue {
+        for item in not_attempted {
             fail(summary, &item.meta, &format!("not attempted: {reason}"));
         }
     }
-
-    if let Some(listed) = listed {
-        prune(&mirror, &options.prefix, &listed, summary);
-    }
-    Ok(())
 }
 
-fn fail(summary: &mut Summary, meta: &ObjectMeta, error: &str) {
+fn fail(summary: &mut Summary, meta: &ObjectMeta, error: &dyn std::fmt::Display) {
     tracing::error!(key = %meta.key, "failed: {error}");
     summary.failed += 1;
-    summary.failures.push(Failure {
-        key: meta.key.as_str().to_string(),
-        error: error.to_string(),
-    });
+    summary
+        .failures
+        .push(KeyError::new(meta.key.as_str(), error));
 }
 
 /// Decides where each listed object goes and whether its local copy is current.

@@ -4,6 +4,7 @@
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;
+pub mod multipart;
 
 use std::fmt;
 use std::future::Future;
@@ -37,7 +38,17 @@ impl Key {
 
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Debug escaping keeps control characters in hostile keys from reaching a terminal raw.
+        Escaped(&self.0).fmt(f)
+    }
+}
+
+/// Shows a key (or any text that came from S3) with control characters escaped,
+/// so a hostile key never reaches a terminal raw: how keys appear in messages.
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Debug escaping, without its surrounding quotes.
         let escaped = format!("{:?}", self.0);
         f.write_str(&escaped[1..escaped.len() - 1])
     }
@@ -204,6 +215,20 @@ impl StoreError {
                 | StoreError::Body(_)
         )
     }
+
+    /// Whether every further request of a run would fail the same way, after its
+    /// retries (S3 is gone or keeps failing, no credentials, no bucket), so a run
+    /// over many objects should stop starting new ones.
+    pub fn stops_run(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unreachable(_)
+                | StoreError::ServerError(_)
+                | StoreError::Timeout(_)
+                | StoreError::Credentials(_)
+                | StoreError::NoSuchBucket(_)
+        )
+    }
 }
 
 /// Decodes a key S3 returned with `encoding-type=url` (`+` is a space, `%XX` a byte).
@@ -335,6 +360,8 @@ mod tests {
     #[test]
     fn key_display_escapes_control_characters() {
         assert_eq!(Key::new("a\nb").unwrap().to_string(), "a\\nb");
+        assert_eq!(Escaped("a\u{1b}[31m").to_string(), "a\\u{1b}[31m");
+        assert_eq!(Escaped("").to_string(), "");
         assert!(Key::new("").is_err());
     }
 }

@@ -7,7 +7,6 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::time::SystemTime;
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {
     CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in name"))
@@ -175,26 +174,6 @@ pub fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
-}
-
-/// Sets a file's access and modification times.
-pub fn set_mtime(file: &File, mtime: SystemTime) -> io::Result<()> {
-    let since = mtime
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    let ts = libc::timespec {
-        tv_sec: since.as_secs() as libc::time_t,
-        tv_nsec: since.subsec_nanos() as _,
-    };
-    let times = [ts, ts];
-    // SAFETY: fd is open; times points to two timespecs.
-    check(unsafe { libc::futimens(file.as_raw_fd(), times.as_ptr()) })
-}
-
-/// Whether standard error is a terminal.
-pub fn stderr_is_tty() -> bool {
-    // SAFETY: isatty on a constant fd has no memory effects.
-    unsafe { libc::isatty(libc::STDERR_FILENO) == 1 }
 }
 
 /// Forks. `Ok(None)` in the child, `Ok(Some(pid))` in the parent. Call it before

@@ -566,10 +566,7 @@ fn tree(root: &Path) -> BTreeMap<PathBuf, String> {
                     .read_to_end(&mut bytes)
                     .unwrap();
                 use md5::Digest;
-                format!(
-                    "file {}",
-                    s3mirrorfs::mirror::hex(&md5::Md5::digest(&bytes))
-                )
+                format!("file {:x}", md5::Md5::digest(&bytes))
             };
             out.insert(rel, what);
         }

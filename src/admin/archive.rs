@@ -16,10 +16,9 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::AdminError;
-use crate::prefetch::progress::human_bytes;
-use crate::store::{
-    Encryption, Key, ObjectSink, ObjectStore, PartTag, PutOptions, StoreError, list_all,
-};
+use crate::report::{KeyError, human_bytes};
+use crate::store::multipart::Multipart;
+use crate::store::{Encryption, Key, ObjectSink, ObjectStore, PutOptions, StoreError, list_all};
 use crate::utc;
 
 /// The first parts are this large; S3 wants at least 5 MiB for all but the last.
@@ -45,13 +44,6 @@ pub struct ArchiveOptions {
     pub part_size: usize,
 }
 
-/// An old archive that could not be deleted.
-#[derive(Clone, Debug, Serialize)]
-pub struct DeleteFailure {
-    pub key: String,
-    pub error: String,
-}
-
 /// What `archive` did; `--json` prints it as one object.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ArchiveReport {
@@ -70,7 +62,8 @@ pub struct ArchiveReport {
     pub encryption: String,
     /// Older archives of the same directory removed by the retention count.
     pub deleted: Vec<String>,
-    pub delete_failures: Vec<DeleteFailure>,
+    /// Old archives that could not be deleted, and why.
+    pub delete_failures: Vec<KeyError>,
     /// Why old archives could not be looked for, if they could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention_error: Option<String>,
@@ -158,16 +151,29 @@ pub async fn run(
     let put = PutOptions {
         encryption: Some(options.encryption.clone()),
     };
-
     let (tx, rx) = mpsc::channel(1);
     let part_size = options.part_size.max(1);
     let producer = {
-        let source = source.clone();
-        let name = name.clone();
+        let (source, name) = (source.clone(), name.clone());
         tokio::task::spawn_blocking(move || write_archive(&source, &name, tx, part_size))
     };
     let uploaded = upload(sink.as_ref(), &key, put, rx).await;
     let produced = producer.await.expect("the archiver does not panic");
+    settle(uploaded, produced, &source, &mut report)?;
+    if options.keep > 0 {
+        apply_retention(store, sink.as_ref(), options, &name, &mut report).await;
+    }
+    Ok(report)
+}
+
+/// Puts what the upload and the archiver did into the report, or says why the
+/// archive failed (nothing was uploaded then).
+fn settle(
+    uploaded: Result<(u64, u64), Ended>,
+    produced: io::Result<Stats>,
+    source: &Path,
+    report: &mut ArchiveReport,
+) -> Result<(), AdminError> {
     match (uploaded, produced) {
         (Ok((bytes, parts)), Ok(stats)) => {
             report.bytes_uploaded = bytes;
@@ -177,54 +183,56 @@ pub async fn run(
             report.symlinks = stats.symlinks;
             report.bytes_read = stats.bytes;
             report.skipped = stats.skipped;
+            Ok(())
         }
         // The stream ended early: the archiver's error says why (an unreadable file).
-        (Err(Ended::Early), Err(e)) | (Ok(_), Err(e)) => {
-            return Err(AdminError::Invalid(format!(
-                "archive of {} failed, nothing was uploaded: {e}",
-                source.display()
-            )));
-        }
+        (Err(Ended::Early), Err(e)) | (Ok(_), Err(e)) => Err(AdminError::Invalid(format!(
+            "archive of {} failed, nothing was uploaded: {e}",
+            source.display()
+        ))),
         // S3 failed: the archiver only saw the upload stop.
-        (Err(Ended::Store(e)), _) => return Err(e.into()),
+        (Err(Ended::Store(e)), _) => Err(e.into()),
         // Cannot happen (a successful archiver always ends the stream); said rather than panicked.
         (Err(Ended::Early), Ok(_)) => {
-            return Err(AdminError::Invalid("the archive stream ended early".into()));
+            Err(AdminError::Invalid("the archive stream ended early".into()))
         }
     }
+}
 
-    if options.keep == 0 {
-        return Ok(report);
-    }
+/// Deletes this directory's archives beyond the newest `keep` (the new one
+/// included). The new archive is safe in S3 whatever happens here: failures
+/// are reported, not raised.
+async fn apply_retention(
+    store: &dyn ObjectStore,
+    sink: &dyn ObjectSink,
+    options: &ArchiveOptions,
+    name: &str,
+    report: &mut ArchiveReport,
+) {
     let listed = match list_all(store, &format!("{}{name}-", options.prefix)).await {
         Ok(listed) => listed,
         Err(e) => {
-            // The archive is safe in S3; only the clean-up could not run.
             report.retention_error = Some(format!("cannot list old archives for --keep: {e}"));
-            return Ok(report);
+            return;
         }
     };
-    let mut archives: Vec<String> = listed
+    let mut archives: Vec<Key> = listed
         .into_iter()
-        .map(|o| o.key.as_str().to_string())
-        .filter(|k| is_archive_of(k, &options.prefix, &name))
+        .map(|o| o.key)
+        .filter(|k| is_archive_of(k.as_str(), &options.prefix, name))
         .collect();
     // The timestamp sorts as it reads: newest first.
     archives.sort_by(|a, b| b.cmp(a));
     for old in archives
         .into_iter()
-        .filter(|k| *k != report.key)
+        .filter(|k| k.as_str() != report.key)
         .skip(options.keep - 1)
     {
-        match sink.delete(Key::new(old.clone())?).await {
-            Ok(()) => report.deleted.push(old),
-            Err(e) => report.delete_failures.push(DeleteFailure {
-                key: old,
-                error: e.to_string(),
-            }),
+        match sink.delete(old.clone()).await {
+            Ok(()) => report.deleted.push(old.as_str().to_string()),
+            Err(e) => report.delete_failures.push(KeyError::new(old.as_str(), e)),
         }
     }
-    Ok(report)
 }
 
 /// The archive's key for now; if an archive of the same second exists, waits for
@@ -284,9 +292,8 @@ async fn upload(
     put: PutOptions,
     mut rx: mpsc::Receiver<Chunk>,
 ) -> Result<(u64, u64), Ended> {
-    let ended = || Ended::Early;
     let first = match rx.recv().await {
-        None => return Err(ended()),
+        None => return Err(Ended::Early),
         Some(Chunk::Last(data)) => {
             let len = data.len() as u64;
             sink.put(key.clone(), data, put).await?;
@@ -294,50 +301,35 @@ async fn upload(
         }
         Some(Chunk::Part(data)) => data,
     };
-    let upload = sink.create_multipart(key.clone(), put).await?;
-    let result: Result<(u64, u64), Ended> = async {
-        let mut tags = Vec::new();
-        let mut bytes = 0u64;
-        let mut next = Some(first);
-        loop {
-            if let Some(data) = next.take() {
-                bytes += data.len() as u64;
-                let number = tags.len() as u32 + 1;
-                let etag = sink
-                    .upload_part(key.clone(), upload.clone(), number, data)
-                    .await?;
-                tags.push(PartTag { number, etag });
-            }
-            match rx.recv().await {
-                None => return Err(ended()),
-                Some(Chunk::Part(data)) => next = Some(data),
-                Some(Chunk::Last(data)) => {
-                    if !data.is_empty() {
-                        bytes += data.len() as u64;
-                        let number = tags.len() as u32 + 1;
-                        let etag = sink
-                            .upload_part(key.clone(), upload.clone(), number, data)
-                            .await?;
-                        tags.push(PartTag { number, etag });
-                    }
-                    break;
+    let mut upload = Multipart::start(sink, key, put).await?;
+    let sent = send_stream(&mut upload, first, &mut rx).await;
+    if sent.is_err() {
+        // Stops the archiver at its next part; the upload is then aborted.
+        rx.close();
+    }
+    let ((), done) = upload.finish(sent).await?;
+    Ok((done.bytes, done.parts))
+}
+
+/// Uploads `first` and every further part of the stream, up to its end.
+async fn send_stream(
+    upload: &mut Multipart<'_>,
+    first: Bytes,
+    rx: &mut mpsc::Receiver<Chunk>,
+) -> Result<(), Ended> {
+    upload.push(first).await?;
+    loop {
+        match rx.recv().await {
+            None => return Err(Ended::Early),
+            Some(Chunk::Part(data)) => upload.push(data).await?,
+            Some(Chunk::Last(data)) => {
+                if !data.is_empty() {
+                    upload.push(data).await?;
                 }
+                return Ok(());
             }
         }
-        let parts = tags.len() as u64;
-        sink.complete_multipart(key.clone(), upload.clone(), tags)
-            .await?;
-        Ok((bytes, parts))
     }
-    .await;
-    if result.is_err() {
-        // Stops the archiver at its next part, then drops the parts S3 holds.
-        drop(rx);
-        if let Err(e) = sink.abort_multipart(key.clone(), upload).await {
-            tracing::warn!("cannot abort the multipart upload of {key}: {e}");
-        }
-    }
-    result
 }
 
 /// Cuts the compressed stream into parts and hands them to the uploader.

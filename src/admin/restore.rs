@@ -4,23 +4,24 @@
 //! sent are hashed on the way and must match the copy's recorded hash, or the
 //! upload is aborted: a restore never spreads bit rot.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use md5::Digest;
 use serde::Serialize;
-use tokio::task::JoinSet;
 
 use super::{AdminError, under};
+use crate::mirror::Record;
 use crate::mirror::inventory::{Entry, MirrorView, read_record_of};
-use crate::mirror::{Record, hex};
-use crate::prefetch::progress::human_bytes;
-use crate::store::{ETag, Key, ObjectSink, ObjectStore, PartTag, PutOptions, StoreError, list_all};
+use crate::queue::{Flow, run_bounded};
+use crate::report::{KeyError, human_bytes};
+use crate::store::multipart::Multipart;
+use crate::store::{ETag, Escaped, Key, ObjectSink, ObjectStore, PutOptions, StoreError, list_all};
 
 /// Size of the parts a restore uploads.
 pub const PART_SIZE: u64 = 8 << 20;
@@ -49,13 +50,6 @@ pub struct Action {
     pub parts: u64,
 }
 
-/// One object that could not be restored, and why.
-#[derive(Clone, Debug, Serialize)]
-pub struct RestoreFailure {
-    pub key: String,
-    pub error: String,
-}
-
 /// What `restore` did; `--json` prints it as one object.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RestoreReport {
@@ -68,7 +62,7 @@ pub struct RestoreReport {
     pub bytes: u64,
     /// Already identical in the destination.
     pub skipped: Vec<String>,
-    pub failed: Vec<RestoreFailure>,
+    pub failed: Vec<KeyError>,
     /// Set when the restore stopped early (endpoint gone, credentials lost); the
     /// objects not attempted are in `failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -84,7 +78,6 @@ impl RestoreReport {
         } else {
             "uploaded"
         };
-        let show = |key: &str| Key::new(key).map(|k| k.to_string()).unwrap_or_default();
         // A real run logs each upload as it goes; the list is for a dry run.
         for a in self.uploaded.iter().filter(|_| self.dry_run) {
             let how = if a.parts > 1 {
@@ -94,12 +87,12 @@ impl RestoreReport {
             };
             out.push_str(&format!(
                 "{verb} {} ({}{how})\n",
-                show(&a.key),
+                Escaped(&a.key),
                 human_bytes(a.size)
             ));
         }
         for f in &self.failed {
-            out.push_str(&format!("failed {}: {}\n", show(&f.key), f.error));
+            out.push_str(&format!("failed {}: {}\n", Escaped(&f.key), f.error));
         }
         out.push_str(&format!(
             "{}: {} {} ({}), {} already identical, {} failed, into s3://{}/{}\n",
@@ -114,6 +107,13 @@ impl RestoreReport {
         ));
         out
     }
+}
+
+/// An object to restore: its copy, and what the destination holds under its key.
+struct Job {
+    entry: Entry,
+    path: PathBuf,
+    dest: Option<(ETag, u64)>,
 }
 
 /// Restores the mirror at `dir` into the destination (`store` lists it, `sink` writes it).
@@ -136,95 +136,102 @@ pub async fn run(
         .into_iter()
         .map(|o| (o.key.as_str().to_string(), (o.etag, o.size)))
         .collect();
-    let (entries, errors) = view.entries();
-    for e in errors {
-        report.failed.push(RestoreFailure {
-            key: String::new(),
-            error: format!("cannot read {}: {}", e.path.display(), e.err),
-        });
-    }
-    let mut seen = std::collections::HashSet::new();
-    let mut work = Vec::new();
-    for entry in entries {
-        if !under(&entry.record.key, &options.prefix) || !seen.insert(entry.record.key.clone()) {
-            continue;
-        }
-        if entry.is_marked_corrupt() {
-            report.failed.push(RestoreFailure {
-                key: entry.record.key.clone(),
-                error:
-                    "the local copy is corrupt (found by verify); run prefetch to fetch it again"
-                        .into(),
-            });
-            continue;
-        }
-        let dest = existing.get(&entry.record.key).cloned();
-        work.push((entry, dest));
-    }
-
-    let root = view.root().to_path_buf();
-    let mut tasks = JoinSet::new();
-    let mut queue = work.into_iter();
-    loop {
-        while report.error.is_none() && tasks.len() < options.concurrency.max(1) {
-            let Some((entry, dest)) = queue.next() else {
-                break;
-            };
-            let sink = Arc::clone(&sink);
-            let path = root.join(&entry.path);
-            let dry_run = options.dry_run;
-            tasks.spawn(async move {
-                let result = restore_one(sink.as_ref(), &path, &entry, dest, dry_run).await;
-                (entry, result)
-            });
-        }
-        let Some(joined) = tasks.join_next().await else {
-            break;
-        };
-        let (entry, result) = joined.expect("restore task does not panic");
-        let key = entry.record.key.clone();
-        match result {
-            Ok(Done::Skipped) => report.skipped.push(key),
-            Ok(Done::Uploaded { parts }) => {
-                if !options.dry_run {
-                    tracing::info!(key = %show(&key), "restored");
-                }
-                report.bytes += entry.record.size;
-                report.uploaded.push(Action {
-                    key,
-                    size: entry.record.size,
-                    parts,
-                });
-            }
-            Err(failed) => {
-                tracing::error!(key = %show(&key), "cannot restore: {}", failed.message);
-                if failed.stops_run && report.error.is_none() {
-                    tracing::error!("not starting further uploads");
-                    report.error = Some(failed.message.clone());
-                }
-                report.failed.push(RestoreFailure {
-                    key,
-                    error: failed.message,
-                });
-            }
-        }
-    }
-    if let Some(reason) = &report.error {
-        for (entry, _) in queue {
-            report.failed.push(RestoreFailure {
-                key: entry.record.key,
-                error: format!("not attempted: {reason}"),
-            });
-        }
-    }
+    let jobs = plan(&view, &options.prefix, &existing, &mut report);
+    restore_all(jobs, sink, options, &mut report).await;
     report.uploaded.sort_by(|a, b| a.key.cmp(&b.key));
     report.skipped.sort();
     report.failed.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(report)
 }
 
-fn show(key: &str) -> String {
-    Key::new(key).map(|k| k.to_string()).unwrap_or_default()
+/// The copies to restore (one per key), with what the destination holds; copies
+/// that cannot be restored are reported as failed right away.
+fn plan(
+    view: &MirrorView,
+    prefix: &str,
+    existing: &HashMap<String, (ETag, u64)>,
+    report: &mut RestoreReport,
+) -> Vec<Job> {
+    let (entries, errors) = view.entries();
+    for e in errors {
+        let error = format!("cannot read {}: {}", e.path.display(), e.err);
+        report.failed.push(KeyError::new("", error));
+    }
+    let mut seen = HashSet::new();
+    let mut jobs = Vec::new();
+    for entry in entries {
+        if !under(&entry.record.key, prefix) || !seen.insert(entry.record.key.clone()) {
+            continue;
+        }
+        if entry.is_marked_corrupt() {
+            report.failed.push(KeyError::new(
+                entry.record.key,
+                "the local copy is corrupt (found by verify); run prefetch to fetch it again",
+            ));
+            continue;
+        }
+        jobs.push(Job {
+            path: view.root().join(&entry.path),
+            dest: existing.get(&entry.record.key).cloned(),
+            entry,
+        });
+    }
+    jobs
+}
+
+/// Restores the jobs, `concurrency` at a time, until S3 fails in a way every
+/// further upload would (then the rest are reported as not attempted).
+async fn restore_all(
+    jobs: Vec<Job>,
+    sink: Arc<dyn ObjectSink>,
+    options: &RestoreOptions,
+    report: &mut RestoreReport,
+) {
+    let dry_run = options.dry_run;
+    let start = |job: Job| {
+        let sink = Arc::clone(&sink);
+        async move {
+            let result = restore_one(sink.as_ref(), &job, dry_run).await;
+            (job, result)
+        }
+    };
+    let not_attempted = run_bounded(jobs, options.concurrency, start, |(job, result)| {
+        let entry = job.entry;
+        let key = entry.record.key;
+        match result {
+            Ok(Done::Skipped) => report.skipped.push(key),
+            Ok(Done::Uploaded { parts }) => {
+                if !dry_run {
+                    tracing::info!(key = %Escaped(&key), "restored");
+                }
+                report.bytes += entry.record.size;
+                let size = entry.record.size;
+                report.uploaded.push(Action { key, size, parts });
+            }
+            Err(failed) => {
+                tracing::error!(key = %Escaped(&key), "cannot restore: {}", failed.message);
+                let stop = failed.stops_run && report.error.is_none();
+                if stop {
+                    tracing::error!("not starting further uploads");
+                    report.error = Some(failed.message.clone());
+                }
+                report.failed.push(KeyError::new(key, failed.message));
+                if stop {
+                    return Flow::Stop;
+                }
+            }
+        }
+        Flow::Continue
+    })
+    .await;
+    if let Some(reason) = &report.error {
+        for job in not_attempted {
+            let error = format!("not attempted: {reason}");
+            report
+                .failed
+                .push(KeyError::new(job.entry.record.key, error));
+        }
+    }
 }
 
 enum Done {
@@ -235,23 +242,14 @@ enum Done {
 /// Why one object was not restored, and whether the others can still be.
 struct Failed {
     message: String,
-    /// S3 is gone, keeps failing or refuses everyone (no endpoint, 5xx after the
-    /// retries, no credentials, no bucket): every further object would fail the
-    /// same way, after its retries.
+    /// Every further object would fail the same way (`StoreError::stops_run`).
     stops_run: bool,
 }
 
 impl From<StoreError> for Failed {
     fn from(e: StoreError) -> Failed {
         Failed {
-            stops_run: matches!(
-                e,
-                StoreError::Unreachable(_)
-                    | StoreError::ServerError(_)
-                    | StoreError::Timeout(_)
-                    | StoreError::Credentials(_)
-                    | StoreError::NoSuchBucket(_)
-            ),
+            stops_run: e.stops_run(),
             message: e.to_string(),
         }
     }
@@ -271,21 +269,17 @@ pub fn part_size_for(size: u64) -> u64 {
     PART_SIZE.max(size.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB)
 }
 
-async fn restore_one(
-    sink: &dyn ObjectSink,
-    path: &Path,
-    entry: &Entry,
-    dest: Option<(ETag, u64)>,
-    dry_run: bool,
-) -> Result<Done, Failed> {
-    let key = Key::new(entry.record.key.clone()).map_err(|e| e.to_string())?;
-    let (file, record) = open_copy(path, entry).map_err(|e| format!("{}: {e}", path.display()))?;
+async fn restore_one(sink: &dyn ObjectSink, job: &Job, dry_run: bool) -> Result<Done, Failed> {
+    let path = &job.path;
+    let at_path = |e: io::Error| format!("{}: {e}", path.display());
+    let key = Key::new(job.entry.record.key.clone()).map_err(|e| e.to_string())?;
+    let (file, record) = open_copy(path, &job.entry).map_err(at_path)?;
     let size = record.size;
-    if let Some((etag, dest_size)) = dest
-        && dest_size == size
-        && identical(file.clone(), &record, &etag)
+    if let Some((etag, dest_size)) = &job.dest
+        && *dest_size == size
+        && identical(file.clone(), &record, etag)
             .await
-            .map_err(|e| format!("{}: {e}", path.display()))?
+            .map_err(at_path)?
     {
         return Ok(Done::Skipped);
     }
@@ -298,50 +292,42 @@ async fn restore_one(
     if dry_run {
         return Ok(Done::Uploaded { parts });
     }
-    let expected = expected_md5(&record);
+    let expected = record.expected_md5();
     if parts == 1 {
-        let data = read_part(file, 0, size)
-            .await
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        let actual = super::md5_hex(&data);
-        check_hash(&actual, expected.as_deref())?;
+        let data = read_part(file, 0, size).await.map_err(at_path)?;
+        check_hash(
+            &format!("{:x}", md5::Md5::digest(&data)),
+            expected.as_deref(),
+        )?;
         sink.put(key, data, PutOptions::default()).await?;
         return Ok(Done::Uploaded { parts });
     }
-    let upload = sink
-        .create_multipart(key.clone(), PutOptions::default())
-        .await?;
-    let result: Result<(), Failed> = async {
-        let mut hasher = md5::Md5::new();
-        let mut tags = Vec::new();
-        for n in 0..parts {
-            let start = n * part_size;
-            let len = part_size.min(size - start);
-            let data = read_part(file.clone(), start, len)
-                .await
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            hasher.update(&data);
-            let etag = sink
-                .upload_part(key.clone(), upload.clone(), n as u32 + 1, data)
-                .await?;
-            tags.push(PartTag {
-                number: n as u32 + 1,
-                etag,
-            });
-        }
-        check_hash(&hex(&hasher.finalize()), expected.as_deref())?;
-        sink.complete_multipart(key.clone(), upload.clone(), tags)
-            .await?;
-        Ok(())
-    }
-    .await;
-    if let Err(error) = result {
-        if let Err(e) = sink.abort_multipart(key, upload).await {
-            tracing::warn!("cannot abort the multipart upload: {e}");
-        }
-        return Err(error);
-    }
+    let mut upload = Multipart::start(sink, &key, PutOptions::default()).await?;
+    let sent = send_parts(&mut upload, &file, size, part_size, path).await;
+    let filled = sent.and_then(|md5| Ok(check_hash(&md5, expected.as_deref())?));
+    upload.finish(filled).await?;
     Ok(Done::Uploaded { parts })
+}
+
+/// Uploads the file in parts of `part_size`; returns the MD5 of the bytes sent,
+/// to be checked before the upload completes.
+async fn send_parts(
+    upload: &mut Multipart<'_>,
+    file: &Arc<File>,
+    size: u64,
+    part_size: u64,
+    path: &Path,
+) -> Result<String, Failed> {
+    let mut hasher = md5::Md5::new();
+    for start in (0..size).step_by(part_size as usize) {
+        let len = part_size.min(size - start);
+        let data = read_part(Arc::clone(file), start, len)
+            .await
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        hasher.update(&data);
+        upload.push(data).await?;
+    }
+    Ok(format!("{:x}", hasher.finalize()))
 }
 
 /// Opens the copy and reads its record from the open file, so the bytes and the
@@ -367,15 +353,6 @@ fn open_copy(path: &Path, entry: &Entry) -> io::Result<(Arc<File>, Record)> {
         )));
     }
     Ok((Arc::new(file), record))
-}
-
-/// The MD5 the bytes must have, if known.
-fn expected_md5(record: &Record) -> Option<String> {
-    record.md5.clone().or_else(|| {
-        ETag::new(&record.etag)
-            .looks_like_md5()
-            .then(|| record.etag.trim_matches('"').to_ascii_lowercase())
-    })
 }
 
 fn check_hash(actual: &str, expected: Option<&str>) -> Result<(), String> {
@@ -406,7 +383,9 @@ async fn identical(file: Arc<File>, record: &Record, dest: &ETag) -> io::Result<
     }
     let inner = dest.as_str().trim_matches('"');
     if dest.looks_like_md5() {
-        return Ok(expected_md5(record).is_some_and(|m| m.eq_ignore_ascii_case(inner)));
+        return Ok(record
+            .expected_md5()
+            .is_some_and(|m| m.eq_ignore_ascii_case(inner)));
     }
     let Some(parts) = inner
         .rsplit_once('-')
@@ -499,7 +478,7 @@ pub fn multipart_etags(file: &File, size: u64, part_sizes: &[u64]) -> io::Result
                 s.digests.extend_from_slice(&done.finalize());
                 s.count += 1;
             }
-            format!("{}-{}", hex(&md5::Md5::digest(&s.digests)), s.count)
+            format!("{:x}-{}", md5::Md5::digest(&s.digests), s.count)
         })
         .collect())
 }
@@ -520,7 +499,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mirror = Mirror::open(dir.path(), "source").unwrap();
         for (key, data, md5) in objects {
-            let actual = super::super::md5_hex(data);
+            let actual = format!("{:x}", md5::Md5::digest(data));
             let record = Record {
                 key: key.to_string(),
                 etag: format!("\"{actual}\""),
@@ -640,8 +619,8 @@ mod tests {
             digests.extend_from_slice(&md5::Md5::digest(chunk));
         }
         format!(
-            "{}-{}",
-            hex(&md5::Md5::digest(&digests)),
+            "{:x}-{}",
+            md5::Md5::digest(&digests),
             data.len().div_ceil(part)
         )
     }

@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use super::AdminError;
 use crate::mirror::inventory::MirrorView;
-use crate::prefetch::progress::human_bytes;
 use crate::prefetch::{LAST_PREFETCH_FILE, LastPrefetch};
+use crate::report::human_bytes;
 
 /// What `status` reports; `--json` prints it as one object.
 #[derive(Clone, Debug, Serialize)]

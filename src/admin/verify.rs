@@ -5,23 +5,19 @@
 //! fetches it again; its bytes stay until then.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
+use std::fs::{File, Metadata};
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use parking_lot::Mutex;
 use serde::Serialize;
 
 use super::{AdminError, under};
 use crate::layout::{Placement, place_alone};
 use crate::mirror::Record;
 use crate::mirror::inventory::{CORRUPT_MARK, Entry, MirrorView, mark_corrupt, read_record_of};
-use crate::prefetch::progress::human_bytes;
-use crate::store::{ETag, ObjectStore, list_all};
-
-/// Copies hashed at once: enough to keep a disk busy, few enough for two cores.
-const HASH_THREADS: usize = 4;
+use crate::queue::{Flow, run_bounded};
+use crate::report::human_bytes;
+use crate::store::{Escaped, ObjectStore, list_all};
 
 /// What is wrong with one key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -118,10 +114,8 @@ impl VerifyReport {
     pub fn render(&self) -> String {
         let mut out = String::new();
         for p in &self.problems {
-            let key = crate::store::Key::new(p.key.clone())
-                .map(|k| k.to_string())
-                .unwrap_or_default();
-            out.push_str(&format!("{:<10} {key}: {}\n", p.kind.label(), p.detail));
+            let (label, key) = (p.kind.label(), Escaped(&p.key));
+            out.push_str(&format!("{label:<10} {key}: {}\n", p.detail));
         }
         let against = if self.remote {
             "the S3 listing"
@@ -160,10 +154,26 @@ impl VerifyReport {
     }
 }
 
-/// How one local copy checked out.
+/// How one local copy checked out, and the bytes hashed to tell.
 enum Check {
-    Ok,
-    Problem(ProblemKind, String),
+    Ok(u64),
+    Problem(ProblemKind, String, u64),
+}
+
+impl Check {
+    fn problem(kind: ProblemKind, detail: impl Into<String>) -> Check {
+        Check::Problem(kind, detail.into(), 0)
+    }
+}
+
+/// An object the mirror should hold: from the S3 listing (`--remote`) or from
+/// the index of the last prefetch (which also says where its copy goes).
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Expected {
+    key: String,
+    etag: String,
+    size: u64,
+    path: Option<String>,
 }
 
 /// Verifies the mirror at `dir` for `bucket`/`prefix`; with `remote`, against its listing.
@@ -184,241 +194,242 @@ pub async fn run(
     };
     // Listing first: a bucket that does not exist or a missing credential stops
     // the run before any hashing.
-    let listing = match remote {
-        Some(store) => Some(list_all(store, prefix).await?),
-        None => None,
-    };
-    let index = if listing.is_none() {
-        view.index()?
-    } else {
-        HashMap::new()
-    };
-    report.indexed = listing.is_some() || !index.is_empty();
-    let (entries, errors) = view.entries();
-    for e in errors {
-        report.add(
-            ProblemKind::Unreadable,
-            "",
-            Some(e.path.strip_prefix(dir).unwrap_or(&e.path)),
-            format!("{}: {}", e.path.display(), e.err),
-        );
-    }
-    let entries: Vec<Entry> = entries
-        .into_iter()
-        .filter(|e| under(&e.record.key, prefix))
-        .collect();
-    let root = view.root().to_path_buf();
-    let checks = {
-        let entries = entries.clone();
-        tokio::task::spawn_blocking(move || check_all(&root, &entries))
-            .await
-            .expect("hashing does not panic")
-    };
-    let mut local: HashMap<&str, Vec<&Entry>> = HashMap::new();
-    for (entry, (check, hashed)) in entries.iter().zip(checks) {
-        report.checked += 1;
-        report.bytes += hashed;
-        local
-            .entry(entry.record.key.as_str())
-            .or_default()
-            .push(entry);
-        match check {
-            Check::Ok => report.ok += 1,
-            Check::Problem(kind, detail) => {
-                report.add(kind, &entry.record.key, Some(&entry.path), detail)
-            }
-        }
-    }
-
-    let expected: Vec<(String, String, u64, Option<String>)> = match listing {
-        Some(objects) => objects
-            .into_iter()
-            .map(|o| {
-                (
-                    o.key.as_str().to_string(),
-                    o.etag.as_str().to_string(),
-                    o.size,
-                    None,
-                )
-            })
-            .collect(),
-        None => index
-            .into_values()
-            .filter(|e| under(&e.key, prefix))
-            .map(|e| (e.key, e.etag, e.size, Some(e.path)))
-            .collect(),
-    };
+    let expected = expected_objects(&view, prefix, remote).await?;
+    report.indexed = remote.is_some() || !expected.is_empty();
+    let entries = check_copies(&view, prefix, &mut report).await;
     let source = if remote.is_some() {
         "S3 lists"
     } else {
         "the last prefetch listed"
     };
-    let mut expected_keys = HashSet::new();
-    let mut expected = expected;
-    expected.sort();
-    for (key, etag, size, path) in &expected {
-        expected_keys.insert(key.as_str());
-        match local.get(key.as_str()) {
-            None => {
-                let marker_dir = match (path, place_alone(key, *size)) {
-                    (Some(p), _) => Some(dir.join(p)),
-                    (None, Placement::Directory(p)) => Some(dir.join(p)),
-                    (None, _) => None,
-                };
-                if *size == 0 && key.ends_with('/') && marker_dir.is_some_and(|p| p.is_dir()) {
-                    // A marker directory made before markers carried a record.
-                    continue;
-                }
-                report.add(
-                    ProblemKind::Missing,
-                    key,
-                    path.as_deref().map(Path::new),
-                    format!("{source} it (ETag {etag}, {size} bytes) but the mirror has no copy"),
-                );
-            }
-            Some(copies) => {
-                let current = copies.iter().any(|c| {
-                    c.record.size == *size && c.record.etag.trim_start_matches(CORRUPT_MARK) == etag
-                });
-                if !current {
-                    let copy = copies[0];
-                    report.add(
-                        ProblemKind::Changed,
-                        key,
-                        Some(&copy.path),
-                        format!(
-                            "{source} ETag {etag}, {size} bytes; the mirror holds ETag {}, {} bytes",
-                            copy.record.etag.trim_start_matches(CORRUPT_MARK),
-                            copy.record.size
-                        ),
-                    );
-                }
-            }
-        }
-    }
+    let expected_keys = compare(dir, &expected, &entries, source, &mut report);
     if remote.is_some() {
-        for entry in &entries {
-            if !expected_keys.contains(entry.record.key.as_str()) {
-                report.add(
-                    ProblemKind::Extra,
-                    &entry.record.key,
-                    Some(&entry.path),
-                    "deleted from S3; the local copy is kept (prefetch --prune removes it)".into(),
-                );
-            }
+        for entry in entries
+            .iter()
+            .filter(|e| !expected_keys.contains(e.record.key.as_str()))
+        {
+            report.add(
+                ProblemKind::Extra,
+                &entry.record.key,
+                Some(&entry.path),
+                "deleted from S3; the local copy is kept (prefetch --prune removes it)".into(),
+            );
         }
     }
     report.whole = report.problems.iter().all(|p| !p.kind.breaks_backup());
     Ok(report)
 }
 
-/// Checks every entry on a few threads; returns each one's outcome and bytes hashed, in order.
-fn check_all(root: &Path, entries: &[Entry]) -> Vec<(Check, u64)> {
-    let results: Vec<Mutex<Option<(Check, u64)>>> =
-        entries.iter().map(|_| Mutex::new(None)).collect();
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        for _ in 0..HASH_THREADS.min(entries.len().max(1)) {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(entry) = entries.get(i) else { break };
-                    *results[i].lock() = Some(check_one(&root.join(&entry.path), entry));
-                }
-            });
+/// What the mirror should hold under `prefix`, sorted by key: the S3 listing,
+/// or without `remote` the index the last prefetch saved (empty if none did).
+async fn expected_objects(
+    view: &MirrorView,
+    prefix: &str,
+    remote: Option<&dyn ObjectStore>,
+) -> Result<Vec<Expected>, AdminError> {
+    let mut expected: Vec<Expected> = match remote {
+        Some(store) => list_all(store, prefix)
+            .await?
+            .into_iter()
+            .map(|o| Expected {
+                key: o.key.as_str().to_string(),
+                etag: o.etag.as_str().to_string(),
+                size: o.size,
+                path: None,
+            })
+            .collect(),
+        None => view
+            .index()?
+            .into_values()
+            .filter(|e| under(&e.key, prefix))
+            .map(|e| Expected {
+                key: e.key,
+                etag: e.etag,
+                size: e.size,
+                path: Some(e.path),
+            })
+            .collect(),
+    };
+    expected.sort();
+    Ok(expected)
+}
+
+/// Checks every recorded copy under `prefix` against its record; returns them.
+async fn check_copies(view: &MirrorView, prefix: &str, report: &mut VerifyReport) -> Vec<Entry> {
+    let (entries, errors) = view.entries();
+    for e in errors {
+        let rel = e.path.strip_prefix(view.root()).unwrap_or(&e.path);
+        let detail = format!("{}: {}", e.path.display(), e.err);
+        report.add(ProblemKind::Unreadable, "", Some(rel), detail);
+    }
+    let entries: Vec<Entry> = entries
+        .into_iter()
+        .filter(|e| under(&e.record.key, prefix))
+        .collect();
+    let checks = check_all(view.root(), &entries).await;
+    for (entry, check) in entries.iter().zip(checks) {
+        report.checked += 1;
+        match check {
+            Check::Ok(hashed) => {
+                report.ok += 1;
+                report.bytes += hashed;
+            }
+            Check::Problem(kind, detail, hashed) => {
+                report.bytes += hashed;
+                report.add(kind, &entry.record.key, Some(&entry.path), detail);
+            }
         }
-    });
+    }
+    entries
+}
+
+/// Reports each expected object the mirror has no copy of, or only another
+/// version of; returns the expected keys.
+fn compare<'a>(
+    dir: &Path,
+    expected: &'a [Expected],
+    entries: &[Entry],
+    source: &str,
+    report: &mut VerifyReport,
+) -> HashSet<&'a str> {
+    let mut local: HashMap<&str, Vec<&Entry>> = HashMap::new();
+    for entry in entries {
+        local
+            .entry(entry.record.key.as_str())
+            .or_default()
+            .push(entry);
+    }
+    let mut keys = HashSet::new();
+    for want in expected {
+        keys.insert(want.key.as_str());
+        let (key, etag, size) = (&want.key, &want.etag, want.size);
+        match local.get(key.as_str()) {
+            None if is_old_marker_dir(dir, want) => {}
+            None => report.add(
+                ProblemKind::Missing,
+                key,
+                want.path.as_deref().map(Path::new),
+                format!("{source} it (ETag {etag}, {size} bytes) but the mirror has no copy"),
+            ),
+            Some(copies) => {
+                let holds = |c: &&Entry| {
+                    c.record.size == size && c.record.etag.trim_start_matches(CORRUPT_MARK) == etag
+                };
+                if !copies.iter().any(holds) {
+                    let copy = copies[0];
+                    let detail = format!(
+                        "{source} ETag {etag}, {size} bytes; the mirror holds ETag {}, {} bytes",
+                        copy.record.etag.trim_start_matches(CORRUPT_MARK),
+                        copy.record.size
+                    );
+                    report.add(ProblemKind::Changed, key, Some(&copy.path), detail);
+                }
+            }
+        }
+    }
+    keys
+}
+
+/// A `dir/` marker kept as a directory made before markers carried a record.
+fn is_old_marker_dir(dir: &Path, want: &Expected) -> bool {
+    let marker_dir = match (&want.path, place_alone(&want.key, want.size)) {
+        (Some(p), _) => Some(dir.join(p)),
+        (None, Placement::Directory(p)) => Some(dir.join(p)),
+        (None, _) => None,
+    };
+    want.size == 0 && want.key.ends_with('/') && marker_dir.is_some_and(|p| p.is_dir())
+}
+
+/// Copies hashed at once: enough to keep a disk busy, few enough for two cores.
+const HASH_AT_ONCE: usize = 4;
+
+/// Checks every entry on blocking threads, a few at once; returns each one's
+/// outcome, in order.
+async fn check_all(root: &Path, entries: &[Entry]) -> Vec<Check> {
+    let mut results: Vec<Option<Check>> = entries.iter().map(|_| None).collect();
+    let start = |(i, entry): (usize, Entry)| {
+        let path = root.join(&entry.path);
+        async move {
+            let check = tokio::task::spawn_blocking(move || check_one(&path, &entry));
+            (i, check.await.expect("hashing does not panic"))
+        }
+    };
+    let jobs = entries.iter().cloned().enumerate();
+    run_bounded(jobs, HASH_AT_ONCE, start, |(i, check)| {
+        results[i] = Some(check);
+        Flow::Continue
+    })
+    .await;
     results
         .into_iter()
-        .map(|r| r.into_inner().expect("every entry is checked"))
+        .map(|r| r.expect("every entry is checked"))
         .collect()
 }
 
 /// Checks one copy: the record is read from the open file, so a copy a prefetch
 /// replaces meanwhile is judged by its own record.
-fn check_one(path: &Path, entry: &Entry) -> (Check, u64) {
-    let unreadable = |e: io::Error| {
-        (
-            Check::Problem(ProblemKind::Unreadable, format!("{}: {e}", path.display())),
-            0,
-        )
-    };
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return (
-                Check::Problem(
-                    ProblemKind::Missing,
-                    "the copy disappeared while verifying".into(),
-                ),
-                0,
-            );
-        }
-        Err(e) => return unreadable(e),
-    };
-    let meta = match file.metadata() {
-        Ok(m) => m,
-        Err(e) => return unreadable(e),
+fn check_one(path: &Path, entry: &Entry) -> Check {
+    let (file, meta) = match open_copy(path) {
+        Ok(opened) => opened,
+        Err(check) => return check,
     };
     let record = read_record_of(&file).unwrap_or_else(|| entry.record.clone());
     if entry.directory {
-        return (Check::Ok, 0);
+        return Check::Ok(0);
     }
     if record.etag.starts_with(CORRUPT_MARK) {
-        return (
-            Check::Problem(
-                ProblemKind::Corrupt,
-                "an earlier verify found this copy corrupt; the next prefetch fetches it again"
-                    .into(),
-            ),
-            0,
+        return Check::problem(
+            ProblemKind::Corrupt,
+            "an earlier verify found this copy corrupt; the next prefetch fetches it again",
         );
     }
     if meta.len() != record.size {
         let note = mark(&file, &record, path);
-        return (
-            Check::Problem(
-                ProblemKind::Corrupt,
-                format!(
-                    "{} bytes on disk, {} recorded{note}",
-                    meta.len(),
-                    record.size
-                ),
-            ),
-            0,
-        );
-    }
-    let expected = match (&record.md5, ETag::new(&record.etag).looks_like_md5()) {
-        (Some(md5), _) => md5.clone(),
-        (None, true) => record.etag.trim_matches('"').to_ascii_lowercase(),
-        (None, false) => {
-            return (
-                Check::Problem(
-                    ProblemKind::Unchecked,
-                    format!(
-                        "no recorded hash (the copy predates content hashes and ETag {} is not an MD5); size checked only",
-                        record.etag
-                    ),
-                ),
-                0,
-            );
-        }
-    };
-    let actual = match crate::mirror::md5_file(&file) {
-        Ok(md5) => md5,
-        Err(e) => return unreadable(e),
-    };
-    if actual != expected {
-        let note = mark(&file, &record, path);
-        return (
-            Check::Problem(
-                ProblemKind::Corrupt,
-                format!("contents hash to MD5 {actual}, {expected} recorded{note}"),
-            ),
+        let detail = format!(
+            "{} bytes on disk, {} recorded{note}",
             meta.len(),
+            record.size
         );
+        return Check::problem(ProblemKind::Corrupt, detail);
     }
-    (Check::Ok, meta.len())
+    let Some(expected) = record.expected_md5() else {
+        return Check::problem(
+            ProblemKind::Unchecked,
+            format!(
+                "no recorded hash (the copy predates content hashes and ETag {} is not an MD5); size checked only",
+                record.etag
+            ),
+        );
+    };
+    match crate::mirror::md5_file(&file) {
+        Err(e) => unreadable(path, e),
+        Ok(actual) if actual != expected => {
+            let note = mark(&file, &record, path);
+            let detail = format!("contents hash to MD5 {actual}, {expected} recorded{note}");
+            Check::Problem(ProblemKind::Corrupt, detail, meta.len())
+        }
+        Ok(_) => Check::Ok(meta.len()),
+    }
+}
+
+/// Opens a copy for checking; a copy gone meanwhile is missing, any other failure unreadable.
+fn open_copy(path: &Path) -> Result<(File, Metadata), Check> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(Check::problem(
+                ProblemKind::Missing,
+                "the copy disappeared while verifying",
+            ));
+        }
+        Err(e) => return Err(unreadable(path, e)),
+    };
+    let meta = file.metadata().map_err(|e| unreadable(path, e))?;
+    Ok((file, meta))
+}
+
+fn unreadable(path: &Path, e: io::Error) -> Check {
+    Check::problem(ProblemKind::Unreadable, format!("{}: {e}", path.display()))
 }
 
 /// Marks the copy for the next prefetch; returns what to add to the report if that failed.

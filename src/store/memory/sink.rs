@@ -65,7 +65,7 @@ impl MemorySink {
 }
 
 fn md5_etag(data: &[u8]) -> ETag {
-    ETag::new(&crate::mirror::hex(&md5::Md5::digest(data)))
+    ETag::new(&format!("{:x}", md5::Md5::digest(data)))
 }
 
 impl ObjectSink for MemorySink {
@@ -150,11 +150,8 @@ impl ObjectSink for MemorySink {
                     }
                 }
                 if ok {
-                    let etag = ETag::new(&format!(
-                        "{}-{}",
-                        crate::mirror::hex(&md5::Md5::digest(&digests)),
-                        parts.len()
-                    ));
+                    let etag =
+                        ETag::new(&format!("{:x}-{}", md5::Md5::digest(&digests), parts.len()));
                     self.store
                         .put_with_etag(key.as_str(), data.freeze(), etag.clone());
                     Ok(etag)

@@ -1,6 +1,9 @@
 //! The binary's edge: parse the command line, start logging, run, turn the outcome
 //! into an exit code (0 all good, 1 some objects failed, 2 the run could not go on).
 
+mod progress;
+
+use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -18,11 +21,13 @@ use s3mirrorfs::cli::{
 use s3mirrorfs::fetch::{FetchConfig, Fetcher};
 use s3mirrorfs::mirror::Mirror;
 use s3mirrorfs::mount::{self, MountOptions};
-use s3mirrorfs::prefetch::progress::{LogWriter, ProgressMode, human_bytes};
 use s3mirrorfs::prefetch::{self, PrefetchOptions, Summary, normalize_prefix};
+use s3mirrorfs::report::human_bytes;
 use s3mirrorfs::s3::{S3Options, S3Store};
 use s3mirrorfs::store::{Encryption, ObjectSink, ObjectStore};
 use s3mirrorfs::sys;
+
+use progress::{BarSlot, Counters, LogWriter, ProgressMode, Reporter};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse_from(fstab_args(std::env::args_os().collect())) {
@@ -37,13 +42,14 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let quiet = matches!(&cli.command, Command::Prefetch(args) if args.quiet);
-    init_logging(cli.verbose, quiet);
+    let bar = BarSlot::default();
+    init_logging(cli.verbose, quiet, bar.clone());
     match cli.command {
         Command::Prefetch(args) => match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
         {
-            Ok(runtime) => runtime.block_on(prefetch_command(args)),
+            Ok(runtime) => runtime.block_on(prefetch_command(args, bar)),
             Err(e) => {
                 eprintln!("error: cannot start the async runtime: {e}");
                 ExitCode::from(2)
@@ -87,7 +93,7 @@ fn mount_command(mut args: MountArgs) -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8, quiet: bool) {
+fn init_logging(verbose: u8, quiet: bool, bar: BarSlot) {
     let default = match (quiet, verbose) {
         (true, _) => "warn",
         (false, 0) => "s3mirrorfs=info,aws_config=error,fuser=error,warn",
@@ -97,8 +103,8 @@ fn init_logging(verbose: u8, quiet: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(|| LogWriter)
-        .with_ansi(sys::stderr_is_tty())
+        .with_writer(move || LogWriter(bar.clone()))
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }
@@ -114,7 +120,7 @@ fn s3_options(args: &S3Args) -> S3Options {
     }
 }
 
-async fn prefetch_command(args: PrefetchArgs) -> ExitCode {
+async fn prefetch_command(args: PrefetchArgs, bar: BarSlot) -> ExitCode {
     let prefix = normalize_prefix(&args.target.prefix);
     let mut summary = Summary {
         bucket: args.target.bucket.clone(),
@@ -122,7 +128,7 @@ async fn prefetch_command(args: PrefetchArgs) -> ExitCode {
         mirror: args.mirror_dir.display().to_string(),
         ..Summary::default()
     };
-    let outcome = prefetch_inner(&args, &prefix, &mut summary).await;
+    let outcome = prefetch_inner(&args, &prefix, bar, &mut summary).await;
     if let Err(e) = &outcome {
         let message = format!("{e:#}");
         eprintln!("error: {message}");
@@ -164,6 +170,7 @@ async fn prefetch_command(args: PrefetchArgs) -> ExitCode {
 async fn prefetch_inner(
     args: &PrefetchArgs,
     prefix: &str,
+    bar: BarSlot,
     summary: &mut Summary,
 ) -> anyhow::Result<()> {
     let bucket = &args.target.bucket;
@@ -185,9 +192,9 @@ async fn prefetch_inner(
             ..FetchConfig::default()
         },
     );
-    let progress = if args.quiet {
+    let mode = if args.quiet {
         ProgressMode::None
-    } else if sys::stderr_is_tty() {
+    } else if std::io::stderr().is_terminal() {
         ProgressMode::Bar
     } else {
         ProgressMode::Log {
@@ -198,11 +205,12 @@ async fn prefetch_inner(
         prefix: prefix.to_string(),
         concurrency,
         prune: args.prune,
-        progress,
     };
-    prefetch::run(store, &fetcher, &options, summary)
-        .await
-        .with_context(|| format!("prefetch of s3://{bucket}/{prefix}"))
+    let counters = Arc::new(Counters::default());
+    let reporter = Reporter::start(mode, Arc::clone(&counters), fetcher.clone(), bar);
+    let result = prefetch::run(store, &fetcher, &options, counters.as_ref(), summary).await;
+    reporter.finish().await;
+    result.with_context(|| format!("prefetch of s3://{bucket}/{prefix}"))
 }
 
 fn open_mirror(dir: &Path, bucket: &str) -> anyhow::Result<Mirror> {
