@@ -20,8 +20,8 @@ use aws_sdk_s3::types::EncodingType;
 use bytes::Bytes;
 
 use crate::store::{
-    Body, BoxFuture, ETag, GetRequest, GetResponse, Key, ListPage, ObjectMeta, ObjectStore,
-    StoreError, decode_url_key,
+    Body, BoxFuture, ETag, Escaped, GetRequest, GetResponse, Key, ListPage, ObjectMeta,
+    ObjectStore, StoreError, decode_url_key,
 };
 
 /// How to reach S3; anything left `None` comes from the standard AWS configuration
@@ -250,11 +250,7 @@ impl S3Store {
         let resource = if action == "ListObjectsV2" {
             format!("s3://{}/{key}", self.bucket)
         } else {
-            format!(
-                "s3://{}/{}",
-                self.bucket,
-                Key::new(key).map(|k| k.to_string()).unwrap_or_default()
-            )
+            format!("s3://{}/{}", self.bucket, Escaped(key))
         };
         match &err {
             SdkError::ServiceError(service) => {

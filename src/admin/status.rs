@@ -101,9 +101,7 @@ impl StatusReport {
                 }
                 const SHOWN: usize = 5;
                 for f in p.failures.iter().take(SHOWN) {
-                    let key = crate::store::Key::new(f.key.clone())
-                        .map(|k| k.to_string())
-                        .unwrap_or_default();
+                    let key = crate::store::Escaped(&f.key);
                     out.push_str(&format!("  failed:       {key}: {}\n", f.error));
                 }
                 if p.failures.len() > SHOWN {
