@@ -205,12 +205,133 @@ impl Body for FaultyBody {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant, SystemTime};
+
+    use md5::{Digest, Md5};
+
     use super::*;
+    use crate::fetch::{FetchConfig, FetchError, Fetcher, Observer, Outcome, WHOLE_ATTEMPTS};
+    use crate::mirror::{Mirror, Record, hex, read_record};
     use crate::store::memory::MemoryStore;
     use crate::store::{Key, list_all};
 
+    /// Objects up to this size come in one GET; larger ones in parts of this size.
+    const PART: u64 = 4096;
+    const STALL: Duration = Duration::from_millis(100);
+
+    struct Fixture {
+        store: Arc<FailingStore<MemoryStore>>,
+        fetcher: Fetcher,
+        mirror: Arc<Mirror>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn fixture(config: FetchConfig) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FailingStore::new(MemoryStore::new("b")));
+        let mirror = Arc::new(Mirror::open(dir.path(), "b").unwrap());
+        let fetcher = Fetcher::new(
+            Arc::clone(&store) as Arc<dyn ObjectStore>,
+            Arc::clone(&mirror),
+            config,
+        );
+        Fixture {
+            store,
+            fetcher,
+            mirror,
+            _dir: dir,
+        }
+    }
+
+    fn config() -> FetchConfig {
+        FetchConfig {
+            part_size: PART,
+            max_part_size: PART,
+            stall_timeout: STALL,
+            ..FetchConfig::default()
+        }
+    }
+
+    fn data(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u32 * 31 + seed as u32) as u8)
+            .collect()
+    }
+
+    fn md5_of(data: &[u8]) -> String {
+        hex(&Md5::digest(data))
+    }
+
     fn key(name: &str) -> Key {
         Key::new(name).unwrap()
+    }
+
+    impl Fixture {
+        async fn ensure(
+            &self,
+            name: &str,
+            etag: &ETag,
+            size: usize,
+        ) -> Result<Outcome, FetchError> {
+            self.fetcher
+                .ensure(&key(name), etag, size as u64, Path::new(name))
+                .await
+        }
+
+        /// Commits `data` as a previous version of `name`, without the store; returns its ETag.
+        fn commit_previous(&self, name: &str, data: &[u8]) -> ETag {
+            let tmp = self.mirror.create_temp().unwrap();
+            tmp.write_at(data, 0).unwrap();
+            let record = Record {
+                key: name.to_string(),
+                etag: ETag::new(&md5_of(data)).as_str().to_string(),
+                size: data.len() as u64,
+                md5: Some(md5_of(data)),
+            };
+            let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+            self.mirror
+                .commit(tmp, Path::new(name), &record, mtime)
+                .unwrap();
+            ETag::new(&record.etag)
+        }
+
+        /// The mirror holds exactly `data` at `name`, recorded as `etag`.
+        fn assert_holds(&self, name: &str, data: &[u8], etag: &ETag) {
+            let path = self.mirror.root().join(name);
+            assert!(
+                std::fs::read(&path).unwrap() == data,
+                "{name}: bytes differ"
+            );
+            let record = read_record(&path).expect("a committed file has a record");
+            assert_eq!(record.etag, etag.as_str());
+            assert_eq!(record.size, data.len() as u64);
+            assert_eq!(record.md5.as_deref(), Some(md5_of(data).as_str()));
+        }
+
+        fn assert_no_temp_files(&self) {
+            let tmp = self.mirror.state_dir().join("tmp");
+            let left: Vec<_> = std::fs::read_dir(tmp).unwrap().collect();
+            assert!(left.is_empty(), "temp files left: {left:?}");
+        }
+
+        fn ranges(&self) -> Vec<Option<std::ops::Range<u64>>> {
+            self.store.requests().into_iter().map(|r| r.range).collect()
+        }
+    }
+
+    /// Counts the attempts a reader would see start.
+    #[derive(Default)]
+    struct Watch {
+        started: AtomicU64,
+    }
+
+    impl Observer for Watch {
+        fn started(&self, _file: std::fs::File) {
+            self.started.fetch_add(1, Ordering::Relaxed);
+        }
+        fn filled(&self, _offset: u64, _len: u64) {}
     }
 
     #[tokio::test]
@@ -247,5 +368,248 @@ mod tests {
         let chunk = corrupt.body.next_chunk().await.unwrap().unwrap();
         assert_eq!(chunk[..], [b'h' ^ 0xff, b'e', b'l', b'l', b'o']);
         assert_eq!(store.gets(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_cut_body_resumes_from_the_last_byte_written() {
+        let f = fixture(config());
+        let bytes = data(3000, 1);
+        let etag = f.store.inner().put("o", bytes.clone());
+        f.store.on_get(1, GetFault::CutAfter(1000));
+        let outcome = f.ensure("o", &etag, bytes.len()).await.unwrap();
+        assert_eq!(
+            outcome,
+            Outcome::Downloaded {
+                etag: etag.clone(),
+                size: 3000
+            }
+        );
+        // Resumed: one more GET, for the missing bytes only, pinned to the version.
+        assert_eq!(f.store.gets(), 2);
+        assert_eq!(f.ranges(), [None, Some(1000..3000)]);
+        assert_eq!(f.store.requests()[1].if_match, Some(etag.clone()));
+        f.assert_holds("o", &bytes, &etag);
+        f.assert_no_temp_files();
+    }
+
+    #[tokio::test]
+    async fn a_cut_part_resumes_within_its_part() {
+        let f = fixture(config());
+        let bytes = data(2 * PART as usize - 100, 2);
+        let etag = f.store.inner().put("o", bytes.clone());
+        f.store.on_get(2, GetFault::CutAfter(500));
+        f.ensure("o", &etag, bytes.len()).await.unwrap();
+        let end = bytes.len() as u64;
+        assert_eq!(
+            f.ranges(),
+            [Some(0..PART), Some(PART..end), Some(PART + 500..end)]
+        );
+        f.assert_holds("o", &bytes, &etag);
+        f.assert_no_temp_files();
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_times_out_and_resumes() {
+        let f = fixture(config());
+        let bytes = data(3000, 3);
+        let etag = f.store.inner().put("o", bytes.clone());
+        f.store.on_get(1, GetFault::StallAfter(1200));
+        let started = Instant::now();
+        f.ensure("o", &etag, bytes.len()).await.unwrap();
+        assert!(started.elapsed() >= STALL, "the stall timeout fired");
+        assert_eq!(f.ranges(), [None, Some(1200..3000)]);
+        f.assert_holds("o", &bytes, &etag);
+        f.assert_no_temp_files();
+    }
+
+    #[tokio::test]
+    async fn body_failures_are_bounded_and_the_error_says_how_many() {
+        let f = fixture(FetchConfig {
+            max_attempts: 2,
+            ..config()
+        });
+        let old = data(2000, 4);
+        let old_etag = f.commit_previous("o", &old);
+        let bytes = data(3000, 5);
+        let etag = f.store.inner().put("o", bytes.clone());
+        f.store.on_get(1, GetFault::CutAfter(1000));
+        f.store.on_get(2, GetFault::StallAfter(500));
+        let err = f.ensure("o", &etag, bytes.len()).await.unwrap_err();
+        match &err {
+            FetchError::Store(StoreError::Body(msg)) => {
+                assert!(msg.contains("after 2 attempts"), "{msg}")
+            }
+            other => panic!("expected a body error, got {other:?}"),
+        }
+        assert_eq!(f.store.gets(), 2);
+        f.assert_holds("o", &old, &old_etag);
+        f.assert_no_temp_files();
+    }
+
+    #[tokio::test]
+    async fn a_change_between_parts_starts_over_when_unpinned() {
+        let f = fixture(config());
+        let bytes = data(2 * PART as usize - 100, 6);
+        let etag = f.store.inner().put("o", bytes.clone());
+        f.store.on_get(2, GetFault::ETag(ETag::new("changed")));
+        let outcome = f.ensure("o", &etag, bytes.len()).await.unwrap();
+        assert_eq!(
+            outcome,
+            Outcome::Downloaded {
+                etag: etag.clone(),
+                size: bytes.len() as u64
+            }
+        );
+        let end = bytes.len() as u64;
+        // The second part was pinned to the first response's ETag, and the whole
+        // object was fetched again, unpinned, from byte 0.
+        let requests = f.store.requests();
+        assert_eq!(requests[1].if_match, Some(etag.clone()));
+        assert_eq!(
+            f.ranges(),
+            [
+                Some(0..PART),
+                Some(PART..end),
+                Some(0..PART),
+                Some(PART..end)
+            ]
+        );
+        assert_eq!(requests[2].if_match, None);
+        f.assert_holds("o", &bytes, &etag);
+        f.assert_no_temp_files();
+    }
+
+    #[tokio::test]
+    async fn an_object_that_keeps_changing_fails_as_unstable() {
+        let f = fixture(config());
+        let old = data(2000, 14);
+        let old_etag = f.commit_previous("o", &old);
+        let bytes = data(2 * PART as usize - 100, 15);
+        let etag = f.store.inner().put("o", bytes.clone());
+        // The second part of every whole attempt finds another version.
+        for attempt in 0..u64::from(WHOLE_ATTEMPTS) {
+            f.store
+                .on_get(2 * attempt + 2, GetFault::ETag(ETag::new("changed")));
+        }
+        let err = f.ensure("o", &etag, bytes.len()).await.unwrap_err();
+        assert!(matches!(err, FetchError::Unstable { .. }), "{err:?}");
+        assert_eq!(f.store.gets(), 2 * u64::from(WHOLE_ATTEMPTS));
+        f.assert_holds("o", &old, &old_etag);
+        f.assert_no_temp_files();
+    }
+
+    #[tokio::test]
+    async fn a_change_between_parts_fails_a_pinned_download() {
+        let f = fixture(config());
+        let old = data(2000, 7);
+        let old_etag = f.commit_previous("o", &old);
+        let bytes = data(2 * PART as usize - 100, 8);
+        let etag = f.store.inner().put("o", bytes.clone());
+        f.store.on_get(2, GetFault::ETag(ETag::new("changed")));
+        let watch = Arc::new(Watch::default());
+        let observer = Arc::clone(&watch) as Arc<dyn Observer>;
+        let err = f
+            .fetcher
+            .ensure_observed(
+                &key("o"),
+                &etag,
+                bytes.len() as u64,
+                Path::new("o"),
+                Some(observer),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, FetchError::Store(StoreError::Changed { .. })),
+            "{err:?}"
+        );
+        // A reader of one version never sees another: no second attempt.
+        assert_eq!(f.store.gets(), 2);
+        assert_eq!(watch.started.load(Ordering::Relaxed), 1);
+        assert!(
+            f.store
+                .requests()
+                .iter()
+                .all(|r| r.if_match.as_ref() == Some(&etag))
+        );
+        f.assert_holds("o", &old, &old_etag);
+        f.assert_no_temp_files();
+    }
+
+    #[tokio::test]
+    async fn bytes_that_contradict_an_md5_etag_are_fetched_again() {
+        let f = fixture(config());
+        let bytes = data(3000, 9);
+        let etag = ETag::new(&md5_of(&bytes));
+        f.store
+            .inner()
+            .put_with_etag("o", bytes.clone(), etag.clone());
+        f.store.claim_md5_etags(true);
+        f.store.on_get(1, GetFault::Corrupt);
+        f.ensure("o", &etag, bytes.len()).await.unwrap();
+        // Fetched whole again, not resumed: the bad byte could be anywhere.
+        assert_eq!(f.ranges(), [None, None]);
+        f.assert_holds("o", &bytes, &etag);
+        f.assert_no_temp_files();
+    }
+
+    #[tokio::test]
+    async fn bytes_that_contradict_an_md5_etag_are_never_committed() {
+        let f = fixture(config());
+        let old = data(2000, 10);
+        let old_etag = f.commit_previous("o", &old);
+        let bytes = data(3000, 11);
+        let etag = ETag::new(&md5_of(&bytes));
+        f.store
+            .inner()
+            .put_with_etag("o", bytes.clone(), etag.clone());
+        f.store.claim_md5_etags(true);
+        for n in 1..=u64::from(WHOLE_ATTEMPTS) {
+            f.store.on_get(n, GetFault::Corrupt);
+        }
+        let err = f.ensure("o", &etag, bytes.len()).await.unwrap_err();
+        match &err {
+            FetchError::Corrupt { etag: e, md5, .. } => {
+                assert_eq!(e, &etag);
+                assert_ne!(md5, &md5_of(&bytes));
+            }
+            other => panic!("expected a corrupt download, got {other:?}"),
+        }
+        assert_eq!(f.store.gets(), u64::from(WHOLE_ATTEMPTS));
+        f.assert_holds("o", &old, &old_etag);
+        f.assert_no_temp_files();
+    }
+
+    #[tokio::test]
+    async fn a_failed_request_is_left_to_the_stores_own_retries() {
+        let f = fixture(config());
+        let old = data(2000, 12);
+        let old_etag = f.commit_previous("o", &old);
+        let bytes = data(3000, 13);
+        let etag = f.store.inner().put("o", bytes.clone());
+        // Transient, so only the request's own failure keeps the fetcher from retrying it.
+        f.store
+            .on_get(1, GetFault::Fail(StoreError::ServerError("503".into())));
+        let err = f.ensure("o", &etag, bytes.len()).await.unwrap_err();
+        assert!(
+            matches!(err, FetchError::Store(StoreError::ServerError(_))),
+            "{err:?}"
+        );
+        assert_eq!(f.store.gets(), 1);
+        f.assert_holds("o", &old, &old_etag);
+        f.assert_no_temp_files();
+
+        // The same for the request that would resume a cut body.
+        f.store.on_get(2, GetFault::CutAfter(1000));
+        f.store
+            .on_get(3, GetFault::Fail(StoreError::Timeout("read".into())));
+        let err = f.ensure("o", &etag, bytes.len()).await.unwrap_err();
+        assert!(
+            matches!(err, FetchError::Store(StoreError::Timeout(_))),
+            "{err:?}"
+        );
+        assert_eq!(f.store.gets(), 3);
+        f.assert_holds("o", &old, &old_etag);
+        f.assert_no_temp_files();
     }
 }
