@@ -612,4 +612,22 @@ mod tests {
         f.assert_holds("o", &old, &old_etag);
         f.assert_no_temp_files();
     }
+
+    #[tokio::test]
+    #[ignore = "fetch.rs bug: a failed body of an empty object is asked again as the empty range 0..0, \
+                which S3 refuses (416 InvalidRange); the in-memory store hides it"]
+    async fn an_empty_object_is_never_asked_for_an_empty_range() {
+        let f = fixture(config());
+        let etag = f.store.inner().put("o", Vec::new());
+        f.store.on_get(1, GetFault::CutAfter(0));
+        f.ensure("o", &etag, 0).await.unwrap();
+        f.assert_holds("o", &[], &etag);
+        let empty: Vec<_> = f
+            .ranges()
+            .into_iter()
+            .flatten()
+            .filter(|r| r.is_empty())
+            .collect();
+        assert!(empty.is_empty(), "asked for empty ranges {empty:?}");
+    }
 }
