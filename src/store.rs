@@ -3,6 +3,8 @@
 //! sees an SDK type.
 
 #[cfg(any(test, feature = "test-util"))]
+pub mod failing;
+#[cfg(any(test, feature = "test-util"))]
 pub mod memory;
 pub mod multipart;
 
