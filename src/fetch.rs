@@ -261,6 +261,7 @@ impl Fetcher {
                 etag: version.etag.as_str().to_string(),
                 size: version.size,
                 md5: Some(md5),
+                corrupt: false,
             };
             mirror
                 .commit(tmp, &rel, &record, version.last_modified)

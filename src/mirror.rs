@@ -36,19 +36,27 @@ pub struct Record {
     /// Lower-case hex MD5 of the file's contents; `None` in records written before
     /// it was kept (`s3mirrorfs1`).
     pub md5: Option<String>,
+    /// `verify` found the bytes bad: the copy matches no listing any more, so the
+    /// next prefetch fetches it again, and until then the bytes stay (they may be
+    /// the only copy left).
+    pub corrupt: bool,
 }
+
+/// How a corrupt copy's record is written: in front of its ETag, so that an
+/// older version of the tool, which knows no such flag, also sees another
+/// version than S3 lists and fetches it again.
+pub const CORRUPT_MARK: &str = "corrupt:";
 
 impl Record {
     /// `s3mirrorfs2\n<etag>\n<size>\n<md5>\n<key bytes>`: the key comes last and
     /// raw, so any key fits (S3 keys are at most 1 KiB; ext4 allows ~4 KiB of xattrs).
     /// A record without an MD5 keeps the older `s3mirrorfs1` form.
     pub fn encode(&self) -> Vec<u8> {
+        let mark = if self.corrupt { CORRUPT_MARK } else { "" };
+        let (etag, size, key) = (&self.etag, self.size, &self.key);
         match &self.md5 {
-            Some(md5) => format!(
-                "s3mirrorfs2\n{}\n{}\n{md5}\n{}",
-                self.etag, self.size, self.key
-            ),
-            None => format!("s3mirrorfs1\n{}\n{}\n{}", self.etag, self.size, self.key),
+            Some(md5) => format!("s3mirrorfs2\n{mark}{etag}\n{size}\n{md5}\n{key}"),
+            None => format!("s3mirrorfs1\n{mark}{etag}\n{size}\n{key}"),
         }
         .into_bytes()
     }
@@ -63,7 +71,11 @@ impl Record {
             _ => return None,
         };
         let mut parts = rest.splitn(fields, '\n');
-        let etag = parts.next()?.to_string();
+        let etag = parts.next()?;
+        let (etag, corrupt) = match etag.strip_prefix(CORRUPT_MARK) {
+            Some(etag) => (etag.to_string(), true),
+            None => (etag.to_string(), false),
+        };
         let size = parts.next()?.parse().ok()?;
         let md5 = if fields == 4 {
             let md5 = parts.next()?;
@@ -80,6 +92,7 @@ impl Record {
             etag,
             size,
             md5,
+            corrupt,
         })
     }
 }
@@ -163,9 +176,30 @@ impl MirrorError {
     }
 }
 
+/// `mirror.json` in the state directory: which bucket the mirror belongs to.
 #[derive(Serialize, Deserialize)]
 struct Identity {
     bucket: String,
+}
+
+const IDENTITY_FILE: &str = "mirror.json";
+
+/// The bucket a mirror's state directory says it belongs to; `None` if it has
+/// not been used for one yet.
+fn read_identity(state: &Path) -> Result<Option<String>, MirrorError> {
+    let path = state.join(IDENTITY_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(MirrorError::Io { path, err }),
+    };
+    match serde_json::from_slice::<Identity>(&bytes) {
+        Ok(identity) => Ok(Some(identity.bucket)),
+        Err(e) => Err(MirrorError::Io {
+            path,
+            err: io::Error::new(io::ErrorKind::InvalidData, e),
+        }),
+    }
 }
 
 /// A mirror directory opened for reading and writing.
@@ -230,27 +264,18 @@ impl Mirror {
     }
 
     fn check_identity(&self, bucket: &str) -> Result<(), MirrorError> {
-        let path = self.state.join("mirror.json");
-        match fs::read(&path) {
-            Ok(bytes) => {
-                let existing: Identity =
-                    serde_json::from_slice(&bytes).map_err(|e| MirrorError::Io {
-                        path: path.clone(),
-                        err: io::Error::new(io::ErrorKind::InvalidData, e),
-                    })?;
-                if existing.bucket != bucket {
-                    return Err(MirrorError::WrongBucket {
-                        path: self.root.clone(),
-                        existing: existing.bucket,
-                        requested: bucket.to_string(),
-                    });
-                }
+        match read_identity(&self.state)? {
+            Some(existing) if existing != bucket => Err(MirrorError::WrongBucket {
+                path: self.root.clone(),
+                existing,
+                requested: bucket.to_string(),
+            }),
+            Some(_) => {
+                self.claimed.store(true, Ordering::Relaxed);
                 Ok(())
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(self.io(&path)(e)),
+            None => Ok(()),
         }
-        .map(|()| self.claimed.store(path.exists(), Ordering::Relaxed))
     }
 
     /// Records that this mirror belongs to its bucket. Done once S3 has confirmed
@@ -264,7 +289,7 @@ impl Mirror {
             bucket: self.bucket.clone(),
         })
         .expect("identity serializes");
-        self.write_state_file("mirror.json", &identity)?;
+        self.write_state_file(IDENTITY_FILE, &identity)?;
         self.claimed.store(true, Ordering::Relaxed);
         Ok(())
     }
@@ -453,7 +478,7 @@ impl Mirror {
                     return LocalStatus::Stale;
                 }
                 match read_record(&path) {
-                    Some(r) if r.key == key && r.etag == etag && r.size == size => {
+                    Some(r) if !r.corrupt && r.key == key && r.etag == etag && r.size == size => {
                         LocalStatus::Current
                     }
                     _ => LocalStatus::Stale,
@@ -566,37 +591,12 @@ impl Mirror {
     /// Every mirrored file with its record: the key tree and the renamed directory,
     /// never the rest of the tool's state. Files without a record are the user's own.
     pub fn recorded_files(&self) -> Vec<(PathBuf, Record)> {
-        let mut found = Vec::new();
-        let mut stack = vec![self.root.clone()];
-        let state = self.state.clone();
-        let renamed = self.root.join(RENAMED_DIR);
-        while let Some(dir) = stack.pop() {
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                let Ok(kind) = entry.file_type() else {
-                    continue;
-                };
-                if kind.is_dir() {
-                    if path == state {
-                        stack.push(renamed.clone());
-                    } else {
-                        stack.push(path);
-                    }
-                } else if kind.is_file()
-                    && let Some(record) = read_record(&path)
-                {
-                    let rel = path
-                        .strip_prefix(&self.root)
-                        .expect("walk stays under the root")
-                        .to_path_buf();
-                    found.push((rel, record));
-                }
-            }
-        }
-        found
+        let (entries, _unreadable) = inventory::walk(&self.root);
+        entries
+            .into_iter()
+            .filter(|e| !e.directory)
+            .map(|e| (e.path, e.record))
+            .collect()
     }
 }
 
@@ -721,6 +721,7 @@ mod tests {
             etag: etag.into(),
             size,
             md5: None,
+            corrupt: false,
         }
     }
 
@@ -750,6 +751,14 @@ mod tests {
             assert_eq!(Record::decode(&r.encode()), Some(r.clone()));
             assert!(r.encode().len() <= key.len() + 96);
         }
+        let corrupt = Record {
+            md5: Some("0123456789abcdef0123456789abcdef".into()),
+            corrupt: true,
+            ..record("k", "\"e1\"", 3)
+        };
+        let encoded = corrupt.encode();
+        assert!(encoded.starts_with(b"s3mirrorfs2\ncorrupt:\"e1\"\n"));
+        assert_eq!(Record::decode(&encoded), Some(corrupt));
         assert_eq!(Record::decode(b"junk"), None);
         assert_eq!(Record::decode(b"s3mirrorfs1\n\"e\"\nx\nk"), None);
         assert_eq!(Record::decode(b"s3mirrorfs2\n\"e\"\n1\nnot-hex\nk"), None);

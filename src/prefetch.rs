@@ -179,6 +179,7 @@ fn marker_record(meta: &ObjectMeta) -> Record {
         etag: meta.etag.as_str().to_string(),
         size: 0,
         md5: Some(EMPTY_MD5.to_string()),
+        corrupt: false,
     }
 }
 

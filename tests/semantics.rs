@@ -82,6 +82,7 @@ fn quoted_names_modes_and_limits_match_the_code() {
         etag: "<etag>".into(),
         size: 0,
         md5: Some("0".repeat(32)),
+        corrupt: false,
     };
     let encoded = String::from_utf8(record.encode())
         .unwrap()
@@ -141,7 +142,7 @@ fn the_filesystem_section_matches_the_code() {
 #[test]
 fn the_admin_section_matches_the_code() {
     use s3mirrorfs::admin::{archive, restore};
-    use s3mirrorfs::mirror::inventory::CORRUPT_MARK;
+    use s3mirrorfs::mirror::CORRUPT_MARK;
     use s3mirrorfs::prefetch::LAST_PREFETCH_FILE;
     let doc = doc().split_whitespace().collect::<Vec<_>>().join(" ");
     let quoted = |text: &str| assert!(doc.contains(text), "SEMANTICS.md mentions {text}");

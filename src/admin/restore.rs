@@ -505,6 +505,7 @@ mod tests {
                 etag: format!("\"{actual}\""),
                 size: data.len() as u64,
                 md5: Some(md5.map_or(actual, str::to_string)),
+                corrupt: false,
             };
             match place_alone(key, data.len() as u64) {
                 Placement::Directory(rel) => {

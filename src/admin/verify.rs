@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::{AdminError, under};
 use crate::layout::{Placement, place_alone};
 use crate::mirror::Record;
-use crate::mirror::inventory::{CORRUPT_MARK, Entry, MirrorView, mark_corrupt, read_record_of};
+use crate::mirror::inventory::{Entry, MirrorView, mark_corrupt, read_record_of};
 use crate::queue::{Flow, run_bounded};
 use crate::report::human_bytes;
 use crate::store::{Escaped, ObjectStore, list_all};
@@ -312,15 +312,12 @@ fn compare<'a>(
                 format!("{source} it (ETag {etag}, {size} bytes) but the mirror has no copy"),
             ),
             Some(copies) => {
-                let holds = |c: &&Entry| {
-                    c.record.size == size && c.record.etag.trim_start_matches(CORRUPT_MARK) == etag
-                };
+                let holds = |c: &&Entry| c.record.size == size && c.record.etag == *etag;
                 if !copies.iter().any(holds) {
                     let copy = copies[0];
                     let detail = format!(
                         "{source} ETag {etag}, {size} bytes; the mirror holds ETag {}, {} bytes",
-                        copy.record.etag.trim_start_matches(CORRUPT_MARK),
-                        copy.record.size
+                        copy.record.etag, copy.record.size
                     );
                     report.add(ProblemKind::Changed, key, Some(&copy.path), detail);
                 }
@@ -377,7 +374,7 @@ fn check_one(path: &Path, entry: &Entry) -> Check {
     if entry.directory {
         return Check::Ok(0);
     }
-    if record.etag.starts_with(CORRUPT_MARK) {
+    if record.corrupt {
         return Check::problem(
             ProblemKind::Corrupt,
             "an earlier verify found this copy corrupt; the next prefetch fetches it again",

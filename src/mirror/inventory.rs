@@ -13,16 +13,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Identity, Mirror, MirrorError, RECORD_XATTR, Record, read_record};
+use super::{Mirror, MirrorError, RECORD_XATTR, Record, read_identity, read_record};
 use crate::layout::{RENAMED_DIR, STATE_DIR};
 use crate::sys;
 
 /// Where the index of each prefetched prefix lives, inside the state directory.
 const INDEX_DIR: &str = "index";
-/// Put in front of a record's ETag when `verify` found the bytes bad: the copy no
-/// longer matches any listing, so the next prefetch fetches it again, and until
-/// then the bytes stay (they may be the only copy left).
-pub const CORRUPT_MARK: &str = "corrupt:";
 
 /// One recorded copy in the mirror.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,7 +38,7 @@ impl Entry {
 
     /// Whether `verify` marked this copy as corrupt.
     pub fn is_marked_corrupt(&self) -> bool {
-        self.record.etag.starts_with(CORRUPT_MARK)
+        self.record.corrupt
     }
 }
 
@@ -80,24 +76,7 @@ impl MirrorView {
                 return Err(MirrorError::Io { path: state, err });
             }
         }
-        let identity = state.join("mirror.json");
-        let bucket = match fs::read(&identity) {
-            Ok(bytes) => Some(
-                serde_json::from_slice::<Identity>(&bytes)
-                    .map_err(|e| MirrorError::Io {
-                        path: identity.clone(),
-                        err: io::Error::new(io::ErrorKind::InvalidData, e),
-                    })?
-                    .bucket,
-            ),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(err) => {
-                return Err(MirrorError::Io {
-                    path: identity,
-                    err,
-                });
-            }
-        };
+        let bucket = read_identity(&state)?;
         Ok(MirrorView {
             root: root.to_path_buf(),
             state,
@@ -227,7 +206,7 @@ fn held_per_proc_locks(file: &File) -> Option<bool> {
 }
 
 /// Walks the key tree and the renamed directory for recorded files and marker directories.
-fn walk(root: &Path) -> (Vec<Entry>, Vec<WalkError>) {
+pub(super) fn walk(root: &Path) -> (Vec<Entry>, Vec<WalkError>) {
     let mut found = Vec::new();
     let mut errors = Vec::new();
     let state = root.join(STATE_DIR);
@@ -289,13 +268,13 @@ pub fn read_record_of(file: &File) -> Option<Record> {
     Record::decode(&sys::fget_xattr(file, RECORD_XATTR).ok()??)
 }
 
-/// Marks the open copy as corrupt (see `CORRUPT_MARK`); its bytes stay.
+/// Marks the open copy as corrupt (`Record::corrupt`); its bytes stay.
 pub fn mark_corrupt(file: &File, record: &Record) -> io::Result<()> {
-    if record.etag.starts_with(CORRUPT_MARK) {
+    if record.corrupt {
         return Ok(());
     }
     let marked = Record {
-        etag: format!("{CORRUPT_MARK}{}", record.etag),
+        corrupt: true,
         ..record.clone()
     };
     sys::fset_xattr(file, RECORD_XATTR, &marked.encode())?;
@@ -421,6 +400,7 @@ mod tests {
             etag: "\"e\"".into(),
             size: data.len() as u64,
             md5: Some(tmp.md5().unwrap()),
+            corrupt: false,
         };
         mirror.commit(tmp, rel, &record, UNIX_EPOCH).unwrap();
     }
@@ -453,6 +433,7 @@ mod tests {
             etag: "\"d41d8cd98f00b204e9800998ecf8427e\"".into(),
             size: 0,
             md5: Some("d41d8cd98f00b204e9800998ecf8427e".into()),
+            corrupt: false,
         };
         mirror.record_marker(Path::new("empty"), &marker).unwrap();
         mirror.ensure_dir(Path::new("plain")).unwrap();

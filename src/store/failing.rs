@@ -213,7 +213,7 @@ mod tests {
 
     use super::*;
     use crate::fetch::{FetchConfig, FetchError, Fetcher, Observer, Outcome, WHOLE_ATTEMPTS};
-    use crate::mirror::{Mirror, Record, hex, read_record};
+    use crate::mirror::{Mirror, Record, read_record};
     use crate::store::memory::MemoryStore;
     use crate::store::{Key, list_all};
 
@@ -261,7 +261,7 @@ mod tests {
     }
 
     fn md5_of(data: &[u8]) -> String {
-        hex(&Md5::digest(data))
+        format!("{:x}", Md5::digest(data))
     }
 
     fn key(name: &str) -> Key {
@@ -289,6 +289,7 @@ mod tests {
                 etag: ETag::new(&md5_of(data)).as_str().to_string(),
                 size: data.len() as u64,
                 md5: Some(md5_of(data)),
+                corrupt: false,
             };
             let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
             self.mirror
