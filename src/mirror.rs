@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
+use xattr::FileExt as _;
 
 use crate::layout::{RENAMED_DIR, STATE_DIR, renamed_path};
 use crate::sys;
@@ -336,7 +337,7 @@ impl Mirror {
 
     fn probe_xattrs(&self) -> Result<(), MirrorError> {
         let tmp = self.create_temp()?;
-        match sys::fset_xattr(&tmp.file, RECORD_XATTR, b"probe") {
+        match tmp.file.set_xattr(RECORD_XATTR, b"probe") {
             Ok(()) => Ok(()),
             Err(e) if sys::is_xattr_unsupported(&e) => Err(MirrorError::NoXattr(self.root.clone())),
             Err(e) => Err(self.io(&tmp.path)(e)),
@@ -353,7 +354,7 @@ impl Mirror {
             let Ok(file) = File::open(&path) else {
                 continue;
             };
-            if sys::flock_exclusive(&file, false).unwrap_or(false) {
+            if file.try_lock().is_ok() {
                 match fs::remove_file(&path) {
                     Ok(()) => tracing::debug!(path = %path.display(), "removed stale temp file"),
                     Err(e) => {
@@ -376,7 +377,7 @@ impl Mirror {
             .mode(0o600)
             .open(&path)
             .map_err(self.io(&path))?;
-        if !sys::flock_exclusive(&file, false).map_err(self.io(&path))? {
+        if !try_lock(&file).map_err(self.io(&path))? {
             let mut text = String::new();
             let _ = file.read_to_string(&mut text);
             let holder = text.trim();
@@ -441,7 +442,7 @@ impl Mirror {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(self.io(&path)(e)),
             };
-            sys::flock_exclusive(&file, true).map_err(self.io(&path))?;
+            file.lock().map_err(self.io(&path))?;
             // A cleaner may have taken the file between create and flock; then start over.
             let ours = fs::symlink_metadata(&path)
                 .map(|m| m.ino() == file.metadata().map(|f| f.ino()).unwrap_or(0))
@@ -498,7 +499,7 @@ impl Mirror {
         record: &Record,
         mtime: SystemTime,
     ) -> Result<(), MirrorError> {
-        sys::fset_xattr(&tmp.file, RECORD_XATTR, &record.encode()).map_err(self.io(&tmp.path))?;
+        write_record(&tmp.file, record).map_err(self.io(&tmp.path))?;
         let times = fs::FileTimes::new().set_accessed(mtime).set_modified(mtime);
         tmp.file.set_times(times).map_err(self.io(&tmp.path))?;
         tmp.file.sync_all().map_err(self.io(&tmp.path))?;
@@ -600,9 +601,20 @@ impl Mirror {
     }
 }
 
-/// Reads the record of a mirrored file, if it has a valid one.
+/// Reads the record of a mirrored file, if it has a valid one (a symlink is not
+/// followed).
 pub fn read_record(path: &Path) -> Option<Record> {
-    Record::decode(&sys::get_xattr(path, RECORD_XATTR).ok()??)
+    Record::decode(&xattr::get(path, RECORD_XATTR).ok()??)
+}
+
+/// Reads the record of an open file or directory, if it has a valid one.
+pub fn read_record_of(file: &File) -> Option<Record> {
+    Record::decode(&file.get_xattr(RECORD_XATTR).ok()??)
+}
+
+/// Writes the record of an open file or directory (not yet durable: the caller fsyncs).
+fn write_record(file: &File, record: &Record) -> io::Result<()> {
+    file.set_xattr(RECORD_XATTR, &record.encode())
 }
 
 /// Holds the mirror's run lock until dropped.
@@ -689,6 +701,16 @@ fn io_error(mirror: &Path, path: &Path, err: io::Error) -> MirrorError {
             path: path.to_path_buf(),
             err,
         }
+    }
+}
+
+/// Takes an exclusive lock on the whole file (flock) without waiting; `false` if
+/// another open file holds it. The kernel drops it when the holder exits.
+fn try_lock(file: &File) -> io::Result<bool> {
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(fs::TryLockError::WouldBlock) => Ok(false),
+        Err(fs::TryLockError::Error(e)) => Err(e),
     }
 }
 

@@ -1,5 +1,6 @@
-//! Thin, safe wrappers over the few Linux calls std lacks: extended attributes,
-//! flock, open-file-description range locks and futimens. The one home of libc.
+//! Thin, safe wrappers over the few Linux calls std lacks: open-file-description
+//! range locks, writeback hints, fork and signals for the daemon, unmounting,
+//! and errno tests. The one home of libc.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -20,83 +21,6 @@ fn check(ret: libc::c_int) -> io::Result<()> {
     }
 }
 
-/// Sets an extended attribute on an open file.
-pub fn fset_xattr(file: &File, name: &str, value: &[u8]) -> io::Result<()> {
-    let name = cstring(name.as_bytes())?;
-    // SAFETY: the fd is open for the call, name is NUL-terminated, value is a valid slice.
-    check(unsafe {
-        libc::fsetxattr(
-            file.as_raw_fd(),
-            name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    })
-}
-
-/// Reads an extended attribute of `path` without following a final symlink; `None` if absent.
-pub fn get_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
-    let cpath = cstring(path.as_os_str().as_bytes())?;
-    let cname = cstring(name.as_bytes())?;
-    // SAFETY: the pointers are valid for the given lengths for the duration of the call.
-    read_xattr(|buf| unsafe {
-        libc::lgetxattr(
-            cpath.as_ptr(),
-            cname.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    })
-}
-
-/// Reads an extended attribute of an open file (or directory); `None` if absent.
-pub fn fget_xattr(file: &File, name: &str) -> io::Result<Option<Vec<u8>>> {
-    let cname = cstring(name.as_bytes())?;
-    // SAFETY: the fd is open for the call; the pointers are valid for the given lengths.
-    read_xattr(|buf| unsafe {
-        libc::fgetxattr(
-            file.as_raw_fd(),
-            cname.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    })
-}
-
-/// Calls a getxattr variant with a buffer that grows until the value fits.
-fn read_xattr(mut get: impl FnMut(&mut [u8]) -> libc::ssize_t) -> io::Result<Option<Vec<u8>>> {
-    let mut buf = vec![0u8; 1024];
-    loop {
-        let n = get(&mut buf);
-        if n >= 0 {
-            buf.truncate(n as usize);
-            return Ok(Some(buf));
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::ENODATA) => return Ok(None),
-            Some(libc::ERANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
-            _ => return Err(err),
-        }
-    }
-}
-
-/// Takes a shared flock without waiting and drops it at once: whether anyone holds
-/// `file` exclusively right now.
-pub fn flock_is_held(file: &File) -> io::Result<bool> {
-    // SAFETY: plain syscalls on an open fd.
-    match check(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) }) {
-        Ok(()) => {
-            // SAFETY: as above.
-            let _ = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
-            Ok(false)
-        }
-        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(true),
-        Err(e) => Err(e),
-    }
-}
-
 /// Whether an error means the filesystem has no user extended attributes.
 pub fn is_xattr_unsupported(err: &io::Error) -> bool {
     err.raw_os_error() == Some(libc::ENOTSUP)
@@ -110,21 +34,6 @@ pub fn is_no_space(err: &io::Error) -> bool {
 /// Whether an error is a dead FUSE mount's "Transport endpoint is not connected".
 pub fn is_not_connected(err: &io::Error) -> bool {
     err.raw_os_error() == Some(libc::ENOTCONN)
-}
-
-/// Takes an exclusive flock; with `wait == false` returns `Ok(false)` if another holder has it.
-pub fn flock_exclusive(file: &File, wait: bool) -> io::Result<bool> {
-    let op = if wait {
-        libc::LOCK_EX
-    } else {
-        libc::LOCK_EX | libc::LOCK_NB
-    };
-    // SAFETY: plain syscall on an open fd.
-    match check(unsafe { libc::flock(file.as_raw_fd(), op) }) {
-        Ok(()) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(false),
-        Err(e) => Err(e),
-    }
 }
 
 /// Takes a write lock on one byte of `file` at `offset`, owned by this open file
@@ -297,11 +206,7 @@ pub fn unmount_watchdog(path: &Path) -> io::Result<Lifeline> {
                 for signal in STOP_SIGNALS {
                     libc::signal(signal, libc::SIG_IGN);
                 }
-                for fd in 0..1024 {
-                    if fd != keep {
-                        libc::close(fd);
-                    }
-                }
+                close_all_but(keep);
                 let mut armed = false;
                 let mut byte = 0u8;
                 loop {
@@ -320,6 +225,23 @@ pub fn unmount_watchdog(path: &Path) -> io::Result<Lifeline> {
                 }
                 libc::_exit(0);
             }
+        }
+    }
+}
+
+/// Closes every file descriptor except `keep` (async-signal-safe: for a forked
+/// child). close_range(2) needs Linux 5.9; older kernels get the loop.
+unsafe fn close_all_but(keep: libc::c_int) {
+    let keep = keep as libc::c_uint;
+    // SAFETY: close_range on descriptor numbers only; no memory is touched.
+    let closed = unsafe {
+        (keep == 0 || libc::syscall(libc::SYS_close_range, 0, keep - 1, 0) == 0)
+            && libc::syscall(libc::SYS_close_range, keep + 1, libc::c_uint::MAX, 0) == 0
+    };
+    if !closed {
+        for fd in (0..1024).filter(|fd| *fd != keep) {
+            // SAFETY: as above.
+            unsafe { libc::close(fd as libc::c_int) };
         }
     }
 }
@@ -355,17 +277,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn xattr_round_trip_and_absence() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let file = File::create(&path).unwrap();
-        assert_eq!(get_xattr(&path, "user.test").unwrap(), None);
-        let big = vec![b'x'; 3000];
-        fset_xattr(&file, "user.test", &big).unwrap();
-        assert_eq!(get_xattr(&path, "user.test").unwrap(), Some(big));
-    }
-
-    #[test]
     fn ofd_locks_exclude_other_descriptions_in_the_same_process() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lock");
@@ -376,17 +287,5 @@ mod tests {
         assert!(ofd_lock_byte(&b, 8, false).unwrap());
         drop(a);
         assert!(ofd_lock_byte(&b, 7, false).unwrap());
-    }
-
-    #[test]
-    fn flock_excludes_a_second_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("lock");
-        let a = File::create(&path).unwrap();
-        let b = File::open(&path).unwrap();
-        assert!(flock_exclusive(&a, false).unwrap());
-        assert!(!flock_exclusive(&b, false).unwrap());
-        drop(a);
-        assert!(flock_exclusive(&b, false).unwrap());
     }
 }

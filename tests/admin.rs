@@ -750,8 +750,7 @@ fn verify_checks_copies_recorded_before_content_hashes_by_etag_or_size() {
             md5: None,
             ..read_record(&path).unwrap()
         };
-        let file = fs::File::open(&path).unwrap();
-        s3mirrorfs::sys::fset_xattr(&file, RECORD_XATTR, &old.encode()).unwrap();
+        xattr::set(&path, RECORD_XATTR, &old.encode()).unwrap();
     }
     let (output, report) = verify(&bucket.name, &mirror, &[]);
     assert!(

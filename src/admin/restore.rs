@@ -17,7 +17,8 @@ use serde::Serialize;
 
 use super::{AdminError, under};
 use crate::mirror::Record;
-use crate::mirror::inventory::{Entry, MirrorView, read_record_of};
+use crate::mirror::inventory::{Entry, MirrorView};
+use crate::mirror::read_record_of;
 use crate::queue::{Flow, run_bounded};
 use crate::report::{KeyError, human_bytes};
 use crate::store::multipart::Multipart;
@@ -459,7 +460,7 @@ pub fn multipart_etags(file: &File, size: u64, part_sizes: &[u64]) -> io::Result
                 .min(chunk.len() as u64) as usize;
             for s in &mut states {
                 s.current.update(&chunk[..step]);
-                if (at + step as u64) % s.part == 0 {
+                if (at + step as u64).is_multiple_of(s.part) {
                     let done = std::mem::replace(&mut s.current, md5::Md5::new());
                     s.digests.extend_from_slice(&done.finalize());
                     s.count += 1;
@@ -473,7 +474,7 @@ pub fn multipart_etags(file: &File, size: u64, part_sizes: &[u64]) -> io::Result
     Ok(states
         .into_iter()
         .map(|mut s| {
-            if size % s.part != 0 {
+            if !size.is_multiple_of(s.part) {
                 let done = std::mem::replace(&mut s.current, md5::Md5::new());
                 s.digests.extend_from_slice(&done.finalize());
                 s.count += 1;

@@ -13,9 +13,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Mirror, MirrorError, RECORD_XATTR, Record, read_identity, read_record};
+use super::{
+    Mirror, MirrorError, Record, read_identity, read_record, read_record_of, write_record,
+};
 use crate::layout::{RENAMED_DIR, STATE_DIR};
-use crate::sys;
 
 /// Where the index of each prefetched prefix lives, inside the state directory.
 const INDEX_DIR: &str = "index";
@@ -122,10 +123,13 @@ impl MirrorView {
         };
         let held = match held_per_proc_locks(&file) {
             Some(held) => held,
-            None => sys::flock_is_held(&file).map_err(|err| MirrorError::Io {
-                path: path.clone(),
-                err,
-            })?,
+            None => match file.try_lock_shared() {
+                Ok(()) => false,
+                Err(std::fs::TryLockError::WouldBlock) => true,
+                Err(std::fs::TryLockError::Error(err)) => {
+                    return Err(MirrorError::Io { path, err });
+                }
+            },
         };
         if !held {
             return Ok(None);
@@ -263,11 +267,6 @@ pub(super) fn walk(root: &Path) -> (Vec<Entry>, Vec<WalkError>) {
     (found, errors)
 }
 
-/// Reads the record of an open file or directory, if it has a valid one.
-pub fn read_record_of(file: &File) -> Option<Record> {
-    Record::decode(&sys::fget_xattr(file, RECORD_XATTR).ok()??)
-}
-
 /// Marks the open copy as corrupt (`Record::corrupt`); its bytes stay.
 pub fn mark_corrupt(file: &File, record: &Record) -> io::Result<()> {
     if record.corrupt {
@@ -277,7 +276,7 @@ pub fn mark_corrupt(file: &File, record: &Record) -> io::Result<()> {
         corrupt: true,
         ..record.clone()
     };
-    sys::fset_xattr(file, RECORD_XATTR, &marked.encode())?;
+    write_record(file, &marked)?;
     file.sync_all()
 }
 
@@ -366,7 +365,7 @@ impl Mirror {
         if read_record_of(&dir).as_ref() == Some(record) {
             return Ok(());
         }
-        sys::fset_xattr(&dir, RECORD_XATTR, &record.encode()).map_err(self.io(&path))?;
+        write_record(&dir, record).map_err(self.io(&path))?;
         dir.sync_all().map_err(self.io(&path))
     }
 
