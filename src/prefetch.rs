@@ -2,6 +2,8 @@
 //! or changed into the mirror, optionally prune copies of deleted keys, report.
 
 pub mod progress;
+#[cfg(test)]
+mod reftests;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
