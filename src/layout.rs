@@ -403,4 +403,317 @@ mod tests {
             );
         }
     }
+
+    /// Properties of the mapping over generated listings, each checked against the
+    /// rules of doc/SEMANTICS.md as written there, not against the code above.
+    mod properties {
+        use std::collections::{BTreeMap, HashSet};
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Components that hit every rule, plus arbitrary text without `/`.
+        fn component() -> impl Strategy<Value = String> {
+            let tricky = prop::sample::select(vec![
+                "a",
+                "b",
+                "photo",
+                "1.jpg",
+                "",
+                ".",
+                "..",
+                "...",
+                ".s3mirrorfs",
+                "renamed",
+                "tmp",
+                "caf\u{e9}",
+                "cafe\u{301}",
+                "line\nbreak",
+                "nul\0byte",
+                " ",
+            ]);
+            prop_oneof![
+                6 => tricky.prop_map(String::from),
+                3 => "[^/]{0,12}",
+                1 => (NAME_MAX - 3..=NAME_MAX + 3).prop_map(|n| "n".repeat(n)),
+                // Two-byte characters on both sides of the 255-byte limit.
+                1 => (126usize..=129).prop_map(|n| "\u{e9}".repeat(n)),
+            ]
+        }
+
+        /// An S3 key: 1 to 1024 bytes of UTF-8, often with leading, doubled or trailing `/`.
+        fn s3_key() -> impl Strategy<Value = String> {
+            let built = (
+                prop::bool::weighted(0.15),
+                prop::collection::vec(component(), 1..5),
+                prop::bool::weighted(0.2),
+            )
+                .prop_map(|(lead, parts, trail)| {
+                    let mut key = parts.join("/");
+                    if lead {
+                        key.insert(0, '/');
+                    }
+                    if trail {
+                        key.push('/');
+                    }
+                    key
+                });
+            prop_oneof![8 => built, 1 => any::<String>()]
+                .prop_filter("S3 keys are 1 to 1024 bytes", |k| {
+                    !k.is_empty() && k.len() <= 1024
+                })
+        }
+
+        /// A key, or, rarely, a path longer than S3 allows, to reach the whole-path limit.
+        fn key() -> impl Strategy<Value = String> {
+            let deep =
+                prop::collection::vec((200usize..=NAME_MAX).prop_map(|n| "d".repeat(n)), 12..16)
+                    .prop_map(|parts| parts.join("/"));
+            prop_oneof![20 => s3_key(), 1 => deep]
+        }
+
+        fn size() -> impl Strategy<Value = u64> {
+            prop_oneof![Just(0u64), 1u64..10]
+        }
+
+        /// A listing (distinct keys, in listing order) where keys are often the
+        /// prefixes or markers of other keys, since conflicts are where data is lost.
+        fn listing() -> impl Strategy<Value = Vec<(String, u64)>> {
+            prop::collection::vec((key(), size(), 0u8..4), 1..14)
+                .prop_map(|entries| {
+                    let mut keys: BTreeMap<String, u64> = BTreeMap::new();
+                    for (key, size, relative) in entries {
+                        if let Some((parent, _)) = key.trim_end_matches('/').rsplit_once('/') {
+                            match relative {
+                                1 => {
+                                    keys.insert(parent.to_string(), size + 1);
+                                }
+                                2 => {
+                                    keys.insert(format!("{parent}/"), 0);
+                                }
+                                _ => {}
+                            }
+                        }
+                        keys.insert(key, size);
+                    }
+                    keys.into_iter()
+                        .filter(|(k, _)| !k.is_empty())
+                        .collect::<Vec<_>>()
+                })
+                .prop_shuffle()
+        }
+
+        /// Every reason SEMANTICS gives for `rel` not being usable verbatim.
+        fn reasons_against(rel: &str) -> Vec<RenameReason> {
+            let parts: Vec<&str> = rel.split('/').collect();
+            let mut reasons = Vec::new();
+            if rel.contains('\0') {
+                reasons.push(RenameReason::Nul);
+            }
+            if rel.len() > REL_PATH_MAX {
+                reasons.push(RenameReason::PathTooLong);
+            }
+            if parts.iter().any(|c| c.is_empty()) {
+                reasons.push(RenameReason::EmptyComponent);
+            }
+            if parts.iter().any(|c| *c == "." || *c == "..") {
+                reasons.push(RenameReason::DotComponent);
+            }
+            if parts.iter().any(|c| c.len() > NAME_MAX) {
+                reasons.push(RenameReason::NameTooLong);
+            }
+            if parts[0] == STATE_DIR {
+                reasons.push(RenameReason::Reserved);
+            }
+            reasons
+        }
+
+        /// What a key asks to be on its own: the path it wants and whether it is a marker.
+        fn wanted(key: &str, size: u64) -> (&str, bool) {
+            match key.strip_suffix('/') {
+                Some(dir) if size == 0 => (dir, true),
+                _ => (key, false),
+            }
+        }
+
+        /// Where SEMANTICS puts `key` within `listing`.
+        fn expected(key: &str, size: u64, listing: &[(String, u64)]) -> Placement {
+            let (rel, marker) = wanted(key, size);
+            let reasons = reasons_against(rel);
+            if let Some(&reason) = reasons.first() {
+                // Which of several true reasons is named is checked separately.
+                return Placement::Renamed {
+                    path: renamed_path(key),
+                    reason,
+                };
+            }
+            if marker {
+                return Placement::Directory(PathBuf::from(rel));
+            }
+            let below = format!("{key}/");
+            let is_a_directory = listing.iter().any(|(other, other_size)| {
+                let (other_rel, other_marker) = wanted(other, *other_size);
+                other != key
+                    && reasons_against(other_rel).is_empty()
+                    && (other_rel.starts_with(&below) || (other_marker && other_rel == key))
+            });
+            if is_a_directory {
+                Placement::Renamed {
+                    path: renamed_path(key),
+                    reason: RenameReason::PrefixConflict,
+                }
+            } else {
+                Placement::File(PathBuf::from(key))
+            }
+        }
+
+        fn same_ignoring_reason(a: &Placement, b: &Placement) -> bool {
+            match (a, b) {
+                (Placement::Renamed { path: p, .. }, Placement::Renamed { path: q, .. }) => p == q,
+                _ => a == b,
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn every_key_goes_where_semantics_says(listing in listing()) {
+                let placed = place_all(listing.iter().map(|(k, s)| (k.as_str(), *s)));
+                prop_assert_eq!(placed.len(), listing.len());
+                for ((key, size), placement) in listing.iter().zip(&placed) {
+                    let want = expected(key, *size, &listing);
+                    prop_assert!(
+                        same_ignoring_reason(placement, &want),
+                        "{:?} ({} bytes): placed {:?}, expected {:?}", key, size, placement, want
+                    );
+                    if let Placement::Renamed { reason, .. } = placement {
+                        let (rel, _) = wanted(key, *size);
+                        let reasons = reasons_against(rel);
+                        prop_assert!(
+                            reasons.contains(reason)
+                                || (reasons.is_empty() && *reason == RenameReason::PrefixConflict),
+                            "{:?}: reason {:?}, true reasons {:?}", key, reason, reasons
+                        );
+                    }
+                }
+            }
+
+            #[test]
+            fn distinct_keys_get_distinct_paths_and_each_path_gives_back_its_key(
+                listing in listing()
+            ) {
+                let placed = place_all(listing.iter().map(|(k, s)| (k.as_str(), *s)));
+                let mut seen = HashSet::new();
+                for ((key, size), placement) in listing.iter().zip(&placed) {
+                    prop_assert!(seen.insert(placement.path().to_path_buf()), "{:?} shares {:?}", key, placement);
+                    match placement {
+                        Placement::File(path) => prop_assert_eq!(path.to_str(), Some(key.as_str())),
+                        Placement::Directory(path) => {
+                            prop_assert_eq!(*size, 0);
+                            prop_assert_eq!(format!("{}/", path.to_str().unwrap()), key.clone());
+                        }
+                        Placement::Renamed { path, .. } => prop_assert_eq!(path, &renamed_path(key)),
+                    }
+                }
+            }
+
+            #[test]
+            fn every_path_is_a_clean_relative_path_inside_the_mirror(listing in listing()) {
+                let placed = place_all(listing.iter().map(|(k, s)| (k.as_str(), *s)));
+                for ((key, _), placement) in listing.iter().zip(&placed) {
+                    let path = placement.path();
+                    let text = path.to_str().expect("paths are UTF-8");
+                    prop_assert!(path.is_relative(), "{:?} -> {:?}", key, path);
+                    prop_assert!(!text.contains('\0') && text.len() <= REL_PATH_MAX);
+                    for part in text.split('/') {
+                        prop_assert!(
+                            !part.is_empty() && part != "." && part != ".." && part.len() <= NAME_MAX,
+                            "{:?} -> {:?}", key, path
+                        );
+                    }
+                    let in_state_dir = text.split('/').next() == Some(STATE_DIR);
+                    if let Placement::Renamed { .. } = placement {
+                        prop_assert_eq!(path.parent(), Some(Path::new(RENAMED_DIR)));
+                    } else {
+                        prop_assert!(!in_state_dir, "{:?} -> {:?}", key, path);
+                    }
+                }
+            }
+
+            #[test]
+            fn no_file_stands_where_a_directory_is_needed(listing in listing()) {
+                let placed = place_all(listing.iter().map(|(k, s)| (k.as_str(), *s)));
+                let mut directories: HashSet<&Path> = HashSet::new();
+                for placement in &placed {
+                    if let Placement::Directory(path) = placement {
+                        directories.insert(path);
+                    }
+                    directories.extend(
+                        placement.path().ancestors().skip(1).filter(|a| !a.as_os_str().is_empty()),
+                    );
+                }
+                for placement in &placed {
+                    if let Placement::File(path) = placement {
+                        prop_assert!(!directories.contains(path.as_path()), "{:?} is also a directory", path);
+                    }
+                }
+            }
+
+            #[test]
+            fn a_key_that_conflicts_with_nothing_is_placed_as_alone(listing in listing()) {
+                let placed = place_all(listing.iter().map(|(k, s)| (k.as_str(), *s)));
+                for ((key, size), placement) in listing.iter().zip(&placed) {
+                    let alone = place_alone(key, *size);
+                    prop_assert_eq!(place_all([(key.as_str(), *size)]), vec![alone.clone()]);
+                    if !matches!(placement, Placement::Renamed { reason: RenameReason::PrefixConflict, .. }) {
+                        prop_assert_eq!(placement, &alone);
+                    }
+                }
+            }
+
+            #[test]
+            fn placement_does_not_depend_on_listing_order(listing in listing()) {
+                let placed = place_all(listing.iter().map(|(k, s)| (k.as_str(), *s)));
+                let mut sorted = listing.clone();
+                sorted.sort();
+                let placed_sorted = place_all(sorted.iter().map(|(k, s)| (k.as_str(), *s)));
+                let by_key: BTreeMap<&str, &Placement> =
+                    listing.iter().map(|(k, _)| k.as_str()).zip(&placed).collect();
+                for ((key, _), placement) in sorted.iter().zip(&placed_sorted) {
+                    prop_assert_eq!(by_key[key.as_str()], placement);
+                }
+            }
+
+            #[test]
+            fn renamed_paths_are_the_hash_and_the_readable_tail(key in key()) {
+                let path = renamed_path(&key);
+                prop_assert_eq!(&path, &renamed_path(&key.clone()));
+                prop_assert_eq!(path.parent(), Some(Path::new(RENAMED_DIR)));
+                let name = path.file_name().unwrap().to_str().unwrap();
+                let hash: String = Sha256::digest(key.as_bytes())[..16]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                prop_assert!(name.starts_with(&hash), "{:?}", name);
+                let last = key.rsplit('/').find(|c| !c.is_empty()).unwrap_or("");
+                let readable: String =
+                    last.chars().map(|c| if c.is_control() { '_' } else { c }).collect();
+                match name[32..].strip_prefix('-') {
+                    None => {
+                        prop_assert_eq!(name.len(), 32);
+                        prop_assert!(readable.is_empty() || last == "." || last == "..");
+                    }
+                    Some(tail) => {
+                        prop_assert!(last != "." && last != "..");
+                        prop_assert!(!tail.is_empty() && tail.len() <= READABLE_TAIL_MAX);
+                        prop_assert!(readable.starts_with(tail), "{:?} from {:?}", tail, last);
+                        // Cut only where the next character would pass the limit.
+                        let next = readable[tail.len()..].chars().next();
+                        prop_assert!(next.is_none_or(|c| tail.len() + c.len_utf8() > READABLE_TAIL_MAX));
+                    }
+                }
+                prop_assert!(!name.chars().any(char::is_control) && name.len() <= NAME_MAX);
+            }
+        }
+    }
 }

@@ -1,6 +1,9 @@
 //! `s3mirrorfs prefetch`: list everything under the prefix, download what is missing
 //! or changed into the mirror, optionally prune copies of deleted keys, report.
 
+#[cfg(test)]
+mod reftests;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
