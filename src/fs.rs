@@ -18,10 +18,10 @@ use parking_lot::Mutex;
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
-use crate::fetch::{FetchError, Fetcher, Observer, Outcome, backoff};
+use crate::fetch::{FetchError, Fetcher, Observer, Outcome};
 use crate::layout::{Placement, place_alone};
 use crate::mirror::{LocalStatus, Mirror};
-use crate::store::{ETag, GetRequest, Key, ObjectStore, StoreError};
+use crate::store::{ETag, Key, ObjectStore};
 use listing::{Entry, InFlight};
 use stream::{Finished, Ready, Stream, read_full};
 
@@ -634,49 +634,7 @@ impl Fs {
         etag: &ETag,
         range: std::ops::Range<u64>,
     ) -> Result<Vec<u8>, FsError> {
-        let store = Arc::clone(&self.store);
-        let config = self.fetcher.config().clone();
-        let fetch = async move {
-            let mut out = Vec::with_capacity((range.end - range.start) as usize);
-            let mut attempt = 1;
-            loop {
-                let start = range.start + out.len() as u64;
-                let request = GetRequest {
-                    key: key.clone(),
-                    range: Some(start..range.end),
-                    if_match: Some(etag.clone()),
-                };
-                // A failed request was retried by the store itself; only the body is retried here.
-                let mut response = store.get(request).await?;
-                let body = async {
-                    loop {
-                        let chunk =
-                            tokio::time::timeout(config.stall_timeout, response.body.next_chunk())
-                                .await
-                                .map_err(|_| StoreError::Body("stalled".into()))??;
-                        let Some(chunk) = chunk else { break };
-                        out.extend_from_slice(&chunk);
-                        if out.len() as u64 > range.end - range.start {
-                            return Err(StoreError::Body("body longer than asked".into()));
-                        }
-                    }
-                    if (out.len() as u64) < range.end - range.start {
-                        return Err(StoreError::Body("body cut short".into()));
-                    }
-                    Ok(())
-                }
-                .await;
-                match body {
-                    Ok(()) => return Ok::<_, StoreError>(out),
-                    Err(e) if e.is_transient() && attempt < config.max_attempts => {
-                        tracing::debug!(%key, attempt, error = %e, "direct read failed; resuming");
-                        tokio::time::sleep(backoff(attempt)).await;
-                        attempt += 1;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        };
+        let fetch = self.fetcher.read_pinned(key, etag, range);
         self.rt
             .block_on(async move { tokio::time::timeout(READ_WAIT, fetch).await })
             .map_err(|_| FsError::Io("ranged read timed out".into()))?
