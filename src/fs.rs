@@ -4,8 +4,11 @@
 //! the mirror holds at the listed ETag is read from the mirror; any other file is
 //! streamed to the reader while the one shared download path persists it.
 
+pub mod error;
 pub mod listing;
 pub mod stream;
+
+pub use error::FsError;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -63,21 +66,6 @@ pub struct Attr {
     pub perm: u16,
     pub uid: u32,
     pub gid: u32,
-}
-
-/// Failures of filesystem operations; the FUSE adapter maps each to one errno.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum FsError {
-    #[error("no such file or directory")]
-    NotFound,
-    #[error("not a directory")]
-    NotADirectory,
-    #[error("is a directory")]
-    IsADirectory,
-    #[error("stale file handle")]
-    BadHandle,
-    #[error("I/O error: {0}")]
-    Io(String),
 }
 
 /// How the filesystem presents the bucket.
@@ -231,10 +219,10 @@ impl Fs {
 
     fn dir_path(&self, ino: Ino) -> Result<String, FsError> {
         let inodes = self.inodes.lock();
-        let node = inodes.nodes.get(&ino).ok_or(FsError::NotFound)?;
+        let node = inodes.nodes.get(&ino).ok_or_else(FsError::not_found)?;
         match node.kind {
             FileKind::Directory => Ok(node.path.clone()),
-            FileKind::File => Err(FsError::NotADirectory),
+            FileKind::File => Err(FsError::not_a_directory()),
         }
     }
 
@@ -268,7 +256,7 @@ impl Fs {
 
     pub fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
         let inodes = self.inodes.lock();
-        let node = inodes.nodes.get(&ino).ok_or(FsError::NotFound)?;
+        let node = inodes.nodes.get(&ino).ok_or_else(FsError::not_found)?;
         Ok(self.attr_of(ino, node))
     }
 
@@ -277,7 +265,7 @@ impl Fs {
         let entries = self.entries(&path)?;
         let at = entries
             .binary_search_by(|e| e.name.as_str().cmp(name))
-            .map_err(|_| FsError::NotFound)?;
+            .map_err(|_| FsError::not_found())?;
         Ok(self.child(parent, &path, &entries[at]).1)
     }
 
@@ -438,9 +426,9 @@ impl Fs {
     pub fn open(&self, ino: Ino) -> Result<Opened, FsError> {
         let (parent, key, entry) = {
             let inodes = self.inodes.lock();
-            let node = inodes.nodes.get(&ino).ok_or(FsError::NotFound)?;
+            let node = inodes.nodes.get(&ino).ok_or_else(FsError::not_found)?;
             if node.kind == FileKind::Directory {
-                return Err(FsError::IsADirectory);
+                return Err(FsError::is_a_directory());
             }
             (node.parent, node.path.clone(), node.entry.clone())
         };
@@ -459,7 +447,7 @@ impl Fs {
                 local: Some(file),
             });
         }
-        let key = Key::new(key).map_err(|e| FsError::Io(e.to_string()))?;
+        let key = Key::new(key).map_err(|e| FsError::io("not an object key", e))?;
         let etag = ETag::new(&entry.etag);
         let stream = self.stream_for(ino, &key, &etag, entry.size, &rel);
         self.handles.lock().insert(
@@ -530,7 +518,7 @@ impl Fs {
                 }
                 Err(e) => {
                     tracing::warn!(%key, "download failed: {e}");
-                    observer.finish(Finished::Failed(e.to_string()));
+                    observer.finish(Finished::Failed(Arc::new(e)));
                 }
             }
         });
@@ -590,7 +578,7 @@ impl Fs {
             .lock()
             .get(&fh)
             .cloned()
-            .ok_or(FsError::BadHandle)?;
+            .ok_or_else(FsError::bad_handle)?;
         match handle.as_ref() {
             OpenFile::Local(file) => read_at(file, offset, size),
             OpenFile::Stream {
@@ -613,13 +601,13 @@ impl Fs {
                     Ok(Ready::ReadMirror) => {
                         let file = Arc::new(
                             File::open(self.mirror().root().join(rel))
-                                .map_err(|e| FsError::Io(e.to_string()))?,
+                                .map_err(|e| FsError::io("cannot open the mirrored file", e))?,
                         );
                         *local.lock() = Some(Arc::clone(&file));
                         read_at(&file, offset, size)
                     }
                     Ok(Ready::FetchDirect) => self.read_direct(key, etag, offset..end),
-                    Err(e) => Err(FsError::Io(e)),
+                    Err(e) => Err(FsError::io("cannot read the download", e)),
                 }
             }
         }
@@ -637,8 +625,13 @@ impl Fs {
         let fetch = self.fetcher.read_pinned(key, etag, range);
         self.rt
             .block_on(async move { tokio::time::timeout(READ_WAIT, fetch).await })
-            .map_err(|_| FsError::Io("ranged read timed out".into()))?
-            .map_err(|e| FsError::Io(e.to_string()))
+            .map_err(|_| {
+                FsError::new(
+                    libc::EIO,
+                    format!("ranged read timed out after {READ_WAIT:?}"),
+                )
+            })?
+            .map_err(|e| FsError::io("ranged read failed", e))
     }
 
     pub fn release(&self, fh: u64) {
@@ -667,7 +660,8 @@ fn remember(
 
 fn read_at(file: &File, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
     let mut buf = vec![0u8; size as usize];
-    let n = read_full(file, &mut buf, offset).map_err(|e| FsError::Io(e.to_string()))?;
+    let n = read_full(file, &mut buf, offset)
+        .map_err(|e| FsError::io("cannot read the mirrored file", e))?;
     buf.truncate(n);
     Ok(buf)
 }
@@ -776,9 +770,13 @@ mod tests {
             (one.size, one.perm, one.uid, one.gid),
             (1000, FILE_PERM, 1, 2)
         );
-        assert_eq!(f.fs.lookup(a.ino, "nope"), Err(FsError::NotFound));
-        assert_eq!(f.fs.lookup(one.ino, "x"), Err(FsError::NotADirectory));
-        assert_eq!(f.fs.open(a.ino).err(), Some(FsError::IsADirectory));
+        fn errno<T>(r: Result<T, FsError>) -> Option<libc::c_int> {
+            r.err().map(|e| e.errno())
+        }
+        assert_eq!(errno(f.fs.lookup(a.ino, "nope")), Some(libc::ENOENT));
+        assert_eq!(errno(f.fs.lookup(one.ino, "x")), Some(libc::ENOTDIR));
+        assert_eq!(errno(f.fs.open(a.ino)), Some(libc::EISDIR));
+        assert_eq!(errno(f.fs.read(999, 0, 1)), Some(libc::EBADF));
         let x = f.fs.lookup(ROOT_INO, "x").unwrap();
         assert_eq!(
             f.fs.readdir(x.ino).unwrap().len(),
@@ -838,9 +836,12 @@ mod tests {
         );
         let top = f.fs.lookup(ROOT_INO, "top").unwrap();
         let opened = f.fs.open(top.ino).unwrap();
+        let err = f.fs.read(opened.fh, 0, 10).unwrap_err();
+        assert_eq!(err.errno(), libc::EIO, "not mirrored: EIO");
         assert!(
-            matches!(f.fs.read(opened.fh, 0, 10), Err(FsError::Io(_))),
-            "not mirrored: EIO"
+            err.chain().contains("memory store is offline"),
+            "the cause is kept: {}",
+            err.chain()
         );
     }
 
