@@ -360,14 +360,14 @@ impl Fetcher {
         observer: &Option<Arc<dyn Observer>>,
         found: Option<tokio::sync::oneshot::Sender<Version>>,
     ) -> Result<Version, FetchError> {
-        let sink = ToTemp {
+        let mut sink = ToTemp {
             tmp,
             observer,
             bytes: &self.inner.bytes,
         };
         let version = self
             .ranged(key, range.clone(), pinned, Some(&self.inner.requests))
-            .read(sink, found)
+            .read(&mut sink, found)
             .await?;
         if let Some(part) = range {
             tmp.start_writeback(part.start..part.end.min(version.size));
@@ -395,6 +395,8 @@ impl Fetcher {
         Ok(sink.buf)
     }
 
+    /// A ranged read with this fetcher's store and tuning; with `permits`, each
+    /// request waits for one.
     fn ranged<'a>(
         &'a self,
         key: &'a Key,
@@ -422,12 +424,6 @@ impl Fetcher {
 /// failed body the read resumes at the last byte put, or starts its range over.
 trait Sink: Send {
     fn put(&mut self, offset: u64, bytes: &[u8]) -> Result<(), FetchError>;
-}
-
-impl<S: Sink> Sink for &mut S {
-    fn put(&mut self, offset: u64, bytes: &[u8]) -> Result<(), FetchError> {
-        (**self).put(offset, bytes)
-    }
 }
 
 /// A download's sink: the temp file at the same offsets.
@@ -485,14 +481,14 @@ struct RangedRead<'a> {
 impl RangedRead<'_> {
     async fn read(
         mut self,
-        mut sink: impl Sink,
+        sink: &mut impl Sink,
         mut found: Option<tokio::sync::oneshot::Sender<Version>>,
     ) -> Result<Version, FetchError> {
         let mut attempt = 1;
         loop {
             // Whether the server answered, so a failure came from the body.
             let mut answered = false;
-            let result = self.attempt(&mut sink, &mut found, &mut answered).await;
+            let result = self.attempt(sink, &mut found, &mut answered).await;
             match result {
                 Ok(()) => return Ok(self.version.expect("set by the response")),
                 Err(FetchError::Store(e))

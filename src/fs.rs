@@ -8,13 +8,13 @@
 //! listing cache, the shared downloads, the sibling warm-up and the open handles.
 
 pub mod error;
-pub mod handles;
-pub mod inodes;
+mod handles;
+mod inodes;
 pub mod listing;
-pub mod listing_cache;
-pub mod siblings;
+mod listing_cache;
+mod siblings;
 pub mod stream;
-pub mod streams;
+mod streams;
 
 use std::fs::File;
 use std::ops::Range;
@@ -115,6 +115,8 @@ pub const FILE_PERM: u16 = 0o644;
 pub const DIR_PERM: u16 = 0o755;
 
 impl Fs {
+    /// The filesystem of `config.prefix` in `store`, mirrored through `fetcher`;
+    /// background work runs on `rt`.
     pub fn new(store: Arc<dyn ObjectStore>, fetcher: Fetcher, config: FsConfig, rt: Handle) -> Fs {
         let mirror = Arc::clone(fetcher.mirror());
         let ttl = config.metadata_ttl;
@@ -160,10 +162,12 @@ impl Fs {
         }
     }
 
+    /// The attributes of `ino`.
     pub fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
         self.inodes.with(ino, |node| self.attr_of(ino, node))
     }
 
+    /// The attributes of `name` in directory `parent`.
     pub fn lookup(&self, parent: Ino, name: &str) -> Result<Attr, FsError> {
         let path = self.inodes.dir_path(parent)?;
         let entries = self.listings.entries(&path);
@@ -240,6 +244,7 @@ impl Fs {
         }
     }
 
+    /// Up to `size` bytes of the open file `fh` at `offset` (fewer at its end).
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
         match self.handles.get(fh)?.as_ref() {
             OpenFile::Local(file) => read_at(file, offset, size),
@@ -292,6 +297,7 @@ impl Fs {
             .map_err(|e| FsError::io("ranged read failed", e))
     }
 
+    /// Closes `fh`.
     pub fn release(&self, fh: u64) {
         self.handles.remove(fh);
     }

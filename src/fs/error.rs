@@ -59,27 +59,33 @@ impl FsError {
         FsError::new(libc::EIO, message).caused_by(cause)
     }
 
+    /// The same failure, with `cause` under it.
     pub fn caused_by(mut self, cause: impl Into<Cause>) -> FsError {
         self.source = Some(cause.into());
         self
     }
 
+    /// ENOENT: no such name or inode.
     pub fn not_found() -> FsError {
         FsError::new(libc::ENOENT, "no such file or directory")
     }
 
+    /// ENOTDIR: a file where a directory is needed.
     pub fn not_a_directory() -> FsError {
         FsError::new(libc::ENOTDIR, "not a directory")
     }
 
+    /// EISDIR: a directory opened as a file.
     pub fn is_a_directory() -> FsError {
         FsError::new(libc::EISDIR, "is a directory")
     }
 
+    /// EBADF: a handle that is not open.
     pub fn bad_handle() -> FsError {
         FsError::new(libc::EBADF, "stale file handle")
     }
 
+    /// EROFS: the mount is never written.
     pub fn read_only() -> FsError {
         FsError::new(libc::EROFS, "read-only file system")
     }

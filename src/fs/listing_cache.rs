@@ -47,6 +47,7 @@ struct Listing {
 }
 
 impl ListingCache {
+    /// An empty cache over `store`, persisting listings into `mirror`.
     pub fn new(
         store: Arc<dyn ObjectStore>,
         mirror: Arc<Mirror>,
@@ -69,6 +70,7 @@ impl ListingCache {
     }
 
     /// The cached listing of `prefix`, if younger than the TTL.
+    #[cfg(test)]
     pub fn fresh(&self, prefix: &str) -> Option<Arc<Vec<Entry>>> {
         self.shared.fresh(prefix)
     }

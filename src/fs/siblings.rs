@@ -31,6 +31,7 @@ pub struct Siblings {
 }
 
 impl Siblings {
+    /// Warms each directory at most once per `every`, fetching through `fetcher`.
     pub fn new(fetcher: Fetcher, every: Duration, rt: Handle) -> Siblings {
         Siblings {
             done: Mutex::default(),

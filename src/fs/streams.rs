@@ -23,6 +23,7 @@ pub struct Streams {
 }
 
 impl Streams {
+    /// No downloads yet; each will run on `rt` through `fetcher`.
     pub fn new(fetcher: Fetcher, rt: Handle) -> Streams {
         Streams {
             live: Mutex::default(),
@@ -73,7 +74,8 @@ impl Streams {
     }
 
     /// How many versions have a download some reader still holds.
-    pub fn live(&self) -> usize {
+    #[cfg(test)]
+    fn live(&self) -> usize {
         let live = self.live.lock();
         live.values().filter(|s| s.strong_count() > 0).count()
     }
