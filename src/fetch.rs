@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::mirror::{LocalStatus, Mirror, MirrorError, Record, TempFile};
-use crate::store::{ETag, GetRequest, Key, ObjectStore, StoreError};
+use crate::store::{Body, ETag, GetRequest, GetResponse, Key, ObjectStore, StoreError};
 
 /// Times one object is fetched from the start when it changes mid-download or its
 /// bytes contradict its MD5 ETag or the checksum sent with them, before the key fails.
@@ -304,14 +304,7 @@ impl Fetcher {
         let part = self.part_size_for(listed_size);
         let (found, version_known) = tokio::sync::oneshot::channel();
         let mut parts = JoinSet::new();
-        {
-            let (this, tmp, key, observer) =
-                (self.clone(), Arc::clone(tmp), key.clone(), observer.clone());
-            parts.spawn(async move {
-                this.read_range(&tmp, &key, Some(0..part), pin, &observer, Some(found))
-                    .await
-            });
-        }
+        parts.spawn(self.part(tmp, key, 0..part, pin, observer, Some(found)));
         let version = match version_known.await {
             Ok(version) => version,
             // The first part failed before any response: its error says why.
@@ -329,32 +322,36 @@ impl Fetcher {
         let mut start = part;
         while start < version.size {
             let end = (start + part).min(version.size);
-            let (this, tmp, key, etag) = (
-                self.clone(),
-                Arc::clone(tmp),
-                key.clone(),
-                version.etag.clone(),
-            );
-            let observer = observer.clone();
-            parts.spawn(async move {
-                this.read_range(&tmp, &key, Some(start..end), Some(etag), &observer, None)
-                    .await
-            });
+            let etag = Some(version.etag.clone());
+            parts.spawn(self.part(tmp, key, start..end, etag, observer, None));
             start = end;
         }
-        while let Some(result) = parts.join_next().await {
-            if let Err(e) = result.expect("part task does not panic") {
-                parts.abort_all();
-                while parts.join_next().await.is_some() {}
-                return Err(e);
-            }
-        }
+        join_parts(parts).await?;
         Ok(version)
     }
 
+    /// The task that reads one part of a large object into `tmp`.
+    fn part(
+        &self,
+        tmp: &Arc<TempFile>,
+        key: &Key,
+        range: Range<u64>,
+        pinned: Option<ETag>,
+        observer: &Option<Arc<dyn Observer>>,
+        found: Option<tokio::sync::oneshot::Sender<Version>>,
+    ) -> impl Future<Output = Result<Version, FetchError>> + Send + 'static {
+        let (this, tmp, key, observer) =
+            (self.clone(), Arc::clone(tmp), key.clone(), observer.clone());
+        async move {
+            this.read_range(&tmp, &key, Some(range), pinned, &observer, found)
+                .await
+        }
+    }
+
     /// Reads `range` (the whole object if `None`) into `tmp` at the same offsets,
-    /// resuming after a failed body from the last byte written, pinned to one ETag.
-    /// `found` hears the version as soon as the first response is accepted.
+    /// counting the bytes and telling `observer`; a finished part of a large object
+    /// goes to disk while the others arrive. `found` hears the version as soon as
+    /// the first response is accepted.
     async fn read_range(
         &self,
         tmp: &TempFile,
@@ -362,116 +359,143 @@ impl Fetcher {
         range: Option<Range<u64>>,
         pinned: Option<ETag>,
         observer: &Option<Arc<dyn Observer>>,
+        found: Option<tokio::sync::oneshot::Sender<Version>>,
+    ) -> Result<Version, FetchError> {
+        let mut sink = ToTemp {
+            tmp,
+            observer,
+            bytes: &self.inner.bytes,
+        };
+        let version = self
+            .ranged(key, range.clone(), pinned, Some(&self.inner.requests))
+            .read(&mut sink, found)
+            .await?;
+        if let Some(part) = range {
+            tmp.start_writeback(part.start..part.end.min(version.size));
+        }
+        Ok(version)
+    }
+
+    /// Reads `range` of the `etag` version of `key` into memory, with the same
+    /// resumes and stall timeout as a download but outside its request budget: a
+    /// reader far ahead of a download (or of one that cannot be persisted) must not
+    /// queue behind it.
+    pub async fn read_pinned(
+        &self,
+        key: &Key,
+        etag: &ETag,
+        range: Range<u64>,
+    ) -> Result<Vec<u8>, FetchError> {
+        let mut sink = ToVec {
+            base: range.start,
+            buf: Vec::with_capacity((range.end - range.start) as usize),
+        };
+        self.ranged(key, Some(range), Some(etag.clone()), None)
+            .read(&mut sink, None)
+            .await?;
+        Ok(sink.buf)
+    }
+
+    /// A ranged read with this fetcher's store and tuning; with `permits`, each
+    /// request waits for one.
+    fn ranged<'a>(
+        &'a self,
+        key: &'a Key,
+        range: Option<Range<u64>>,
+        pinned: Option<ETag>,
+        permits: Option<&'a Semaphore>,
+    ) -> RangedRead<'a> {
+        let config = &self.inner.config;
+        RangedRead {
+            store: self.inner.store.as_ref(),
+            key,
+            pos: range.as_ref().map_or(0, |r| r.start),
+            end: range.as_ref().map(|r| r.end),
+            range,
+            pinned,
+            version: None,
+            permits,
+            stall_timeout: config.stall_timeout,
+            max_attempts: config.max_attempts,
+        }
+    }
+}
+
+/// Where the bytes of a ranged read go, at their offset in the object. After a
+/// failed body the read resumes at the last byte put, or starts its range over.
+trait Sink: Send {
+    fn put(&mut self, offset: u64, bytes: &[u8]) -> Result<(), FetchError>;
+}
+
+/// A download's sink: the temp file at the same offsets.
+struct ToTemp<'a> {
+    tmp: &'a TempFile,
+    observer: &'a Option<Arc<dyn Observer>>,
+    bytes: &'a AtomicU64,
+}
+
+impl Sink for ToTemp<'_> {
+    fn put(&mut self, offset: u64, bytes: &[u8]) -> Result<(), FetchError> {
+        self.tmp.write_at(bytes, offset)?;
+        if let Some(observer) = self.observer {
+            observer.filled(offset, bytes.len() as u64);
+        }
+        self.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// A reader's sink: a buffer holding the range from `base`.
+struct ToVec {
+    base: u64,
+    buf: Vec<u8>,
+}
+
+impl Sink for ToVec {
+    fn put(&mut self, offset: u64, bytes: &[u8]) -> Result<(), FetchError> {
+        // A range that starts over overwrites what it had.
+        self.buf.truncate((offset - self.base) as usize);
+        self.buf.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// One ranged read of one version: the first response pins the ETag, a body that
+/// breaks off or stalls resumes from its last byte after a backoff, a bounded
+/// number of times. A request that fails before any response is not tried again
+/// here: the store already retried it, and trying again would multiply attempts.
+struct RangedRead<'a> {
+    store: &'a dyn ObjectStore,
+    key: &'a Key,
+    /// `None`: the whole object, whatever its size turns out to be.
+    range: Option<Range<u64>>,
+    pinned: Option<ETag>,
+    /// The next byte wanted, and where the range ends once that is known.
+    pos: u64,
+    end: Option<u64>,
+    version: Option<Version>,
+    permits: Option<&'a Semaphore>,
+    stall_timeout: Duration,
+    max_attempts: u32,
+}
+
+impl RangedRead<'_> {
+    async fn read(
+        mut self,
+        sink: &mut impl Sink,
         mut found: Option<tokio::sync::oneshot::Sender<Version>>,
     ) -> Result<Version, FetchError> {
-        let config = &self.inner.config;
-        let mut pos = range.as_ref().map_or(0, |r| r.start);
-        let mut end = range.as_ref().map(|r| r.end);
-        let mut version: Option<Version> = None;
-        let mut pinned = pinned;
         let mut attempt = 1;
         loop {
             // Whether the server answered, so a failure came from the body.
             let mut answered = false;
-            if end.is_some_and(|end| pos >= end) {
-                // Everything arrived and then the body failed: its bytes are suspect, and
-                // an empty range cannot be asked for, so the range starts over.
-                pos = range.as_ref().map_or(0, |r| r.start);
-            }
-            let request = GetRequest {
-                key: key.clone(),
-                // Only the very first request of an unranged read goes without a range.
-                range: if range.is_none() && version.is_none() {
-                    None
-                } else {
-                    Some(pos..end.expect("end is known once a response arrived"))
-                },
-                if_match: pinned.clone(),
-            };
-            let result = async {
-                let _permit = self
-                    .inner
-                    .requests
-                    .acquire()
-                    .await
-                    .expect("semaphore is never closed");
-                let mut response = self.inner.store.get(request).await?;
-                answered = true;
-                let v = version.get_or_insert_with(|| Version {
-                    etag: response.etag.clone(),
-                    size: response.object_size,
-                    last_modified: response.last_modified,
-                    etag_is_md5: response.etag_is_md5,
-                });
-                if response.etag != v.etag {
-                    return Err(FetchError::Store(StoreError::Changed {
-                        bucket: self.inner.store.bucket().to_string(),
-                        key: key.as_str().to_string(),
-                    }));
-                }
-                pinned = Some(v.etag.clone());
-                let stop =
-                    *end.get_or_insert(v.size.min(range.as_ref().map_or(u64::MAX, |r| r.end)));
-                if response.start != pos || response.content_length != stop - pos {
-                    return Err(StoreError::Body(format!(
-                        "asked for bytes {pos}..{stop}, got {} bytes at {}",
-                        response.content_length, response.start
-                    ))
-                    .into());
-                }
-                if let Some(found) = found.take() {
-                    let _ = found.send(v.clone());
-                }
-                loop {
-                    let next =
-                        tokio::time::timeout(config.stall_timeout, response.body.next_chunk())
-                            .await;
-                    let chunk = match next {
-                        Err(_) => {
-                            return Err(StoreError::Body(format!(
-                                "stalled: no data for {:?} at byte {pos}",
-                                config.stall_timeout
-                            ))
-                            .into());
-                        }
-                        Ok(chunk) => chunk?,
-                    };
-                    let Some(chunk) = chunk else { break };
-                    if pos + chunk.len() as u64 > stop {
-                        return Err(StoreError::Body(format!(
-                            "body longer than the {stop} bytes promised"
-                        ))
-                        .into());
-                    }
-                    tmp.write_at(&chunk, pos)?;
-                    if let Some(observer) = observer {
-                        observer.filled(pos, chunk.len() as u64);
-                    }
-                    pos += chunk.len() as u64;
-                    self.inner
-                        .bytes
-                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                }
-                if pos != stop {
-                    return Err(
-                        StoreError::Body(format!("body ended at byte {pos} of {stop}")).into(),
-                    );
-                }
-                // A finished part of a large object goes to disk while the others arrive.
-                if let Some(part) = &range {
-                    tmp.start_writeback(part.start..stop);
-                }
-                Ok(())
-            }
-            .await;
+            let result = self.attempt(sink, &mut found, &mut answered).await;
             match result {
-                Ok(()) => return Ok(version.expect("set by the response")),
-                // A failed request was already retried by the store (the SDK's retry);
-                // trying it again here would multiply the attempts.
+                Ok(()) => return Ok(self.version.expect("set by the response")),
                 Err(FetchError::Store(e))
-                    if answered && e.is_transient() && attempt < config.max_attempts =>
+                    if answered && e.is_transient() && attempt < self.max_attempts =>
                 {
-                    tracing::info!(%key, attempt, at = pos, error = %e, "body failed; resuming");
+                    tracing::info!(key = %self.key, attempt, at = self.pos, error = %e, "body failed; resuming");
                     tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;
                 }
@@ -482,6 +506,121 @@ impl Fetcher {
             }
         }
     }
+
+    /// One request and its body, from `pos` on.
+    async fn attempt(
+        &mut self,
+        sink: &mut impl Sink,
+        found: &mut Option<tokio::sync::oneshot::Sender<Version>>,
+        answered: &mut bool,
+    ) -> Result<(), FetchError> {
+        let request = self.next_request();
+        let _permit = match self.permits {
+            Some(permits) => Some(permits.acquire().await.expect("semaphore is never closed")),
+            None => None,
+        };
+        let mut response = self.store.get(request).await?;
+        *answered = true;
+        let stop = self.accept(&response)?;
+        if let Some(found) = found.take() {
+            let _ = found.send(self.version.clone().expect("set by accept"));
+        }
+        self.drain(response.body.as_mut(), stop, sink).await
+    }
+
+    /// The request for the bytes still missing.
+    fn next_request(&mut self) -> GetRequest {
+        if self.end.is_some_and(|end| self.pos >= end) {
+            // Everything arrived and then the body failed: its bytes are suspect, and
+            // an empty range cannot be asked for, so the range starts over.
+            self.pos = self.range.as_ref().map_or(0, |r| r.start);
+        }
+        GetRequest {
+            key: self.key.clone(),
+            // Only the very first request of an unranged read goes without a range.
+            range: if self.range.is_none() && self.version.is_none() {
+                None
+            } else {
+                Some(self.pos..self.end.expect("end is known once a response arrived"))
+            },
+            if_match: self.pinned.clone(),
+        }
+    }
+
+    /// Checks a response against the version and the bytes asked for, pinning the
+    /// version on the first one; returns where its body must end.
+    fn accept(&mut self, response: &GetResponse) -> Result<u64, FetchError> {
+        let v = self.version.get_or_insert_with(|| Version {
+            etag: response.etag.clone(),
+            size: response.object_size,
+            last_modified: response.last_modified,
+            etag_is_md5: response.etag_is_md5,
+        });
+        if response.etag != v.etag {
+            return Err(FetchError::Store(StoreError::Changed {
+                bucket: self.store.bucket().to_string(),
+                key: self.key.as_str().to_string(),
+            }));
+        }
+        self.pinned = Some(v.etag.clone());
+        let limit = self.range.as_ref().map_or(u64::MAX, |r| r.end);
+        let stop = *self.end.get_or_insert(v.size.min(limit));
+        let pos = self.pos;
+        if response.start != pos || response.content_length != stop - pos {
+            return Err(StoreError::Body(format!(
+                "asked for bytes {pos}..{stop}, got {} bytes at {}",
+                response.content_length, response.start
+            ))
+            .into());
+        }
+        Ok(stop)
+    }
+
+    /// Puts the body's chunks into `sink` up to `stop`, failing a body that stalls
+    /// for longer than the timeout, runs long or ends short.
+    async fn drain(
+        &mut self,
+        body: &mut dyn Body,
+        stop: u64,
+        sink: &mut impl Sink,
+    ) -> Result<(), FetchError> {
+        loop {
+            let next = tokio::time::timeout(self.stall_timeout, body.next_chunk()).await;
+            let Ok(chunk) = next else {
+                return Err(StoreError::Body(format!(
+                    "stalled: no data for {:?} at byte {}",
+                    self.stall_timeout, self.pos
+                ))
+                .into());
+            };
+            let Some(chunk) = chunk? else { break };
+            if self.pos + chunk.len() as u64 > stop {
+                return Err(StoreError::Body(format!(
+                    "body longer than the {stop} bytes promised"
+                ))
+                .into());
+            }
+            sink.put(self.pos, &chunk)?;
+            self.pos += chunk.len() as u64;
+        }
+        if self.pos != stop {
+            let pos = self.pos;
+            return Err(StoreError::Body(format!("body ended at byte {pos} of {stop}")).into());
+        }
+        Ok(())
+    }
+}
+
+/// Waits for every part; on the first failure the others are stopped.
+async fn join_parts(mut parts: JoinSet<Result<Version, FetchError>>) -> Result<(), FetchError> {
+    while let Some(result) = parts.join_next().await {
+        if let Err(e) = result.expect("part task does not panic") {
+            parts.abort_all();
+            while parts.join_next().await.is_some() {}
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 /// A blocking task that did not finish: a panic goes on up; a task the runtime
@@ -517,6 +656,169 @@ mod tests {
         let mirror = Arc::new(Mirror::open(dir.path(), "b").unwrap());
         let fetcher = Fetcher::new(Arc::clone(&store) as Arc<dyn ObjectStore>, mirror, config);
         (fetcher, store, dir)
+    }
+
+    /// What the next GET of a `Flaky` store does.
+    #[derive(Clone, Copy)]
+    enum Fault {
+        /// Fails before any response, as a request the store gave up on.
+        Refuse,
+        /// Sends this many bytes of the body, then the connection breaks.
+        CutAfter(usize),
+        /// Sends this many bytes, then nothing more.
+        StallAfter(usize),
+    }
+
+    /// A store that fails GETs as scripted, then serves them from memory.
+    struct Flaky {
+        inner: MemoryStore,
+        faults: parking_lot::Mutex<std::collections::VecDeque<Fault>>,
+        asked: parking_lot::Mutex<Vec<Option<Range<u64>>>>,
+    }
+
+    struct FaultyBody {
+        data: bytes::Bytes,
+        stall: bool,
+    }
+
+    impl Body for FaultyBody {
+        fn next_chunk(
+            &mut self,
+        ) -> crate::store::BoxFuture<'_, Result<Option<bytes::Bytes>, StoreError>> {
+            let chunk = std::mem::take(&mut self.data);
+            let stall = self.stall;
+            Box::pin(async move {
+                if !chunk.is_empty() {
+                    return Ok(Some(chunk));
+                }
+                if stall {
+                    std::future::pending::<()>().await;
+                }
+                Err(StoreError::Body("connection reset".into()))
+            })
+        }
+    }
+
+    impl ObjectStore for Flaky {
+        fn bucket(&self) -> &str {
+            self.inner.bucket()
+        }
+
+        fn list_page(
+            &self,
+            prefix: &str,
+            delimited: bool,
+            token: Option<String>,
+        ) -> crate::store::BoxFuture<'_, Result<crate::store::ListPage, StoreError>> {
+            self.inner.list_page(prefix, delimited, token)
+        }
+
+        fn get(
+            &self,
+            request: GetRequest,
+        ) -> crate::store::BoxFuture<'_, Result<GetResponse, StoreError>> {
+            self.asked.lock().push(request.range.clone());
+            let fault = self.faults.lock().pop_front();
+            Box::pin(async move {
+                let mut response = self.inner.get(request).await?;
+                let (keep, stall) = match fault {
+                    None => return Ok(response),
+                    Some(Fault::Refuse) => return Err(StoreError::Unreachable("refused".into())),
+                    Some(Fault::CutAfter(n)) => (n, false),
+                    Some(Fault::StallAfter(n)) => (n, true),
+                };
+                let whole = response.body.next_chunk().await?.unwrap_or_default();
+                response.body = Box::new(FaultyBody {
+                    data: whole.slice(..keep.min(whole.len())),
+                    stall,
+                });
+                Ok(response)
+            })
+        }
+    }
+
+    fn flaky(faults: &[Fault], config: FetchConfig) -> (Fetcher, Arc<Flaky>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Flaky {
+            inner: MemoryStore::new("b"),
+            faults: parking_lot::Mutex::new(faults.iter().copied().collect()),
+            asked: Default::default(),
+        });
+        let mirror = Arc::new(Mirror::open(dir.path(), "b").unwrap());
+        let fetcher = Fetcher::new(Arc::clone(&store) as Arc<dyn ObjectStore>, mirror, config);
+        (fetcher, store, dir)
+    }
+
+    fn sample(n: u32) -> Vec<u8> {
+        (0..n).map(|i| (i * 13 % 251) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn a_broken_body_resumes_from_its_last_byte() {
+        let (f, store, _dir) = flaky(&[Fault::CutAfter(30)], FetchConfig::default());
+        let data = sample(100);
+        let etag = store.inner.put("k", data.clone());
+        let key = Key::new("k").unwrap();
+        let got = f.read_pinned(&key, &etag, 10..100).await.unwrap();
+        assert!(got == data[10..100]);
+        assert_eq!(*store.asked.lock(), vec![Some(10..100), Some(40..100)]);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_times_out_and_resumes() {
+        let config = FetchConfig {
+            stall_timeout: Duration::from_millis(50),
+            ..FetchConfig::default()
+        };
+        let (f, store, _dir) = flaky(&[Fault::StallAfter(7)], config);
+        let data = sample(20);
+        let etag = store.inner.put("k", data.clone());
+        let key = Key::new("k").unwrap();
+        assert!(f.read_pinned(&key, &etag, 0..20).await.unwrap() == data);
+        assert_eq!(*store.asked.lock(), vec![Some(0..20), Some(7..20)]);
+    }
+
+    #[tokio::test]
+    async fn a_request_the_store_gave_up_on_is_not_tried_again() {
+        let (f, store, _dir) = flaky(&[Fault::Refuse], FetchConfig::default());
+        let etag = store.inner.put("k", sample(20));
+        let key = Key::new("k").unwrap();
+        let err = f.read_pinned(&key, &etag, 0..20).await.unwrap_err();
+        assert!(matches!(err, FetchError::Store(StoreError::Unreachable(_))));
+        assert_eq!(store.asked.lock().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn body_failures_stop_after_the_bounded_attempts() {
+        let cuts = [Fault::CutAfter(1); 5];
+        let (f, store, _dir) = flaky(&cuts, FetchConfig::default());
+        let etag = store.inner.put("k", sample(20));
+        let key = Key::new("k").unwrap();
+        let err = f.read_pinned(&key, &etag, 0..20).await.unwrap_err();
+        assert!(err.to_string().contains("after 3 attempts"), "{err}");
+        assert_eq!(store.asked.lock().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_read_of_another_version_fails_as_changed() {
+        let (f, store, _dir) = flaky(&[], FetchConfig::default());
+        let old = store.inner.put("k", sample(20));
+        store.inner.put("k", sample(21));
+        let key = Key::new("k").unwrap();
+        let err = f.read_pinned(&key, &old, 0..20).await.unwrap_err();
+        assert!(matches!(err, FetchError::Store(StoreError::Changed { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_download_resumes_into_its_temp_file_and_counts_each_byte_once() {
+        let (f, store, dir) = flaky(&[Fault::CutAfter(400)], FetchConfig::default());
+        let data = sample(1000);
+        let etag = store.inner.put("k", data.clone());
+        let key = Key::new("k").unwrap();
+        f.ensure(&key, &etag, 1000, Path::new("k")).await.unwrap();
+        assert!(std::fs::read(dir.path().join("k")).unwrap() == data);
+        assert_eq!(*store.asked.lock(), vec![None, Some(400..1000)]);
+        assert_eq!(f.bytes_received(), 1000);
     }
 
     #[test]

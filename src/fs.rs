@@ -3,27 +3,39 @@
 //! the metadata TTL, persisted, served from the mirror when S3 is away); a file
 //! the mirror holds at the listed ETag is read from the mirror; any other file is
 //! streamed to the reader while the one shared download path persists it.
+//!
+//! `Fs` composes the parts, each in a module of its own: the inode table, the
+//! listing cache, the shared downloads, the sibling warm-up and the open handles.
 
+pub mod error;
+mod handles;
+mod inodes;
 pub mod listing;
+mod listing_cache;
+mod siblings;
 pub mod stream;
+mod streams;
 
-use std::collections::HashMap;
 use std::fs::File;
+use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
-use tokio::sync::Semaphore;
 
-use crate::fetch::{FetchError, Fetcher, Observer, Outcome, backoff};
-use crate::layout::{Placement, place_alone};
-use crate::mirror::{LocalStatus, Mirror};
-use crate::store::{ETag, GetRequest, Key, ObjectStore, StoreError};
-use listing::{Entry, InFlight};
-use stream::{Finished, Ready, Stream, read_full};
+use crate::fetch::Fetcher;
+use crate::store::{ETag, Key, ObjectStore};
+pub use error::FsError;
+use handles::Handles;
+use inodes::{InodeTable, Node};
+use listing_cache::ListingCache;
+pub use listing_cache::{LIST_AHEAD_AT_ONCE, LIST_AHEAD_MAX, OFFLINE_BACKOFF};
+use siblings::Siblings;
+pub use siblings::{SIBLING_MAX_SIZE, SIBLINGS_AT_ONCE, SIBLINGS_MAX};
+use stream::{Ready, Stream, read_full};
+use streams::Streams;
 
 /// An inode number; the root is 1.
 pub type Ino = u64;
@@ -31,21 +43,6 @@ pub const ROOT_INO: Ino = 1;
 
 /// Longest a read waits for its bytes before it fails with EIO.
 pub const READ_WAIT: Duration = Duration::from_secs(120);
-/// After a failed listing, how long S3 is not asked again (reads still try).
-pub const OFFLINE_BACKOFF: Duration = Duration::from_secs(30);
-/// Siblings fetched in the background when one file of a directory is read cold:
-/// at most this many, each at most `SIBLING_MAX_SIZE`, `SIBLINGS_AT_ONCE` at a time.
-pub const SIBLINGS_MAX: usize = 256;
-pub const SIBLING_MAX_SIZE: u64 = 32 << 20;
-pub const SIBLINGS_AT_ONCE: usize = 16;
-/// When a directory is read, the listings of its subdirectories are fetched ahead
-/// in the background (at most `LIST_AHEAD_MAX` of them, `LIST_AHEAD_AT_ONCE` at a
-/// time), so a walk such as `find` pays S3 latency about once per level, not once
-/// per directory.
-pub const LIST_AHEAD_MAX: usize = 64;
-pub const LIST_AHEAD_AT_ONCE: usize = 8;
-/// Longest a reader waits for a look-ahead listing before it lists by itself.
-const LIST_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileKind {
@@ -65,21 +62,6 @@ pub struct Attr {
     pub gid: u32,
 }
 
-/// Failures of filesystem operations; the FUSE adapter maps each to one errno.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum FsError {
-    #[error("no such file or directory")]
-    NotFound,
-    #[error("not a directory")]
-    NotADirectory,
-    #[error("is a directory")]
-    IsADirectory,
-    #[error("stale file handle")]
-    BadHandle,
-    #[error("I/O error: {0}")]
-    Io(String),
-}
-
 /// How the filesystem presents the bucket.
 #[derive(Clone, Debug)]
 pub struct FsConfig {
@@ -90,35 +72,20 @@ pub struct FsConfig {
     pub gid: u32,
 }
 
-struct Node {
-    parent: Ino,
-    kind: FileKind,
-    /// The directory's key prefix (ending in `/`, or the root prefix) or the file's key.
-    path: String,
-    entry: Entry,
-}
-
-#[derive(Default)]
-struct Inodes {
-    nodes: HashMap<Ino, Node>,
-    by_name: HashMap<(Ino, String), Ino>,
-}
-
-struct Listing {
-    fetched: Instant,
-    entries: Arc<Vec<Entry>>,
-}
-
 enum OpenFile {
     Local(Arc<File>),
-    Stream {
-        stream: Arc<Stream>,
-        key: Key,
-        etag: ETag,
-        size: u64,
-        rel: PathBuf,
-        local: Mutex<Option<Arc<File>>>,
-    },
+    Stream(Streamed),
+}
+
+/// A file opened while the mirror did not hold its version.
+struct Streamed {
+    stream: Arc<Stream>,
+    key: Key,
+    etag: ETag,
+    size: u64,
+    rel: PathBuf,
+    /// The mirror's copy, once the download is committed.
+    local: Mutex<Option<Arc<File>>>,
 }
 
 /// An opened file: the handle, and the mirror file when reads can bypass the daemon.
@@ -129,25 +96,15 @@ pub struct Opened {
 
 /// The filesystem.
 pub struct Fs {
-    store: Arc<dyn ObjectStore>,
     fetcher: Fetcher,
     rt: Handle,
     config: FsConfig,
-    inodes: Mutex<Inodes>,
-    next_ino: AtomicU64,
-    listings: Arc<Mutex<HashMap<String, Listing>>>,
-    inflight: Arc<InFlight>,
-    list_ahead: Arc<Semaphore>,
-    offline_until: Mutex<Option<Instant>>,
-    handles: Mutex<HashMap<u64, Arc<OpenFile>>>,
-    next_fh: AtomicU64,
-    /// Downloads readers are waiting on, by (key, ETag).
-    streams: Mutex<HashMap<(String, String), Weak<Stream>>>,
-    siblings_done: Mutex<HashMap<String, Instant>>,
-    siblings: Arc<Semaphore>,
-    /// Told the inode of every file a reader's download committed to the mirror.
-    committed: Arc<std::sync::OnceLock<CommitHook>>,
     started: SystemTime,
+    inodes: InodeTable,
+    listings: ListingCache,
+    streams: Streams,
+    siblings: Siblings,
+    handles: Handles<OpenFile>,
 }
 
 /// Called with the inode of a file whose download for readers was just committed.
@@ -158,40 +115,20 @@ pub const FILE_PERM: u16 = 0o644;
 pub const DIR_PERM: u16 = 0o755;
 
 impl Fs {
+    /// The filesystem of `config.prefix` in `store`, mirrored through `fetcher`;
+    /// background work runs on `rt`.
     pub fn new(store: Arc<dyn ObjectStore>, fetcher: Fetcher, config: FsConfig, rt: Handle) -> Fs {
-        let mut inodes = Inodes::default();
-        inodes.nodes.insert(
-            ROOT_INO,
-            Node {
-                parent: ROOT_INO,
-                kind: FileKind::Directory,
-                path: config.prefix.clone(),
-                entry: Entry {
-                    name: String::new(),
-                    dir: true,
-                    size: 0,
-                    etag: String::new(),
-                    mtime_ns: 0,
-                },
-            },
-        );
+        let mirror = Arc::clone(fetcher.mirror());
+        let ttl = config.metadata_ttl;
         Fs {
-            store,
+            inodes: InodeTable::new(&config.prefix),
+            listings: ListingCache::new(store, mirror, ttl, rt.clone()),
+            streams: Streams::new(fetcher.clone(), rt.clone()),
+            siblings: Siblings::new(fetcher.clone(), ttl, rt.clone()),
+            handles: Handles::default(),
             fetcher,
             rt,
             config,
-            inodes: Mutex::new(inodes),
-            next_ino: AtomicU64::new(ROOT_INO + 1),
-            listings: Arc::default(),
-            inflight: Arc::default(),
-            list_ahead: Arc::new(Semaphore::new(LIST_AHEAD_AT_ONCE)),
-            offline_until: Mutex::new(None),
-            handles: Mutex::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
-            streams: Mutex::new(HashMap::new()),
-            siblings_done: Mutex::new(HashMap::new()),
-            siblings: Arc::new(Semaphore::new(SIBLINGS_AT_ONCE)),
-            committed: Arc::default(),
             started: SystemTime::now(),
         }
     }
@@ -200,16 +137,12 @@ impl Fs {
     /// are ignored). The FUSE adapter drops the kernel's cached pages of the file
     /// then: from now on its reads go to the mirror file.
     pub fn on_commit(&self, hook: CommitHook) {
-        let _ = self.committed.set(hook);
+        self.streams.on_commit(hook);
     }
 
     /// How long the kernel may cache names and attributes.
     pub fn ttl(&self) -> Duration {
         self.config.metadata_ttl
-    }
-
-    fn mirror(&self) -> &Arc<Mirror> {
-        self.fetcher.mirror()
     }
 
     fn attr_of(&self, ino: Ino, node: &Node) -> Attr {
@@ -229,495 +162,163 @@ impl Fs {
         }
     }
 
-    fn dir_path(&self, ino: Ino) -> Result<String, FsError> {
-        let inodes = self.inodes.lock();
-        let node = inodes.nodes.get(&ino).ok_or(FsError::NotFound)?;
-        match node.kind {
-            FileKind::Directory => Ok(node.path.clone()),
-            FileKind::File => Err(FsError::NotADirectory),
-        }
-    }
-
-    /// The node for `name` in `parent`, created or updated from a listing entry.
-    fn child(&self, parent: Ino, parent_path: &str, entry: &Entry) -> (Ino, Attr) {
-        let (kind, path) = if entry.dir {
-            (FileKind::Directory, format!("{parent_path}{}/", entry.name))
-        } else {
-            (FileKind::File, format!("{parent_path}{}", entry.name))
-        };
-        let mut inodes = self.inodes.lock();
-        let key = (parent, entry.name.clone());
-        let ino = match inodes.by_name.get(&key) {
-            Some(&ino) if inodes.nodes.get(&ino).is_some_and(|n| n.kind == kind) => ino,
-            _ => {
-                let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
-                inodes.by_name.insert(key, ino);
-                ino
-            }
-        };
-        let node = Node {
-            parent,
-            kind,
-            path,
-            entry: entry.clone(),
-        };
-        let attr = self.attr_of(ino, &node);
-        inodes.nodes.insert(ino, node);
-        (ino, attr)
-    }
-
+    /// The attributes of `ino`.
     pub fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
-        let inodes = self.inodes.lock();
-        let node = inodes.nodes.get(&ino).ok_or(FsError::NotFound)?;
-        Ok(self.attr_of(ino, node))
+        self.inodes.with(ino, |node| self.attr_of(ino, node))
     }
 
+    /// The attributes of `name` in directory `parent`.
     pub fn lookup(&self, parent: Ino, name: &str) -> Result<Attr, FsError> {
-        let path = self.dir_path(parent)?;
-        let entries = self.entries(&path)?;
+        let path = self.inodes.dir_path(parent)?;
+        let entries = self.listings.entries(&path);
         let at = entries
             .binary_search_by(|e| e.name.as_str().cmp(name))
-            .map_err(|_| FsError::NotFound)?;
-        Ok(self.child(parent, &path, &entries[at]).1)
+            .map_err(|_| FsError::not_found())?;
+        let attr_of = |ino, node: &Node| self.attr_of(ino, node);
+        Ok(self.inodes.child(parent, &path, &entries[at], attr_of))
     }
 
     /// The directory's entries with their attributes, `.` and `..` first. Starts
     /// the look-ahead listing of its subdirectories.
     pub fn readdir(&self, ino: Ino) -> Result<Vec<(Attr, String)>, FsError> {
-        let path = self.dir_path(ino)?;
-        let entries = self.entries(&path)?;
-        let parent = self
-            .inodes
-            .lock()
-            .nodes
-            .get(&ino)
-            .map_or(ROOT_INO, |n| n.parent);
+        let path = self.inodes.dir_path(ino)?;
+        let entries = self.listings.entries(&path);
+        let parent = self.inodes.with(ino, |n| n.parent).unwrap_or(ROOT_INO);
         let mut out = Vec::with_capacity(entries.len() + 2);
         out.push((self.getattr(ino)?, ".".to_string()));
         out.push((self.getattr(parent)?, "..".to_string()));
         for entry in entries.iter() {
-            let (_, attr) = self.child(ino, &path, entry);
+            let attr = self
+                .inodes
+                .child(ino, &path, entry, |ino, node| self.attr_of(ino, node));
             out.push((attr, entry.name.clone()));
         }
-        self.list_ahead(&path, &entries);
+        self.listings.list_ahead(&path, &entries);
         Ok(out)
     }
 
-    /// The cached listing of `prefix`, if younger than the TTL.
-    fn fresh(&self, prefix: &str) -> Option<Arc<Vec<Entry>>> {
-        self.listings
-            .lock()
-            .get(prefix)
-            .filter(|l| l.fetched.elapsed() < self.config.metadata_ttl)
-            .map(|l| Arc::clone(&l.entries))
-    }
-
-    fn is_offline(&self) -> bool {
-        self.offline_until
-            .lock()
-            .is_some_and(|until| Instant::now() < until)
-    }
-
-    /// Lists the subdirectories of `parent` in the background, bounded, skipping
-    /// those cached or already on their way. Best effort: a failure only means the
-    /// reader lists the directory itself when it gets there.
-    fn list_ahead(&self, parent: &str, entries: &[Entry]) {
-        if self.is_offline() {
-            return;
-        }
-        let prefixes: Vec<String> = entries
-            .iter()
-            .filter(|e| e.dir)
-            .map(|e| format!("{parent}{}/", e.name))
-            .filter(|p| self.fresh(p).is_none() && !self.inflight.contains(p))
-            .take(LIST_AHEAD_MAX)
-            .collect();
-        for prefix in prefixes {
-            let store = Arc::clone(&self.store);
-            let mirror = Arc::clone(self.mirror());
-            let listings = Arc::clone(&self.listings);
-            let inflight = Arc::clone(&self.inflight);
-            let permits = Arc::clone(&self.list_ahead);
-            let ttl = self.config.metadata_ttl;
-            self.rt.spawn(async move {
-                let Ok(_permit) = permits.acquire_owned().await else {
-                    return;
-                };
-                // Claimed only once it can start, so a reader never waits on a queued one.
-                let fresh = listings
-                    .lock()
-                    .get(&prefix)
-                    .is_some_and(|l| l.fetched.elapsed() < ttl);
-                let Some(_claim) = (!fresh).then(|| inflight.begin(&prefix)).flatten() else {
-                    return;
-                };
-                // After a restart, a saved listing younger than the TTL will do.
-                if let Some((entries, age)) = listing::load(&mirror, store.bucket(), &prefix)
-                    && age < ttl
-                {
-                    remember(&listings, &prefix, entries, age);
-                    return;
-                }
-                match listing::list_dir(store.as_ref(), &prefix).await {
-                    Ok(entries) => {
-                        listing::persist(&mirror, store.bucket(), &prefix, &entries);
-                        remember(&listings, &prefix, entries, Duration::ZERO);
-                    }
-                    Err(e) => tracing::debug!(prefix, "look-ahead listing failed: {e}"),
-                }
-            });
-        }
-    }
-
-    /// The listing of `prefix`: cached, else from S3, else persisted, else rebuilt
-    /// from the mirror. S3 being away is a warning, not an error to the reader.
-    fn entries(&self, prefix: &str) -> Result<Arc<Vec<Entry>>, FsError> {
-        let ttl = self.config.metadata_ttl;
-        if let Some(entries) = self.fresh(prefix) {
-            return Ok(entries);
-        }
-        let bucket = self.store.bucket().to_string();
-        let saved = || listing::load(self.mirror(), &bucket, prefix);
-        // After a restart, a saved listing younger than the TTL is as good as a new one.
-        if !self.listings.lock().contains_key(prefix)
-            && let Some((entries, age)) = saved()
-            && age < ttl
-        {
-            return Ok(remember(&self.listings, prefix, entries, age));
-        }
-        if !self.is_offline() {
-            // A look-ahead may be listing this directory already: wait for it
-            // rather than send the same LIST twice.
-            self.inflight.wait(prefix, LIST_WAIT);
-            if let Some(entries) = self.fresh(prefix) {
-                return Ok(entries);
-            }
-            let _claim = self.inflight.begin(prefix);
-            match self
-                .rt
-                .block_on(listing::list_dir(self.store.as_ref(), prefix))
-            {
-                Ok(entries) => {
-                    *self.offline_until.lock() = None;
-                    listing::persist(self.mirror(), &bucket, prefix, &entries);
-                    return Ok(remember(&self.listings, prefix, entries, Duration::ZERO));
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        prefix,
-                        "cannot list S3 ({e}); serving what the mirror knows"
-                    );
-                    *self.offline_until.lock() = Some(Instant::now() + OFFLINE_BACKOFF);
-                }
-            }
-        }
-        let cached = self
-            .listings
-            .lock()
-            .get(prefix)
-            .map(|l| Arc::clone(&l.entries));
-        let entries = match cached {
-            Some(entries) => (*entries).clone(),
-            None => saved()
-                .map(|(entries, _)| entries)
-                .or_else(|| listing::from_mirror(self.mirror(), prefix))
-                .unwrap_or_default(),
-        };
-        Ok(remember(&self.listings, prefix, entries, Duration::ZERO))
-    }
-
-    /// Where `key` lives in the mirror (the same placement prefetch uses).
-    fn mirror_path(&self, key: &str, size: u64) -> PathBuf {
-        match place_alone(key, size) {
-            Placement::File(path) => self.mirror().resolve(key, &path),
-            Placement::Directory(path) => path,
-            Placement::Renamed { path, .. } => path,
-        }
-    }
-
+    /// Opens a file: from the mirror if it holds the listed version, else as a
+    /// stream of the download readers of that version share.
     pub fn open(&self, ino: Ino) -> Result<Opened, FsError> {
-        let (parent, key, entry) = {
-            let inodes = self.inodes.lock();
-            let node = inodes.nodes.get(&ino).ok_or(FsError::NotFound)?;
-            if node.kind == FileKind::Directory {
-                return Err(FsError::IsADirectory);
-            }
-            (node.parent, node.path.clone(), node.entry.clone())
-        };
-        let rel = self.mirror_path(&key, entry.size);
-        let mirror = self.mirror();
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        if mirror.status(&rel, &key, &entry.etag, entry.size) == LocalStatus::Current
-            && let Ok(file) = File::open(mirror.root().join(&rel))
-        {
+        let (kind, parent, key, entry) = self
+            .inodes
+            .with(ino, |n| (n.kind, n.parent, n.path.clone(), n.entry.clone()))?;
+        if kind == FileKind::Directory {
+            return Err(FsError::is_a_directory());
+        }
+        let mirror = self.fetcher.mirror();
+        let rel = mirror.path_for(&key, entry.size);
+        if let Some(file) = mirror.open_current(&rel, &key, &entry.etag, entry.size) {
             let file = Arc::new(file);
-            self.handles
-                .lock()
-                .insert(fh, Arc::new(OpenFile::Local(Arc::clone(&file))));
+            let fh = self.handles.insert(OpenFile::Local(Arc::clone(&file)));
             return Ok(Opened {
                 fh,
                 local: Some(file),
             });
         }
-        let key = Key::new(key).map_err(|e| FsError::Io(e.to_string()))?;
+        let key = Key::new(key).map_err(|e| FsError::io("not an object key", e))?;
         let etag = ETag::new(&entry.etag);
-        let stream = self.stream_for(ino, &key, &etag, entry.size, &rel);
-        self.handles.lock().insert(
-            fh,
-            Arc::new(OpenFile::Stream {
-                stream,
-                key,
-                etag,
-                size: entry.size,
-                rel,
-                local: Mutex::new(None),
-            }),
-        );
+        let stream = self.streams.open(ino, &key, &etag, entry.size, &rel);
+        let fh = self.handles.insert(OpenFile::Stream(Streamed {
+            stream,
+            key,
+            etag,
+            size: entry.size,
+            rel,
+            local: Mutex::new(None),
+        }));
         self.fetch_siblings(parent);
         Ok(Opened { fh, local: None })
     }
 
-    /// The download readers of `key` share, started if none is running.
-    fn stream_for(
-        &self,
-        ino: Ino,
-        key: &Key,
-        etag: &ETag,
-        size: u64,
-        rel: &std::path::Path,
-    ) -> Arc<Stream> {
-        let mut streams = self.streams.lock();
-        streams.retain(|_, s| s.strong_count() > 0);
-        let id = (key.as_str().to_string(), etag.as_str().to_string());
-        if let Some(stream) = streams.get(&id).and_then(Weak::upgrade)
-            && !stream.failed()
-        {
-            return stream;
-        }
-        let stream = Arc::new(Stream::default());
-        streams.insert(id, Arc::downgrade(&stream));
-        let (fetcher, key, etag, rel) = (
-            self.fetcher.clone(),
-            key.clone(),
-            etag.clone(),
-            rel.to_path_buf(),
-        );
-        let observer = Arc::clone(&stream);
-        let committed = Arc::clone(&self.committed);
-        self.rt.spawn(async move {
-            let result = fetcher
-                .ensure_observed(
-                    &key,
-                    &etag,
-                    size,
-                    &rel,
-                    Some(Arc::clone(&observer) as Arc<dyn Observer>),
-                )
-                .await;
-            match result {
-                Ok(outcome) => {
-                    observer.finish(Finished::Complete);
-                    if matches!(outcome, Outcome::Downloaded { .. })
-                        && let Some(hook) = committed.get()
-                    {
-                        hook(ino);
-                    }
-                }
-                Err(FetchError::Mirror(e)) => {
-                    // The copy is best effort to a reader: its bytes still come from S3.
-                    tracing::error!(%key, "cannot persist to the mirror ({e}); serving it from S3");
-                    observer.finish(Finished::Unpersisted);
-                }
-                Err(e) => {
-                    tracing::warn!(%key, "download failed: {e}");
-                    observer.finish(Finished::Failed(e.to_string()));
-                }
-            }
-        });
-        stream
-    }
-
-    /// After a cold read in a directory, fetches its other files in the background
-    /// (bounded), so a pass over a folder does not wait on S3 file by file.
+    /// After a cold read in a directory, fetches its other files in the background.
     fn fetch_siblings(&self, dir: Ino) {
-        let Ok(prefix) = self.dir_path(dir) else {
+        let Ok(prefix) = self.inodes.dir_path(dir) else {
             return;
         };
-        {
-            let mut done = self.siblings_done.lock();
-            if done
-                .get(&prefix)
-                .is_some_and(|t| t.elapsed() < self.config.metadata_ttl)
-            {
-                return;
-            }
-            done.insert(prefix.clone(), Instant::now());
+        if !self.siblings.claim(&prefix) {
+            return;
         }
-        let Some(entries) = self
-            .listings
-            .lock()
-            .get(&prefix)
-            .map(|l| Arc::clone(&l.entries))
-        else {
-            return;
-        };
-        let jobs: Vec<(Key, ETag, u64, PathBuf)> = entries
-            .iter()
-            .filter(|e| !e.dir && e.size <= SIBLING_MAX_SIZE)
-            .take(SIBLINGS_MAX)
-            .filter_map(|e| {
-                let key = Key::new(format!("{prefix}{}", e.name)).ok()?;
-                let rel = self.mirror_path(key.as_str(), e.size);
-                Some((key, ETag::new(&e.etag), e.size, rel))
-            })
-            .collect();
-        for (key, etag, size, rel) in jobs {
-            let (fetcher, permits) = (self.fetcher.clone(), Arc::clone(&self.siblings));
-            self.rt.spawn(async move {
-                let Ok(_permit) = permits.acquire_owned().await else {
-                    return;
-                };
-                if let Err(e) = fetcher.ensure(&key, &etag, size, &rel).await {
-                    tracing::debug!(%key, "background fetch failed: {e}");
-                }
-            });
+        if let Some(entries) = self.listings.cached(&prefix) {
+            self.siblings.warm(&prefix, &entries);
         }
     }
 
+    /// Up to `size` bytes of the open file `fh` at `offset` (fewer at its end).
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
-        let handle = self
-            .handles
-            .lock()
-            .get(&fh)
-            .cloned()
-            .ok_or(FsError::BadHandle)?;
-        match handle.as_ref() {
+        match self.handles.get(fh)?.as_ref() {
             OpenFile::Local(file) => read_at(file, offset, size),
-            OpenFile::Stream {
-                stream,
-                key,
-                etag,
-                size: object_size,
-                rel,
-                local,
-            } => {
-                if let Some(file) = local.lock().as_ref() {
-                    return read_at(file, offset, size);
-                }
-                let end = offset.saturating_add(u64::from(size)).min(*object_size);
-                if offset >= end {
-                    return Ok(Vec::new());
-                }
-                match stream.read(offset..end, READ_WAIT) {
-                    Ok(Ready::Data(bytes)) => Ok(bytes),
-                    Ok(Ready::ReadMirror) => {
-                        let file = Arc::new(
-                            File::open(self.mirror().root().join(rel))
-                                .map_err(|e| FsError::Io(e.to_string()))?,
-                        );
-                        *local.lock() = Some(Arc::clone(&file));
-                        read_at(&file, offset, size)
-                    }
-                    Ok(Ready::FetchDirect) => self.read_direct(key, etag, offset..end),
-                    Err(e) => Err(FsError::Io(e)),
-                }
+            OpenFile::Stream(streamed) => self.read_streamed(streamed, offset, size),
+        }
+    }
+
+    /// A read of a file opened as a stream: from the file being filled, from the
+    /// mirror once the download is committed, or by a ranged GET of its own.
+    fn read_streamed(&self, file: &Streamed, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+        if let Some(local) = file.local.lock().as_ref() {
+            return read_at(local, offset, size);
+        }
+        let end = offset.saturating_add(u64::from(size)).min(file.size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let ready = file
+            .stream
+            .read(offset..end, READ_WAIT)
+            .map_err(|e| FsError::io("cannot read the download", e))?;
+        match ready {
+            Ready::Data(bytes) => Ok(bytes),
+            Ready::ReadMirror => {
+                let mirror = self.fetcher.mirror();
+                let local = mirror
+                    .open_copy(&file.rel)
+                    .map_err(|e| FsError::io("cannot open the mirrored file", e))?;
+                let local = Arc::new(local);
+                *file.local.lock() = Some(Arc::clone(&local));
+                read_at(&local, offset, size)
             }
+            Ready::FetchDirect => self.read_direct(&file.key, &file.etag, offset..end),
         }
     }
 
     /// A ranged GET of its own for a read far ahead of the download (or of one that
     /// cannot be persisted), pinned to the version the handle opened. A body that
     /// breaks off or stalls resumes where it stopped, as downloads do.
-    fn read_direct(
-        &self,
-        key: &Key,
-        etag: &ETag,
-        range: std::ops::Range<u64>,
-    ) -> Result<Vec<u8>, FsError> {
-        let store = Arc::clone(&self.store);
-        let config = self.fetcher.config().clone();
-        let fetch = async move {
-            let mut out = Vec::with_capacity((range.end - range.start) as usize);
-            let mut attempt = 1;
-            loop {
-                let start = range.start + out.len() as u64;
-                let request = GetRequest {
-                    key: key.clone(),
-                    range: Some(start..range.end),
-                    if_match: Some(etag.clone()),
-                };
-                // A failed request was retried by the store itself; only the body is retried here.
-                let mut response = store.get(request).await?;
-                let body = async {
-                    loop {
-                        let chunk =
-                            tokio::time::timeout(config.stall_timeout, response.body.next_chunk())
-                                .await
-                                .map_err(|_| StoreError::Body("stalled".into()))??;
-                        let Some(chunk) = chunk else { break };
-                        out.extend_from_slice(&chunk);
-                        if out.len() as u64 > range.end - range.start {
-                            return Err(StoreError::Body("body longer than asked".into()));
-                        }
-                    }
-                    if (out.len() as u64) < range.end - range.start {
-                        return Err(StoreError::Body("body cut short".into()));
-                    }
-                    Ok(())
-                }
-                .await;
-                match body {
-                    Ok(()) => return Ok::<_, StoreError>(out),
-                    Err(e) if e.is_transient() && attempt < config.max_attempts => {
-                        tracing::debug!(%key, attempt, error = %e, "direct read failed; resuming");
-                        tokio::time::sleep(backoff(attempt)).await;
-                        attempt += 1;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        };
+    fn read_direct(&self, key: &Key, etag: &ETag, range: Range<u64>) -> Result<Vec<u8>, FsError> {
+        let fetch = self.fetcher.read_pinned(key, etag, range);
         self.rt
             .block_on(async move { tokio::time::timeout(READ_WAIT, fetch).await })
-            .map_err(|_| FsError::Io("ranged read timed out".into()))?
-            .map_err(|e| FsError::Io(e.to_string()))
+            .map_err(|_| {
+                FsError::new(
+                    libc::EIO,
+                    format!("ranged read timed out after {READ_WAIT:?}"),
+                )
+            })?
+            .map_err(|e| FsError::io("ranged read failed", e))
     }
 
+    /// Closes `fh`.
     pub fn release(&self, fh: u64) {
-        self.handles.lock().remove(&fh);
+        self.handles.remove(fh);
     }
-}
-
-/// Caches a listing as fetched `age` ago, and returns it.
-fn remember(
-    listings: &Mutex<HashMap<String, Listing>>,
-    prefix: &str,
-    entries: Vec<Entry>,
-    age: Duration,
-) -> Arc<Vec<Entry>> {
-    let entries = Arc::new(entries);
-    let fetched = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-    listings.lock().insert(
-        prefix.to_string(),
-        Listing {
-            fetched,
-            entries: Arc::clone(&entries),
-        },
-    );
-    entries
 }
 
 fn read_at(file: &File, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
     let mut buf = vec![0u8; size as usize];
-    let n = read_full(file, &mut buf, offset).map_err(|e| FsError::Io(e.to_string()))?;
+    let n = read_full(file, &mut buf, offset)
+        .map_err(|e| FsError::io("cannot read the mirrored file", e))?;
     buf.truncate(n);
     Ok(buf)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::Instant;
+
     use super::*;
     use crate::fetch::FetchConfig;
+    use crate::mirror::{LocalStatus, Mirror};
     use crate::store::memory::MemoryStore;
 
     struct Fixture {
@@ -818,9 +419,13 @@ mod tests {
             (one.size, one.perm, one.uid, one.gid),
             (1000, FILE_PERM, 1, 2)
         );
-        assert_eq!(f.fs.lookup(a.ino, "nope"), Err(FsError::NotFound));
-        assert_eq!(f.fs.lookup(one.ino, "x"), Err(FsError::NotADirectory));
-        assert_eq!(f.fs.open(a.ino).err(), Some(FsError::IsADirectory));
+        fn errno<T>(r: Result<T, FsError>) -> Option<libc::c_int> {
+            r.err().map(|e| e.errno())
+        }
+        assert_eq!(errno(f.fs.lookup(a.ino, "nope")), Some(libc::ENOENT));
+        assert_eq!(errno(f.fs.lookup(one.ino, "x")), Some(libc::ENOTDIR));
+        assert_eq!(errno(f.fs.open(a.ino)), Some(libc::EISDIR));
+        assert_eq!(errno(f.fs.read(999, 0, 1)), Some(libc::EBADF));
         let x = f.fs.lookup(ROOT_INO, "x").unwrap();
         assert_eq!(
             f.fs.readdir(x.ino).unwrap().len(),
@@ -880,9 +485,12 @@ mod tests {
         );
         let top = f.fs.lookup(ROOT_INO, "top").unwrap();
         let opened = f.fs.open(top.ino).unwrap();
+        let err = f.fs.read(opened.fh, 0, 10).unwrap_err();
+        assert_eq!(err.errno(), libc::EIO, "not mirrored: EIO");
         assert!(
-            matches!(f.fs.read(opened.fh, 0, 10), Err(FsError::Io(_))),
-            "not mirrored: EIO"
+            err.chain().contains("memory store is offline"),
+            "the cause is kept: {}",
+            err.chain()
         );
     }
 
@@ -892,7 +500,7 @@ mod tests {
         f.fs.readdir(ROOT_INO).unwrap();
         let a = f.fs.lookup(ROOT_INO, "a").unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while f.fs.fresh("a/").is_none() && Instant::now() < deadline {
+        while f.fs.listings.fresh("a/").is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         // With S3 away, only a listing fetched ahead can name these.
@@ -909,7 +517,10 @@ mod tests {
         f.fs.readdir(ROOT_INO).unwrap();
         // The subdirectories are listed ahead; let that finish first.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while ["a/", "x/"].iter().any(|p| f.fs.fresh(p).is_none()) {
+        while ["a/", "x/"]
+            .iter()
+            .any(|p| f.fs.listings.fresh(p).is_none())
+        {
             assert!(Instant::now() < deadline, "look-ahead listings arrive");
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -929,7 +540,7 @@ mod tests {
         assert_eq!(restarted.readdir(ROOT_INO).unwrap().len(), 5);
         // Its own look-ahead finds the saved listings of the subdirectories too.
         std::thread::sleep(Duration::from_millis(200));
-        assert!(restarted.fresh("a/").is_some());
+        assert!(restarted.listings.fresh("a/").is_some());
         assert_eq!(
             f.store.lists.load(Ordering::Relaxed),
             lists,

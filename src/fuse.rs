@@ -16,6 +16,7 @@ use fuser::{
     Request, Session, SessionACL,
 };
 use parking_lot::Mutex;
+use tracing::Level;
 
 use crate::fs::{Attr, FileKind, Fs, FsError};
 
@@ -27,22 +28,18 @@ pub struct MountConfig {
     pub threads: usize,
 }
 
-/// The one errno for each failure.
-fn errno(err: &FsError) -> Errno {
-    match err {
-        FsError::NotFound => Errno::ENOENT,
-        FsError::NotADirectory => Errno::ENOTDIR,
-        FsError::IsADirectory => Errno::EISDIR,
-        FsError::BadHandle => Errno::EBADF,
-        FsError::Io(_) => Errno::EIO,
+/// The one way a failure reaches the kernel: logged, with its whole chain of
+/// causes, at the error's own level, and answered with its errno.
+fn failed(op: &'static str, err: &FsError) -> Errno {
+    let chain = err.chain();
+    match err.level() {
+        Level::ERROR => tracing::error!(op, "{chain}"),
+        Level::WARN => tracing::warn!(op, "{chain}"),
+        Level::INFO => tracing::info!(op, "{chain}"),
+        Level::DEBUG => tracing::debug!(op, "{chain}"),
+        Level::TRACE => tracing::trace!(op, "{chain}"),
     }
-}
-
-fn log_failure(op: &str, err: &FsError) {
-    match err {
-        FsError::NotFound => tracing::debug!(op, "{err}"),
-        _ => tracing::warn!(op, "{err}"),
-    }
+    Errno::from_i32(err.errno())
 }
 
 fn file_attr(attr: &Attr) -> FileAttr {
@@ -134,35 +131,33 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let Some(name) = name.to_str() else {
-            return reply.error(Errno::ENOENT);
+        // Every key S3 lists is UTF-8, so no other name can exist here.
+        let found = match name.to_str() {
+            Some(name) => self.fs.lookup(parent.0, name),
+            None => Err(FsError::not_found()),
         };
-        match self.fs.lookup(parent.0, name) {
+        match found {
             Ok(attr) => reply.entry(&self.fs.ttl(), &file_attr(&attr), Generation(0)),
-            Err(e) => {
-                log_failure("lookup", &e);
-                reply.error(errno(&e))
-            }
+            Err(e) => reply.error(failed("lookup", &e)),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0) {
             Ok(attr) => reply.attr(&self.fs.ttl(), &file_attr(&attr)),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(failed("getattr", &e)),
         }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if flags.acc_mode() != OpenAccMode::O_RDONLY {
-            return reply.error(Errno::EROFS);
-        }
-        let opened = match self.fs.open(ino.0) {
+        let opened = if flags.acc_mode() != OpenAccMode::O_RDONLY {
+            Err(FsError::read_only())
+        } else {
+            self.fs.open(ino.0)
+        };
+        let opened = match opened {
             Ok(opened) => opened,
-            Err(e) => {
-                log_failure("open", &e);
-                return reply.error(errno(&e));
-            }
+            Err(e) => return reply.error(failed("open", &e)),
         };
         let mut backing = self.backing.lock();
         let Some(file) = opened.local else {
@@ -210,10 +205,7 @@ impl Filesystem for FuseFs {
     ) {
         match self.fs.read(fh.0, offset, size) {
             Ok(bytes) => reply.data(&bytes),
-            Err(e) => {
-                log_failure("read", &e);
-                reply.error(errno(&e))
-            }
+            Err(e) => reply.error(failed("read", &e)),
         }
     }
 
@@ -266,21 +258,17 @@ impl Filesystem for FuseFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.getattr(ino.0) {
-            Ok(attr) if attr.kind == FileKind::Directory => {}
-            Ok(_) => return reply.error(Errno::ENOTDIR),
-            Err(e) => return reply.error(errno(&e)),
-        }
-        match self.fs.readdir(ino.0) {
+        let listed = self.fs.getattr(ino.0).and_then(|attr| match attr.kind {
+            FileKind::Directory => self.fs.readdir(ino.0),
+            FileKind::File => Err(FsError::not_a_directory()),
+        });
+        match listed {
             Ok(entries) => {
                 let fh = self.next_dir.fetch_add(1, Ordering::Relaxed);
                 self.dirs.lock().insert(fh, Arc::new(entries));
                 reply.opened(FileHandle(fh), FopenFlags::empty())
             }
-            Err(e) => {
-                log_failure("opendir", &e);
-                reply.error(errno(&e))
-            }
+            Err(e) => reply.error(failed("opendir", &e)),
         }
     }
 
@@ -306,10 +294,7 @@ impl Filesystem for FuseFs {
     ) {
         let entries = match self.dir_entries(ino, fh) {
             Ok(entries) => entries,
-            Err(e) => {
-                log_failure("readdir", &e);
-                return reply.error(errno(&e));
-            }
+            Err(e) => return reply.error(failed("readdir", &e)),
         };
         for (i, (attr, name)) in entries.iter().enumerate().skip(offset as usize) {
             let attr = file_attr(attr);
@@ -331,10 +316,7 @@ impl Filesystem for FuseFs {
     ) {
         let entries = match self.dir_entries(ino, fh) {
             Ok(entries) => entries,
-            Err(e) => {
-                log_failure("readdirplus", &e);
-                return reply.error(errno(&e));
-            }
+            Err(e) => return reply.error(failed("readdirplus", &e)),
         };
         let ttl = self.fs.ttl();
         for (i, (attr, name)) in entries.iter().enumerate().skip(offset as usize) {
@@ -401,5 +383,34 @@ impl Mounted {
     /// Serves requests until the filesystem is unmounted.
     pub fn run(self) -> io::Result<()> {
         self.session.run()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_is_answered_with_its_own_errno() {
+        let cases = [
+            (FsError::not_found(), Errno::ENOENT),
+            (FsError::not_a_directory(), Errno::ENOTDIR),
+            (FsError::read_only(), Errno::EROFS),
+            (FsError::io("x", io::Error::other("y")), Errno::EIO),
+        ];
+        for (err, errno) in cases {
+            assert_eq!(failed("test", &err), errno, "{err}");
+        }
+    }
+
+    #[test]
+    fn passthrough_waits_for_handles_served_by_the_daemon() {
+        let mut backing = Backing::default();
+        backing.served_open(7);
+        backing.served_open(7);
+        backing.release(7, 1);
+        assert!(backing.served.contains_key(&7), "one handle still open");
+        backing.release(7, 2);
+        assert!(!backing.served.contains_key(&7));
     }
 }

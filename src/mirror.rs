@@ -4,6 +4,7 @@
 //! the clean-up of temp files left by a crash.
 
 pub mod inventory;
+mod open;
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read};

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::fetch::Observer;
+use crate::fetch::{FetchError, Observer};
 
 /// Byte ranges known to be in the file, kept sorted and merged.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -53,12 +53,13 @@ impl RangeSet {
 }
 
 /// How a download for readers ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Finished {
     /// The file is complete (it may be the temp file, now renamed, or none at all if
     /// the mirror already held the version).
     Complete,
-    Failed(String),
+    /// Every reader waiting on it fails with this.
+    Failed(Arc<FetchError>),
     /// The bytes could not be persisted (disk full, say): readers get them from S3
     /// directly, since the mirror is a best-effort copy to a reader.
     Unpersisted,
@@ -76,6 +77,17 @@ struct State {
 pub struct Stream {
     state: Mutex<State>,
     changed: Condvar,
+}
+
+/// Why a reader of a stream gets no bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("the download failed")]
+    Failed(#[source] Arc<FetchError>),
+    #[error("timed out after {0:?} waiting for the download")]
+    TimedOut(Duration),
+    #[error("cannot read the file being filled")]
+    Io(#[source] std::io::Error),
 }
 
 /// What a reader should do next.
@@ -106,23 +118,24 @@ impl Stream {
     }
 
     /// Waits until `range` can be served, up to `limit`.
-    pub fn read(&self, range: Range<u64>, limit: Duration) -> Result<Ready, String> {
+    pub fn read(&self, range: Range<u64>, limit: Duration) -> Result<Ready, StreamError> {
         let deadline = Instant::now() + limit;
         let mut state = self.state.lock();
         loop {
             if let Some(file) = &state.file
-                && (state.ranges.covers(&range) || state.finished == Some(Finished::Complete))
+                && (state.ranges.covers(&range)
+                    || matches!(state.finished, Some(Finished::Complete)))
             {
                 let file = Arc::clone(file);
                 drop(state);
                 let mut buf = vec![0u8; (range.end - range.start) as usize];
-                let n = read_full(&file, &mut buf, range.start).map_err(|e| e.to_string())?;
+                let n = read_full(&file, &mut buf, range.start).map_err(StreamError::Io)?;
                 buf.truncate(n);
                 return Ok(Ready::Data(buf));
             }
             match &state.finished {
                 Some(Finished::Complete) => return Ok(Ready::ReadMirror),
-                Some(Finished::Failed(e)) => return Err(e.clone()),
+                Some(Finished::Failed(e)) => return Err(StreamError::Failed(Arc::clone(e))),
                 Some(Finished::Unpersisted) => return Ok(Ready::FetchDirect),
                 None => {}
             }
@@ -130,7 +143,7 @@ impl Stream {
                 return Ok(Ready::FetchDirect);
             }
             if self.changed.wait_until(&mut state, deadline).timed_out() {
-                return Err("timed out waiting for the download".into());
+                return Err(StreamError::TimedOut(limit));
             }
         }
     }
@@ -214,11 +227,25 @@ mod tests {
             stream.read(FAR_AHEAD..FAR_AHEAD + 10, Duration::from_secs(1)),
             Ok(Ready::FetchDirect)
         ));
-        stream.finish(Finished::Failed("boom".into()));
-        assert_eq!(
-            stream.read(0..10, Duration::from_secs(1)).err(),
-            Some("boom".to_string())
-        );
+        let boom = Arc::new(FetchError::ShuttingDown);
+        stream.finish(Finished::Failed(Arc::clone(&boom)));
+        assert!(stream.failed());
+        match stream.read(0..10, Duration::from_secs(1)) {
+            Err(StreamError::Failed(e)) => {
+                assert!(Arc::ptr_eq(&e, &boom), "the download's own error")
+            }
+            _ => panic!("the failure reaches the reader"),
+        }
+    }
+
+    #[test]
+    fn a_reader_gives_up_at_its_limit() {
+        let stream = Stream::default();
+        let limit = Duration::from_millis(20);
+        assert!(matches!(
+            stream.read(0..10, limit),
+            Err(StreamError::TimedOut(l)) if l == limit
+        ));
     }
 
     #[test]

@@ -1,0 +1,345 @@
+//! The listing cache: each directory's listing kept for the metadata TTL, the
+//! look-ahead that lists subdirectories before a reader gets there, and the
+//! back-off that stops asking S3 for a while after a listing failed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
+
+use super::listing::{self, Entry, InFlight};
+use crate::mirror::Mirror;
+use crate::store::ObjectStore;
+
+/// After a failed listing, how long S3 is not asked again (reads still try).
+pub const OFFLINE_BACKOFF: Duration = Duration::from_secs(30);
+/// When a directory is read, the listings of its subdirectories are fetched ahead
+/// in the background (at most `LIST_AHEAD_MAX` of them, `LIST_AHEAD_AT_ONCE` at a
+/// time), so a walk such as `find` pays S3 latency about once per level, not once
+/// per directory.
+pub const LIST_AHEAD_MAX: usize = 64;
+pub const LIST_AHEAD_AT_ONCE: usize = 8;
+/// Longest a reader waits for a look-ahead listing before it lists by itself.
+const LIST_WAIT: Duration = Duration::from_secs(10);
+
+/// Directory listings by key prefix. Cheap to share: the look-ahead tasks hold it.
+pub struct ListingCache {
+    shared: Arc<Shared>,
+    rt: Handle,
+}
+
+struct Shared {
+    store: Arc<dyn ObjectStore>,
+    mirror: Arc<Mirror>,
+    ttl: Duration,
+    listings: Mutex<HashMap<String, Listing>>,
+    inflight: Arc<InFlight>,
+    ahead: Semaphore,
+    offline_until: Mutex<Option<Instant>>,
+}
+
+struct Listing {
+    fetched: Instant,
+    entries: Arc<Vec<Entry>>,
+}
+
+impl ListingCache {
+    /// An empty cache over `store`, persisting listings into `mirror`.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        mirror: Arc<Mirror>,
+        ttl: Duration,
+        rt: Handle,
+    ) -> ListingCache {
+        let shared = Shared {
+            store,
+            mirror,
+            ttl,
+            listings: Mutex::default(),
+            inflight: Arc::default(),
+            ahead: Semaphore::new(LIST_AHEAD_AT_ONCE),
+            offline_until: Mutex::new(None),
+        };
+        ListingCache {
+            shared: Arc::new(shared),
+            rt,
+        }
+    }
+
+    /// The cached listing of `prefix`, if younger than the TTL.
+    #[cfg(test)]
+    pub fn fresh(&self, prefix: &str) -> Option<Arc<Vec<Entry>>> {
+        self.shared.fresh(prefix)
+    }
+
+    /// The cached listing of `prefix`, however old.
+    pub fn cached(&self, prefix: &str) -> Option<Arc<Vec<Entry>>> {
+        let listings = self.shared.listings.lock();
+        listings.get(prefix).map(|l| Arc::clone(&l.entries))
+    }
+
+    /// The listing of `prefix`: cached, else from S3, else persisted, else rebuilt
+    /// from the mirror. S3 being away is a warning, not an error to the reader.
+    /// Blocks on S3; never call it from the runtime's own threads.
+    pub fn entries(&self, prefix: &str) -> Arc<Vec<Entry>> {
+        let shared = &self.shared;
+        if let Some(entries) = shared.fresh(prefix) {
+            return entries;
+        }
+        // After a restart, a saved listing younger than the TTL is as good as a new one.
+        if !shared.listings.lock().contains_key(prefix)
+            && let Some(entries) = shared.load_young(prefix)
+        {
+            return entries;
+        }
+        if !shared.is_offline()
+            && let Some(entries) = self.list_now(prefix)
+        {
+            return entries;
+        }
+        shared.fall_back(prefix)
+    }
+
+    /// Lists `prefix` from S3 (or takes the listing a look-ahead just brought);
+    /// `None` if S3 failed, which holds further listings off for a while.
+    fn list_now(&self, prefix: &str) -> Option<Arc<Vec<Entry>>> {
+        let shared = &self.shared;
+        // A look-ahead may be listing this directory already: wait for it rather
+        // than send the same LIST twice.
+        shared.inflight.wait(prefix, LIST_WAIT);
+        if let Some(entries) = shared.fresh(prefix) {
+            return Some(entries);
+        }
+        let _claim = shared.inflight.begin(prefix);
+        match self
+            .rt
+            .block_on(listing::list_dir(shared.store.as_ref(), prefix))
+        {
+            Ok(entries) => {
+                *shared.offline_until.lock() = None;
+                Some(shared.keep(prefix, entries))
+            }
+            Err(e) => {
+                tracing::warn!(
+                    prefix,
+                    "cannot list S3 ({e}); serving what the mirror knows"
+                );
+                *shared.offline_until.lock() = Some(Instant::now() + OFFLINE_BACKOFF);
+                None
+            }
+        }
+    }
+
+    /// Lists the subdirectories of `parent` in the background, bounded, skipping
+    /// those cached or already on their way. Best effort: a failure only means the
+    /// reader lists the directory itself when it gets there.
+    pub fn list_ahead(&self, parent: &str, entries: &[Entry]) {
+        let shared = &self.shared;
+        if shared.is_offline() {
+            return;
+        }
+        let prefixes: Vec<String> = entries
+            .iter()
+            .filter(|e| e.dir)
+            .map(|e| format!("{parent}{}/", e.name))
+            .filter(|p| shared.fresh(p).is_none() && !shared.inflight.contains(p))
+            .take(LIST_AHEAD_MAX)
+            .collect();
+        for prefix in prefixes {
+            self.rt.spawn(Arc::clone(shared).list_ahead_one(prefix));
+        }
+    }
+}
+
+impl Shared {
+    fn fresh(&self, prefix: &str) -> Option<Arc<Vec<Entry>>> {
+        self.listings
+            .lock()
+            .get(prefix)
+            .filter(|l| l.fetched.elapsed() < self.ttl)
+            .map(|l| Arc::clone(&l.entries))
+    }
+
+    fn is_offline(&self) -> bool {
+        self.offline_until
+            .lock()
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// The persisted listing of `prefix`, cached, if younger than the TTL.
+    fn load_young(&self, prefix: &str) -> Option<Arc<Vec<Entry>>> {
+        let (entries, age) = listing::load(&self.mirror, self.store.bucket(), prefix)?;
+        (age < self.ttl).then(|| self.remember(prefix, entries, age))
+    }
+
+    /// Persists and caches a listing S3 just gave.
+    fn keep(&self, prefix: &str, entries: Vec<Entry>) -> Arc<Vec<Entry>> {
+        listing::persist(&self.mirror, self.store.bucket(), prefix, &entries);
+        self.remember(prefix, entries, Duration::ZERO)
+    }
+
+    /// With S3 away: the last listing seen, else the persisted one however old,
+    /// else what the mirror holds. Cached afresh, so S3 is not asked again for a TTL.
+    fn fall_back(&self, prefix: &str) -> Arc<Vec<Entry>> {
+        let cached = self
+            .listings
+            .lock()
+            .get(prefix)
+            .map(|l| Arc::clone(&l.entries));
+        let entries = match cached {
+            Some(entries) => (*entries).clone(),
+            None => listing::load(&self.mirror, self.store.bucket(), prefix)
+                .map(|(entries, _)| entries)
+                .or_else(|| listing::from_mirror(&self.mirror, prefix))
+                .unwrap_or_default(),
+        };
+        self.remember(prefix, entries, Duration::ZERO)
+    }
+
+    /// Caches a listing as fetched `age` ago, and returns it.
+    fn remember(&self, prefix: &str, entries: Vec<Entry>, age: Duration) -> Arc<Vec<Entry>> {
+        let entries = Arc::new(entries);
+        let fetched = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        let listing = Listing {
+            fetched,
+            entries: Arc::clone(&entries),
+        };
+        self.listings.lock().insert(prefix.to_string(), listing);
+        entries
+    }
+
+    /// One look-ahead listing, once a permit lets it start.
+    async fn list_ahead_one(self: Arc<Self>, prefix: String) {
+        let Ok(_permit) = self.ahead.acquire().await else {
+            return;
+        };
+        // Claimed only once it can start, so a reader never waits on a queued one.
+        let fresh = self.fresh(&prefix).is_some();
+        let Some(_claim) = (!fresh).then(|| self.inflight.begin(&prefix)).flatten() else {
+            return;
+        };
+        // After a restart, a saved listing younger than the TTL will do.
+        if self.load_young(&prefix).is_some() {
+            return;
+        }
+        match listing::list_dir(self.store.as_ref(), &prefix).await {
+            Ok(entries) => {
+                self.keep(&prefix, entries);
+            }
+            Err(e) => tracing::debug!(prefix, "look-ahead listing failed: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    struct Fixture {
+        cache: ListingCache,
+        store: Arc<MemoryStore>,
+        mirror: Arc<Mirror>,
+        _dir: tempfile::TempDir,
+        rt: tokio::runtime::Runtime,
+    }
+
+    fn fixture(ttl: Duration) -> Fixture {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(MemoryStore::new("b"));
+        for key in ["a/1", "a/2", "b/3", "b/c/4", "top"] {
+            store.put(key, "x");
+        }
+        let mirror = Arc::new(Mirror::open(dir.path(), "b").unwrap());
+        let cache = ListingCache::new(
+            Arc::clone(&store) as Arc<dyn ObjectStore>,
+            Arc::clone(&mirror),
+            ttl,
+            rt.handle().clone(),
+        );
+        Fixture {
+            cache,
+            store,
+            mirror,
+            _dir: dir,
+            rt,
+        }
+    }
+
+    fn names(entries: &[Entry]) -> Vec<&str> {
+        entries.iter().map(|e| e.name.as_str()).collect()
+    }
+
+    fn lists(f: &Fixture) -> u64 {
+        f.store.lists.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn a_listing_is_asked_for_once_per_ttl() {
+        let f = fixture(Duration::from_secs(60));
+        assert_eq!(names(&f.cache.entries("a/")), ["1", "2"]);
+        assert_eq!(lists(&f), 1);
+        f.store.put("a/new", "x");
+        assert_eq!(names(&f.cache.entries("a/")), ["1", "2"], "cached");
+        assert_eq!(lists(&f), 1);
+        let expired = fixture(Duration::ZERO);
+        expired.cache.entries("a/");
+        expired.cache.entries("a/");
+        assert_eq!(lists(&expired), 2, "no TTL: every call lists");
+    }
+
+    #[test]
+    fn with_s3_away_the_last_listing_is_served_and_s3_left_alone_a_while() {
+        let f = fixture(Duration::ZERO);
+        f.cache.entries("a/");
+        f.store.set_offline(true);
+        assert_eq!(
+            names(&f.cache.entries("a/")),
+            ["1", "2"],
+            "the last listing"
+        );
+        // The persisted listing serves a directory this process never cached...
+        let other = fixture(Duration::ZERO);
+        let restarted = ListingCache::new(
+            Arc::clone(&other.store) as Arc<dyn ObjectStore>,
+            Arc::clone(&f.mirror),
+            Duration::ZERO,
+            f.rt.handle().clone(),
+        );
+        other.store.set_offline(true);
+        assert_eq!(names(&restarted.entries("a/")), ["1", "2"]);
+        // ...and after one failure S3 is not asked again during the back-off.
+        let asked = lists(&other);
+        other.store.set_offline(false);
+        assert!(restarted.entries("b/").is_empty(), "nothing known of b/");
+        assert_eq!(lists(&other), asked);
+    }
+
+    #[test]
+    fn subdirectories_are_listed_ahead_in_the_background() {
+        let f = fixture(Duration::from_secs(60));
+        let root = f.cache.entries("");
+        f.cache.list_ahead("", &root);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while f.cache.fresh("a/").is_none() || f.cache.fresh("b/").is_none() {
+            assert!(Instant::now() < deadline, "look-ahead listings arrive");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(lists(&f), 3, "the root, a/ and b/; not b/c/");
+        assert!(f.cache.fresh("b/c/").is_none());
+        // Nothing left to list ahead: no request.
+        f.cache.list_ahead("", &root);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(lists(&f), 3);
+    }
+}

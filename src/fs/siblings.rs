@@ -1,0 +1,142 @@
+//! The sibling warm-up: after a cold read in a directory, its other small files
+//! are fetched in the background (bounded), so a pass over a folder does not wait
+//! on S3 file by file.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
+
+use super::listing::Entry;
+use crate::fetch::Fetcher;
+use crate::store::{ETag, Key};
+
+/// Siblings fetched in the background when one file of a directory is read cold:
+/// at most this many, each at most `SIBLING_MAX_SIZE`, `SIBLINGS_AT_ONCE` at a time.
+pub const SIBLINGS_MAX: usize = 256;
+pub const SIBLING_MAX_SIZE: u64 = 32 << 20;
+pub const SIBLINGS_AT_ONCE: usize = 16;
+
+/// Which directories were warmed lately, and the budget of background fetches.
+pub struct Siblings {
+    done: Mutex<HashMap<String, Instant>>,
+    permits: Arc<Semaphore>,
+    /// A directory is warmed at most once in this long.
+    every: Duration,
+    fetcher: Fetcher,
+    rt: Handle,
+}
+
+impl Siblings {
+    /// Warms each directory at most once per `every`, fetching through `fetcher`.
+    pub fn new(fetcher: Fetcher, every: Duration, rt: Handle) -> Siblings {
+        Siblings {
+            done: Mutex::default(),
+            permits: Arc::new(Semaphore::new(SIBLINGS_AT_ONCE)),
+            every,
+            fetcher,
+            rt,
+        }
+    }
+
+    /// Claims the warm-up of directory `prefix`: false if it had one lately.
+    pub fn claim(&self, prefix: &str) -> bool {
+        let mut done = self.done.lock();
+        if done.get(prefix).is_some_and(|t| t.elapsed() < self.every) {
+            return false;
+        }
+        done.insert(prefix.to_string(), Instant::now());
+        true
+    }
+
+    /// Fetches the small files among `entries` (the listing of `prefix`) into the
+    /// mirror in the background. Best effort: a failure is only logged.
+    pub fn warm(&self, prefix: &str, entries: &[Entry]) {
+        let mirror = self.fetcher.mirror();
+        let jobs = entries
+            .iter()
+            .filter(|e| !e.dir && e.size <= SIBLING_MAX_SIZE)
+            .take(SIBLINGS_MAX)
+            .filter_map(|e| Some((Key::new(format!("{prefix}{}", e.name)).ok()?, e)))
+            .map(|(key, e)| {
+                let rel = mirror.path_for(key.as_str(), e.size);
+                (key, ETag::new(&e.etag), e.size, rel)
+            });
+        for (key, etag, size, rel) in jobs.collect::<Vec<_>>() {
+            let (fetcher, permits) = (self.fetcher.clone(), Arc::clone(&self.permits));
+            self.rt.spawn(async move {
+                let Ok(_permit) = permits.acquire_owned().await else {
+                    return;
+                };
+                if let Err(e) = fetcher.ensure(&key, &etag, size, &rel).await {
+                    tracing::debug!(%key, "background fetch failed: {e}");
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::fetch::FetchConfig;
+    use crate::fs::listing::list_dir;
+    use crate::mirror::{LocalStatus, Mirror};
+    use crate::store::ObjectStore;
+    use crate::store::memory::MemoryStore;
+
+    #[test]
+    fn a_directory_is_claimed_once_a_while() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Arc::new(Mirror::open(dir.path(), "b").unwrap());
+        let store = Arc::new(MemoryStore::new("b")) as Arc<dyn ObjectStore>;
+        let fetcher = Fetcher::new(store, mirror, FetchConfig::default());
+        let lately = Siblings::new(
+            fetcher.clone(),
+            Duration::from_secs(60),
+            rt.handle().clone(),
+        );
+        assert!(lately.claim("a/"));
+        assert!(!lately.claim("a/"));
+        assert!(lately.claim("b/"), "each directory on its own");
+        let always = Siblings::new(fetcher, Duration::ZERO, rt.handle().clone());
+        assert!(always.claim("a/"));
+        assert!(always.claim("a/"));
+    }
+
+    #[test]
+    fn small_files_are_fetched_and_large_ones_and_directories_left() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Arc::new(Mirror::open(dir.path(), "b").unwrap());
+        let store = Arc::new(MemoryStore::new("b"));
+        let small = store.put("d/small", "x");
+        let large = store.put("d/large", vec![0u8; SIBLING_MAX_SIZE as usize + 1]);
+        store.put("d/sub/inner", "x");
+        let fetcher = Fetcher::new(
+            Arc::clone(&store) as Arc<dyn ObjectStore>,
+            Arc::clone(&mirror),
+            FetchConfig::default(),
+        );
+        let siblings = Siblings::new(fetcher, Duration::from_secs(60), rt.handle().clone());
+        let entries = rt.block_on(list_dir(store.as_ref(), "d/")).unwrap();
+        siblings.warm("d/", &entries);
+        let status =
+            |key: &str, etag: &ETag, size| mirror.status(Path::new(key), key, etag.as_str(), size);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while status("d/small", &small, 1) != LocalStatus::Current {
+            assert!(Instant::now() < deadline, "the small file arrives");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let large_size = SIBLING_MAX_SIZE + 1;
+        assert_eq!(status("d/large", &large, large_size), LocalStatus::Missing);
+        assert!(!dir.path().join("d/sub").exists());
+    }
+}

@@ -1,0 +1,182 @@
+//! The downloads readers share: at most one live `Stream` per version of an
+//! object, started on the first cold open and dropped with its last reader.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, OnceLock, Weak};
+
+use parking_lot::Mutex;
+use tokio::runtime::Handle;
+
+use super::stream::{Finished, Stream};
+use super::{CommitHook, Ino};
+use crate::fetch::{FetchError, Fetcher, Observer, Outcome};
+use crate::store::{ETag, Key};
+
+/// Downloads readers are waiting on, by version.
+pub struct Streams {
+    live: Mutex<HashMap<(Key, ETag), Weak<Stream>>>,
+    fetcher: Fetcher,
+    rt: Handle,
+    /// Told the inode of every file a reader's download committed to the mirror.
+    committed: Arc<OnceLock<CommitHook>>,
+}
+
+impl Streams {
+    /// No downloads yet; each will run on `rt` through `fetcher`.
+    pub fn new(fetcher: Fetcher, rt: Handle) -> Streams {
+        Streams {
+            live: Mutex::default(),
+            fetcher,
+            rt,
+            committed: Arc::default(),
+        }
+    }
+
+    /// Sets what to do when a reader's download is committed (once; later calls
+    /// are ignored).
+    pub fn on_commit(&self, hook: CommitHook) {
+        let _ = self.committed.set(hook);
+    }
+
+    /// The download readers of `key` at `etag` share, started (into `rel` in the
+    /// mirror) if none is running, or if the last one failed: a new open tries again.
+    pub fn open(&self, ino: Ino, key: &Key, etag: &ETag, size: u64, rel: &Path) -> Arc<Stream> {
+        let mut live = self.live.lock();
+        live.retain(|_, s| s.strong_count() > 0);
+        let id = (key.clone(), etag.clone());
+        if let Some(stream) = live.get(&id).and_then(Weak::upgrade)
+            && !stream.failed()
+        {
+            return stream;
+        }
+        let stream = Arc::new(Stream::default());
+        live.insert(id, Arc::downgrade(&stream));
+        let (fetcher, committed) = (self.fetcher.clone(), Arc::clone(&self.committed));
+        let (key, etag, rel, observer) = (
+            key.clone(),
+            etag.clone(),
+            rel.to_path_buf(),
+            Arc::clone(&stream),
+        );
+        self.rt.spawn(async move {
+            let watcher = Some(Arc::clone(&observer) as Arc<dyn Observer>);
+            let result = fetcher
+                .ensure_observed(&key, &etag, size, &rel, watcher)
+                .await;
+            let downloaded = matches!(result, Ok(Outcome::Downloaded { .. }));
+            observer.finish(finished(&key, result));
+            if downloaded && let Some(hook) = committed.get() {
+                hook(ino);
+            }
+        });
+        stream
+    }
+
+    /// How many versions have a download some reader still holds.
+    #[cfg(test)]
+    fn live(&self) -> usize {
+        let live = self.live.lock();
+        live.values().filter(|s| s.strong_count() > 0).count()
+    }
+}
+
+/// How a download for readers ended, logged.
+fn finished(key: &Key, result: Result<Outcome, FetchError>) -> Finished {
+    match result {
+        Ok(_) => Finished::Complete,
+        Err(FetchError::Mirror(e)) => {
+            // The copy is best effort to a reader: its bytes still come from S3.
+            tracing::error!(%key, "cannot persist to the mirror ({e}); serving it from S3");
+            Finished::Unpersisted
+        }
+        Err(e) => {
+            tracing::warn!(%key, "download failed: {e}");
+            Finished::Failed(Arc::new(e))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::fetch::FetchConfig;
+    use crate::mirror::Mirror;
+    use crate::store::ObjectStore;
+    use crate::store::memory::MemoryStore;
+
+    struct Fixture {
+        streams: Streams,
+        store: Arc<MemoryStore>,
+        _dir: tempfile::TempDir,
+        _rt: tokio::runtime::Runtime,
+    }
+
+    fn fixture() -> Fixture {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(MemoryStore::new("b"));
+        let mirror = Arc::new(Mirror::open(dir.path(), "b").unwrap());
+        let fetcher = Fetcher::new(
+            Arc::clone(&store) as Arc<dyn ObjectStore>,
+            mirror,
+            FetchConfig::default(),
+        );
+        Fixture {
+            streams: Streams::new(fetcher, rt.handle().clone()),
+            store,
+            _dir: dir,
+            _rt: rt,
+        }
+    }
+
+    fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn readers_of_one_version_share_one_download() {
+        let f = fixture();
+        let hooked = Arc::new(AtomicU64::new(0));
+        let seen = Arc::clone(&hooked);
+        f.streams
+            .on_commit(Box::new(move |ino| seen.store(ino, Ordering::SeqCst)));
+        let etag = f.store.put("k", "old");
+        let key = Key::new("k").unwrap();
+        let first = f.streams.open(7, &key, &etag, 3, Path::new("k"));
+        let second = f.streams.open(7, &key, &etag, 3, Path::new("k"));
+        assert!(Arc::ptr_eq(&first, &second));
+        until("the commit is told", || hooked.load(Ordering::SeqCst) == 7);
+        let newer = f.store.put("k", "new!");
+        let other = f.streams.open(7, &key, &newer, 4, Path::new("k"));
+        assert!(
+            !Arc::ptr_eq(&first, &other),
+            "another version, another download"
+        );
+        assert_eq!(f.streams.live(), 2);
+        drop((first, second));
+        until("a finished download is let go", || f.streams.live() == 1);
+    }
+
+    #[test]
+    fn a_failed_download_is_started_again_by_the_next_open() {
+        let f = fixture();
+        let key = Key::new("missing").unwrap();
+        let etag = ETag::new("e");
+        let first = f.streams.open(2, &key, &etag, 3, Path::new("missing"));
+        until("the download fails", || first.failed());
+        let again = f.streams.open(2, &key, &etag, 3, Path::new("missing"));
+        assert!(!Arc::ptr_eq(&first, &again));
+    }
+}
