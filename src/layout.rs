@@ -136,6 +136,22 @@ pub fn place_alone(key: &str, size: u64) -> Placement {
     })
 }
 
+/// Every path a copy of `key` can have, whatever the listing around it: its own
+/// path as a file, the directory of a `dir/` marker, and its renamed path. A
+/// key whose placement changes (it becomes a prefix, a marker gains bytes)
+/// moves between these, so the mirror looks at all of them to keep one copy.
+pub fn possible_paths(key: &str) -> Vec<PathBuf> {
+    let mut paths = Vec::with_capacity(3);
+    if let Ok(own) = verbatim_path(key) {
+        paths.push(own);
+    }
+    if let Some(Ok(dir)) = key.strip_suffix('/').map(verbatim_path) {
+        paths.push(dir);
+    }
+    paths.push(renamed_path(key));
+    paths
+}
+
 /// Places every key of a listing: a key that is also the prefix of another stored
 /// key gives its name to the directory and is renamed itself.
 pub fn place_all<'a>(keys: impl IntoIterator<Item = (&'a str, u64)>) -> Vec<Placement> {

@@ -16,7 +16,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use xattr::FileExt as _;
 
-use crate::layout::{RENAMED_DIR, STATE_DIR, renamed_path};
+use crate::layout::{RENAMED_DIR, STATE_DIR, possible_paths, renamed_path};
+use crate::store::Escaped;
 use crate::sys;
 
 /// The extended attribute that records which object a file holds.
@@ -519,7 +520,40 @@ impl Mirror {
         tmp.armed = false;
         #[cfg(feature = "test-util")]
         crate::fault::point("after-rename", &record.key);
-        sync_dir(&self.root.join(parent)).map_err(self.io(&final_path))
+        sync_dir(&self.root.join(parent)).map_err(self.io(&final_path))?;
+        self.drop_other_copies(&record.key, rel);
+        Ok(())
+    }
+
+    /// Removes what older copies of `key` other paths hold, now that `kept` holds
+    /// its current one: a key whose placement changed (it became a prefix and was
+    /// moved aside, then came back; a marker gained bytes, or bytes became a
+    /// marker) must not keep a stale copy that restore could pick. A stale file
+    /// goes; a directory keeps its contents and loses only its marker record.
+    /// Best effort: a failure is logged, and the copy at `kept` is current anyway.
+    pub fn drop_other_copies(&self, key: &str, kept: &Path) {
+        for rel in possible_paths(key).into_iter().filter(|p| p != kept) {
+            let path = self.root.join(&rel);
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if read_record(&path).is_none_or(|r| r.key != key) {
+                continue;
+            }
+            let dropped = if meta.is_dir() {
+                xattr::remove(&path, RECORD_XATTR).and_then(|()| sync_dir(&path))
+            } else {
+                fs::remove_file(&path).and_then(|()| sync_dir(path.parent().unwrap_or(&self.root)))
+            };
+            match dropped {
+                Ok(()) => {
+                    tracing::info!(key = %Escaped(key), stale = %rel.display(), "dropped an older copy")
+                }
+                Err(e) => {
+                    tracing::warn!(key = %Escaped(key), stale = %rel.display(), "cannot drop an older copy: {e}")
+                }
+            }
+        }
     }
 
     /// Makes sure `rel` is a directory, creating missing parents (mode 0750).

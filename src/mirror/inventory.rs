@@ -366,7 +366,9 @@ impl Mirror {
             return Ok(());
         }
         write_record(&dir, record).map_err(self.io(&path))?;
-        dir.sync_all().map_err(self.io(&path))
+        dir.sync_all().map_err(self.io(&path))?;
+        self.drop_other_copies(&record.key, rel);
+        Ok(())
     }
 
     /// Saves, atomically and durably, the index of what a prefetch of `prefix` listed.

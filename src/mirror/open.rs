@@ -50,6 +50,7 @@ mod tests {
             etag: etag.into(),
             size: body.len() as u64,
             md5: None,
+            corrupt: false,
         };
         mirror
             .commit(tmp, Path::new(rel), &record, SystemTime::now())
