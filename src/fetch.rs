@@ -537,8 +537,10 @@ impl RangedRead<'_> {
         }
         GetRequest {
             key: self.key.clone(),
-            // Only the very first request of an unranged read goes without a range.
-            range: if self.range.is_none() && self.version.is_none() {
+            // An unranged read asks for the whole object again while it has no byte
+            // yet (pinned to the version once known): an empty object has no range
+            // to ask for.
+            range: if self.range.is_none() && self.pos == 0 {
                 None
             } else {
                 Some(self.pos..self.end.expect("end is known once a response arrived"))
