@@ -172,7 +172,7 @@ fn notify_systemd(state: &str) {
     }
 }
 
-fn serve(options: &MountOptions, mut ready: Option<&mut Option<File>>) -> Result<(), MountError> {
+fn serve(options: &MountOptions, ready: Option<&mut Option<File>>) -> Result<(), MountError> {
     // Still single-threaded here: the watchdog is forked and the signals blocked
     // before any thread exists, so every thread inherits the mask.
     let mut lifeline = sys::unmount_watchdog(&options.mountpoint)
@@ -184,61 +184,26 @@ fn serve(options: &MountOptions, mut ready: Option<&mut Option<File>>) -> Result
         .build()
         .map_err(|e| MountError::Daemon(format!("cannot start the async runtime: {e}")))?;
     let mirror = Arc::new(Mirror::open(&options.mirror_dir, &options.bucket)?);
-    let store: Arc<dyn ObjectStore> =
-        Arc::new(runtime.block_on(S3Store::connect(&options.bucket, &options.s3)));
-    let store_error = |err| MountError::Store {
-        bucket: options.bucket.clone(),
-        prefix: options.prefix.clone(),
-        err,
-    };
-    // One listing first, so a bad bucket, endpoint or credentials fail the mount.
-    match runtime.block_on(store.list_page(&options.prefix, true, None)) {
-        Ok(_) => mirror.claim()?,
-        Err(e) if e.is_transient() && mirror.is_claimed() => {
-            tracing::warn!("S3 is unreachable ({e}); serving what the mirror holds");
-        }
-        Err(e) => return Err(store_error(e)),
-    }
-    let fetcher = Fetcher::new(
-        Arc::clone(&store),
-        Arc::clone(&mirror),
-        FetchConfig {
-            max_attempts: options.s3.max_attempts,
-            stall_timeout: options.s3.stall_timeout,
-            ..FetchConfig::default()
-        },
-    );
-    let fs = Arc::new(Fs::new(
+    let store = connect(options, &runtime, &mirror)?;
+    let fs = filesystem(
+        options,
         store,
-        fetcher,
-        FsConfig {
-            prefix: options.prefix.clone(),
-            metadata_ttl: options.metadata_ttl,
-            uid: options.uid,
-            gid: options.gid,
-        },
+        Arc::clone(&mirror),
         runtime.handle().clone(),
-    ));
+    );
     let config = MountConfig {
         fs_name: format!("s3mirrorfs:{}/{}", options.bucket, options.prefix),
         allow_other: options.allow_other,
         threads: 16,
     };
-    let mounted =
-        Mounted::mount(fs, &options.mountpoint, &config).map_err(|err| MountError::Mount {
-            path: options.mountpoint.clone(),
-            err,
-        })?;
+    let mount_error = |err| MountError::Mount {
+        path: options.mountpoint.clone(),
+        err,
+    };
+    let mounted = Mounted::mount(fs, &options.mountpoint, &config).map_err(mount_error)?;
     // From now on, the daemon dying in any way unmounts: no dead mountpoint is left.
     lifeline.arm();
-    let mountpoint = options.mountpoint.clone();
-    std::thread::spawn(move || {
-        let signal = sys::wait_signal(&sys::STOP_SIGNALS);
-        tracing::info!(signal, "unmounting");
-        if let Err(e) = sys::unmount_lazy(&mountpoint) {
-            tracing::error!("cannot unmount {}: {e}", mountpoint.display());
-        }
-    });
+    unmount_on_signal(options.mountpoint.clone());
     tracing::info!(
         "mounted s3://{}/{} at {} (mirror {})",
         options.bucket,
@@ -246,24 +211,88 @@ fn serve(options: &MountOptions, mut ready: Option<&mut Option<File>>) -> Result
         options.mountpoint.display(),
         mirror.root().display()
     );
-    if let Some(pipe) = ready.as_mut().and_then(|p| p.take()) {
+    announce_ready(ready, &mirror);
+    let result = mounted.run();
+    notify_systemd("STOPPING=1");
+    tracing::info!("unmounted {}", options.mountpoint.display());
+    result.map_err(mount_error)
+}
+
+/// The store, after one listing: a bad bucket, endpoint or credentials fail the
+/// mount, unless S3 is only unreachable and the mirror (used before for this
+/// bucket) can serve what it holds.
+fn connect(
+    options: &MountOptions,
+    runtime: &tokio::runtime::Runtime,
+    mirror: &Mirror,
+) -> Result<Arc<dyn ObjectStore>, MountError> {
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(runtime.block_on(S3Store::connect(&options.bucket, &options.s3)));
+    match runtime.block_on(store.list_page(&options.prefix, true, None)) {
+        Ok(_) => mirror.claim()?,
+        Err(e) if e.is_transient() && mirror.is_claimed() => {
+            tracing::warn!("S3 is unreachable ({e}); serving what the mirror holds");
+        }
+        Err(err) => {
+            return Err(MountError::Store {
+                bucket: options.bucket.clone(),
+                prefix: options.prefix.clone(),
+                err,
+            });
+        }
+    }
+    Ok(store)
+}
+
+/// The filesystem over `store` and `mirror`, with one download budget.
+fn filesystem(
+    options: &MountOptions,
+    store: Arc<dyn ObjectStore>,
+    mirror: Arc<Mirror>,
+    rt: tokio::runtime::Handle,
+) -> Arc<Fs> {
+    let fetcher = Fetcher::new(
+        Arc::clone(&store),
+        mirror,
+        FetchConfig {
+            max_attempts: options.s3.max_attempts,
+            stall_timeout: options.s3.stall_timeout,
+            ..FetchConfig::default()
+        },
+    );
+    let config = FsConfig {
+        prefix: options.prefix.clone(),
+        metadata_ttl: options.metadata_ttl,
+        uid: options.uid,
+        gid: options.gid,
+    };
+    Arc::new(Fs::new(store, fetcher, config, rt))
+}
+
+/// Unmounts (lazily) when one of the stop signals arrives; `Mounted::run` then returns.
+fn unmount_on_signal(mountpoint: PathBuf) {
+    std::thread::spawn(move || {
+        let signal = sys::wait_signal(&sys::STOP_SIGNALS);
+        tracing::info!(signal, "unmounting");
+        if let Err(e) = sys::unmount_lazy(&mountpoint) {
+            tracing::error!("cannot unmount {}: {e}", mountpoint.display());
+        }
+    });
+}
+
+/// Tells whoever waits that the mount is up: the parent of a daemon (whose
+/// standard streams then go to the mirror's mount.log) and systemd.
+fn announce_ready(ready: Option<&mut Option<File>>, mirror: &Mirror) {
+    if let Some(mut pipe) = ready.and_then(|p| p.take()) {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(mirror.state_dir().join("mount.log"))
             .ok();
         let _ = sys::redirect_stdio(log.as_ref());
-        let mut pipe = pipe;
         let _ = pipe.write_all(b"ready");
     }
     notify_systemd("READY=1");
-    let result = mounted.run();
-    notify_systemd("STOPPING=1");
-    tracing::info!("unmounted {}", options.mountpoint.display());
-    result.map_err(|err| MountError::Mount {
-        path: options.mountpoint.clone(),
-        err,
-    })
 }
 
 #[cfg(test)]
