@@ -21,10 +21,34 @@ pub enum AdminError {
     Mirror(#[from] MirrorError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{path}: {err}")]
-    Io { path: PathBuf, err: io::Error },
-    #[error("{0}")]
-    Invalid(String),
+    /// The directory to archive cannot be used.
+    #[error("{}: {problem}", .path.display())]
+    Source {
+        path: PathBuf,
+        problem: SourceProblem,
+    },
+    /// A file of the directory could not be read while archiving it.
+    #[error("archive of {} failed, nothing was uploaded: {source}", .path.display())]
+    Archive {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The archiver stopped without an error of its own (it always ends the
+    /// stream when it succeeds, so this is a bug if it happens).
+    #[error("the archive stream ended early")]
+    StreamEnded,
+}
+
+/// Why a directory cannot be archived.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceProblem {
+    #[error(transparent)]
+    Unreadable(#[from] io::Error),
+    #[error("not a directory")]
+    NotADirectory,
+    #[error("a directory with a UTF-8 name is needed (not /)")]
+    NoName,
 }
 
 /// Whether `key` lies under `prefix` ("" is the whole bucket).

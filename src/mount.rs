@@ -33,22 +33,54 @@ pub struct MountOptions {
     pub gid: u32,
 }
 
+/// Why a mount did not start or ended.
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
-    #[error("{0}")]
-    Mountpoint(String),
+    #[error("mountpoint {} is not a directory", .path.display())]
+    NotADirectory { path: PathBuf },
+    #[error("mountpoint {0} is a dead mount; run `fusermount3 -u {0}` first", .path.display())]
+    DeadMount { path: PathBuf },
+    #[error("mountpoint {} is busy: something is already mounted there", .path.display())]
+    Busy { path: PathBuf },
+    #[error("mountpoint {}: {source}", .path.display())]
+    Mountpoint {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error(transparent)]
     Mirror(#[from] MirrorError),
-    #[error("s3://{bucket}/{prefix}: {err}")]
+    #[error("s3://{bucket}/{prefix}: {source}")]
     Store {
         bucket: String,
         prefix: String,
-        err: StoreError,
+        #[source]
+        source: StoreError,
     },
-    #[error("cannot mount at {path}: {err}")]
-    Mount { path: PathBuf, err: io::Error },
+    #[error("cannot mount at {}: {source}", .path.display())]
+    Mount {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The daemon, its unmount watchdog or its runtime could not be started.
+    #[error("cannot start the {what}: {source}")]
+    Start {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the daemon exited before mounting")]
+    DaemonExited,
+    /// What the daemon (another process) reported before it exited.
     #[error("{0}")]
     Daemon(String),
+}
+
+impl MountError {
+    fn start(what: &'static str) -> impl FnOnce(io::Error) -> MountError {
+        move |source| MountError::Start { what, source }
+    }
 }
 
 /// Mounts and serves; with `foreground == false` returns in the parent as soon as
@@ -58,18 +90,15 @@ pub fn run(options: MountOptions) -> Result<(), MountError> {
     if options.foreground {
         return serve(&options, None);
     }
-    let daemon_error = |e: io::Error| MountError::Daemon(format!("cannot start the daemon: {e}"));
-    let (mut from_child, to_parent) = sys::pipe().map_err(daemon_error)?;
-    match sys::fork().map_err(daemon_error)? {
+    let (mut from_child, to_parent) = sys::pipe().map_err(MountError::start("daemon"))?;
+    match sys::fork().map_err(MountError::start("daemon"))? {
         Some(_) => {
             drop(to_parent);
             let mut message = String::new();
             let _ = from_child.read_to_string(&mut message);
             match message.as_str() {
                 "ready" => Ok(()),
-                "" => Err(MountError::Daemon(
-                    "the daemon exited before mounting".into(),
-                )),
+                "" => Err(MountError::DaemonExited),
                 error => Err(MountError::Daemon(error.to_string())),
             }
         }
@@ -96,27 +125,20 @@ pub fn run(options: MountOptions) -> Result<(), MountError> {
 
 /// A missing, non-directory, busy or dead mountpoint is refused with a clear message.
 fn check_mountpoint(path: &Path) -> Result<(), MountError> {
-    let shown = path.display();
-    match fs::metadata(path) {
+    let path = path.to_path_buf();
+    let failed = |source| MountError::Mountpoint {
+        path: path.clone(),
+        source,
+    };
+    match fs::metadata(&path) {
         Ok(meta) if meta.is_dir() => {}
-        Ok(_) => {
-            return Err(MountError::Mountpoint(format!(
-                "mountpoint {shown} is not a directory"
-            )));
-        }
-        Err(e) if sys::is_not_connected(&e) => {
-            return Err(MountError::Mountpoint(format!(
-                "mountpoint {shown} is a dead mount; run `fusermount3 -u {shown}` first"
-            )));
-        }
-        Err(e) => return Err(MountError::Mountpoint(format!("mountpoint {shown}: {e}"))),
+        Ok(_) => return Err(MountError::NotADirectory { path }),
+        Err(e) if sys::is_not_connected(&e) => return Err(MountError::DeadMount { path }),
+        Err(e) => return Err(failed(e)),
     }
-    let canonical = fs::canonicalize(path)
-        .map_err(|e| MountError::Mountpoint(format!("mountpoint {shown}: {e}")))?;
+    let canonical = fs::canonicalize(&path).map_err(failed)?;
     if is_mount_point(&canonical) {
-        return Err(MountError::Mountpoint(format!(
-            "mountpoint {shown} is busy: something is already mounted there"
-        )));
+        return Err(MountError::Busy { path });
     }
     Ok(())
 }
@@ -176,13 +198,13 @@ fn serve(options: &MountOptions, ready: Option<&mut Option<File>>) -> Result<(),
     // Still single-threaded here: the watchdog is forked and the signals blocked
     // before any thread exists, so every thread inherits the mask.
     let mut lifeline = sys::unmount_watchdog(&options.mountpoint)
-        .map_err(|e| MountError::Daemon(format!("cannot start the unmount watchdog: {e}")))?;
+        .map_err(MountError::start("unmount watchdog"))?;
     sys::block_signals(&sys::STOP_SIGNALS);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
         .build()
-        .map_err(|e| MountError::Daemon(format!("cannot start the async runtime: {e}")))?;
+        .map_err(MountError::start("async runtime"))?;
     let mirror = Arc::new(Mirror::open(&options.mirror_dir, &options.bucket)?);
     let store = connect(options, &runtime, &mirror)?;
     let fs = filesystem(
@@ -196,9 +218,9 @@ fn serve(options: &MountOptions, ready: Option<&mut Option<File>>) -> Result<(),
         allow_other: options.allow_other,
         threads: 16,
     };
-    let mount_error = |err| MountError::Mount {
+    let mount_error = |source| MountError::Mount {
         path: options.mountpoint.clone(),
-        err,
+        source,
     };
     let mounted = Mounted::mount(fs, &options.mountpoint, &config).map_err(mount_error)?;
     // From now on, the daemon dying in any way unmounts: no dead mountpoint is left.
@@ -233,11 +255,11 @@ fn connect(
         Err(e) if e.is_transient() && mirror.is_claimed() => {
             tracing::warn!("S3 is unreachable ({e}); serving what the mirror holds");
         }
-        Err(err) => {
+        Err(source) => {
             return Err(MountError::Store {
                 bucket: options.bucket.clone(),
                 prefix: options.prefix.clone(),
-                err,
+                source,
             });
         }
     }

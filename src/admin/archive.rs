@@ -15,7 +15,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::AdminError;
+use super::{AdminError, SourceProblem};
 use crate::report::{KeyError, human_bytes};
 use crate::store::multipart::Multipart;
 use crate::store::{Encryption, Key, ObjectSink, ObjectStore, PutOptions, StoreError, list_all};
@@ -108,15 +108,18 @@ impl ArchiveReport {
 
 /// The directory's name as archives are named by it.
 pub fn archive_name(source: &Path) -> Result<(PathBuf, String), AdminError> {
-    let invalid = |why: String| AdminError::Invalid(format!("{}: {why}", source.display()));
-    let canonical = fs::canonicalize(source).map_err(|e| invalid(e.to_string()))?;
+    let invalid = |problem| AdminError::Source {
+        path: source.to_path_buf(),
+        problem,
+    };
+    let canonical = fs::canonicalize(source).map_err(|e| invalid(e.into()))?;
     if !canonical.is_dir() {
-        return Err(invalid("not a directory".into()));
+        return Err(invalid(SourceProblem::NotADirectory));
     }
     let name = canonical
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| invalid("a directory with a UTF-8 name is needed (not /)".into()))?
+        .ok_or_else(|| invalid(SourceProblem::NoName))?
         .to_string();
     Ok((canonical, name))
 }
@@ -186,16 +189,14 @@ fn settle(
             Ok(())
         }
         // The stream ended early: the archiver's error says why (an unreadable file).
-        (Err(Ended::Early), Err(e)) | (Ok(_), Err(e)) => Err(AdminError::Invalid(format!(
-            "archive of {} failed, nothing was uploaded: {e}",
-            source.display()
-        ))),
+        (Err(Ended::Early), Err(e)) | (Ok(_), Err(e)) => Err(AdminError::Archive {
+            path: source.to_path_buf(),
+            source: e,
+        }),
         // S3 failed: the archiver only saw the upload stop.
         (Err(Ended::Store(e)), _) => Err(e.into()),
         // Cannot happen (a successful archiver always ends the stream); said rather than panicked.
-        (Err(Ended::Early), Ok(_)) => {
-            Err(AdminError::Invalid("the archive stream ended early".into()))
-        }
+        (Err(Ended::Early), Ok(_)) => Err(AdminError::StreamEnded),
     }
 }
 
