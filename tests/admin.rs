@@ -431,6 +431,42 @@ fn restore_puts_every_object_back_byte_for_byte() {
     assert_eq!(report["skipped"].as_array().unwrap().len(), expected.len());
 }
 
+/// Keys whose copy moves between places as the bucket changes (a marker that
+/// gains bytes, bytes that become a marker, a file that becomes a prefix and
+/// stops being one): each keeps one copy, and restore puts back what S3 holds
+/// now, never an older version found at a key's former place.
+#[test]
+fn keys_that_change_places_keep_one_copy_and_restore_their_current_bytes() {
+    let source = Bucket::create("moving-src");
+    source.put("gains/", b"");
+    source.put("loses/", &data(1, 300));
+    source.put("photo", &data(2, 400));
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = mirror_of(&source, dir.path());
+    source.put("gains/", &data(3, 500));
+    source.put("loses/", b"");
+    source.put("photo/1.jpg", &data(4, 100));
+    mirror_of(&source, dir.path());
+    source.delete("photo/1.jpg");
+    source.put("photo", &data(5, 450));
+    let (output, summary) = prefetch(&source.name, &mirror, &endpoint(), &["--prune"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(summary["pruned"], 1, "{summary}");
+
+    let (entries, errors) = MirrorView::open(&mirror).unwrap().entries();
+    assert!(errors.is_empty());
+    let mut keys: Vec<&str> = entries.iter().map(|e| e.record.key.as_str()).collect();
+    keys.sort();
+    assert_eq!(keys, ["gains/", "loses/", "photo"], "one copy per key");
+
+    let dest = Bucket::create("moving-dst");
+    let (output, report) = restore(&dest.name, &mirror, &[]);
+    assert!(output.status.success(), "{}\n{report}", stderr(&output));
+    assert!(dest.get("gains/") == data(3, 500));
+    assert!(dest.get("loses/").is_empty());
+    assert!(dest.get("photo") == data(5, 450));
+}
+
 #[test]
 fn restore_skips_what_another_uploader_already_put_identically() {
     let source = Bucket::create("restore-skip-src");
