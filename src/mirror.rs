@@ -370,15 +370,7 @@ impl Mirror {
     /// Takes the mirror's run lock, or says who holds it. The kernel drops it when
     /// the holder exits, however it exits.
     pub fn lock(&self, holder: &str) -> Result<RunLock, MirrorError> {
-        let path = self.state.join("lock");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(self.io(&path))?;
+        let (mut file, path) = self.open_lock_file("lock")?;
         if !try_lock(&file).map_err(self.io(&path))? {
             let mut text = String::new();
             let _ = file.read_to_string(&mut text);
@@ -411,9 +403,18 @@ impl Mirror {
     }
 
     fn lock_path_inner(&self, rel: &Path, wait: bool) -> Result<Option<PathLock>, MirrorError> {
-        let path = self.state.join("objects.lock");
         // A fresh open file description per lock, so locks also exclude each other
         // within one process.
+        let (file, path) = self.open_lock_file("objects.lock")?;
+        let offset = fnv1a(rel.as_os_str().as_encoded_bytes());
+        Ok(sys::ofd_lock_byte(&file, offset, wait)
+            .map_err(self.io(&path))?
+            .then_some(PathLock { _file: file }))
+    }
+
+    /// Opens (creating) a lock file of the state directory; returns it and its path.
+    fn open_lock_file(&self, name: &str) -> Result<(File, PathBuf), MirrorError> {
+        let path = self.state.join(name);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -422,10 +423,7 @@ impl Mirror {
             .mode(0o600)
             .open(&path)
             .map_err(self.io(&path))?;
-        let offset = fnv1a(rel.as_os_str().as_encoded_bytes());
-        Ok(sys::ofd_lock_byte(&file, offset, wait)
-            .map_err(self.io(&path))?
-            .then_some(PathLock { _file: file }))
+        Ok((file, path))
     }
 
     /// A new, exclusively locked temp file in `.s3mirrorfs/tmp`.
