@@ -174,7 +174,8 @@ impl S3Store {
             let raw = object
                 .key()
                 .ok_or_else(|| StoreError::Other("listed object without a key".into()))?;
-            let key = Key::new(decode_url_key(raw)?)?;
+            let key =
+                Key::new(decode_url_key(raw)?).map_err(|e| StoreError::Other(e.to_string()))?;
             page.objects.push(ObjectMeta {
                 key,
                 size: object.size().unwrap_or(0).max(0) as u64,

@@ -25,10 +25,10 @@ pub struct Key(String);
 
 impl Key {
     /// Wraps a key; S3 keys are never empty.
-    pub fn new(key: impl Into<String>) -> Result<Key, StoreError> {
+    pub fn new(key: impl Into<String>) -> Result<Key, EmptyKey> {
         let key = key.into();
         if key.is_empty() {
-            return Err(StoreError::Other("empty object key".into()));
+            return Err(EmptyKey);
         }
         Ok(Key(key))
     }
@@ -37,6 +37,11 @@ impl Key {
         &self.0
     }
 }
+
+/// The one way a key can be invalid: S3 has no object named "".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("empty object key")]
+pub struct EmptyKey;
 
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

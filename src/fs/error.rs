@@ -10,7 +10,7 @@ use tracing::Level;
 
 use super::stream::StreamError;
 use crate::fetch::FetchError;
-use crate::store::StoreError;
+use crate::store::{EmptyKey, StoreError};
 
 /// What failed underneath an operation.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +23,8 @@ pub enum Cause {
     Stream(#[from] StreamError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Key(#[from] EmptyKey),
 }
 
 /// A failed filesystem operation, as the FUSE adapter answers and logs it.
