@@ -20,8 +20,8 @@ use aws_sdk_s3::types::EncodingType;
 use bytes::Bytes;
 
 use crate::store::{
-    Body, BoxFuture, ETag, Escaped, GetRequest, GetResponse, Key, ListPage, ObjectMeta,
-    ObjectStore, StoreError, decode_url_key,
+    Body, BoxFuture, ETag, EmptyKey, Escaped, GetRequest, GetResponse, Key, ListPage, ObjectMeta,
+    ObjectStore, ProtocolError, StoreError, decode_url_key,
 };
 
 /// How to reach S3; anything left `None` comes from the standard AWS configuration
@@ -171,11 +171,8 @@ impl S3Store {
             .map_err(|e| self.map_error(e, "ListObjectsV2", prefix))?;
         let mut page = ListPage::default();
         for object in output.contents() {
-            let raw = object
-                .key()
-                .ok_or_else(|| StoreError::Other("listed object without a key".into()))?;
-            let key =
-                Key::new(decode_url_key(raw)?).map_err(|e| StoreError::Other(e.to_string()))?;
+            let raw = object.key().ok_or(ProtocolError::ListedWithoutKey)?;
+            let key = Key::new(decode_url_key(raw)?).map_err(|EmptyKey| ProtocolError::EmptyKey)?;
             page.objects.push(ObjectMeta {
                 key,
                 size: object.size().unwrap_or(0).max(0) as u64,
@@ -191,9 +188,7 @@ impl S3Store {
         if output.is_truncated().unwrap_or(false) {
             page.next = output.next_continuation_token().map(str::to_string);
             if page.next.is_none() {
-                return Err(StoreError::Other(
-                    "truncated listing without a continuation token".into(),
-                ));
+                return Err(ProtocolError::TruncatedWithoutToken.into());
             }
         }
         Ok(page)
@@ -217,7 +212,7 @@ impl S3Store {
         let content_length = output.content_length().unwrap_or(0).max(0) as u64;
         let (start, object_size) = match output.content_range() {
             Some(range) => parse_content_range(range)
-                .ok_or_else(|| StoreError::Other(format!("unparsable Content-Range {range:?}")))?,
+                .ok_or_else(|| ProtocolError::ContentRange(range.to_string()))?,
             None => (0, content_length),
         };
         let etag = ETag::new(output.e_tag().unwrap_or_default());
