@@ -725,7 +725,13 @@ mod tests {
                 let mut response = self.inner.get(request).await?;
                 let (keep, stall) = match fault {
                     None => return Ok(response),
-                    Some(Fault::Refuse) => return Err(StoreError::Unreachable("refused".into())),
+                    Some(Fault::Refuse) => {
+                        return Err(StoreError::Unreachable {
+                            endpoint: "memory".to_string(),
+                            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused)
+                                .into(),
+                        });
+                    }
                     Some(Fault::CutAfter(n)) => (n, false),
                     Some(Fault::StallAfter(n)) => (n, true),
                 };
@@ -786,7 +792,10 @@ mod tests {
         let etag = store.inner.put("k", sample(20));
         let key = Key::new("k").unwrap();
         let err = f.read_pinned(&key, &etag, 0..20).await.unwrap_err();
-        assert!(matches!(err, FetchError::Store(StoreError::Unreachable(_))));
+        assert!(matches!(
+            err,
+            FetchError::Store(StoreError::Unreachable { .. })
+        ));
         assert_eq!(store.asked.lock().len(), 1);
     }
 

@@ -242,62 +242,71 @@ impl S3Store {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let detail = root_cause(&err);
         let resource = if action == "ListObjectsV2" {
             format!("s3://{}/{key}", self.bucket)
         } else {
             format!("s3://{}/{}", self.bucket, Escaped(key))
         };
-        match &err {
-            SdkError::ServiceError(service) => {
-                let code = service.err().code().unwrap_or_default();
-                let status = Some(service.raw().status().as_u16());
-                match (code, status) {
-                    ("NoSuchBucket", _) => StoreError::NoSuchBucket(self.bucket.clone()),
-                    ("NoSuchKey", _) | (_, Some(404)) => StoreError::NoSuchKey {
-                        bucket: self.bucket.clone(),
-                        key: key.to_string(),
-                    },
-                    ("AccessDenied", _) | (_, Some(403)) => {
-                        StoreError::AccessDenied { action, resource }
-                    }
-                    ("PreconditionFailed", _) | (_, Some(412)) => StoreError::Changed {
-                        bucket: self.bucket.clone(),
-                        key: key.to_string(),
-                    },
-                    (_, Some(s)) if s >= 500 || s == 429 => StoreError::ServerError(format!(
-                        "{} answered HTTP {s}{}{} to {action} on {resource}, {} attempts",
-                        self.endpoint,
-                        if code.is_empty() { "" } else { " " },
-                        code,
-                        self.max_attempts
-                    )),
-                    _ => StoreError::Other(format!("{action} on {resource}: {detail}")),
+        if let SdkError::ServiceError(service) = &err {
+            let code = service
+                .err()
+                .code()
+                .filter(|c| !c.is_empty())
+                .map(str::to_string);
+            let status = service.raw().status().as_u16();
+            return match (code.as_deref(), status) {
+                (Some("NoSuchBucket"), _) => StoreError::NoSuchBucket(self.bucket.clone()),
+                (Some("NoSuchKey"), _) | (_, 404) => StoreError::NoSuchKey {
+                    bucket: self.bucket.clone(),
+                    key: key.to_string(),
+                },
+                (Some("AccessDenied"), _) | (_, 403) => {
+                    StoreError::AccessDenied { action, resource }
                 }
-            }
-            _ if is_credentials_error(&err) => StoreError::Credentials(detail),
-            SdkError::TimeoutError(_) => {
-                StoreError::Timeout(format!("{}: {detail}", self.endpoint))
-            }
-            SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-                StoreError::Unreachable(format!("{}: {detail}", self.endpoint))
-            }
-            _ => StoreError::Other(format!("{action} on {resource}: {detail}")),
+                (Some("PreconditionFailed"), _) | (_, 412) => StoreError::Changed {
+                    bucket: self.bucket.clone(),
+                    key: key.to_string(),
+                },
+                (_, s) if s >= 500 || s == 429 => StoreError::ServerError {
+                    endpoint: self.endpoint.clone(),
+                    action,
+                    resource,
+                    status,
+                    code,
+                    attempts: self.max_attempts,
+                    source: Box::new(err),
+                },
+                _ => StoreError::Unexpected {
+                    action,
+                    resource,
+                    status: Some(status),
+                    code,
+                    source: Box::new(err),
+                },
+            };
         }
-    }
-}
-
-/// The innermost message of an error chain: the one that says what went wrong.
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = err;
-    while let Some(next) = current.source() {
-        current = next;
-    }
-    let text = current.to_string();
-    if text.is_empty() {
-        DisplayErrorContext(err).to_string()
-    } else {
-        text
+        if is_credentials_error(&err) {
+            return StoreError::Credentials {
+                source: Box::new(err),
+            };
+        }
+        match err {
+            SdkError::TimeoutError(_) => StoreError::Timeout {
+                endpoint: self.endpoint.clone(),
+                source: Box::new(err),
+            },
+            SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => StoreError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                source: Box::new(err),
+            },
+            _ => StoreError::Unexpected {
+                action,
+                resource,
+                status: None,
+                code: None,
+                source: Box::new(err),
+            },
+        }
     }
 }
 

@@ -9,7 +9,7 @@ pub mod failing;
 pub mod memory;
 pub mod multipart;
 
-pub use error::{ProtocolError, StoreError};
+pub use error::{BoxError, ProtocolError, StoreError};
 
 use std::fmt;
 use std::future::Future;

@@ -1,6 +1,13 @@
 //! The store's failures: what went wrong talking to S3, kept apart by what the
 //! caller should do about it, each with its typed cause.
 
+use std::error::Error;
+use std::fmt;
+
+/// The error a failure came from (the SDK's, or a test double's), kept whole so a
+/// log can walk its chain.
+pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
+
 /// Failures of the object store, kept apart by what the caller should do about them.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -16,16 +23,41 @@ pub enum StoreError {
     #[error("s3://{bucket}/{key} changed while it was being read")]
     Changed { bucket: String, key: String },
     #[error(
-        "no AWS credentials found ({0}); set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use an instance role"
+        "no AWS credentials found ({}); set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use an instance role",
+        innermost(.source)
     )]
-    Credentials(String),
-    #[error("cannot reach S3 endpoint: {0}")]
-    Unreachable(String),
+    Credentials {
+        #[source]
+        source: BoxError,
+    },
+    #[error("cannot reach S3 endpoint: {endpoint}: {}", innermost(.source))]
+    Unreachable {
+        endpoint: String,
+        #[source]
+        source: BoxError,
+    },
     /// 5xx or throttling answers that outlasted the retries.
-    #[error("S3 kept failing: {0}")]
-    ServerError(String),
-    #[error("S3 request timed out: {0}")]
-    Timeout(String),
+    #[error(
+        "S3 kept failing: {endpoint} answered HTTP {status}{} to {action} on {resource}, {attempts} attempts",
+        SpacedCode(.code)
+    )]
+    ServerError {
+        endpoint: String,
+        action: &'static str,
+        resource: String,
+        status: u16,
+        /// S3's error code (`SlowDown`, `InternalError`), if the answer had one.
+        code: Option<String>,
+        attempts: u32,
+        #[source]
+        source: BoxError,
+    },
+    #[error("S3 request timed out: {endpoint}: {}", innermost(.source))]
+    Timeout {
+        endpoint: String,
+        #[source]
+        source: BoxError,
+    },
     #[error("response body failed: {0}")]
     Body(String),
     /// The body arrived whole but contradicts the checksum the server sent with it.
@@ -34,8 +66,17 @@ pub enum StoreError {
     /// S3 answered something no S3 would (see `ProtocolError`).
     #[error("S3 error: {0}")]
     Protocol(ProtocolError),
-    #[error("S3 error: {0}")]
-    Other(String),
+    /// A failure S3 answered (or the SDK raised) that none of the above describes.
+    #[error("S3 error: {action} on {resource}: {}", innermost(.source))]
+    Unexpected {
+        action: &'static str,
+        resource: String,
+        /// The HTTP status, if S3 answered at all.
+        status: Option<u16>,
+        code: Option<String>,
+        #[source]
+        source: BoxError,
+    },
 }
 
 // Not a `#[source]`: a protocol error is a leaf that the message already shows
@@ -51,9 +92,9 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            StoreError::Unreachable(_)
-                | StoreError::ServerError(_)
-                | StoreError::Timeout(_)
+            StoreError::Unreachable { .. }
+                | StoreError::ServerError { .. }
+                | StoreError::Timeout { .. }
                 | StoreError::Body(_)
         )
     }
@@ -64,10 +105,10 @@ impl StoreError {
     pub fn stops_run(&self) -> bool {
         matches!(
             self,
-            StoreError::Unreachable(_)
-                | StoreError::ServerError(_)
-                | StoreError::Timeout(_)
-                | StoreError::Credentials(_)
+            StoreError::Unreachable { .. }
+                | StoreError::ServerError { .. }
+                | StoreError::Timeout { .. }
+                | StoreError::Credentials { .. }
                 | StoreError::NoSuchBucket(_)
         )
     }
@@ -91,4 +132,46 @@ pub enum ProtocolError {
     KeyNotUtf8 { encoded: String },
     #[error("{action} returned no upload id")]
     NoUploadId { action: &'static str },
+}
+
+/// Shows the innermost message of an error chain, the one that says what went
+/// wrong ("Connection refused"), as the messages for people do. When that message
+/// is empty, shows the whole chain and the error's debug form instead.
+fn innermost(err: &BoxError) -> Innermost<'_> {
+    Innermost(err.as_ref())
+}
+
+struct Innermost<'a>(&'a (dyn Error + 'static));
+
+impl fmt::Display for Innermost<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut current = self.0;
+        while let Some(next) = current.source() {
+            current = next;
+        }
+        let text = current.to_string();
+        if !text.is_empty() {
+            return f.write_str(&text);
+        }
+        let mut next = Some(self.0);
+        let mut separator = "";
+        while let Some(err) = next {
+            write!(f, "{separator}{err}")?;
+            separator = ": ";
+            next = err.source();
+        }
+        write!(f, " ({:?})", self.0)
+    }
+}
+
+/// An optional S3 error code, with the space that sets it off.
+struct SpacedCode<'a>(&'a Option<String>);
+
+impl fmt::Display for SpacedCode<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(code) => write!(f, " {code}"),
+            None => Ok(()),
+        }
+    }
 }

@@ -95,6 +95,28 @@ impl<S: ObjectStore> FailingStore<S> {
     }
 }
 
+/// What a request S3 kept answering with HTTP 503 `SlowDown` fails with, once its
+/// attempts are used up.
+pub fn slow_down(action: &'static str, resource: &str) -> StoreError {
+    StoreError::ServerError {
+        endpoint: "memory".to_string(),
+        action,
+        resource: resource.to_string(),
+        status: 503,
+        code: Some("SlowDown".to_string()),
+        attempts: 1,
+        source: "Please reduce your request rate.".into(),
+    }
+}
+
+/// What a request that got no answer in time fails with.
+pub fn timed_out() -> StoreError {
+    StoreError::Timeout {
+        endpoint: "memory".to_string(),
+        source: std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out").into(),
+    }
+}
+
 impl<S: ObjectStore> ObjectStore for FailingStore<S> {
     fn bucket(&self) -> &str {
         self.inner.bucket()
@@ -341,9 +363,12 @@ mod tests {
         for i in 0..5 {
             store.inner().put(&format!("k{i}"), "x");
         }
-        store.fail_list(2, StoreError::ServerError("503".into()));
+        store.fail_list(2, slow_down("ListObjectsV2", "s3://b/"));
         let err = list_all(&store, "").await.unwrap_err();
-        assert!(matches!(err, StoreError::ServerError(_)), "{err}");
+        assert!(
+            matches!(err, StoreError::ServerError { status: 503, .. }),
+            "{err}"
+        );
         assert_eq!(store.lists(), 2);
         assert_eq!(list_all(&store, "").await.unwrap().len(), 5);
         assert_eq!(store.lists(), 5);
@@ -590,10 +615,10 @@ mod tests {
         let etag = f.store.inner().put("o", bytes.clone());
         // Transient, so only the request's own failure keeps the fetcher from retrying it.
         f.store
-            .on_get(1, GetFault::Fail(StoreError::ServerError("503".into())));
+            .on_get(1, GetFault::Fail(slow_down("GetObject", "s3://b/o")));
         let err = f.ensure("o", &etag, bytes.len()).await.unwrap_err();
         assert!(
-            matches!(err, FetchError::Store(StoreError::ServerError(_))),
+            matches!(err, FetchError::Store(StoreError::ServerError { .. })),
             "{err:?}"
         );
         assert_eq!(f.store.gets(), 1);
@@ -602,11 +627,10 @@ mod tests {
 
         // The same for the request that would resume a cut body.
         f.store.on_get(2, GetFault::CutAfter(1000));
-        f.store
-            .on_get(3, GetFault::Fail(StoreError::Timeout("read".into())));
+        f.store.on_get(3, GetFault::Fail(timed_out()));
         let err = f.ensure("o", &etag, bytes.len()).await.unwrap_err();
         assert!(
-            matches!(err, FetchError::Store(StoreError::Timeout(_))),
+            matches!(err, FetchError::Store(StoreError::Timeout { .. })),
             "{err:?}"
         );
         assert_eq!(f.store.gets(), 3);

@@ -156,7 +156,14 @@ impl ObjectSink for MemorySink {
                         .put_with_etag(key.as_str(), data.freeze(), etag.clone());
                     Ok(etag)
                 } else {
-                    Err(StoreError::Other("InvalidPart".into()))
+                    // What S3 answers a part list it does not hold.
+                    Err(StoreError::Unexpected {
+                        action: "CompleteMultipartUpload",
+                        resource: format!("s3://{}/{key}", self.store.bucket),
+                        status: Some(400),
+                        code: Some("InvalidPart".to_string()),
+                        source: "one or more of the specified parts could not be found".into(),
+                    })
                 }
             }
         };
