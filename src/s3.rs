@@ -20,8 +20,8 @@ use aws_sdk_s3::types::EncodingType;
 use bytes::Bytes;
 
 use crate::store::{
-    Body, BoxFuture, ETag, EmptyKey, Escaped, GetRequest, GetResponse, Key, ListPage, ObjectMeta,
-    ObjectStore, ProtocolError, StoreError, decode_url_key,
+    Body, BodyError, BoxFuture, ETag, EmptyKey, Escaped, GetRequest, GetResponse, Key, ListPage,
+    ObjectMeta, ObjectStore, ProtocolError, StoreError, decode_url_key,
 };
 
 /// How to reach S3; anything left `None` comes from the standard AWS configuration
@@ -343,13 +343,16 @@ impl Body for S3Body {
                 None => Ok(None),
                 Some(Ok(bytes)) => Ok(Some(bytes)),
                 Some(Err(e)) => {
-                    let text = DisplayErrorContext(&e).to_string();
                     // The SDK checks a whole-object GET against the checksum S3 sends
-                    // (x-amz-checksum-*) and reports a mismatch only in this message.
-                    if text.contains("checksum mismatch") {
-                        Err(StoreError::Mismatch(text))
+                    // (x-amz-checksum-*) and reports a mismatch only in its message.
+                    let source = Box::new(e);
+                    if DisplayErrorContext(&source)
+                        .to_string()
+                        .contains("checksum mismatch")
+                    {
+                        Err(StoreError::Mismatch { source })
                     } else {
-                        Err(StoreError::Body(text))
+                        Err(BodyError::Transport(source).into())
                     }
                 }
             }

@@ -9,7 +9,7 @@ pub mod failing;
 pub mod memory;
 pub mod multipart;
 
-pub use error::{BoxError, ProtocolError, StoreError};
+pub use error::{BodyError, BoxError, ProtocolError, StoreError};
 
 use std::fmt;
 use std::future::Future;

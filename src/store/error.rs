@@ -3,6 +3,8 @@
 
 use std::error::Error;
 use std::fmt;
+use std::ops::Range;
+use std::time::Duration;
 
 /// The error a failure came from (the SDK's, or a test double's), kept whole so a
 /// log can walk its chain.
@@ -58,11 +60,14 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
-    #[error("response body failed: {0}")]
-    Body(String),
+    #[error(transparent)]
+    Body(#[from] BodyError),
     /// The body arrived whole but contradicts the checksum the server sent with it.
-    #[error("response body does not match its checksum: {0}")]
-    Mismatch(String),
+    #[error("response body does not match its checksum: {}", innermost(.source))]
+    Mismatch {
+        #[source]
+        source: BoxError,
+    },
     /// S3 answered something no S3 would (see `ProtocolError`).
     #[error("S3 error: {0}")]
     Protocol(ProtocolError),
@@ -111,6 +116,63 @@ impl StoreError {
                 | StoreError::Credentials { .. }
                 | StoreError::NoSuchBucket(_)
         )
+    }
+}
+
+/// How a response body failed after the server answered.
+#[derive(Debug)]
+pub enum BodyError {
+    /// No byte arrived for `after`; the read had reached byte `at` of the object.
+    Stalled { after: Duration, at: u64 },
+    /// More bytes arrived than the `promised` end of the range.
+    TooLong { promised: u64 },
+    /// The body ended at byte `at` of the object, before the range's `end`.
+    EndedEarly { at: u64, end: u64 },
+    /// The response holds `len` bytes from `start`, not the range asked for.
+    WrongRange {
+        asked: Range<u64>,
+        start: u64,
+        len: u64,
+    },
+    /// The connection failed under the body (a reset, a read error).
+    Transport(BoxError),
+    /// The last failure of a read that used up its `attempts`.
+    GaveUp { attempts: u32, last: Box<BodyError> },
+}
+
+// By hand rather than derived: a read that gave up shows its last failure in its
+// own message and hands on that failure's cause, not the failure a second time.
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const FAILED: &str = "response body failed: ";
+        match self {
+            BodyError::Stalled { after, at } => {
+                write!(f, "{FAILED}stalled: no data for {after:?} at byte {at}")
+            }
+            BodyError::TooLong { promised } => {
+                write!(f, "{FAILED}body longer than the {promised} bytes promised")
+            }
+            BodyError::EndedEarly { at, end } => {
+                write!(f, "{FAILED}body ended at byte {at} of {end}")
+            }
+            BodyError::WrongRange { asked, start, len } => write!(
+                f,
+                "{FAILED}asked for bytes {}..{}, got {len} bytes at {start}",
+                asked.start, asked.end
+            ),
+            BodyError::Transport(source) => write!(f, "{FAILED}{}", innermost(source)),
+            BodyError::GaveUp { attempts, last } => write!(f, "{last} (after {attempts} attempts)"),
+        }
+    }
+}
+
+impl Error for BodyError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            BodyError::Transport(source) => Some(source.as_ref()),
+            BodyError::GaveUp { last, .. } => last.source(),
+            _ => None,
+        }
     }
 }
 

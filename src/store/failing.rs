@@ -8,14 +8,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::{Body, BoxFuture, ETag, GetRequest, GetResponse, ListPage, ObjectStore, StoreError};
+use super::{
+    Body, BodyError, BoxFuture, ETag, GetRequest, GetResponse, ListPage, ObjectStore, StoreError,
+};
 
 /// What happens to one GET.
 #[derive(Debug)]
 pub enum GetFault {
     /// The request fails with this error before any response.
     Fail(StoreError),
-    /// The body fails with `StoreError::Body` after this many bytes, as a reset connection does.
+    /// The body fails with `BodyError::Transport` after this many bytes, as a reset connection does.
     CutAfter(u64),
     /// The body delivers this many bytes and then never another.
     StallAfter(u64),
@@ -201,10 +203,11 @@ impl Body for FaultyBody {
                 if matches!(self.fault, BodyFault::Stall(_)) {
                     std::future::pending::<()>().await;
                 }
-                return Err(StoreError::Body(format!(
-                    "connection reset after {} bytes",
-                    self.delivered
-                )));
+                let reset = std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    format!("connection reset after {} bytes", self.delivered),
+                );
+                return Err(BodyError::Transport(reset.into()).into());
             }
             let Some(mut chunk) = self.inner.next_chunk().await? else {
                 return Ok(None);
@@ -462,11 +465,12 @@ mod tests {
         f.store.on_get(2, GetFault::StallAfter(500));
         let err = f.ensure("o", &etag, bytes.len()).await.unwrap_err();
         match &err {
-            FetchError::Store(StoreError::Body(msg)) => {
-                assert!(msg.contains("after 2 attempts"), "{msg}")
+            FetchError::Store(StoreError::Body(BodyError::GaveUp { attempts: 2, last })) => {
+                assert!(matches!(**last, BodyError::Stalled { .. }), "{last}")
             }
             other => panic!("expected a body error, got {other:?}"),
         }
+        assert!(err.to_string().contains("after 2 attempts"), "{err}");
         assert_eq!(f.store.gets(), 2);
         f.assert_holds("o", &old, &old_etag);
         f.assert_no_temp_files();
