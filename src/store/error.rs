@@ -237,3 +237,285 @@ impl fmt::Display for SpacedCode<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: std::io::ErrorKind, message: &str) -> BoxError {
+        std::io::Error::new(kind, message).into()
+    }
+
+    fn refused() -> BoxError {
+        io(std::io::ErrorKind::ConnectionRefused, "Connection refused")
+    }
+
+    /// One error of every kind, each with how it must be classified:
+    /// (error, transient, stops a run).
+    fn every_kind() -> Vec<(StoreError, bool, bool)> {
+        let body = |e: BodyError| StoreError::Body(e);
+        let server = StoreError::ServerError {
+            endpoint: "http://s3".into(),
+            action: "GetObject",
+            resource: "s3://b/k".into(),
+            status: 503,
+            code: Some("SlowDown".into()),
+            attempts: 3,
+            source: refused(),
+        };
+        let unexpected = StoreError::Unexpected {
+            action: "GetObject",
+            resource: "s3://b/k".into(),
+            status: Some(400),
+            code: Some("InvalidArgument".into()),
+            source: refused(),
+        };
+        vec![
+            (StoreError::NoSuchBucket("b".into()), false, true),
+            (
+                StoreError::NoSuchKey {
+                    bucket: "b".into(),
+                    key: "k".into(),
+                },
+                false,
+                false,
+            ),
+            (
+                StoreError::AccessDenied {
+                    action: "GetObject",
+                    resource: "s3://b/k".into(),
+                },
+                false,
+                false,
+            ),
+            (
+                StoreError::Changed {
+                    bucket: "b".into(),
+                    key: "k".into(),
+                },
+                false,
+                false,
+            ),
+            (StoreError::Credentials { source: refused() }, false, true),
+            (
+                StoreError::Unreachable {
+                    endpoint: "http://s3".into(),
+                    source: refused(),
+                },
+                true,
+                true,
+            ),
+            (server, true, true),
+            (
+                StoreError::Timeout {
+                    endpoint: "http://s3".into(),
+                    source: refused(),
+                },
+                true,
+                true,
+            ),
+            (
+                body(BodyError::Stalled {
+                    after: Duration::from_secs(1),
+                    at: 0,
+                }),
+                true,
+                false,
+            ),
+            (body(BodyError::TooLong { promised: 1 }), true, false),
+            (body(BodyError::EndedEarly { at: 0, end: 1 }), true, false),
+            (
+                body(BodyError::WrongRange {
+                    asked: 0..1,
+                    start: 1,
+                    len: 1,
+                }),
+                true,
+                false,
+            ),
+            (body(BodyError::Transport(refused())), true, false),
+            (
+                body(BodyError::GaveUp {
+                    attempts: 3,
+                    last: Box::new(BodyError::TooLong { promised: 1 }),
+                }),
+                true,
+                false,
+            ),
+            (StoreError::Mismatch { source: refused() }, false, false),
+            (
+                StoreError::Protocol(ProtocolError::ListedWithoutKey),
+                false,
+                false,
+            ),
+            (unexpected, false, false),
+        ]
+    }
+
+    /// Fails to compile when a kind is added, so `every_kind` cannot miss it.
+    fn kind(err: &StoreError) -> &'static str {
+        match err {
+            StoreError::NoSuchBucket(_) => "NoSuchBucket",
+            StoreError::NoSuchKey { .. } => "NoSuchKey",
+            StoreError::AccessDenied { .. } => "AccessDenied",
+            StoreError::Changed { .. } => "Changed",
+            StoreError::Credentials { .. } => "Credentials",
+            StoreError::Unreachable { .. } => "Unreachable",
+            StoreError::ServerError { .. } => "ServerError",
+            StoreError::Timeout { .. } => "Timeout",
+            StoreError::Body(_) => "Body",
+            StoreError::Mismatch { .. } => "Mismatch",
+            StoreError::Protocol(_) => "Protocol",
+            StoreError::Unexpected { .. } => "Unexpected",
+        }
+    }
+
+    #[test]
+    fn every_kind_is_classified_as_before() {
+        let all = every_kind();
+        let kinds: std::collections::BTreeSet<_> = all.iter().map(|(e, _, _)| kind(e)).collect();
+        assert_eq!(kinds.len(), 12, "every kind is listed: {kinds:?}");
+        for (err, transient, stops_run) in &all {
+            assert_eq!(err.is_transient(), *transient, "is_transient: {err:?}");
+            assert_eq!(err.stops_run(), *stops_run, "stops_run: {err:?}");
+        }
+    }
+
+    #[test]
+    fn messages_name_the_endpoint_and_the_innermost_cause() {
+        let unreachable = StoreError::Unreachable {
+            endpoint: "http://127.0.0.1:9".into(),
+            source: Box::new(Layer("dispatch failure", Some(refused()))),
+        };
+        assert_eq!(
+            unreachable.to_string(),
+            "cannot reach S3 endpoint: http://127.0.0.1:9: Connection refused"
+        );
+        let cause = unreachable.source().expect("the cause is kept");
+        assert_eq!(cause.to_string(), "dispatch failure");
+        let timeout = StoreError::Timeout {
+            endpoint: "http://s3".into(),
+            source: io(std::io::ErrorKind::TimedOut, "read timed out"),
+        };
+        assert_eq!(
+            timeout.to_string(),
+            "S3 request timed out: http://s3: read timed out"
+        );
+        let credentials = StoreError::Credentials {
+            source: io(std::io::ErrorKind::NotFound, "no providers in chain"),
+        };
+        assert!(
+            credentials
+                .to_string()
+                .starts_with("no AWS credentials found (no providers in chain); set ")
+        );
+    }
+
+    #[test]
+    fn a_server_error_names_status_code_and_attempts() {
+        let error = |code: Option<&str>| StoreError::ServerError {
+            endpoint: "http://s3".into(),
+            action: "GetObject",
+            resource: "s3://b/k".into(),
+            status: 503,
+            code: code.map(str::to_string),
+            attempts: 3,
+            source: refused(),
+        };
+        assert_eq!(
+            error(Some("SlowDown")).to_string(),
+            "S3 kept failing: http://s3 answered HTTP 503 SlowDown to GetObject on s3://b/k, 3 attempts"
+        );
+        assert_eq!(
+            error(None).to_string(),
+            "S3 kept failing: http://s3 answered HTTP 503 to GetObject on s3://b/k, 3 attempts"
+        );
+    }
+
+    #[test]
+    fn body_messages_read_as_before() {
+        let stalled = BodyError::Stalled {
+            after: Duration::from_secs(30),
+            at: 7,
+        };
+        assert_eq!(
+            stalled.to_string(),
+            "response body failed: stalled: no data for 30s at byte 7"
+        );
+        let reset = BodyError::Transport(Box::new(Layer(
+            "streaming error",
+            Some(io(std::io::ErrorKind::ConnectionReset, "connection reset")),
+        )));
+        let gave_up = StoreError::Body(BodyError::GaveUp {
+            attempts: 3,
+            last: Box::new(reset),
+        });
+        assert_eq!(
+            gave_up.to_string(),
+            "response body failed: connection reset (after 3 attempts)"
+        );
+        // The transport's own error is the cause, once.
+        let cause = gave_up.source().expect("the cause is kept");
+        assert_eq!(cause.to_string(), "streaming error");
+        assert!(BodyError::EndedEarly { at: 1, end: 2 }.source().is_none());
+        assert_eq!(
+            BodyError::WrongRange {
+                asked: 10..20,
+                start: 0,
+                len: 20
+            }
+            .to_string(),
+            "response body failed: asked for bytes 10..20, got 20 bytes at 0"
+        );
+    }
+
+    #[test]
+    fn protocol_and_unexpected_errors_read_as_before() {
+        let truncated = StoreError::from(ProtocolError::TruncatedWithoutToken);
+        assert_eq!(
+            truncated.to_string(),
+            "S3 error: truncated listing without a continuation token"
+        );
+        assert!(truncated.source().is_none());
+        let unexpected = StoreError::Unexpected {
+            action: "ListObjectsV2",
+            resource: "s3://b/p".into(),
+            status: Some(400),
+            code: None,
+            source: Box::new(Layer("service error", Some("bad request".into()))),
+        };
+        assert_eq!(
+            unexpected.to_string(),
+            "S3 error: ListObjectsV2 on s3://b/p: bad request"
+        );
+    }
+
+    #[test]
+    fn an_empty_innermost_message_shows_the_whole_chain() {
+        let err = StoreError::Unreachable {
+            endpoint: "http://s3".into(),
+            source: Box::new(Layer("dispatch failure", Some(Box::new(Layer("", None))))),
+        };
+        assert_eq!(
+            err.to_string(),
+            "cannot reach S3 endpoint: http://s3: dispatch failure:  \
+             (Layer(\"dispatch failure\", Some(Layer(\"\", None))))"
+        );
+    }
+
+    /// An error with a message and an optional cause, as the SDK's layers are.
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<BoxError>);
+
+    impl fmt::Display for Layer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl Error for Layer {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            self.1.as_deref().map(|e| e as &(dyn Error + 'static))
+        }
+    }
+}
