@@ -21,7 +21,8 @@ use bytes::Bytes;
 
 use crate::store::{
     Body, BodyError, BoxFuture, ETag, EmptyKey, Escaped, GetRequest, GetResponse, Key, ListPage,
-    ObjectMeta, ObjectStore, ProtocolError, StoreError, decode_url_key,
+    ObjectMeta, ObjectStore, ProtocolError, ServerFailure, StoreError, UnexpectedFailure,
+    decode_url_key,
 };
 
 /// How to reach S3; anything left `None` comes from the standard AWS configuration
@@ -267,7 +268,7 @@ impl S3Store {
                     bucket: self.bucket.clone(),
                     key: key.to_string(),
                 },
-                (_, s) if s >= 500 || s == 429 => StoreError::ServerError {
+                (_, s) if s >= 500 || s == 429 => ServerFailure {
                     endpoint: self.endpoint.clone(),
                     action,
                     resource,
@@ -275,14 +276,16 @@ impl S3Store {
                     code,
                     attempts: self.max_attempts,
                     source: Box::new(err),
-                },
-                _ => StoreError::Unexpected {
+                }
+                .into(),
+                _ => UnexpectedFailure {
                     action,
                     resource,
                     status: Some(status),
                     code,
                     source: Box::new(err),
-                },
+                }
+                .into(),
             };
         }
         if is_credentials_error(&err) {
@@ -299,13 +302,14 @@ impl S3Store {
                 endpoint: self.endpoint.clone(),
                 source: Box::new(err),
             },
-            _ => StoreError::Unexpected {
+            _ => UnexpectedFailure {
                 action,
                 resource,
                 status: None,
                 code: None,
                 source: Box::new(err),
-            },
+            }
+            .into(),
         }
     }
 }

@@ -9,7 +9,7 @@ pub mod failing;
 pub mod memory;
 pub mod multipart;
 
-pub use error::{BodyError, BoxError, ProtocolError, StoreError};
+pub use error::{BodyError, BoxError, ProtocolError, ServerFailure, StoreError, UnexpectedFailure};
 
 use std::fmt;
 use std::future::Future;

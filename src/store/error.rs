@@ -39,21 +39,8 @@ pub enum StoreError {
         source: BoxError,
     },
     /// 5xx or throttling answers that outlasted the retries.
-    #[error(
-        "S3 kept failing: {endpoint} answered HTTP {status}{} to {action} on {resource}, {attempts} attempts",
-        SpacedCode(.code)
-    )]
-    ServerError {
-        endpoint: String,
-        action: &'static str,
-        resource: String,
-        status: u16,
-        /// S3's error code (`SlowDown`, `InternalError`), if the answer had one.
-        code: Option<String>,
-        attempts: u32,
-        #[source]
-        source: BoxError,
-    },
+    #[error(transparent)]
+    ServerError(Box<ServerFailure>),
     #[error("S3 request timed out: {endpoint}: {}", innermost(.source))]
     Timeout {
         endpoint: String,
@@ -72,16 +59,52 @@ pub enum StoreError {
     #[error("S3 error: {0}")]
     Protocol(ProtocolError),
     /// A failure S3 answered (or the SDK raised) that none of the above describes.
-    #[error("S3 error: {action} on {resource}: {}", innermost(.source))]
-    Unexpected {
-        action: &'static str,
-        resource: String,
-        /// The HTTP status, if S3 answered at all.
-        status: Option<u16>,
-        code: Option<String>,
-        #[source]
-        source: BoxError,
-    },
+    #[error(transparent)]
+    Unexpected(Box<UnexpectedFailure>),
+}
+
+/// A request S3 kept answering with a 5xx or throttling status until its attempts
+/// ran out. (Boxed in `StoreError`, which every `Result` of the store carries.)
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "S3 kept failing: {endpoint} answered HTTP {status}{} to {action} on {resource}, {attempts} attempts",
+    SpacedCode(.code)
+)]
+pub struct ServerFailure {
+    pub endpoint: String,
+    pub action: &'static str,
+    pub resource: String,
+    pub status: u16,
+    /// S3's error code (`SlowDown`, `InternalError`), if the answer had one.
+    pub code: Option<String>,
+    pub attempts: u32,
+    #[source]
+    pub source: BoxError,
+}
+
+/// A failure S3 answered (or the SDK raised) that no other kind describes.
+#[derive(Debug, thiserror::Error)]
+#[error("S3 error: {action} on {resource}: {}", innermost(.source))]
+pub struct UnexpectedFailure {
+    pub action: &'static str,
+    pub resource: String,
+    /// The HTTP status, if S3 answered at all.
+    pub status: Option<u16>,
+    pub code: Option<String>,
+    #[source]
+    pub source: BoxError,
+}
+
+impl From<ServerFailure> for StoreError {
+    fn from(e: ServerFailure) -> StoreError {
+        StoreError::ServerError(Box::new(e))
+    }
+}
+
+impl From<UnexpectedFailure> for StoreError {
+    fn from(e: UnexpectedFailure) -> StoreError {
+        StoreError::Unexpected(Box::new(e))
+    }
 }
 
 // Not a `#[source]`: a protocol error is a leaf that the message already shows
@@ -98,7 +121,7 @@ impl StoreError {
         matches!(
             self,
             StoreError::Unreachable { .. }
-                | StoreError::ServerError { .. }
+                | StoreError::ServerError(_)
                 | StoreError::Timeout { .. }
                 | StoreError::Body(_)
         )
@@ -111,7 +134,7 @@ impl StoreError {
         matches!(
             self,
             StoreError::Unreachable { .. }
-                | StoreError::ServerError { .. }
+                | StoreError::ServerError(_)
                 | StoreError::Timeout { .. }
                 | StoreError::Credentials { .. }
                 | StoreError::NoSuchBucket(_)
@@ -254,7 +277,7 @@ mod tests {
     /// (error, transient, stops a run).
     fn every_kind() -> Vec<(StoreError, bool, bool)> {
         let body = |e: BodyError| StoreError::Body(e);
-        let server = StoreError::ServerError {
+        let server = StoreError::from(ServerFailure {
             endpoint: "http://s3".into(),
             action: "GetObject",
             resource: "s3://b/k".into(),
@@ -262,14 +285,14 @@ mod tests {
             code: Some("SlowDown".into()),
             attempts: 3,
             source: refused(),
-        };
-        let unexpected = StoreError::Unexpected {
+        });
+        let unexpected = StoreError::from(UnexpectedFailure {
             action: "GetObject",
             resource: "s3://b/k".into(),
             status: Some(400),
             code: Some("InvalidArgument".into()),
             source: refused(),
-        };
+        });
         vec![
             (StoreError::NoSuchBucket("b".into()), false, true),
             (
@@ -361,13 +384,19 @@ mod tests {
             StoreError::Changed { .. } => "Changed",
             StoreError::Credentials { .. } => "Credentials",
             StoreError::Unreachable { .. } => "Unreachable",
-            StoreError::ServerError { .. } => "ServerError",
+            StoreError::ServerError(_) => "ServerError",
             StoreError::Timeout { .. } => "Timeout",
             StoreError::Body(_) => "Body",
             StoreError::Mismatch { .. } => "Mismatch",
             StoreError::Protocol(_) => "Protocol",
-            StoreError::Unexpected { .. } => "Unexpected",
+            StoreError::Unexpected(_) => "Unexpected",
         }
+    }
+
+    #[test]
+    fn a_store_error_stays_small() {
+        // Every `Result` of the store and of the layers above carries one.
+        assert!(std::mem::size_of::<StoreError>() <= 56);
     }
 
     #[test]
@@ -413,14 +442,16 @@ mod tests {
 
     #[test]
     fn a_server_error_names_status_code_and_attempts() {
-        let error = |code: Option<&str>| StoreError::ServerError {
-            endpoint: "http://s3".into(),
-            action: "GetObject",
-            resource: "s3://b/k".into(),
-            status: 503,
-            code: code.map(str::to_string),
-            attempts: 3,
-            source: refused(),
+        let error = |code: Option<&str>| {
+            StoreError::from(ServerFailure {
+                endpoint: "http://s3".into(),
+                action: "GetObject",
+                resource: "s3://b/k".into(),
+                status: 503,
+                code: code.map(str::to_string),
+                attempts: 3,
+                source: refused(),
+            })
         };
         assert_eq!(
             error(Some("SlowDown")).to_string(),
@@ -477,13 +508,13 @@ mod tests {
             "S3 error: truncated listing without a continuation token"
         );
         assert!(truncated.source().is_none());
-        let unexpected = StoreError::Unexpected {
+        let unexpected = StoreError::from(UnexpectedFailure {
             action: "ListObjectsV2",
             resource: "s3://b/p".into(),
             status: Some(400),
             code: None,
             source: Box::new(Layer("service error", Some("bad request".into()))),
-        };
+        });
         assert_eq!(
             unexpected.to_string(),
             "S3 error: ListObjectsV2 on s3://b/p: bad request"

@@ -9,7 +9,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::{
-    Body, BodyError, BoxFuture, ETag, GetRequest, GetResponse, ListPage, ObjectStore, StoreError,
+    Body, BodyError, BoxFuture, ETag, GetRequest, GetResponse, ListPage, ObjectStore,
+    ServerFailure, StoreError,
 };
 
 /// What happens to one GET.
@@ -100,7 +101,7 @@ impl<S: ObjectStore> FailingStore<S> {
 /// What a request S3 kept answering with HTTP 503 `SlowDown` fails with, once its
 /// attempts are used up.
 pub fn slow_down(action: &'static str, resource: &str) -> StoreError {
-    StoreError::ServerError {
+    ServerFailure {
         endpoint: "memory".to_string(),
         action,
         resource: resource.to_string(),
@@ -109,6 +110,7 @@ pub fn slow_down(action: &'static str, resource: &str) -> StoreError {
         attempts: 1,
         source: "Please reduce your request rate.".into(),
     }
+    .into()
 }
 
 /// What a request that got no answer in time fails with.
@@ -369,7 +371,7 @@ mod tests {
         store.fail_list(2, slow_down("ListObjectsV2", "s3://b/"));
         let err = list_all(&store, "").await.unwrap_err();
         assert!(
-            matches!(err, StoreError::ServerError { status: 503, .. }),
+            matches!(&err, StoreError::ServerError(f) if f.status == 503),
             "{err}"
         );
         assert_eq!(store.lists(), 2);
@@ -622,7 +624,7 @@ mod tests {
             .on_get(1, GetFault::Fail(slow_down("GetObject", "s3://b/o")));
         let err = f.ensure("o", &etag, bytes.len()).await.unwrap_err();
         assert!(
-            matches!(err, FetchError::Store(StoreError::ServerError { .. })),
+            matches!(err, FetchError::Store(StoreError::ServerError(_))),
             "{err:?}"
         );
         assert_eq!(f.store.gets(), 1);
