@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::mirror::{LocalStatus, Mirror, MirrorError, Record, TempFile};
-use crate::store::{Body, ETag, GetRequest, GetResponse, Key, ObjectStore, StoreError};
+use crate::store::{Body, BodyError, ETag, GetRequest, GetResponse, Key, ObjectStore, StoreError};
 
 /// Times one object is fetched from the start when it changes mid-download or its
 /// bytes contradict its MD5 ETag or the checksum sent with them, before the key fails.
@@ -227,7 +227,7 @@ impl Fetcher {
                 }
                 // Some bytes already written are wrong, and nobody knows which: resuming
                 // would keep them, so the whole object is fetched again.
-                Err(FetchError::Store(e @ StoreError::Mismatch(_))) => {
+                Err(FetchError::Store(e @ StoreError::Mismatch { .. })) => {
                     tracing::warn!(%key, "{e}; fetching again");
                     last = FetchError::Store(e);
                 }
@@ -499,8 +499,12 @@ impl RangedRead<'_> {
                     tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;
                 }
-                Err(FetchError::Store(StoreError::Body(e))) if answered => {
-                    return Err(StoreError::Body(format!("{e} (after {attempt} attempts)")).into());
+                Err(FetchError::Store(StoreError::Body(last))) if answered => {
+                    let gave_up = BodyError::GaveUp {
+                        attempts: attempt,
+                        last: Box::new(last),
+                    };
+                    return Err(StoreError::Body(gave_up).into());
                 }
                 Err(e) => return Err(e),
             }
@@ -569,11 +573,12 @@ impl RangedRead<'_> {
         let stop = *self.end.get_or_insert(v.size.min(limit));
         let pos = self.pos;
         if response.start != pos || response.content_length != stop - pos {
-            return Err(StoreError::Body(format!(
-                "asked for bytes {pos}..{stop}, got {} bytes at {}",
-                response.content_length, response.start
-            ))
-            .into());
+            let wrong = BodyError::WrongRange {
+                asked: pos..stop,
+                start: response.start,
+                len: response.content_length,
+            };
+            return Err(StoreError::Body(wrong).into());
         }
         Ok(stop)
     }
@@ -589,25 +594,26 @@ impl RangedRead<'_> {
         loop {
             let next = tokio::time::timeout(self.stall_timeout, body.next_chunk()).await;
             let Ok(chunk) = next else {
-                return Err(StoreError::Body(format!(
-                    "stalled: no data for {:?} at byte {}",
-                    self.stall_timeout, self.pos
-                ))
-                .into());
+                let stalled = BodyError::Stalled {
+                    after: self.stall_timeout,
+                    at: self.pos,
+                };
+                return Err(StoreError::Body(stalled).into());
             };
             let Some(chunk) = chunk? else { break };
             if self.pos + chunk.len() as u64 > stop {
-                return Err(StoreError::Body(format!(
-                    "body longer than the {stop} bytes promised"
-                ))
-                .into());
+                let too_long = BodyError::TooLong { promised: stop };
+                return Err(StoreError::Body(too_long).into());
             }
             sink.put(self.pos, &chunk)?;
             self.pos += chunk.len() as u64;
         }
         if self.pos != stop {
-            let pos = self.pos;
-            return Err(StoreError::Body(format!("body ended at byte {pos} of {stop}")).into());
+            let short = BodyError::EndedEarly {
+                at: self.pos,
+                end: stop,
+            };
+            return Err(StoreError::Body(short).into());
         }
         Ok(())
     }
@@ -696,7 +702,8 @@ mod tests {
                 if stall {
                     std::future::pending::<()>().await;
                 }
-                Err(StoreError::Body("connection reset".into()))
+                let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+                Err(BodyError::Transport(reset.into()).into())
             })
         }
     }
@@ -725,7 +732,13 @@ mod tests {
                 let mut response = self.inner.get(request).await?;
                 let (keep, stall) = match fault {
                     None => return Ok(response),
-                    Some(Fault::Refuse) => return Err(StoreError::Unreachable("refused".into())),
+                    Some(Fault::Refuse) => {
+                        return Err(StoreError::Unreachable {
+                            endpoint: "memory".to_string(),
+                            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused)
+                                .into(),
+                        });
+                    }
                     Some(Fault::CutAfter(n)) => (n, false),
                     Some(Fault::StallAfter(n)) => (n, true),
                 };
@@ -786,7 +799,10 @@ mod tests {
         let etag = store.inner.put("k", sample(20));
         let key = Key::new("k").unwrap();
         let err = f.read_pinned(&key, &etag, 0..20).await.unwrap_err();
-        assert!(matches!(err, FetchError::Store(StoreError::Unreachable(_))));
+        assert!(matches!(
+            err,
+            FetchError::Store(StoreError::Unreachable { .. })
+        ));
         assert_eq!(store.asked.lock().len(), 1);
     }
 

@@ -20,8 +20,9 @@ use aws_sdk_s3::types::EncodingType;
 use bytes::Bytes;
 
 use crate::store::{
-    Body, BoxFuture, ETag, Escaped, GetRequest, GetResponse, Key, ListPage, ObjectMeta,
-    ObjectStore, StoreError, decode_url_key,
+    Body, BodyError, BoxFuture, ETag, EmptyKey, Escaped, GetRequest, GetResponse, Key, ListPage,
+    ObjectMeta, ObjectStore, ProtocolError, ServerFailure, StoreError, UnexpectedFailure,
+    decode_url_key,
 };
 
 /// How to reach S3; anything left `None` comes from the standard AWS configuration
@@ -171,10 +172,8 @@ impl S3Store {
             .map_err(|e| self.map_error(e, "ListObjectsV2", prefix))?;
         let mut page = ListPage::default();
         for object in output.contents() {
-            let raw = object
-                .key()
-                .ok_or_else(|| StoreError::Other("listed object without a key".into()))?;
-            let key = Key::new(decode_url_key(raw)?)?;
+            let raw = object.key().ok_or(ProtocolError::ListedWithoutKey)?;
+            let key = Key::new(decode_url_key(raw)?).map_err(|EmptyKey| ProtocolError::EmptyKey)?;
             page.objects.push(ObjectMeta {
                 key,
                 size: object.size().unwrap_or(0).max(0) as u64,
@@ -190,9 +189,7 @@ impl S3Store {
         if output.is_truncated().unwrap_or(false) {
             page.next = output.next_continuation_token().map(str::to_string);
             if page.next.is_none() {
-                return Err(StoreError::Other(
-                    "truncated listing without a continuation token".into(),
-                ));
+                return Err(ProtocolError::TruncatedWithoutToken.into());
             }
         }
         Ok(page)
@@ -216,7 +213,7 @@ impl S3Store {
         let content_length = output.content_length().unwrap_or(0).max(0) as u64;
         let (start, object_size) = match output.content_range() {
             Some(range) => parse_content_range(range)
-                .ok_or_else(|| StoreError::Other(format!("unparsable Content-Range {range:?}")))?,
+                .ok_or_else(|| ProtocolError::ContentRange(range.to_string()))?,
             None => (0, content_length),
         };
         let etag = ETag::new(output.e_tag().unwrap_or_default());
@@ -246,62 +243,74 @@ impl S3Store {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let detail = root_cause(&err);
         let resource = if action == "ListObjectsV2" {
             format!("s3://{}/{key}", self.bucket)
         } else {
             format!("s3://{}/{}", self.bucket, Escaped(key))
         };
-        match &err {
-            SdkError::ServiceError(service) => {
-                let code = service.err().code().unwrap_or_default();
-                let status = Some(service.raw().status().as_u16());
-                match (code, status) {
-                    ("NoSuchBucket", _) => StoreError::NoSuchBucket(self.bucket.clone()),
-                    ("NoSuchKey", _) | (_, Some(404)) => StoreError::NoSuchKey {
-                        bucket: self.bucket.clone(),
-                        key: key.to_string(),
-                    },
-                    ("AccessDenied", _) | (_, Some(403)) => {
-                        StoreError::AccessDenied { action, resource }
-                    }
-                    ("PreconditionFailed", _) | (_, Some(412)) => StoreError::Changed {
-                        bucket: self.bucket.clone(),
-                        key: key.to_string(),
-                    },
-                    (_, Some(s)) if s >= 500 || s == 429 => StoreError::ServerError(format!(
-                        "{} answered HTTP {s}{}{} to {action} on {resource}, {} attempts",
-                        self.endpoint,
-                        if code.is_empty() { "" } else { " " },
-                        code,
-                        self.max_attempts
-                    )),
-                    _ => StoreError::Other(format!("{action} on {resource}: {detail}")),
+        if let SdkError::ServiceError(service) = &err {
+            let code = service
+                .err()
+                .code()
+                .filter(|c| !c.is_empty())
+                .map(str::to_string);
+            let status = service.raw().status().as_u16();
+            return match (code.as_deref(), status) {
+                (Some("NoSuchBucket"), _) => StoreError::NoSuchBucket(self.bucket.clone()),
+                (Some("NoSuchKey"), _) | (_, 404) => StoreError::NoSuchKey {
+                    bucket: self.bucket.clone(),
+                    key: key.to_string(),
+                },
+                (Some("AccessDenied"), _) | (_, 403) => {
+                    StoreError::AccessDenied { action, resource }
                 }
-            }
-            _ if is_credentials_error(&err) => StoreError::Credentials(detail),
-            SdkError::TimeoutError(_) => {
-                StoreError::Timeout(format!("{}: {detail}", self.endpoint))
-            }
-            SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-                StoreError::Unreachable(format!("{}: {detail}", self.endpoint))
-            }
-            _ => StoreError::Other(format!("{action} on {resource}: {detail}")),
+                (Some("PreconditionFailed"), _) | (_, 412) => StoreError::Changed {
+                    bucket: self.bucket.clone(),
+                    key: key.to_string(),
+                },
+                (_, s) if s >= 500 || s == 429 => ServerFailure {
+                    endpoint: self.endpoint.clone(),
+                    action,
+                    resource,
+                    status,
+                    code,
+                    attempts: self.max_attempts,
+                    source: Box::new(err),
+                }
+                .into(),
+                _ => UnexpectedFailure {
+                    action,
+                    resource,
+                    status: Some(status),
+                    code,
+                    source: Box::new(err),
+                }
+                .into(),
+            };
         }
-    }
-}
-
-/// The innermost message of an error chain: the one that says what went wrong.
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = err;
-    while let Some(next) = current.source() {
-        current = next;
-    }
-    let text = current.to_string();
-    if text.is_empty() {
-        DisplayErrorContext(err).to_string()
-    } else {
-        text
+        if is_credentials_error(&err) {
+            return StoreError::Credentials {
+                source: Box::new(err),
+            };
+        }
+        match err {
+            SdkError::TimeoutError(_) => StoreError::Timeout {
+                endpoint: self.endpoint.clone(),
+                source: Box::new(err),
+            },
+            SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => StoreError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                source: Box::new(err),
+            },
+            _ => UnexpectedFailure {
+                action,
+                resource,
+                status: None,
+                code: None,
+                source: Box::new(err),
+            }
+            .into(),
+        }
     }
 }
 
@@ -338,13 +347,16 @@ impl Body for S3Body {
                 None => Ok(None),
                 Some(Ok(bytes)) => Ok(Some(bytes)),
                 Some(Err(e)) => {
-                    let text = DisplayErrorContext(&e).to_string();
                     // The SDK checks a whole-object GET against the checksum S3 sends
-                    // (x-amz-checksum-*) and reports a mismatch only in this message.
-                    if text.contains("checksum mismatch") {
-                        Err(StoreError::Mismatch(text))
+                    // (x-amz-checksum-*) and reports a mismatch only in its message.
+                    let source = Box::new(e);
+                    if DisplayErrorContext(&source)
+                        .to_string()
+                        .contains("checksum mismatch")
+                    {
+                        Err(StoreError::Mismatch { source })
                     } else {
-                        Err(StoreError::Body(text))
+                        Err(BodyError::Transport(source).into())
                     }
                 }
             }

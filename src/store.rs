@@ -2,11 +2,14 @@
 //! metadata, and the trait every S3 backend implements. Nothing past this module
 //! sees an SDK type.
 
+mod error;
 #[cfg(any(test, feature = "test-util"))]
 pub mod failing;
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;
 pub mod multipart;
+
+pub use error::{BodyError, BoxError, ProtocolError, ServerFailure, StoreError, UnexpectedFailure};
 
 use std::fmt;
 use std::future::Future;
@@ -25,10 +28,10 @@ pub struct Key(String);
 
 impl Key {
     /// Wraps a key; S3 keys are never empty.
-    pub fn new(key: impl Into<String>) -> Result<Key, StoreError> {
+    pub fn new(key: impl Into<String>) -> Result<Key, EmptyKey> {
         let key = key.into();
         if key.is_empty() {
-            return Err(StoreError::Other("empty object key".into()));
+            return Err(EmptyKey);
         }
         Ok(Key(key))
     }
@@ -37,6 +40,11 @@ impl Key {
         &self.0
     }
 }
+
+/// The one way a key can be invalid: S3 has no object named "".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("empty object key")]
+pub struct EmptyKey;
 
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -172,69 +180,8 @@ pub async fn list_all(
     }
 }
 
-/// Failures of the object store, kept apart by what the caller should do about them.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("bucket {0:?} does not exist")]
-    NoSuchBucket(String),
-    #[error("s3://{bucket}/{key}: no such key")]
-    NoSuchKey { bucket: String, key: String },
-    #[error("access denied: {action} on {resource}")]
-    AccessDenied {
-        action: &'static str,
-        resource: String,
-    },
-    #[error("s3://{bucket}/{key} changed while it was being read")]
-    Changed { bucket: String, key: String },
-    #[error(
-        "no AWS credentials found ({0}); set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use an instance role"
-    )]
-    Credentials(String),
-    #[error("cannot reach S3 endpoint: {0}")]
-    Unreachable(String),
-    /// 5xx or throttling answers that outlasted the retries.
-    #[error("S3 kept failing: {0}")]
-    ServerError(String),
-    #[error("S3 request timed out: {0}")]
-    Timeout(String),
-    #[error("response body failed: {0}")]
-    Body(String),
-    /// The body arrived whole but contradicts the checksum the server sent with it.
-    #[error("response body does not match its checksum: {0}")]
-    Mismatch(String),
-    #[error("S3 error: {0}")]
-    Other(String),
-}
-
-impl StoreError {
-    /// Whether trying the same request again may succeed.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Unreachable(_)
-                | StoreError::ServerError(_)
-                | StoreError::Timeout(_)
-                | StoreError::Body(_)
-        )
-    }
-
-    /// Whether every further request of a run would fail the same way, after its
-    /// retries (S3 is gone or keeps failing, no credentials, no bucket), so a run
-    /// over many objects should stop starting new ones.
-    pub fn stops_run(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Unreachable(_)
-                | StoreError::ServerError(_)
-                | StoreError::Timeout(_)
-                | StoreError::Credentials(_)
-                | StoreError::NoSuchBucket(_)
-        )
-    }
-}
-
 /// Decodes a key S3 returned with `encoding-type=url` (`+` is a space, `%XX` a byte).
-pub fn decode_url_key(encoded: &str) -> Result<String, StoreError> {
+pub fn decode_url_key(encoded: &str) -> Result<String, ProtocolError> {
     let bytes = encoded.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -249,8 +196,8 @@ pub fn decode_url_key(encoded: &str) -> Result<String, StoreError> {
                     .get(i + 1..i + 3)
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| {
-                        StoreError::Other(format!("malformed URL-encoded key {encoded:?}"))
+                    .ok_or_else(|| ProtocolError::MalformedKey {
+                        encoded: encoded.to_string(),
                     })?;
                 out.push(hex);
                 i += 3;
@@ -261,7 +208,9 @@ pub fn decode_url_key(encoded: &str) -> Result<String, StoreError> {
             }
         }
     }
-    String::from_utf8(out).map_err(|_| StoreError::Other(format!("key {encoded:?} is not UTF-8")))
+    String::from_utf8(out).map_err(|_| ProtocolError::KeyNotUtf8 {
+        encoded: encoded.to_string(),
+    })
 }
 
 /// Server-side encryption an upload asks S3 for.
@@ -345,9 +294,17 @@ mod tests {
         assert_eq!(decode_url_key("%2E%2E/x").unwrap(), "../x");
         assert_eq!(decode_url_key("caf%C3%A9").unwrap(), "café");
         assert_eq!(decode_url_key("%0A").unwrap(), "\n");
-        assert!(decode_url_key("%zz").is_err());
-        assert!(decode_url_key("%4").is_err());
-        assert!(decode_url_key("%FF").is_err());
+        let malformed = |encoded: &str| ProtocolError::MalformedKey {
+            encoded: encoded.to_string(),
+        };
+        assert_eq!(decode_url_key("%zz"), Err(malformed("%zz")));
+        assert_eq!(decode_url_key("%4"), Err(malformed("%4")));
+        assert_eq!(
+            decode_url_key("%FF"),
+            Err(ProtocolError::KeyNotUtf8 {
+                encoded: "%FF".to_string()
+            })
+        );
     }
 
     #[test]
@@ -364,6 +321,6 @@ mod tests {
         assert_eq!(Key::new("a\nb").unwrap().to_string(), "a\\nb");
         assert_eq!(Escaped("a\u{1b}[31m").to_string(), "a\\u{1b}[31m");
         assert_eq!(Escaped("").to_string(), "");
-        assert!(Key::new("").is_err());
+        assert_eq!(Key::new(""), Err(EmptyKey));
     }
 }

@@ -242,19 +242,20 @@ async fn free_key(store: &dyn ObjectStore, prefix: &str, name: &str) -> Result<K
     loop {
         let now = SystemTime::now();
         let key = format!("{prefix}{name}-{}{ARCHIVE_SUFFIX}", utc::compact(now));
+        let key = Key::new(key).expect("an archive key ends in its suffix");
         // Listing also proves the bucket exists and the credentials work before any
         // file is read. A role allowed only PutObject cannot list: then the check is
         // skipped, as the second in the key makes a clash unlikely.
-        let page = match store.list_page(&key, false, None).await {
+        let page = match store.list_page(key.as_str(), false, None).await {
             Ok(page) => page,
             Err(StoreError::AccessDenied { .. }) => {
                 tracing::debug!("listing denied; not checking whether {key} exists");
-                return Ok(Key::new(key)?);
+                return Ok(key);
             }
             Err(e) => return Err(e.into()),
         };
-        if !page.objects.iter().any(|o| o.key.as_str() == key) {
-            return Ok(Key::new(key)?);
+        if !page.objects.iter().any(|o| o.key == key) {
+            return Ok(key);
         }
         let into_second = now
             .duration_since(SystemTime::UNIX_EPOCH)

@@ -10,7 +10,7 @@ use tracing::Level;
 
 use super::stream::StreamError;
 use crate::fetch::FetchError;
-use crate::store::StoreError;
+use crate::store::{EmptyKey, StoreError};
 
 /// What failed underneath an operation.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +23,8 @@ pub enum Cause {
     Stream(#[from] StreamError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Key(#[from] EmptyKey),
 }
 
 /// A failed filesystem operation, as the FUSE adapter answers and logs it.
@@ -115,6 +117,7 @@ impl FsError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::BodyError;
     use std::sync::Arc;
 
     #[test]
@@ -149,7 +152,8 @@ mod tests {
 
     #[test]
     fn the_cause_stays_typed_and_shows_in_the_chain() {
-        let download = Arc::new(FetchError::Store(StoreError::Body("reset".into())));
+        let short = BodyError::EndedEarly { at: 3, end: 10 };
+        let download = Arc::new(FetchError::Store(StoreError::Body(short)));
         let err = FsError::io("read failed", StreamError::Failed(download));
         assert!(matches!(
             err.source().and_then(|s| s.downcast_ref::<Cause>()),
@@ -157,7 +161,7 @@ mod tests {
         ));
         assert_eq!(
             err.chain(),
-            "read failed: the download failed: response body failed: reset"
+            "read failed: the download failed: response body failed: body ended at byte 3 of 10"
         );
         assert_eq!(err.to_string(), "read failed");
     }

@@ -7,7 +7,8 @@ use bytes::Bytes;
 
 use super::S3Store;
 use crate::store::{
-    BoxFuture, ETag, Encryption, Key, ObjectSink, PartTag, PutOptions, StoreError, UploadId,
+    BoxFuture, ETag, Encryption, Key, ObjectSink, PartTag, ProtocolError, PutOptions, StoreError,
+    UploadId,
 };
 
 /// The SSE headers of an upload: (algorithm, KMS key id).
@@ -57,7 +58,12 @@ impl S3Store {
         output
             .upload_id()
             .map(|id| UploadId(id.to_string()))
-            .ok_or_else(|| StoreError::Other("CreateMultipartUpload returned no upload id".into()))
+            .ok_or_else(|| {
+                ProtocolError::NoUploadId {
+                    action: "CreateMultipartUpload",
+                }
+                .into()
+            })
     }
 
     async fn put_part(

@@ -8,14 +8,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::{Body, BoxFuture, ETag, GetRequest, GetResponse, ListPage, ObjectStore, StoreError};
+use super::{
+    Body, BodyError, BoxFuture, ETag, GetRequest, GetResponse, ListPage, ObjectStore,
+    ServerFailure, StoreError,
+};
 
 /// What happens to one GET.
 #[derive(Debug)]
 pub enum GetFault {
     /// The request fails with this error before any response.
     Fail(StoreError),
-    /// The body fails with `StoreError::Body` after this many bytes, as a reset connection does.
+    /// The body fails with `BodyError::Transport` after this many bytes, as a reset connection does.
     CutAfter(u64),
     /// The body delivers this many bytes and then never another.
     StallAfter(u64),
@@ -92,6 +95,29 @@ impl<S: ObjectStore> FailingStore<S> {
             bucket: self.inner.bucket().to_string(),
             key: request.key.as_str().to_string(),
         }
+    }
+}
+
+/// What a request S3 kept answering with HTTP 503 `SlowDown` fails with, once its
+/// attempts are used up.
+pub fn slow_down(action: &'static str, resource: &str) -> StoreError {
+    ServerFailure {
+        endpoint: "memory".to_string(),
+        action,
+        resource: resource.to_string(),
+        status: 503,
+        code: Some("SlowDown".to_string()),
+        attempts: 1,
+        source: "Please reduce your request rate.".into(),
+    }
+    .into()
+}
+
+/// What a request that got no answer in time fails with.
+pub fn timed_out() -> StoreError {
+    StoreError::Timeout {
+        endpoint: "memory".to_string(),
+        source: std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out").into(),
     }
 }
 
@@ -179,10 +205,11 @@ impl Body for FaultyBody {
                 if matches!(self.fault, BodyFault::Stall(_)) {
                     std::future::pending::<()>().await;
                 }
-                return Err(StoreError::Body(format!(
-                    "connection reset after {} bytes",
-                    self.delivered
-                )));
+                let reset = std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    format!("connection reset after {} bytes", self.delivered),
+                );
+                return Err(BodyError::Transport(reset.into()).into());
             }
             let Some(mut chunk) = self.inner.next_chunk().await? else {
                 return Ok(None);
@@ -341,9 +368,12 @@ mod tests {
         for i in 0..5 {
             store.inner().put(&format!("k{i}"), "x");
         }
-        store.fail_list(2, StoreError::ServerError("503".into()));
+        store.fail_list(2, slow_down("ListObjectsV2", "s3://b/"));
         let err = list_all(&store, "").await.unwrap_err();
-        assert!(matches!(err, StoreError::ServerError(_)), "{err}");
+        assert!(
+            matches!(&err, StoreError::ServerError(f) if f.status == 503),
+            "{err}"
+        );
         assert_eq!(store.lists(), 2);
         assert_eq!(list_all(&store, "").await.unwrap().len(), 5);
         assert_eq!(store.lists(), 5);
@@ -437,11 +467,12 @@ mod tests {
         f.store.on_get(2, GetFault::StallAfter(500));
         let err = f.ensure("o", &etag, bytes.len()).await.unwrap_err();
         match &err {
-            FetchError::Store(StoreError::Body(msg)) => {
-                assert!(msg.contains("after 2 attempts"), "{msg}")
+            FetchError::Store(StoreError::Body(BodyError::GaveUp { attempts: 2, last })) => {
+                assert!(matches!(**last, BodyError::Stalled { .. }), "{last}")
             }
             other => panic!("expected a body error, got {other:?}"),
         }
+        assert!(err.to_string().contains("after 2 attempts"), "{err}");
         assert_eq!(f.store.gets(), 2);
         f.assert_holds("o", &old, &old_etag);
         f.assert_no_temp_files();
@@ -590,7 +621,7 @@ mod tests {
         let etag = f.store.inner().put("o", bytes.clone());
         // Transient, so only the request's own failure keeps the fetcher from retrying it.
         f.store
-            .on_get(1, GetFault::Fail(StoreError::ServerError("503".into())));
+            .on_get(1, GetFault::Fail(slow_down("GetObject", "s3://b/o")));
         let err = f.ensure("o", &etag, bytes.len()).await.unwrap_err();
         assert!(
             matches!(err, FetchError::Store(StoreError::ServerError(_))),
@@ -602,11 +633,10 @@ mod tests {
 
         // The same for the request that would resume a cut body.
         f.store.on_get(2, GetFault::CutAfter(1000));
-        f.store
-            .on_get(3, GetFault::Fail(StoreError::Timeout("read".into())));
+        f.store.on_get(3, GetFault::Fail(timed_out()));
         let err = f.ensure("o", &etag, bytes.len()).await.unwrap_err();
         assert!(
-            matches!(err, FetchError::Store(StoreError::Timeout(_))),
+            matches!(err, FetchError::Store(StoreError::Timeout { .. })),
             "{err:?}"
         );
         assert_eq!(f.store.gets(), 3);

@@ -93,7 +93,14 @@ impl MemoryStore {
     fn unreachable(&self) -> Option<StoreError> {
         self.offline
             .load(Ordering::Relaxed)
-            .then(|| StoreError::Unreachable("memory store is offline".into()))
+            .then(|| StoreError::Unreachable {
+                endpoint: "memory".to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotConnected,
+                    "memory store is offline",
+                )
+                .into(),
+            })
     }
 
     pub fn delete(&self, key: &str) {

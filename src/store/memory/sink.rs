@@ -11,7 +11,9 @@ use md5::Digest;
 use parking_lot::Mutex;
 
 use super::MemoryStore;
-use crate::store::{BoxFuture, ETag, Key, ObjectSink, PartTag, PutOptions, StoreError, UploadId};
+use crate::store::{
+    BoxFuture, ETag, Key, ObjectSink, PartTag, PutOptions, StoreError, UnexpectedFailure, UploadId,
+};
 
 /// A multipart upload in progress: its key and the parts received, by number.
 type Upload = (Key, BTreeMap<u32, Bytes>);
@@ -156,7 +158,15 @@ impl ObjectSink for MemorySink {
                         .put_with_etag(key.as_str(), data.freeze(), etag.clone());
                     Ok(etag)
                 } else {
-                    Err(StoreError::Other("InvalidPart".into()))
+                    // What S3 answers a part list it does not hold.
+                    Err(UnexpectedFailure {
+                        action: "CompleteMultipartUpload",
+                        resource: format!("s3://{}/{key}", self.store.bucket),
+                        status: Some(400),
+                        code: Some("InvalidPart".to_string()),
+                        source: "one or more of the specified parts could not be found".into(),
+                    }
+                    .into())
                 }
             }
         };
