@@ -656,6 +656,7 @@ pub fn backoff(attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::failing::{FailingStore, GetFault};
     use crate::store::memory::MemoryStore;
 
     fn fetcher(config: FetchConfig) -> (Fetcher, Arc<MemoryStore>, tempfile::TempDir) {
@@ -666,102 +667,24 @@ mod tests {
         (fetcher, store, dir)
     }
 
-    /// What the next GET of a `Flaky` store does.
-    #[derive(Clone, Copy)]
-    enum Fault {
-        /// Fails before any response, as a request the store gave up on.
-        Refuse,
-        /// Sends this many bytes of the body, then the connection breaks.
-        CutAfter(usize),
-        /// Sends this many bytes, then nothing more.
-        StallAfter(usize),
-    }
-
-    /// A store that fails GETs as scripted, then serves them from memory.
-    struct Flaky {
-        inner: MemoryStore,
-        faults: parking_lot::Mutex<std::collections::VecDeque<Fault>>,
-        asked: parking_lot::Mutex<Vec<Option<Range<u64>>>>,
-    }
-
-    struct FaultyBody {
-        data: bytes::Bytes,
-        stall: bool,
-    }
-
-    impl Body for FaultyBody {
-        fn next_chunk(
-            &mut self,
-        ) -> crate::store::BoxFuture<'_, Result<Option<bytes::Bytes>, StoreError>> {
-            let chunk = std::mem::take(&mut self.data);
-            let stall = self.stall;
-            Box::pin(async move {
-                if !chunk.is_empty() {
-                    return Ok(Some(chunk));
-                }
-                if stall {
-                    std::future::pending::<()>().await;
-                }
-                let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
-                Err(BodyError::Transport(reset.into()).into())
-            })
-        }
-    }
-
-    impl ObjectStore for Flaky {
-        fn bucket(&self) -> &str {
-            self.inner.bucket()
-        }
-
-        fn list_page(
-            &self,
-            prefix: &str,
-            delimited: bool,
-            token: Option<String>,
-        ) -> crate::store::BoxFuture<'_, Result<crate::store::ListPage, StoreError>> {
-            self.inner.list_page(prefix, delimited, token)
-        }
-
-        fn get(
-            &self,
-            request: GetRequest,
-        ) -> crate::store::BoxFuture<'_, Result<GetResponse, StoreError>> {
-            self.asked.lock().push(request.range.clone());
-            let fault = self.faults.lock().pop_front();
-            Box::pin(async move {
-                let mut response = self.inner.get(request).await?;
-                let (keep, stall) = match fault {
-                    None => return Ok(response),
-                    Some(Fault::Refuse) => {
-                        return Err(StoreError::Unreachable {
-                            endpoint: "memory".to_string(),
-                            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused)
-                                .into(),
-                        });
-                    }
-                    Some(Fault::CutAfter(n)) => (n, false),
-                    Some(Fault::StallAfter(n)) => (n, true),
-                };
-                let whole = response.body.next_chunk().await?.unwrap_or_default();
-                response.body = Box::new(FaultyBody {
-                    data: whole.slice(..keep.min(whole.len())),
-                    stall,
-                });
-                Ok(response)
-            })
-        }
-    }
-
-    fn flaky(faults: &[Fault], config: FetchConfig) -> (Fetcher, Arc<Flaky>, tempfile::TempDir) {
+    /// A fetcher over a store that fails the GETs named by `faults` (from 1).
+    fn flaky(
+        faults: Vec<(u64, GetFault)>,
+        config: FetchConfig,
+    ) -> (Fetcher, Arc<FailingStore<MemoryStore>>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Flaky {
-            inner: MemoryStore::new("b"),
-            faults: parking_lot::Mutex::new(faults.iter().copied().collect()),
-            asked: Default::default(),
-        });
+        let store = Arc::new(FailingStore::new(MemoryStore::new("b")));
+        for (n, fault) in faults {
+            store.on_get(n, fault);
+        }
         let mirror = Arc::new(Mirror::open(dir.path(), "b").unwrap());
         let fetcher = Fetcher::new(Arc::clone(&store) as Arc<dyn ObjectStore>, mirror, config);
         (fetcher, store, dir)
+    }
+
+    /// The ranges the store was asked for, in order.
+    fn asked(store: &FailingStore<MemoryStore>) -> Vec<Option<Range<u64>>> {
+        store.requests().into_iter().map(|r| r.range).collect()
     }
 
     fn sample(n: u32) -> Vec<u8> {
@@ -770,13 +693,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_broken_body_resumes_from_its_last_byte() {
-        let (f, store, _dir) = flaky(&[Fault::CutAfter(30)], FetchConfig::default());
+        let (f, store, _dir) = flaky(vec![(1, GetFault::CutAfter(30))], FetchConfig::default());
         let data = sample(100);
-        let etag = store.inner.put("k", data.clone());
+        let etag = store.inner().put("k", data.clone());
         let key = Key::new("k").unwrap();
         let got = f.read_pinned(&key, &etag, 10..100).await.unwrap();
         assert!(got == data[10..100]);
-        assert_eq!(*store.asked.lock(), vec![Some(10..100), Some(40..100)]);
+        assert_eq!(asked(&store), vec![Some(10..100), Some(40..100)]);
     }
 
     #[tokio::test]
@@ -785,43 +708,47 @@ mod tests {
             stall_timeout: Duration::from_millis(50),
             ..FetchConfig::default()
         };
-        let (f, store, _dir) = flaky(&[Fault::StallAfter(7)], config);
+        let (f, store, _dir) = flaky(vec![(1, GetFault::StallAfter(7))], config);
         let data = sample(20);
-        let etag = store.inner.put("k", data.clone());
+        let etag = store.inner().put("k", data.clone());
         let key = Key::new("k").unwrap();
         assert!(f.read_pinned(&key, &etag, 0..20).await.unwrap() == data);
-        assert_eq!(*store.asked.lock(), vec![Some(0..20), Some(7..20)]);
+        assert_eq!(asked(&store), vec![Some(0..20), Some(7..20)]);
     }
 
     #[tokio::test]
     async fn a_request_the_store_gave_up_on_is_not_tried_again() {
-        let (f, store, _dir) = flaky(&[Fault::Refuse], FetchConfig::default());
-        let etag = store.inner.put("k", sample(20));
+        let refused = StoreError::Unreachable {
+            endpoint: "memory".to_string(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(),
+        };
+        let (f, store, _dir) = flaky(vec![(1, GetFault::Fail(refused))], FetchConfig::default());
+        let etag = store.inner().put("k", sample(20));
         let key = Key::new("k").unwrap();
         let err = f.read_pinned(&key, &etag, 0..20).await.unwrap_err();
         assert!(matches!(
             err,
             FetchError::Store(StoreError::Unreachable { .. })
         ));
-        assert_eq!(store.asked.lock().len(), 1);
+        assert_eq!(store.gets(), 1);
     }
 
     #[tokio::test]
     async fn body_failures_stop_after_the_bounded_attempts() {
-        let cuts = [Fault::CutAfter(1); 5];
-        let (f, store, _dir) = flaky(&cuts, FetchConfig::default());
-        let etag = store.inner.put("k", sample(20));
+        let cuts = (1..=5).map(|n| (n, GetFault::CutAfter(1))).collect();
+        let (f, store, _dir) = flaky(cuts, FetchConfig::default());
+        let etag = store.inner().put("k", sample(20));
         let key = Key::new("k").unwrap();
         let err = f.read_pinned(&key, &etag, 0..20).await.unwrap_err();
         assert!(err.to_string().contains("after 3 attempts"), "{err}");
-        assert_eq!(store.asked.lock().len(), 3);
+        assert_eq!(store.gets(), 3);
     }
 
     #[tokio::test]
     async fn a_read_of_another_version_fails_as_changed() {
-        let (f, store, _dir) = flaky(&[], FetchConfig::default());
-        let old = store.inner.put("k", sample(20));
-        store.inner.put("k", sample(21));
+        let (f, store, _dir) = flaky(Vec::new(), FetchConfig::default());
+        let old = store.inner().put("k", sample(20));
+        store.inner().put("k", sample(21));
         let key = Key::new("k").unwrap();
         let err = f.read_pinned(&key, &old, 0..20).await.unwrap_err();
         assert!(matches!(err, FetchError::Store(StoreError::Changed { .. })));
@@ -829,13 +756,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_download_resumes_into_its_temp_file_and_counts_each_byte_once() {
-        let (f, store, dir) = flaky(&[Fault::CutAfter(400)], FetchConfig::default());
+        let (f, store, dir) = flaky(vec![(1, GetFault::CutAfter(400))], FetchConfig::default());
         let data = sample(1000);
-        let etag = store.inner.put("k", data.clone());
+        let etag = store.inner().put("k", data.clone());
         let key = Key::new("k").unwrap();
         f.ensure(&key, &etag, 1000, Path::new("k")).await.unwrap();
         assert!(std::fs::read(dir.path().join("k")).unwrap() == data);
-        assert_eq!(*store.asked.lock(), vec![None, Some(400..1000)]);
+        assert_eq!(asked(&store), vec![None, Some(400..1000)]);
         assert_eq!(f.bytes_received(), 1000);
     }
 
