@@ -320,40 +320,32 @@ mod tests {
     use crate::fetch::FetchConfig;
     use crate::mirror::{LocalStatus, Mirror};
     use crate::store::memory::MemoryStore;
+    use crate::testing::{Scratch, runtime};
 
     struct Fixture {
         fs: Fs,
         store: Arc<MemoryStore>,
         mirror: Arc<Mirror>,
-        _dir: tempfile::TempDir,
+        _scratch: Scratch,
         _rt: tokio::runtime::Runtime,
     }
 
     fn fixture(ttl: Duration) -> Fixture {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(MemoryStore::new("b"));
-        store.put("a/1.jpg", vec![1u8; 1000]);
-        store.put("a/2.jpg", vec![2u8; 2000]);
-        store.put("a/sub/3.jpg", vec![3u8; 3]);
-        store.put("top", "hello");
-        store.put("x//bad", "unshowable name");
-        let mirror = Arc::new(Mirror::open(dir.path(), "b").unwrap());
-        let config = FetchConfig {
+        let rt = runtime(2);
+        let scratch = Scratch::new(&[
+            ("a/1.jpg", &[1u8; 1000]),
+            ("a/2.jpg", &[2u8; 2000]),
+            ("a/sub/3.jpg", &[3u8; 3]),
+            ("top", b"hello"),
+            ("x//bad", b"unshowable name"),
+        ]);
+        let (store, mirror) = (Arc::clone(&scratch.store), Arc::clone(&scratch.mirror));
+        let fetcher = scratch.fetcher(FetchConfig {
             part_size: 700,
             ..FetchConfig::default()
-        };
-        let fetcher = Fetcher::new(
-            Arc::clone(&store) as Arc<dyn ObjectStore>,
-            Arc::clone(&mirror),
-            config,
-        );
+        });
         let fs = Fs::new(
-            Arc::clone(&store) as Arc<dyn ObjectStore>,
+            scratch.store(),
             fetcher,
             FsConfig {
                 prefix: String::new(),
@@ -367,7 +359,7 @@ mod tests {
             fs,
             store,
             mirror,
-            _dir: dir,
+            _scratch: scratch,
             _rt: rt,
         }
     }

@@ -19,4 +19,6 @@ pub mod report;
 pub mod s3;
 pub mod store;
 pub mod sys;
+#[cfg(test)]
+mod testing;
 pub mod utc;

@@ -240,38 +240,32 @@ mod tests {
 
     use super::*;
     use crate::store::memory::MemoryStore;
+    use crate::testing::{Scratch, runtime};
 
     struct Fixture {
         cache: ListingCache,
         store: Arc<MemoryStore>,
         mirror: Arc<Mirror>,
-        _dir: tempfile::TempDir,
+        _scratch: Scratch,
         rt: tokio::runtime::Runtime,
     }
 
     fn fixture(ttl: Duration) -> Fixture {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(MemoryStore::new("b"));
-        for key in ["a/1", "a/2", "b/3", "b/c/4", "top"] {
-            store.put(key, "x");
-        }
-        let mirror = Arc::new(Mirror::open(dir.path(), "b").unwrap());
+        let rt = runtime(1);
+        let keys = ["a/1", "a/2", "b/3", "b/c/4", "top"];
+        let scratch = Scratch::new(&keys.map(|k| (k, &b"x"[..])));
+        let mirror = Arc::clone(&scratch.mirror);
         let cache = ListingCache::new(
-            Arc::clone(&store) as Arc<dyn ObjectStore>,
+            scratch.store(),
             Arc::clone(&mirror),
             ttl,
             rt.handle().clone(),
         );
         Fixture {
             cache,
-            store,
+            store: Arc::clone(&scratch.store),
             mirror,
-            _dir: dir,
+            _scratch: scratch,
             rt,
         }
     }

@@ -104,35 +104,24 @@ mod tests {
 
     use super::*;
     use crate::fetch::FetchConfig;
-    use crate::mirror::Mirror;
-    use crate::store::ObjectStore;
     use crate::store::memory::MemoryStore;
+    use crate::testing::{Scratch, runtime};
 
     struct Fixture {
         streams: Streams,
         store: Arc<MemoryStore>,
-        _dir: tempfile::TempDir,
+        _scratch: Scratch,
         _rt: tokio::runtime::Runtime,
     }
 
     fn fixture() -> Fixture {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(MemoryStore::new("b"));
-        let mirror = Arc::new(Mirror::open(dir.path(), "b").unwrap());
-        let fetcher = Fetcher::new(
-            Arc::clone(&store) as Arc<dyn ObjectStore>,
-            mirror,
-            FetchConfig::default(),
-        );
+        let rt = runtime(1);
+        let scratch = Scratch::new(&[]);
+        let fetcher = scratch.fetcher(FetchConfig::default());
         Fixture {
             streams: Streams::new(fetcher, rt.handle().clone()),
-            store,
-            _dir: dir,
+            store: Arc::clone(&scratch.store),
+            _scratch: scratch,
             _rt: rt,
         }
     }
