@@ -41,6 +41,12 @@ impl Key {
     }
 }
 
+impl From<Key> for String {
+    fn from(key: Key) -> String {
+        key.0
+    }
+}
+
 /// The one way a key can be invalid: S3 has no object named "".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("empty object key")]
