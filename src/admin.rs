@@ -12,7 +12,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::mirror::MirrorError;
-use crate::store::StoreError;
+use crate::store::{Key, StoreError};
 
 /// Failures that stop an admin command (per-object problems are reported instead).
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +52,6 @@ pub enum SourceProblem {
 }
 
 /// Whether `key` lies under `prefix` ("" is the whole bucket).
-fn under(key: &str, prefix: &str) -> bool {
-    key.starts_with(prefix)
+fn under(key: &Key, prefix: &str) -> bool {
+    key.as_str().starts_with(prefix)
 }

@@ -174,7 +174,7 @@ impl Fetcher {
                     .map_err(joined)??
             }
         };
-        if mirror.status(rel, key.as_str(), etag.as_str(), size) == LocalStatus::Current {
+        if mirror.status(rel, key, etag, size) == LocalStatus::Current {
             return Ok(Outcome::Current);
         }
         let pin = observer.as_ref().map(|_| etag.clone());
@@ -250,7 +250,7 @@ impl Fetcher {
         let mirror = Arc::clone(&self.inner.mirror);
         let rel: PathBuf = rel.to_path_buf();
         let version = version.clone();
-        let key = key.as_str().to_string();
+        let key = key.clone();
         let result = tokio::task::spawn_blocking(move || {
             let md5 = tmp.md5()?;
             if version.etag_is_md5 && !etag_is(&version.etag, &md5) {
@@ -258,7 +258,7 @@ impl Fetcher {
             }
             let record = Record {
                 key,
-                etag: version.etag.as_str().to_string(),
+                etag: version.etag,
                 size: version.size,
                 md5: Some(md5),
                 corrupt: false,

@@ -206,9 +206,11 @@ impl Fs {
         if kind == FileKind::Directory {
             return Err(FsError::is_a_directory());
         }
+        let key = Key::new(key).map_err(|e| FsError::io("not an object key", e))?;
+        let etag = ETag::new(&entry.etag);
         let mirror = self.fetcher.mirror();
         let rel = mirror.path_for(&key, entry.size);
-        if let Some(file) = mirror.open_current(&rel, &key, &entry.etag, entry.size) {
+        if let Some(file) = mirror.open_current(&rel, &key, &etag, entry.size) {
             let file = Arc::new(file);
             let fh = self.handles.insert(OpenFile::Local(Arc::clone(&file)));
             return Ok(Opened {
@@ -216,8 +218,6 @@ impl Fs {
                 local: Some(file),
             });
         }
-        let key = Key::new(key).map_err(|e| FsError::io("not an object key", e))?;
-        let etag = ETag::new(&entry.etag);
         let stream = self.streams.open(ino, &key, &etag, entry.size, &rel);
         let fh = self.handles.insert(OpenFile::Stream(Streamed {
             stream,
@@ -440,7 +440,7 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(5);
         while f.mirror.status(
             std::path::Path::new("a/2.jpg"),
-            "a/2.jpg",
+            &Key::new("a/2.jpg").unwrap(),
             &etag_of(&f, "a/2.jpg"),
             2000,
         ) != LocalStatus::Current
@@ -453,9 +453,9 @@ mod tests {
         f.fs.release(opened.fh);
     }
 
-    fn etag_of(f: &Fixture, key: &str) -> String {
+    fn etag_of(f: &Fixture, key: &str) -> ETag {
         let page = f._rt.block_on(f.store.list_page(key, false, None)).unwrap();
-        page.objects[0].etag.as_str().to_string()
+        page.objects[0].etag.clone()
     }
 
     #[test]

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use xattr::FileExt as _;
 
 use crate::layout::{RENAMED_DIR, STATE_DIR, possible_paths, renamed_path};
-use crate::store::Escaped;
+use crate::store::{ETag, Key};
 use crate::sys;
 
 /// The extended attribute that records which object a file holds.
@@ -33,8 +33,8 @@ const STATE_MODE: u32 = 0o700;
 /// kind of ETag the object has).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
-    pub key: String,
-    pub etag: String,
+    pub key: Key,
+    pub etag: ETag,
     pub size: u64,
     /// Lower-case hex MD5 of the file's contents; `None` in records written before
     /// it was kept (`s3mirrorfs1`).
@@ -56,7 +56,8 @@ impl Record {
     /// A record without an MD5 keeps the older `s3mirrorfs1` form.
     pub fn encode(&self) -> Vec<u8> {
         let mark = if self.corrupt { CORRUPT_MARK } else { "" };
-        let (etag, size, key) = (&self.etag, self.size, &self.key);
+        // Raw, not as `Key` displays itself (escaped for terminals).
+        let (etag, size, key) = (self.etag.as_str(), self.size, self.key.as_str());
         match &self.md5 {
             Some(md5) => format!("s3mirrorfs2\n{mark}{etag}\n{size}\n{md5}\n{key}"),
             None => format!("s3mirrorfs1\n{mark}{etag}\n{size}\n{key}"),
@@ -64,7 +65,8 @@ impl Record {
         .into_bytes()
     }
 
-    /// Parses `encode`'s formats; `None` for anything else.
+    /// Parses `encode`'s formats; `None` for anything else, including a record
+    /// with an empty key (S3 has no such object).
     pub fn decode(bytes: &[u8]) -> Option<Record> {
         let text = std::str::from_utf8(bytes).ok()?;
         let (version, rest) = text.split_once('\n')?;
@@ -76,8 +78,8 @@ impl Record {
         let mut parts = rest.splitn(fields, '\n');
         let etag = parts.next()?;
         let (etag, corrupt) = match etag.strip_prefix(CORRUPT_MARK) {
-            Some(etag) => (etag.to_string(), true),
-            None => (etag.to_string(), false),
+            Some(etag) => (ETag::new(etag), true),
+            None => (ETag::new(etag), false),
         };
         let size = parts.next()?.parse().ok()?;
         let md5 = if fields == 4 {
@@ -89,7 +91,7 @@ impl Record {
         } else {
             None
         };
-        let key = parts.next()?.to_string();
+        let key = Key::new(parts.next()?).ok()?;
         Some(Record {
             key,
             etag,
@@ -106,9 +108,9 @@ impl Record {
     /// content hashes were kept).
     pub fn expected_md5(&self) -> Option<String> {
         self.md5.clone().or_else(|| {
-            crate::store::ETag::new(&self.etag)
+            self.etag
                 .looks_like_md5()
-                .then(|| self.etag.trim_matches('"').to_ascii_lowercase())
+                .then(|| self.etag.as_str().trim_matches('"').to_ascii_lowercase())
         })
     }
 }
@@ -463,15 +465,15 @@ impl Mirror {
 
     /// Where a file for `key` goes, given its preferred path: a directory already
     /// standing there keeps its name (it holds other copies) and the key is renamed.
-    pub fn resolve(&self, key: &str, preferred: &Path) -> PathBuf {
+    pub fn resolve(&self, key: &Key, preferred: &Path) -> PathBuf {
         match fs::symlink_metadata(self.root.join(preferred)) {
-            Ok(meta) if meta.is_dir() => renamed_path(key),
+            Ok(meta) if meta.is_dir() => renamed_path(key.as_str()),
             _ => preferred.to_path_buf(),
         }
     }
 
     /// Compares the file at `rel` with an object; only local syscalls, no S3 request.
-    pub fn status(&self, rel: &Path, key: &str, etag: &str, size: u64) -> LocalStatus {
+    pub fn status(&self, rel: &Path, key: &Key, etag: &ETag, size: u64) -> LocalStatus {
         let path = self.root.join(rel);
         match fs::symlink_metadata(&path) {
             Ok(meta) if meta.is_file() => {
@@ -479,7 +481,7 @@ impl Mirror {
                     return LocalStatus::Stale;
                 }
                 match read_record(&path) {
-                    Some(r) if !r.corrupt && r.key == key && r.etag == etag && r.size == size => {
+                    Some(r) if !r.corrupt && r.key == *key && r.etag == *etag && r.size == size => {
                         LocalStatus::Current
                     }
                     _ => LocalStatus::Stale,
@@ -513,11 +515,11 @@ impl Mirror {
             });
         }
         #[cfg(feature = "test-util")]
-        crate::fault::point("before-rename", &record.key);
+        crate::fault::point("before-rename", record.key.as_str());
         fs::rename(&tmp.path, &final_path).map_err(self.io(&final_path))?;
         tmp.armed = false;
         #[cfg(feature = "test-util")]
-        crate::fault::point("after-rename", &record.key);
+        crate::fault::point("after-rename", record.key.as_str());
         sync_dir(&self.root.join(parent)).map_err(self.io(&final_path))?;
         self.drop_other_copies(&record.key, rel);
         Ok(())
@@ -529,13 +531,16 @@ impl Mirror {
     /// marker) must not keep a stale copy that restore could pick. A stale file
     /// goes; a directory keeps its contents and loses only its marker record.
     /// Best effort: a failure is logged, and the copy at `kept` is current anyway.
-    pub fn drop_other_copies(&self, key: &str, kept: &Path) {
-        for rel in possible_paths(key).into_iter().filter(|p| p != kept) {
+    pub fn drop_other_copies(&self, key: &Key, kept: &Path) {
+        for rel in possible_paths(key.as_str())
+            .into_iter()
+            .filter(|p| p != kept)
+        {
             let path = self.root.join(&rel);
             let Ok(meta) = fs::symlink_metadata(&path) else {
                 continue;
             };
-            if read_record(&path).is_none_or(|r| r.key != key) {
+            if read_record(&path).is_none_or(|r| r.key != *key) {
                 continue;
             }
             let dropped = if meta.is_dir() {
@@ -545,10 +550,10 @@ impl Mirror {
             };
             match dropped {
                 Ok(()) => {
-                    tracing::info!(key = %Escaped(key), stale = %rel.display(), "dropped an older copy")
+                    tracing::info!(key = %key, stale = %rel.display(), "dropped an older copy")
                 }
                 Err(e) => {
-                    tracing::warn!(key = %Escaped(key), stale = %rel.display(), "cannot drop an older copy: {e}")
+                    tracing::warn!(key = %key, stale = %rel.display(), "cannot drop an older copy: {e}")
                 }
             }
         }
@@ -587,10 +592,10 @@ impl Mirror {
 
     /// If the file at `rel` holds `key`, moves it to the key's renamed path (best
     /// effort: on failure the key is simply fetched again).
-    pub fn move_aside(&self, rel: &Path, key: &str) {
+    pub fn move_aside(&self, rel: &Path, key: &Key) {
         let path = self.root.join(rel);
         let holds_key = fs::symlink_metadata(&path).is_ok_and(|m| m.is_file())
-            && read_record(&path).is_some_and(|r| r.key == key);
+            && read_record(&path).is_some_and(|r| r.key == *key);
         if holds_key && let Err(e) = self.relocate(&path) {
             tracing::warn!(path = %path.display(), "cannot move a copy aside: {e}");
         }
@@ -600,7 +605,7 @@ impl Mirror {
     fn relocate(&self, path: &Path) -> Result<(), MirrorError> {
         let rel = path.strip_prefix(&self.root).unwrap_or(path);
         let key = read_record(path)
-            .map(|r| r.key)
+            .map(|r| r.key.as_str().to_owned())
             .unwrap_or_else(|| rel.to_string_lossy().into_owned());
         let target = self.root.join(renamed_path(&key));
         tracing::info!(from = %rel.display(), to = %target.display(), "moving a copy out of the way of a directory");
@@ -770,10 +775,14 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 mod tests {
     use super::*;
 
-    fn record(key: &str, etag: &str, size: u64) -> Record {
+    fn key(key: &str) -> Key {
+        Key::new(key).unwrap()
+    }
+
+    fn record(key_: &str, etag: &str, size: u64) -> Record {
         Record {
-            key: key.into(),
-            etag: etag.into(),
+            key: key(key_),
+            etag: ETag::new(etag),
             size,
             md5: None,
             corrupt: false,
@@ -798,6 +807,10 @@ mod tests {
         for key in ["a", "line\nbreak\n", &"\u{1}".repeat(1024), "é/../x"] {
             let r = record(key, "\"abc-2\"", 7);
             assert_eq!(Record::decode(&r.encode()), Some(r.clone()));
+            assert!(
+                r.encode().ends_with(key.as_bytes()),
+                "the key is stored raw"
+            );
             assert!(r.encode().len() <= key.len() + 64);
             let r = Record {
                 md5: Some("0123456789abcdef0123456789abcdef".into()),
@@ -818,6 +831,11 @@ mod tests {
         assert_eq!(Record::decode(b"s3mirrorfs1\n\"e\"\nx\nk"), None);
         assert_eq!(Record::decode(b"s3mirrorfs2\n\"e\"\n1\nnot-hex\nk"), None);
         assert_eq!(Record::decode(b"s3mirrorfs3\n\"e\"\n1\nk"), None);
+        assert_eq!(
+            Record::decode(b"s3mirrorfs1\n\"e\"\n1\n"),
+            None,
+            "an empty key"
+        );
     }
 
     #[test]
@@ -854,19 +872,34 @@ mod tests {
         );
         assert_eq!(read_record(&path), Some(record("a/b/c.jpg", "\"e1\"", 5)));
         assert_eq!(
-            mirror.status(Path::new("a/b/c.jpg"), "a/b/c.jpg", "\"e1\"", 5),
+            mirror.status(
+                Path::new("a/b/c.jpg"),
+                &key("a/b/c.jpg"),
+                &ETag::new("\"e1\""),
+                5
+            ),
             LocalStatus::Current
         );
         assert_eq!(
-            mirror.status(Path::new("a/b/c.jpg"), "a/b/c.jpg", "\"e2\"", 5),
+            mirror.status(
+                Path::new("a/b/c.jpg"),
+                &key("a/b/c.jpg"),
+                &ETag::new("\"e2\""),
+                5
+            ),
             LocalStatus::Stale
         );
         assert_eq!(
-            mirror.status(Path::new("a/b/c.jpg"), "a/b/c.jpg", "\"e1\"", 6),
+            mirror.status(
+                Path::new("a/b/c.jpg"),
+                &key("a/b/c.jpg"),
+                &ETag::new("\"e1\""),
+                6
+            ),
             LocalStatus::Stale
         );
         assert_eq!(
-            mirror.status(Path::new("nope"), "nope", "\"e1\"", 6),
+            mirror.status(Path::new("nope"), &key("nope"), &ETag::new("\"e1\""), 6),
             LocalStatus::Missing
         );
         assert_eq!(fs::read_dir(mirror.tmp.clone()).unwrap().count(), 0);
@@ -928,13 +961,16 @@ mod tests {
         assert_eq!(fs::read(dir.path().join("photo/1.jpg")).unwrap(), b"new");
         let moved = dir.path().join(renamed_path("photo"));
         assert_eq!(fs::read(&moved).unwrap(), b"old");
-        assert_eq!(read_record(&moved).unwrap().key, "photo");
+        assert_eq!(read_record(&moved).unwrap().key, key("photo"));
         // A directory keeps the name when the key comes back.
         assert_eq!(
-            mirror.resolve("photo", Path::new("photo")),
+            mirror.resolve(&key("photo"), Path::new("photo")),
             renamed_path("photo")
         );
-        assert_eq!(mirror.resolve("x", Path::new("x")), PathBuf::from("x"));
+        assert_eq!(
+            mirror.resolve(&key("x"), Path::new("x")),
+            PathBuf::from("x")
+        );
     }
 
     #[test]
@@ -952,10 +988,7 @@ mod tests {
             .map(|(p, r)| (p, r.key))
             .collect();
         found.sort();
-        let mut expected = vec![
-            (PathBuf::from("a/x"), "a/x".to_string()),
-            (renamed, "../y".to_string()),
-        ];
+        let mut expected = vec![(PathBuf::from("a/x"), key("a/x")), (renamed, key("../y"))];
         expected.sort();
         assert_eq!(found, expected);
     }

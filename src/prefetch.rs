@@ -17,7 +17,7 @@ use crate::mirror::inventory::IndexEntry;
 use crate::mirror::{LocalStatus, Mirror, MirrorError, Record};
 use crate::queue::{Flow, run_bounded};
 use crate::report::KeyError;
-use crate::store::{ObjectMeta, ObjectStore, StoreError, list_all};
+use crate::store::{Key, ObjectMeta, ObjectStore, StoreError, list_all};
 
 /// What to prefetch and how.
 #[derive(Clone, Debug)]
@@ -178,8 +178,8 @@ fn save_last_run(mirror: &Mirror, summary: &Summary, result: &Result<(), Prefetc
 /// The record a directory made from a marker carries: the marker's key and ETag.
 fn marker_record(meta: &ObjectMeta) -> Record {
     Record {
-        key: meta.key.as_str().to_string(),
-        etag: meta.etag.as_str().to_string(),
+        key: meta.key.clone(),
+        etag: meta.etag.clone(),
         size: 0,
         md5: Some(EMPTY_MD5.to_string()),
         corrupt: false,
@@ -198,9 +198,9 @@ async fn run_inner(
     mirror.claim()?;
     summary.listed = objects.len() as u64;
     progress.listed(summary.listed);
-    let listed: Option<HashSet<String>> = options
+    let listed: Option<HashSet<Key>> = options
         .prune
-        .then(|| objects.iter().map(|o| o.key.as_str().to_string()).collect());
+        .then(|| objects.iter().map(|o| o.key.clone()).collect());
     let items = plan_run(&mirror, objects, summary).await;
     save_index(&mirror, &options.prefix, &items);
     let fetches = settle_without_download(&mirror, items, summary);
@@ -236,9 +236,9 @@ fn save_index(mirror: &Mirror, prefix: &str, items: &[(Item, LocalStatus)]) {
     let index = items
         .iter()
         .map(|(item, _)| IndexEntry {
-            key: item.meta.key.as_str().to_string(),
+            key: item.meta.key.clone(),
             path: item.rel.to_string_lossy().into_owned(),
-            etag: item.meta.etag.as_str().to_string(),
+            etag: item.meta.etag.clone(),
             size: item.meta.size,
         })
         .collect();
@@ -335,7 +335,7 @@ fn plan(mirror: &Mirror, objects: Vec<ObjectMeta>) -> (Vec<(Item, LocalStatus)>,
     let mut items = Vec::with_capacity(objects.len());
     let mut renamed = Vec::new();
     for (meta, placement) in objects.into_iter().zip(placements) {
-        let key = meta.key.as_str();
+        let key = &meta.key;
         let (rel, directory) = match &placement {
             Placement::Directory(p) => (p.clone(), true),
             Placement::File(p) => (mirror.resolve(key, p), false),
@@ -343,21 +343,21 @@ fn plan(mirror: &Mirror, objects: Vec<ObjectMeta>) -> (Vec<(Item, LocalStatus)>,
                 tracing::debug!(key = %meta.key, %reason, "stored under a renamed path");
                 if *reason == RenameReason::PrefixConflict {
                     // An earlier run stored the key under its own name before it became a prefix.
-                    mirror.move_aside(Path::new(key), key);
+                    mirror.move_aside(Path::new(key.as_str()), key);
                 }
                 (path.clone(), false)
             }
         };
         if rel != placement.path() || matches!(placement, Placement::Renamed { .. }) {
             renamed.push(KeyPath {
-                key: key.to_string(),
+                key: key.as_str().to_string(),
                 path: rel.to_string_lossy().into_owned(),
             });
         }
         let status = if directory {
             LocalStatus::Missing
         } else {
-            mirror.status(&rel, key, meta.etag.as_str(), meta.size)
+            mirror.status(&rel, key, &meta.etag, meta.size)
         };
         items.push((
             Item {
@@ -372,9 +372,9 @@ fn plan(mirror: &Mirror, objects: Vec<ObjectMeta>) -> (Vec<(Item, LocalStatus)>,
 }
 
 /// Removes local copies of keys under `prefix` that the listing no longer has.
-fn prune(mirror: &Mirror, prefix: &str, listed: &HashSet<String>, summary: &mut Summary) {
+fn prune(mirror: &Mirror, prefix: &str, listed: &HashSet<Key>, summary: &mut Summary) {
     for (rel, record) in mirror.recorded_files() {
-        if !record.key.starts_with(prefix) || listed.contains(record.key.as_str()) {
+        if !record.key.as_str().starts_with(prefix) || listed.contains(&record.key) {
             continue;
         }
         match mirror.remove(&rel) {
@@ -382,7 +382,7 @@ fn prune(mirror: &Mirror, prefix: &str, listed: &HashSet<String>, summary: &mut 
                 tracing::info!(key = %record.key, path = %rel.display(), "pruned");
                 summary.pruned += 1;
                 summary.pruned_files.push(KeyPath {
-                    key: record.key,
+                    key: record.key.into(),
                     path: rel.to_string_lossy().into_owned(),
                 });
             }

@@ -100,7 +100,7 @@ fn path_of(mirror: &Path, key: &str) -> PathBuf {
     let (entries, _) = MirrorView::open(mirror).unwrap().entries();
     let entry = entries
         .into_iter()
-        .find(|e| e.record.key == key)
+        .find(|e| e.record.key.as_str() == key)
         .unwrap_or_else(|| panic!("no copy of {key:?}"));
     mirror.join(entry.path)
 }

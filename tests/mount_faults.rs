@@ -32,7 +32,7 @@ fn wait_persisted(bucket: &Bucket, mirror: &Path, key: &str, bytes: &[u8]) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(record) = read_record(&path)
-            && record.etag == etag
+            && record.etag.as_str() == etag
         {
             assert!(fs::read(&path).unwrap() == bytes, "{key}: mirrored bytes");
             assert_eq!(
@@ -346,7 +346,11 @@ fn a_mount_killed_mid_commit_restarts_on_a_consistent_mirror() {
                     fs::read(&path).unwrap() == *bytes,
                     "{point}: {key} complete"
                 );
-                assert_eq!(read_record(&path).unwrap().key, *key, "{point}: recorded");
+                assert_eq!(
+                    read_record(&path).unwrap().key.as_str(),
+                    *key,
+                    "{point}: recorded"
+                );
             }
         }
         if point == "before-rename" {

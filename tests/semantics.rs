@@ -16,6 +16,7 @@ use s3mirrorfs::layout::{
 };
 use s3mirrorfs::mirror::{DIR_MODE, FILE_MODE, RECORD_XATTR, Record};
 use s3mirrorfs::s3::S3Options;
+use s3mirrorfs::store::{ETag, Key};
 
 fn doc() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/doc/SEMANTICS.md")).unwrap()
@@ -78,8 +79,9 @@ fn quoted_names_modes_and_limits_match_the_code() {
     quoted(&format!("at most {NAME_MAX} bytes"));
     quoted(&format!("at most {REL_PATH_MAX} bytes"));
     let record = Record {
-        key: "<key>".into(),
-        etag: "<etag>".into(),
+        key: Key::new("<key>").unwrap(),
+        // The placeholder stands for the ETag in S3's quoted form.
+        etag: ETag::new("<etag>"),
         size: 0,
         md5: Some("0".repeat(32)),
         corrupt: false,
@@ -87,6 +89,7 @@ fn quoted_names_modes_and_limits_match_the_code() {
     let encoded = String::from_utf8(record.encode())
         .unwrap()
         .replace('\n', "\\n")
+        .replace("\"<etag>\"", "<etag>")
         .replace("\\n0\\n", "\\n<size>\\n")
         .replace(&"0".repeat(32), "<md5>");
     quoted(&format!("`{encoded}`"));

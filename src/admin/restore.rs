@@ -132,10 +132,10 @@ pub async fn run(
         ..RestoreReport::default()
     };
     // Also proves the destination bucket exists and is reachable before anything is read.
-    let existing: HashMap<String, (ETag, u64)> = list_all(store, &options.prefix)
+    let existing: HashMap<Key, (ETag, u64)> = list_all(store, &options.prefix)
         .await?
         .into_iter()
-        .map(|o| (o.key.as_str().to_string(), (o.etag, o.size)))
+        .map(|o| (o.key, (o.etag, o.size)))
         .collect();
     let jobs = plan(&view, &options.prefix, &existing, &mut report);
     restore_all(jobs, sink, options, &mut report).await;
@@ -150,7 +150,7 @@ pub async fn run(
 fn plan(
     view: &MirrorView,
     prefix: &str,
-    existing: &HashMap<String, (ETag, u64)>,
+    existing: &HashMap<Key, (ETag, u64)>,
     report: &mut RestoreReport,
 ) -> Vec<Job> {
     let (entries, errors) = view.entries();
@@ -200,17 +200,21 @@ async fn restore_all(
         let entry = job.entry;
         let key = entry.record.key;
         match result {
-            Ok(Done::Skipped) => report.skipped.push(key),
+            Ok(Done::Skipped) => report.skipped.push(key.into()),
             Ok(Done::Uploaded { parts }) => {
                 if !dry_run {
-                    tracing::info!(key = %Escaped(&key), "restored");
+                    tracing::info!(key = %key, "restored");
                 }
                 report.bytes += entry.record.size;
                 let size = entry.record.size;
-                report.uploaded.push(Action { key, size, parts });
+                report.uploaded.push(Action {
+                    key: key.into(),
+                    size,
+                    parts,
+                });
             }
             Err(failed) => {
-                tracing::error!(key = %Escaped(&key), "cannot restore: {}", failed.message);
+                tracing::error!(key = %key, "cannot restore: {}", failed.message);
                 let stop = failed.stops_run && report.error.is_none();
                 if stop {
                     tracing::error!("not starting further uploads");
@@ -273,7 +277,7 @@ pub fn part_size_for(size: u64) -> u64 {
 async fn restore_one(sink: &dyn ObjectSink, job: &Job, dry_run: bool) -> Result<Done, Failed> {
     let path = &job.path;
     let at_path = |e: io::Error| format!("{}: {e}", path.display());
-    let key = Key::new(job.entry.record.key.clone()).map_err(|e| e.to_string())?;
+    let key = job.entry.record.key.clone();
     let (file, record) = open_copy(path, &job.entry).map_err(at_path)?;
     let size = record.size;
     if let Some((etag, dest_size)) = &job.dest
@@ -379,7 +383,7 @@ async fn read_part(file: Arc<File>, offset: u64, len: u64) -> io::Result<Bytes> 
 /// the one recorded, the copy's MD5, or the multipart ETag the copy's bytes get with
 /// one of the part sizes uploaders commonly use.
 async fn identical(file: Arc<File>, record: &Record, dest: &ETag) -> io::Result<bool> {
-    if dest.as_str() == record.etag {
+    if *dest == record.etag {
         return Ok(true);
     }
     let inner = dest.as_str().trim_matches('"');
@@ -502,8 +506,8 @@ mod tests {
         for (key, data, md5) in objects {
             let actual = format!("{:x}", md5::Md5::digest(data));
             let record = Record {
-                key: key.to_string(),
-                etag: format!("\"{actual}\""),
+                key: Key::new(*key).unwrap(),
+                etag: ETag::new(&format!("\"{actual}\"")),
                 size: data.len() as u64,
                 md5: Some(md5.map_or(actual, str::to_string)),
                 corrupt: false,

@@ -18,7 +18,7 @@ use crate::mirror::inventory::{Entry, MirrorView, mark_corrupt};
 use crate::mirror::read_record_of;
 use crate::queue::{Flow, run_bounded};
 use crate::report::human_bytes;
-use crate::store::{Escaped, ObjectStore, list_all};
+use crate::store::{ETag, Escaped, Key, ObjectStore, list_all};
 
 /// What is wrong with one key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -169,10 +169,10 @@ impl Check {
 
 /// An object the mirror should hold: from the S3 listing (`--remote`) or from
 /// the index of the last prefetch (which also says where its copy goes).
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, PartialEq, Eq)]
 struct Expected {
-    key: String,
-    etag: String,
+    key: Key,
+    etag: ETag,
     size: u64,
     path: Option<String>,
 }
@@ -207,11 +207,11 @@ pub async fn run(
     if remote.is_some() {
         for entry in entries
             .iter()
-            .filter(|e| !expected_keys.contains(e.record.key.as_str()))
+            .filter(|e| !expected_keys.contains(&e.record.key))
         {
             report.add(
                 ProblemKind::Extra,
-                &entry.record.key,
+                entry.record.key.as_str(),
                 Some(&entry.path),
                 "deleted from S3; the local copy is kept (prefetch --prune removes it)".into(),
             );
@@ -233,8 +233,8 @@ async fn expected_objects(
             .await?
             .into_iter()
             .map(|o| Expected {
-                key: o.key.as_str().to_string(),
-                etag: o.etag.as_str().to_string(),
+                key: o.key,
+                etag: o.etag,
                 size: o.size,
                 path: None,
             })
@@ -251,7 +251,8 @@ async fn expected_objects(
             })
             .collect(),
     };
-    expected.sort();
+    // Keys are unique in a listing and in the merged index.
+    expected.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(expected)
 }
 
@@ -277,7 +278,7 @@ async fn check_copies(view: &MirrorView, prefix: &str, report: &mut VerifyReport
             }
             Check::Problem(kind, detail, hashed) => {
                 report.bytes += hashed;
-                report.add(kind, &entry.record.key, Some(&entry.path), detail);
+                report.add(kind, entry.record.key.as_str(), Some(&entry.path), detail);
             }
         }
     }
@@ -292,19 +293,16 @@ fn compare<'a>(
     entries: &[Entry],
     source: &str,
     report: &mut VerifyReport,
-) -> HashSet<&'a str> {
-    let mut local: HashMap<&str, Vec<&Entry>> = HashMap::new();
+) -> HashSet<&'a Key> {
+    let mut local: HashMap<&Key, Vec<&Entry>> = HashMap::new();
     for entry in entries {
-        local
-            .entry(entry.record.key.as_str())
-            .or_default()
-            .push(entry);
+        local.entry(&entry.record.key).or_default().push(entry);
     }
     let mut keys = HashSet::new();
     for want in expected {
-        keys.insert(want.key.as_str());
-        let (key, etag, size) = (&want.key, &want.etag, want.size);
-        match local.get(key.as_str()) {
+        keys.insert(&want.key);
+        let (key, etag, size) = (want.key.as_str(), &want.etag, want.size);
+        match local.get(&want.key) {
             None if is_old_marker_dir(dir, want) => {}
             None => report.add(
                 ProblemKind::Missing,
@@ -330,12 +328,12 @@ fn compare<'a>(
 
 /// A `dir/` marker kept as a directory made before markers carried a record.
 fn is_old_marker_dir(dir: &Path, want: &Expected) -> bool {
-    let marker_dir = match (&want.path, place_alone(&want.key, want.size)) {
+    let marker_dir = match (&want.path, place_alone(want.key.as_str(), want.size)) {
         (Some(p), _) => Some(dir.join(p)),
         (None, Placement::Directory(p)) => Some(dir.join(p)),
         (None, _) => None,
     };
-    want.size == 0 && want.key.ends_with('/') && marker_dir.is_some_and(|p| p.is_dir())
+    want.size == 0 && want.key.as_str().ends_with('/') && marker_dir.is_some_and(|p| p.is_dir())
 }
 
 /// Copies hashed at once: enough to keep a disk busy, few enough for two cores.

@@ -156,13 +156,13 @@ pub fn from_mirror(mirror: &Mirror, prefix: &str) -> Option<Vec<Entry>> {
                 mtime_ns: 0,
             });
         } else if let Some(record) = read_record(&item.path())
-            && record.key == format!("{prefix}{name}")
+            && record.key.as_str() == format!("{prefix}{name}")
         {
             entries.push(Entry {
                 name,
                 dir: false,
                 size: record.size,
-                etag: record.etag,
+                etag: record.etag.to_string(),
                 mtime_ns: meta.modified().map_or(0, nanos),
             });
         }

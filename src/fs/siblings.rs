@@ -62,7 +62,7 @@ impl Siblings {
             .take(SIBLINGS_MAX)
             .filter_map(|e| Some((Key::new(format!("{prefix}{}", e.name)).ok()?, e)))
             .map(|(key, e)| {
-                let rel = mirror.path_for(key.as_str(), e.size);
+                let rel = mirror.path_for(&key, e.size);
                 (key, ETag::new(&e.etag), e.size, rel)
             });
         for (key, etag, size, rel) in jobs.collect::<Vec<_>>() {
@@ -127,8 +127,9 @@ mod tests {
         let siblings = Siblings::new(fetcher, Duration::from_secs(60), rt.handle().clone());
         let entries = rt.block_on(list_dir(store.as_ref(), "d/")).unwrap();
         siblings.warm("d/", &entries);
-        let status =
-            |key: &str, etag: &ETag, size| mirror.status(Path::new(key), key, etag.as_str(), size);
+        let status = |key: &str, etag: &ETag, size| {
+            mirror.status(Path::new(key), &Key::new(key).unwrap(), etag, size)
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while status("d/small", &small, 1) != LocalStatus::Current {
             assert!(Instant::now() < deadline, "the small file arrives");

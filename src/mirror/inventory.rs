@@ -17,6 +17,7 @@ use super::{
     Mirror, MirrorError, Record, read_identity, read_record, read_record_of, write_record,
 };
 use crate::layout::{RENAMED_DIR, STATE_DIR};
+use crate::store::{ETag, Key};
 
 /// Where the index of each prefetched prefix lives, inside the state directory.
 const INDEX_DIR: &str = "index";
@@ -151,7 +152,7 @@ impl MirrorView {
 
     /// The index each prefetch left of what it listed; the newest entry wins for a
     /// key that several prefixes cover.
-    pub fn index(&self) -> Result<HashMap<String, IndexEntry>, MirrorError> {
+    pub fn index(&self) -> Result<HashMap<Key, IndexEntry>, MirrorError> {
         let dir = self.state.join(INDEX_DIR);
         let mut files = Vec::new();
         match fs::read_dir(&dir) {
@@ -281,12 +282,12 @@ pub fn mark_corrupt(file: &File, record: &Record) -> io::Result<()> {
 }
 
 /// One object the last prefetch of a prefix listed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IndexEntry {
-    pub key: String,
+    pub key: Key,
     /// Where the copy goes, relative to the mirror root.
     pub path: String,
-    pub etag: String,
+    pub etag: ETag,
     pub size: u64,
 }
 
@@ -316,10 +317,11 @@ impl Index {
         .expect("header serializes");
         out.push(b'\n');
         for e in &self.entries {
-            let line = if e.path == e.key {
-                serde_json::to_vec(&(&e.key, &e.etag, e.size))
+            let (key, etag) = (e.key.as_str(), e.etag.as_str());
+            let line = if e.path == key {
+                serde_json::to_vec(&(key, etag, e.size))
             } else {
-                serde_json::to_vec(&(&e.key, &e.etag, e.size, &e.path))
+                serde_json::to_vec(&(key, etag, e.size, &e.path))
             };
             out.extend(line.expect("entry serializes"));
             out.push(b'\n');
@@ -327,7 +329,8 @@ impl Index {
         out
     }
 
-    /// Parses `encode`'s format; `None` for anything else.
+    /// Parses `encode`'s format; `None` for anything else, including an entry
+    /// with an empty key.
     pub fn decode(bytes: &[u8]) -> Option<Index> {
         let mut lines = bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty());
         let header: IndexHeader = serde_json::from_slice(lines.next()?).ok()?;
@@ -335,13 +338,13 @@ impl Index {
         for line in lines {
             let value: serde_json::Value = serde_json::from_slice(line).ok()?;
             let fields = value.as_array()?;
-            let key = fields.first()?.as_str()?.to_string();
+            let key = Key::new(fields.first()?.as_str()?).ok()?;
             let path = match fields.get(3) {
                 Some(p) => p.as_str()?.to_string(),
-                None => key.clone(),
+                None => key.as_str().to_string(),
             };
             entries.push(IndexEntry {
-                etag: fields.get(1)?.as_str()?.to_string(),
+                etag: ETag::new(fields.get(1)?.as_str()?),
                 size: fields.get(2)?.as_u64()?,
                 path,
                 key,
@@ -397,8 +400,8 @@ mod tests {
         let tmp = mirror.create_temp().unwrap();
         tmp.write_at(data, 0).unwrap();
         let record = Record {
-            key: key.into(),
-            etag: "\"e\"".into(),
+            key: Key::new(key).unwrap(),
+            etag: ETag::new("\"e\""),
             size: data.len() as u64,
             md5: Some(tmp.md5().unwrap()),
             corrupt: false,
@@ -430,8 +433,8 @@ mod tests {
         put(&mirror, &renamed_path("../y"), "../y", b"22");
         mirror.ensure_dir(Path::new("empty")).unwrap();
         let marker = Record {
-            key: "empty/".into(),
-            etag: "\"d41d8cd98f00b204e9800998ecf8427e\"".into(),
+            key: Key::new("empty/").unwrap(),
+            etag: ETag::new("\"d41d8cd98f00b204e9800998ecf8427e\""),
             size: 0,
             md5: Some("d41d8cd98f00b204e9800998ecf8427e".into()),
             corrupt: false,
@@ -462,9 +465,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mirror = Mirror::open(dir.path(), "b").unwrap();
         let entry = |key: &str, path: &str, etag: &str| IndexEntry {
-            key: key.into(),
+            key: Key::new(key).unwrap(),
             path: path.into(),
-            etag: etag.into(),
+            etag: ETag::new(etag),
             size: 3,
         };
         let index = Index {
@@ -477,6 +480,12 @@ mod tests {
         };
         assert_eq!(Index::decode(&index.encode()), Some(index));
         assert_eq!(Index::decode(b"junk"), None);
+        let header = b"{\"prefix\":\"\",\"written\":1}\n";
+        assert_eq!(
+            Index::decode(&[&header[..], b"[\"\",\"\\\"e\\\"\",1]\n"].concat()),
+            None,
+            "an empty key"
+        );
         mirror
             .write_index(
                 "",
@@ -489,7 +498,7 @@ mod tests {
             .unwrap();
         let merged = MirrorView::open(dir.path()).unwrap().index().unwrap();
         assert_eq!(merged.len(), 2);
-        assert_eq!(merged["p/a"].etag, "\"new\"");
+        assert_eq!(merged[&Key::new("p/a").unwrap()].etag, ETag::new("\"new\""));
     }
 
     #[test]
@@ -513,7 +522,12 @@ mod tests {
         let record = read_record_of(&file).unwrap();
         mark_corrupt(&file, &record).unwrap();
         assert_eq!(
-            mirror.status(Path::new("k"), "k", "\"e\"", 3),
+            mirror.status(
+                Path::new("k"),
+                &Key::new("k").unwrap(),
+                &ETag::new("\"e\""),
+                3
+            ),
             super::super::LocalStatus::Stale
         );
         let (entries, _) = MirrorView::open(dir.path()).unwrap().entries();

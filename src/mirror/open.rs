@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 
 use super::{LocalStatus, Mirror};
 use crate::layout::{Placement, place_alone};
+use crate::store::{ETag, Key};
 
 impl Mirror {
     /// Where the copy of `key` (of `size` bytes) lives, relative to the root: the
     /// placement prefetch gives it, for one key seen alone.
-    pub fn path_for(&self, key: &str, size: u64) -> PathBuf {
-        match place_alone(key, size) {
+    pub fn path_for(&self, key: &Key, size: u64) -> PathBuf {
+        match place_alone(key.as_str(), size) {
             Placement::File(path) => self.resolve(key, &path),
             Placement::Directory(path) => path,
             Placement::Renamed { path, .. } => path,
@@ -20,7 +21,7 @@ impl Mirror {
     }
 
     /// The copy at `rel`, opened for reading, if it is exactly this version of `key`.
-    pub fn open_current(&self, rel: &Path, key: &str, etag: &str, size: u64) -> Option<File> {
+    pub fn open_current(&self, rel: &Path, key: &Key, etag: &ETag, size: u64) -> Option<File> {
         if self.status(rel, key, etag, size) != LocalStatus::Current {
             return None;
         }
@@ -42,12 +43,16 @@ mod tests {
     use crate::layout::renamed_path;
     use crate::mirror::Record;
 
+    fn key(key: &str) -> Key {
+        Key::new(key).unwrap()
+    }
+
     fn put(mirror: &Mirror, rel: &str, key: &str, etag: &str, body: &[u8]) {
         let tmp = mirror.create_temp().unwrap();
         tmp.write_at(body, 0).unwrap();
         let record = Record {
-            key: key.into(),
-            etag: etag.into(),
+            key: Key::new(key).unwrap(),
+            etag: ETag::new(etag),
             size: body.len() as u64,
             md5: None,
             corrupt: false,
@@ -64,24 +69,32 @@ mod tests {
         put(&mirror, "a/k", "a/k", "\"e1\"", b"hello");
         let rel = Path::new("a/k");
         let mut text = String::new();
-        let mut file = mirror.open_current(rel, "a/k", "\"e1\"", 5).unwrap();
+        let mut file = mirror
+            .open_current(rel, &key("a/k"), &ETag::new("\"e1\""), 5)
+            .unwrap();
         file.read_to_string(&mut text).unwrap();
         assert_eq!(text, "hello");
         assert!(
-            mirror.open_current(rel, "a/k", "\"e2\"", 5).is_none(),
+            mirror
+                .open_current(rel, &key("a/k"), &ETag::new("\"e2\""), 5)
+                .is_none(),
             "another ETag"
         );
         assert!(
-            mirror.open_current(rel, "a/k", "\"e1\"", 6).is_none(),
+            mirror
+                .open_current(rel, &key("a/k"), &ETag::new("\"e1\""), 6)
+                .is_none(),
             "another size"
         );
         assert!(
-            mirror.open_current(rel, "other", "\"e1\"", 5).is_none(),
+            mirror
+                .open_current(rel, &key("other"), &ETag::new("\"e1\""), 5)
+                .is_none(),
             "another key"
         );
         assert!(
             mirror
-                .open_current(Path::new("a/x"), "a/x", "\"e1\"", 5)
+                .open_current(Path::new("a/x"), &key("a/x"), &ETag::new("\"e1\""), 5)
                 .is_none()
         );
         assert!(mirror.open_copy(rel).is_ok());
@@ -93,15 +106,15 @@ mod tests {
     fn keys_are_placed_as_prefetch_places_them() {
         let dir = tempfile::tempdir().unwrap();
         let mirror = Mirror::open(dir.path(), "b").unwrap();
-        assert_eq!(mirror.path_for("a/b.jpg", 3), Path::new("a/b.jpg"));
+        assert_eq!(mirror.path_for(&key("a/b.jpg"), 3), Path::new("a/b.jpg"));
         assert_eq!(
-            mirror.path_for("a/", 0),
+            mirror.path_for(&key("a/"), 0),
             Path::new("a"),
             "a directory marker"
         );
-        assert_eq!(mirror.path_for("a//b", 3), renamed_path("a//b"));
+        assert_eq!(mirror.path_for(&key("a//b"), 3), renamed_path("a//b"));
         // A directory already standing at a key's path keeps its name.
         put(&mirror, "d/inner", "d/inner", "\"e\"", b"x");
-        assert_eq!(mirror.path_for("d", 3), renamed_path("d"));
+        assert_eq!(mirror.path_for(&key("d"), 3), renamed_path("d"));
     }
 }

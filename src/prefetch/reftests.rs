@@ -340,9 +340,13 @@ impl Harness {
                 let bytes = fs::read(&path).unwrap();
                 let (key, data) = self
                     .versions
-                    .get(&record.etag)
-                    .unwrap_or_else(|| panic!("{rel:?} holds ETag {:?}, never put", record.etag));
-                assert_eq!(&record.key, key, "{rel:?} holds a version of another key");
+                    .get(record.etag.as_str())
+                    .unwrap_or_else(|| panic!("{rel:?} holds ETag {}, never put", record.etag));
+                assert_eq!(
+                    record.key.as_str(),
+                    key,
+                    "{rel:?} holds a version of another key"
+                );
                 assert!(
                     bytes == *data,
                     "{rel:?} ({key:?}) holds other bytes than its version"
@@ -354,9 +358,9 @@ impl Harness {
                 );
                 let copy = MirroredCopy {
                     path: rel,
-                    etag: record.etag,
+                    etag: record.etag.to_string(),
                 };
-                if let Some(other) = seen.files.insert(record.key.clone(), copy.clone()) {
+                if let Some(other) = seen.files.insert(record.key.into(), copy.clone()) {
                     panic!("{key:?} has two copies: {other:?} and {copy:?}");
                 }
             }
@@ -408,7 +412,11 @@ impl Harness {
                     let record = record
                         .as_ref()
                         .unwrap_or_else(|| panic!("marker {key:?}: directory without a record"));
-                    assert_eq!((&record.key, &record.etag), (key, etag), "marker {key:?}");
+                    assert_eq!(
+                        (record.key.as_str(), record.etag.as_str()),
+                        (key.as_str(), etag.as_str()),
+                        "marker {key:?}"
+                    );
                     assert!(
                         !seen.files.contains_key(key),
                         "marker {key:?} also has a file copy {:?}",
@@ -426,10 +434,10 @@ impl Harness {
         }
         for (path, record) in &seen.dirs {
             let Some(record) = record else { continue };
-            if let Some(etag) = self.current.get(&record.key) {
+            if let Some(etag) = self.current.get(record.key.as_str()) {
                 assert_eq!(
-                    (&expected[&record.key], etag),
-                    (&Placement::Directory(path.clone()), &record.etag),
+                    (&expected[record.key.as_str()], etag.as_str()),
+                    (&Placement::Directory(path.clone()), record.etag.as_str()),
                     "directory {path:?} stands for {:?}",
                     record.key
                 );
@@ -475,21 +483,21 @@ impl Harness {
         let seen = self.look();
         // A key that became a marker may have been settled as its directory
         // before the cut (and its old file copy dropped then).
-        let markers: BTreeMap<&String, &String> = seen
+        let markers: BTreeMap<&str, &str> = seen
             .dirs
             .values()
             .flatten()
-            .map(|r| (&r.key, &r.etag))
+            .map(|r| (r.key.as_str(), r.etag.as_str()))
             .collect();
         let keys: BTreeSet<&String> = self.mirrored.keys().chain(seen.files.keys()).collect();
         for key in keys {
-            let before = self.mirrored.get(key).map(|c| &c.etag);
+            let before = self.mirrored.get(key).map(|c| c.etag.as_str());
             let now = seen
                 .files
                 .get(key)
-                .map(|c| &c.etag)
-                .or_else(|| markers.get(key).copied());
-            let listed = self.current.get(key);
+                .map(|c| c.etag.as_str())
+                .or_else(|| markers.get(key.as_str()).copied());
+            let listed = self.current.get(key).map(String::as_str);
             let allowed = now == before
                 || (listed.is_some() && now == listed)
                 || (prune && listed.is_none() && now.is_none());
@@ -596,8 +604,8 @@ fn copies(harness: &Harness, key: &str) -> Vec<(PathBuf, String)> {
     assert!(errors.is_empty(), "{errors:?}");
     entries
         .into_iter()
-        .filter(|e| e.record.key == key)
-        .map(|e| (e.path, e.record.etag))
+        .filter(|e| e.record.key.as_str() == key)
+        .map(|e| (e.path, e.record.etag.to_string()))
         .collect()
 }
 

@@ -312,8 +312,8 @@ mod tests {
             let tmp = self.mirror.create_temp().unwrap();
             tmp.write_at(data, 0).unwrap();
             let record = Record {
-                key: name.to_string(),
-                etag: ETag::new(&md5_of(data)).as_str().to_string(),
+                key: key(name),
+                etag: ETag::new(&md5_of(data)),
                 size: data.len() as u64,
                 md5: Some(md5_of(data)),
                 corrupt: false,
@@ -322,7 +322,7 @@ mod tests {
             self.mirror
                 .commit(tmp, Path::new(name), &record, mtime)
                 .unwrap();
-            ETag::new(&record.etag)
+            record.etag
         }
 
         /// The mirror holds exactly `data` at `name`, recorded as `etag`.
@@ -333,7 +333,7 @@ mod tests {
                 "{name}: bytes differ"
             );
             let record = read_record(&path).expect("a committed file has a record");
-            assert_eq!(record.etag, etag.as_str());
+            assert_eq!(record.etag, *etag);
             assert_eq!(record.size, data.len() as u64);
             assert_eq!(record.md5.as_deref(), Some(md5_of(data).as_str()));
         }
