@@ -318,15 +318,12 @@ mod tests {
 
     use super::*;
     use crate::fetch::FetchConfig;
-    use crate::mirror::{LocalStatus, Mirror};
-    use crate::store::memory::MemoryStore;
+    use crate::mirror::LocalStatus;
     use crate::testing::{Scratch, runtime};
 
     struct Fixture {
         fs: Fs,
-        store: Arc<MemoryStore>,
-        mirror: Arc<Mirror>,
-        _scratch: Scratch,
+        scratch: Scratch,
         _rt: tokio::runtime::Runtime,
     }
 
@@ -339,7 +336,6 @@ mod tests {
             ("top", b"hello"),
             ("x//bad", b"unshowable name"),
         ]);
-        let (store, mirror) = (Arc::clone(&scratch.store), Arc::clone(&scratch.mirror));
         let fetcher = scratch.fetcher(FetchConfig {
             part_size: 700,
             ..FetchConfig::default()
@@ -357,9 +353,7 @@ mod tests {
         );
         Fixture {
             fs,
-            store,
-            mirror,
-            _scratch: scratch,
+            scratch,
             _rt: rt,
         }
     }
@@ -438,7 +432,7 @@ mod tests {
         let two = f.fs.lookup(a.ino, "2.jpg").unwrap();
         assert_eq!(read_all(&f.fs, two.ino), vec![2u8; 2000]);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while f.mirror.status(
+        while f.scratch.mirror.status(
             std::path::Path::new("a/2.jpg"),
             &Key::new("a/2.jpg").unwrap(),
             &etag_of(&f, "a/2.jpg"),
@@ -454,7 +448,10 @@ mod tests {
     }
 
     fn etag_of(f: &Fixture, key: &str) -> ETag {
-        let page = f._rt.block_on(f.store.list_page(key, false, None)).unwrap();
+        let page = f
+            ._rt
+            .block_on(f.scratch.store.list_page(key, false, None))
+            .unwrap();
         page.objects[0].etag.clone()
     }
 
@@ -464,7 +461,7 @@ mod tests {
         let a = f.fs.lookup(ROOT_INO, "a").unwrap();
         let one = f.fs.lookup(a.ino, "1.jpg").unwrap();
         assert_eq!(read_all(&f.fs, one.ino).len(), 1000);
-        f.store.set_offline(true);
+        f.scratch.store.set_offline(true);
         assert_eq!(
             names(&f.fs, a.ino),
             vec![".", "..", "1.jpg", "2.jpg", "sub"]
@@ -496,7 +493,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         // With S3 away, only a listing fetched ahead can name these.
-        f.store.set_offline(true);
+        f.scratch.store.set_offline(true);
         assert_eq!(
             names(&f.fs, a.ino),
             vec![".", "..", "1.jpg", "2.jpg", "sub"]
@@ -516,15 +513,15 @@ mod tests {
             assert!(Instant::now() < deadline, "look-ahead listings arrive");
             std::thread::sleep(Duration::from_millis(10));
         }
-        let lists = f.store.lists.load(Ordering::Relaxed);
+        let lists = f.scratch.store.lists.load(Ordering::Relaxed);
         let fetcher = Fetcher::new(
-            Arc::clone(&f.store) as Arc<dyn ObjectStore>,
-            Arc::clone(&f.mirror),
+            Arc::clone(&f.scratch.store) as Arc<dyn ObjectStore>,
+            Arc::clone(&f.scratch.mirror),
             crate::fetch::FetchConfig::default(),
         );
         let config = f.fs.config.clone();
         let restarted = Fs::new(
-            Arc::clone(&f.store) as Arc<dyn ObjectStore>,
+            Arc::clone(&f.scratch.store) as Arc<dyn ObjectStore>,
             fetcher,
             config,
             f._rt.handle().clone(),
@@ -534,7 +531,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(200));
         assert!(restarted.listings.fresh("a/").is_some());
         assert_eq!(
-            f.store.lists.load(Ordering::Relaxed),
+            f.scratch.store.lists.load(Ordering::Relaxed),
             lists,
             "no LIST after the restart"
         );
@@ -547,11 +544,11 @@ mod tests {
         let one = f.fs.lookup(a.ino, "1.jpg").unwrap();
         read_all(&f.fs, one.ino);
         std::thread::sleep(Duration::from_millis(100));
-        let entries = listing::from_mirror(&f.mirror, "a/").unwrap();
+        let entries = listing::from_mirror(&f.scratch.mirror, "a/").unwrap();
         let names: Vec<_> = entries.iter().map(|e| e.name.as_str()).collect();
         assert!(names.contains(&"1.jpg"));
         assert!(
-            listing::from_mirror(&f.mirror, "")
+            listing::from_mirror(&f.scratch.mirror, "")
                 .unwrap()
                 .iter()
                 .all(|e| e.name != crate::layout::STATE_DIR)

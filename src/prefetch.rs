@@ -102,7 +102,12 @@ pub async fn run(
     summary: &mut Summary,
 ) -> Result<(), PrefetchError> {
     let started = Instant::now();
-    let result = run_inner(store, fetcher, options, progress, summary).await;
+    let run = Run {
+        fetcher,
+        options,
+        progress,
+    };
+    let result = run.mirror(store.as_ref(), summary).await;
     summary.bytes = fetcher.bytes_received();
     summary.seconds = started.elapsed().as_secs_f64();
     save_last_run(fetcher.mirror(), summary, &result);
@@ -186,33 +191,42 @@ fn marker_record(meta: &ObjectMeta) -> Record {
     }
 }
 
-async fn run_inner(
-    store: Arc<dyn ObjectStore>,
-    fetcher: &Fetcher,
-    options: &PrefetchOptions,
-    progress: &dyn Progress,
-    summary: &mut Summary,
-) -> Result<(), PrefetchError> {
-    let objects = list_all(store.as_ref(), &options.prefix).await?;
-    let mirror = Arc::clone(fetcher.mirror());
-    mirror.claim()?;
-    summary.listed = objects.len() as u64;
-    progress.listed(summary.listed);
-    let listed: Option<HashSet<Key>> = options
-        .prune
-        .then(|| objects.iter().map(|o| o.key.clone()).collect());
-    let items = plan_run(&mirror, objects, summary).await;
-    save_index(&mirror, &options.prefix, &items);
-    let fetches = settle_without_download(&mirror, items, summary);
-    progress.planned(
-        summary.downloaded + summary.up_to_date + summary.failed,
-        fetches.iter().map(|i| i.meta.size).sum(),
-    );
-    download_all(fetcher, fetches, options.concurrency, progress, summary).await;
-    if let Some(listed) = listed {
-        prune(&mirror, &options.prefix, &listed, summary);
+/// What one prefetch works with.
+struct Run<'a> {
+    fetcher: &'a Fetcher,
+    options: &'a PrefetchOptions,
+    progress: &'a dyn Progress,
+}
+
+impl Run<'_> {
+    /// Lists, plans, downloads and prunes; the steps of a prefetch.
+    async fn mirror(
+        &self,
+        store: &dyn ObjectStore,
+        summary: &mut Summary,
+    ) -> Result<(), PrefetchError> {
+        let (fetcher, options, progress) = (self.fetcher, self.options, self.progress);
+        let objects = list_all(store, &options.prefix).await?;
+        let mirror = Arc::clone(fetcher.mirror());
+        mirror.claim()?;
+        summary.listed = objects.len() as u64;
+        progress.listed(summary.listed);
+        let listed: Option<HashSet<Key>> = options
+            .prune
+            .then(|| objects.iter().map(|o| o.key.clone()).collect());
+        let items = plan_run(&mirror, objects, summary).await;
+        save_index(&mirror, &options.prefix, &items);
+        let fetches = settle_without_download(&mirror, items, summary);
+        progress.planned(
+            summary.downloaded + summary.up_to_date + summary.failed,
+            fetches.iter().map(|i| i.meta.size).sum(),
+        );
+        download_all(fetcher, fetches, options.concurrency, progress, summary).await;
+        if let Some(listed) = listed {
+            prune(&mirror, &options.prefix, &listed, summary);
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Compares the listing with the local copies (local syscalls only, no S3

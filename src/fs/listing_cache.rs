@@ -239,14 +239,11 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use super::*;
-    use crate::store::memory::MemoryStore;
     use crate::testing::{Scratch, runtime};
 
     struct Fixture {
         cache: ListingCache,
-        store: Arc<MemoryStore>,
-        mirror: Arc<Mirror>,
-        _scratch: Scratch,
+        scratch: Scratch,
         rt: tokio::runtime::Runtime,
     }
 
@@ -261,13 +258,7 @@ mod tests {
             ttl,
             rt.handle().clone(),
         );
-        Fixture {
-            cache,
-            store: Arc::clone(&scratch.store),
-            mirror,
-            _scratch: scratch,
-            rt,
-        }
+        Fixture { cache, scratch, rt }
     }
 
     fn names(entries: &[Entry]) -> Vec<&str> {
@@ -275,7 +266,7 @@ mod tests {
     }
 
     fn lists(f: &Fixture) -> u64 {
-        f.store.lists.load(Ordering::Relaxed)
+        f.scratch.store.lists.load(Ordering::Relaxed)
     }
 
     #[test]
@@ -283,7 +274,7 @@ mod tests {
         let f = fixture(Duration::from_secs(60));
         assert_eq!(names(&f.cache.entries("a/")), ["1", "2"]);
         assert_eq!(lists(&f), 1);
-        f.store.put("a/new", "x");
+        f.scratch.store.put("a/new", "x");
         assert_eq!(names(&f.cache.entries("a/")), ["1", "2"], "cached");
         assert_eq!(lists(&f), 1);
         let expired = fixture(Duration::ZERO);
@@ -296,7 +287,7 @@ mod tests {
     fn with_s3_away_the_last_listing_is_served_and_s3_left_alone_a_while() {
         let f = fixture(Duration::ZERO);
         f.cache.entries("a/");
-        f.store.set_offline(true);
+        f.scratch.store.set_offline(true);
         assert_eq!(
             names(&f.cache.entries("a/")),
             ["1", "2"],
@@ -305,16 +296,16 @@ mod tests {
         // The persisted listing serves a directory this process never cached...
         let other = fixture(Duration::ZERO);
         let restarted = ListingCache::new(
-            Arc::clone(&other.store) as Arc<dyn ObjectStore>,
-            Arc::clone(&f.mirror),
+            Arc::clone(&other.scratch.store) as Arc<dyn ObjectStore>,
+            Arc::clone(&f.scratch.mirror),
             Duration::ZERO,
             f.rt.handle().clone(),
         );
-        other.store.set_offline(true);
+        other.scratch.store.set_offline(true);
         assert_eq!(names(&restarted.entries("a/")), ["1", "2"]);
         // ...and after one failure S3 is not asked again during the back-off.
         let asked = lists(&other);
-        other.store.set_offline(false);
+        other.scratch.store.set_offline(false);
         assert!(restarted.entries("b/").is_empty(), "nothing known of b/");
         assert_eq!(lists(&other), asked);
     }
