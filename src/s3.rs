@@ -20,8 +20,8 @@ use aws_sdk_s3::types::EncodingType;
 use bytes::Bytes;
 
 use crate::store::{
-    Body, BodyError, BoxFuture, ETag, EmptyKey, Escaped, GetRequest, GetResponse, Key, ListPage,
-    ObjectMeta, ObjectStore, ProtocolError, ServerFailure, StoreError, UnexpectedFailure,
+    Body, BodyError, BoxError, BoxFuture, ETag, EmptyKey, Escaped, GetRequest, GetResponse, Key,
+    ListPage, ObjectMeta, ObjectStore, ProtocolError, ServerFailure, StoreError, UnexpectedFailure,
     decode_url_key,
 };
 
@@ -254,39 +254,13 @@ impl S3Store {
                 .code()
                 .filter(|c| !c.is_empty())
                 .map(str::to_string);
-            let status = service.raw().status().as_u16();
-            return match (code.as_deref(), status) {
-                (Some("NoSuchBucket"), _) => StoreError::NoSuchBucket(self.bucket.clone()),
-                (Some("NoSuchKey"), _) | (_, 404) => StoreError::NoSuchKey {
-                    bucket: self.bucket.clone(),
-                    key: key.to_string(),
-                },
-                (Some("AccessDenied"), _) | (_, 403) => {
-                    StoreError::AccessDenied { action, resource }
-                }
-                (Some("PreconditionFailed"), _) | (_, 412) => StoreError::Changed {
-                    bucket: self.bucket.clone(),
-                    key: key.to_string(),
-                },
-                (_, s) if s >= 500 || s == 429 => ServerFailure {
-                    endpoint: self.endpoint.clone(),
-                    action,
-                    resource,
-                    status,
-                    code,
-                    attempts: self.max_attempts,
-                    source: Box::new(err),
-                }
-                .into(),
-                _ => UnexpectedFailure {
-                    action,
-                    resource,
-                    status: Some(status),
-                    code,
-                    source: Box::new(err),
-                }
-                .into(),
+            let answer = Answer {
+                code,
+                status: service.raw().status().as_u16(),
+                action,
+                resource,
             };
+            return self.service_error(answer, key, Box::new(err));
         }
         if is_credentials_error(&err) {
             return StoreError::Credentials {
@@ -312,6 +286,54 @@ impl S3Store {
             .into(),
         }
     }
+
+    /// What an S3 error answer means: its code first, then its HTTP status.
+    fn service_error(&self, answer: Answer, key: &str, source: BoxError) -> StoreError {
+        let Answer {
+            code,
+            status,
+            action,
+            resource,
+        } = answer;
+        match (code.as_deref(), status) {
+            (Some("NoSuchBucket"), _) => StoreError::NoSuchBucket(self.bucket.clone()),
+            (Some("NoSuchKey"), _) | (_, 404) => StoreError::NoSuchKey {
+                bucket: self.bucket.clone(),
+                key: key.to_string(),
+            },
+            (Some("AccessDenied"), _) | (_, 403) => StoreError::AccessDenied { action, resource },
+            (Some("PreconditionFailed"), _) | (_, 412) => StoreError::Changed {
+                bucket: self.bucket.clone(),
+                key: key.to_string(),
+            },
+            (_, s) if s >= 500 || s == 429 => ServerFailure {
+                endpoint: self.endpoint.clone(),
+                action,
+                resource,
+                status,
+                code,
+                attempts: self.max_attempts,
+                source,
+            }
+            .into(),
+            _ => UnexpectedFailure {
+                action,
+                resource,
+                status: Some(status),
+                code,
+                source,
+            }
+            .into(),
+        }
+    }
+}
+
+/// An error answer from S3: its code, HTTP status, and the request it answered.
+struct Answer {
+    code: Option<String>,
+    status: u16,
+    action: &'static str,
+    resource: String,
 }
 
 fn is_credentials_error(err: &(dyn std::error::Error + 'static)) -> bool {

@@ -401,7 +401,22 @@ impl Harness {
         assert_eq!(summary.listed, self.current.len() as u64);
         assert_eq!(summary.failed, 0, "{:?}", summary.failures);
         assert_eq!(summary.downloaded + summary.up_to_date, summary.listed);
-        for (key, placement) in &expected {
+        self.check_placements(&seen, &expected);
+        let renamed: BTreeSet<&str> = summary.renamed.iter().map(|r| r.key.as_str()).collect();
+        let expected_renamed: BTreeSet<&str> = expected
+            .iter()
+            .filter(|(_, p)| matches!(p, Placement::Renamed { .. }))
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(renamed, expected_renamed, "keys reported renamed");
+        self.check_deleted(prune, &seen, summary);
+        self.mirrored = seen.files;
+    }
+
+    /// Every listed key is where the listing places it, at its current version,
+    /// and every marker directory stands for the key it should.
+    fn check_placements(&self, seen: &Seen, expected: &BTreeMap<String, Placement>) {
+        for (key, placement) in expected {
             let etag = &self.current[key];
             match placement {
                 Placement::Directory(path) => {
@@ -443,13 +458,10 @@ impl Harness {
                 );
             }
         }
-        let renamed: BTreeSet<&str> = summary.renamed.iter().map(|r| r.key.as_str()).collect();
-        let expected_renamed: BTreeSet<&str> = expected
-            .iter()
-            .filter(|(_, p)| matches!(p, Placement::Renamed { .. }))
-            .map(|(k, _)| k.as_str())
-            .collect();
-        assert_eq!(renamed, expected_renamed, "keys reported renamed");
+    }
+
+    /// Keys deleted from the store keep their last copy, or are pruned and reported.
+    fn check_deleted(&self, prune: bool, seen: &Seen, summary: &Summary) {
         let mut pruned = BTreeSet::new();
         for (key, last) in &self.mirrored {
             if self.current.contains_key(key) {
@@ -473,7 +485,6 @@ impl Harness {
             .map(|p| p.key.as_str())
             .collect();
         assert_eq!(reported, pruned, "keys reported pruned");
-        self.mirrored = seen.files;
     }
 
     /// After a run cut off partway: each key's copy is its copy from before or,
@@ -530,62 +541,37 @@ fn a_file_and_a_prefix_and_renamed_keys_survive_a_history() {
     let keys = key_pool();
     let at = |name: &str| keys.iter().position(|k| k == name).unwrap();
     let big: Vec<u8> = (0..300u32).map(|i| (i * 7 % 251) as u8).collect();
+    let put = |name: &str, data: &[u8]| Op::Put {
+        key: at(name),
+        data: data.to_vec(),
+    };
+    let delete = |name: &str| Op::Delete { key: at(name) };
+    let prefetch = |prune| Op::Prefetch { prune };
     let mut harness = Harness::new();
     for op in [
-        Op::Put {
-            key: at("photo"),
-            data: b"old".to_vec(),
-        },
-        Op::Put {
-            key: at("a/../b"),
-            data: big.clone(),
-        },
-        Op::Put {
-            key: at("x//y"),
-            data: b"xy".to_vec(),
-        },
-        Op::Prefetch { prune: false },
+        put("photo", b"old"),
+        put("a/../b", &big),
+        put("x//y", b"xy"),
+        prefetch(false),
         // Changed while it became a prefix: the new version wins over the moved copy.
-        Op::Put {
-            key: at("photo"),
-            data: b"changed".to_vec(),
-        },
-        Op::Put {
-            key: at("photo/1.jpg/x"),
-            data: b"x".to_vec(),
-        },
-        Op::Prefetch { prune: false },
-        Op::Delete {
-            key: at("photo/1.jpg/x"),
-        },
-        Op::Delete { key: at("photo") },
-        Op::Put {
-            key: at("photo/1.jpg"),
-            data: big.clone(),
-        },
+        put("photo", b"changed"),
+        put("photo/1.jpg/x", b"x"),
+        prefetch(false),
+        delete("photo/1.jpg/x"),
+        delete("photo"),
+        put("photo/1.jpg", &big),
         Op::Crash {
             prune: true,
             gets: 2,
         },
-        Op::Prefetch { prune: false },
-        Op::Put {
-            key: at("photo"),
-            data: b"new".to_vec(),
-        },
-        Op::Put {
-            key: at("d/"),
-            data: Vec::new(),
-        },
-        Op::Put {
-            key: at("d"),
-            data: b"d".to_vec(),
-        },
-        Op::Prefetch { prune: false },
-        Op::Delete {
-            key: at("photo/1.jpg"),
-        },
-        Op::Prefetch { prune: true },
-        Op::Prefetch { prune: true },
+        prefetch(false),
+        put("photo", b"new"),
+        put("d/", b""),
+        put("d", b"d"),
+        prefetch(false),
+        delete("photo/1.jpg"),
+        prefetch(true),
+        prefetch(true),
     ] {
         harness.apply(&op);
     }
