@@ -5,7 +5,7 @@ mod changes;
 #[cfg(test)]
 mod reftests;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -239,9 +239,9 @@ impl Run<'_> {
         summary.listed = objects.len() as u64;
         progress.listed(summary.listed);
         let listed: HashSet<Key> = objects.iter().map(|o| o.key.clone()).collect();
-        let items = plan_run(&mirror, objects, summary).await;
+        let previous = Arc::new(changes::previous_listing(&mirror, &options.prefix));
+        let items = plan_run(&mirror, objects, &previous, summary).await;
         let removals = self.check_changes(&mirror, &items, &listed)?;
-        let previous = changes::previous_listing(&mirror, &options.prefix);
         save_index(&mirror, &options.prefix, &items);
         changes::record_deletions(&mirror, &previous, &listed, summary);
         let index: Vec<IndexEntry> = items.iter().map(|(item, _)| index_entry(item)).collect();
@@ -289,10 +289,12 @@ impl Run<'_> {
 async fn plan_run(
     mirror: &Arc<Mirror>,
     objects: Vec<ObjectMeta>,
+    previous: &Arc<HashMap<Key, IndexEntry>>,
     summary: &mut Summary,
 ) -> Vec<(Item, LocalStatus)> {
     let mirror = Arc::clone(mirror);
-    let (items, renamed) = tokio::task::spawn_blocking(move || plan(&mirror, objects))
+    let previous = Arc::clone(previous);
+    let (items, renamed) = tokio::task::spawn_blocking(move || plan(&mirror, objects, &previous))
         .await
         .expect("planning does not panic");
     summary.renamed = renamed;
@@ -422,7 +424,11 @@ fn fail(summary: &mut Summary, meta: &ObjectMeta, error: &dyn std::fmt::Display)
 }
 
 /// Decides where each listed object goes and whether its local copy is current.
-fn plan(mirror: &Mirror, objects: Vec<ObjectMeta>) -> (Vec<(Item, LocalStatus)>, Vec<KeyPath>) {
+fn plan(
+    mirror: &Mirror,
+    objects: Vec<ObjectMeta>,
+    previous: &HashMap<Key, IndexEntry>,
+) -> (Vec<(Item, LocalStatus)>, Vec<KeyPath>) {
     let placements = place_all(objects.iter().map(|o| (o.key.as_str(), o.size)));
     let mut items = Vec::with_capacity(objects.len());
     let mut renamed = Vec::new();
@@ -449,7 +455,7 @@ fn plan(mirror: &Mirror, objects: Vec<ObjectMeta>) -> (Vec<(Item, LocalStatus)>,
         let (status, record) = if directory {
             (LocalStatus::Missing, None)
         } else {
-            mirror.inspect(&rel, key, &meta.etag, meta.size)
+            inspect(mirror, &rel, &meta, previous.get(key))
         };
         let md5 = record
             .filter(|_| status == LocalStatus::Current)
@@ -466,6 +472,33 @@ fn plan(mirror: &Mirror, objects: Vec<ObjectMeta>) -> (Vec<(Item, LocalStatus)>,
         ));
     }
     (items, renamed)
+}
+
+/// How the copy at `rel` compares with the listed object. A file that lost its
+/// record (the mirror was copied without extended attributes) gets it back when
+/// the last index vouches for it, so it is neither fetched again nor taken for a
+/// file of the user's.
+fn inspect(
+    mirror: &Mirror,
+    rel: &Path,
+    meta: &ObjectMeta,
+    indexed: Option<&IndexEntry>,
+) -> (LocalStatus, Option<Record>) {
+    let (status, record) = mirror.inspect(rel, &meta.key, &meta.etag, meta.size);
+    let Some(entry) = indexed.filter(|e| Path::new(&e.path) == rel) else {
+        return (status, record);
+    };
+    if status != LocalStatus::Stale || record.is_some() {
+        return (status, record);
+    }
+    match mirror.adopt(rel, entry) {
+        Ok(true) => mirror.inspect(rel, &meta.key, &meta.etag, meta.size),
+        Ok(false) => (status, record),
+        Err(e) => {
+            tracing::warn!(key = %meta.key, "cannot restore the record of the copy: {e}");
+            (status, record)
+        }
+    }
 }
 
 /// Normalizes a user's prefix: a prefix names a directory, so it ends in `/`.

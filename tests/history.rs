@@ -319,6 +319,29 @@ fn a_mirror_copied_without_extended_attributes_still_restores_every_key() {
     let (out, report) = restore(&dest.name, &copy, &[]);
     assert!(out.status.success(), "{}\n{report}", stderr(&out));
     assert_eq!(bucket_contents(&dest), bucket_contents(&bucket));
+
+    // A prefetch into the copy finds every copy vouched for by the index: nothing
+    // is fetched again, nothing is taken for a file of the user's.
+    let (out, summary) = prefetch(&bucket.name, &copy, &endpoint(), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(summary["downloaded"], 0, "{summary}");
+    assert_eq!(summary["up_to_date"], 6);
+    assert!(
+        read_record(&copy.join("a.jpg")).is_some(),
+        "the record is back"
+    );
+    assert!(!copy.join(".s3mirrorfs/history").exists());
+    // A file whose bytes no longer match the index is not vouched for: it is
+    // fetched again, and kept in history as a file the mirror did not write.
+    let stripped = copy.join("dir/b.jpg");
+    fs::remove_file(&stripped).unwrap();
+    fs::write(&stripped, data(9, 3000)).unwrap();
+    let mirror = copy;
+    let (out, summary) = prefetch(&bucket.name, &mirror, &endpoint(), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(summary["downloaded"], 1, "{summary}");
+    let (_, report) = history(&mirror, "dir/b.jpg");
+    assert_eq!(version_bytes(&mirror, &report)[1], data(9, 3000));
 }
 
 #[test]

@@ -384,6 +384,35 @@ impl Mirror {
         Ok(())
     }
 
+    /// Gives the file at `rel` back the record it lost (a copy of the mirror made
+    /// without extended attributes) when `entry` vouches for it: same path and
+    /// size, and its bytes hash to the indexed MD5. Returns whether it did.
+    pub fn adopt(&self, rel: &Path, entry: &IndexEntry) -> Result<bool, MirrorError> {
+        let Some(md5) = &entry.md5 else {
+            return Ok(false);
+        };
+        let path = self.root.join(rel);
+        let file = File::open(&path).map_err(self.io(&path))?;
+        let meta = file.metadata().map_err(self.io(&path))?;
+        if !meta.is_file() || meta.len() != entry.size || read_record_of(&file).is_some() {
+            return Ok(false);
+        }
+        if super::md5_file(&file).map_err(self.io(&path))? != *md5 {
+            return Ok(false);
+        }
+        let record = Record {
+            key: entry.key.clone(),
+            etag: entry.etag.clone(),
+            size: entry.size,
+            md5: Some(md5.clone()),
+            corrupt: false,
+        };
+        write_record(&file, &record).map_err(self.io(&path))?;
+        file.sync_all().map_err(self.io(&path))?;
+        tracing::info!(key = %entry.key, path = %rel.display(), "the index vouches for a copy without its record; record restored");
+        Ok(true)
+    }
+
     /// Saves, atomically and durably, the index of what a prefetch of `prefix` listed.
     pub fn write_index(&self, prefix: &str, entries: Vec<IndexEntry>) -> Result<(), MirrorError> {
         let written = SystemTime::now()

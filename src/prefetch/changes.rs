@@ -2,7 +2,7 @@
 //! that would replace or remove too much of the mirror at once, record keys
 //! found deleted, prune into history, and expire old versions.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -89,11 +89,11 @@ pub fn guard(
 /// pruned). Best effort, logged: the mirror itself does not depend on it.
 pub fn record_deletions(
     mirror: &Mirror,
-    previous: &[IndexEntry],
+    previous: &HashMap<Key, IndexEntry>,
     listed: &HashSet<Key>,
     summary: &mut Summary,
 ) {
-    for entry in previous.iter().filter(|e| !listed.contains(&e.key)) {
+    for entry in previous.values().filter(|e| !listed.contains(&e.key)) {
         let path = mirror.root().join(&entry.path);
         let Some(record) = read_record(&path).filter(|r| r.key == entry.key) else {
             continue;
@@ -113,20 +113,20 @@ pub fn record_deletions(
     }
 }
 
-/// What the last prefetch of exactly this prefix listed (empty on a first run).
-pub fn previous_listing(mirror: &Mirror, prefix: &str) -> Vec<IndexEntry> {
+/// What the last prefetches listed under this prefix (empty on a first run).
+pub fn previous_listing(mirror: &Mirror, prefix: &str) -> HashMap<Key, IndexEntry> {
     let view = match MirrorView::open(mirror.root()) {
         Ok(view) => view,
-        Err(_) => return Vec::new(),
+        Err(_) => return HashMap::new(),
     };
     match view.index() {
-        Ok(index) => index
-            .into_values()
-            .filter(|e| e.key.as_str().starts_with(prefix))
-            .collect(),
+        Ok(mut index) => {
+            index.retain(|key, _| key.as_str().starts_with(prefix));
+            index
+        }
         Err(e) => {
             tracing::warn!("cannot read the previous index: {e}");
-            Vec::new()
+            HashMap::new()
         }
     }
 }
