@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use super::{Item, KeyPath, Summary};
+use crate::layout::possible_paths;
 use crate::mirror::inventory::{IndexEntry, MirrorView};
 use crate::mirror::{LocalStatus, Mirror, Record, read_record};
 use crate::store::Key;
@@ -134,11 +135,16 @@ pub fn previous_listing(mirror: &Mirror, prefix: &str) -> HashMap<Key, IndexEntr
 /// Takes the copies of deleted keys out of the key tree (into history unless
 /// versions are not kept).
 pub fn prune(mirror: &Mirror, candidates: Vec<(PathBuf, Record)>, summary: &mut Summary) {
-    for (rel, record) in candidates {
-        // A mount may have changed the file since the walk.
-        if read_record(&mirror.root().join(&rel)).as_ref() != Some(&record) {
+    for (walked, record) in candidates {
+        // Since the walk, the copy may have moved out of a new directory's way
+        // (to its renamed path), or a mount may have replaced it.
+        let holds = |rel: &PathBuf| read_record(&mirror.root().join(rel)).as_ref() == Some(&record);
+        let Some(rel) = std::iter::once(walked)
+            .chain(possible_paths(record.key.as_str()))
+            .find(|rel| holds(rel) && mirror.root().join(rel).is_file())
+        else {
             continue;
-        }
+        };
         match mirror.remove(&rel, &record) {
             Ok(()) => {
                 tracing::info!(key = %record.key, path = %rel.display(), "pruned");

@@ -1,7 +1,8 @@
 //! Reference-model tests of prefetch, after Mountpoint's reftests: random puts,
 //! overwrites and deletes in a `MemoryStore`, interleaved with full runs, pruning
 //! runs and runs cut off partway (a crash), and after every run the mirror on disk
-//! is compared with a small model of what a backup must hold.
+//! is compared with a small model of what a backup must hold: every listed key at
+//! its current version, and no version it ever held lost (kept in history).
 //!
 //! A "crash" here stops the run when the store has answered a given number of
 //! GETs: the next GET never answers, the run is dropped at that await and
@@ -20,6 +21,7 @@ use proptest::prelude::*;
 use super::{NoProgress, PrefetchOptions, Summary, run};
 use crate::fetch::{FetchConfig, Fetcher};
 use crate::layout::{Placement, RENAMED_DIR, RenameReason, STATE_DIR, place_all, renamed_path};
+use crate::mirror::history::read_all_histories;
 use crate::mirror::inventory::MirrorView;
 use crate::mirror::{Mirror, Record, read_record};
 use crate::store::memory::MemoryStore;
@@ -178,6 +180,9 @@ struct Harness {
     mirrored: BTreeMap<String, MirroredCopy>,
     /// Whether the store or the mirror changed since the last completed run.
     changed: bool,
+    /// Every version (ETag) ever seen as a key's copy: a backup never loses one,
+    /// it stays the copy or is kept in history.
+    ever_held: BTreeSet<String>,
 }
 
 impl Harness {
@@ -191,6 +196,7 @@ impl Harness {
             current: BTreeMap::new(),
             mirrored: BTreeMap::new(),
             changed: false,
+            ever_held: BTreeSet::new(),
         }
     }
 
@@ -412,7 +418,30 @@ impl Harness {
             .collect();
         assert_eq!(renamed, expected_renamed, "keys reported renamed");
         self.check_deleted(prune, &seen, summary);
+        self.check_nothing_lost(&seen);
         self.mirrored = seen.files;
+    }
+
+    /// Every version ever held as a copy is still the copy or kept in history,
+    /// byte for byte.
+    fn check_nothing_lost(&mut self, seen: &Seen) {
+        let mut held: BTreeSet<String> = seen.files.values().map(|c| c.etag.clone()).collect();
+        for history in read_all_histories(self.dir.path()).unwrap() {
+            for v in &history.versions {
+                let etag = v.etag.clone().expect("the mirror wrote every copy");
+                let (key, data) = &self.versions[&etag];
+                assert_eq!(&v.key, key, "kept version {etag} of another key");
+                let bytes = fs::read(self.dir.path().join(history.path_of(v))).unwrap();
+                assert!(
+                    bytes == *data,
+                    "kept version {etag} of {key:?} holds other bytes"
+                );
+                held.insert(etag);
+            }
+        }
+        let lost: Vec<&String> = self.ever_held.difference(&held).collect();
+        assert!(lost.is_empty(), "versions lost: {lost:?}");
+        self.ever_held.extend(held);
     }
 
     /// Every listed key is where the listing places it, at its current version,
@@ -519,6 +548,7 @@ impl Harness {
                 "{key:?}: before {before:?}, now {now:?}, listed {listed:?}"
             );
         }
+        self.check_nothing_lost(&seen);
         self.mirrored = seen.files;
     }
 }
