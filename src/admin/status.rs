@@ -49,7 +49,7 @@ pub fn run(dir: &Path) -> Result<StatusReport, AdminError> {
     };
     Ok(StatusReport {
         mirror: dir.display().to_string(),
-        bucket: view.bucket.clone(),
+        bucket: view.identity.as_ref().map(|i| i.bucket.clone()),
         objects: entries.len() as u64,
         bytes: entries.iter().map(|e| e.record.size).sum(),
         markers: entries.iter().filter(|e| e.directory).count() as u64,
