@@ -4,6 +4,7 @@
 //! Each returns a report the binary prints; none prints by itself.
 
 pub mod archive;
+pub mod history;
 pub mod restore;
 pub mod status;
 pub mod verify;
@@ -38,6 +39,9 @@ pub enum AdminError {
     /// stream when it succeeds, so this is a bug if it happens).
     #[error("the archive stream ended early")]
     StreamEnded,
+    /// `history` of a key the mirror holds no version of.
+    #[error("the mirror holds no copy and no kept version of key {}", crate::store::Escaped(.0))]
+    UnknownKey(String),
 }
 
 /// Why a directory cannot be archived.

@@ -31,8 +31,11 @@ pub enum Command {
     Status(StatusArgs),
     /// Hash every local copy against its record; with --remote, compare with S3 too.
     Verify(VerifyArgs),
-    /// Upload every mirrored object back under its true key into an existing bucket.
+    /// Upload every mirrored object back under its true key into an existing bucket
+    /// (with --as-of, the bucket as it was at a past time).
     Restore(RestoreArgs),
+    /// Every version the mirror holds of one key, the current copy first (no S3 request).
+    History(HistoryArgs),
     /// Upload a directory as a dated tar.zst archive, keeping the newest N.
     Archive(ArchiveArgs),
 }
@@ -128,9 +131,19 @@ pub struct PrefetchArgs {
     /// Print one JSON summary line on standard output at the end.
     #[arg(long)]
     pub json: bool,
-    /// Remove local copies of keys that were deleted from S3 (kept by default).
+    /// Take local copies of keys that were deleted from S3 out of the mirror, into
+    /// its history (by default they stay where they are).
     #[arg(long)]
     pub prune: bool,
+    /// Days replaced and pruned versions are kept in DIR/.s3mirrorfs/history;
+    /// 0 keeps none.
+    #[arg(long, value_name = "DAYS", default_value_t = crate::prefetch::DEFAULT_KEEP_HISTORY_DAYS)]
+    pub keep_history: u32,
+    /// Refuse to run (exit 2, nothing changed) if more than PERCENT of the existing
+    /// copies would be replaced or removed (and at least 10); 100 turns this off.
+    #[arg(long, value_name = "PERCENT", default_value_t = crate::prefetch::DEFAULT_MAX_CHANGE,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub max_change: u8,
     /// Only errors on standard error; no progress.
     #[arg(long, short)]
     pub quiet: bool,
@@ -192,6 +205,9 @@ pub struct VerifyArgs {
     /// Also compare with the current S3 listing (missing, changed, extra keys).
     #[arg(long)]
     pub remote: bool,
+    /// Also hash the versions kept in the mirror's history.
+    #[arg(long)]
+    pub history: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -210,6 +226,10 @@ pub struct RestoreArgs {
     /// Upload nothing; list what would be uploaded.
     #[arg(long)]
     pub dry_run: bool,
+    /// Put back the bucket as it was at TIME (RFC 3339, e.g. 2026-12-01T03:00:00Z),
+    /// as far as the mirror knows it: for each key, the version current then.
+    #[arg(long, value_name = "TIME", value_parser = crate::utc::parse_rfc3339)]
+    pub as_of: Option<u64>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -218,6 +238,19 @@ pub struct RestoreArgs {
     pub concurrency: u16,
     #[command(flatten)]
     pub s3: S3Args,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The object key, exactly as in S3.
+    #[arg(value_name = "KEY")]
+    pub key: String,
+    /// The mirror directory.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_MIRROR_DIR)]
+    pub mirror_dir: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Server-side encryption for archives.
@@ -308,7 +341,7 @@ impl MountArgs {
 pub fn fstab_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
     let is_command = [
-        "prefetch", "mount", "status", "verify", "restore", "archive", "help",
+        "prefetch", "mount", "status", "verify", "restore", "history", "archive", "help",
     ]
     .contains(&first)
         || first.starts_with('-')

@@ -3,16 +3,17 @@
 //! `S3MIRRORFS_FAULT_POINT=<point>:<key>` in the environment, the process kills
 //! itself (SIGKILL, as `kill -9` or a power cut would end it) when it reaches
 //! `<point>` while committing `<key>`. The variable is read once; without it a
-//! point costs one comparison. Points: `before-rename` (bytes, record and fsync
-//! done, the temp file not yet renamed) and `after-rename` (renamed, the directory
-//! not yet fsynced).
+//! point costs one comparison. Points: `after-history-link` (the copy being
+//! replaced is hard-linked into history, its journal line not yet written),
+//! `before-rename` (bytes, record and fsync done, the old copy kept, the temp
+//! file not yet renamed) and `after-rename` (renamed, the directory not yet fsynced).
 
 use std::sync::OnceLock;
 
 /// The environment variable that arms a fault point.
 pub const FAULT_POINT_VAR: &str = "S3MIRRORFS_FAULT_POINT";
 /// The points a commit passes, in order.
-pub const POINTS: [&str; 2] = ["before-rename", "after-rename"];
+pub const POINTS: [&str; 3] = ["after-history-link", "before-rename", "after-rename"];
 
 static ARMED: OnceLock<Option<(String, String)>> = OnceLock::new();
 

@@ -13,6 +13,8 @@ use sha2::{Digest, Sha256};
 pub const STATE_DIR: &str = ".s3mirrorfs";
 /// Where keys that cannot be stored verbatim are kept.
 pub const RENAMED_DIR: &str = ".s3mirrorfs/renamed";
+/// Where the versions the mirror no longer holds as current are kept.
+pub const HISTORY_DIR: &str = ".s3mirrorfs/history";
 /// Longest name Linux filesystems accept for one component.
 pub const NAME_MAX: usize = 255;
 /// Longest relative path stored verbatim; leaves room for the mirror's own path within PATH_MAX.
@@ -104,6 +106,29 @@ pub fn renamed_path(key: &str) -> PathBuf {
         name.push_str(&tail);
     }
     Path::new(RENAMED_DIR).join(name)
+}
+
+/// The directory of `key`'s history: `.s3mirrorfs/history/<32 hex of SHA-256(key)>`.
+pub fn history_dir(key: &str) -> PathBuf {
+    let digest = Sha256::digest(key.as_bytes());
+    let name: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    Path::new(HISTORY_DIR).join(name)
+}
+
+/// The name of a kept version of `key` in its history directory:
+/// `<ms since the epoch it was replaced>-<n>[-<readable tail>]`, so it sorts by
+/// age and keeps the key's file name (and extension) for whoever copies it out.
+pub fn version_name(replaced_at_ms: u64, n: u32, key: &str) -> String {
+    let tail = readable_tail(key);
+    match tail.is_empty() {
+        true => format!("{replaced_at_ms}-{n}"),
+        false => format!("{replaced_at_ms}-{n}-{tail}"),
+    }
+}
+
+/// When a version named by `version_name` was replaced.
+pub fn version_replaced_at(name: &str) -> Option<u64> {
+    name.split('-').next()?.parse().ok()
 }
 
 /// The key's last non-empty component, with anything awkward in a file name replaced by `_`.

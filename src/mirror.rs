@@ -3,6 +3,7 @@
 //! in one rename, the run lock, per-object locks shared with other processes, and
 //! the clean-up of temp files left by a crash.
 
+pub mod history;
 pub mod identity;
 pub mod inventory;
 mod open;
@@ -11,7 +12,7 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
@@ -144,7 +145,10 @@ pub enum LocalStatus {
     Current,
     /// No file there.
     Missing,
-    /// A file is there but holds another version, another key, or was truncated.
+    /// A sound copy of this key at another version: S3 changed it.
+    Changed,
+    /// A file is there but holds another key, no record, a copy marked corrupt,
+    /// or was truncated.
     Stale,
 }
 
@@ -213,6 +217,8 @@ pub struct Mirror {
     /// What `mirror.json` says, and what this run will make it say.
     identity: Mutex<Claim>,
     counter: AtomicU64,
+    keep_versions: AtomicBool,
+    change_rate: history::ChangeRate,
 }
 
 impl Mirror {
@@ -242,6 +248,8 @@ impl Mirror {
             tmp,
             identity,
             counter: AtomicU64::new(0),
+            keep_versions: AtomicBool::new(true),
+            change_rate: history::ChangeRate::default(),
         };
         mirror.probe_xattrs()?;
         mirror.clean_temp_files();
@@ -466,22 +474,35 @@ impl Mirror {
 
     /// Compares the file at `rel` with an object; only local syscalls, no S3 request.
     pub fn status(&self, rel: &Path, key: &Key, etag: &ETag, size: u64) -> LocalStatus {
+        self.inspect(rel, key, etag, size).0
+    }
+
+    /// `status`, with the record of the file found there.
+    pub fn inspect(
+        &self,
+        rel: &Path,
+        key: &Key,
+        etag: &ETag,
+        size: u64,
+    ) -> (LocalStatus, Option<Record>) {
         let path = self.root.join(rel);
-        match fs::symlink_metadata(&path) {
+        let status = match fs::symlink_metadata(&path) {
             Ok(meta) if meta.is_file() => {
-                if meta.len() != size {
-                    return LocalStatus::Stale;
-                }
-                match read_record(&path) {
-                    Some(r) if !r.corrupt && r.key == *key && r.etag == *etag && r.size == size => {
-                        LocalStatus::Current
+                let record = read_record(&path);
+                let status = match &record {
+                    Some(r) if r.corrupt || r.key != *key || r.size != meta.len() => {
+                        LocalStatus::Stale
                     }
+                    Some(r) if r.etag != *etag => LocalStatus::Changed,
+                    Some(_) if meta.len() == size => LocalStatus::Current,
                     _ => LocalStatus::Stale,
-                }
+                };
+                return (status, record);
             }
             Ok(_) => LocalStatus::Stale,
             Err(_) => LocalStatus::Missing,
-        }
+        };
+        (status, None)
     }
 
     /// Makes the file whole under its final name: record, mtime, fsync, rename, fsync
@@ -506,6 +527,9 @@ impl Mirror {
                 why: "a directory is in the way",
             });
         }
+        // The copy being replaced is kept first: from here on, a crash leaves the
+        // old bytes at `rel`, in history, or both.
+        self.keep_before_replace(rel, &record.key, Some(&record.etag))?;
         #[cfg(feature = "test-util")]
         crate::fault::point("before-rename", record.key.as_str());
         fs::rename(&tmp.path, &final_path).map_err(self.io(&final_path))?;
@@ -513,30 +537,32 @@ impl Mirror {
         #[cfg(feature = "test-util")]
         crate::fault::point("after-rename", record.key.as_str());
         sync_dir(&self.root.join(parent)).map_err(self.io(&final_path))?;
-        self.drop_other_copies(&record.key, rel);
+        self.drop_other_copies(record, rel);
         Ok(())
     }
 
-    /// Removes what older copies of `key` other paths hold, now that `kept` holds
-    /// its current one: a key whose placement changed (it became a prefix and was
-    /// moved aside, then came back; a marker gained bytes, or bytes became a
-    /// marker) must not keep a stale copy that restore could pick. A stale file
-    /// goes; a directory keeps its contents and loses only its marker record.
-    /// Best effort: a failure is logged, and the copy at `kept` is current anyway.
-    pub fn drop_other_copies(&self, key: &Key, kept: &Path) {
-        for rel in possible_paths(key.as_str())
-            .into_iter()
-            .filter(|p| p != kept)
-        {
+    /// Clears what older copies of `kept`'s key other paths hold, now that `at`
+    /// holds its current one: a key whose placement changed (it became a prefix and
+    /// was moved aside, then came back; a marker gained bytes, or bytes became a
+    /// marker) must not keep a stale copy that restore could pick. A file of
+    /// another version moves into history; one of the same version goes; a
+    /// directory keeps its contents and loses only its marker record. Best effort:
+    /// a failure is logged, and the copy at `at` is current anyway.
+    pub fn drop_other_copies(&self, kept: &Record, at: &Path) {
+        let key = &kept.key;
+        for rel in possible_paths(key.as_str()).into_iter().filter(|p| p != at) {
             let path = self.root.join(&rel);
             let Ok(meta) = fs::symlink_metadata(&path) else {
                 continue;
             };
-            if read_record(&path).is_none_or(|r| r.key != *key) {
+            let Some(old) = read_record(&path).filter(|r| r.key == *key) else {
                 continue;
-            }
+            };
             let dropped = if meta.is_dir() {
                 xattr::remove(&path, RECORD_XATTR).and_then(|()| sync_dir(&path))
+            } else if old.etag != kept.etag && self.keeps_versions() {
+                self.keep(&path, key, Some(&old), history::Keep::Move)
+                    .map_err(io::Error::other)
             } else {
                 fs::remove_file(&path).and_then(|()| sync_dir(path.parent().unwrap_or(&self.root)))
             };
@@ -593,14 +619,22 @@ impl Mirror {
         }
     }
 
-    /// Moves a file out of the way of a directory, to the renamed path of the key it holds.
+    /// Moves a file out of the way of a directory, to the renamed path of the key
+    /// it holds; whatever other version stands there is kept in history first.
     fn relocate(&self, path: &Path) -> Result<(), MirrorError> {
         let rel = path.strip_prefix(&self.root).unwrap_or(path);
-        let key = read_record(path)
-            .map(|r| r.key.as_str().to_owned())
-            .unwrap_or_else(|| rel.to_string_lossy().into_owned());
-        let target = self.root.join(renamed_path(&key));
+        let record = read_record(path);
+        let key = match &record {
+            Some(r) => r.key.clone(),
+            None => Key::new(rel.to_string_lossy()).map_err(|_| MirrorError::Blocked {
+                path: path.to_path_buf(),
+                why: "an unnamed file is in the way",
+            })?,
+        };
+        let target_rel = renamed_path(key.as_str());
+        let target = self.root.join(&target_rel);
         tracing::info!(from = %rel.display(), to = %target.display(), "moving a copy out of the way of a directory");
+        self.keep_before_replace(&target_rel, &key, record.as_ref().map(|r| &r.etag))?;
         fs::rename(path, &target).map_err(self.io(path))?;
         if let Some(dir) = target.parent() {
             sync_dir(dir).map_err(self.io(dir))?;
@@ -611,9 +645,14 @@ impl Mirror {
         Ok(())
     }
 
-    /// Removes the copy at `rel` (for prune).
-    pub fn remove(&self, rel: &Path) -> Result<(), MirrorError> {
+    /// Takes the copy at `rel`, which holds `record`, out of the key tree (for
+    /// prune): into history, or removed when versions are not kept.
+    pub fn remove(&self, rel: &Path, record: &Record) -> Result<(), MirrorError> {
         let path = self.root.join(rel);
+        if self.keeps_versions() {
+            let _lock = self.lock_path(rel)?;
+            return self.keep(&path, &record.key, Some(record), history::Keep::Move);
+        }
         fs::remove_file(&path).map_err(self.io(&path))?;
         let parent = path.parent().unwrap_or(&self.root);
         sync_dir(parent).map_err(self.io(parent))
@@ -879,7 +918,7 @@ mod tests {
                 &ETag::new("\"e2\""),
                 5
             ),
-            LocalStatus::Stale
+            LocalStatus::Changed
         );
         assert_eq!(
             mirror.status(

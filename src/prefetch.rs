@@ -1,10 +1,11 @@
 //! `s3mirrorfs prefetch`: list everything under the prefix, download what is missing
 //! or changed into the mirror, optionally prune copies of deleted keys, report.
 
+mod changes;
 #[cfg(test)]
 mod reftests;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::fetch::{FetchError, Fetcher, Outcome};
 use crate::layout::{Placement, RenameReason, place_all};
 use crate::mirror::inventory::IndexEntry;
-use crate::mirror::{LocalStatus, Mirror, MirrorError, Record};
+use crate::mirror::{LocalStatus, Mirror, MirrorError, Record, read_record};
 use crate::queue::{Flow, run_bounded};
 use crate::report::KeyError;
 use crate::store::{Key, ObjectMeta, ObjectStore, StoreError, list_all};
@@ -26,9 +27,21 @@ pub struct PrefetchOptions {
     pub prefix: String,
     /// Objects downloaded at once.
     pub concurrency: usize,
-    /// Remove local copies of keys no longer in S3.
+    /// Take local copies of keys no longer in S3 out of the key tree.
     pub prune: bool,
+    /// Days replaced and pruned versions are kept in history; 0 keeps none.
+    pub keep_history_days: u32,
+    /// Most of the existing copies, in percent, one run may replace or remove
+    /// (when at least `changes::GUARD_MIN_CHANGES` would change); 100 turns the guard off.
+    pub max_change: u8,
 }
+
+pub use changes::{GUARD_MIN_CHANGES, TooManyChanges};
+
+/// Days versions are kept unless `--keep-history` says otherwise.
+pub const DEFAULT_KEEP_HISTORY_DAYS: u32 = 30;
+/// The share of the mirror a run may change unless `--max-change` says otherwise.
+pub const DEFAULT_MAX_CHANGE: u8 = 50;
 
 /// What a prefetch tells its caller as it goes, so the binary can draw a bar or
 /// log lines (or nothing); the bytes received so far are the fetcher's.
@@ -68,6 +81,12 @@ pub struct Summary {
     pub bytes: u64,
     pub seconds: f64,
     pub pruned: u64,
+    /// Copies replaced by another version of their key (the old one is kept in history).
+    pub replaced: u64,
+    /// Keys found deleted from S3 since the last listing of this prefix.
+    pub deleted: u64,
+    /// Versions removed from history for being older than `--keep-history`.
+    pub expired_versions: u64,
     /// Keys stored under a path other than their own.
     pub renamed: Vec<KeyPath>,
     pub failures: Vec<KeyError>,
@@ -84,6 +103,8 @@ pub enum PrefetchError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Mirror(#[from] MirrorError),
+    #[error(transparent)]
+    TooManyChanges(#[from] changes::TooManyChanges),
 }
 
 /// One listed object and what to do about it.
@@ -91,6 +112,10 @@ struct Item {
     meta: ObjectMeta,
     rel: PathBuf,
     directory: bool,
+    /// MD5 of the current local copy, once known.
+    md5: Option<String>,
+    /// The mirror holds another version of the key, which a download replaces.
+    changed: bool,
 }
 
 /// Runs a prefetch. The caller holds the mirror's run lock.
@@ -199,7 +224,8 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// Lists, plans, downloads and prunes; the steps of a prefetch.
+    /// Lists, plans, checks the plan against the guard, downloads, prunes and
+    /// expires old versions; the steps of a prefetch.
     async fn mirror(
         &self,
         store: &dyn ObjectStore,
@@ -209,23 +235,52 @@ impl Run<'_> {
         let objects = list_all(store, &options.prefix).await?;
         let mirror = Arc::clone(fetcher.mirror());
         mirror.claim()?;
+        mirror.set_keep_versions(options.keep_history_days > 0);
         summary.listed = objects.len() as u64;
         progress.listed(summary.listed);
-        let listed: Option<HashSet<Key>> = options
-            .prune
-            .then(|| objects.iter().map(|o| o.key.clone()).collect());
-        let items = plan_run(&mirror, objects, summary).await;
+        let listed: HashSet<Key> = objects.iter().map(|o| o.key.clone()).collect();
+        let previous = Arc::new(changes::previous_listing(&mirror, &options.prefix));
+        let items = plan_run(&mirror, objects, &previous, summary).await;
+        let removals = self.check_changes(&mirror, &items, &listed)?;
         save_index(&mirror, &options.prefix, &items);
+        changes::record_deletions(&mirror, &previous, &listed, summary);
+        let index: Vec<IndexEntry> = items.iter().map(|(item, _)| index_entry(item)).collect();
         let fetches = settle_without_download(&mirror, items, summary);
         progress.planned(
             summary.downloaded + summary.up_to_date + summary.failed,
             fetches.iter().map(|i| i.meta.size).sum(),
         );
+        let fetched = summary.downloaded;
         download_all(fetcher, fetches, options.concurrency, progress, summary).await;
-        if let Some(listed) = listed {
-            prune(&mirror, &options.prefix, &listed, summary);
+        if summary.downloaded > fetched {
+            save_final_index(&mirror, &options.prefix, index);
         }
+        if let Some(candidates) = removals {
+            changes::prune(&mirror, candidates, summary);
+        }
+        changes::expire(&mirror, options.keep_history_days, summary);
         Ok(())
+    }
+
+    /// Applies the mass change guard before anything changes; returns what a
+    /// prune will take out.
+    fn check_changes(
+        &self,
+        mirror: &Mirror,
+        items: &[(Item, LocalStatus)],
+        listed: &HashSet<Key>,
+    ) -> Result<Option<Vec<(PathBuf, Record)>>, PrefetchError> {
+        let prefix = &self.options.prefix;
+        let limit = self.options.max_change;
+        if !self.options.prune {
+            let copies = || changes::copies_under(mirror, prefix).len();
+            changes::guard(items, 0, limit, copies)?;
+            return Ok(None);
+        }
+        let copies = changes::copies_under(mirror, prefix);
+        let candidates = changes::prune_candidates(&copies, listed);
+        changes::guard(items, candidates.len(), limit, || copies.len())?;
+        Ok(Some(candidates))
     }
 }
 
@@ -234,10 +289,12 @@ impl Run<'_> {
 async fn plan_run(
     mirror: &Arc<Mirror>,
     objects: Vec<ObjectMeta>,
+    previous: &Arc<HashMap<Key, IndexEntry>>,
     summary: &mut Summary,
 ) -> Vec<(Item, LocalStatus)> {
     let mirror = Arc::clone(mirror);
-    let (items, renamed) = tokio::task::spawn_blocking(move || plan(&mirror, objects))
+    let previous = Arc::clone(previous);
+    let (items, renamed) = tokio::task::spawn_blocking(move || plan(&mirror, objects, &previous))
         .await
         .expect("planning does not panic");
     summary.renamed = renamed;
@@ -247,15 +304,35 @@ async fn plan_run(
 /// Saves what the mirror should now hold, so `verify` can tell a copy deleted by
 /// hand without asking S3. Best effort: the mirror itself does not depend on it.
 fn save_index(mirror: &Mirror, prefix: &str, items: &[(Item, LocalStatus)]) {
-    let index = items
-        .iter()
-        .map(|(item, _)| IndexEntry {
-            key: item.meta.key.clone(),
-            path: item.rel.to_string_lossy().into_owned(),
-            etag: item.meta.etag.clone(),
-            size: item.meta.size,
-        })
-        .collect();
+    let index = items.iter().map(|(item, _)| index_entry(item)).collect();
+    if let Err(e) = mirror.write_index(prefix, index) {
+        tracing::warn!("cannot save the index of this listing: {e}");
+    }
+}
+
+fn index_entry(item: &Item) -> IndexEntry {
+    IndexEntry {
+        key: item.meta.key.clone(),
+        path: item.rel.to_string_lossy().into_owned(),
+        etag: item.meta.etag.clone(),
+        size: item.meta.size,
+        md5: match item.directory {
+            true => Some(EMPTY_MD5.to_string()),
+            false => item.md5.clone(),
+        },
+    }
+}
+
+/// Saves the index again once downloads are done, with the MD5 of each copy
+/// that is now current: with it, the index vouches for every copy even where
+/// extended attributes were lost (a copy of the mirror made without them).
+fn save_final_index(mirror: &Mirror, prefix: &str, mut index: Vec<IndexEntry>) {
+    for entry in index.iter_mut().filter(|e| e.md5.is_none()) {
+        let path = mirror.root().join(&entry.path);
+        entry.md5 = read_record(&path)
+            .filter(|r| r.key == entry.key && r.etag == entry.etag)
+            .and_then(|r| r.md5);
+    }
     if let Err(e) = mirror.write_index(prefix, index) {
         tracing::warn!("cannot save the index of this listing: {e}");
     }
@@ -312,7 +389,10 @@ async fn download_all(
     let not_attempted = run_bounded(items, concurrency, start, |(item, result)| {
         progress.object_done();
         match result {
-            Ok(Outcome::Downloaded { .. }) => summary.downloaded += 1,
+            Ok(Outcome::Downloaded { .. }) => {
+                summary.downloaded += 1;
+                summary.replaced += u64::from(item.changed);
+            }
             Ok(Outcome::Current) => summary.up_to_date += 1,
             Err(e) => {
                 fail(summary, &item.meta, &e);
@@ -344,7 +424,11 @@ fn fail(summary: &mut Summary, meta: &ObjectMeta, error: &dyn std::fmt::Display)
 }
 
 /// Decides where each listed object goes and whether its local copy is current.
-fn plan(mirror: &Mirror, objects: Vec<ObjectMeta>) -> (Vec<(Item, LocalStatus)>, Vec<KeyPath>) {
+fn plan(
+    mirror: &Mirror,
+    objects: Vec<ObjectMeta>,
+    previous: &HashMap<Key, IndexEntry>,
+) -> (Vec<(Item, LocalStatus)>, Vec<KeyPath>) {
     let placements = place_all(objects.iter().map(|o| (o.key.as_str(), o.size)));
     let mut items = Vec::with_capacity(objects.len());
     let mut renamed = Vec::new();
@@ -368,16 +452,21 @@ fn plan(mirror: &Mirror, objects: Vec<ObjectMeta>) -> (Vec<(Item, LocalStatus)>,
                 path: rel.to_string_lossy().into_owned(),
             });
         }
-        let status = if directory {
-            LocalStatus::Missing
+        let (status, record) = if directory {
+            (LocalStatus::Missing, None)
         } else {
-            mirror.status(&rel, key, &meta.etag, meta.size)
+            inspect(mirror, &rel, &meta, previous.get(key))
         };
+        let md5 = record
+            .filter(|_| status == LocalStatus::Current)
+            .and_then(|r| r.md5);
         items.push((
             Item {
                 meta,
                 rel,
                 directory,
+                md5,
+                changed: status == LocalStatus::Changed,
             },
             status,
         ));
@@ -385,22 +474,29 @@ fn plan(mirror: &Mirror, objects: Vec<ObjectMeta>) -> (Vec<(Item, LocalStatus)>,
     (items, renamed)
 }
 
-/// Removes local copies of keys under `prefix` that the listing no longer has.
-fn prune(mirror: &Mirror, prefix: &str, listed: &HashSet<Key>, summary: &mut Summary) {
-    for (rel, record) in mirror.recorded_files() {
-        if !record.key.as_str().starts_with(prefix) || listed.contains(&record.key) {
-            continue;
-        }
-        match mirror.remove(&rel) {
-            Ok(()) => {
-                tracing::info!(key = %record.key, path = %rel.display(), "pruned");
-                summary.pruned += 1;
-                summary.pruned_files.push(KeyPath {
-                    key: record.key.into(),
-                    path: rel.to_string_lossy().into_owned(),
-                });
-            }
-            Err(e) => tracing::error!(path = %rel.display(), "cannot prune: {e}"),
+/// How the copy at `rel` compares with the listed object. A file that lost its
+/// record (the mirror was copied without extended attributes) gets it back when
+/// the last index vouches for it, so it is neither fetched again nor taken for a
+/// file of the user's.
+fn inspect(
+    mirror: &Mirror,
+    rel: &Path,
+    meta: &ObjectMeta,
+    indexed: Option<&IndexEntry>,
+) -> (LocalStatus, Option<Record>) {
+    let (status, record) = mirror.inspect(rel, &meta.key, &meta.etag, meta.size);
+    let Some(entry) = indexed.filter(|e| Path::new(&e.path) == rel) else {
+        return (status, record);
+    };
+    if status != LocalStatus::Stale || record.is_some() {
+        return (status, record);
+    }
+    match mirror.adopt(rel, entry) {
+        Ok(true) => mirror.inspect(rel, &meta.key, &meta.etag, meta.size),
+        Ok(false) => (status, record),
+        Err(e) => {
+            tracing::warn!(key = %meta.key, "cannot restore the record of the copy: {e}");
+            (status, record)
         }
     }
 }

@@ -1,13 +1,15 @@
 //! kill -9 at random moments of a prefetch never leaves a partial or mismatched file
-//! under a final name, and the next run completes the mirror exactly.
+//! under a final name, never loses a version the mirror held (a replaced copy is
+//! in history), and the next run completes the mirror exactly.
 
 mod support;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use s3mirrorfs::mirror::history::read_all_histories;
 use s3mirrorfs::mirror::read_record;
 use support::{Bucket, data, endpoint, prefetch, prefetch_command, stderr};
 
@@ -34,6 +36,32 @@ fn final_files(root: &Path) -> Vec<PathBuf> {
 }
 
 type Versions = HashMap<(String, String), Vec<u8>>;
+
+/// Every (key, ETag) the mirror holds: its current copies and the versions kept
+/// in history, each checked byte for byte against what was uploaded.
+fn held(mirror: &Path, versions: &Versions, trial: usize) -> HashSet<(String, String)> {
+    let mut held = HashSet::new();
+    for history in read_all_histories(mirror).unwrap() {
+        for v in &history.versions {
+            let id = (
+                v.key.clone(),
+                v.etag.clone().expect("every copy was recorded"),
+            );
+            let bytes = fs::read(mirror.join(history.path_of(v))).unwrap();
+            assert!(
+                versions.get(&id) == Some(&bytes),
+                "trial {trial}: kept version {id:?} holds other bytes"
+            );
+            held.insert(id);
+        }
+    }
+    for file in final_files(mirror) {
+        if let Some(record) = read_record(&file) {
+            held.insert((record.key.as_str().to_owned(), record.etag.to_string()));
+        }
+    }
+    held
+}
 
 fn put(versions: &mut Versions, bucket: &Bucket, key: &str, bytes: Vec<u8>, multipart: bool) {
     let etag = if multipart {
@@ -125,6 +153,14 @@ fn kill_9_at_random_points_never_exposes_a_partial_file() {
         }
     };
 
+    // Every version the mirror ever held must stay held: current or in history.
+    let mut ever_held: HashSet<(String, String)> = HashSet::new();
+    let mut no_loss = |versions: &Versions, trial: usize| {
+        let now = held(&mirror, versions, trial);
+        let lost: Vec<_> = ever_held.difference(&now).collect();
+        assert!(lost.is_empty(), "trial {trial}: versions lost: {lost:?}");
+        ever_held.extend(now);
+    };
     let trials: usize = std::env::var("CRASH_TRIALS")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -171,6 +207,7 @@ fn kill_9_at_random_points_never_exposes_a_partial_file() {
         unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
         let _ = child.wait();
         check(&versions, trial);
+        no_loss(&versions, trial);
         let temps = fs::read_dir(mirror.join(".s3mirrorfs/tmp")).map_or(0, |d| d.count());
         eprintln!(
             "trial {trial}: {} files in place, {temps} temp files left",
@@ -182,6 +219,7 @@ fn kill_9_at_random_points_never_exposes_a_partial_file() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(summary["failed"], 0);
     check(&versions, 99);
+    no_loss(&versions, 99);
     let listed = bucket.list();
     assert_eq!(summary["listed"], listed.len());
     for (key, etag, size, _) in &listed {

@@ -579,6 +579,50 @@ fn a_crash_between_write_and_rename_or_rename_and_fsync_leaves_a_consistent_mirr
     }
 }
 
+#[test]
+fn a_crash_while_replacing_a_copy_leaves_old_or_new_bytes_and_the_old_ones_kept() {
+    use s3mirrorfs::mirror::history::read_key_history;
+    let bucket = Bucket::create("replacecrash");
+    let old = data(31, 7000);
+    let new = data(32, 9000);
+    for point in ["after-history-link", "before-rename", "after-rename"] {
+        bucket.put("d/photo.jpg", &old);
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = dir.path().join("m");
+        let (output, _) = prefetch(&bucket.name, &mirror, &endpoint(), &[]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        bucket.put("d/photo.jpg", &new);
+        let output = prefetch_command(&bucket.name, &mirror, &endpoint(), &[])
+            .env("S3MIRRORFS_FAULT_POINT", format!("{point}:d/photo.jpg"))
+            .output()
+            .unwrap();
+        assert_eq!(output.status.signal(), Some(libc::SIGKILL), "{point}");
+        let kept = |mirror: &Path| -> Vec<Vec<u8>> {
+            let history = read_key_history(mirror, "d/photo.jpg").unwrap();
+            history
+                .versions
+                .iter()
+                .map(|v| fs::read(mirror.join(history.path_of(v))).unwrap())
+                .collect()
+        };
+        let current = fs::read(mirror.join("d/photo.jpg")).unwrap();
+        if current == new {
+            assert_eq!(
+                kept(&mirror),
+                vec![old.clone()],
+                "{point}: the old bytes are kept"
+            );
+        } else {
+            assert_eq!(current, old, "{point}: old or new bytes, nothing else");
+        }
+        // The next run completes the replacement and keeps the old bytes once.
+        let (output, summary) = prefetch(&bucket.name, &mirror, &endpoint(), &[]);
+        assert_success(&output, &summary, 1);
+        assert_eq!(fs::read(mirror.join("d/photo.jpg")).unwrap(), new);
+        assert_eq!(kept(&mirror), vec![old.clone()], "{point}: kept once");
+    }
+}
+
 /// Keeps the `## Faults` part of doc/SEMANTICS.md true to the code.
 #[test]
 fn the_faults_section_of_the_semantics_matches_the_code() {

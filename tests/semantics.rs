@@ -162,6 +162,40 @@ fn the_admin_section_matches_the_code() {
     ));
 }
 
+#[test]
+fn the_history_sections_match_the_code() {
+    use s3mirrorfs::layout::HISTORY_DIR;
+    use s3mirrorfs::mirror::history::{CHANGE_WARNING, JOURNAL};
+    use s3mirrorfs::prefetch::{DEFAULT_KEEP_HISTORY_DAYS, DEFAULT_MAX_CHANGE, GUARD_MIN_CHANGES};
+    let doc = doc().split_whitespace().collect::<Vec<_>>().join(" ");
+    let quoted = |text: &str| assert!(doc.contains(text), "SEMANTICS.md mentions {text}");
+    quoted(&format!(
+        "`{HISTORY_DIR}/<first 32 hex digits of SHA-256(key)>/`"
+    ));
+    quoted(&format!("`{JOURNAL}`"));
+    quoted(&format!(
+        "`--keep-history DAYS` (default {DEFAULT_KEEP_HISTORY_DAYS})"
+    ));
+    quoted(&format!(
+        "at least {GUARD_MIN_CHANGES} and more than `--max-change PERCENT` (default {DEFAULT_MAX_CHANGE})"
+    ));
+    quoted(&format!("past {CHANGE_WARNING} in one minute"));
+    // The flags' defaults are the ones the code uses.
+    let cli = Cli::command();
+    let prefetch = cli
+        .find_subcommand("prefetch")
+        .expect("prefetch subcommand");
+    let default = |id: &str| {
+        let arg = prefetch.get_arguments().find(|a| a.get_id() == id).unwrap();
+        arg.get_default_values()[0].to_str().unwrap().to_string()
+    };
+    assert_eq!(
+        default("keep_history"),
+        DEFAULT_KEEP_HISTORY_DAYS.to_string()
+    );
+    assert_eq!(default("max_change"), DEFAULT_MAX_CHANGE.to_string());
+}
+
 /// The indented block between `<!-- name -->` and `<!-- /name -->`, unindented.
 fn block(doc: &str, name: &str) -> String {
     let start = doc.find(&format!("<!-- {name} -->")).expect("start marker");

@@ -40,6 +40,9 @@ pub struct RestoreOptions {
     pub dry_run: bool,
     /// Objects uploaded at once.
     pub concurrency: usize,
+    /// Restore the bucket as it was at this time (ms since the epoch) instead of
+    /// as the mirror holds it now.
+    pub as_of: Option<u64>,
 }
 
 /// What happened (or, in a dry run, would happen) to one object.
@@ -137,7 +140,7 @@ pub async fn run(
         .into_iter()
         .map(|o| (o.key, (o.etag, o.size)))
         .collect();
-    let jobs = plan(&view, &options.prefix, &existing, &mut report);
+    let jobs = plan(&view, options, &existing, &mut report)?;
     restore_all(jobs, sink, options, &mut report).await;
     report.uploaded.sort_by(|a, b| a.key.cmp(&b.key));
     report.skipped.sort();
@@ -149,14 +152,19 @@ pub async fn run(
 /// that cannot be restored are reported as failed right away.
 fn plan(
     view: &MirrorView,
-    prefix: &str,
+    options: &RestoreOptions,
     existing: &HashMap<Key, (ETag, u64)>,
     report: &mut RestoreReport,
-) -> Vec<Job> {
-    let (entries, errors) = view.entries();
+) -> Result<Vec<Job>, AdminError> {
+    let prefix = options.prefix.as_str();
+    let (mut entries, errors) = view.entries();
     for e in errors {
         let error = format!("cannot read {}: {}", e.path.display(), e.err);
         report.failed.push(KeyError::new("", error));
+    }
+    entries.extend(vouched_by_index(view, &entries, prefix)?);
+    if let Some(at) = options.as_of {
+        entries = super::history::as_of(view, entries, prefix, at)?;
     }
     let mut seen = HashSet::new();
     let mut jobs = Vec::new();
@@ -177,7 +185,45 @@ fn plan(
             entry,
         });
     }
-    jobs
+    Ok(jobs)
+}
+
+/// Copies that lost their extended attributes (a copy of the mirror made without
+/// them) but that the index of the last prefetch vouches for: the file at the
+/// indexed path, of the indexed size, holds the indexed key and version. Its bytes
+/// are checked against the indexed MD5 as they are uploaded.
+fn vouched_by_index(
+    view: &MirrorView,
+    recorded: &[Entry],
+    prefix: &str,
+) -> Result<Vec<Entry>, AdminError> {
+    let known: HashSet<&Key> = recorded.iter().map(|e| &e.record.key).collect();
+    let mut vouched = Vec::new();
+    for entry in view.index()?.into_values() {
+        if known.contains(&entry.key) || !under(&entry.key, prefix) {
+            continue;
+        }
+        let path = view.root().join(&entry.path);
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let directory = meta.is_dir() && entry.size == 0 && entry.key.as_str().ends_with('/');
+        let file = meta.is_file() && meta.len() == entry.size;
+        if (directory || file) && crate::mirror::read_record(&path).is_none() {
+            vouched.push(Entry {
+                path: PathBuf::from(&entry.path),
+                record: Record {
+                    key: entry.key,
+                    etag: entry.etag,
+                    size: entry.size,
+                    md5: entry.md5,
+                    corrupt: false,
+                },
+                directory,
+            });
+        }
+    }
+    Ok(vouched)
 }
 
 /// Restores the jobs, `concurrency` at a time, until S3 fails in a way every
@@ -336,14 +382,15 @@ async fn send_parts(
 }
 
 /// Opens the copy and reads its record from the open file, so the bytes and the
-/// record belong together even if a prefetch replaces the copy meanwhile.
+/// record belong together even if a prefetch replaces the copy meanwhile. A file
+/// without a record is one the mirror's state vouched for (its bytes are checked
+/// against the vouched MD5 on the way).
 fn open_copy(path: &Path, entry: &Entry) -> io::Result<(Arc<File>, Record)> {
     let file = File::open(path)?;
-    let record = read_record_of(&file)
-        .ok_or_else(|| io::Error::other("the copy lost its record (replaced by hand?)"))?;
-    if record.key != entry.record.key {
+    let record = read_record_of(&file).unwrap_or_else(|| entry.record.clone());
+    if record.key != entry.record.key || record.etag != entry.record.etag {
         return Err(io::Error::other(
-            "the copy now holds another key; run restore again",
+            "the copy now holds another key or version (replaced meanwhile); run restore again",
         ));
     }
     let len = if entry.directory {
@@ -534,6 +581,7 @@ mod tests {
             prefix: String::new(),
             dry_run,
             concurrency: 2,
+            as_of: None,
         }
     }
 

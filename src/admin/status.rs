@@ -33,8 +33,41 @@ pub struct StatusReport {
     /// Directories of the mirror that could not be read (their copies are not counted).
     pub unreadable: Vec<String>,
     pub last_prefetch: Option<LastPrefetch>,
+    /// What `.s3mirrorfs/history/` keeps of replaced and pruned copies.
+    pub history: HistorySummary,
     /// Who holds the run lock now, if anyone.
     pub locked_by: Option<String>,
+}
+
+/// The versions kept in history.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HistorySummary {
+    pub versions: u64,
+    pub bytes: u64,
+    /// When the oldest of them was replaced (RFC 3339); `null` with none.
+    pub oldest_replaced_at: Option<String>,
+    /// Keys found deleted from S3 whose deletion is recorded.
+    pub deletions: u64,
+}
+
+fn history_summary(root: &Path) -> HistorySummary {
+    let histories = match crate::mirror::history::read_all_histories(root) {
+        Ok(histories) => histories,
+        Err(e) => {
+            tracing::warn!("cannot read the history: {e}");
+            return HistorySummary::default();
+        }
+    };
+    let versions = histories.iter().flat_map(|h| &h.versions);
+    HistorySummary {
+        versions: versions.clone().count() as u64,
+        bytes: versions.clone().map(|v| v.size).sum(),
+        oldest_replaced_at: versions
+            .map(|v| v.replaced_at)
+            .min()
+            .map(crate::utc::rfc3339_ms),
+        deletions: histories.iter().map(|h| h.deletions.len() as u64).sum(),
+    }
 }
 
 /// Reads the mirror at `dir` without changing it.
@@ -67,6 +100,7 @@ pub fn run(dir: &Path) -> Result<StatusReport, AdminError> {
             .map(|e| format!("{}: {}", e.path.display(), e.err))
             .collect(),
         last_prefetch,
+        history: history_summary(view.root()),
         locked_by: view.locked_by()?,
     })
 }
@@ -134,6 +168,15 @@ impl StatusReport {
                     ));
                 }
             }
+        }
+        let h = &self.history;
+        match &h.oldest_replaced_at {
+            None => out.push_str("history:        no versions kept\n"),
+            Some(oldest) => out.push_str(&format!(
+                "history:        {} versions ({}), the oldest replaced {oldest}\n",
+                h.versions,
+                human_bytes(h.bytes)
+            )),
         }
         match &self.locked_by {
             None => out.push_str("lock:           free\n"),

@@ -36,12 +36,18 @@ pub enum ProblemKind {
     Unchecked,
     /// A file or directory of the mirror could not be read.
     Unreadable,
+    /// A version kept in history (`--history`) is not what was recorded. The
+    /// current copies are not affected, so the backup is still whole.
+    CorruptVersion,
 }
 
 impl ProblemKind {
     /// Whether the backup is still whole with this problem.
     pub fn breaks_backup(self) -> bool {
-        !matches!(self, ProblemKind::Extra | ProblemKind::Unchecked)
+        !matches!(
+            self,
+            ProblemKind::Extra | ProblemKind::Unchecked | ProblemKind::CorruptVersion
+        )
     }
 
     fn label(self) -> &'static str {
@@ -52,6 +58,7 @@ impl ProblemKind {
             ProblemKind::Extra => "extra",
             ProblemKind::Unchecked => "unchecked",
             ProblemKind::Unreadable => "unreadable",
+            ProblemKind::CorruptVersion => "corrupt version",
         }
     }
 }
@@ -84,6 +91,12 @@ pub struct VerifyReport {
     pub extra: u64,
     pub unchecked: u64,
     pub unreadable: u64,
+    /// With `--history`: versions kept in history that were hashed, and those
+    /// found corrupt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_checked: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_corrupt: Option<u64>,
     /// Whether every object has an intact, current copy.
     pub whole: bool,
     /// Without `--remote`: whether a prefetch left an index to compare with (if not,
@@ -101,6 +114,7 @@ impl VerifyReport {
             ProblemKind::Extra => &mut self.extra,
             ProblemKind::Unchecked => &mut self.unchecked,
             ProblemKind::Unreadable => &mut self.unreadable,
+            ProblemKind::CorruptVersion => self.history_corrupt.get_or_insert(0),
         };
         *counter += 1;
         self.problems.push(Problem {
@@ -135,6 +149,11 @@ impl VerifyReport {
             self.extra,
             self.unchecked
         ));
+        if let (Some(checked), Some(corrupt)) = (self.history_checked, self.history_corrupt) {
+            out.push_str(&format!(
+                "checked {checked} versions kept in history: {corrupt} corrupt\n"
+            ));
+        }
         if !self.indexed {
             out.push_str("no prefetch has saved an index of its listing yet: copies deleted by hand cannot be told; use --remote\n");
         }
@@ -183,6 +202,7 @@ pub async fn run(
     bucket: &str,
     prefix: &str,
     remote: Option<&dyn ObjectStore>,
+    history: bool,
 ) -> Result<VerifyReport, AdminError> {
     let view = MirrorView::open(dir)?;
     view.check_bucket(bucket)?;
@@ -217,8 +237,79 @@ pub async fn run(
             );
         }
     }
+    if history {
+        check_history(&view, prefix, &mut report).await?;
+    }
     report.whole = report.problems.iter().all(|p| !p.kind.breaks_backup());
     Ok(report)
+}
+
+/// Hashes every version kept in history under `prefix` against its journal's
+/// record. Nothing is marked: a kept version is never fetched again.
+async fn check_history(
+    view: &MirrorView,
+    prefix: &str,
+    report: &mut VerifyReport,
+) -> Result<(), AdminError> {
+    let root = view.root().to_path_buf();
+    let histories = crate::mirror::history::read_all_histories(&root).map_err(|err| {
+        crate::mirror::MirrorError::Io {
+            path: root.join(crate::layout::HISTORY_DIR),
+            err,
+        }
+    })?;
+    let mut versions = Vec::new();
+    for history in &histories {
+        for v in history
+            .versions
+            .iter()
+            .filter(|v| v.key.starts_with(prefix))
+        {
+            versions.push((history.path_of(v), v.clone()));
+        }
+    }
+    report.history_checked = Some(versions.len() as u64);
+    report.history_corrupt = Some(0);
+    let checks = tokio::task::spawn_blocking(move || {
+        versions
+            .into_iter()
+            .map(|(rel, v)| {
+                let check = check_version(&root.join(&rel), &v);
+                (rel, v.key, check)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("hashing does not panic");
+    for (rel, key, check) in checks {
+        match check {
+            Ok(hashed) => report.bytes += hashed,
+            Err(detail) => report.add(ProblemKind::CorruptVersion, &key, Some(&rel), detail),
+        }
+    }
+    Ok(())
+}
+
+/// Hashes one kept version; returns the bytes hashed, or what is wrong.
+fn check_version(path: &Path, v: &crate::mirror::history::KeptVersion) -> Result<u64, String> {
+    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let len = file
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .len();
+    if len != v.size {
+        return Err(format!("{len} bytes on disk, {} recorded", v.size));
+    }
+    let Some(expected) = v.expected_md5() else {
+        return Ok(0);
+    };
+    match crate::mirror::md5_file(&file) {
+        Err(e) => Err(format!("{}: {e}", path.display())),
+        Ok(actual) if actual != expected => Err(format!(
+            "contents hash to MD5 {actual}, {expected} recorded"
+        )),
+        Ok(_) => Ok(len),
+    }
 }
 
 /// What the mirror should hold under `prefix`, sorted by key: the S3 listing,

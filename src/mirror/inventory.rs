@@ -288,6 +288,9 @@ pub struct IndexEntry {
     pub path: String,
     pub etag: ETag,
     pub size: u64,
+    /// MD5 of the copy's bytes once it is in the mirror: with the path, what
+    /// vouches for a copy whose extended attributes were lost.
+    pub md5: Option<String>,
 }
 
 /// The objects one prefetch listed under its prefix.
@@ -306,8 +309,9 @@ struct IndexHeader {
 }
 
 impl Index {
-    /// One JSON header line, then one compact line per object
-    /// (`[key, etag, size]`, or `[key, etag, size, path]` when the path is not the key).
+    /// One JSON header line, then one compact line per object: `[key, etag, size]`,
+    /// `[key, etag, size, path]` when the path is not the key, and
+    /// `[key, etag, size, path or null, md5]` once the copy's MD5 is known.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = serde_json::to_vec(&IndexHeader {
             prefix: self.prefix.clone(),
@@ -317,10 +321,11 @@ impl Index {
         out.push(b'\n');
         for e in &self.entries {
             let (key, etag) = (e.key.as_str(), e.etag.as_str());
-            let line = if e.path == key {
-                serde_json::to_vec(&(key, etag, e.size))
-            } else {
-                serde_json::to_vec(&(key, etag, e.size, &e.path))
+            let path = (e.path != key).then_some(e.path.as_str());
+            let line = match (&e.md5, path) {
+                (Some(md5), path) => serde_json::to_vec(&(key, etag, e.size, path, md5)),
+                (None, None) => serde_json::to_vec(&(key, etag, e.size)),
+                (None, Some(path)) => serde_json::to_vec(&(key, etag, e.size, path)),
             };
             out.extend(line.expect("entry serializes"));
             out.push(b'\n');
@@ -339,14 +344,19 @@ impl Index {
             let fields = value.as_array()?;
             let key = Key::new(fields.first()?.as_str()?).ok()?;
             let path = match fields.get(3) {
+                Some(serde_json::Value::Null) | None => key.as_str().to_string(),
                 Some(p) => p.as_str()?.to_string(),
-                None => key.as_str().to_string(),
+            };
+            let md5 = match fields.get(4) {
+                Some(m) => Some(m.as_str()?.to_string()),
+                None => None,
             };
             entries.push(IndexEntry {
                 etag: ETag::new(fields.get(1)?.as_str()?),
                 size: fields.get(2)?.as_u64()?,
                 path,
                 key,
+                md5,
             });
         }
         Some(Index {
@@ -369,8 +379,37 @@ impl Mirror {
         }
         write_record(&dir, record).map_err(self.io(&path))?;
         dir.sync_all().map_err(self.io(&path))?;
-        self.drop_other_copies(&record.key, rel);
+        self.drop_other_copies(record, rel);
         Ok(())
+    }
+
+    /// Gives the file at `rel` back the record it lost (a copy of the mirror made
+    /// without extended attributes) when `entry` vouches for it: same path and
+    /// size, and its bytes hash to the indexed MD5. Returns whether it did.
+    pub fn adopt(&self, rel: &Path, entry: &IndexEntry) -> Result<bool, MirrorError> {
+        let Some(md5) = &entry.md5 else {
+            return Ok(false);
+        };
+        let path = self.root.join(rel);
+        let file = File::open(&path).map_err(self.io(&path))?;
+        let meta = file.metadata().map_err(self.io(&path))?;
+        if !meta.is_file() || meta.len() != entry.size || read_record_of(&file).is_some() {
+            return Ok(false);
+        }
+        if super::md5_file(&file).map_err(self.io(&path))? != *md5 {
+            return Ok(false);
+        }
+        let record = Record {
+            key: entry.key.clone(),
+            etag: entry.etag.clone(),
+            size: entry.size,
+            md5: Some(md5.clone()),
+            corrupt: false,
+        };
+        write_record(&file, &record).map_err(self.io(&path))?;
+        file.sync_all().map_err(self.io(&path))?;
+        tracing::info!(key = %entry.key, path = %rel.display(), "the index vouches for a copy without its record; record restored");
+        Ok(true)
     }
 
     /// Saves, atomically and durably, the index of what a prefetch of `prefix` listed.
@@ -468,6 +507,11 @@ mod tests {
             path: path.into(),
             etag: ETag::new(etag),
             size: 3,
+            md5: None,
+        };
+        let with_md5 = |entry: IndexEntry| IndexEntry {
+            md5: Some("900150983cd24fb0d6963f7d28e17f72".into()),
+            ..entry
         };
         let index = Index {
             prefix: "p/".into(),
@@ -475,6 +519,8 @@ mod tests {
             entries: vec![
                 entry("p/a", "p/a", "\"1\""),
                 entry("p/\n", ".s3mirrorfs/renamed/x", "\"2\""),
+                with_md5(entry("p/b", "p/b", "\"3\"")),
+                with_md5(entry("p/c\t", ".s3mirrorfs/renamed/y", "\"4\"")),
             ],
         };
         assert_eq!(Index::decode(&index.encode()), Some(index));

@@ -243,6 +243,8 @@ impl Harness {
             prefix: String::new(),
             concurrency: 3,
             prune,
+            keep_history_days: 30,
+            max_change: 100,
         };
         let finished = runtime.block_on(async {
             let _lock = mirror.lock("reftest").unwrap();

@@ -15,8 +15,8 @@ use tracing_subscriber::EnvFilter;
 
 use s3mirrorfs::admin::{self, AdminError};
 use s3mirrorfs::cli::{
-    ArchiveArgs, Cli, Command, MountArgs, PrefetchArgs, RestoreArgs, S3Args, Sse, StatusArgs,
-    VerifyArgs, fstab_args,
+    ArchiveArgs, Cli, Command, HistoryArgs, MountArgs, PrefetchArgs, RestoreArgs, S3Args, Sse,
+    StatusArgs, VerifyArgs, fstab_args,
 };
 use s3mirrorfs::fetch::{FetchConfig, Fetcher};
 use s3mirrorfs::mirror::Mirror;
@@ -60,6 +60,7 @@ fn main() -> ExitCode {
         Command::Mount(args) => mount_command(args),
         // Local state only: no runtime, no S3 client.
         Command::Status(args) => status_command(&args),
+        Command::History(args) => history_command(&args),
         Command::Verify(args) => block_on(verify_command(args)),
         Command::Restore(args) => block_on(restore_command(args)),
         Command::Archive(args) => block_on(archive_command(args)),
@@ -209,6 +210,8 @@ async fn prefetch_inner(
         prefix: prefix.to_string(),
         concurrency,
         prune: args.prune,
+        keep_history_days: args.keep_history,
+        max_change: args.max_change,
     };
     let counters = Arc::new(Counters::default());
     let reporter = Reporter::start(mode, Arc::clone(&counters), fetcher.clone(), bar);
@@ -293,6 +296,17 @@ fn status_command(args: &StatusArgs) -> ExitCode {
     )
 }
 
+fn history_command(args: &HistoryArgs) -> ExitCode {
+    match admin::history::run(&args.mirror_dir, &args.key) {
+        // Asked about a key the mirror never held: an answer, not a failed run.
+        Err(e @ AdminError::UnknownKey(_)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+        result => report(result, args.json, |r| r.render(), |_| 0),
+    }
+}
+
 async fn verify_command(args: VerifyArgs) -> ExitCode {
     let prefix = normalize_prefix(&args.target.prefix);
     let bucket = &args.target.bucket;
@@ -306,6 +320,7 @@ async fn verify_command(args: VerifyArgs) -> ExitCode {
         bucket,
         &prefix,
         store.as_ref().map(|s| s as &dyn ObjectStore),
+        args.history,
     )
     .await;
     report(result, args.json, |r| r.render(), |r| u8::from(!r.whole))
@@ -318,6 +333,7 @@ async fn restore_command(args: RestoreArgs) -> ExitCode {
         prefix: normalize_prefix(&args.target.prefix),
         dry_run: args.dry_run,
         concurrency: usize::from(args.concurrency),
+        as_of: args.as_of,
     };
     let result = admin::restore::run(&args.mirror_dir, s3.as_ref(), sink, &options).await;
     if let Ok(restored) = &result

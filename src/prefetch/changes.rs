@@ -1,0 +1,241 @@
+//! What a prefetch does about change in S3, beyond downloading: refuse a run
+//! that would replace or remove too much of the mirror at once, record keys
+//! found deleted, prune into history, and expire old versions.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use super::{Item, KeyPath, Summary};
+use crate::mirror::inventory::{IndexEntry, MirrorView};
+use crate::mirror::{LocalStatus, Mirror, Record, read_record};
+use crate::store::Key;
+use crate::utc;
+
+/// Fewer changes than this never trip the guard, whatever the share.
+pub const GUARD_MIN_CHANGES: u64 = 10;
+
+/// A run refused by the mass change guard.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "refusing to change the mirror: this run would replace {replace} and remove {remove} of the \
+     {existing} copies under the prefix ({percent}%, more than --max-change {limit}%); nothing \
+     was changed. If S3 really changed that much, run again with --max-change 100"
+)]
+pub struct TooManyChanges {
+    pub replace: u64,
+    pub remove: u64,
+    pub existing: u64,
+    pub percent: u64,
+    pub limit: u8,
+}
+
+/// The recorded files under `prefix` (not marker directories).
+pub fn copies_under(mirror: &Mirror, prefix: &str) -> Vec<(PathBuf, Record)> {
+    mirror
+        .recorded_files()
+        .into_iter()
+        .filter(|(_, r)| r.key.as_str().starts_with(prefix))
+        .collect()
+}
+
+/// The copies a prune would take out: recorded files under the prefix whose key
+/// the listing no longer has.
+pub fn prune_candidates(
+    copies: &[(PathBuf, Record)],
+    listed: &HashSet<Key>,
+) -> Vec<(PathBuf, Record)> {
+    copies
+        .iter()
+        .filter(|(_, r)| !listed.contains(&r.key))
+        .cloned()
+        .collect()
+}
+
+/// Refuses the run when it would replace (ETag changed) and remove more than
+/// `limit` percent of the copies under the prefix, and at least
+/// `GUARD_MIN_CHANGES` of them. `copies` walks the mirror only when the guard
+/// may trip, so an ordinary run costs nothing more.
+pub fn guard(
+    items: &[(Item, LocalStatus)],
+    removals: usize,
+    limit: u8,
+    copies: impl FnOnce() -> usize,
+) -> Result<(), TooManyChanges> {
+    let replace = items
+        .iter()
+        .filter(|(item, status)| !item.directory && *status == LocalStatus::Changed)
+        .count() as u64;
+    let remove = removals as u64;
+    let changes = replace + remove;
+    if limit >= 100 || changes < GUARD_MIN_CHANGES {
+        return Ok(());
+    }
+    let existing = copies() as u64;
+    if changes * 100 <= u64::from(limit) * existing {
+        return Ok(());
+    }
+    Err(TooManyChanges {
+        replace,
+        remove,
+        existing,
+        percent: changes * 100 / existing.max(1),
+        limit,
+    })
+}
+
+/// Records the keys that the last listing of this prefix had and this one has
+/// not, with the version the mirror holds of each (it keeps that copy unless
+/// pruned). Best effort, logged: the mirror itself does not depend on it.
+pub fn record_deletions(
+    mirror: &Mirror,
+    previous: &HashMap<Key, IndexEntry>,
+    listed: &HashSet<Key>,
+    summary: &mut Summary,
+) {
+    for entry in previous.values().filter(|e| !listed.contains(&e.key)) {
+        let path = mirror.root().join(&entry.path);
+        let Some(record) = read_record(&path).filter(|r| r.key == entry.key) else {
+            continue;
+        };
+        let since = std::fs::symlink_metadata(&path)
+            .and_then(|m| m.modified())
+            .map(utc::unix_ms)
+            .unwrap_or(0);
+        match mirror.record_deletion(&entry.key, Some(&record.etag), since) {
+            Ok(true) => {
+                tracing::info!(key = %entry.key, "deleted from S3; the mirror keeps its copy");
+                summary.deleted += 1;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(key = %entry.key, "cannot record the deletion: {e}"),
+        }
+    }
+}
+
+/// What the last prefetches listed under this prefix (empty on a first run).
+pub fn previous_listing(mirror: &Mirror, prefix: &str) -> HashMap<Key, IndexEntry> {
+    let view = match MirrorView::open(mirror.root()) {
+        Ok(view) => view,
+        Err(_) => return HashMap::new(),
+    };
+    match view.index() {
+        Ok(mut index) => {
+            index.retain(|key, _| key.as_str().starts_with(prefix));
+            index
+        }
+        Err(e) => {
+            tracing::warn!("cannot read the previous index: {e}");
+            HashMap::new()
+        }
+    }
+}
+
+/// Takes the copies of deleted keys out of the key tree (into history unless
+/// versions are not kept).
+pub fn prune(mirror: &Mirror, candidates: Vec<(PathBuf, Record)>, summary: &mut Summary) {
+    for (rel, record) in candidates {
+        // A mount may have changed the file since the walk.
+        if read_record(&mirror.root().join(&rel)).as_ref() != Some(&record) {
+            continue;
+        }
+        match mirror.remove(&rel, &record) {
+            Ok(()) => {
+                tracing::info!(key = %record.key, path = %rel.display(), "pruned");
+                summary.pruned += 1;
+                summary.pruned_files.push(KeyPath {
+                    key: record.key.into(),
+                    path: rel.to_string_lossy().into_owned(),
+                });
+            }
+            Err(e) => tracing::error!(path = %rel.display(), "cannot prune: {e}"),
+        }
+    }
+}
+
+/// Removes the versions older than `days` (all of them for 0).
+pub fn expire(mirror: &Mirror, days: u32, summary: &mut Summary) {
+    let now = utc::unix_ms(SystemTime::now());
+    let cutoff = now.saturating_sub(u64::from(days) * 86_400_000);
+    let cutoff = if days == 0 { u64::MAX } else { cutoff };
+    match mirror.expire_history(cutoff) {
+        Ok((count, bytes)) => {
+            if count > 0 {
+                tracing::info!(
+                    "removed {count} versions ({}) kept longer than {days} days",
+                    crate::report::human_bytes(bytes)
+                );
+            }
+            summary.expired_versions = count;
+        }
+        Err(e) => tracing::warn!("cannot expire old versions: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ETag, ObjectMeta};
+
+    fn item(status: LocalStatus) -> (Item, LocalStatus) {
+        let meta = ObjectMeta {
+            key: Key::new("k").unwrap(),
+            size: 1,
+            etag: ETag::new("\"e\""),
+            last_modified: SystemTime::UNIX_EPOCH,
+        };
+        let item = Item {
+            meta,
+            rel: PathBuf::from("k"),
+            directory: false,
+            md5: None,
+            changed: status == LocalStatus::Changed,
+        };
+        (item, status)
+    }
+
+    fn items(changed: usize, current: usize) -> Vec<(Item, LocalStatus)> {
+        let mut all: Vec<_> = (0..changed).map(|_| item(LocalStatus::Changed)).collect();
+        all.extend((0..current).map(|_| item(LocalStatus::Current)));
+        all
+    }
+
+    #[test]
+    fn the_guard_counts_replacements_and_removals_against_existing_copies() {
+        assert_eq!(guard(&items(16, 4), 0, 50, || 20).unwrap_err().percent, 80);
+        assert!(
+            guard(&items(10, 10), 0, 50, || 20).is_ok(),
+            "exactly the limit"
+        );
+        assert!(guard(&items(11, 9), 0, 50, || 20).is_err());
+        assert!(
+            guard(&items(6, 14), 5, 50, || 20).is_err(),
+            "removals count"
+        );
+        assert!(guard(&items(9, 0), 0, 50, || 9).is_ok(), "fewer than 10");
+        assert!(guard(&items(80, 20), 0, 100, || 100).is_ok(), "100 is off");
+        assert!(guard(&items(10, 90), 0, 5, || 100).is_err());
+        assert!(
+            guard(&items(10, 90), 0, 0, || 100).is_err(),
+            "0 allows none"
+        );
+        let refused = guard(&items(8, 2), 4, 50, || 12).unwrap_err();
+        assert_eq!(
+            (refused.replace, refused.remove, refused.existing),
+            (8, 4, 12)
+        );
+        let message = refused.to_string();
+        assert!(message.contains("--max-change"), "{message}");
+    }
+
+    #[test]
+    fn the_guard_walks_the_mirror_only_when_it_may_trip() {
+        let walked = std::cell::Cell::new(false);
+        let copies = || {
+            walked.set(true);
+            10
+        };
+        guard(&items(9, 1), 0, 50, copies).unwrap();
+        assert!(!walked.get());
+    }
+}
