@@ -73,7 +73,7 @@ impl std::str::FromStr for Target {
 /// How to reach S3; unset values come from the standard AWS configuration.
 #[derive(Clone, Debug, Args)]
 pub struct S3Args {
-    /// S3 endpoint URL (default: AWS_ENDPOINT_URL or the AWS endpoint of the region).
+    /// S3 endpoint URL (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, the profile's, or AWS's).
     #[arg(long, value_name = "URL")]
     pub endpoint_url: Option<String>,
     /// Address buckets as ENDPOINT/BUCKET instead of BUCKET.ENDPOINT.
@@ -88,6 +88,29 @@ pub struct S3Args {
     /// Seconds a response may go without sending a byte before it is cut and retried.
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub stall_timeout: u64,
+    /// The 12-digit AWS account id that must own the bucket, sent with every request
+    /// (S3 refuses a bucket of another owner); prefetch and mount record it in the
+    /// mirror and, without this flag, send the recorded one.
+    #[arg(long, value_name = "ACCOUNT", value_parser = parse_account_id)]
+    pub expected_bucket_owner: Option<String>,
+}
+
+/// Accepts an AWS account id: exactly 12 digits.
+pub fn parse_account_id(value: &str) -> Result<String, String> {
+    if value.len() == 12 && value.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(value.to_string())
+    } else {
+        Err("an AWS account id is 12 digits".to_string())
+    }
+}
+
+/// Whether a run may use another source than the one the mirror records.
+#[derive(Clone, Debug, Args)]
+pub struct SourceArgs {
+    /// Accept another endpoint or bucket owner than the mirror records, and record
+    /// the new one (the bucket really moved).
+    #[arg(long)]
+    pub allow_new_source: bool,
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +123,8 @@ pub struct PrefetchArgs {
     pub mirror_dir: PathBuf,
     #[command(flatten)]
     pub s3: S3Args,
+    #[command(flatten)]
+    pub source: SourceArgs,
     /// Objects downloaded at once.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
@@ -137,6 +162,8 @@ pub struct MountArgs {
     pub mirror_dir: PathBuf,
     #[command(flatten)]
     pub s3: S3Args,
+    #[command(flatten)]
+    pub source: SourceArgs,
     /// How long listings and attributes are trusted before S3 is asked again.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub metadata_ttl: u64,
@@ -283,6 +310,12 @@ impl MountArgs {
                 "allow_other" => self.allow_other = true,
                 "foreground" => self.foreground = true,
                 "force_path_style" => self.s3.force_path_style = true,
+                "allow_new_source" => self.source.allow_new_source = true,
+                "expected_bucket_owner" => {
+                    let owner = parse_account_id(&need(value)?)
+                        .map_err(|e| format!("mount option {option}: {e}"))?;
+                    self.s3.expected_bucket_owner = Some(owner);
+                }
                 "uid" => self.uid = Some(number(value)? as u32),
                 "gid" => self.gid = Some(number(value)? as u32),
                 "metadata_ttl" => self.metadata_ttl = number(value)?,
@@ -398,6 +431,65 @@ mod tests {
             zero.is_err(),
             "a stall timeout of 0 would cut every response"
         );
+    }
+
+    #[test]
+    fn the_source_flags_and_options_parse() {
+        let args =
+            |args: &[&str]| -> Vec<std::ffi::OsString> { args.iter().map(Into::into).collect() };
+        let Command::Prefetch(prefetch) = Cli::try_parse_from(args(&[
+            "s3mirrorfs",
+            "prefetch",
+            "b",
+            "--expected-bucket-owner",
+            "123456789012",
+            "--allow-new-source",
+        ]))
+        .unwrap()
+        .command
+        else {
+            panic!("prefetch expected")
+        };
+        assert_eq!(
+            prefetch.s3.expected_bucket_owner.as_deref(),
+            Some("123456789012")
+        );
+        assert!(prefetch.source.allow_new_source);
+        for bad in ["abc", "12345678901", "1234567890123", "12345678901x"] {
+            let parsed = Cli::try_parse_from(args(&[
+                "s3mirrorfs",
+                "prefetch",
+                "b",
+                "--expected-bucket-owner",
+                bad,
+            ]));
+            assert!(parsed.is_err(), "{bad} is not an account id");
+        }
+        let fstab = args(&[
+            "s3mirrorfs",
+            "b",
+            "/mnt",
+            "-o",
+            "allow_new_source,expected_bucket_owner=123456789012",
+        ]);
+        let Command::Mount(mut mount) = Cli::try_parse_from(fstab_args(fstab)).unwrap().command
+        else {
+            panic!("mount expected")
+        };
+        assert!(!mount.source.allow_new_source);
+        mount.apply_fstab_options().unwrap();
+        assert!(mount.source.allow_new_source);
+        assert_eq!(
+            mount.s3.expected_bucket_owner.as_deref(),
+            Some("123456789012")
+        );
+        let bad = args(&["s3mirrorfs", "b", "/mnt", "-o", "expected_bucket_owner=abc"]);
+        let Command::Mount(mut mount) = Cli::try_parse_from(fstab_args(bad)).unwrap().command
+        else {
+            panic!("mount expected")
+        };
+        let err = mount.apply_fstab_options().unwrap_err();
+        assert!(err.contains("12 digits"), "{err}");
     }
 
     #[test]

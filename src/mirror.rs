@@ -4,6 +4,7 @@
 //! the clean-up of temp files left by a crash.
 
 pub mod history;
+pub mod identity;
 pub mod inventory;
 mod open;
 
@@ -14,8 +15,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
+use parking_lot::Mutex;
 use xattr::FileExt as _;
+
+use identity::{Claim, IDENTITY_FILE, Shown, Source, SourceField};
 
 use crate::layout::{RENAMED_DIR, STATE_DIR, possible_paths, renamed_path};
 use crate::store::{ETag, Key};
@@ -168,6 +171,17 @@ pub enum MirrorError {
         existing: String,
         requested: String,
     },
+    #[error(
+        "mirror {path} was made from {field} {} but this run uses {}; pass --allow-new-source if the bucket really moved",
+        Shown(*.field, .recorded),
+        Shown(*.field, .requested)
+    )]
+    OtherSource {
+        path: PathBuf,
+        field: SourceField,
+        recorded: String,
+        requested: String,
+    },
     #[error("mirror {path} is in use by {holder}")]
     Busy { path: PathBuf, holder: String },
     #[error("{path}: {why}")]
@@ -183,31 +197,14 @@ impl MirrorError {
     pub fn is_no_space(&self) -> bool {
         matches!(self, MirrorError::NoSpace { .. })
     }
-}
 
-/// `mirror.json` in the state directory: which bucket the mirror belongs to.
-#[derive(Serialize, Deserialize)]
-struct Identity {
-    bucket: String,
-}
-
-const IDENTITY_FILE: &str = "mirror.json";
-
-/// The bucket a mirror's state directory says it belongs to; `None` if it has
-/// not been used for one yet.
-fn read_identity(state: &Path) -> Result<Option<String>, MirrorError> {
-    let path = state.join(IDENTITY_FILE);
-    let bytes = match fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(MirrorError::Io { path, err }),
-    };
-    match serde_json::from_slice::<Identity>(&bytes) {
-        Ok(identity) => Ok(Some(identity.bucket)),
-        Err(e) => Err(MirrorError::Io {
-            path,
-            err: io::Error::new(io::ErrorKind::InvalidData, e),
-        }),
+    /// Whether the mirror belongs to another source (bucket, endpoint or owner)
+    /// than the run's.
+    pub fn is_other_source(&self) -> bool {
+        matches!(
+            self,
+            MirrorError::WrongBucket { .. } | MirrorError::OtherSource { .. }
+        )
     }
 }
 
@@ -217,8 +214,8 @@ pub struct Mirror {
     root: PathBuf,
     state: PathBuf,
     tmp: PathBuf,
-    bucket: String,
-    claimed: AtomicBool,
+    /// What `mirror.json` says, and what this run will make it say.
+    identity: Mutex<Claim>,
     counter: AtomicU64,
     keep_versions: AtomicBool,
     change_rate: history::ChangeRate,
@@ -244,17 +241,16 @@ impl Mirror {
             make_dir(dir, STATE_MODE).map_err(not_writable(&root))?;
         }
         make_dir(&root.join(RENAMED_DIR), DIR_MODE).map_err(not_writable(&root))?;
+        let identity = Mutex::new(Claim::read(&root, &state, bucket)?);
         let mirror = Mirror {
             root,
             state,
             tmp,
-            bucket: bucket.to_string(),
-            claimed: AtomicBool::new(false),
+            identity,
             counter: AtomicU64::new(0),
             keep_versions: AtomicBool::new(true),
             change_rate: history::ChangeRate::default(),
         };
-        mirror.check_identity(bucket)?;
         mirror.probe_xattrs()?;
         mirror.clean_temp_files();
         Ok(mirror)
@@ -276,40 +272,36 @@ impl Mirror {
         move |err| io_error(&mirror, &path, err)
     }
 
-    fn check_identity(&self, bucket: &str) -> Result<(), MirrorError> {
-        match read_identity(&self.state)? {
-            Some(existing) if existing != bucket => Err(MirrorError::WrongBucket {
-                path: self.root.clone(),
-                existing,
-                requested: bucket.to_string(),
-            }),
-            Some(_) => {
-                self.claimed.store(true, Ordering::Relaxed);
-                Ok(())
-            }
-            None => Ok(()),
-        }
+    /// Checks the run's source against the one the mirror records: another
+    /// endpoint or owner is refused unless `allow_new`. Nothing is written here;
+    /// `claim` records the run's source once S3 has confirmed the bucket.
+    pub fn check_source(&self, source: &Source, allow_new: bool) -> Result<(), MirrorError> {
+        self.identity.lock().check(source, allow_new)
     }
 
-    /// Records that this mirror belongs to its bucket. Done once S3 has confirmed
-    /// the bucket (or with the first file), so a mistyped bucket name never claims
-    /// a mirror directory.
+    /// The bucket owner a run expects: the one it names, else the one recorded.
+    pub fn expected_owner(&self, requested: Option<&str>) -> Option<String> {
+        let identity = self.identity.lock();
+        requested.or(identity.recorded_owner()).map(str::to_string)
+    }
+
+    /// Records which source this mirror belongs to (`mirror.json`). Done once S3
+    /// has confirmed the bucket, so a mistyped bucket name never claims a mirror
+    /// directory; a run whose source adds to or replaces the record rewrites it.
     pub fn claim(&self) -> Result<(), MirrorError> {
-        if self.claimed.load(Ordering::Relaxed) {
+        let mut identity = self.identity.lock();
+        let Some(pending) = identity.pending().cloned() else {
             return Ok(());
-        }
-        let identity = serde_json::to_vec(&Identity {
-            bucket: self.bucket.clone(),
-        })
-        .expect("identity serializes");
-        self.write_state_file(IDENTITY_FILE, &identity)?;
-        self.claimed.store(true, Ordering::Relaxed);
+        };
+        let json = serde_json::to_vec(&pending).expect("identity serializes");
+        self.write_state_file(IDENTITY_FILE, &json)?;
+        identity.recorded_as(pending);
         Ok(())
     }
 
     /// Whether this mirror is known to belong to its bucket (it has been used for it).
     pub fn is_claimed(&self) -> bool {
-        self.claimed.load(Ordering::Relaxed)
+        self.identity.lock().is_recorded()
     }
 
     /// Atomically and durably replaces a small file in the state directory.
@@ -978,6 +970,51 @@ mod tests {
         assert!(Mirror::open(dir.path(), "one").unwrap().is_claimed());
         let err = Mirror::open(dir.path(), "two").unwrap_err();
         assert!(matches!(err, MirrorError::WrongBucket { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_claim_records_the_source_and_an_older_record_is_completed() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = || fs::read_to_string(dir.path().join(".s3mirrorfs/mirror.json")).unwrap();
+        let source = |endpoint: &str, owner: Option<&str>| Source {
+            endpoint: endpoint.to_string(),
+            owner: owner.map(str::to_string),
+        };
+        // A mirror.json of an older version names the bucket only.
+        let mirror = Mirror::open(dir.path(), "b").unwrap();
+        mirror
+            .write_state_file(IDENTITY_FILE, br#"{"bucket":"b"}"#)
+            .unwrap();
+        let mirror = Mirror::open(dir.path(), "b").unwrap();
+        assert!(mirror.is_claimed());
+        assert_eq!(mirror.expected_owner(None), None);
+        mirror
+            .check_source(&source("http://s3.local", Some("123456789012")), false)
+            .unwrap();
+        assert_eq!(
+            json(),
+            r#"{"bucket":"b"}"#,
+            "nothing is written before the claim"
+        );
+        mirror.claim().unwrap();
+        assert_eq!(
+            json(),
+            r#"{"bucket":"b","endpoint":"http://s3.local","owner":"123456789012"}"#
+        );
+        let again = Mirror::open(dir.path(), "b").unwrap();
+        assert_eq!(again.expected_owner(None).as_deref(), Some("123456789012"));
+        assert_eq!(
+            again.expected_owner(Some("210987654321")).as_deref(),
+            Some("210987654321")
+        );
+        let err = again.check_source(&source("", None), false).unwrap_err();
+        assert!(err.is_other_source(), "{err}");
+        again.check_source(&source("", None), true).unwrap();
+        again.claim().unwrap();
+        assert_eq!(
+            json(),
+            r#"{"bucket":"b","endpoint":"","owner":"123456789012"}"#
+        );
     }
 
     #[test]

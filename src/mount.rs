@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::fetch::{FetchConfig, Fetcher};
 use crate::fs::{Fs, FsConfig};
 use crate::fuse::{MountConfig, Mounted};
+use crate::mirror::identity::Source;
 use crate::mirror::{Mirror, MirrorError};
 use crate::s3::{S3Options, S3Store};
 use crate::store::{ObjectStore, StoreError};
@@ -26,6 +27,8 @@ pub struct MountOptions {
     pub mountpoint: PathBuf,
     pub mirror_dir: PathBuf,
     pub s3: S3Options,
+    /// Accept another endpoint or bucket owner than the mirror records.
+    pub allow_new_source: bool,
     pub metadata_ttl: Duration,
     pub allow_other: bool,
     pub foreground: bool,
@@ -72,12 +75,48 @@ pub enum MountError {
     },
     #[error("the daemon exited before mounting")]
     DaemonExited,
-    /// What the daemon (another process) reported before it exited.
-    #[error("{0}")]
-    Daemon(String),
+    /// What the daemon (another process) reported before it exited, and whether
+    /// it refused a mirror of another source.
+    #[error("{message}")]
+    Daemon { message: String, other_source: bool },
 }
 
+/// Marks a daemon's report of a mirror of another source, so the parent can tell.
+const OTHER_SOURCE: &str = "other-source:";
+
 impl MountError {
+    /// Whether the mirror belongs to another source (bucket, endpoint or owner)
+    /// than the mount's.
+    pub fn is_other_source(&self) -> bool {
+        match self {
+            MountError::Mirror(e) => e.is_other_source(),
+            MountError::Daemon { other_source, .. } => *other_source,
+            _ => false,
+        }
+    }
+
+    /// How the daemon reports this error to its parent.
+    fn report(&self) -> String {
+        match self.is_other_source() {
+            true => format!("{OTHER_SOURCE}{self}"),
+            false => self.to_string(),
+        }
+    }
+
+    /// The error a daemon reported with `report`.
+    fn reported(report: &str) -> MountError {
+        match report.strip_prefix(OTHER_SOURCE) {
+            Some(message) => MountError::Daemon {
+                message: message.to_string(),
+                other_source: true,
+            },
+            None => MountError::Daemon {
+                message: report.to_string(),
+                other_source: false,
+            },
+        }
+    }
+
     fn start(what: &'static str) -> impl FnOnce(io::Error) -> MountError {
         move |source| MountError::Start { what, source }
     }
@@ -99,7 +138,7 @@ pub fn run(options: MountOptions) -> Result<(), MountError> {
             match message.as_str() {
                 "ready" => Ok(()),
                 "" => Err(MountError::DaemonExited),
-                error => Err(MountError::Daemon(error.to_string())),
+                report => Err(MountError::reported(report)),
             }
         }
         None => {
@@ -111,7 +150,7 @@ pub fn run(options: MountOptions) -> Result<(), MountError> {
                 Err(e) => {
                     match pipe.as_mut() {
                         Some(pipe) => {
-                            let _ = pipe.write_all(e.to_string().as_bytes());
+                            let _ = pipe.write_all(e.report().as_bytes());
                         }
                         None => tracing::error!("{e}"),
                     }
@@ -240,16 +279,27 @@ fn serve(options: &MountOptions, ready: Option<&mut Option<File>>) -> Result<(),
     result.map_err(mount_error)
 }
 
-/// The store, after one listing: a bad bucket, endpoint or credentials fail the
-/// mount, unless S3 is only unreachable and the mirror (used before for this
-/// bucket) can serve what it holds.
+/// The store, after one listing: a mirror of another source (checked before any
+/// request), a bad bucket, endpoint or credentials fail the mount, unless S3 is
+/// only unreachable and the mirror (used before for this bucket) can serve what it
+/// holds. The client expects the bucket owner the mount names or the mirror records.
 fn connect(
     options: &MountOptions,
     runtime: &tokio::runtime::Runtime,
     mirror: &Mirror,
 ) -> Result<Arc<dyn ObjectStore>, MountError> {
-    let store: Arc<dyn ObjectStore> =
-        Arc::new(runtime.block_on(S3Store::connect(&options.bucket, &options.s3)));
+    let requested = options.s3.expected_bucket_owner.clone();
+    let s3 = S3Options {
+        expected_bucket_owner: mirror.expected_owner(requested.as_deref()),
+        ..options.s3.clone()
+    };
+    let s3 = runtime.block_on(S3Store::connect(&options.bucket, &s3));
+    let source = Source {
+        endpoint: s3.source_endpoint().to_string(),
+        owner: requested,
+    };
+    mirror.check_source(&source, options.allow_new_source)?;
+    let store: Arc<dyn ObjectStore> = Arc::new(s3);
     match runtime.block_on(store.list_page(&options.prefix, true, None)) {
         Ok(_) => mirror.claim()?,
         Err(e) if e.is_transient() && mirror.is_claimed() => {

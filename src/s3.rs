@@ -40,6 +40,9 @@ pub struct S3Options {
     /// Longest a response body may go without delivering a byte before it counts
     /// as stalled (downloads resume; a listing page is asked again).
     pub stall_timeout: Duration,
+    /// The account id that must own the bucket, sent with every request
+    /// (`ExpectedBucketOwner`): S3 refuses a request for a bucket of another owner.
+    pub expected_bucket_owner: Option<String>,
 }
 
 impl Default for S3Options {
@@ -52,6 +55,7 @@ impl Default for S3Options {
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(30),
+            expected_bucket_owner: None,
         }
     }
 }
@@ -80,12 +84,90 @@ impl ClassifyRetry for TooManyRequests {
     }
 }
 
+/// The SDK's configuration loader: the standard AWS chain plus `options`' retries,
+/// timeouts, region and endpoint.
+fn loader(options: &S3Options) -> aws_config::ConfigLoader {
+    let stall = options.stall_timeout.max(Duration::from_millis(100));
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(options.max_attempts.max(1))
+                .with_initial_backoff(Duration::from_millis(200))
+                .with_max_backoff(MAX_BACKOFF),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(options.connect_timeout)
+                // Waiting for the first byte is a stall too.
+                .read_timeout(options.read_timeout.min(stall))
+                // Bounds a listing page whose body stops arriving (the read timeout only
+                // covers the first byte). A GET's body is not covered: it is streamed
+                // after the attempt ends, and fetch times its chunks.
+                .operation_attempt_timeout(stall * ATTEMPT_STALLS)
+                .build(),
+        );
+    if let Some(region) = &options.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(url) = &options.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    loader
+}
+
+/// The endpoint URL S3 requests go to when it is not AWS's own: `--endpoint-url`,
+/// else `AWS_ENDPOINT_URL_S3` (unless `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS` is
+/// true), else what the SDK loaded (`AWS_ENDPOINT_URL`, the profile's `endpoint_url`).
+fn configured_endpoint(
+    flag: Option<&str>,
+    env: impl Fn(&str) -> Option<String>,
+    loaded: Option<&str>,
+) -> Option<String> {
+    let env = |name: &str| env(name).filter(|value| !value.trim().is_empty());
+    let ignore_env = env("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+        .is_some_and(|value| value.trim().eq_ignore_ascii_case("true"));
+    flag.map(str::to_string)
+        .or_else(|| env("AWS_ENDPOINT_URL_S3").filter(|_| !ignore_env))
+        .or_else(|| loaded.map(str::to_string))
+        .filter(|url| !url.trim().is_empty())
+}
+
+/// An endpoint URL as a mirror records it, so that spellings of one URL compare
+/// equal: scheme and host in lower case, no default port, no trailing `/`.
+pub fn normalize_endpoint(url: &str) -> String {
+    let url = url.trim();
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
+        None => (String::new(), url),
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let authority = authority.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => ":80",
+        "https" => ":443",
+        _ => "",
+    };
+    let authority = match authority.strip_suffix(default_port) {
+        Some(host) if !default_port.is_empty() => host,
+        _ => &authority,
+    };
+    let path = path.trim_end_matches('/');
+    match scheme.as_str() {
+        "" => format!("{authority}{path}"),
+        scheme => format!("{scheme}://{authority}{path}"),
+    }
+}
+
 /// One bucket of S3 (or of an S3-compatible server).
 pub struct S3Store {
     client: Client,
     bucket: String,
     /// Where requests go, for error messages.
     endpoint: String,
+    /// The endpoint as a mirror records it: normalized, "" for AWS.
+    source_endpoint: String,
+    /// Sent as `ExpectedBucketOwner` with every request.
+    owner: Option<String>,
     /// Attempts per request, for error messages.
     max_attempts: u32,
 }
@@ -93,32 +175,12 @@ pub struct S3Store {
 impl S3Store {
     /// Builds the client from the standard AWS configuration plus `options`.
     pub async fn connect(bucket: &str, options: &S3Options) -> S3Store {
-        let stall = options.stall_timeout.max(Duration::from_millis(100));
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(options.max_attempts.max(1))
-                    .with_initial_backoff(Duration::from_millis(200))
-                    .with_max_backoff(MAX_BACKOFF),
-            )
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(options.connect_timeout)
-                    // Waiting for the first byte is a stall too.
-                    .read_timeout(options.read_timeout.min(stall))
-                    // Bounds a listing page whose body stops arriving (the read timeout only
-                    // covers the first byte). A GET's body is not covered: it is streamed
-                    // after the attempt ends, and fetch times its chunks.
-                    .operation_attempt_timeout(stall * ATTEMPT_STALLS)
-                    .build(),
-            );
-        if let Some(region) = &options.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some(url) = &options.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        let shared = loader.load().await;
+        let shared = loader(options).load().await;
+        let endpoint_url = configured_endpoint(
+            options.endpoint_url.as_deref(),
+            |name| std::env::var(name).ok(),
+            shared.endpoint_url(),
+        );
         let mut config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(options.force_path_style)
             .retry_classifier(TooManyRequests)
@@ -130,27 +192,31 @@ impl S3Store {
                     .token_bucket(TokenBucket::unlimited())
                     .build(),
             );
+        // Requests go exactly to the endpoint a mirror records. (Left to itself the
+        // SDK would also read a profile's `[services]` section, which this does not.)
+        config.set_endpoint_url(endpoint_url.clone());
         if shared.region().is_none() {
             // As the AWS CLI does for S3: without a configured region, us-east-1.
             config = config.region(Region::from_static("us-east-1"));
         }
         let config = config.build();
-        let endpoint = options
-            .endpoint_url
-            .clone()
-            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
-            .unwrap_or_else(|| {
-                format!(
-                    "S3 in {}",
-                    config.region().map_or("us-east-1", |r| r.as_ref())
-                )
-            });
+        let region = config.region().map_or("us-east-1", |r| r.as_ref());
+        let endpoint = (endpoint_url.clone()).unwrap_or_else(|| format!("S3 in {region}"));
         S3Store {
+            endpoint,
+            source_endpoint: endpoint_url
+                .as_deref()
+                .map_or_else(String::new, normalize_endpoint),
             client: Client::from_conf(config),
             bucket: bucket.to_string(),
-            endpoint,
+            owner: options.expected_bucket_owner.clone(),
             max_attempts: options.max_attempts.max(1),
         }
+    }
+
+    /// The endpoint requests go to, as a mirror records it: normalized, "" for AWS.
+    pub fn source_endpoint(&self) -> &str {
+        &self.source_endpoint
     }
 
     async fn list(
@@ -163,6 +229,7 @@ impl S3Store {
             .client
             .list_objects_v2()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .prefix(prefix)
             .encoding_type(EncodingType::Url)
             .set_delimiter(delimited.then(|| "/".to_string()))
@@ -204,6 +271,7 @@ impl S3Store {
             .client
             .get_object()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(request.key.as_str())
             .set_range(range)
             .set_if_match(request.if_match.as_ref().map(|e| e.as_str().to_string()))
@@ -301,7 +369,11 @@ impl S3Store {
                 bucket: self.bucket.clone(),
                 key: key.to_string(),
             },
-            (Some("AccessDenied"), _) | (_, 403) => StoreError::AccessDenied { action, resource },
+            (Some("AccessDenied"), _) | (_, 403) => StoreError::AccessDenied {
+                action,
+                resource,
+                expected_owner: self.owner.as_deref().map(Box::from),
+            },
             (Some("PreconditionFailed"), _) | (_, 412) => StoreError::Changed {
                 bucket: self.bucket.clone(),
                 key: key.to_string(),
@@ -416,5 +488,81 @@ mod tests {
         assert_eq!(parse_content_range("bytes 90-99/100"), Some((90, 100)));
         assert_eq!(parse_content_range("bytes */100"), None);
         assert_eq!(parse_content_range("junk"), None);
+    }
+
+    #[test]
+    fn spellings_of_one_endpoint_normalize_alike() {
+        for spelling in [
+            "http://127.0.0.1:5000",
+            "http://127.0.0.1:5000/",
+            "HTTP://127.0.0.1:5000//",
+            " http://127.0.0.1:5000 ",
+        ] {
+            assert_eq!(normalize_endpoint(spelling), "http://127.0.0.1:5000");
+        }
+        assert_eq!(
+            normalize_endpoint("HTTPS://S3.EU-West-1.AmazonAWS.com:443/"),
+            "https://s3.eu-west-1.amazonaws.com"
+        );
+        assert_eq!(normalize_endpoint("http://Minio:80"), "http://minio");
+        // Paths keep their case; other ports and schemes' ports stay.
+        assert_eq!(
+            normalize_endpoint("https://proxy.example/S3/"),
+            "https://proxy.example/S3"
+        );
+        assert_eq!(
+            normalize_endpoint("https://host:80"),
+            "https://host:80",
+            "80 is not https's default port"
+        );
+        assert_eq!(
+            normalize_endpoint("http://[::1]:9000/"),
+            "http://[::1]:9000"
+        );
+        assert_ne!(
+            normalize_endpoint("http://localhost:5000"),
+            normalize_endpoint("http://127.0.0.1:5000"),
+            "names are not resolved"
+        );
+    }
+
+    #[test]
+    fn the_flag_beats_the_environment_which_beats_the_profile() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        const S3: &[(&str, &str)] = &[("AWS_ENDPOINT_URL_S3", "http://s3-only")];
+        let resolved = |flag, vars, loaded| configured_endpoint(flag, env(vars), loaded);
+        assert_eq!(
+            resolved(Some("http://flag"), S3, Some("http://flag")),
+            Some("http://flag".into())
+        );
+        assert_eq!(
+            resolved(None, S3, Some("http://global")),
+            Some("http://s3-only".into())
+        );
+        assert_eq!(
+            resolved(None, &[], Some("http://global")),
+            Some("http://global".into())
+        );
+        assert_eq!(resolved(None, &[], None), None, "AWS");
+        assert_eq!(
+            resolved(None, &[("AWS_ENDPOINT_URL_S3", "")], None),
+            None,
+            "an empty variable is unset"
+        );
+        const IGNORED: &[(&str, &str)] = &[
+            ("AWS_ENDPOINT_URL_S3", "http://s3-only"),
+            ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "TRUE"),
+        ];
+        assert_eq!(resolved(None, IGNORED, None), None);
+        assert_eq!(
+            resolved(Some("http://flag"), IGNORED, Some("http://flag")),
+            Some("http://flag".into())
+        );
     }
 }

@@ -156,7 +156,8 @@ fn status_names_the_lock_holder_and_a_failed_prefetch() {
     // A prefetch that cannot list is recorded as failed.
     let proxy = Proxy::start(moto_port());
     proxy.fail("list-type=2", 403, "AccessDenied");
-    let (output, _) = prefetch(&bucket.name, &mirror, &proxy.endpoint(), &[]);
+    let allow = ["--allow-new-source"];
+    let (output, _) = prefetch(&bucket.name, &mirror, &proxy.endpoint(), &allow);
     assert_eq!(output.status.code(), Some(2));
     let held = Mirror::open(&mirror, &bucket.name)
         .unwrap()

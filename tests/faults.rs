@@ -508,8 +508,10 @@ fn a_mirror_is_refreshed_through_another_endpoint_without_downloading() {
     let (output, summary) = prefetch(&bucket.name, &mirror, &endpoint(), &[]);
     assert_success(&output, &summary, 2);
     let proxy = Proxy::start(moto_port());
-    // Another endpoint in front of the same server, as a VPC endpoint is for S3.
-    let (output, summary) = prefetch(&bucket.name, &mirror, &proxy.endpoint(), &[]);
+    // Another endpoint in front of the same server, as a VPC endpoint is for S3: the
+    // user says the bucket is the same one.
+    let allow = ["--allow-new-source"];
+    let (output, summary) = prefetch(&bucket.name, &mirror, &proxy.endpoint(), &allow);
     assert_success(&output, &summary, 2);
     assert_eq!(summary["up_to_date"], 2);
     assert_eq!(summary["bytes"], 0);

@@ -264,7 +264,7 @@ fn a_mount_through_another_endpoint_reads_the_mirror_without_downloading() {
         &dir.path().join("mnt"),
         &mirror,
         &proxy.endpoint(),
-        &[],
+        &["--allow-new-source"],
     );
     assert!(fs::read(mount.path("p/photo")).unwrap() == data(11, 50_000));
     assert!(!proxy.requests().is_empty(), "the mount listed through it");

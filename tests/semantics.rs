@@ -195,3 +195,46 @@ fn the_history_sections_match_the_code() {
     );
     assert_eq!(default("max_change"), DEFAULT_MAX_CHANGE.to_string());
 }
+
+/// The indented block between `<!-- name -->` and `<!-- /name -->`, unindented.
+fn block(doc: &str, name: &str) -> String {
+    let start = doc.find(&format!("<!-- {name} -->")).expect("start marker");
+    let end = doc.find(&format!("<!-- /{name} -->")).expect("end marker");
+    doc[start..end]
+        .lines()
+        .skip(1)
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_identity_section_matches_the_code() {
+    use s3mirrorfs::mirror::MirrorError;
+    use s3mirrorfs::mirror::identity::{IDENTITY_FILE, Identity, SourceField};
+    let doc = doc();
+    let folded = doc.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(folded.contains(&format!("`{STATE_DIR}/{IDENTITY_FILE}`")));
+    // The example is what the code writes, field for field.
+    let example = block(&doc, "identity");
+    let identity: Identity = serde_json::from_str(&example).unwrap();
+    assert_eq!(serde_json::to_string(&identity).unwrap(), example);
+    let refusal = MirrorError::OtherSource {
+        path: PathBuf::from("/m"),
+        field: SourceField::Endpoint,
+        recorded: "http://127.0.0.1:5000".into(),
+        requested: String::new(),
+    };
+    assert_eq!(block(&doc, "refusal"), refusal.to_string());
+    let cli = Cli::command();
+    for command in ["prefetch", "mount"] {
+        let command = cli.find_subcommand(command).unwrap();
+        for flag in ["allow_new_source", "expected_bucket_owner"] {
+            assert!(
+                command.get_arguments().any(|a| a.get_id() == flag),
+                "{} has --{flag}",
+                command.get_name()
+            );
+        }
+    }
+}

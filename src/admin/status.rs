@@ -16,6 +16,10 @@ pub struct StatusReport {
     pub mirror: String,
     /// The bucket the mirror belongs to, if it has been used for one.
     pub bucket: Option<String>,
+    /// The endpoint it is mirrored from ("" for AWS), if recorded.
+    pub endpoint: Option<String>,
+    /// The account id of the bucket's owner, if known.
+    pub owner: Option<String>,
     /// Mirrored objects (files and directory markers).
     pub objects: u64,
     /// Bytes of those objects, as recorded.
@@ -80,9 +84,12 @@ pub fn run(dir: &Path) -> Result<StatusReport, AdminError> {
             }
         },
     };
+    let identity = view.identity.clone();
     Ok(StatusReport {
         mirror: dir.display().to_string(),
-        bucket: view.bucket.clone(),
+        bucket: identity.as_ref().map(|i| i.bucket.clone()),
+        endpoint: identity.as_ref().and_then(|i| i.endpoint.clone()),
+        owner: identity.and_then(|i| i.owner),
         objects: entries.len() as u64,
         bytes: entries.iter().map(|e| e.record.size).sum(),
         markers: entries.iter().filter(|e| e.directory).count() as u64,
@@ -99,6 +106,19 @@ pub fn run(dir: &Path) -> Result<StatusReport, AdminError> {
 }
 
 impl StatusReport {
+    /// Where the mirror's bucket is reached, and whose it is.
+    fn source(&self) -> String {
+        let endpoint = match self.endpoint.as_deref() {
+            None => "endpoint not recorded yet",
+            Some("") => "AWS",
+            Some(url) => url,
+        };
+        match &self.owner {
+            Some(owner) => format!("{endpoint}, bucket owner {owner}"),
+            None => format!("{endpoint}, bucket owner not known"),
+        }
+    }
+
     /// The report for a person, one fact a line.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -107,6 +127,9 @@ impl StatusReport {
             .as_deref()
             .map_or("no bucket yet".to_string(), |b| format!("bucket {b}"));
         out.push_str(&format!("mirror:         {} ({bucket})\n", self.mirror));
+        if self.bucket.is_some() {
+            out.push_str(&format!("source:         {}\n", self.source()));
+        }
         out.push_str(&format!(
             "objects:        {} ({}), {} of them directory markers\n",
             self.objects,

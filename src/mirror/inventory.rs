@@ -13,9 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{
-    Mirror, MirrorError, Record, read_identity, read_record, read_record_of, write_record,
-};
+use super::identity::{Identity, read_identity};
+use super::{Mirror, MirrorError, Record, read_record, read_record_of, write_record};
 use crate::layout::{RENAMED_DIR, STATE_DIR};
 use crate::store::{ETag, Key};
 
@@ -56,8 +55,8 @@ pub struct WalkError {
 pub struct MirrorView {
     root: PathBuf,
     state: PathBuf,
-    /// The bucket in `mirror.json`; `None` for a mirror never used for one.
-    pub bucket: Option<String>,
+    /// What `mirror.json` says; `None` for a mirror never used for a bucket.
+    pub identity: Option<Identity>,
 }
 
 impl MirrorView {
@@ -78,11 +77,11 @@ impl MirrorView {
                 return Err(MirrorError::Io { path: state, err });
             }
         }
-        let bucket = read_identity(&state)?;
+        let identity = read_identity(&state)?;
         Ok(MirrorView {
             root: root.to_path_buf(),
             state,
-            bucket,
+            identity,
         })
     }
 
@@ -93,10 +92,10 @@ impl MirrorView {
 
     /// Fails unless the mirror belongs to `bucket` (or to no bucket yet).
     pub fn check_bucket(&self, bucket: &str) -> Result<(), MirrorError> {
-        match &self.bucket {
-            Some(existing) if existing != bucket => Err(MirrorError::WrongBucket {
+        match &self.identity {
+            Some(existing) if existing.bucket != bucket => Err(MirrorError::WrongBucket {
                 path: self.root.clone(),
-                existing: existing.clone(),
+                existing: existing.bucket.clone(),
                 requested: bucket.to_string(),
             }),
             _ => Ok(()),
@@ -481,7 +480,7 @@ mod tests {
         mirror.record_marker(Path::new("empty"), &marker).unwrap();
         mirror.ensure_dir(Path::new("plain")).unwrap();
         let view = MirrorView::open(dir.path()).unwrap();
-        assert_eq!(view.bucket, None);
+        assert_eq!(view.identity, None);
         let (entries, errors) = view.entries();
         assert!(errors.is_empty());
         let keys: Vec<(&str, bool, bool)> = entries

@@ -32,6 +32,7 @@ impl S3Store {
             .client
             .put_object()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(key.as_str())
             .content_length(data.len() as i64)
             .body(ByteStream::from(data))
@@ -49,6 +50,7 @@ impl S3Store {
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(key.as_str())
             .set_server_side_encryption(sse)
             .set_ssekms_key_id(kms_key)
@@ -77,6 +79,7 @@ impl S3Store {
             .client
             .upload_part()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(key.as_str())
             .upload_id(&upload.0)
             .part_number(number as i32)
@@ -107,6 +110,7 @@ impl S3Store {
             .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(key.as_str())
             .upload_id(&upload.0)
             .multipart_upload(
@@ -124,6 +128,7 @@ impl S3Store {
         self.client
             .abort_multipart_upload()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(key.as_str())
             .upload_id(&upload.0)
             .send()
@@ -136,6 +141,7 @@ impl S3Store {
         self.client
             .delete_object()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(key.as_str())
             .send()
             .await

@@ -17,10 +17,13 @@ pub enum StoreError {
     NoSuchBucket(String),
     #[error("s3://{bucket}/{key}: no such key")]
     NoSuchKey { bucket: String, key: String },
-    #[error("access denied: {action} on {resource}")]
+    #[error("access denied: {action} on {resource}{}", OwnerHint(.expected_owner))]
     AccessDenied {
         action: &'static str,
         resource: String,
+        /// The bucket owner the request named: S3 answers a request for a bucket of
+        /// another owner with the same 403.
+        expected_owner: Option<Box<str>>,
     },
     #[error("s3://{bucket}/{key} changed while it was being read")]
     Changed { bucket: String, key: String },
@@ -249,6 +252,21 @@ impl fmt::Display for Innermost<'_> {
     }
 }
 
+/// Why a request that named the bucket's owner may have been denied.
+struct OwnerHint<'a>(&'a Option<Box<str>>);
+
+impl fmt::Display for OwnerHint<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(owner) => write!(
+                f,
+                " (the bucket's owner is not the expected account {owner}, or the credentials lack permission)"
+            ),
+            None => Ok(()),
+        }
+    }
+}
+
 /// An optional S3 error code, with the space that sets it off.
 struct SpacedCode<'a>(&'a Option<String>);
 
@@ -307,6 +325,7 @@ mod tests {
                 StoreError::AccessDenied {
                     action: "GetObject",
                     resource: "s3://b/k".into(),
+                    expected_owner: None,
                 },
                 false,
                 false,
@@ -437,6 +456,24 @@ mod tests {
             credentials
                 .to_string()
                 .starts_with("no AWS credentials found (no providers in chain); set ")
+        );
+    }
+
+    #[test]
+    fn a_denial_of_a_request_that_named_the_owner_says_so() {
+        let denied = |expected_owner: Option<&str>| StoreError::AccessDenied {
+            action: "ListObjectsV2",
+            resource: "s3://b/".into(),
+            expected_owner: expected_owner.map(Box::from),
+        };
+        assert_eq!(
+            denied(None).to_string(),
+            "access denied: ListObjectsV2 on s3://b/"
+        );
+        assert_eq!(
+            denied(Some("210987654321")).to_string(),
+            "access denied: ListObjectsV2 on s3://b/ (the bucket's owner is not the expected \
+             account 210987654321, or the credentials lack permission)"
         );
     }
 

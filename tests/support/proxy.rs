@@ -1,7 +1,8 @@
 //! A small HTTP/1.1 proxy on tokio between the tool and moto. It records every
 //! request (method, target, Range, If-Match, the status it got), can be cut off
 //! (offline), and injects faults by rule (see `faults`): S3 errors, resets,
-//! short, stalled and corrupted bodies, objects changing mid-response.
+//! short, stalled and corrupted bodies, objects changing mid-response. Given the
+//! bucket owner's account, it also refuses requests that expect another owner, as S3 does.
 
 use std::io;
 use std::sync::Arc;
@@ -23,6 +24,8 @@ pub struct Seen {
     /// The Range header, if any (`bytes=START-END`).
     pub range: Option<String>,
     pub if_match: Option<String>,
+    /// The `x-amz-expected-bucket-owner` header, if any.
+    pub expected_owner: Option<String>,
     /// The fault injected, if any.
     pub fault: Option<&'static str>,
 }
@@ -62,6 +65,8 @@ struct Shared {
     seen: Mutex<Vec<Seen>>,
     rules: Mutex<Vec<Arc<Rule>>>,
     down: AtomicBool,
+    /// The account that owns every bucket, if the proxy plays S3's owner check.
+    owner: Mutex<Option<String>>,
 }
 
 /// A running proxy; it lives until the test process exits.
@@ -77,6 +82,7 @@ impl Proxy {
             seen: Mutex::new(Vec::new()),
             rules: Mutex::new(Vec::new()),
             down: AtomicBool::new(false),
+            owner: Mutex::new(None),
         });
         let (tx, rx) = std::sync::mpsc::channel();
         let state = Arc::clone(&shared);
@@ -123,6 +129,12 @@ impl Proxy {
     /// Adds a fault rule; the first rule that picks a request decides its fault.
     pub fn add(&self, rule: Rule) {
         self.shared.rules.lock().push(Arc::new(rule));
+    }
+
+    /// Plays S3's owner check: a request whose `x-amz-expected-bucket-owner` is
+    /// not `owner` gets `403 AccessDenied`, as S3 answers it.
+    pub fn set_bucket_owner(&self, owner: &str) {
+        *self.shared.owner.lock() = Some(owner.to_string());
     }
 
     /// Removes every rule.
@@ -186,7 +198,14 @@ async fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
         if shared.down.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let fault = {
+        let expected_owner = request.header("x-amz-expected-bucket-owner");
+        let other_owner = match (shared.owner.lock().as_deref(), expected_owner) {
+            (Some(owner), Some(expected)) => owner != expected,
+            _ => false,
+        };
+        let fault = if other_owner {
+            Some(Fault::access_denied())
+        } else {
             let info = RequestInfo {
                 method: &request.method,
                 target: &request.target,
@@ -204,6 +223,7 @@ async fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
             target: request.target.clone(),
             range: request.header("range").map(str::to_string),
             if_match: request.header("if-match").map(str::to_string),
+            expected_owner: expected_owner.map(str::to_string),
             fault: fault.as_ref().map(Fault::name),
         });
         match &fault {

@@ -20,6 +20,7 @@ use s3mirrorfs::cli::{
 };
 use s3mirrorfs::fetch::{FetchConfig, Fetcher};
 use s3mirrorfs::mirror::Mirror;
+use s3mirrorfs::mirror::identity::Source;
 use s3mirrorfs::mount::{self, MountOptions};
 use s3mirrorfs::prefetch::{self, PrefetchOptions, Summary, normalize_prefix};
 use s3mirrorfs::report::human_bytes;
@@ -79,6 +80,7 @@ fn mount_command(mut args: MountArgs) -> ExitCode {
         mountpoint: absolute(&args.mountpoint),
         mirror_dir: absolute(&args.mirror_dir),
         s3: s3_options(&args.s3),
+        allow_new_source: args.source.allow_new_source,
         metadata_ttl: Duration::from_secs(args.metadata_ttl),
         allow_other: args.allow_other,
         foreground: args.foreground,
@@ -89,7 +91,8 @@ fn mount_command(mut args: MountArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(1)
+            // Like prefetch: a mirror of another source is a run that cannot go on.
+            ExitCode::from(if e.is_other_source() { 2 } else { 1 })
         }
     }
 }
@@ -117,6 +120,7 @@ fn s3_options(args: &S3Args) -> S3Options {
         force_path_style: args.force_path_style,
         max_attempts: args.max_attempts,
         stall_timeout: Duration::from_secs(args.stall_timeout),
+        expected_bucket_owner: args.expected_bucket_owner.clone(),
         ..S3Options::default()
     }
 }
@@ -176,12 +180,12 @@ async fn prefetch_inner(
 ) -> anyhow::Result<()> {
     let bucket = &args.target.bucket;
     let mirror = open_mirror(&args.mirror_dir, bucket)?;
+    let store = connect_to_source(&mirror, bucket, &args.s3, args.source.allow_new_source).await?;
     let _lock = mirror.lock(&format!(
         "pid {} (s3mirrorfs prefetch s3://{bucket}/{prefix})",
         std::process::id()
     ))?;
-    let store: Arc<dyn ObjectStore> =
-        Arc::new(S3Store::connect(bucket, &s3_options(&args.s3)).await);
+    let store: Arc<dyn ObjectStore> = Arc::new(store);
     let concurrency = usize::from(args.concurrency);
     let fetcher = Fetcher::new(
         Arc::clone(&store),
@@ -218,6 +222,29 @@ async fn prefetch_inner(
 
 fn open_mirror(dir: &Path, bucket: &str) -> anyhow::Result<Mirror> {
     Ok(Mirror::open(dir, bucket)?)
+}
+
+/// The client of a run that writes the mirror: it expects the bucket owner the run
+/// names or the mirror records, and must reach the source the mirror records (the
+/// mount does the same in `mount::connect`). No request is made before the check.
+async fn connect_to_source(
+    mirror: &Mirror,
+    bucket: &str,
+    args: &S3Args,
+    allow_new: bool,
+) -> anyhow::Result<S3Store> {
+    let requested = args.expected_bucket_owner.clone();
+    let options = S3Options {
+        expected_bucket_owner: mirror.expected_owner(requested.as_deref()),
+        ..s3_options(args)
+    };
+    let store = S3Store::connect(bucket, &options).await;
+    let source = Source {
+        endpoint: store.source_endpoint().to_string(),
+        owner: requested,
+    };
+    mirror.check_source(&source, allow_new)?;
+    Ok(store)
 }
 
 fn block_on(command: impl std::future::Future<Output = ExitCode>) -> ExitCode {

@@ -116,6 +116,7 @@ impl ObjectSink for MemorySink {
             Err(StoreError::AccessDenied {
                 action: "UploadPart",
                 resource: key.to_string(),
+                expected_owner: None,
             })
         } else {
             match self.uploads.lock().get_mut(&upload.0) {
