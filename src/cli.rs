@@ -166,8 +166,8 @@ pub struct FollowArgs {
     pub s3: S3Args,
     #[command(flatten)]
     pub source: SourceArgs,
-    /// Events applied at once.
-    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    /// Messages applied at once (and S3 requests in flight).
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
     /// Drain the queue, then exit (0 all applied, 1 some failed).
     #[arg(long)]

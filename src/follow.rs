@@ -7,7 +7,7 @@
 
 pub mod event;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -156,7 +156,11 @@ pub struct Follower {
     /// older version costs no request.
     sequencers: Mutex<HashMap<Key, String>>,
     /// Receipts of the messages being applied, released when stopping.
-    in_flight: Mutex<HashMap<String, ()>>,
+    in_flight: Mutex<HashSet<String>>,
+    /// One permit per message being applied: `concurrency` at most.
+    permits: Arc<tokio::sync::Semaphore>,
+    /// With `once`: a receive found the queue empty, so every loop stops receiving.
+    drained: std::sync::atomic::AtomicBool,
 }
 
 /// Sequencers remembered before the map starts over.
@@ -166,6 +170,7 @@ const BATCH: i32 = 10;
 
 impl Follower {
     pub fn new(queue: Arc<dyn EventQueue>, fetcher: Fetcher, options: FollowOptions) -> Follower {
+        let concurrency = options.concurrency.max(1);
         let stats = Stats::default();
         stats.add(|r| {
             r.bucket = options.bucket.clone();
@@ -178,7 +183,9 @@ impl Follower {
             options,
             stats: Arc::new(stats),
             sequencers: Mutex::new(HashMap::new()),
-            in_flight: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashSet::new()),
+            permits: Arc::new(tokio::sync::Semaphore::new(concurrency)),
+            drained: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -187,17 +194,28 @@ impl Follower {
         &self.fetcher
     }
 
+    /// Messages asked for per receive: SQS's limit, or fewer when fewer may be
+    /// applied at once.
+    fn batch_size(&self) -> i32 {
+        (self.options.concurrency as i32).clamp(1, BATCH)
+    }
+
     /// Receives and applies messages until the queue is empty (`once`) or
     /// forever. The first receive failing stops it (a wrong URL, no permission);
     /// later failures are retried with backoff, unless `once`.
     pub async fn run(self: &Arc<Self>) -> Result<(), QueueError> {
         // One receive first, so a queue that cannot be read fails at once.
-        let first = self.queue.receive(BATCH, self.options.wait).await?;
+        let first = self
+            .queue
+            .receive(self.batch_size(), self.options.wait)
+            .await?;
         if first.is_empty() && self.options.once {
             return Ok(());
         }
         let first = Mutex::new(Some(first));
-        let receivers = self.options.concurrency.div_ceil(BATCH as usize).max(1);
+        // Receiving goes on while batches apply, so the queue's round trips overlap
+        // the downloads; the permits bound what is applied at once.
+        let receivers = self.options.concurrency.div_ceil(BATCH as usize).max(2);
         let mut loops = tokio::task::JoinSet::new();
         for _ in 0..receivers {
             let me = Arc::clone(self);
@@ -214,11 +232,31 @@ impl Follower {
         self: Arc<Self>,
         mut batch: Option<Vec<Received>>,
     ) -> Result<(), QueueError> {
+        let mut applying = tokio::task::JoinSet::new();
+        let result = self.receive_into(&mut batch, &mut applying).await;
+        while applying.join_next().await.is_some() {}
+        result
+    }
+
+    /// Receives batches and starts applying each, while permits last.
+    async fn receive_into(
+        self: &Arc<Self>,
+        batch: &mut Option<Vec<Received>>,
+        applying: &mut tokio::task::JoinSet<()>,
+    ) -> Result<(), QueueError> {
         let mut backoff = Duration::from_secs(1);
         loop {
+            if self.drained.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(());
+            }
+            let want = self.batch_size();
+            let permits = Arc::clone(&self.permits)
+                .acquire_many_owned(want as u32)
+                .await
+                .expect("the semaphore is never closed");
             let messages = match batch.take() {
                 Some(messages) => messages,
-                None => match self.queue.receive(BATCH, self.options.wait).await {
+                None => match self.queue.receive(want, self.options.wait).await {
                     Ok(messages) => {
                         backoff = Duration::from_secs(1);
                         messages
@@ -226,6 +264,7 @@ impl Follower {
                     Err(e) if self.options.once => return Err(e),
                     Err(e) => {
                         tracing::warn!("{e}; trying again in {}s", backoff.as_secs());
+                        drop(permits);
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(30));
                         continue;
@@ -234,25 +273,40 @@ impl Follower {
             };
             if messages.is_empty() {
                 if self.options.once {
+                    self.drained
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
                     return Ok(());
                 }
                 continue;
             }
-            self.apply_batch(messages).await;
+            let me = Arc::clone(self);
+            applying.spawn(async move { me.apply_batch(messages, permits).await });
+            // Finished batches are collected as the loop goes, not kept.
+            while applying.try_join_next().is_some() {}
         }
     }
 
     /// Applies a batch of messages concurrently, then deletes those done with.
-    async fn apply_batch(self: &Arc<Self>, messages: Vec<Received>) {
+    /// Each message gives its permit back as soon as it is applied, so one slow
+    /// download does not hold up the next receive.
+    async fn apply_batch(
+        self: &Arc<Self>,
+        messages: Vec<Received>,
+        mut permits: tokio::sync::OwnedSemaphorePermit,
+    ) {
         let mut tasks = tokio::task::JoinSet::new();
         for message in messages {
-            self.in_flight.lock().insert(message.receipt.clone(), ());
+            self.in_flight.lock().insert(message.receipt.clone());
             let me = Arc::clone(self);
+            let permit = permits.split(1);
             tasks.spawn(async move {
                 let verdict = me.handle(&message.body).await;
+                drop(permit);
                 (message.receipt, verdict)
             });
         }
+        // Permits of messages this batch did not get.
+        drop(permits);
         let mut delete = Vec::new();
         while let Some(done) = tasks.join_next().await {
             let (receipt, verdict) = done.expect("applying an event does not panic");
@@ -283,7 +337,7 @@ impl Follower {
     /// Makes the messages still being applied visible again at once, so that
     /// nothing waits out a visibility timeout after a stop. Best effort.
     pub async fn release_in_flight(&self) {
-        let receipts: Vec<String> = self.in_flight.lock().drain().map(|(r, ())| r).collect();
+        let receipts: Vec<String> = self.in_flight.lock().drain().collect();
         for receipt in receipts {
             if let Err(e) = self.queue.release(receipt).await {
                 tracing::debug!("cannot release a message: {e}");
@@ -382,7 +436,8 @@ impl Follower {
         let rel = mirror.path_for(key, size.unwrap_or(1));
         if let Some((record, modified)) = mirror.copy_at(&rel).filter(|(r, _)| r.key == *key) {
             let same = etag.is_some_and(|e| *e == record.etag) && !record.corrupt;
-            if same || utc::unix_ms(modified) > event.time {
+            let newer = event.time > 0 && utc::unix_ms(modified) > event.time;
+            if same || newer {
                 self.stats.add(|r| r.skipped += 1);
                 return Ok(());
             }

@@ -209,6 +209,8 @@ fn kill_9_in_a_burst_and_a_restart_lose_nothing() {
     let child = start(&bucket.name, &queue, &mirror);
     let expected: BTreeMap<String, Vec<u8>> = objects.into_iter().collect();
     wait_for(&mirror, &expected, Duration::from_secs(60));
+    // Started, not merely spawned, before it is asked to stop.
+    std::thread::sleep(Duration::from_secs(1));
     let (output, _) = stop(child);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let temps = fs::read_dir(mirror.join(".s3mirrorfs/tmp"))

@@ -19,7 +19,7 @@ const REPORT_EVERY: Duration = Duration::from_secs(60);
 /// The long poll's wait (SQS's longest).
 const LONG_POLL: Duration = Duration::from_secs(20);
 /// How long `--once` waits on a queue that looks empty before it believes it.
-const DRAIN_POLL: Duration = Duration::from_secs(2);
+const DRAIN_POLL: Duration = Duration::from_secs(1);
 
 pub fn command(args: FollowArgs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -40,7 +40,13 @@ pub fn command(args: FollowArgs) -> ExitCode {
 
 async fn run(args: FollowArgs) -> ExitCode {
     let started = Instant::now();
-    let follower = match start(&args).await {
+    // Handlers first: a stop asked for while starting is a clean stop too.
+    let mut stop = std::pin::pin!(stop_signal());
+    let starting = tokio::select! {
+        started = start(&args) => started,
+        () = &mut stop => return ExitCode::SUCCESS,
+    };
+    let follower = match starting {
         Ok(follower) => Arc::new(follower),
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -57,11 +63,17 @@ async fn run(args: FollowArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    tracing::info!(
+        "following s3://{}/{} from {}",
+        args.target.bucket,
+        normalize_prefix(&args.target.prefix),
+        args.queue_url
+    );
     sys::notify_systemd("READY=1\nSTATUS=following the queue");
     let reporter = tokio::spawn(report_every_minute(Arc::clone(&follower), started));
     let result = tokio::select! {
         result = follower.run() => result,
-        () = stop_signal() => {
+        () = &mut stop => {
             tracing::info!("stopping");
             let _ = tokio::time::timeout(Duration::from_secs(3), follower.release_in_flight()).await;
             Ok(())
@@ -155,18 +167,21 @@ fn log_report(report: &FollowReport) {
     tracing::info!("{}", status_line(report));
 }
 
-/// SIGTERM (systemd's stop) or SIGINT.
-async fn stop_signal() {
+/// SIGTERM (systemd's stop) or SIGINT; the handlers are installed at once, not
+/// when the future is first polled.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }
