@@ -11,6 +11,9 @@ latency relay, so loading costs no simulated latency).
                                  list every key (ListObjectsV2 pages), print the count
   load.py check-scale DIR        every file under DIR (but .s3mirrorfs/) holds its own key + "\\n";
                                  prints the number of files and of bad ones
+  load.py follow-setup ENDPOINT DIR BUCKET QUEUE_ENDPOINT
+                                 upload DIR/bench/small into BUCKET and queue one S3 created
+                                 event per object on the bench's SQS server; prints the queue URL
   load.py check DIR MANIFEST PREFIX [AS]
                                  files of MANIFEST under PREFIX expected at DIR/AS...: prints
                                  "checked=N bad=M"
@@ -21,6 +24,7 @@ bookkeeping, memory), not bandwidth.
 
 import concurrent.futures as cf
 import hashlib
+import json
 import os
 import random
 import sys
@@ -122,6 +126,46 @@ def upload(endpoint, root):
           f"(first page {n} keys) in {time.time() - t0:.1f}s")
 
 
+def sqs_call(endpoint, op, body):
+    """One call to an SQS JSON-protocol endpoint (the bench's own queue server)."""
+    import urllib.request
+
+    req = urllib.request.Request(endpoint, data=json.dumps(body).encode(), method="POST", headers={
+        "X-Amz-Target": f"AmazonSQS.{op}", "Content-Type": "application/x-amz-json-1.0"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def follow_setup(server, root, bucket, queue_endpoint):
+    """small/ uploaded into a new bucket, and one S3 `ObjectCreated:Put` event per
+    object (as S3 sends them: URL-encoded keys, the ETags S3 answered) queued on the
+    bench's SQS server at `queue_endpoint`. Prints the queue URL."""
+    from urllib.parse import quote_plus
+
+    s3 = client(server)
+    make_bucket(s3, bucket)
+    ds = os.path.join(root, "bench")
+    url = sqs_call(queue_endpoint, "CreateQueue", {"QueueName": bucket})["QueueUrl"]
+    etags = {}
+
+    def put(key):
+        body = open(os.path.join(ds, key), "rb").read()
+        etags[key] = (s3.put_object(Bucket=bucket, Key=key, Body=body)["ETag"].strip('"'), len(body))
+
+    with cf.ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, small_keys()))
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    events = [json.dumps({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "eventTime": now, "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+               "object": {"key": quote_plus(k, safe="/"), "size": etags[k][1], "eTag": etags[k][0],
+                          "sequencer": f"{i:016X}"}}}]}) for i, k in enumerate(small_keys())]
+    for i in range(0, len(events), 10):
+        sqs_call(queue_endpoint, "SendMessageBatch", {"QueueUrl": url, "Entries": [
+            {"Id": str(j), "MessageBody": b} for j, b in enumerate(events[i:i + 10])]})
+    print(url)
+
+
 def scale(endpoint, n):
     s3 = client(endpoint)
     t0 = time.time()
@@ -180,6 +224,7 @@ def main(argv):
     cmds = {
         "dataset": (dataset, 1),
         "upload": (upload, 2),
+        "follow-setup": (follow_setup, 4),
         "scale": (lambda e, n: scale(e, int(n)), 2),
         "list": (list_keys, 2),
         "check-scale": (check_scale, 1),
