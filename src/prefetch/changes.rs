@@ -189,6 +189,8 @@ mod tests {
             size: 1,
             etag: ETag::new("\"e\""),
             last_modified: SystemTime::UNIX_EPOCH,
+            storage_class: Default::default(),
+            restore: Default::default(),
         };
         let item = Item {
             meta,

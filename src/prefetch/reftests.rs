@@ -25,7 +25,10 @@ use crate::mirror::history::read_all_histories;
 use crate::mirror::inventory::MirrorView;
 use crate::mirror::{Mirror, Record, read_record};
 use crate::store::memory::MemoryStore;
-use crate::store::{BoxFuture, GetRequest, GetResponse, ListPage, ObjectStore, StoreError};
+use crate::store::{
+    BoxFuture, GetRequest, GetResponse, Key, ListPage, ObjectStore, RestoreAnswer, RestoreRequest,
+    RestoreState, StoreError,
+};
 
 const BUCKET: &str = "reftest";
 /// Objects larger than this are fetched in ranged parts.
@@ -149,6 +152,18 @@ impl ObjectStore for Dying {
         } else {
             Box::pin(std::future::pending())
         }
+    }
+
+    fn restore_state(&self, key: &Key) -> BoxFuture<'_, Result<RestoreState, StoreError>> {
+        self.store.restore_state(key)
+    }
+
+    fn request_restore(
+        &self,
+        key: &Key,
+        request: &RestoreRequest,
+    ) -> BoxFuture<'_, Result<RestoreAnswer, StoreError>> {
+        self.store.request_restore(key, request)
     }
 }
 
