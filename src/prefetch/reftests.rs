@@ -266,6 +266,7 @@ impl Harness {
             prune,
             keep_history_days: 30,
             max_change: 100,
+            restore_archived: None,
         };
         let finished = runtime.block_on(async {
             let _lock = mirror.lock("reftest").unwrap();
