@@ -32,11 +32,13 @@ pub enum Command {
     )]
     Prefetch(PrefetchArgs),
     /// Mount the bucket read-only; every object read is also kept in the mirror.
-    #[command(after_help = "Archived objects (S3 Glacier Flexible Retrieval, Glacier Deep Archive, \
+    #[command(
+        after_help = "Archived objects (S3 Glacier Flexible Retrieval, Glacier Deep Archive, \
         Intelligent-Tiering archive tiers) are listed like any other and read from the mirror \
         when it holds them; reading one it does not hold fails at once with ENODATA (\"No data \
         available\"), and the log names the key and the prefetch --restore-archived that \
-        fetches it.")]
+        fetches it."
+    )]
     Mount(MountArgs),
     /// What the mirror holds, how the last prefetch ended, who holds the lock (no S3 request).
     Status(StatusArgs),
