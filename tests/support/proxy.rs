@@ -226,19 +226,19 @@ async fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
             expected_owner: expected_owner.map(str::to_string),
             fault: fault.as_ref().map(Fault::name),
         });
+        if let Some((status, code, extra)) = fault.as_ref().and_then(Fault::error_answer) {
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>injected by the test proxy</Message>{extra}<RequestId>test</RequestId></Error>"
+            );
+            let head = format!(
+                "HTTP/1.1 {status} Injected\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            write.write_all(head.as_bytes()).await?;
+            write.write_all(body.as_bytes()).await?;
+            continue;
+        }
         match &fault {
-            Some(Fault::Error { status, code }) => {
-                let body = format!(
-                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>injected by the test proxy</Message><RequestId>test</RequestId></Error>"
-                );
-                let head = format!(
-                    "HTTP/1.1 {status} Injected\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n",
-                    body.len()
-                );
-                write.write_all(head.as_bytes()).await?;
-                write.write_all(body.as_bytes()).await?;
-                continue;
-            }
             Some(Fault::ResetBeforeHeaders) => return reset(reader, write),
             Some(Fault::StallBeforeHeaders { limit }) => {
                 wait_for_close(&mut reader, *limit).await;
@@ -281,6 +281,7 @@ async fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
             None
             | Some(
                 Fault::Error { .. }
+                | Fault::Archived { .. }
                 | Fault::ResetBeforeHeaders
                 | Fault::StallBeforeHeaders { .. }
                 | Fault::HookBefore(_),
