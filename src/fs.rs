@@ -239,12 +239,14 @@ impl Fs {
             class: entry.storage_class,
             local: Mutex::new(None),
         }));
-        self.fetch_siblings(parent);
+        self.fetch_siblings(parent, &entry.name);
         Ok(Opened { fh, local: None })
     }
 
-    /// After a cold read in a directory, fetches its other files in the background.
-    fn fetch_siblings(&self, dir: Ino) {
+    /// After a cold read in a directory, fetches its other files in the background
+    /// (not `opened`, which its reader's download is fetching: were that to fail,
+    /// as for an archived object, the warm-up would only ask S3 again).
+    fn fetch_siblings(&self, dir: Ino, opened: &str) {
         let Ok(prefix) = self.inodes.dir_path(dir) else {
             return;
         };
@@ -252,7 +254,12 @@ impl Fs {
             return;
         }
         if let Some(entries) = self.listings.cached(&prefix) {
-            self.siblings.warm(&prefix, &entries);
+            let others: Vec<_> = entries
+                .iter()
+                .filter(|e| e.name != opened)
+                .cloned()
+                .collect();
+            self.siblings.warm(&prefix, &others);
         }
     }
 
