@@ -154,7 +154,12 @@ pub(super) fn record(
         storage_class: item.meta.storage_class.clone(),
         answered: item.archived == Some(Why::Answer),
     });
+    let had_entries = !list.is_empty();
     list.replace_under(prefix, entries.collect());
+    if !had_entries && list.is_empty() {
+        // A bucket without archived objects never needs the file.
+        return;
+    }
     if let Err(e) = mirror.write_state_file(ARCHIVED_FILE, &list.encode()) {
         tracing::warn!("cannot save the list of archived objects: {e}");
     }
@@ -373,6 +378,8 @@ mod tests {
             before,
             "a class change alone downloads nothing"
         );
+        let file = scratch.mirror.state_dir().join(ARCHIVED_FILE);
+        assert!(!file.exists(), "nothing archived, no state file");
     }
 
     #[tokio::test]
