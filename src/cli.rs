@@ -40,6 +40,8 @@ pub enum Command {
         fetches it."
     )]
     Mount(MountArgs),
+    /// Apply S3 event notifications from an SQS queue to the mirror as they arrive.
+    Follow(FollowArgs),
     /// What the mirror holds, how the last prefetch ended, who holds the lock (no S3 request).
     Status(StatusArgs),
     /// Hash every local copy against its record; with --remote, compare with S3 too.
@@ -187,6 +189,32 @@ pub enum RestoreTier {
     Standard,
     #[value(name = "Expedited")]
     Expedited,
+}
+
+#[derive(Debug, Args)]
+pub struct FollowArgs {
+    /// The bucket, optionally with the key prefix the mirror is limited to.
+    #[arg(value_name = "BUCKET[/PREFIX]")]
+    pub target: Target,
+    /// The SQS queue the bucket's event notifications go to.
+    #[arg(long, value_name = "URL")]
+    pub queue_url: String,
+    /// The mirror directory, shared with `prefetch` and `mount`.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_MIRROR_DIR)]
+    pub mirror_dir: PathBuf,
+    #[command(flatten)]
+    pub s3: S3Args,
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Events applied at once.
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
+    /// Drain the queue, then exit (0 all applied, 1 some failed).
+    #[arg(long)]
+    pub once: bool,
+    /// Print one JSON summary line on standard output at exit.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -381,7 +409,7 @@ impl MountArgs {
 pub fn fstab_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
     let is_command = [
-        "prefetch", "mount", "status", "verify", "restore", "history", "archive", "help",
+        "prefetch", "mount", "follow", "status", "verify", "restore", "history", "archive", "help",
     ]
     .contains(&first)
         || first.starts_with('-')

@@ -8,6 +8,7 @@ pub mod cli;
 #[cfg(feature = "test-util")]
 pub mod fault;
 pub mod fetch;
+pub mod follow;
 pub mod fs;
 pub mod fuse;
 pub mod layout;
@@ -17,6 +18,7 @@ pub mod prefetch;
 pub mod queue;
 pub mod report;
 pub mod s3;
+pub mod sqs;
 pub mod store;
 pub mod sys;
 #[cfg(test)]

@@ -28,6 +28,8 @@ use crate::sys;
 pub const RECORD_XATTR: &str = "user.s3mirrorfs";
 /// Mode of mirrored files: a backup is never world-readable.
 pub const FILE_MODE: u32 = 0o640;
+/// MD5 of no bytes: the content hash of every marker and empty object.
+pub const EMPTY_MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
 /// Mode of mirror directories.
 pub const DIR_MODE: u32 = 0o750;
 const STATE_MODE: u32 = 0o700;

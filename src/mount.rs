@@ -4,7 +4,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -212,27 +211,6 @@ fn unescape_mountinfo(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Sends a state line to systemd when started as a `Type=notify` service.
-fn notify_systemd(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let Ok(socket) = UnixDatagram::unbound() else {
-        return;
-    };
-    let bytes = path.as_encoded_bytes();
-    let sent = if let Some(name) = bytes.strip_prefix(b"@") {
-        use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(name)
-            .and_then(|addr| socket.send_to_addr(state.as_bytes(), &addr))
-    } else {
-        socket.send_to(state.as_bytes(), Path::new(&path))
-    };
-    if let Err(e) = sent {
-        tracing::warn!("cannot notify systemd: {e}");
-    }
-}
-
 fn serve(options: &MountOptions, ready: Option<&mut Option<File>>) -> Result<(), MountError> {
     // Still single-threaded here: the watchdog is forked and the signals blocked
     // before any thread exists, so every thread inherits the mask.
@@ -274,7 +252,7 @@ fn serve(options: &MountOptions, ready: Option<&mut Option<File>>) -> Result<(),
     );
     announce_ready(ready, &mirror);
     let result = mounted.run();
-    notify_systemd("STOPPING=1");
+    sys::notify_systemd("STOPPING=1");
     tracing::info!("unmounted {}", options.mountpoint.display());
     result.map_err(mount_error)
 }
@@ -364,7 +342,7 @@ fn announce_ready(ready: Option<&mut Option<File>>, mirror: &Mirror) {
         let _ = sys::redirect_stdio(log.as_ref());
         let _ = pipe.write_all(b"ready");
     }
-    notify_systemd("READY=1");
+    sys::notify_systemd("READY=1");
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::fetch::{FetchError, Fetcher, Outcome};
 use crate::layout::{Placement, RenameReason, place_all};
 use crate::mirror::inventory::IndexEntry;
-use crate::mirror::{LocalStatus, Mirror, MirrorError, Record, read_record};
+use crate::mirror::{EMPTY_MD5, LocalStatus, Mirror, MirrorError, Record, read_record};
 use crate::queue::{Flow, run_bounded};
 use crate::report::KeyError;
 use crate::store::{Key, ObjectMeta, ObjectStore, StoreError, list_all};
@@ -189,8 +189,6 @@ pub async fn run(
 
 /// Where the outcome of the last prefetch is kept, in the state directory.
 pub const LAST_PREFETCH_FILE: &str = "last-prefetch.json";
-/// MD5 of no bytes: the content hash of every marker.
-const EMPTY_MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
 
 /// How the last prefetch ended, as `status` reports it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

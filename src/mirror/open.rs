@@ -28,6 +28,15 @@ impl Mirror {
         File::open(self.root.join(rel)).ok()
     }
 
+    /// The record of the copy (file or marker directory) at `rel`, with its
+    /// mtime (for a file, the object's LastModified); `None` without a record.
+    pub fn copy_at(&self, rel: &Path) -> Option<(super::Record, std::time::SystemTime)> {
+        let path = self.root.join(rel);
+        let record = super::read_record(&path)?;
+        let modified = std::fs::symlink_metadata(&path).ok()?.modified().ok()?;
+        Some((record, modified))
+    }
+
     /// Opens the copy at `rel` for reading (one a download just committed).
     pub fn open_copy(&self, rel: &Path) -> io::Result<File> {
         File::open(self.root.join(rel))

@@ -19,6 +19,7 @@ UNITS = (
     "s3mirrorfs-mount.service",
     "s3mirrorfs-prefetch.service",
     "s3mirrorfs-prefetch.timer",
+    "s3mirrorfs-follow.service",
     "s3mirrorfs-archive.service",
     "s3mirrorfs-archive.timer",
 )
@@ -67,6 +68,7 @@ def test_the_tarball_holds_the_binary_units_and_cron_file(tarball, unpacked):
         "cron/s3mirrorfs-prefetch",
         "systemd/s3mirrorfs-archive.service",
         "systemd/s3mirrorfs-archive.timer",
+        "systemd/s3mirrorfs-follow.service",
         "systemd/s3mirrorfs-mount.service",
         "systemd/s3mirrorfs-prefetch.service",
         "systemd/s3mirrorfs-prefetch.timer",

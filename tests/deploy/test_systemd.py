@@ -18,6 +18,7 @@ UNIT_NAMES = [
     "s3mirrorfs-mount.service",
     "s3mirrorfs-prefetch.service",
     "s3mirrorfs-prefetch.timer",
+    "s3mirrorfs-follow.service",
     "s3mirrorfs-archive.service",
     "s3mirrorfs-archive.timer",
 ]
@@ -90,6 +91,7 @@ def root(tmp_path):
             stub.chmod(0o755)
     (tmp_path / "etc/s3mirrorfs.env").write_text(
         f"S3MIRRORFS_BUCKET=images\nS3MIRRORFS_MOUNTPOINT=/mnt/images\nS3MIRRORFS_MIRROR_DIR={MIRROR}\n"
+        "S3MIRRORFS_QUEUE_URL=https://sqs.eu-west-1.amazonaws.com/123456789012/images-events\n"
     )
     (tmp_path / "etc/s3mirrorfs-archive.env").write_text(
         "S3MIRRORFS_ARCHIVE_DIR=/srv/app/data\nS3MIRRORFS_ARCHIVE_TARGET=backups/app-archives\n"
@@ -136,6 +138,30 @@ def test_the_prefetch_sandbox_rates_low_exposure(root):
     level, rating, output = exposure(root, "s3mirrorfs-prefetch.service")
     assert level < 2.0, output
     assert rating == "OK"
+
+
+def test_the_follow_sandbox_rates_low_exposure(root):
+    level, rating, output = exposure(root, "s3mirrorfs-follow.service")
+    assert level <= 4.0, output
+    assert rating == "OK"
+
+
+def test_the_follower_is_a_notify_service_that_restarts_and_writes_only_the_mirror():
+    unit = parse_unit(UNITS / "s3mirrorfs-follow.service")
+    s = unit["Service"]
+    assert one(s, "Type") == "notify"
+    command = one(s, "ExecStart").split()
+    assert command[:3] == ["/usr/local/bin/s3mirrorfs", "follow", "${S3MIRRORFS_BUCKET}"]
+    assert command[command.index("--queue-url") + 1] == "${S3MIRRORFS_QUEUE_URL}"
+    assert one(s, "Restart") == "on-failure"
+    assert one(s, "ReadWritePaths") == MIRROR
+    assert one(unit["Unit"], "RequiresMountsFor") == MIRROR
+    assert one(s, "ProtectSystem") == "strict"
+    assert one(s, "CapabilityBoundingSet") == ""
+    assert one(s, "RestrictAddressFamilies").split() == ["AF_INET", "AF_INET6", "AF_UNIX"]
+    # It stops within 10 s of SIGTERM; systemd waits a little longer before SIGKILL.
+    assert one(s, "TimeoutStopSec") == "15s"
+    assert one(unit["Install"], "WantedBy") == "multi-user.target"
 
 
 def test_the_archive_sandbox_rates_low_exposure(root):

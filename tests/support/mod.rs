@@ -6,6 +6,7 @@ pub mod admin;
 pub mod faults;
 pub mod mount;
 pub mod proxy;
+pub mod queue;
 pub mod tmpfs;
 
 use std::io::{Read, Write};

@@ -1,6 +1,7 @@
 //! The binary's edge: parse the command line, start logging, run, turn the outcome
 //! into an exit code (0 all good, 1 some objects failed, 2 the run could not go on).
 
+mod follow;
 mod progress;
 
 use std::io::IsTerminal;
@@ -64,6 +65,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => block_on(verify_command(args)),
         Command::Restore(args) => block_on(restore_command(args)),
         Command::Archive(args) => block_on(archive_command(args)),
+        Command::Follow(args) => follow::command(args),
     }
 }
 
@@ -113,7 +115,7 @@ fn init_logging(verbose: u8, quiet: bool, bar: BarSlot) {
         .init();
 }
 
-fn s3_options(args: &S3Args) -> S3Options {
+pub(crate) fn s3_options(args: &S3Args) -> S3Options {
     S3Options {
         endpoint_url: args.endpoint_url.clone(),
         region: args.region.clone(),
@@ -239,14 +241,14 @@ fn restore_archived(args: &PrefetchArgs) -> Option<RestoreArchived> {
         .map(|days| RestoreArchived { days, tier })
 }
 
-fn open_mirror(dir: &Path, bucket: &str) -> anyhow::Result<Mirror> {
+pub(crate) fn open_mirror(dir: &Path, bucket: &str) -> anyhow::Result<Mirror> {
     Ok(Mirror::open(dir, bucket)?)
 }
 
 /// The client of a run that writes the mirror: it expects the bucket owner the run
 /// names or the mirror records, and must reach the source the mirror records (the
 /// mount does the same in `mount::connect`). No request is made before the check.
-async fn connect_to_source(
+pub(crate) async fn connect_to_source(
     mirror: &Mirror,
     bucket: &str,
     args: &S3Args,
