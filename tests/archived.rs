@@ -288,6 +288,42 @@ fn an_intelligent_tiering_archive_tier_is_learned_from_its_get_and_remembered() 
 }
 
 #[test]
+fn listings_ask_for_the_restore_status_unless_the_endpoint_refuses_it() {
+    let bucket = mixed_bucket("glacier-optional");
+    let proxy = Proxy::start(moto_port());
+    // An S3-compatible server that does not know the optional attribute.
+    proxy.add(
+        Rule::listing(Fault::Error {
+            status: 501,
+            code: "NotImplemented",
+        })
+        .first(1),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (output, summary) = prefetch(&bucket.name, &dir.path().join("m"), &proxy.endpoint(), &[]);
+    assert_eq!(exit(&output), 0, "{}", stderr(&output));
+    assert_eq!(
+        counts(&summary),
+        (5, 0, 0, 2),
+        "the class alone still tells"
+    );
+    let listings: Vec<(Option<String>, Option<&str>)> = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.is_list())
+        .map(|r| (r.optional_attributes, r.fault))
+        .collect();
+    assert_eq!(
+        listings,
+        [
+            (Some("RestoreStatus".to_string()), Some("error")),
+            (None, None)
+        ],
+        "asked once, then listed without it"
+    );
+}
+
+#[test]
 fn a_real_403_is_still_access_denied_and_other_codes_are_named() {
     let bucket = Bucket::create("glacier-codes");
     bucket.put("a/denied.jpg", b"x");

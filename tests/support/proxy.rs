@@ -26,6 +26,8 @@ pub struct Seen {
     pub if_match: Option<String>,
     /// The `x-amz-expected-bucket-owner` header, if any.
     pub expected_owner: Option<String>,
+    /// The `x-amz-optional-object-attributes` header, if any (`RestoreStatus`).
+    pub optional_attributes: Option<String>,
     /// The fault injected, if any.
     pub fault: Option<&'static str>,
 }
@@ -224,6 +226,9 @@ async fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
             range: request.header("range").map(str::to_string),
             if_match: request.header("if-match").map(str::to_string),
             expected_owner: expected_owner.map(str::to_string),
+            optional_attributes: request
+                .header("x-amz-optional-object-attributes")
+                .map(str::to_string),
             fault: fault.as_ref().map(Fault::name),
         });
         if let Some((status, code, extra)) = fault.as_ref().and_then(Fault::error_answer) {
