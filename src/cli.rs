@@ -24,8 +24,21 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Download every object that is missing or changed, so the mirror is complete.
+    #[command(
+        after_help = "Archived objects (S3 Glacier Flexible Retrieval, Glacier Deep Archive, \
+        Intelligent-Tiering archive tiers) cannot be read until they are restored: those the \
+        mirror does not hold are counted as archived, not failed, and make no request on later \
+        runs. --restore-archived DAYS requests their restores and fetches them once done."
+    )]
     Prefetch(PrefetchArgs),
     /// Mount the bucket read-only; every object read is also kept in the mirror.
+    #[command(
+        after_help = "Archived objects (S3 Glacier Flexible Retrieval, Glacier Deep Archive, \
+        Intelligent-Tiering archive tiers) are listed like any other and read from the mirror \
+        when it holds them; reading one it does not hold fails at once with ENODATA (\"No data \
+        available\"), and the log names the key and the prefetch --restore-archived that \
+        fetches it."
+    )]
     Mount(MountArgs),
     /// Apply S3 event notifications from an SQS queue to the mirror as they arrive.
     Follow(FollowArgs),
@@ -149,6 +162,33 @@ pub struct PrefetchArgs {
     /// Only errors on standard error; no progress.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Also restore the archived objects the mirror does not hold (Glacier
+    /// Flexible Retrieval, Deep Archive, Intelligent-Tiering archive tiers):
+    /// request a restore of each, its copy readable for DAYS days, and download
+    /// those whose restore is done. Run again later for the rest.
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub restore_archived: Option<u32>,
+    /// How fast and at what price --restore-archived restores [default: Bulk,
+    /// the cheapest; Deep Archive has no Expedited and gets Standard].
+    #[arg(
+        long,
+        value_name = "TIER",
+        value_enum,
+        ignore_case = true,
+        requires = "restore_archived"
+    )]
+    pub restore_tier: Option<RestoreTier>,
+}
+
+/// The retrieval tier of a restore.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RestoreTier {
+    #[value(name = "Bulk")]
+    Bulk,
+    #[value(name = "Standard")]
+    Standard,
+    #[value(name = "Expedited")]
+    Expedited,
 }
 
 #[derive(Debug, Args)]
@@ -518,6 +558,31 @@ mod tests {
         };
         let err = mount.apply_fstab_options().unwrap_err();
         assert!(err.contains("12 digits"), "{err}");
+    }
+
+    #[test]
+    fn restore_flags_parse() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["s3mirrorfs", "prefetch", "b"];
+            all.extend(args);
+            match Cli::try_parse_from(all).map(|c| c.command) {
+                Ok(Command::Prefetch(p)) => Ok((p.restore_archived, p.restore_tier)),
+                Ok(_) => panic!("prefetch expected"),
+                Err(e) => Err(e.kind()),
+            }
+        };
+        assert_eq!(parse(&[]), Ok((None, None)));
+        assert_eq!(parse(&["--restore-archived", "7"]), Ok((Some(7), None)));
+        assert_eq!(
+            parse(&["--restore-archived", "7", "--restore-tier", "expedited"]),
+            Ok((Some(7), Some(RestoreTier::Expedited)))
+        );
+        assert!(parse(&["--restore-archived", "0"]).is_err(), "0 days");
+        assert!(
+            parse(&["--restore-tier", "Bulk"]).is_err(),
+            "a tier without --restore-archived"
+        );
+        assert!(parse(&["--restore-archived", "1", "--restore-tier", "Fast"]).is_err());
     }
 
     #[test]

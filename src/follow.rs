@@ -89,7 +89,8 @@ pub struct FollowReport {
     pub bytes: u64,
     /// Deletions recorded.
     pub deleted: u64,
-    /// Events that asked for nothing new: a duplicate, or older than the copy.
+    /// Events that asked for nothing new: a duplicate, or older than the copy;
+    /// or for an archived object, which no GET can read until it is restored.
     pub skipped: u64,
     /// Messages that could not be read, or were about another bucket or prefix.
     pub dropped: u64,
@@ -452,6 +453,13 @@ impl Follower {
             Ok(Outcome::Current) => self.stats.add(|r| r.skipped += 1),
             // Deleted since: its removal event follows.
             Err(FetchError::Store(StoreError::NoSuchKey { .. })) => {
+                self.stats.add(|r| r.skipped += 1)
+            }
+            // Uploaded straight into Glacier or Deep Archive: no GET reads it until
+            // it is restored, so redelivering the event would only fail again. The
+            // daily prefetch counts it, and its --restore-archived fetches it.
+            Err(FetchError::Store(StoreError::Archived(e))) => {
+                tracing::info!(%key, "archived, left to prefetch --restore-archived: {e}");
                 self.stats.add(|r| r.skipped += 1)
             }
             Err(e) => return Err(e),

@@ -7,6 +7,7 @@
 //! `Fs` composes the parts, each in a module of its own: the inode table, the
 //! listing cache, the shared downloads, the sibling warm-up and the open handles.
 
+mod archived;
 pub mod error;
 mod handles;
 mod inodes;
@@ -25,8 +26,9 @@ use std::time::{Duration, SystemTime};
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
 
-use crate::fetch::Fetcher;
-use crate::store::{ETag, Key, ObjectStore};
+use crate::fetch::{FetchError, Fetcher};
+use crate::store::{ETag, Key, ObjectStore, StorageClass, StoreError};
+use archived::Archived;
 pub use error::FsError;
 use handles::Handles;
 use inodes::{InodeTable, Node};
@@ -34,7 +36,7 @@ use listing_cache::ListingCache;
 pub use listing_cache::{LIST_AHEAD_AT_ONCE, LIST_AHEAD_MAX, OFFLINE_BACKOFF};
 use siblings::Siblings;
 pub use siblings::{SIBLING_MAX_SIZE, SIBLINGS_AT_ONCE, SIBLINGS_MAX};
-use stream::{Ready, Stream, read_full};
+use stream::{Ready, Stream, StreamError, read_full};
 use streams::Streams;
 
 /// An inode number; the root is 1.
@@ -84,6 +86,8 @@ struct Streamed {
     etag: ETag,
     size: u64,
     rel: PathBuf,
+    /// As the listing shows it, for the message if S3 answers that it is archived.
+    class: StorageClass,
     /// The mirror's copy, once the download is committed.
     local: Mutex<Option<Arc<File>>>,
 }
@@ -105,6 +109,7 @@ pub struct Fs {
     streams: Streams,
     siblings: Siblings,
     handles: Handles<OpenFile>,
+    archived: Arc<Archived>,
 }
 
 /// Called with the inode of a file whose download for readers was just committed.
@@ -120,12 +125,14 @@ impl Fs {
     pub fn new(store: Arc<dyn ObjectStore>, fetcher: Fetcher, config: FsConfig, rt: Handle) -> Fs {
         let mirror = Arc::clone(fetcher.mirror());
         let ttl = config.metadata_ttl;
+        let archived = Arc::new(Archived::new(store.bucket(), &config.prefix, mirror.root()));
         Fs {
             inodes: InodeTable::new(&config.prefix),
             listings: ListingCache::new(store, mirror, ttl, rt.clone()),
             streams: Streams::new(fetcher.clone(), rt.clone()),
-            siblings: Siblings::new(fetcher.clone(), ttl, rt.clone()),
+            siblings: Siblings::new(fetcher.clone(), ttl, rt.clone(), Arc::clone(&archived)),
             handles: Handles::default(),
+            archived,
             fetcher,
             rt,
             config,
@@ -198,7 +205,8 @@ impl Fs {
     }
 
     /// Opens a file: from the mirror if it holds the listed version, else as a
-    /// stream of the download readers of that version share.
+    /// stream of the download readers of that version share. An archived object
+    /// the mirror does not hold fails at once (ENODATA), with no request.
     pub fn open(&self, ino: Ino) -> Result<Opened, FsError> {
         let (kind, parent, key, entry) = self
             .inodes
@@ -218,6 +226,9 @@ impl Fs {
                 local: Some(file),
             });
         }
+        if entry.archived || self.archived.known(&key, &etag) {
+            return Err(self.archived.refuse(&key, &entry.storage_class));
+        }
         let stream = self.streams.open(ino, &key, &etag, entry.size, &rel);
         let fh = self.handles.insert(OpenFile::Stream(Streamed {
             stream,
@@ -225,14 +236,17 @@ impl Fs {
             etag,
             size: entry.size,
             rel,
+            class: entry.storage_class,
             local: Mutex::new(None),
         }));
-        self.fetch_siblings(parent);
+        self.fetch_siblings(parent, &entry.name);
         Ok(Opened { fh, local: None })
     }
 
-    /// After a cold read in a directory, fetches its other files in the background.
-    fn fetch_siblings(&self, dir: Ino) {
+    /// After a cold read in a directory, fetches its other files in the background
+    /// (not `opened`, which its reader's download is fetching: were that to fail,
+    /// as for an archived object, the warm-up would only ask S3 again).
+    fn fetch_siblings(&self, dir: Ino, opened: &str) {
         let Ok(prefix) = self.inodes.dir_path(dir) else {
             return;
         };
@@ -240,7 +254,12 @@ impl Fs {
             return;
         }
         if let Some(entries) = self.listings.cached(&prefix) {
-            self.siblings.warm(&prefix, &entries);
+            let others: Vec<_> = entries
+                .iter()
+                .filter(|e| e.name != opened)
+                .cloned()
+                .collect();
+            self.siblings.warm(&prefix, &others);
         }
     }
 
@@ -265,7 +284,7 @@ impl Fs {
         let ready = file
             .stream
             .read(offset..end, READ_WAIT)
-            .map_err(|e| FsError::io("cannot read the download", e))?;
+            .map_err(|e| self.download_failed(file, e))?;
         match ready {
             Ready::Data(bytes) => Ok(bytes),
             Ready::ReadMirror => {
@@ -279,6 +298,20 @@ impl Fs {
             }
             Ready::FetchDirect => self.read_direct(&file.key, &file.etag, offset..end),
         }
+    }
+
+    /// A reader's failure when its download failed: ENODATA, once S3 answered
+    /// that the object is archived (and later opens fail at once), else EIO.
+    fn download_failed(&self, file: &Streamed, e: StreamError) -> FsError {
+        let StreamError::Failed(fetch) = &e else {
+            return FsError::io("cannot read the download", e);
+        };
+        let FetchError::Store(StoreError::Archived(answer)) = fetch.as_ref() else {
+            return FsError::io("cannot read the download", e);
+        };
+        self.archived.answered(&file.key, &file.etag);
+        let class = answer.storage_class.as_ref().unwrap_or(&file.class);
+        self.archived.refuse(&file.key, class)
     }
 
     /// A ranged GET of its own for a read far ahead of the download (or of one that
@@ -453,6 +486,68 @@ mod tests {
             .block_on(f.scratch.store.list_page(key, false, None))
             .unwrap();
         page.objects[0].etag.clone()
+    }
+
+    #[test]
+    fn archived_objects_are_served_from_the_mirror_or_fail_at_once_with_enodata() {
+        let f = fixture(Duration::ZERO);
+        let store = &f.scratch.store;
+        store.put_with_class("cold/glacier", "never mirrored", StorageClass::Glacier);
+        // Alone in its directory, so no sibling warm-up finds it before the reader.
+        store.put_with_class("tiers/t", "tier", StorageClass::IntelligentTiering);
+        store.archive_tier("tiers/t");
+        store.put("cold/warm", "mirrored first");
+        let cold = f.fs.lookup(ROOT_INO, "cold").unwrap();
+        let warm = f.fs.lookup(cold.ino, "warm").unwrap();
+        assert_eq!(read_all(&f.fs, warm.ino), b"mirrored first");
+        wait_for_copy(&f, "cold/warm", 14);
+        store.set_class("cold/warm", StorageClass::DeepArchive);
+        let warm = f.fs.lookup(cold.ino, "warm").unwrap();
+        assert_eq!(
+            read_all(&f.fs, warm.ino),
+            b"mirrored first",
+            "from the mirror"
+        );
+        let gets = || store.gets.load(Ordering::Relaxed);
+        let before = gets();
+        let glacier = f.fs.lookup(cold.ino, "glacier").unwrap();
+        assert_eq!(glacier.size, 14, "listed like any other");
+        let err =
+            f.fs.open(glacier.ino)
+                .err()
+                .expect("an archived object fails");
+        assert_eq!(err.errno(), libc::ENODATA);
+        assert_eq!(gets(), before, "no request: the listing told");
+        let tiers = f.fs.lookup(ROOT_INO, "tiers").unwrap();
+        let tier = f.fs.lookup(tiers.ino, "t").unwrap();
+        let opened = f.fs.open(tier.ino).unwrap();
+        let started = Instant::now();
+        let err = f.fs.read(opened.fh, 0, 100).unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no retries, no hang"
+        );
+        assert_eq!(err.errno(), libc::ENODATA);
+        assert!(err.to_string().contains("INTELLIGENT_TIERING"), "{err}");
+        f.fs.release(opened.fh);
+        let after = gets();
+        let again = f.fs.open(tier.ino).err().expect("fails at once now");
+        assert_eq!(again.errno(), libc::ENODATA);
+        assert_eq!(gets(), after, "the answer is remembered");
+    }
+
+    fn wait_for_copy(f: &Fixture, key: &str, size: u64) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (rel, key) = (std::path::Path::new(key), Key::new(key).unwrap());
+        while f
+            .scratch
+            .mirror
+            .status(rel, &key, &etag_of(f, key.as_str()), size)
+            != LocalStatus::Current
+        {
+            assert!(Instant::now() < deadline, "the copy is committed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `s3mirrorfs prefetch`: list everything under the prefix, download what is missing
 //! or changed into the mirror, optionally prune copies of deleted keys, report.
 
+pub mod archived;
 mod changes;
 #[cfg(test)]
 mod reftests;
@@ -19,6 +20,7 @@ use crate::mirror::{EMPTY_MD5, LocalStatus, Mirror, MirrorError, Record, read_re
 use crate::queue::{Flow, run_bounded};
 use crate::report::KeyError;
 use crate::store::{Key, ObjectMeta, ObjectStore, StoreError, list_all};
+use archived::{ArchivedList, Why};
 
 /// What to prefetch and how.
 #[derive(Clone, Debug)]
@@ -34,8 +36,11 @@ pub struct PrefetchOptions {
     /// Most of the existing copies, in percent, one run may replace or remove
     /// (when at least `changes::GUARD_MIN_CHANGES` would change); 100 turns the guard off.
     pub max_change: u8,
+    /// `--restore-archived`: request restores of archived objects, fetch the restored.
+    pub restore_archived: Option<RestoreArchived>,
 }
 
+pub use archived::{ARCHIVED_FILE, RestoreArchived};
 pub use changes::{GUARD_MIN_CHANGES, TooManyChanges};
 
 /// Days versions are kept unless `--keep-history` says otherwise.
@@ -67,7 +72,7 @@ pub struct KeyPath {
 }
 
 /// The outcome of a run; printed as one JSON line with `--json`. Every listed key
-/// counts in exactly one of `downloaded`, `up_to_date` and `failed`.
+/// counts in exactly one of `downloaded`, `up_to_date`, `failed` and `archived`.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
     pub bucket: String,
@@ -77,6 +82,15 @@ pub struct Summary {
     pub downloaded: u64,
     pub up_to_date: u64,
     pub failed: u64,
+    /// Objects not downloaded because a GET cannot read them until they are
+    /// restored, and that the mirror does not hold at their listed version.
+    pub archived: u64,
+    /// With `--restore-archived`: of `archived`, those whose restore this run
+    /// requested, and those whose restore was already on its way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore_requested: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore_in_progress: Option<u64>,
     /// Bytes received from S3.
     pub bytes: u64,
     pub seconds: f64,
@@ -90,10 +104,42 @@ pub struct Summary {
     /// Keys stored under a path other than their own.
     pub renamed: Vec<KeyPath>,
     pub failures: Vec<KeyError>,
+    /// The true keys counted in `archived`, sorted.
+    pub archived_keys: Vec<String>,
     pub pruned_files: Vec<KeyPath>,
     /// Set when the run could not go on (listing failed, mirror locked, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl Summary {
+    /// The line that says how many objects are archived and not yet in the
+    /// mirror, and how to get them; `None` when there are none.
+    pub fn archived_note(&self) -> Option<String> {
+        let n = self.archived;
+        if n == 0 {
+            return None;
+        }
+        let objects = if n == 1 { "object is" } else { "objects are" };
+        if let (Some(requested), Some(on_their_way)) =
+            (self.restore_requested, self.restore_in_progress)
+        {
+            return Some(format!(
+                "{n} archived {objects} not yet in the mirror: {requested} restores requested \
+                 now, {on_their_way} already on their way; run this prefetch again once they \
+                 are done (hours; up to 48 for Deep Archive) to fetch them"
+            ));
+        }
+        let target = format!("{}/{}", self.bucket, self.prefix);
+        Some(format!(
+            "{n} {objects} archived (Glacier Flexible Retrieval, Deep Archive or an \
+             Intelligent-Tiering archive tier) and not yet in the mirror; `s3mirrorfs prefetch \
+             {} --mirror-dir {} --restore-archived DAYS` requests their restores and fetches \
+             them once they are done",
+            target.trim_end_matches('/'),
+            self.mirror
+        ))
+    }
 }
 
 /// Failures that stop the whole run (per-object failures are counted instead).
@@ -116,6 +162,8 @@ struct Item {
     md5: Option<String>,
     /// The mirror holds another version of the key, which a download replaces.
     changed: bool,
+    /// A GET cannot read it until it is restored, and the mirror does not hold it.
+    archived: Option<Why>,
 }
 
 /// Runs a prefetch. The caller holds the mirror's run lock.
@@ -132,7 +180,7 @@ pub async fn run(
         options,
         progress,
     };
-    let result = run.mirror(store.as_ref(), summary).await;
+    let result = run.mirror(&store, summary).await;
     summary.bytes = fetcher.bytes_received();
     summary.seconds = started.elapsed().as_secs_f64();
     save_last_run(fetcher.mirror(), summary, &result);
@@ -157,6 +205,9 @@ pub struct LastPrefetch {
     pub downloaded: u64,
     pub up_to_date: u64,
     pub failed: u64,
+    /// Archived objects the run left out (not in the mirror at their listed version).
+    #[serde(default)]
+    pub archived: u64,
     pub pruned: u64,
     pub renamed: u64,
     pub bytes: u64,
@@ -190,6 +241,7 @@ fn save_last_run(mirror: &Mirror, summary: &Summary, result: &Result<(), Prefetc
         downloaded: summary.downloaded,
         up_to_date: summary.up_to_date,
         failed: summary.failed,
+        archived: summary.archived,
         pruned: summary.pruned,
         renamed: summary.renamed.len() as u64,
         bytes: summary.bytes,
@@ -226,11 +278,11 @@ impl Run<'_> {
     /// expires old versions; the steps of a prefetch.
     async fn mirror(
         &self,
-        store: &dyn ObjectStore,
+        store: &Arc<dyn ObjectStore>,
         summary: &mut Summary,
     ) -> Result<(), PrefetchError> {
         let (fetcher, options, progress) = (self.fetcher, self.options, self.progress);
-        let objects = list_all(store, &options.prefix).await?;
+        let objects = list_all(store.as_ref(), &options.prefix).await?;
         let mirror = Arc::clone(fetcher.mirror());
         mirror.claim()?;
         mirror.set_keep_versions(options.keep_history_days > 0);
@@ -238,18 +290,28 @@ impl Run<'_> {
         progress.listed(summary.listed);
         let listed: HashSet<Key> = objects.iter().map(|o| o.key.clone()).collect();
         let previous = Arc::new(changes::previous_listing(&mirror, &options.prefix));
-        let items = plan_run(&mirror, objects, &previous, summary).await;
+        let mut items = plan_run(&mirror, objects, &previous, summary).await;
+        let remembered = ArchivedList::load(&mirror);
+        archived::mark(&mut items, &remembered);
         let removals = self.check_changes(&mirror, &items, &listed)?;
         save_index(&mirror, &options.prefix, &items);
         changes::record_deletions(&mirror, &previous, &listed, summary);
         let index: Vec<IndexEntry> = items.iter().map(|(item, _)| index_entry(item)).collect();
-        let fetches = settle_without_download(&mirror, items, summary);
+        let (fetches, mut cold) = settle_without_download(&mirror, items, summary);
+        let settled = summary.downloaded + summary.up_to_date + summary.failed;
+        let waiting = if options.restore_archived.is_some() {
+            0
+        } else {
+            cold.len()
+        };
         progress.planned(
-            summary.downloaded + summary.up_to_date + summary.failed,
+            settled + waiting as u64,
             fetches.iter().map(|i| i.meta.size).sum(),
         );
         let fetched = summary.downloaded;
-        download_all(fetcher, fetches, options.concurrency, progress, summary).await;
+        cold.extend(download_all(fetcher, fetches, options.concurrency, progress, summary).await);
+        let cold = self.restore_archived(store, cold, summary).await;
+        archived::record(&mirror, &options.prefix, remembered, &cold, summary);
         if summary.downloaded > fetched {
             save_final_index(&mirror, &options.prefix, index);
         }
@@ -258,6 +320,25 @@ impl Run<'_> {
         }
         changes::expire(&mirror, options.keep_history_days, summary);
         Ok(())
+    }
+
+    /// With `--restore-archived`, requests the restores of the archived objects
+    /// and downloads those already restored; returns the objects still archived.
+    async fn restore_archived(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        cold: Vec<Item>,
+        summary: &mut Summary,
+    ) -> Vec<Item> {
+        let Some(restore) = self.options.restore_archived else {
+            return cold;
+        };
+        let (fetcher, concurrency) = (self.fetcher, self.options.concurrency);
+        let (ready, mut waiting) =
+            archived::request_restores(store, cold, restore, concurrency, self.progress, summary)
+                .await;
+        waiting.extend(download_all(fetcher, ready, concurrency, self.progress, summary).await);
+        waiting
     }
 
     /// Applies the mass change guard before anything changes; returns what a
@@ -337,13 +418,13 @@ fn save_final_index(mirror: &Mirror, prefix: &str, mut index: Vec<IndexEntry>) {
 }
 
 /// Makes the directories of `dir/` markers and counts the current copies;
-/// returns the objects that need a download.
+/// returns the objects that need a download, and the archived ones.
 fn settle_without_download(
     mirror: &Mirror,
     items: Vec<(Item, LocalStatus)>,
     summary: &mut Summary,
-) -> Vec<Item> {
-    let mut fetches = Vec::new();
+) -> (Vec<Item>, Vec<Item>) {
+    let (mut fetches, mut cold) = (Vec::new(), Vec::new());
     for (item, status) in items {
         if item.directory {
             let made = mirror.ensure_dir(&item.rel).and_then(|created| {
@@ -357,23 +438,27 @@ fn settle_without_download(
             }
         } else if status == LocalStatus::Current {
             summary.up_to_date += 1;
+        } else if item.archived.is_some() {
+            cold.push(item);
         } else {
             fetches.push(item);
         }
     }
-    fetches
+    (fetches, cold)
 }
 
 /// Downloads `items`, `concurrency` at a time. A full disk stops new downloads:
-/// the rest fail as not attempted rather than each failing on its own.
+/// the rest fail as not attempted rather than each failing on its own. Returns
+/// the objects S3 answered are archived: they are neither failed nor retried.
 async fn download_all(
     fetcher: &Fetcher,
     items: Vec<Item>,
     concurrency: usize,
     progress: &dyn Progress,
     summary: &mut Summary,
-) {
+) -> Vec<Item> {
     let mut out_of_space: Option<String> = None;
+    let mut cold = Vec::new();
     let start = |item: Item| {
         let fetcher = fetcher.clone();
         async move {
@@ -392,6 +477,13 @@ async fn download_all(
                 summary.replaced += u64::from(item.changed);
             }
             Ok(Outcome::Current) => summary.up_to_date += 1,
+            Err(FetchError::Store(StoreError::Archived(e))) => {
+                tracing::info!(key = %item.meta.key, "archived, left out: {e}");
+                cold.push(Item {
+                    archived: Some(Why::Answer),
+                    ..item
+                });
+            }
             Err(e) => {
                 fail(summary, &item.meta, &e);
                 if matches!(&e, FetchError::Mirror(m) if m.is_no_space()) {
@@ -411,6 +503,7 @@ async fn download_all(
             fail(summary, &item.meta, &format!("not attempted: {reason}"));
         }
     }
+    cold
 }
 
 fn fail(summary: &mut Summary, meta: &ObjectMeta, error: &dyn std::fmt::Display) {
@@ -465,6 +558,7 @@ fn plan(
                 directory,
                 md5,
                 changed: status == LocalStatus::Changed,
+                archived: None,
             },
             status,
         ));

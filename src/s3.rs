@@ -3,6 +3,7 @@
 
 pub mod upload;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use aws_config::BehaviorVersion;
@@ -15,14 +16,18 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::interceptors::InterceptorContext;
 use aws_sdk_s3::config::retry::{ClassifyRetry, RetryAction, RetryPartition, TokenBucket};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
-use aws_sdk_s3::types::EncodingType;
+use aws_sdk_s3::types::{
+    EncodingType, GlacierJobParameters, OptionalObjectAttributes, RestoreStatus, Tier,
+};
 use bytes::Bytes;
 
 use crate::store::{
-    Body, BodyError, BoxError, BoxFuture, ETag, EmptyKey, Escaped, GetRequest, GetResponse, Key,
-    ListPage, ObjectMeta, ObjectStore, ProtocolError, ServerFailure, StoreError, UnexpectedFailure,
-    decode_url_key,
+    ArchivedObject, Body, BodyError, BoxError, BoxFuture, ETag, EmptyKey, Escaped, GetRequest,
+    GetResponse, Key, ListPage, ObjectMeta, ObjectStore, ProtocolError, RestoreAnswer,
+    RestoreRequest, RestoreState, RetrievalTier, ServerFailure, StorageClass, StoreError,
+    UnexpectedFailure, decode_url_key,
 };
 
 /// How to reach S3; anything left `None` comes from the standard AWS configuration
@@ -170,6 +175,9 @@ pub struct S3Store {
     owner: Option<String>,
     /// Attempts per request, for error messages.
     max_attempts: u32,
+    /// Whether listings ask for the restore status of archived objects; cleared
+    /// for a server that refuses the request for it.
+    restore_status: AtomicBool,
 }
 
 impl S3Store {
@@ -211,6 +219,7 @@ impl S3Store {
             bucket: bucket.to_string(),
             owner: options.expected_bucket_owner.clone(),
             max_attempts: options.max_attempts.max(1),
+            restore_status: AtomicBool::new(true),
         }
     }
 
@@ -225,18 +234,19 @@ impl S3Store {
         delimited: bool,
         token: Option<String>,
     ) -> Result<ListPage, StoreError> {
-        let output = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .set_expected_bucket_owner(self.owner.clone())
-            .prefix(prefix)
-            .encoding_type(EncodingType::Url)
-            .set_delimiter(delimited.then(|| "/".to_string()))
-            .set_continuation_token(token)
-            .send()
-            .await
-            .map_err(|e| self.map_error(e, "ListObjectsV2", prefix))?;
+        let with_status = self.restore_status.load(Ordering::Relaxed);
+        let output = match self.list_once(prefix, delimited, &token, with_status).await {
+            // S3-compatible servers that do not know the optional attribute may refuse it.
+            Err(e) if with_status && refuses_optional_attributes(&e) => {
+                tracing::debug!(
+                    "the endpoint refuses RestoreStatus in listings; listing without it"
+                );
+                self.restore_status.store(false, Ordering::Relaxed);
+                self.list_once(prefix, delimited, &token, false).await
+            }
+            result => result,
+        }
+        .map_err(|e| self.map_error(e, "ListObjectsV2", prefix))?;
         let mut page = ListPage::default();
         for object in output.contents() {
             let raw = object.key().ok_or(ProtocolError::ListedWithoutKey)?;
@@ -246,6 +256,10 @@ impl S3Store {
                 size: object.size().unwrap_or(0).max(0) as u64,
                 etag: ETag::new(object.e_tag().unwrap_or_default()),
                 last_modified: to_system_time(object.last_modified()),
+                storage_class: StorageClass::parse(
+                    object.storage_class().map_or("", |c| c.as_str()),
+                ),
+                restore: listed_restore(object.restore_status()),
             });
         }
         for prefix in output.common_prefixes() {
@@ -260,6 +274,33 @@ impl S3Store {
             }
         }
         Ok(page)
+    }
+
+    /// One ListObjectsV2 request, asking for the restore status of archived
+    /// objects when `with_status`.
+    async fn list_once(
+        &self,
+        prefix: &str,
+        delimited: bool,
+        token: &Option<String>,
+        with_status: bool,
+    ) -> Result<
+        aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output,
+        SdkError<aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error, HttpResponse>,
+    > {
+        self.client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
+            .prefix(prefix)
+            .encoding_type(EncodingType::Url)
+            .set_delimiter(delimited.then(|| "/".to_string()))
+            .set_continuation_token(token.clone())
+            .set_optional_object_attributes(
+                with_status.then(|| vec![OptionalObjectAttributes::RestoreStatus]),
+            )
+            .send()
+            .await
     }
 
     async fn get_object(&self, request: GetRequest) -> Result<GetResponse, StoreError> {
@@ -277,7 +318,7 @@ impl S3Store {
             .set_if_match(request.if_match.as_ref().map(|e| e.as_str().to_string()))
             .send()
             .await
-            .map_err(|e| self.map_error(e, "GetObject", request.key.as_str()))?;
+            .map_err(|e| self.get_error(e, &request.key))?;
         let content_length = output.content_length().unwrap_or(0).max(0) as u64;
         let (start, object_size) = match output.content_range() {
             Some(range) => parse_content_range(range)
@@ -300,6 +341,98 @@ impl S3Store {
             content_length,
             body: Box::new(S3Body(output.body)),
         })
+    }
+
+    /// A GET's failure; an archived object's answer names its class and tier.
+    fn get_error(&self, err: SdkError<GetObjectError, HttpResponse>, key: &Key) -> StoreError {
+        if let SdkError::ServiceError(service) = &err
+            && let GetObjectError::InvalidObjectState(state) = service.err()
+        {
+            return ArchivedObject {
+                bucket: self.bucket.clone(),
+                key: key.as_str().to_string(),
+                action: "GetObject",
+                storage_class: state
+                    .storage_class()
+                    .map(|c| StorageClass::parse(c.as_str())),
+                access_tier: state.access_tier().map(|t| t.as_str().to_string()),
+            }
+            .into();
+        }
+        self.map_error(err, "GetObject", key.as_str())
+    }
+
+    /// A HEAD, read for whether a GET can read the object now: `x-amz-restore`
+    /// when S3 sends it; without it, an object of a class that always needs a
+    /// restore, or one in an Intelligent-Tiering archive tier
+    /// (`x-amz-archive-status`), is not restored, and any other is readable.
+    async fn head_restore(&self, key: &Key) -> Result<RestoreState, StoreError> {
+        let output = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
+            .key(key.as_str())
+            .send()
+            .await
+            .map_err(|e| self.map_error(e, "HeadObject", key.as_str()))?;
+        let class = StorageClass::parse(output.storage_class().map_or("", |c| c.as_str()));
+        Ok(match output.restore() {
+            Some(header) => RestoreState::from_header(header),
+            None if class.needs_restore() || output.archive_status().is_some() => {
+                RestoreState::NotRestored
+            }
+            None => RestoreState::Restored,
+        })
+    }
+
+    /// A RestoreObject request. A restore already on its way and an object that is
+    /// not archived are answers, not failures.
+    async fn restore_object(
+        &self,
+        key: &Key,
+        request: &RestoreRequest,
+    ) -> Result<RestoreAnswer, StoreError> {
+        let tier = match request.tier {
+            RetrievalTier::Bulk => Tier::Bulk,
+            RetrievalTier::Standard => Tier::Standard,
+            RetrievalTier::Expedited => Tier::Expedited,
+        };
+        let job = GlacierJobParameters::builder()
+            .tier(tier)
+            .build()
+            .expect("the tier is set");
+        // Intelligent-Tiering moves the object back to its Frequent Access tier;
+        // S3 refuses a number of days for it.
+        let days = (request.storage_class != StorageClass::IntelligentTiering)
+            .then(|| i32::try_from(request.days).unwrap_or(i32::MAX));
+        let restore = aws_sdk_s3::types::RestoreRequest::builder()
+            .set_days(days)
+            .glacier_job_parameters(job)
+            .build();
+        let result = self
+            .client
+            .restore_object()
+            .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
+            .key(key.as_str())
+            .restore_request(restore)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(RestoreAnswer::Requested),
+            Err(SdkError::ServiceError(service))
+                if service.err().code() == Some("RestoreAlreadyInProgress") =>
+            {
+                Ok(RestoreAnswer::InProgress)
+            }
+            Err(SdkError::ServiceError(service))
+                if service.err().code() == Some("ObjectAlreadyInActiveTierError") =>
+            {
+                Ok(RestoreAnswer::NotArchived)
+            }
+            Err(e) => Err(self.map_error(e, "RestoreObject", key.as_str())),
+        }
     }
 
     fn map_error<E>(
@@ -369,7 +502,17 @@ impl S3Store {
                 bucket: self.bucket.clone(),
                 key: key.to_string(),
             },
-            (Some("AccessDenied"), _) | (_, 403) => StoreError::AccessDenied {
+            // A restore request answered so is about the request, not an archived object.
+            (Some("InvalidObjectState"), _) if action != "RestoreObject" => ArchivedObject {
+                bucket: self.bucket.clone(),
+                key: key.to_string(),
+                action,
+                storage_class: None,
+                access_tier: None,
+            }
+            .into(),
+            // Other 403 codes (a bad signature, a disabled account) are named as S3 said them.
+            (Some("AccessDenied"), _) | (None, 403) => StoreError::AccessDenied {
                 action,
                 resource,
                 expected_owner: self.owner.as_deref().map(Box::from),
@@ -417,6 +560,30 @@ fn is_credentials_error(err: &(dyn std::error::Error + 'static)) -> bool {
         current = e.source();
     }
     false
+}
+
+/// What a listing's `RestoreStatus` says (none: not restored, or not reported).
+fn listed_restore(status: Option<&RestoreStatus>) -> RestoreState {
+    match status.and_then(|s| s.is_restore_in_progress()) {
+        Some(true) => RestoreState::InProgress,
+        Some(false) => RestoreState::Restored,
+        None => RestoreState::NotRestored,
+    }
+}
+
+/// Whether a listing failed because the server does not take the optional
+/// attribute (S3-compatible servers answer 501 or an invalid argument).
+fn refuses_optional_attributes<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
+    match err {
+        SdkError::ServiceError(service) => {
+            service.raw().status().as_u16() == 501
+                || matches!(
+                    service.err().code(),
+                    Some("NotImplemented" | "InvalidArgument" | "InvalidRequest")
+                )
+        }
+        _ => false,
+    }
 }
 
 fn to_system_time(time: Option<&DateTime>) -> SystemTime {
@@ -475,6 +642,20 @@ impl ObjectStore for S3Store {
 
     fn get(&self, request: GetRequest) -> BoxFuture<'_, Result<GetResponse, StoreError>> {
         Box::pin(self.get_object(request))
+    }
+
+    fn restore_state(&self, key: &Key) -> BoxFuture<'_, Result<RestoreState, StoreError>> {
+        let key = key.clone();
+        Box::pin(async move { self.head_restore(&key).await })
+    }
+
+    fn request_restore(
+        &self,
+        key: &Key,
+        request: &RestoreRequest,
+    ) -> BoxFuture<'_, Result<RestoreAnswer, StoreError>> {
+        let (key, request) = (key.clone(), request.clone());
+        Box::pin(async move { self.restore_object(&key, &request).await })
     }
 }
 

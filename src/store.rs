@@ -2,6 +2,7 @@
 //! metadata, and the trait every S3 backend implements. Nothing past this module
 //! sees an SDK type.
 
+mod archive;
 mod error;
 #[cfg(any(test, feature = "test-util"))]
 pub mod failing;
@@ -9,7 +10,11 @@ pub mod failing;
 pub mod memory;
 pub mod multipart;
 
-pub use error::{BodyError, BoxError, ProtocolError, ServerFailure, StoreError, UnexpectedFailure};
+pub use archive::{RestoreAnswer, RestoreRequest, RestoreState, RetrievalTier, StorageClass};
+pub use error::{
+    ArchivedObject, BodyError, BoxError, ProtocolError, ServerFailure, StoreError,
+    UnexpectedFailure,
+};
 
 use std::fmt;
 use std::future::Future;
@@ -110,6 +115,18 @@ pub struct ObjectMeta {
     pub size: u64,
     pub etag: ETag,
     pub last_modified: SystemTime,
+    /// The storage class the listing shows.
+    pub storage_class: StorageClass,
+    /// The listing's restore status of an archived object (`NotRestored` when it says none).
+    pub restore: RestoreState,
+}
+
+impl ObjectMeta {
+    /// Whether the listing already tells that a GET fails until the object is
+    /// restored: Glacier Flexible Retrieval or Deep Archive without a restored copy.
+    pub fn archived(&self) -> bool {
+        self.storage_class.needs_restore() && self.restore != RestoreState::Restored
+    }
 }
 
 /// One page of a ListObjectsV2 listing.
@@ -167,6 +184,16 @@ pub trait ObjectStore: Send + Sync + 'static {
 
     /// Starts a GET; the body is read through the response.
     fn get(&self, request: GetRequest) -> BoxFuture<'_, Result<GetResponse, StoreError>>;
+
+    /// Whether `key` can be read now or must be restored first (a HEAD).
+    fn restore_state(&self, key: &Key) -> BoxFuture<'_, Result<RestoreState, StoreError>>;
+
+    /// Asks S3 to restore the archived object `key`.
+    fn request_restore(
+        &self,
+        key: &Key,
+        request: &RestoreRequest,
+    ) -> BoxFuture<'_, Result<RestoreAnswer, StoreError>>;
 }
 
 /// Lists every object under `prefix`, following all pages.

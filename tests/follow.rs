@@ -165,6 +165,32 @@ fn once_drains_the_queue_and_drops_what_is_not_ours() {
 }
 
 #[test]
+fn an_object_uploaded_into_glacier_is_left_to_prefetch_not_retried() {
+    let (bucket, queue, dir) = setup("glacier", Duration::from_secs(30));
+    let mirror = dir.path().join("m");
+    bucket.put_with_class("cold.jpg", b"cold", "GLACIER");
+    bucket.put("warm.jpg", b"warm");
+    let output = follow_command(&bucket.name, &queue, &mirror, &["--once", "--json"])
+        .output()
+        .unwrap();
+    let log = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{log}");
+    let report = json(&output);
+    assert_eq!(
+        (report["fetched"].as_u64(), report["skipped"].as_u64()),
+        (Some(1), Some(1)),
+        "{report}"
+    );
+    assert_eq!(report["failed"], 0, "{report}");
+    assert_eq!(queue.depth(), 0, "not left in the queue to fail again");
+    assert!(!mirror.join("cold.jpg").exists());
+    assert!(
+        log.contains("InvalidObjectState") && !log.contains("denied"),
+        "{log}"
+    );
+}
+
+#[test]
 fn a_stale_event_never_replaces_newer_bytes() {
     let (bucket, queue, dir) = setup("stale", Duration::from_secs(30));
     let mirror = dir.path().join("m");

@@ -238,3 +238,37 @@ fn the_identity_section_matches_the_code() {
         }
     }
 }
+
+#[test]
+fn the_archived_section_matches_the_code() {
+    use s3mirrorfs::fs::FsError;
+    use s3mirrorfs::prefetch::ARCHIVED_FILE;
+    use s3mirrorfs::prefetch::archived::ArchivedEntry;
+    let doc = doc();
+    let folded = doc.split_whitespace().collect::<Vec<_>>().join(" ");
+    let quoted = |text: &str| assert!(folded.contains(text), "SEMANTICS.md mentions {text}");
+    quoted(&format!("`{STATE_DIR}/{ARCHIVED_FILE}`"));
+    // The example line is what the code writes, field for field.
+    let example = block(&doc, "archived");
+    let entry: ArchivedEntry = serde_json::from_str(&example).unwrap();
+    assert_eq!(serde_json::to_string(&entry).unwrap(), example);
+    assert_eq!(FsError::archived("x").errno(), libc::ENODATA);
+    quoted("fails at once with `ENODATA`");
+    let cli = Cli::command();
+    let prefetch = cli.find_subcommand("prefetch").unwrap();
+    let tier = prefetch
+        .get_arguments()
+        .find(|a| a.get_id() == "restore_tier")
+        .expect("--restore-tier");
+    let values: Vec<String> = tier
+        .get_possible_values()
+        .iter()
+        .map(|v| v.get_name().to_string())
+        .collect();
+    quoted(&format!("`--restore-tier {}`", values.join("|")));
+    assert!(
+        prefetch
+            .get_arguments()
+            .any(|a| a.get_id() == "restore_archived")
+    );
+}

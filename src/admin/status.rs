@@ -150,9 +150,15 @@ impl StatusReport {
             None => out.push_str("last prefetch:  never\n"),
             Some(p) => {
                 out.push_str(&format!(
-                    "last prefetch:  {} at {} of s3://{}/{} (listed {}, downloaded {}, up to date {}, failed {}, pruned {})\n",
-                    p.outcome, p.time, p.bucket, p.prefix, p.listed, p.downloaded, p.up_to_date, p.failed, p.pruned
+                    "last prefetch:  {} at {} of s3://{}/{} (listed {}, downloaded {}, up to date {}, failed {}, archived {}, pruned {})\n",
+                    p.outcome, p.time, p.bucket, p.prefix, p.listed, p.downloaded, p.up_to_date, p.failed, p.archived, p.pruned
                 ));
+                if p.archived > 0 {
+                    out.push_str(&format!(
+                        "archived:       {} objects left out: archived in S3 and not in the mirror (prefetch --restore-archived DAYS fetches them)\n",
+                        p.archived
+                    ));
+                }
                 if let Some(error) = &p.error {
                     out.push_str(&format!("                {error}\n"));
                 }
@@ -183,5 +189,44 @@ impl StatusReport {
             Some(holder) => out.push_str(&format!("lock:           held by {holder}\n")),
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_prefetch_shows_its_archived_objects_and_old_files_still_read() {
+        // As a version without archived objects wrote it.
+        let old = r#"{"time":"2026-12-03T03:00:41Z","time_unix":1796266841,"outcome":"success",
+            "bucket":"b","prefix":"","listed":3,"downloaded":3,"up_to_date":0,"failed":0,
+            "pruned":0,"renamed":0,"bytes":10,"seconds":0.5}"#;
+        let mut last: LastPrefetch = serde_json::from_str(old).unwrap();
+        assert_eq!(last.archived, 0);
+        last.archived = 2;
+        let report = StatusReport {
+            mirror: "/m".into(),
+            bucket: Some("b".into()),
+            endpoint: Some(String::new()),
+            owner: None,
+            objects: 3,
+            bytes: 10,
+            markers: 0,
+            renamed: 0,
+            marked_corrupt: 0,
+            unreadable: Vec::new(),
+            last_prefetch: Some(last),
+            history: HistorySummary::default(),
+            locked_by: None,
+        };
+        let text = report.render();
+        assert!(text.contains("failed 0, archived 2, pruned 0"), "{text}");
+        assert!(
+            text.contains("archived:       2 objects left out"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["last_prefetch"]["archived"], 2);
     }
 }

@@ -16,9 +16,11 @@ use crate::layout::{Placement, place_alone};
 use crate::mirror::Record;
 use crate::mirror::inventory::{Entry, MirrorView, mark_corrupt};
 use crate::mirror::read_record_of;
+use crate::prefetch::ARCHIVED_FILE;
+use crate::prefetch::archived::ArchivedList;
 use crate::queue::{Flow, run_bounded};
 use crate::report::human_bytes;
-use crate::store::{ETag, Escaped, Key, ObjectStore, list_all};
+use crate::store::{ETag, Escaped, Key, ObjectStore, StorageClass, list_all};
 
 /// What is wrong with one key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -39,6 +41,10 @@ pub enum ProblemKind {
     /// A version kept in history (`--history`) is not what was recorded. The
     /// current copies are not affected, so the backup is still whole.
     CorruptVersion,
+    /// S3 has the key archived (Glacier Flexible Retrieval, Deep Archive, an
+    /// Intelligent-Tiering archive tier) and the mirror does not hold its version:
+    /// nothing can fetch it until it is restored, so the backup is whole but for it.
+    Archived,
 }
 
 impl ProblemKind {
@@ -46,7 +52,10 @@ impl ProblemKind {
     pub fn breaks_backup(self) -> bool {
         !matches!(
             self,
-            ProblemKind::Extra | ProblemKind::Unchecked | ProblemKind::CorruptVersion
+            ProblemKind::Extra
+                | ProblemKind::Unchecked
+                | ProblemKind::CorruptVersion
+                | ProblemKind::Archived
         )
     }
 
@@ -59,6 +68,7 @@ impl ProblemKind {
             ProblemKind::Unchecked => "unchecked",
             ProblemKind::Unreadable => "unreadable",
             ProblemKind::CorruptVersion => "corrupt version",
+            ProblemKind::Archived => "archived",
         }
     }
 }
@@ -91,6 +101,8 @@ pub struct VerifyReport {
     pub extra: u64,
     pub unchecked: u64,
     pub unreadable: u64,
+    /// Objects S3 holds archived that the mirror does not hold at their version.
+    pub archived: u64,
     /// With `--history`: versions kept in history that were hashed, and those
     /// found corrupt.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -115,6 +127,7 @@ impl VerifyReport {
             ProblemKind::Unchecked => &mut self.unchecked,
             ProblemKind::Unreadable => &mut self.unreadable,
             ProblemKind::CorruptVersion => self.history_corrupt.get_or_insert(0),
+            ProblemKind::Archived => &mut self.archived,
         };
         *counter += 1;
         self.problems.push(Problem {
@@ -138,7 +151,7 @@ impl VerifyReport {
             "the last prefetch's listing"
         };
         out.push_str(&format!(
-            "checked {} copies ({}) against their records and {against}: {} ok, {} corrupt, {} missing, {} changed, {} unreadable, {} extra, {} unchecked\n",
+            "checked {} copies ({}) against their records and {against}: {} ok, {} corrupt, {} missing, {} changed, {} unreadable, {} extra, {} unchecked, {} archived\n",
             self.checked,
             human_bytes(self.bytes),
             self.ok,
@@ -147,7 +160,8 @@ impl VerifyReport {
             self.changed,
             self.unreadable,
             self.extra,
-            self.unchecked
+            self.unchecked,
+            self.archived
         ));
         if let (Some(checked), Some(corrupt)) = (self.history_checked, self.history_corrupt) {
             out.push_str(&format!(
@@ -157,18 +171,22 @@ impl VerifyReport {
         if !self.indexed {
             out.push_str("no prefetch has saved an index of its listing yet: copies deleted by hand cannot be told; use --remote\n");
         }
-        if self.whole {
-            out.push_str("the backup is whole\n");
+        let target = if self.prefix.is_empty() {
+            self.bucket.clone()
         } else {
-            let target = if self.prefix.is_empty() {
-                self.bucket.clone()
-            } else {
-                format!("{}/{}", self.bucket, self.prefix)
-            };
-            out.push_str(&format!(
-                "the backup is NOT whole: run `s3mirrorfs prefetch {target} --mirror-dir {}` to fetch the missing, changed and corrupt objects again\n",
-                self.mirror
-            ));
+            format!("{}/{}", self.bucket, self.prefix.trim_end_matches('/'))
+        };
+        let mirror = &self.mirror;
+        match (self.whole, self.archived) {
+            (true, 0) => out.push_str("the backup is whole\n"),
+            (true, n) => out.push_str(&format!(
+                "the backup is whole except for {n} archived objects, which S3 serves only once \
+                 they are restored: `s3mirrorfs prefetch {target} --mirror-dir {mirror} \
+                 --restore-archived DAYS` restores and fetches them\n"
+            )),
+            (false, _) => out.push_str(&format!(
+                "the backup is NOT whole: run `s3mirrorfs prefetch {target} --mirror-dir {mirror}` to fetch the missing, changed and corrupt objects again\n"
+            )),
         }
         out
     }
@@ -194,6 +212,9 @@ struct Expected {
     etag: ETag,
     size: u64,
     path: Option<String>,
+    /// The class of an archived object (as the listing shows it, or as the last
+    /// prefetch found it), which a GET cannot read until it is restored.
+    archived: Option<StorageClass>,
 }
 
 /// Verifies the mirror at `dir` for `bucket`/`prefix`; with `remote`, against its listing.
@@ -319,11 +340,18 @@ async fn expected_objects(
     prefix: &str,
     remote: Option<&dyn ObjectStore>,
 ) -> Result<Vec<Expected>, AdminError> {
+    let saved = view.read_state_file(ARCHIVED_FILE)?;
+    let known = ArchivedList::decode(saved.as_deref().unwrap_or_default());
+    let archived = |key: &Key, etag: &ETag| known.get(key, etag).map(|e| e.storage_class.clone());
     let mut expected: Vec<Expected> = match remote {
         Some(store) => list_all(store, prefix)
             .await?
             .into_iter()
             .map(|o| Expected {
+                archived: match o.archived() {
+                    true => Some(o.storage_class.clone()),
+                    false => archived(&o.key, &o.etag),
+                },
                 key: o.key,
                 etag: o.etag,
                 size: o.size,
@@ -335,6 +363,7 @@ async fn expected_objects(
             .into_values()
             .filter(|e| under(&e.key, prefix))
             .map(|e| Expected {
+                archived: archived(&e.key, &e.etag),
                 key: e.key,
                 etag: e.etag,
                 size: e.size,
@@ -395,6 +424,12 @@ fn compare<'a>(
         let (key, etag, size) = (want.key.as_str(), &want.etag, want.size);
         match local.get(&want.key) {
             None if is_old_marker_dir(dir, want) => {}
+            None if want.archived.is_some() => report.add(
+                ProblemKind::Archived,
+                key,
+                want.path.as_deref().map(Path::new),
+                archived_detail(want, source, "the mirror has no copy"),
+            ),
             None => report.add(
                 ProblemKind::Missing,
                 key,
@@ -403,7 +438,15 @@ fn compare<'a>(
             ),
             Some(copies) => {
                 let holds = |c: &&Entry| c.record.size == size && c.record.etag == *etag;
-                if !copies.iter().any(holds) {
+                if !copies.iter().any(holds) && want.archived.is_some() {
+                    let copy = copies[0];
+                    let held = format!(
+                        "the mirror keeps an older version (ETag {})",
+                        copy.record.etag
+                    );
+                    let detail = archived_detail(want, source, &held);
+                    report.add(ProblemKind::Archived, key, Some(&copy.path), detail);
+                } else if !copies.iter().any(holds) {
                     let copy = copies[0];
                     let detail = format!(
                         "{source} ETag {etag}, {size} bytes; the mirror holds ETag {}, {} bytes",
@@ -415,6 +458,17 @@ fn compare<'a>(
         }
     }
     keys
+}
+
+/// What an archived problem says: what S3 holds, what the mirror has instead.
+fn archived_detail(want: &Expected, source: &str, held: &str) -> String {
+    let class = want.archived.as_ref().map_or("", StorageClass::as_str);
+    format!(
+        "{source} it (ETag {}, {} bytes) archived in {}; {held}, and S3 serves it only once it is restored",
+        want.etag,
+        want.size,
+        Escaped(class)
+    )
 }
 
 /// A `dir/` marker kept as a directory made before markers carried a record.
@@ -529,5 +583,91 @@ fn mark(file: &File, record: &Record, path: &Path) -> String {
                 " (it could not be marked for the next prefetch: {e}; run verify as the mirror's owner, or delete the copy)"
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::FetchConfig;
+    use crate::prefetch::{NoProgress, PrefetchOptions, Summary};
+    use crate::testing::Scratch;
+
+    async fn prefetch(scratch: &Scratch) -> Summary {
+        let options = PrefetchOptions {
+            prefix: String::new(),
+            concurrency: 2,
+            prune: false,
+            keep_history_days: 30,
+            max_change: 100,
+            restore_archived: None,
+        };
+        let fetcher = scratch.fetcher(FetchConfig::default());
+        let mut summary = Summary::default();
+        crate::prefetch::run(
+            scratch.store(),
+            &fetcher,
+            &options,
+            &NoProgress,
+            &mut summary,
+        )
+        .await
+        .unwrap();
+        summary
+    }
+
+    fn kinds(report: &VerifyReport) -> Vec<(ProblemKind, &str)> {
+        let mut kinds: Vec<_> = report
+            .problems
+            .iter()
+            .map(|p| (p.kind, p.key.as_str()))
+            .collect();
+        kinds.sort_by_key(|(_, key)| key.to_string());
+        kinds
+    }
+
+    #[tokio::test]
+    async fn archived_objects_are_reported_apart_and_leave_the_backup_whole() {
+        let scratch = Scratch::new(&[("plain", b"p"), ("warm", b"old")]);
+        let store = &scratch.store;
+        store.put_with_class("cold", "c", StorageClass::Glacier);
+        store.put_with_class("tier", "t", StorageClass::IntelligentTiering);
+        store.archive_tier("tier");
+        assert_eq!(prefetch(&scratch).await.archived, 2);
+        // Mirrored, then replaced in S3 by a version that went straight to Deep Archive.
+        store.put_with_class("warm", "new", StorageClass::DeepArchive);
+        let root = scratch.mirror.root().to_path_buf();
+        let remote = run(
+            &root,
+            "b",
+            "",
+            Some(store.as_ref() as &dyn ObjectStore),
+            false,
+        )
+        .await
+        .unwrap();
+        let archived = ProblemKind::Archived;
+        assert_eq!(
+            kinds(&remote),
+            [(archived, "cold"), (archived, "tier"), (archived, "warm")]
+        );
+        assert!(remote.whole, "{}", remote.render());
+        assert_eq!((remote.archived, remote.missing, remote.changed), (3, 0, 0));
+        let warm = remote.problems.iter().find(|p| p.key == "warm").unwrap();
+        assert!(warm.detail.contains("older version"), "{}", warm.detail);
+        assert!(warm.detail.contains("DEEP_ARCHIVE"), "{}", warm.detail);
+        let text = remote.render();
+        assert!(
+            text.contains("the backup is whole except for 3 archived objects"),
+            "{text}"
+        );
+        assert!(text.contains("--restore-archived DAYS"), "{text}");
+        let local = run(&root, "b", "", None, false).await.unwrap();
+        assert_eq!(kinds(&local), [(archived, "cold"), (archived, "tier")]);
+        assert!(local.whole);
+        std::fs::remove_file(root.join("plain")).unwrap();
+        let broken = run(&root, "b", "", None, false).await.unwrap();
+        assert!(!broken.whole, "a missing object still breaks the backup");
+        assert_eq!(broken.missing, 1);
     }
 }

@@ -92,6 +92,16 @@ impl FsError {
         FsError::new(libc::EROFS, "read-only file system")
     }
 
+    /// ENODATA: an archived object the mirror does not hold, which a GET cannot
+    /// read until it is restored. Logged at debug: the filesystem says it once
+    /// per key itself, not once per open or read.
+    pub fn archived(message: impl Into<Cow<'static, str>>) -> FsError {
+        FsError {
+            level: Level::DEBUG,
+            ..FsError::new(libc::ENODATA, message)
+        }
+    }
+
     /// The errno the kernel gets.
     pub fn errno(&self) -> c_int {
         self.errno
@@ -142,12 +152,16 @@ mod tests {
             FsError::bad_handle(),
             FsError::read_only(),
             FsError::io("x", std::io::Error::other("y")),
+            FsError::archived("z"),
         ]
         .iter()
         .map(FsError::errno)
         .collect();
         use libc::*;
-        assert_eq!(errnos, [ENOENT, ENOTDIR, EISDIR, EBADF, EROFS, EIO]);
+        assert_eq!(
+            errnos,
+            [ENOENT, ENOTDIR, EISDIR, EBADF, EROFS, EIO, ENODATA]
+        );
     }
 
     #[test]

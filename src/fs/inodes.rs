@@ -8,6 +8,7 @@ use parking_lot::Mutex;
 
 use super::listing::Entry;
 use super::{FileKind, FsError, Ino, ROOT_INO};
+use crate::store::StorageClass;
 
 /// What the filesystem knows of one inode.
 pub struct Node {
@@ -40,6 +41,8 @@ impl InodeTable {
             size: 0,
             etag: String::new(),
             mtime_ns: 0,
+            storage_class: StorageClass::Standard,
+            archived: false,
         };
         inner.nodes.insert(
             ROOT_INO,
@@ -118,6 +121,8 @@ mod tests {
             size,
             etag: "\"e\"".into(),
             mtime_ns: 0,
+            storage_class: StorageClass::Standard,
+            archived: false,
         }
     }
 

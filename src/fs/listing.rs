@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::layout::{NAME_MAX, STATE_DIR};
 use crate::mirror::{Mirror, read_record};
-use crate::store::{ObjectStore, StoreError};
+use crate::store::{ObjectStore, StorageClass, StoreError};
 
 /// One child of a directory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,6 +27,12 @@ pub struct Entry {
     /// LastModified, nanoseconds since the epoch.
     #[serde(default)]
     pub mtime_ns: u64,
+    /// The storage class the listing shows.
+    #[serde(default, skip_serializing_if = "StorageClass::is_standard")]
+    pub storage_class: StorageClass,
+    /// The listing says a GET cannot read it until it is restored.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub archived: bool,
 }
 
 impl Entry {
@@ -66,6 +72,8 @@ pub async fn list_dir(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<Entry
                     size: 0,
                     etag: String::new(),
                     mtime_ns: 0,
+                    storage_class: StorageClass::Standard,
+                    archived: false,
                 });
             }
         }
@@ -78,6 +86,8 @@ pub async fn list_dir(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<Entry
                     size: object.size,
                     etag: object.etag.as_str().to_string(),
                     mtime_ns: nanos(object.last_modified),
+                    storage_class: object.storage_class.clone(),
+                    archived: object.archived(),
                 });
             }
         }
@@ -154,6 +164,8 @@ pub fn from_mirror(mirror: &Mirror, prefix: &str) -> Option<Vec<Entry>> {
                 size: 0,
                 etag: String::new(),
                 mtime_ns: 0,
+                storage_class: StorageClass::Standard,
+                archived: false,
             });
         } else if let Some(record) = read_record(&item.path())
             && record.key.as_str() == format!("{prefix}{name}")
@@ -164,6 +176,8 @@ pub fn from_mirror(mirror: &Mirror, prefix: &str) -> Option<Vec<Entry>> {
                 size: record.size,
                 etag: record.etag.to_string(),
                 mtime_ns: meta.modified().map_or(0, nanos),
+                storage_class: StorageClass::Standard,
+                archived: false,
             });
         }
     }

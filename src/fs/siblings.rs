@@ -10,9 +10,10 @@ use parking_lot::Mutex;
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
+use super::archived::Archived;
 use super::listing::Entry;
-use crate::fetch::Fetcher;
-use crate::store::{ETag, Key};
+use crate::fetch::{FetchError, Fetcher};
+use crate::store::{ETag, Key, StoreError};
 
 /// Siblings fetched in the background when one file of a directory is read cold:
 /// at most this many, each at most `SIBLING_MAX_SIZE`, `SIBLINGS_AT_ONCE` at a time.
@@ -28,17 +29,20 @@ pub struct Siblings {
     every: Duration,
     fetcher: Fetcher,
     rt: Handle,
+    /// Archived objects are never fetched: what a GET answered goes here.
+    archived: Arc<Archived>,
 }
 
 impl Siblings {
     /// Warms each directory at most once per `every`, fetching through `fetcher`.
-    pub fn new(fetcher: Fetcher, every: Duration, rt: Handle) -> Siblings {
+    pub fn new(fetcher: Fetcher, every: Duration, rt: Handle, archived: Arc<Archived>) -> Siblings {
         Siblings {
             done: Mutex::default(),
             permits: Arc::new(Semaphore::new(SIBLINGS_AT_ONCE)),
             every,
             fetcher,
             rt,
+            archived,
         }
     }
 
@@ -53,26 +57,33 @@ impl Siblings {
     }
 
     /// Fetches the small files among `entries` (the listing of `prefix`) into the
-    /// mirror in the background. Best effort: a failure is only logged.
+    /// mirror in the background, leaving archived ones alone. Best effort: a
+    /// failure is only logged.
     pub fn warm(&self, prefix: &str, entries: &[Entry]) {
         let mirror = self.fetcher.mirror();
         let jobs = entries
             .iter()
-            .filter(|e| !e.dir && e.size <= SIBLING_MAX_SIZE)
+            .filter(|e| !e.dir && !e.archived && e.size <= SIBLING_MAX_SIZE)
             .take(SIBLINGS_MAX)
             .filter_map(|e| Some((Key::new(format!("{prefix}{}", e.name)).ok()?, e)))
             .map(|(key, e)| {
                 let rel = mirror.path_for(&key, e.size);
                 (key, ETag::new(&e.etag), e.size, rel)
-            });
+            })
+            .filter(|(key, etag, _, _)| !self.archived.known(key, etag));
         for (key, etag, size, rel) in jobs.collect::<Vec<_>>() {
             let (fetcher, permits) = (self.fetcher.clone(), Arc::clone(&self.permits));
+            let archived = Arc::clone(&self.archived);
             self.rt.spawn(async move {
                 let Ok(_permit) = permits.acquire_owned().await else {
                     return;
                 };
-                if let Err(e) = fetcher.ensure(&key, &etag, size, &rel).await {
-                    tracing::debug!(%key, "background fetch failed: {e}");
+                match fetcher.ensure(&key, &etag, size, &rel).await {
+                    Ok(_) => {}
+                    Err(FetchError::Store(StoreError::Archived(_))) => {
+                        archived.answered(&key, &etag);
+                    }
+                    Err(e) => tracing::debug!(%key, "background fetch failed: {e}"),
                 }
             });
         }
@@ -87,8 +98,8 @@ mod tests {
     use crate::fetch::FetchConfig;
     use crate::fs::listing::list_dir;
     use crate::mirror::{LocalStatus, Mirror};
-    use crate::store::ObjectStore;
     use crate::store::memory::MemoryStore;
+    use crate::store::{ObjectStore, StorageClass};
 
     #[test]
     fn a_directory_is_claimed_once_a_while() {
@@ -101,11 +112,12 @@ mod tests {
             fetcher.clone(),
             Duration::from_secs(60),
             rt.handle().clone(),
+            archived(),
         );
         assert!(lately.claim("a/"));
         assert!(!lately.claim("a/"));
         assert!(lately.claim("b/"), "each directory on its own");
-        let always = Siblings::new(fetcher, Duration::ZERO, rt.handle().clone());
+        let always = Siblings::new(fetcher, Duration::ZERO, rt.handle().clone(), archived());
         assert!(always.claim("a/"));
         assert!(always.claim("a/"));
     }
@@ -119,12 +131,21 @@ mod tests {
         let small = store.put("d/small", "x");
         let large = store.put("d/large", vec![0u8; SIBLING_MAX_SIZE as usize + 1]);
         store.put("d/sub/inner", "x");
+        let cold = store.put_with_class("d/cold", "x", StorageClass::Glacier);
+        let tier = store.put_with_class("d/tier", "x", StorageClass::IntelligentTiering);
+        store.archive_tier("d/tier");
         let fetcher = Fetcher::new(
             Arc::clone(&store) as Arc<dyn ObjectStore>,
             Arc::clone(&mirror),
             FetchConfig::default(),
         );
-        let siblings = Siblings::new(fetcher, Duration::from_secs(60), rt.handle().clone());
+        let known = archived();
+        let siblings = Siblings::new(
+            fetcher,
+            Duration::from_secs(60),
+            rt.handle().clone(),
+            Arc::clone(&known),
+        );
         let entries = rt.block_on(list_dir(store.as_ref(), "d/")).unwrap();
         siblings.warm("d/", &entries);
         let status = |key: &str, etag: &ETag, size| {
@@ -136,8 +157,24 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         std::thread::sleep(Duration::from_millis(50));
+        let tier_key = Key::new("d/tier").unwrap();
+        while !known.known(&tier_key, &tier) {
+            assert!(Instant::now() < deadline, "the archive tier is remembered");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(50));
         let large_size = SIBLING_MAX_SIZE + 1;
         assert_eq!(status("d/large", &large, large_size), LocalStatus::Missing);
+        assert_eq!(status("d/cold", &cold, 1), LocalStatus::Missing);
         assert!(!dir.path().join("d/sub").exists());
+        assert_eq!(
+            store.gets.load(std::sync::atomic::Ordering::Relaxed),
+            2,
+            "no GET for the object the listing shows archived"
+        );
+    }
+
+    fn archived() -> Arc<Archived> {
+        Arc::new(Archived::new("b", "", Path::new("/m")))
     }
 }

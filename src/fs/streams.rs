@@ -90,6 +90,11 @@ fn finished(key: &Key, result: Result<Outcome, FetchError>) -> Finished {
             tracing::error!(%key, "cannot persist to the mirror ({e}); serving it from S3");
             Finished::Unpersisted
         }
+        // Said once per key by the filesystem, with what restores it.
+        Err(e @ FetchError::Store(crate::store::StoreError::Archived(_))) => {
+            tracing::debug!(%key, "download failed: {e}");
+            Finished::Failed(Arc::new(e))
+        }
         Err(e) => {
             tracing::warn!(%key, "download failed: {e}");
             Finished::Failed(Arc::new(e))

@@ -55,8 +55,9 @@ pub fn prune_candidates(
 
 /// Refuses the run when it would replace (ETag changed) and remove more than
 /// `limit` percent of the copies under the prefix, and at least
-/// `GUARD_MIN_CHANGES` of them. `copies` walks the mirror only when the guard
-/// may trip, so an ordinary run costs nothing more.
+/// `GUARD_MIN_CHANGES` of them. An archived object is not downloaded, so its
+/// older copy is not replaced and does not count. `copies` walks the mirror
+/// only when the guard may trip, so an ordinary run costs nothing more.
 pub fn guard(
     items: &[(Item, LocalStatus)],
     removals: usize,
@@ -65,7 +66,9 @@ pub fn guard(
 ) -> Result<(), TooManyChanges> {
     let replace = items
         .iter()
-        .filter(|(item, status)| !item.directory && *status == LocalStatus::Changed)
+        .filter(|(item, status)| {
+            !item.directory && item.archived.is_none() && *status == LocalStatus::Changed
+        })
         .count() as u64;
     let remove = removals as u64;
     let changes = replace + remove;
@@ -189,6 +192,8 @@ mod tests {
             size: 1,
             etag: ETag::new("\"e\""),
             last_modified: SystemTime::UNIX_EPOCH,
+            storage_class: Default::default(),
+            restore: Default::default(),
         };
         let item = Item {
             meta,
@@ -196,6 +201,7 @@ mod tests {
             directory: false,
             md5: None,
             changed: status == LocalStatus::Changed,
+            archived: None,
         };
         (item, status)
     }

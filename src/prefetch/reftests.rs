@@ -25,7 +25,10 @@ use crate::mirror::history::read_all_histories;
 use crate::mirror::inventory::MirrorView;
 use crate::mirror::{Mirror, Record, read_record};
 use crate::store::memory::MemoryStore;
-use crate::store::{BoxFuture, GetRequest, GetResponse, ListPage, ObjectStore, StoreError};
+use crate::store::{
+    BoxFuture, GetRequest, GetResponse, Key, ListPage, ObjectStore, RestoreAnswer, RestoreRequest,
+    RestoreState, StoreError,
+};
 
 const BUCKET: &str = "reftest";
 /// Objects larger than this are fetched in ranged parts.
@@ -150,6 +153,18 @@ impl ObjectStore for Dying {
             Box::pin(std::future::pending())
         }
     }
+
+    fn restore_state(&self, key: &Key) -> BoxFuture<'_, Result<RestoreState, StoreError>> {
+        self.store.restore_state(key)
+    }
+
+    fn request_restore(
+        &self,
+        key: &Key,
+        request: &RestoreRequest,
+    ) -> BoxFuture<'_, Result<RestoreAnswer, StoreError>> {
+        self.store.request_restore(key, request)
+    }
 }
 
 /// One copy of a key found in the mirror.
@@ -251,6 +266,7 @@ impl Harness {
             prune,
             keep_history_days: 30,
             max_change: 100,
+            restore_archived: None,
         };
         let finished = runtime.block_on(async {
             let _lock = mirror.lock("reftest").unwrap();

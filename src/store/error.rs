@@ -6,6 +6,8 @@ use std::fmt;
 use std::ops::Range;
 use std::time::Duration;
 
+use super::{Escaped, StorageClass};
+
 /// The error a failure came from (the SDK's, or a test double's), kept whole so a
 /// log can walk its chain.
 pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
@@ -27,6 +29,10 @@ pub enum StoreError {
     },
     #[error("s3://{bucket}/{key} changed while it was being read")]
     Changed { bucket: String, key: String },
+    /// S3 answered `InvalidObjectState`: the object is archived and a GET fails
+    /// until it is restored. Never an access problem.
+    #[error(transparent)]
+    Archived(Box<ArchivedObject>),
     #[error(
         "no AWS credentials found ({}); set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use an instance role",
         innermost(.source)
@@ -85,9 +91,52 @@ pub struct ServerFailure {
     pub source: BoxError,
 }
 
-/// A failure S3 answered (or the SDK raised) that no other kind describes.
+/// An object S3 would not serve because it is archived (403 `InvalidObjectState`).
+/// (Boxed in `StoreError`.)
 #[derive(Debug, thiserror::Error)]
-#[error("S3 error: {action} on {resource}: {}", innermost(.source))]
+#[error(
+    "s3://{bucket}/{} is archived{}: S3 answered {action} with 403 InvalidObjectState; it can be read once it is restored",
+    Escaped(key),
+    ClassAndTier(storage_class, access_tier)
+)]
+pub struct ArchivedObject {
+    pub bucket: String,
+    pub key: String,
+    pub action: &'static str,
+    /// The class S3 named in its answer, if it named one.
+    pub storage_class: Option<StorageClass>,
+    /// The Intelligent-Tiering access tier S3 named (`ARCHIVE_ACCESS`, `DEEP_ARCHIVE_ACCESS`).
+    pub access_tier: Option<String>,
+}
+
+impl From<ArchivedObject> for StoreError {
+    fn from(e: ArchivedObject) -> StoreError {
+        StoreError::Archived(Box::new(e))
+    }
+}
+
+/// ` (GLACIER)`, ` (INTELLIGENT_TIERING, ARCHIVE_ACCESS)`, or nothing.
+struct ClassAndTier<'a>(&'a Option<StorageClass>, &'a Option<String>);
+
+impl fmt::Display for ClassAndTier<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.0, self.1) {
+            (Some(class), Some(tier)) => write!(f, " ({class}, {})", Escaped(tier)),
+            (Some(class), None) => write!(f, " ({class})"),
+            (None, Some(tier)) => write!(f, " ({})", Escaped(tier)),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+/// A failure S3 answered (or the SDK raised) that no other kind describes; the
+/// message names the status and code S3 answered with.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "S3 error: {action} on {resource}: {}{}",
+    StatusAndCode(.status, .code),
+    innermost(.source)
+)]
 pub struct UnexpectedFailure {
     pub action: &'static str,
     pub resource: String,
@@ -252,6 +301,19 @@ impl fmt::Display for Innermost<'_> {
     }
 }
 
+/// `HTTP 403 SignatureDoesNotMatch: `, `HTTP 400: `, or nothing when S3 did not answer.
+struct StatusAndCode<'a>(&'a Option<u16>, &'a Option<String>);
+
+impl fmt::Display for StatusAndCode<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.0, self.1) {
+            (Some(status), code) => write!(f, "HTTP {status}{}: ", SpacedCode(code)),
+            (None, Some(code)) => write!(f, "{code}: "),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
 /// Why a request that named the bucket's owner may have been denied.
 struct OwnerHint<'a>(&'a Option<Box<str>>);
 
@@ -338,6 +400,7 @@ mod tests {
                 false,
                 false,
             ),
+            (archived(Some(StorageClass::Glacier), None), false, false),
             (StoreError::Credentials { source: refused() }, false, true),
             (
                 StoreError::Unreachable {
@@ -401,6 +464,7 @@ mod tests {
             StoreError::NoSuchKey { .. } => "NoSuchKey",
             StoreError::AccessDenied { .. } => "AccessDenied",
             StoreError::Changed { .. } => "Changed",
+            StoreError::Archived(_) => "Archived",
             StoreError::Credentials { .. } => "Credentials",
             StoreError::Unreachable { .. } => "Unreachable",
             StoreError::ServerError(_) => "ServerError",
@@ -422,7 +486,7 @@ mod tests {
     fn every_kind_is_classified_as_before() {
         let all = every_kind();
         let kinds: std::collections::BTreeSet<_> = all.iter().map(|(e, _, _)| kind(e)).collect();
-        assert_eq!(kinds.len(), 12, "every kind is listed: {kinds:?}");
+        assert_eq!(kinds.len(), 13, "every kind is listed: {kinds:?}");
         for (err, transient, stops_run) in &all {
             assert_eq!(err.is_transient(), *transient, "is_transient: {err:?}");
             assert_eq!(err.stops_run(), *stops_run, "stops_run: {err:?}");
@@ -554,7 +618,54 @@ mod tests {
         });
         assert_eq!(
             unexpected.to_string(),
-            "S3 error: ListObjectsV2 on s3://b/p: bad request"
+            "S3 error: ListObjectsV2 on s3://b/p: HTTP 400: bad request"
+        );
+        let coded = StoreError::from(UnexpectedFailure {
+            action: "GetObject",
+            resource: "s3://b/k".into(),
+            status: Some(403),
+            code: Some("SignatureDoesNotMatch".into()),
+            source: Box::new(Layer("service error", Some("signature mismatch".into()))),
+        });
+        assert_eq!(
+            coded.to_string(),
+            "S3 error: GetObject on s3://b/k: HTTP 403 SignatureDoesNotMatch: signature mismatch"
+        );
+    }
+
+    fn archived(class: Option<StorageClass>, tier: Option<&str>) -> StoreError {
+        StoreError::from(ArchivedObject {
+            bucket: "b".into(),
+            key: "photos/a\n.jpg".into(),
+            action: "GetObject",
+            storage_class: class,
+            access_tier: tier.map(str::to_string),
+        })
+    }
+
+    #[test]
+    fn an_archived_object_is_named_with_what_s3_answered_and_never_as_denied() {
+        let glacier = archived(Some(StorageClass::Glacier), None).to_string();
+        assert_eq!(
+            glacier,
+            "s3://b/photos/a\\n.jpg is archived (GLACIER): S3 answered GetObject with 403 \
+             InvalidObjectState; it can be read once it is restored"
+        );
+        assert!(!glacier.contains("denied"));
+        let tiering = archived(
+            Some(StorageClass::IntelligentTiering),
+            Some("ARCHIVE_ACCESS"),
+        );
+        assert!(
+            tiering
+                .to_string()
+                .contains("is archived (INTELLIGENT_TIERING, ARCHIVE_ACCESS): "),
+            "{tiering}"
+        );
+        assert!(
+            archived(None, None)
+                .to_string()
+                .contains("is archived: S3 answered")
         );
     }
 

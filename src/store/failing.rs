@@ -9,8 +9,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::{
-    Body, BodyError, BoxFuture, ETag, GetRequest, GetResponse, ListPage, ObjectStore,
-    ServerFailure, StoreError,
+    Body, BodyError, BoxFuture, ETag, GetRequest, GetResponse, Key, ListPage, ObjectStore,
+    RestoreAnswer, RestoreRequest, RestoreState, ServerFailure, StoreError,
 };
 
 /// What happens to one GET.
@@ -177,6 +177,18 @@ impl<S: ObjectStore> ObjectStore for FailingStore<S> {
             }
             Ok(response)
         })
+    }
+
+    fn restore_state(&self, key: &Key) -> BoxFuture<'_, Result<RestoreState, StoreError>> {
+        self.inner.restore_state(key)
+    }
+
+    fn request_restore(
+        &self,
+        key: &Key,
+        request: &RestoreRequest,
+    ) -> BoxFuture<'_, Result<RestoreAnswer, StoreError>> {
+        self.inner.request_restore(key, request)
     }
 }
 

@@ -64,6 +64,9 @@ def userdata_values(template, overrides=None):
     values.setdefault("ReleaseS3Uri", "s3://s3mirrorfs-releases/s3mirrorfs-0.1.0-x86_64-linux-gnu.tar.gz")
     values.setdefault("ReleaseSha256", "0" * 64)
     values.update(overrides or {})
+    # What the template's RestoreArchived condition gives the UserData's Fn::Sub map.
+    days = int(values.get("RestoreArchivedDays", 0))
+    values.setdefault("PrefetchOptions", f"--restore-archived {days}" if days else "")
     return values
 
 

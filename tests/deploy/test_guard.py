@@ -93,6 +93,9 @@ MUTATIONS = {
         Resource={"Fn::Sub": "arn:${AWS::Partition}:s3:::${ArchiveBucket}/*"}
     ),
     "iam_archive_not_into_stack_buckets": lambda t: drop_conditional(t, "NoArchivesInTheStackBuckets"),
+    "iam_restore_images_only_when_asked": lambda t: conditional(t, "RestoreArchivedImages").update(
+        Resource={"Fn::Sub": "arn:${AWS::Partition}:s3:::*/*"}
+    ),
     "iam_send_command_scoped": lambda t: statements(t, "FunctionRole")[1].pop("Condition"),
     "lambda_runtime_and_code": lambda t: props(t, "StartPrefetchFunction").update(Runtime="python3.8"),
     "lambda_permission_pinned": lambda t: props(t, "ScheduleInvokePermission").pop("SourceArn"),
@@ -166,6 +169,38 @@ ARCHIVE_MUTATIONS = {
         }
     ),
 }
+
+
+def restore_under(t, condition):
+    for statement in statements(t, "InstanceRole"):
+        if statement.get("Fn::If", [None, {}])[1].get("Sid") == "RestoreArchivedImages":
+            statement["Fn::If"][0] = condition
+
+
+# More ways to widen the restore permission, each of which its rule must refuse.
+RESTORE_MUTATIONS = {
+    "restore-without-the-condition": lambda t: statements(t, "InstanceRole").append(
+        {"Effect": "Allow", "Action": "s3:RestoreObject", "Resource": {"Fn::Sub": "${ImageBucket.Arn}/*"}}
+    ),
+    "restore-under-another-condition": lambda t: restore_under(t, "ArchiveEnabled"),
+    "restore-the-log-bucket": lambda t: conditional(t, "RestoreArchivedImages").update(
+        Resource={"Fn::Sub": "${LogBucket.Arn}/*"}
+    ),
+    "more-than-restores": lambda t: conditional(t, "RestoreArchivedImages").update(
+        Action=["s3:RestoreObject", "s3:PutObject"]
+    ),
+    "a-wildcard-action": lambda t: conditional(t, "RestoreArchivedImages").update(Action="s3:Restore*"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RESTORE_MUTATIONS))
+def test_the_restore_rule_fails_a_wider_restore_statement(template, tmp_path, name):
+    broken = copy.deepcopy(json.loads(json.dumps(template)))
+    RESTORE_MUTATIONS[name](broken)
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(broken))
+    code, failed, output = guard(path)
+    assert code != 0 and "iam_restore_images_only_when_asked" in failed, output
 
 
 @pytest.mark.parametrize("name", sorted(ARCHIVE_MUTATIONS))

@@ -172,6 +172,24 @@ def function_environment(aws, outputs):
     return function["Environment"]["Variables"]
 
 
+def test_only_restore_archived_days_let_the_instance_restore_and_only_images(aws, body):
+    outputs, resources, _ = create(aws, body, "s3mirrorfs-restore", RestoreArchivedDays=7)
+    restore = instance_policy(aws, resources)["RestoreArchivedImages"]
+    assert restore == {
+        "Sid": "RestoreArchivedImages",
+        "Effect": "Allow",
+        "Action": "s3:RestoreObject",
+        "Resource": f"arn:aws:s3:::{outputs['ImageBucketName']}/*",
+    }
+    userdata = aws("ec2").describe_instance_attribute(InstanceId=outputs["InstanceId"], Attribute="userData")
+    assert "PREFETCH_OPTIONS='--restore-archived 7'" in base64.b64decode(userdata["UserData"]["Value"]).decode()
+    _, resources, _ = create(aws, body, "s3mirrorfs-norestore")
+    statements = instance_policy(aws, resources)
+    assert "RestoreArchivedImages" not in statements
+    actions = {a for s in statements.values() for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert "s3:RestoreObject" not in actions
+
+
 ARCHIVE_SIDS = {"WriteTheArchives", "ListTheArchives", "DeleteOldArchives", "EncryptTheArchives",
                 "NoArchivesInTheStackBuckets"}
 

@@ -215,6 +215,8 @@ def test_the_prefetch_is_a_oneshot_with_a_json_summary_and_one_writable_place():
     command = one(s, "ExecStart").split()
     assert command[:3] == ["/usr/local/bin/s3mirrorfs", "prefetch", "${S3MIRRORFS_BUCKET}"]
     assert "--json" in command
+    # Unbraced, so systemd splits the options (--restore-archived N) into words, none when empty.
+    assert "$S3MIRRORFS_PREFETCH_OPTIONS" in command
     assert one(s, "ProtectSystem") == "strict"
     assert one(s, "ReadWritePaths") == MIRROR
     assert one(unit["Unit"], "RequiresMountsFor") == MIRROR
@@ -305,6 +307,32 @@ def test_the_cron_command_logs_the_summary_and_the_exit_status(tmp_path):
     assert f"args: prefetch images/photos --mirror-dir {tmp_path}/m --json" in syslog
     assert "some failure" in syslog
     assert syslog[-1] == "s3mirrorfs prefetch exit status 1"
+
+
+def test_the_cron_command_adds_the_prefetch_options(tmp_path):
+    [job] = cron_jobs()
+    command = job.split(None, 6)[6]
+    env = tmp_path / "s3mirrorfs.env"
+    env.write_text(
+        f"S3MIRRORFS_BUCKET=images\nS3MIRRORFS_MIRROR_DIR={tmp_path}/m\n"
+        'S3MIRRORFS_PREFETCH_OPTIONS="--restore-archived 7"\n'
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "s3mirrorfs").write_text('#!/bin/sh\nfor a; do echo "arg: $a"; done\n')
+    (bin_dir / "logger").write_text(f'#!/bin/sh\ncat >> {tmp_path}/syslog\n')
+    for program in bin_dir.iterdir():
+        program.chmod(program.stat().st_mode | stat.S_IXUSR)
+    run = subprocess.run(
+        ["/bin/sh", "-c", command.replace("/etc/s3mirrorfs.env", str(env))],
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 0, run.stderr
+    args = [line[len("arg: "):] for line in (tmp_path / "syslog").read_text().splitlines() if line.startswith("arg: ")]
+    assert args == ["prefetch", "images", "--mirror-dir", f"{tmp_path}/m", "--restore-archived", "7", "--json"]
 
 
 def test_the_userdata_installs_what_the_release_ships(template):

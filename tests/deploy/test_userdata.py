@@ -193,6 +193,7 @@ def test_first_boot_sets_everything_up(instance):
         "S3MIRRORFS_MOUNTPOINT=/mnt/images",
         "S3MIRRORFS_MIRROR_DIR=/home/user/myS3backup",
         "AWS_REGION=eu-west-1",
+        'S3MIRRORFS_PREFETCH_OPTIONS=""',
     ]
     assert "TimeoutStartSec=72000" in instance.file("/etc/systemd/system/s3mirrorfs-prefetch.service.d/timeout.conf")
     assert "user_allow_other" in instance.file("/etc/fuse.conf").splitlines()
@@ -206,6 +207,23 @@ def test_first_boot_sets_everything_up(instance):
     assert not instance.upper(ARCHIVE_ENV).exists()
     assert not instance.upper(ARCHIVE_DROP_IN).exists()
     assert not [c for c in instance.calls if "enable" in c and "archive" in c and "disable" not in c]
+
+
+def test_restore_archived_days_reach_the_daily_prefetch(instance):
+    assert instance.run(RestoreArchivedDays=7) == 0, instance.log
+    env = instance.file("/etc/s3mirrorfs.env")
+    assert 'S3MIRRORFS_PREFETCH_OPTIONS="--restore-archived 7"' in env.splitlines()
+    # The cron job reads the file with the shell: the quoted value is one assignment.
+    read = subprocess.run(
+        ["/bin/sh", "-c", '. "$1" && printf "%s" "$S3MIRRORFS_PREFETCH_OPTIONS"', "sh", str(instance.upper("/etc/s3mirrorfs.env"))],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (read.returncode, read.stdout) == (0, "--restore-archived 7"), read.stderr
+    # Set back to 0: the option goes with the next run of the set-up.
+    assert instance.run(RestoreArchivedDays=0) == 0, instance.log
+    assert 'S3MIRRORFS_PREFETCH_OPTIONS=""' in instance.file("/etc/s3mirrorfs.env").splitlines()
 
 
 def test_a_second_run_changes_nothing_it_should_keep(instance):

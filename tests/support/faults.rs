@@ -15,6 +15,12 @@ pub type Hook = Arc<dyn Fn() + Send + Sync>;
 pub enum Fault {
     /// Answers with this status and an S3-style XML error body; the server never sees the request.
     Error { status: u16, code: &'static str },
+    /// Answers `403 InvalidObjectState` naming this storage class and access tier,
+    /// as S3 answers a GET of an archived object; the server never sees the request.
+    Archived {
+        storage_class: &'static str,
+        access_tier: Option<&'static str>,
+    },
     /// Resets the connection (TCP RST) before any response byte.
     ResetBeforeHeaders,
     /// Sends nothing at all, keeping the connection open until the client gives up
@@ -46,6 +52,7 @@ impl Fault {
     pub fn name(&self) -> &'static str {
         match self {
             Fault::Error { .. } => "error",
+            Fault::Archived { .. } => "archived",
             Fault::ResetBeforeHeaders => "reset-before-headers",
             Fault::StallBeforeHeaders { .. } => "stall-before-headers",
             Fault::ResetAfter(_) => "reset-mid-body",
@@ -88,6 +95,24 @@ impl Fault {
         Fault::Error {
             status: 403,
             code: "AccessDenied",
+        }
+    }
+
+    /// The status, code and extra XML elements of an injected error answer.
+    pub fn error_answer(&self) -> Option<(u16, &'static str, String)> {
+        match self {
+            Fault::Error { status, code } => Some((*status, *code, String::new())),
+            Fault::Archived {
+                storage_class,
+                access_tier,
+            } => {
+                let mut extra = format!("<StorageClass>{storage_class}</StorageClass>");
+                if let Some(tier) = access_tier {
+                    extra.push_str(&format!("<AccessTier>{tier}</AccessTier>"));
+                }
+                Some((403, "InvalidObjectState", extra))
+            }
+            _ => None,
         }
     }
 }

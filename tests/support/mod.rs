@@ -243,6 +243,74 @@ impl Bucket {
         })
     }
 
+    /// Puts an object of storage class `class` (moto stores it so, and answers a GET
+    /// of a GLACIER or DEEP_ARCHIVE one with 403 InvalidObjectState, as S3 does).
+    pub fn put_with_class(&self, key: &str, data: &[u8], class: &str) -> String {
+        let out = self
+            .rt
+            .block_on(
+                self.client
+                    .put_object()
+                    .bucket(&self.name)
+                    .key(key)
+                    .storage_class(class.into())
+                    .body(ByteStream::from(data.to_vec()))
+                    .send(),
+            )
+            .unwrap_or_else(|e| {
+                panic!("put {key:?}: {}", aws_sdk_s3::error::DisplayErrorContext(e))
+            });
+        out.e_tag().unwrap().to_string()
+    }
+
+    /// Moves an object to another storage class by copying it onto itself, as
+    /// a lifecycle transition would (the bytes, and so a single-part ETag, stay).
+    pub fn set_class(&self, key: &str, class: &str) -> String {
+        let out = self
+            .rt
+            .block_on(
+                self.client
+                    .copy_object()
+                    .bucket(&self.name)
+                    .key(key)
+                    .copy_source(format!("{}/{key}", self.name))
+                    .storage_class(class.into())
+                    .send(),
+            )
+            .unwrap_or_else(|e| {
+                panic!(
+                    "copy {key:?}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(e)
+                )
+            });
+        out.copy_object_result()
+            .unwrap()
+            .e_tag()
+            .unwrap()
+            .to_string()
+    }
+
+    /// The object's `x-amz-restore` header and storage class, as a HEAD shows them.
+    pub fn restore_header(&self, key: &str) -> (Option<String>, Option<String>) {
+        let out = self
+            .rt
+            .block_on(self.client.head_object().bucket(&self.name).key(key).send())
+            .unwrap();
+        (
+            out.restore().map(str::to_string),
+            out.storage_class().map(|c| c.as_str().to_string()),
+        )
+    }
+
+    /// The error code S3 answers a GET of `key` with, or `None` if the GET succeeds.
+    pub fn get_error_code(&self, key: &str) -> Option<String> {
+        use aws_sdk_s3::error::ProvideErrorMetadata;
+        self.rt
+            .block_on(self.client.get_object().bucket(&self.name).key(key).send())
+            .err()
+            .map(|e| e.code().unwrap_or("?").to_string())
+    }
+
     pub fn delete(&self, key: &str) {
         self.rt
             .block_on(

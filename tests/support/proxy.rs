@@ -26,6 +26,8 @@ pub struct Seen {
     pub if_match: Option<String>,
     /// The `x-amz-expected-bucket-owner` header, if any.
     pub expected_owner: Option<String>,
+    /// The `x-amz-optional-object-attributes` header, if any (`RestoreStatus`).
+    pub optional_attributes: Option<String>,
     /// The fault injected, if any.
     pub fault: Option<&'static str>,
 }
@@ -224,21 +226,24 @@ async fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
             range: request.header("range").map(str::to_string),
             if_match: request.header("if-match").map(str::to_string),
             expected_owner: expected_owner.map(str::to_string),
+            optional_attributes: request
+                .header("x-amz-optional-object-attributes")
+                .map(str::to_string),
             fault: fault.as_ref().map(Fault::name),
         });
+        if let Some((status, code, extra)) = fault.as_ref().and_then(Fault::error_answer) {
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>injected by the test proxy</Message>{extra}<RequestId>test</RequestId></Error>"
+            );
+            let head = format!(
+                "HTTP/1.1 {status} Injected\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            write.write_all(head.as_bytes()).await?;
+            write.write_all(body.as_bytes()).await?;
+            continue;
+        }
         match &fault {
-            Some(Fault::Error { status, code }) => {
-                let body = format!(
-                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>injected by the test proxy</Message><RequestId>test</RequestId></Error>"
-                );
-                let head = format!(
-                    "HTTP/1.1 {status} Injected\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n",
-                    body.len()
-                );
-                write.write_all(head.as_bytes()).await?;
-                write.write_all(body.as_bytes()).await?;
-                continue;
-            }
             Some(Fault::ResetBeforeHeaders) => return reset(reader, write),
             Some(Fault::StallBeforeHeaders { limit }) => {
                 wait_for_close(&mut reader, *limit).await;
@@ -281,6 +286,7 @@ async fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
             None
             | Some(
                 Fault::Error { .. }
+                | Fault::Archived { .. }
                 | Fault::ResetBeforeHeaders
                 | Fault::StallBeforeHeaders { .. }
                 | Fault::HookBefore(_),

@@ -16,17 +16,17 @@ use tracing_subscriber::EnvFilter;
 
 use s3mirrorfs::admin::{self, AdminError};
 use s3mirrorfs::cli::{
-    ArchiveArgs, Cli, Command, HistoryArgs, MountArgs, PrefetchArgs, RestoreArgs, S3Args, Sse,
-    StatusArgs, VerifyArgs, fstab_args,
+    ArchiveArgs, Cli, Command, HistoryArgs, MountArgs, PrefetchArgs, RestoreArgs, RestoreTier,
+    S3Args, Sse, StatusArgs, VerifyArgs, fstab_args,
 };
 use s3mirrorfs::fetch::{FetchConfig, Fetcher};
 use s3mirrorfs::mirror::Mirror;
 use s3mirrorfs::mirror::identity::Source;
 use s3mirrorfs::mount::{self, MountOptions};
-use s3mirrorfs::prefetch::{self, PrefetchOptions, Summary, normalize_prefix};
+use s3mirrorfs::prefetch::{self, PrefetchOptions, RestoreArchived, Summary, normalize_prefix};
 use s3mirrorfs::report::human_bytes;
 use s3mirrorfs::s3::{S3Options, S3Store};
-use s3mirrorfs::store::{Encryption, ObjectSink, ObjectStore};
+use s3mirrorfs::store::{Encryption, ObjectSink, ObjectStore, RetrievalTier};
 use s3mirrorfs::sys;
 
 use progress::{BarSlot, Counters, LogWriter, ProgressMode, Reporter};
@@ -142,16 +142,23 @@ async fn prefetch_command(args: PrefetchArgs, bar: BarSlot) -> ExitCode {
         summary.error = Some(message);
     } else if !args.quiet {
         tracing::info!(
-            "listed {}, downloaded {} ({}), up to date {}, failed {}, pruned {}, renamed {} in {:.1}s",
+            "listed {}, downloaded {} ({}), up to date {}, failed {}, archived {}, pruned {}, renamed {} in {:.1}s",
             summary.listed,
             summary.downloaded,
             human_bytes(summary.bytes),
             summary.up_to_date,
             summary.failed,
+            summary.archived,
             summary.pruned,
             summary.renamed.len(),
             summary.seconds
         );
+    }
+    if outcome.is_ok()
+        && let Some(note) = summary.archived_note()
+    {
+        // Not an error: the run succeeded for every object a GET can read.
+        tracing::warn!("{note}");
     }
     if args.json {
         println!(
@@ -214,12 +221,24 @@ async fn prefetch_inner(
         prune: args.prune,
         keep_history_days: args.keep_history,
         max_change: args.max_change,
+        restore_archived: restore_archived(args),
     };
     let counters = Arc::new(Counters::default());
     let reporter = Reporter::start(mode, Arc::clone(&counters), fetcher.clone(), bar);
     let result = prefetch::run(store, &fetcher, &options, counters.as_ref(), summary).await;
     reporter.finish().await;
     result.with_context(|| format!("prefetch of s3://{bucket}/{prefix}"))
+}
+
+/// What `--restore-archived` and `--restore-tier` ask for (Bulk unless told).
+fn restore_archived(args: &PrefetchArgs) -> Option<RestoreArchived> {
+    let tier = match args.restore_tier {
+        None | Some(RestoreTier::Bulk) => RetrievalTier::Bulk,
+        Some(RestoreTier::Standard) => RetrievalTier::Standard,
+        Some(RestoreTier::Expedited) => RetrievalTier::Expedited,
+    };
+    args.restore_archived
+        .map(|days| RestoreArchived { days, tier })
 }
 
 pub(crate) fn open_mirror(dir: &Path, bucket: &str) -> anyhow::Result<Mirror> {
