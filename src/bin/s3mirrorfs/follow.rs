@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use s3mirrorfs::cli::FollowArgs;
-use s3mirrorfs::fetch::{FetchConfig, Fetcher};
+use s3mirrorfs::fetch::Fetcher;
 use s3mirrorfs::follow::{EventQueue, FollowOptions, FollowReport, Follower};
 use s3mirrorfs::prefetch::normalize_prefix;
 use s3mirrorfs::report::human_bytes;
@@ -115,12 +115,7 @@ async fn start(args: &FollowArgs) -> anyhow::Result<Follower> {
     let fetcher = Fetcher::new(
         store,
         Arc::new(mirror),
-        FetchConfig {
-            max_requests: concurrency,
-            max_attempts: args.s3.max_attempts,
-            stall_timeout: Duration::from_secs(args.s3.stall_timeout),
-            ..FetchConfig::default()
-        },
+        crate::fetch_config(&args.s3, concurrency),
     );
     let queue_options = SqsOptions {
         region: args.s3.region.clone(),

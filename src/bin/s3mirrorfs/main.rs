@@ -199,12 +199,7 @@ async fn prefetch_inner(
     let fetcher = Fetcher::new(
         Arc::clone(&store),
         Arc::new(mirror),
-        FetchConfig {
-            max_requests: concurrency,
-            max_attempts: args.s3.max_attempts,
-            stall_timeout: Duration::from_secs(args.s3.stall_timeout),
-            ..FetchConfig::default()
-        },
+        fetch_config(&args.s3, concurrency),
     );
     let mode = if args.quiet {
         ProgressMode::None
@@ -239,6 +234,17 @@ fn restore_archived(args: &PrefetchArgs) -> Option<RestoreArchived> {
     };
     args.restore_archived
         .map(|days| RestoreArchived { days, tier })
+}
+
+/// How a bulk command's downloads go: `concurrency` requests at once, and the
+/// retries and stall timeout the S3 flags say.
+pub(crate) fn fetch_config(args: &S3Args, concurrency: usize) -> FetchConfig {
+    FetchConfig {
+        max_requests: concurrency,
+        max_attempts: args.max_attempts,
+        stall_timeout: Duration::from_secs(args.stall_timeout),
+        ..FetchConfig::default()
+    }
 }
 
 pub(crate) fn open_mirror(dir: &Path, bucket: &str) -> anyhow::Result<Mirror> {
