@@ -74,15 +74,15 @@ def userdata_script(template, overrides=None):
     return substitute(str(text), userdata_values(template, overrides))
 
 
-def lambda_source(template):
-    """The function's inline code (Code.ZipFile)."""
-    return str(template["Resources"]["StartPrefetchFunction"]["Properties"]["Code"]["ZipFile"])
+def lambda_source(template, function="StartPrefetchFunction"):
+    """A function's inline code (Code.ZipFile)."""
+    return str(template["Resources"][function]["Properties"]["Code"]["ZipFile"])
 
 
-def lambda_module(template):
-    """The function's inline code, imported as a module named index."""
+def lambda_module(template, function="StartPrefetchFunction"):
+    """A function's inline code, imported as a module named index."""
     module = types.ModuleType("index")
-    exec(compile(lambda_source(template), "index.py", "exec"), module.__dict__)
+    exec(compile(lambda_source(template, function), "index.py", "exec"), module.__dict__)
     return module
 
 
