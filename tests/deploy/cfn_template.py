@@ -30,6 +30,7 @@ SUB_VALUES = {
     "LogBucket": "s3mirrorfs-logbucket-4567efab",
     "VolumeId": "vol-0123456789abcdef0",
     "QueueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/s3mirrorfs-EventQueue-0123abcd",
+    "OutputLogGroup": "/s3mirrorfs/s3mirrorfs/prefetch",
 }
 
 

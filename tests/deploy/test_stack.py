@@ -5,7 +5,8 @@ what it creates has the settings the template promises.
 What moto's CloudFormation does not implement, and so these tests cannot check
 (cfn-lint, checkov, the guard rules and test_template.py check the template
 itself instead):
-- resource types it skips: AWS::S3::BucketPolicy, AWS::SQS::QueuePolicy.
+- resource types it skips: AWS::S3::BucketPolicy, AWS::SQS::QueuePolicy,
+  AWS::SNS::Subscription, AWS::Logs::MetricFilter, AWS::CloudWatch::Alarm.
   References to them resolve, nothing is created;
 - of a bucket, anything but its encryption and tags (versioning, lifecycle,
   logging, public access block);
@@ -357,6 +358,7 @@ def test_real_time_sends_the_buckets_events_to_a_queue_the_instance_follows(aws,
     assert len([a for a in actions if a.startswith("sqs:")]) == 4
 
     assert f"QUEUE_URL='{queue_url}'" in userdata_of(aws, outputs)
+    assert "AlarmTopicArn" in outputs
 
 
 def test_without_real_time_nothing_of_the_queue_exists(aws, body):
@@ -372,4 +374,14 @@ def test_without_real_time_nothing_of_the_queue_exists(aws, body):
     assert "FollowTheEventQueue" not in statements
     assert "sqs:" not in repr(statements)
     assert "QUEUE_URL=''" in userdata_of(aws, outputs)
+    # The backup's alarm does not depend on RealTime.
+    assert "AlarmTopicArn" in outputs
+    topics = aws("sns").list_topics()["Topics"]
+    assert [t["TopicArn"] for t in topics] == [outputs["AlarmTopicArn"]]
 
+
+def test_an_alarm_address_is_accepted(aws, body):
+    # moto skips AWS::SNS::Subscription: this checks that the parameter and
+    # its condition resolve; test_template.py checks the subscription itself.
+    outputs, _, _ = create(aws, body, "s3mirrorfs-mail", AlarmEmail="ops@example.com")
+    assert outputs["AlarmTopicArn"].startswith("arn:aws:sns:eu-west-1:")

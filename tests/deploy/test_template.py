@@ -24,6 +24,8 @@ REAL_TIME_ONLY = {
     "BucketEventsLogGroup",
     "BucketEventsDeadLetterQueue",
     "ImageBucketEvents",
+    "EventDeadLetterAlarm",
+    "EventQueueAgeAlarm",
 }
 
 
@@ -152,8 +154,9 @@ def test_the_userdata_fits_the_ec2_limit(template):
         "ArchivePrefix": "p" * 200,
         "ArchiveKmsKeyArn": "arn:aws:kms:eu-west-1:123456789012:key/" + "0" * 36,
         "MountPoint": "/" + "m" * 200,
-        # A stack name of 128 characters, in the queue's generated name.
+        # A stack name of 128 characters, in the queue's generated name and the group's.
         "QueueUrl": "https://sqs.ap-southeast-4.amazonaws.com/123456789012/" + "q" * 80,
+        "OutputLogGroup": "/s3mirrorfs/" + "s" * 128 + "/prefetch",
     }
     script = cfn_template.userdata_script(template, longest)
     assert len(script.encode()) < 16384
@@ -374,3 +377,53 @@ def test_the_userdata_follows_only_with_a_queue(template):
     assert "systemctl enable s3mirrorfs-follow.service" in branch.split("else")[0]
     assert "systemctl disable --now s3mirrorfs-follow.service" in branch.split("else")[1]
 
+
+def test_the_prefetch_alarm_fires_after_26_hours_without_a_success(template):
+    resources = template["Resources"]
+    metric = resources["PrefetchSucceededMetricFilter"]["Properties"]["MetricTransformations"][0]
+    alarm = resources["PrefetchNotSucceedingAlarm"]
+    assert "Condition" not in alarm and "Condition" not in resources["PrefetchSucceededMetricFilter"]
+    a = alarm["Properties"]
+    assert (a["Namespace"], a["MetricName"]) == (metric["MetricNamespace"], metric["MetricName"])
+    assert metric["MetricValue"] == "1"
+    assert a["Statistic"] == "Sum"
+    assert a["Period"] * a["EvaluationPeriods"] == 26 * 3600
+    assert a["DatapointsToAlarm"] == a["EvaluationPeriods"]
+    assert (a["ComparisonOperator"], a["Threshold"]) == ("LessThanThreshold", 1)
+    # An instance that sends nothing at all is a backup that stopped.
+    assert a["TreatMissingData"] == "breaching"
+
+
+def test_the_queue_alarms_watch_the_dead_letters_and_the_oldest_event(template):
+    resources = template["Resources"]
+    dead = resources["EventDeadLetterAlarm"]["Properties"]
+    assert dead["Namespace"] == "AWS/SQS"
+    assert dead["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert dead["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["EventDeadLetterQueue", "QueueName"]}}]
+    assert (dead["ComparisonOperator"], dead["Threshold"]) == ("GreaterThanThreshold", 0)
+    age = resources["EventQueueAgeAlarm"]["Properties"]
+    assert age["MetricName"] == "ApproximateAgeOfOldestMessage"
+    assert age["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["EventQueue", "QueueName"]}}]
+    assert (age["ComparisonOperator"], age["Threshold"]) == ("GreaterThanThreshold", 15 * 60)
+    for alarm in (dead, age):
+        # SQS sends no metrics for an idle queue: no data is nothing waiting.
+        assert alarm["TreatMissingData"] == "notBreaching"
+        assert alarm["Statistic"] == "Maximum"
+
+
+def test_every_alarm_notifies_the_topic_and_an_address_is_optional(template):
+    resources = template["Resources"]
+    alarms = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    assert len(alarms) == 3
+    for alarm in alarms:
+        assert alarm["AlarmActions"] == alarm["OKActions"] == [{"Ref": "AlarmTopic"}]
+        assert alarm["AlarmDescription"] and alarm["AlarmName"]["Fn::Sub"].startswith("${AWS::StackName}-")
+    assert template["Parameters"]["AlarmEmail"]["Default"] == ""
+    assert template["Conditions"]["HasAlarmEmail"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]}
+    subscription = resources["AlarmEmailSubscription"]
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert subscription["Properties"] == {"TopicArn": {"Ref": "AlarmTopic"}, "Protocol": "email",
+                                          "Endpoint": {"Ref": "AlarmEmail"}}
+    pattern = re.compile(template["Parameters"]["AlarmEmail"]["AllowedPattern"])
+    assert pattern.fullmatch("") and pattern.fullmatch("ops@example.com")
+    assert not pattern.fullmatch("ops") and not pattern.fullmatch("ops@example")

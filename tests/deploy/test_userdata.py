@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import tarfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +31,7 @@ UNIT_NAMES = (
     "s3mirrorfs-follow.service",
 )
 QUEUE_URL = cfn_template.SUB_VALUES["QueueUrl"]
+OUTCOME_UNITS = ("s3mirrorfs-outcome.service", "s3mirrorfs-outcome.timer")
 ARCHIVE = {"ArchiveDir": "/srv/app/data", "ArchiveBucket": "s3mirrorfs-archives", "ArchivePrefix": "app/daily"}
 ARCHIVE_ENV = "/etc/s3mirrorfs-archive.env"
 ARCHIVE_DROP_IN = "/etc/systemd/system/s3mirrorfs-archive.service.d/deployment.conf"
@@ -210,6 +212,11 @@ def test_first_boot_sets_everything_up(instance):
     assert "systemctl enable s3mirrorfs-follow.service" in instance.calls
     follow = instance.calls.index("systemctl restart s3mirrorfs-follow.service")
     assert follow > instance.calls.index("systemctl restart s3mirrorfs-mount.service")
+    # Every prefetch's outcome goes to CloudWatch Logs, whatever the schedule.
+    assert "systemctl enable --now s3mirrorfs-outcome.timer" in instance.calls
+    assert os.access(instance.upper("/usr/local/sbin/s3mirrorfs-send-outcome"), os.X_OK)
+    unit = instance.file("/etc/systemd/system/s3mirrorfs-outcome.service")
+    assert "Environment=S3MIRRORFS_OUTCOME_LOG_GROUP=/s3mirrorfs/s3mirrorfs/prefetch" in unit.splitlines()
     # No ArchiveDir: no archive settings, so the archive unit cannot run.
     assert not instance.upper(ARCHIVE_ENV).exists()
     assert not instance.upper(ARCHIVE_DROP_IN).exists()
@@ -364,6 +371,8 @@ def test_without_real_time_the_follower_has_no_queue_and_stays_disabled(instance
     assert not [c for c in instance.calls if c.startswith(("systemctl enable", "systemctl restart")) and "follow" in c]
     # The unit is installed all the same: it is part of the release.
     assert instance.upper("/etc/systemd/system/s3mirrorfs-follow.service").exists()
+    # The alarm's outcome does not depend on RealTime.
+    assert "systemctl enable --now s3mirrorfs-outcome.timer" in instance.calls
 
 
 def test_turning_real_time_off_takes_the_queue_away(instance):
@@ -379,5 +388,36 @@ def test_a_follower_that_does_not_start_fails_the_set_up_but_not_the_backup(inst
     assert "the follower did not start" in instance.log
     assert "systemctl restart s3mirrorfs-mount.service" in instance.calls
     assert "systemctl enable --now s3mirrorfs-prefetch.timer" in instance.calls
+    assert "systemctl enable --now s3mirrorfs-outcome.timer" in instance.calls
     assert "systemctl start --no-block s3mirrorfs-prefetch.service" in instance.calls
 
+
+@pytest.mark.parametrize("source", ["EventBridge", "SystemdTimer", "Cron"])
+def test_the_outcome_is_sent_whatever_starts_the_prefetch(instance, source):
+    assert instance.run(ScheduleSource=source) == 0, instance.log
+    assert "systemctl enable --now s3mirrorfs-outcome.timer" in instance.calls
+
+
+def test_the_outcome_units_pass_systemd_analyze_verify(instance, tmp_path):
+    assert instance.run() == 0, instance.log
+    root = tmp_path / "root"
+    system = Path("/usr/lib/systemd/system")
+    if not system.is_dir():
+        system = Path("/lib/systemd/system")
+    shutil.copytree(system, root / "usr/lib/systemd/system", symlinks=True)
+    units = root / "etc/systemd/system"
+    units.mkdir(parents=True)
+    for name in OUTCOME_UNITS:
+        (units / name).write_text(instance.file("/etc/systemd/system/" + name))
+    program = root / "usr/local/sbin/s3mirrorfs-send-outcome"
+    program.parent.mkdir(parents=True)
+    program.write_text(instance.file("/usr/local/sbin/s3mirrorfs-send-outcome"))
+    program.chmod(0o755)
+    (root / "etc/s3mirrorfs.env").write_text(instance.file("/etc/s3mirrorfs.env"))
+    run = subprocess.run(
+        ["systemd-analyze", "verify", f"--root={root}", *[str(units / n) for n in OUTCOME_UNITS]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (run.returncode, run.stdout + run.stderr) == (0, "")
