@@ -155,3 +155,37 @@ def test_a_malformed_request_is_answered_too(function, setup, response_url):
     del broken["ResourceProperties"]["QueueArn"]
     assert function.handler(broken, None, s3=s3) == "FAILED"
     assert "QueueArn" in Answers.received[0]["body"]["Reason"]
+
+
+class DeniedAtFirst:
+    """An S3 client whose first calls are denied, as while a new role's policy propagates."""
+
+    def __init__(self, s3, denials):
+        self.s3, self.denials, self.calls = s3, denials, 0
+
+    def __getattr__(self, name):
+        def call(**kwargs):
+            self.calls += 1
+            if self.calls <= self.denials:
+                from botocore.exceptions import ClientError
+
+                raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, name)
+            return getattr(self.s3, name)(**kwargs)
+
+        return call
+
+
+def test_access_denied_is_tried_again_while_a_new_role_propagates(function, setup, response_url, monkeypatch):
+    s3, ours, _ = setup
+    monkeypatch.setattr(function, "RETRY_DELAY_SECONDS", 0)
+    assert function.handler(event(response_url, "Create", ours), None, s3=DeniedAtFirst(s3, 2)) == "SUCCESS"
+    assert [c["Id"] for c in configurations(s3)] == ["s3mirrorfs-follow"]
+
+
+def test_access_still_denied_fails_with_the_reason(function, setup, response_url, monkeypatch):
+    s3, ours, _ = setup
+    monkeypatch.setattr(function, "RETRY_DELAY_SECONDS", 0)
+    denied = DeniedAtFirst(s3, 100)
+    assert function.handler(event(response_url, "Create", ours), None, s3=denied) == "FAILED"
+    assert denied.calls == function.ATTEMPTS
+    assert "AccessDenied" in Answers.received[0]["body"]["Reason"]
