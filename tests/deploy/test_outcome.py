@@ -216,13 +216,17 @@ def test_the_metric_filter_counts_successful_runs_only(sender, template, last, c
 
 
 def test_the_metric_filter_ignores_the_run_command_output(template):
-    # Run Command sends its output in events of many lines (the unit's
-    # journal, then "prefetch exit status N"), which are not JSON documents;
-    # a JSON pattern never matches them, even around a successful summary.
+    # The Run Command output in the same group holds the prefetch's --json
+    # summary, which has no "outcome"; and it arrives in events of many lines
+    # (the unit's journal, then "prefetch exit status N"), not JSON documents.
+    source = (cfn_template.ROOT / "src" / "prefetch.rs").read_text()
+    body = re.search(r"pub struct Summary \{(.*?)\n\}", source, re.S).group(1)
+    summary_fields = set(re.findall(r"^\s*pub (\w+):", body, re.M))
+    assert {"failed", "listed"} <= summary_fields and "outcome" not in summary_fields
+    assert '$.outcome = "success"' in metric_filter(template)["FilterPattern"]
     output = '{"bucket":"images","failed":0,"listed":3}\nprefetch exit status 0'
     with pytest.raises(json.JSONDecodeError):
         json.loads(output)
-    assert metric_filter(template)["FilterPattern"].startswith("{")
 
 
 def test_the_sender_writes_into_the_group_the_filter_reads(template):
