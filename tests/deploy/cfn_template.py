@@ -5,6 +5,7 @@ inline code), so they can be checked like any other script or module.
 Run as a script it prints one of them:
     python3 tests/deploy/cfn_template.py userdata
     python3 tests/deploy/cfn_template.py lambda
+    python3 tests/deploy/cfn_template.py bucket-events
 """
 
 import re
@@ -28,6 +29,8 @@ SUB_VALUES = {
     "ImageBucket": "s3mirrorfs-imagebucket-0123abcd",
     "LogBucket": "s3mirrorfs-logbucket-4567efab",
     "VolumeId": "vol-0123456789abcdef0",
+    "QueueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/s3mirrorfs-EventQueue-0123abcd",
+    "OutputLogGroup": "/s3mirrorfs/s3mirrorfs/prefetch",
 }
 
 
@@ -77,15 +80,15 @@ def userdata_script(template, overrides=None):
     return substitute(str(text), userdata_values(template, overrides))
 
 
-def lambda_source(template):
-    """The function's inline code (Code.ZipFile)."""
-    return str(template["Resources"]["StartPrefetchFunction"]["Properties"]["Code"]["ZipFile"])
+def lambda_source(template, function="StartPrefetchFunction"):
+    """A function's inline code (Code.ZipFile)."""
+    return str(template["Resources"][function]["Properties"]["Code"]["ZipFile"])
 
 
-def lambda_module(template):
-    """The function's inline code, imported as a module named index."""
+def lambda_module(template, function="StartPrefetchFunction"):
+    """A function's inline code, imported as a module named index."""
     module = types.ModuleType("index")
-    exec(compile(lambda_source(template), "index.py", "exec"), module.__dict__)
+    exec(compile(lambda_source(template, function), "index.py", "exec"), module.__dict__)
     return module
 
 
@@ -96,8 +99,10 @@ def main(argv):
         sys.stdout.write(userdata_script(template))
     elif what == "lambda":
         sys.stdout.write(lambda_source(template))
+    elif what == "bucket-events":
+        sys.stdout.write(lambda_source(template, "BucketEventsFunction"))
     else:
-        sys.stderr.write("usage: cfn_template.py userdata|lambda\n")
+        sys.stderr.write("usage: cfn_template.py userdata|lambda|bucket-events\n")
         return 2
     return 0
 

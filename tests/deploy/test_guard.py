@@ -51,6 +51,10 @@ def conditional(t, sid):
     raise KeyError(sid)
 
 
+def queue_statement(t):
+    return props(t, "EventQueuePolicy")["PolicyDocument"]["Statement"][0]
+
+
 def drop_conditional(t, sid):
     doc = props(t, "InstanceRole")["Policies"][0]["PolicyDocument"]
     doc["Statement"] = [s for s in doc["Statement"] if s.get("Fn::If", [None, {}])[1].get("Sid") != sid]
@@ -101,6 +105,10 @@ MUTATIONS = {
     "lambda_permission_pinned": lambda t: props(t, "ScheduleInvokePermission").pop("SourceArn"),
     "events_targets_by_arn": lambda t: props(t, "ScheduleRule")["Targets"][0].update(Arn="start-prefetch"),
     "logs_retention": lambda t: props(t, "OutputLogGroup").pop("RetentionInDays"),
+    "sqs_queue_policy_pinned": lambda t: queue_statement(t)["Condition"].pop("ArnEquals"),
+    "iam_queue_scoped": lambda t: conditional(t, "FollowTheEventQueue").update(Resource="*"),
+    "sqs_encrypted": lambda t: props(t, "EventQueue").pop("SqsManagedSseEnabled"),
+    "cloudwatch_alarms_notify": lambda t: props(t, "EventQueueAgeAlarm").pop("AlarmActions"),
     "iam_no_inline_policy_resources": lambda t: t["Resources"].update(
         Extra={
             "Type": "AWS::IAM::ManagedPolicy",
@@ -211,3 +219,78 @@ def test_the_archive_rule_fails_a_wider_archive_statement(template, tmp_path, na
     path.write_text(json.dumps(broken))
     code, failed, output = guard(path)
     assert code != 0 and "iam_archive_scoped_to_prefix" in failed, output
+
+
+def test_the_json_form_passes_the_real_time_rules(template, tmp_path):
+    # The mutations below are fed to guard as JSON, where !GetAtt is a list:
+    # the real-time rules must read both forms, or a mutation would fail them
+    # for the wrong reason.
+    path = tmp_path / "template.json"
+    path.write_text(json.dumps(template))
+    run = subprocess.run(
+        [str(GUARD), "validate", "-d", str(path), "-r", str(RULES / "realtime.guard"), "--show-summary", "fail"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def set_source_arn(t, value):
+    queue_statement(t)["Condition"]["ArnEquals"]["aws:SourceArn"] = value
+
+
+# More ways to open the event queue, each of which the queue policy rule must refuse.
+QUEUE_POLICY_MUTATIONS = {
+    "any-bucket": lambda t: set_source_arn(t, {"Fn::Sub": "arn:${AWS::Partition}:s3:::*"}),
+    "the-log-bucket": lambda t: set_source_arn(t, {"Fn::GetAtt": ["LogBucket", "Arn"]}),
+    "any-account": lambda t: queue_statement(t)["Condition"].pop("StringEquals"),
+    "another-account": lambda t: queue_statement(t)["Condition"].update(
+        StringEquals={"aws:SourceAccount": "210987654321"}
+    ),
+    "anyone": lambda t: queue_statement(t).update(Principal="*"),
+    "sns-too": lambda t: queue_statement(t).update(Principal={"Service": "sns.amazonaws.com"}),
+    "more-than-send": lambda t: queue_statement(t).update(Action=["sqs:SendMessage", "sqs:ReceiveMessage"]),
+    "no-condition": lambda t: queue_statement(t).pop("Condition"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(QUEUE_POLICY_MUTATIONS))
+def test_the_queue_policy_rule_fails_a_wider_policy(template, tmp_path, name):
+    broken = copy.deepcopy(json.loads(json.dumps(template)))
+    QUEUE_POLICY_MUTATIONS[name](broken)
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(broken))
+    code, failed, output = guard(path)
+    assert code != 0 and "sqs_queue_policy_pinned" in failed, output
+
+
+# More ways to widen the instance's access to SQS, each of which the scope rule must refuse.
+QUEUE_SCOPE_MUTATIONS = {
+    "send-too": lambda t: conditional(t, "FollowTheEventQueue")["Action"].append("sqs:SendMessage"),
+    "purge": lambda t: conditional(t, "FollowTheEventQueue")["Action"].append("sqs:PurgeQueue"),
+    "the-dead-letter-queue": lambda t: conditional(t, "FollowTheEventQueue").update(
+        Resource={"Fn::GetAtt": ["EventDeadLetterQueue", "Arn"]}
+    ),
+    "every-queue": lambda t: conditional(t, "FollowTheEventQueue").update(
+        Resource={"Fn::Sub": "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:*"}
+    ),
+    "without-real-time": lambda t: statements(t, "InstanceRole").append(
+        {"Effect": "Allow", "Action": "sqs:ReceiveMessage", "Resource": {"Fn::GetAtt": ["EventQueue", "Arn"]}}
+    ),
+    "under-another-condition": lambda t: [
+        s["Fn::If"].__setitem__(0, "UseEventBridge")
+        for s in statements(t, "InstanceRole")
+        if s.get("Fn::If", [None, {}])[1].get("Sid") == "FollowTheEventQueue"
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(QUEUE_SCOPE_MUTATIONS))
+def test_the_queue_scope_rule_fails_a_wider_statement(template, tmp_path, name):
+    broken = copy.deepcopy(json.loads(json.dumps(template)))
+    QUEUE_SCOPE_MUTATIONS[name](broken)
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(broken))
+    code, failed, output = guard(path)
+    assert code != 0 and "iam_queue_scoped" in failed, output

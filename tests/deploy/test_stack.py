@@ -1,9 +1,27 @@
 """The template, created as a stack in moto's CloudFormation: it parses, its
 parameters resolve (the public Amazon Linux 2023 AMI parameter included), and
-what it creates has the settings the template promises."""
+what it creates has the settings the template promises.
+
+What moto's CloudFormation does not implement, and so these tests cannot check
+(cfn-lint, checkov, the guard rules and test_template.py check the template
+itself instead):
+- resource types it skips: AWS::S3::BucketPolicy, AWS::SQS::QueuePolicy,
+  AWS::SNS::Subscription, AWS::Logs::MetricFilter, AWS::CloudWatch::Alarm.
+  References to them resolve, nothing is created;
+- of a bucket, anything but its encryption and tags (versioning, lifecycle,
+  logging, public access block);
+- S3 checking the queue policy when the notification configuration is put
+  (moto's S3 accepts any queue), and so the order that makes the stack create
+  in one pass in AWS; cfn-lint finds dependency cycles (E3004);
+- running a function: the custom resource ImageBucketEvents would need Docker.
+  The test stands in for the Lambda service: it runs the function's own code
+  in-process against moto's S3, and that code answers moto's CloudFormation at
+  the response URL, as it answers AWS.
+"""
 
 import ast
 import base64
+import json
 import time
 import urllib.parse
 
@@ -33,17 +51,20 @@ def create(aws, template_body, stack, **overrides):
         "AvailabilityZone": zone,
     }
     values.update(overrides)
-    cfn.create_stack(
+    stack_id = cfn.create_stack(
         StackName=stack,
         TemplateBody=template_body,
         Parameters=[{"ParameterKey": k, "ParameterValue": str(v)} for k, v in values.items()],
         Capabilities=["CAPABILITY_IAM"],
-    )
+    )["StackId"]
+    answered = False
     deadline = time.monotonic() + 120
     while True:
         described = cfn.describe_stacks(StackName=stack)["Stacks"][0]
         if not described["StackStatus"].endswith("_IN_PROGRESS"):
             break
+        if not answered:
+            answered = run_bucket_events_function(aws, template_body, stack_id, values)
         assert time.monotonic() < deadline, "stack creation did not finish"
         time.sleep(0.5)
     events = cfn.describe_stack_events(StackName=stack)["StackEvents"]
@@ -54,6 +75,48 @@ def create(aws, template_body, stack, **overrides):
         r["LogicalResourceId"]: r for r in cfn.list_stack_resources(StackName=stack)["StackResourceSummaries"]
     }
     return outputs, resources, image
+
+
+def run_bucket_events_function(aws, template_body, stack_id, parameters):
+    """What the Lambda service would do for the ImageBucketEvents custom resource
+    (moto cannot run the function): the function's code, in-process, with moto's
+    S3, and the event CloudFormation sends, whose properties are resolved here
+    from what the stack created as the template resolves them (test_template.py
+    checks the template's side). Returns whether there was anything to do."""
+    cfn = aws("cloudformation")
+    resources = {
+        r["LogicalResourceId"]: r.get("PhysicalResourceId")
+        for r in cfn.list_stack_resources(StackName=stack_id)["StackResourceSummaries"]
+    }
+    if "ImageBucketEvents" not in resources:
+        return False
+    queue_arn = aws("sqs").get_queue_attributes(QueueUrl=resources["EventQueue"], AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    prefix = parameters.get("BucketPrefix", "")
+    # moto's own response URL; the answer carries no signature, so moto takes its
+    # region from a regional host name in the URL (else it assumes us-east-1).
+    response_url = (
+        f"{cfn.meta.endpoint_url}/cloudformation_eu-west-1/cfnresponse?stack={stack_id}"
+        "&host=cloudformation.eu-west-1.amazonaws.com"
+    )
+    event = {
+        "RequestType": "Create",
+        "ResponseURL": response_url,
+        "StackId": stack_id,
+        "RequestId": "00000000-0000-4000-8000-000000000001",
+        "LogicalResourceId": "ImageBucketEvents",
+        "ResourceType": "Custom::BucketEvents",
+        "ResourceProperties": {
+            "ServiceToken": "arn:aws:lambda:eu-west-1:123456789012:function:bucket-events",
+            "BucketName": resources["ImageBucket"],
+            "QueueArn": queue_arn,
+            "Prefix": prefix + "/" if prefix else "",
+        },
+    }
+    function = cfn_template.lambda_module(cfn_template.load(), "BucketEventsFunction")
+    assert function.handler(event, None, s3=aws("s3")) == "SUCCESS"
+    return True
 
 
 @pytest.fixture(scope="module")
@@ -262,3 +325,81 @@ def test_an_on_instance_schedule_archives_without_the_function(aws, body, source
     )
     assert "StartPrefetchFunction" not in resources
     assert "WriteTheArchives" in instance_policy(aws, resources)
+
+
+def userdata_of(aws, outputs):
+    userdata = aws("ec2").describe_instance_attribute(InstanceId=outputs["InstanceId"], Attribute="userData")
+    return base64.b64decode(userdata["UserData"]["Value"]).decode()
+
+
+REAL_TIME_RESOURCES = {
+    "EventQueue", "EventDeadLetterQueue", "BucketEventsFunction", "BucketEventsFunctionRole",
+    "BucketEventsLogGroup", "BucketEventsDeadLetterQueue", "ImageBucketEvents",
+}
+
+
+def test_real_time_sends_the_buckets_events_to_a_queue_the_instance_follows(aws, body):
+    outputs, resources, _ = create(aws, body, "s3mirrorfs-realtime", RealTime="true", BucketPrefix="photos")
+    sqs, s3 = aws("sqs"), aws("s3")
+    assert REAL_TIME_RESOURCES <= set(resources)
+
+    queue_url, dead_url = outputs["EventQueueUrl"], outputs["EventDeadLetterQueueUrl"]
+    queue = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
+    dead = sqs.get_queue_attributes(QueueUrl=dead_url, AttributeNames=["All"])["Attributes"]
+    for attributes in (queue, dead):
+        assert attributes["SqsManagedSseEnabled"] == "true"
+        assert attributes["MessageRetentionPeriod"] == "1209600"
+    assert json.loads(queue["RedrivePolicy"]) == {"deadLetterTargetArn": dead["QueueArn"], "maxReceiveCount": 5}
+    assert queue["VisibilityTimeout"] == "300"
+
+    # The function's code put the configuration, as it would in AWS.
+    bucket = outputs["ImageBucketName"]
+    notifications = s3.get_bucket_notification_configuration(Bucket=bucket)
+    [configuration] = notifications["QueueConfigurations"]
+    assert configuration["Id"] == "s3mirrorfs-follow"
+    assert configuration["QueueArn"] == queue["QueueArn"]
+    assert sorted(configuration["Events"]) == ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
+    rules = configuration["Filter"]["Key"]["FilterRules"]
+    assert [(r["Name"].lower(), r["Value"]) for r in rules] == [("prefix", "photos/")]
+    # moto's S3 then sends its test event to the queue, which the follower
+    # deletes quietly; in AWS S3 sends it too, once the policy lets it.
+    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
+    assert [json.loads(m["Body"])["Event"] for m in messages] == ["s3:TestEvent"]
+
+    statements = instance_policy(aws, resources)
+    follow = statements["FollowTheEventQueue"]
+    assert follow["Resource"] == queue["QueueArn"]
+    assert sorted(follow["Action"]) == sorted(
+        ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"]
+    )
+    actions = [a for s in statements.values() for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
+    assert len([a for a in actions if a.startswith("sqs:")]) == 4
+
+    assert f"QUEUE_URL='{queue_url}'" in userdata_of(aws, outputs)
+    assert "AlarmTopicArn" in outputs
+
+
+def test_without_real_time_nothing_of_the_queue_exists(aws, body):
+    outputs, resources, _ = create(aws, body, "s3mirrorfs-daily", RealTime="false")
+    assert not REAL_TIME_RESOURCES & set(resources)
+    assert "EventQueueUrl" not in outputs and "EventDeadLetterQueueUrl" not in outputs
+    # The one queue left is the schedule function's dead-letter queue.
+    queues = aws("sqs").list_queues().get("QueueUrls", [])
+    assert [q for q in queues if "FunctionDeadLetterQueue" not in q] == []
+    notifications = aws("s3").get_bucket_notification_configuration(Bucket=outputs["ImageBucketName"])
+    assert "QueueConfigurations" not in notifications
+    statements = instance_policy(aws, resources)
+    assert "FollowTheEventQueue" not in statements
+    assert "sqs:" not in repr(statements)
+    assert "QUEUE_URL=''" in userdata_of(aws, outputs)
+    # The backup's alarm does not depend on RealTime.
+    assert "AlarmTopicArn" in outputs
+    topics = aws("sns").list_topics()["Topics"]
+    assert [t["TopicArn"] for t in topics] == [outputs["AlarmTopicArn"]]
+
+
+def test_an_alarm_address_is_accepted(aws, body):
+    # moto skips AWS::SNS::Subscription: this checks that the parameter and
+    # its condition resolve; test_template.py checks the subscription itself.
+    outputs, _, _ = create(aws, body, "s3mirrorfs-mail", AlarmEmail="ops@example.com")
+    assert outputs["AlarmTopicArn"].startswith("arn:aws:sns:eu-west-1:")

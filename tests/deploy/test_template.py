@@ -8,10 +8,24 @@ import cfn_template
 from cfn_template import resources
 
 EVENTBRIDGE_ONLY = {
-    "AWS::Events::Rule",
-    "AWS::Lambda::Function",
-    "AWS::Lambda::Permission",
-    "AWS::SQS::Queue",
+    "ScheduleRule",
+    "StartPrefetchFunction",
+    "ScheduleInvokePermission",
+    "FunctionRole",
+    "FunctionLogGroup",
+    "FunctionDeadLetterQueue",
+}
+REAL_TIME_ONLY = {
+    "EventQueue",
+    "EventDeadLetterQueue",
+    "EventQueuePolicy",
+    "BucketEventsFunction",
+    "BucketEventsFunctionRole",
+    "BucketEventsLogGroup",
+    "BucketEventsDeadLetterQueue",
+    "ImageBucketEvents",
+    "EventDeadLetterAlarm",
+    "EventQueueAgeAlarm",
 }
 
 
@@ -44,7 +58,9 @@ def test_the_eventbridge_trigger_exists_only_when_chosen(template):
     assert template["Parameters"]["ScheduleSource"]["Default"] == "EventBridge"
     assert template["Conditions"]["UseEventBridge"] == {"Fn::Equals": [{"Ref": "ScheduleSource"}, "EventBridge"]}
     for name, resource in template["Resources"].items():
-        if resource["Type"] in EVENTBRIDGE_ONLY or name in ("FunctionRole", "FunctionLogGroup"):
+        if resource["Type"] in ("AWS::Events::Rule", "AWS::Lambda::Permission"):
+            assert name in EVENTBRIDGE_ONLY, name
+        if name in EVENTBRIDGE_ONLY:
             assert resource.get("Condition") == "UseEventBridge", name
     # and the instance runs its own schedule only when EventBridge does not.
     script = cfn_template.userdata_script(template)
@@ -138,6 +154,9 @@ def test_the_userdata_fits_the_ec2_limit(template):
         "ArchivePrefix": "p" * 200,
         "ArchiveKmsKeyArn": "arn:aws:kms:eu-west-1:123456789012:key/" + "0" * 36,
         "MountPoint": "/" + "m" * 200,
+        # A stack name of 128 characters, in the queue's generated name and the group's.
+        "QueueUrl": "https://sqs.ap-southeast-4.amazonaws.com/123456789012/" + "q" * 80,
+        "OutputLogGroup": "/s3mirrorfs/" + "s" * 128 + "/prefetch",
     }
     script = cfn_template.userdata_script(template, longest)
     assert len(script.encode()) < 16384
@@ -209,3 +228,202 @@ def test_everything_about_the_archive_depends_on_archive_dir(template):
         if p[:4] != ["BackupInstance", "Properties", "UserData", "Fn::Base64"]
     ]
     assert found == []
+
+
+def test_everything_about_the_queue_depends_on_real_time(template):
+    assert template["Parameters"]["RealTime"]["Default"] == "true"
+    assert template["Parameters"]["RealTime"]["AllowedValues"] == ["true", "false"]
+    assert template["Conditions"]["RealTimeEnabled"] == {"Fn::Equals": [{"Ref": "RealTime"}, "true"]}
+    resources = template["Resources"]
+    for name in REAL_TIME_ONLY:
+        assert resources[name].get("Condition") == "RealTimeEnabled", name
+    for name, resource in resources.items():
+        if resource["Type"] in ("AWS::SQS::Queue", "AWS::SQS::QueuePolicy") or resource["Type"].startswith("Custom::"):
+            assert name in REAL_TIME_ONLY | EVENTBRIDGE_ONLY, name
+
+    # Outside resources of their own, the queue appears only in Fn::If
+    # branches taken with RealTime: the instance's permissions, its settings.
+    named_in_sub = re.compile(r"\$\{(" + "|".join(REAL_TIME_ONLY) + r")\b")
+
+    def unconditional(node, path):
+        if isinstance(node, dict):
+            if "Fn::If" in node and node["Fn::If"][0] == "RealTimeEnabled":
+                yield from unconditional(node["Fn::If"][2], path + ["else"])
+                return
+            for key, value in node.items():
+                yield from unconditional(value, path + [key])
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                yield from unconditional(value, path + [i])
+        elif isinstance(node, str) and (node in REAL_TIME_ONLY or named_in_sub.search(node)):
+            yield path
+
+    found = [p for name, r in resources.items() if name not in REAL_TIME_ONLY for p in unconditional(r, [name])]
+    assert found == []
+    outputs = template["Outputs"]
+    assert outputs["EventQueueUrl"]["Condition"] == outputs["EventDeadLetterQueueUrl"]["Condition"] == "RealTimeEnabled"
+
+
+def test_the_queue_keeps_events_14_days_encrypted_and_sets_failures_aside(template):
+    resources = template["Resources"]
+    for name in ("EventQueue", "EventDeadLetterQueue"):
+        queue = resources[name]["Properties"]
+        # SSE-SQS: S3 cannot send to a queue under the AWS managed KMS key.
+        assert queue["SqsManagedSseEnabled"] is True, name
+        assert "KmsMasterKeyId" not in queue, name
+        assert queue["MessageRetentionPeriod"] == 1209600, name
+    assert resources["EventQueue"]["Properties"]["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["EventDeadLetterQueue", "Arn"]},
+        "maxReceiveCount": 5,
+    }
+
+
+def test_only_the_image_bucket_of_this_account_may_send_to_the_queue(template):
+    policy = template["Resources"]["EventQueuePolicy"]["Properties"]
+    assert policy["Queues"] == [{"Ref": "EventQueue"}]
+    [statement] = policy["PolicyDocument"]["Statement"]
+    assert statement == {
+        "Sid": "ImageBucketEventsOnly",
+        "Effect": "Allow",
+        "Principal": {"Service": "s3.amazonaws.com"},
+        "Action": "sqs:SendMessage",
+        "Resource": {"Fn::GetAtt": ["EventQueue", "Arn"]},
+        "Condition": {
+            "ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["ImageBucket", "Arn"]}},
+            "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+        },
+    }
+
+
+def references(node):
+    """Every resource a node names (Ref, Fn::GetAtt, ${...} in Fn::Sub)."""
+    if isinstance(node, dict):
+        if "Ref" in node:
+            yield node["Ref"]
+        if "Fn::GetAtt" in node:
+            yield node["Fn::GetAtt"][0]
+        for value in node.values():
+            yield from references(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from references(value)
+    elif isinstance(node, str):
+        yield from (m.split(".")[0] for m in re.findall(r"\$\{([A-Za-z0-9.]+)\}", node))
+
+
+def test_the_notification_is_put_after_the_queue_policy_and_the_bucket_waits_for_nothing(template):
+    # S3 checks the queue policy when the configuration is put, and the policy
+    # names the bucket: the bucket refers to none of it (no cycle), and the
+    # custom resource comes after the policy.
+    resources = template["Resources"]
+    bucket = resources["ImageBucket"]
+    assert "DependsOn" not in bucket and "NotificationConfiguration" not in bucket["Properties"]
+    assert not set(references(bucket)) & REAL_TIME_ONLY
+    assert "BucketName" not in bucket["Properties"], "naming the bucket would replace it in existing stacks"
+    events = resources["ImageBucketEvents"]
+    assert events["DependsOn"] == "EventQueuePolicy"
+    assert events["Properties"] == {
+        "ServiceToken": {"Fn::GetAtt": ["BucketEventsFunction", "Arn"]},
+        "BucketName": {"Ref": "ImageBucket"},
+        "QueueArn": {"Fn::GetAtt": ["EventQueue", "Arn"]},
+        "Prefix": {"Fn::If": ["HasPrefix", {"Fn::Sub": "${BucketPrefix}/"}, ""]},
+    }
+    assert set(references(resources["EventQueuePolicy"])) == {"EventQueue", "ImageBucket", "AWS::AccountId"}
+
+
+def test_the_function_puts_created_and_removed_events_under_the_prefix(template):
+    function = cfn_template.lambda_module(template, "BucketEventsFunction")
+    assert function.queue_configuration("arn:aws:sqs:eu-west-1:123456789012:q", "photos/") == {
+        "Id": "s3mirrorfs-follow",
+        "QueueArn": "arn:aws:sqs:eu-west-1:123456789012:q",
+        "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"],
+        "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "photos/"}]}},
+    }
+    assert "Filter" not in function.queue_configuration("arn:aws:sqs:eu-west-1:123456789012:q", "")
+    role = template["Resources"]["BucketEventsFunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    [s3] = [s for s in role["Statement"] if s["Sid"] == "TheImageBucketNotificationsOnly"]
+    assert sorted(s3["Action"]) == ["s3:GetBucketNotification", "s3:PutBucketNotification"]
+    assert s3["Resource"] == {"Fn::GetAtt": ["ImageBucket", "Arn"]}
+
+
+def test_the_instance_may_follow_its_queue_and_nothing_else_of_sqs(template):
+    statements = template["Resources"]["InstanceRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    sqs = [s for s in statements if "sqs:" in repr(s)]
+    assert sqs == [{
+        "Fn::If": [
+            "RealTimeEnabled",
+            {
+                "Sid": "FollowTheEventQueue",
+                "Effect": "Allow",
+                "Action": [
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:ChangeMessageVisibility",
+                    "sqs:GetQueueAttributes",
+                ],
+                "Resource": {"Fn::GetAtt": ["EventQueue", "Arn"]},
+            },
+            {"Ref": "AWS::NoValue"},
+        ]
+    }]
+    assert "kms:" not in repr(sqs)
+
+
+def test_the_userdata_follows_only_with_a_queue(template):
+    sub = template["Resources"]["BackupInstance"]["Properties"]["UserData"]["Fn::Base64"]["Fn::Sub"]
+    assert sub[1]["QueueUrl"] == {"Fn::If": ["RealTimeEnabled", {"Ref": "EventQueue"}, ""]}
+    script = cfn_template.userdata_script(template)
+    branch = re.search(r'\n(if \[ -n "\$QUEUE_URL" \]; then\n.*?\nfi)\n', script, re.S).group(1)
+    assert "systemctl enable s3mirrorfs-follow.service" in branch.split("else")[0]
+    assert "systemctl disable --now s3mirrorfs-follow.service" in branch.split("else")[1]
+
+
+def test_the_prefetch_alarm_fires_after_26_hours_without_a_success(template):
+    resources = template["Resources"]
+    metric = resources["PrefetchSucceededMetricFilter"]["Properties"]["MetricTransformations"][0]
+    alarm = resources["PrefetchNotSucceedingAlarm"]
+    assert "Condition" not in alarm and "Condition" not in resources["PrefetchSucceededMetricFilter"]
+    a = alarm["Properties"]
+    assert (a["Namespace"], a["MetricName"]) == (metric["MetricNamespace"], metric["MetricName"])
+    assert metric["MetricValue"] == "1"
+    assert a["Statistic"] == "Sum"
+    assert a["Period"] * a["EvaluationPeriods"] == 26 * 3600
+    assert a["DatapointsToAlarm"] == a["EvaluationPeriods"]
+    assert (a["ComparisonOperator"], a["Threshold"]) == ("LessThanThreshold", 1)
+    # An instance that sends nothing at all is a backup that stopped.
+    assert a["TreatMissingData"] == "breaching"
+
+
+def test_the_queue_alarms_watch_the_dead_letters_and_the_oldest_event(template):
+    resources = template["Resources"]
+    dead = resources["EventDeadLetterAlarm"]["Properties"]
+    assert dead["Namespace"] == "AWS/SQS"
+    assert dead["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert dead["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["EventDeadLetterQueue", "QueueName"]}}]
+    assert (dead["ComparisonOperator"], dead["Threshold"]) == ("GreaterThanThreshold", 0)
+    age = resources["EventQueueAgeAlarm"]["Properties"]
+    assert age["MetricName"] == "ApproximateAgeOfOldestMessage"
+    assert age["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["EventQueue", "QueueName"]}}]
+    assert (age["ComparisonOperator"], age["Threshold"]) == ("GreaterThanThreshold", 15 * 60)
+    for alarm in (dead, age):
+        # SQS sends no metrics for an idle queue: no data is nothing waiting.
+        assert alarm["TreatMissingData"] == "notBreaching"
+        assert alarm["Statistic"] == "Maximum"
+
+
+def test_every_alarm_notifies_the_topic_and_an_address_is_optional(template):
+    resources = template["Resources"]
+    alarms = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    assert len(alarms) == 3
+    for alarm in alarms:
+        assert alarm["AlarmActions"] == alarm["OKActions"] == [{"Ref": "AlarmTopic"}]
+        assert alarm["AlarmDescription"] and alarm["AlarmName"]["Fn::Sub"].startswith("${AWS::StackName}-")
+    assert template["Parameters"]["AlarmEmail"]["Default"] == ""
+    assert template["Conditions"]["HasAlarmEmail"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]}
+    subscription = resources["AlarmEmailSubscription"]
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert subscription["Properties"] == {"TopicArn": {"Ref": "AlarmTopic"}, "Protocol": "email",
+                                          "Endpoint": {"Ref": "AlarmEmail"}}
+    pattern = re.compile(template["Parameters"]["AlarmEmail"]["AllowedPattern"])
+    assert pattern.fullmatch("") and pattern.fullmatch("ops@example.com")
+    assert not pattern.fullmatch("ops") and not pattern.fullmatch("ops@example")

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import tarfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -27,7 +28,10 @@ UNIT_NAMES = (
     "s3mirrorfs-prefetch.timer",
     "s3mirrorfs-archive.service",
     "s3mirrorfs-archive.timer",
+    "s3mirrorfs-follow.service",
 )
+QUEUE_URL = cfn_template.SUB_VALUES["QueueUrl"]
+OUTCOME_UNITS = ("s3mirrorfs-outcome.service", "s3mirrorfs-outcome.timer")
 ARCHIVE = {"ArchiveDir": "/srv/app/data", "ArchiveBucket": "s3mirrorfs-archives", "ArchivePrefix": "app/daily"}
 ARCHIVE_ENV = "/etc/s3mirrorfs-archive.env"
 ARCHIVE_DROP_IN = "/etc/systemd/system/s3mirrorfs-archive.service.d/deployment.conf"
@@ -54,7 +58,8 @@ if [ -e "$STATE/formatted" ]; then echo "$UUID"; fi""",
     "mountpoint": '[ -e "$STATE/mounted" ]',
     "mount": 'echo "mount $*" >> "$STATE/calls"; touch "$STATE/mounted"',
     "systemctl": """echo "systemctl $*" >> "$STATE/calls"
-if [ "$*" = "restart s3mirrorfs-mount.service" ]; then exit "${MOUNT_STATUS:-0}"; fi""",
+if [ "$*" = "restart s3mirrorfs-mount.service" ]; then exit "${MOUNT_STATUS:-0}"; fi
+if [ "$*" = "restart s3mirrorfs-follow.service" ]; then exit "${FOLLOW_STATUS:-0}"; fi""",
     "useradd": 'echo "useradd $*" >> "$STATE/calls"; mkdir -p /home/user; touch "$STATE/user"',
     "id": '[ -e "$STATE/user" ]',
     "chown": 'echo "chown $*" >> "$STATE/calls"',
@@ -194,6 +199,7 @@ def test_first_boot_sets_everything_up(instance):
         "S3MIRRORFS_MIRROR_DIR=/home/user/myS3backup",
         "AWS_REGION=eu-west-1",
         'S3MIRRORFS_PREFETCH_OPTIONS=""',
+        f"S3MIRRORFS_QUEUE_URL={QUEUE_URL}",
     ]
     assert "TimeoutStartSec=72000" in instance.file("/etc/systemd/system/s3mirrorfs-prefetch.service.d/timeout.conf")
     assert "user_allow_other" in instance.file("/etc/fuse.conf").splitlines()
@@ -203,6 +209,15 @@ def test_first_boot_sets_everything_up(instance):
     assert "systemctl disable --now s3mirrorfs-prefetch.timer s3mirrorfs-archive.timer" in instance.calls
     assert not instance.upper("/etc/cron.d/s3mirrorfs-prefetch").exists()
     assert instance.calls[-1] == "systemctl start --no-block s3mirrorfs-prefetch.service"
+    # RealTime (the default): the follower runs, after the mount.
+    assert "systemctl enable s3mirrorfs-follow.service" in instance.calls
+    follow = instance.calls.index("systemctl restart s3mirrorfs-follow.service")
+    assert follow > instance.calls.index("systemctl restart s3mirrorfs-mount.service")
+    # Every prefetch's outcome goes to CloudWatch Logs, whatever the schedule.
+    assert "systemctl enable --now s3mirrorfs-outcome.timer" in instance.calls
+    assert os.access(instance.upper("/usr/local/sbin/s3mirrorfs-send-outcome"), os.X_OK)
+    unit = instance.file("/etc/systemd/system/s3mirrorfs-outcome.service")
+    assert "Environment=S3MIRRORFS_OUTCOME_LOG_GROUP=/s3mirrorfs/s3mirrorfs/prefetch" in unit.splitlines()
     # No ArchiveDir: no archive settings, so the archive unit cannot run.
     assert not instance.upper(ARCHIVE_ENV).exists()
     assert not instance.upper(ARCHIVE_DROP_IN).exists()
@@ -364,3 +379,63 @@ def test_an_archive_that_cannot_work_fails_the_set_up_but_not_the_backup(instanc
     assert "systemctl restart s3mirrorfs-mount.service" in instance.calls
     assert "systemctl enable --now s3mirrorfs-prefetch.timer" in instance.calls
     assert "systemctl start --no-block s3mirrorfs-prefetch.service" in instance.calls
+
+
+def test_without_real_time_the_follower_has_no_queue_and_stays_disabled(instance):
+    assert instance.run(QueueUrl="") == 0, instance.log
+    env = instance.file("/etc/s3mirrorfs.env")
+    assert "S3MIRRORFS_QUEUE_URL" not in env
+    assert "systemctl disable --now s3mirrorfs-follow.service" in instance.calls
+    assert not [c for c in instance.calls if c.startswith(("systemctl enable", "systemctl restart")) and "follow" in c]
+    # The unit is installed all the same: it is part of the release.
+    assert instance.upper("/etc/systemd/system/s3mirrorfs-follow.service").exists()
+    # The alarm's outcome does not depend on RealTime.
+    assert "systemctl enable --now s3mirrorfs-outcome.timer" in instance.calls
+
+
+def test_turning_real_time_off_takes_the_queue_away(instance):
+    assert instance.run() == 0, instance.log
+    assert f"S3MIRRORFS_QUEUE_URL={QUEUE_URL}" in instance.file("/etc/s3mirrorfs.env").splitlines()
+    assert instance.run(QueueUrl="") == 0, instance.log
+    assert "S3MIRRORFS_QUEUE_URL" not in instance.file("/etc/s3mirrorfs.env")
+    assert "systemctl disable --now s3mirrorfs-follow.service" in instance.calls
+
+
+def test_a_follower_that_does_not_start_fails_the_set_up_but_not_the_backup(instance):
+    assert instance.run(ScheduleSource="SystemdTimer", env={"FOLLOW_STATUS": "1"}) != 0
+    assert "the follower did not start" in instance.log
+    assert "systemctl restart s3mirrorfs-mount.service" in instance.calls
+    assert "systemctl enable --now s3mirrorfs-prefetch.timer" in instance.calls
+    assert "systemctl enable --now s3mirrorfs-outcome.timer" in instance.calls
+    assert "systemctl start --no-block s3mirrorfs-prefetch.service" in instance.calls
+
+
+@pytest.mark.parametrize("source", ["EventBridge", "SystemdTimer", "Cron"])
+def test_the_outcome_is_sent_whatever_starts_the_prefetch(instance, source):
+    assert instance.run(ScheduleSource=source) == 0, instance.log
+    assert "systemctl enable --now s3mirrorfs-outcome.timer" in instance.calls
+
+
+def test_the_outcome_units_pass_systemd_analyze_verify(instance, tmp_path):
+    assert instance.run() == 0, instance.log
+    root = tmp_path / "root"
+    system = Path("/usr/lib/systemd/system")
+    if not system.is_dir():
+        system = Path("/lib/systemd/system")
+    shutil.copytree(system, root / "usr/lib/systemd/system", symlinks=True)
+    units = root / "etc/systemd/system"
+    units.mkdir(parents=True)
+    for name in OUTCOME_UNITS:
+        (units / name).write_text(instance.file("/etc/systemd/system/" + name))
+    program = root / "usr/local/sbin/s3mirrorfs-send-outcome"
+    program.parent.mkdir(parents=True)
+    program.write_text(instance.file("/usr/local/sbin/s3mirrorfs-send-outcome"))
+    program.chmod(0o755)
+    (root / "etc/s3mirrorfs.env").write_text(instance.file("/etc/s3mirrorfs.env"))
+    run = subprocess.run(
+        ["systemd-analyze", "verify", f"--root={root}", *[str(units / n) for n in OUTCOME_UNITS]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (run.returncode, run.stdout + run.stderr) == (0, "")
