@@ -568,3 +568,55 @@ fn a_large_directory_is_read_whole_in_many_kernel_calls() {
     let long = sh_ok(&format!("ls -ln {} | wc -l", mount.path("many").display()));
     assert_eq!(long.trim(), "701", "a total line and one line per file");
 }
+
+/// The inode counts the daemon logged (at trace) as the kernel forgot inodes.
+fn logged_inodes(log: &Path) -> Vec<usize> {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split("inodes=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn inodes_the_kernel_forgets_are_dropped_by_the_daemon() {
+    let bucket = Bucket::create("forget");
+    let objects: Vec<(String, Vec<u8>)> = (0..200)
+        .map(|i| (format!("d{}/f{i:03}", i % 5), vec![b'x'; i % 3]))
+        .collect();
+    bucket.put_many(&objects);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mount.log");
+    let mount = Mount::start_logged(
+        &bucket.name,
+        &dir.path().join("mnt"),
+        &dir.path().join("mirror"),
+        &endpoint(),
+        &[],
+        &log,
+        &[("RUST_LOG", "s3mirrorfs=info,s3mirrorfs::fuse=trace")],
+    );
+    let walk = format!("cd {} && find . | sort", mount.dir.display());
+    let found = sh_ok(&walk);
+    assert_eq!(found.lines().count(), 1 + 5 + 200);
+    // The kernel drops its unused dentries and inodes, and forgets them here.
+    sh_ok("sync && echo 2 > /proc/sys/vm/drop_caches");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let counts = logged_inodes(&log);
+        if counts.last().is_some_and(|&n| n <= 2) {
+            let most = counts.iter().max().copied().unwrap_or(0);
+            assert!(most >= 150, "the walk's inodes were held: {counts:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the inode table shrinks: {:?}",
+            counts.last()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Forgotten names are found again.
+    assert_eq!(sh_ok(&walk), found);
+    assert_eq!(fs::read(mount.path("d1/f001")).unwrap(), b"x");
+}

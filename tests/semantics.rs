@@ -8,8 +8,8 @@ use s3mirrorfs::cli::Cli;
 use s3mirrorfs::fetch::FetchConfig;
 use s3mirrorfs::fs::stream::FAR_AHEAD;
 use s3mirrorfs::fs::{
-    DIR_PERM, FILE_PERM, LIST_AHEAD_AT_ONCE, LIST_AHEAD_MAX, OFFLINE_BACKOFF, SIBLING_MAX_SIZE,
-    SIBLINGS_AT_ONCE, SIBLINGS_MAX,
+    DIR_PERM, FILE_PERM, IDLE_INODES_MAX, LIST_AHEAD_AT_ONCE, LIST_AHEAD_MAX, LISTED_ENTRIES_MAX,
+    OFFLINE_BACKOFF, SIBLING_MAX_SIZE, SIBLINGS_AT_ONCE, SIBLINGS_MAX,
 };
 use s3mirrorfs::layout::{
     NAME_MAX, Placement, REL_PATH_MAX, RENAMED_DIR, STATE_DIR, place_alone, renamed_path,
@@ -131,6 +131,10 @@ fn the_filesystem_section_matches_the_code() {
     ));
     quoted(&format!(
         "at most {LIST_AHEAD_MAX} of them, {LIST_AHEAD_AT_ONCE} at a time"
+    ));
+    quoted(&format!("kept for at most {IDLE_INODES_MAX} inodes"));
+    quoted(&format!(
+        "kept in memory for at most {LISTED_ENTRIES_MAX} entries in all"
     ));
     let cli = Cli::command();
     let mount = cli.find_subcommand("mount").expect("mount subcommand");

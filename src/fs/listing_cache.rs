@@ -1,11 +1,13 @@
 //! The listing cache: each directory's listing kept for the metadata TTL, the
 //! look-ahead that lists subdirectories before a reader gets there, and the
-//! back-off that stops asking S3 for a while after a listing failed.
+//! back-off that stops asking S3 for a while after a listing failed. Listings
+//! are kept in memory up to a budget of entries, least recently used out first
+//! (the saved copies stay on disk).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lru::LruCache;
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
@@ -22,6 +24,10 @@ pub const OFFLINE_BACKOFF: Duration = Duration::from_secs(30);
 /// per directory.
 pub const LIST_AHEAD_MAX: usize = 64;
 pub const LIST_AHEAD_AT_ONCE: usize = 8;
+/// Directory entries kept in memory, over all cached listings (a listing counts
+/// one more, so empty ones are bounded too); the least recently used listings
+/// are dropped first, never the one just cached.
+pub const LISTED_ENTRIES_MAX: usize = 500_000;
 /// Longest a reader waits for a look-ahead listing before it lists by itself.
 const LIST_WAIT: Duration = Duration::from_secs(10);
 
@@ -35,7 +41,7 @@ struct Shared {
     store: Arc<dyn ObjectStore>,
     mirror: Arc<Mirror>,
     ttl: Duration,
-    listings: Mutex<HashMap<String, Listing>>,
+    listings: Mutex<Listings>,
     inflight: Arc<InFlight>,
     ahead: Semaphore,
     offline_until: Mutex<Option<Instant>>,
@@ -46,6 +52,50 @@ struct Listing {
     entries: Arc<Vec<Entry>>,
 }
 
+impl Listing {
+    fn weight(&self) -> usize {
+        self.entries.len() + 1
+    }
+}
+
+/// Listings by prefix, least recently used first, within a budget of entries.
+struct Listings {
+    lru: LruCache<String, Listing>,
+    weight: usize,
+    budget: usize,
+}
+
+impl Listings {
+    fn new(budget: usize) -> Listings {
+        Listings {
+            lru: LruCache::unbounded(),
+            weight: 0,
+            budget,
+        }
+    }
+
+    fn get(&mut self, prefix: &str) -> Option<&Listing> {
+        self.lru.get(prefix)
+    }
+
+    fn contains(&self, prefix: &str) -> bool {
+        self.lru.contains(prefix)
+    }
+
+    fn insert(&mut self, prefix: String, listing: Listing) {
+        self.weight += listing.weight();
+        if let Some(old) = self.lru.put(prefix, listing) {
+            self.weight -= old.weight();
+        }
+        while self.weight > self.budget && self.lru.len() > 1 {
+            let Some((_, oldest)) = self.lru.pop_lru() else {
+                break;
+            };
+            self.weight -= oldest.weight();
+        }
+    }
+}
+
 impl ListingCache {
     /// An empty cache over `store`, persisting listings into `mirror`.
     pub fn new(
@@ -54,11 +104,22 @@ impl ListingCache {
         ttl: Duration,
         rt: Handle,
     ) -> ListingCache {
+        ListingCache::with_budget(store, mirror, ttl, rt, LISTED_ENTRIES_MAX)
+    }
+
+    /// `new`, keeping about `budget` entries in memory.
+    fn with_budget(
+        store: Arc<dyn ObjectStore>,
+        mirror: Arc<Mirror>,
+        ttl: Duration,
+        rt: Handle,
+        budget: usize,
+    ) -> ListingCache {
         let shared = Shared {
             store,
             mirror,
             ttl,
-            listings: Mutex::default(),
+            listings: Mutex::new(Listings::new(budget)),
             inflight: Arc::default(),
             ahead: Semaphore::new(LIST_AHEAD_AT_ONCE),
             offline_until: Mutex::new(None),
@@ -77,7 +138,7 @@ impl ListingCache {
 
     /// The cached listing of `prefix`, however old.
     pub fn cached(&self, prefix: &str) -> Option<Arc<Vec<Entry>>> {
-        let listings = self.shared.listings.lock();
+        let mut listings = self.shared.listings.lock();
         listings.get(prefix).map(|l| Arc::clone(&l.entries))
     }
 
@@ -90,7 +151,7 @@ impl ListingCache {
             return entries;
         }
         // After a restart, a saved listing younger than the TTL is as good as a new one.
-        if !shared.listings.lock().contains_key(prefix)
+        if !shared.listings.lock().contains(prefix)
             && let Some(entries) = shared.load_young(prefix)
         {
             return entries;
@@ -308,6 +369,30 @@ mod tests {
         other.scratch.store.set_offline(false);
         assert!(restarted.entries("b/").is_empty(), "nothing known of b/");
         assert_eq!(lists(&other), asked);
+    }
+
+    #[test]
+    fn listings_in_memory_are_bounded_by_their_entries() {
+        let f = fixture(Duration::from_secs(60));
+        // a/ weighs 3, b/ 3 (b/c/ is an entry), the root 4.
+        let cache = ListingCache::with_budget(
+            f.scratch.store(),
+            Arc::clone(&f.scratch.mirror),
+            Duration::from_secs(60),
+            f.rt.handle().clone(),
+            7,
+        );
+        cache.entries("a/");
+        cache.entries("b/");
+        assert!(cache.fresh("a/").is_some() && cache.fresh("b/").is_some());
+        cache.entries("a/");
+        cache.entries("");
+        assert!(cache.fresh("b/").is_none(), "the least recently used went");
+        assert!(cache.fresh("a/").is_some() && cache.fresh("").is_some());
+        // Dropped from memory, a listing young enough is read back from disk.
+        let asked = lists(&f);
+        assert_eq!(names(&cache.entries("b/")), ["3", "c"]);
+        assert_eq!(lists(&f), asked, "no LIST");
     }
 
     #[test]
