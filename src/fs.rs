@@ -214,7 +214,7 @@ impl Fs {
     /// lookup of the inode it gets, until it forgets it.
     pub fn lookup(&self, parent: Ino, name: &str) -> Result<Attr, FsError> {
         let path = self.inodes.dir_path(parent)?;
-        let entries = self.listings.entries(&path);
+        let entries = self.listings.entries(&path)?;
         let at = entries
             .binary_search_by(|e| e.name.as_str().cmp(name))
             .map_err(|_| FsError::not_found())?;
@@ -238,7 +238,7 @@ impl Fs {
     /// listing of its subdirectories.
     pub fn opendir(&self, ino: Ino) -> Result<Dir, FsError> {
         let path = self.inodes.dir_path(ino)?;
-        let entries = self.listings.entries(&path);
+        let entries = self.listings.entries(&path)?;
         let parent = self.inodes.with(ino, |n| n.parent).unwrap_or(ROOT_INO);
         self.listings.list_ahead(&path, &entries);
         Ok(Dir {

@@ -126,7 +126,7 @@ fn the_filesystem_section_matches_the_code() {
         SIBLING_MAX_SIZE >> 20
     ));
     quoted(&format!(
-        "listings again for {} s",
+        "directory's listings again for {} s",
         OFFLINE_BACKOFF.as_secs()
     ));
     quoted(&format!(

@@ -1,9 +1,11 @@
 //! The listing cache: each directory's listing kept for the metadata TTL, the
 //! look-ahead that lists subdirectories before a reader gets there, and the
-//! back-off that stops asking S3 for a while after a listing failed. Listings
+//! back-off that stops asking S3 for a directory's listing for a while after it
+//! failed (for every directory, when the endpoint could not be reached). Listings
 //! are kept in memory up to a budget of entries, least recently used out first
 //! (the saved copies stay on disk).
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,12 +14,17 @@ use parking_lot::Mutex;
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
+use super::FsError;
 use super::listing::{self, Entry, InFlight};
 use crate::mirror::Mirror;
-use crate::store::ObjectStore;
+use crate::store::{Escaped, ObjectStore, StoreError};
 
-/// After a failed listing, how long S3 is not asked again (reads still try).
+/// After a failed listing, how long S3 is not asked again for that directory's
+/// listing, or for any listing when the endpoint could not be reached (reads
+/// still try).
 pub const OFFLINE_BACKOFF: Duration = Duration::from_secs(30);
+/// Directories whose back-off is remembered at once (the oldest are let go).
+const BACKOFF_MAX: usize = 4096;
 /// When a directory is read, the listings of its subdirectories are fetched ahead
 /// in the background (at most `LIST_AHEAD_MAX` of them, `LIST_AHEAD_AT_ONCE` at a
 /// time), so a walk such as `find` pays S3 latency about once per level, not once
@@ -44,11 +51,15 @@ struct Shared {
     listings: Mutex<Listings>,
     inflight: Arc<InFlight>,
     ahead: Semaphore,
-    offline_until: Mutex<Option<Instant>>,
+    /// Until when S3 is not asked for listings at all: its endpoint was unreachable.
+    unreachable_until: Mutex<Option<Instant>>,
+    /// Until when S3 is not asked for one directory's listing, by prefix.
+    failed_until: Mutex<LruCache<String, Instant>>,
 }
 
 struct Listing {
-    fetched: Instant,
+    /// When S3 gave it; `None` for one that was never fresh (rebuilt from the mirror).
+    fetched: Option<Instant>,
     entries: Arc<Vec<Entry>>,
 }
 
@@ -122,7 +133,10 @@ impl ListingCache {
             listings: Mutex::new(Listings::new(budget)),
             inflight: Arc::default(),
             ahead: Semaphore::new(LIST_AHEAD_AT_ONCE),
-            offline_until: Mutex::new(None),
+            unreachable_until: Mutex::new(None),
+            failed_until: Mutex::new(LruCache::new(
+                NonZeroUsize::new(BACKOFF_MAX).expect("not zero"),
+            )),
         };
         ListingCache {
             shared: Arc::new(shared),
@@ -143,36 +157,54 @@ impl ListingCache {
     }
 
     /// The listing of `prefix`: cached, else from S3, else persisted, else rebuilt
-    /// from the mirror. S3 being away is a warning, not an error to the reader.
+    /// from the mirror. S3 being away is a warning, not an error to the reader,
+    /// as long as something is known of the directory; else EIO (and nothing is
+    /// cached, so the next try after the back-off asks S3 again).
     /// Blocks on S3; never call it from the runtime's own threads.
-    pub fn entries(&self, prefix: &str) -> Arc<Vec<Entry>> {
+    pub fn entries(&self, prefix: &str) -> Result<Arc<Vec<Entry>>, FsError> {
         let shared = &self.shared;
         if let Some(entries) = shared.fresh(prefix) {
-            return entries;
+            return Ok(entries);
         }
         // After a restart, a saved listing younger than the TTL is as good as a new one.
         if !shared.listings.lock().contains(prefix)
             && let Some(entries) = shared.load_young(prefix)
         {
-            return entries;
+            return Ok(entries);
         }
-        if !shared.is_offline()
-            && let Some(entries) = self.list_now(prefix)
-        {
-            return entries;
+        let failure = match shared.backing_off(prefix) {
+            true => None,
+            false => match self.list_now(prefix) {
+                Ok(entries) => return Ok(entries),
+                Err(e) => Some(e),
+            },
+        };
+        if let Some(entries) = shared.fall_back(prefix) {
+            return Ok(entries);
         }
-        shared.fall_back(prefix)
+        let err = FsError::new(
+            libc::EIO,
+            format!(
+                "cannot list {}/ and nothing of it is saved",
+                Escaped(prefix.trim_end_matches('/'))
+            ),
+        );
+        Err(match failure {
+            Some(cause) => err.caused_by(cause),
+            None => err,
+        })
     }
 
-    /// Lists `prefix` from S3 (or takes the listing a look-ahead just brought);
-    /// `None` if S3 failed, which holds further listings off for a while.
-    fn list_now(&self, prefix: &str) -> Option<Arc<Vec<Entry>>> {
+    /// Lists `prefix` from S3 (or takes the listing a look-ahead just brought).
+    /// A failure holds further listings of it off for a while (of every
+    /// directory, if the endpoint could not be reached).
+    fn list_now(&self, prefix: &str) -> Result<Arc<Vec<Entry>>, StoreError> {
         let shared = &self.shared;
         // A look-ahead may be listing this directory already: wait for it rather
         // than send the same LIST twice.
         shared.inflight.wait(prefix, LIST_WAIT);
         if let Some(entries) = shared.fresh(prefix) {
-            return Some(entries);
+            return Ok(entries);
         }
         let _claim = shared.inflight.begin(prefix);
         match self
@@ -180,16 +212,21 @@ impl ListingCache {
             .block_on(listing::list_dir(shared.store.as_ref(), prefix))
         {
             Ok(entries) => {
-                *shared.offline_until.lock() = None;
-                Some(shared.keep(prefix, entries))
+                *shared.unreachable_until.lock() = None;
+                shared.failed_until.lock().pop(prefix);
+                Ok(shared.keep(prefix, entries))
             }
             Err(e) => {
                 tracing::warn!(
-                    prefix,
+                    prefix = %Escaped(prefix),
                     "cannot list S3 ({e}); serving what the mirror knows"
                 );
-                *shared.offline_until.lock() = Some(Instant::now() + OFFLINE_BACKOFF);
-                None
+                let until = Instant::now() + OFFLINE_BACKOFF;
+                shared.failed_until.lock().put(prefix.to_string(), until);
+                if matches!(e, StoreError::Unreachable { .. }) {
+                    *shared.unreachable_until.lock() = Some(until);
+                }
+                Err(e)
             }
         }
     }
@@ -199,7 +236,7 @@ impl ListingCache {
     /// reader lists the directory itself when it gets there.
     pub fn list_ahead(&self, parent: &str, entries: &[Entry]) {
         let shared = &self.shared;
-        if shared.is_offline() {
+        if shared.unreachable() {
             return;
         }
         let prefixes: Vec<String> = entries
@@ -207,6 +244,7 @@ impl ListingCache {
             .filter(|e| e.dir)
             .map(|e| format!("{parent}{}/", e.name))
             .filter(|p| shared.fresh(p).is_none() && !shared.inflight.contains(p))
+            .filter(|p| !shared.backing_off(p))
             .take(LIST_AHEAD_MAX)
             .collect();
         for prefix in prefixes {
@@ -220,50 +258,69 @@ impl Shared {
         self.listings
             .lock()
             .get(prefix)
-            .filter(|l| l.fetched.elapsed() < self.ttl)
+            .filter(|l| l.fetched.is_some_and(|t| t.elapsed() < self.ttl))
             .map(|l| Arc::clone(&l.entries))
     }
 
-    fn is_offline(&self) -> bool {
-        self.offline_until
+    /// Whether S3's endpoint was unreachable lately.
+    fn unreachable(&self) -> bool {
+        self.unreachable_until
             .lock()
             .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Whether S3 is not to be asked for the listing of `prefix` now.
+    fn backing_off(&self, prefix: &str) -> bool {
+        let now = Instant::now();
+        self.unreachable()
+            || self
+                .failed_until
+                .lock()
+                .peek(prefix)
+                .is_some_and(|&t| now < t)
     }
 
     /// The persisted listing of `prefix`, cached, if younger than the TTL.
     fn load_young(&self, prefix: &str) -> Option<Arc<Vec<Entry>>> {
         let (entries, age) = listing::load(&self.mirror, self.store.bucket(), prefix)?;
-        (age < self.ttl).then(|| self.remember(prefix, entries, age))
+        (age < self.ttl).then(|| self.remember(prefix, entries, Some(age)))
     }
 
     /// Persists and caches a listing S3 just gave.
     fn keep(&self, prefix: &str, entries: Vec<Entry>) -> Arc<Vec<Entry>> {
         listing::persist(&self.mirror, self.store.bucket(), prefix, &entries);
-        self.remember(prefix, entries, Duration::ZERO)
+        self.remember(prefix, entries, Some(Duration::ZERO))
     }
 
     /// With S3 away: the last listing seen, else the persisted one however old,
-    /// else what the mirror holds. Cached afresh, so S3 is not asked again for a TTL.
-    fn fall_back(&self, prefix: &str) -> Arc<Vec<Entry>> {
+    /// else what the mirror holds; `None` when nothing is known of the directory
+    /// (an empty directory rebuilt from the mirror tells nothing). Cached as it
+    /// is, never as fresh: the back-off keeps S3 from being asked meanwhile.
+    fn fall_back(&self, prefix: &str) -> Option<Arc<Vec<Entry>>> {
         let cached = self
             .listings
             .lock()
             .get(prefix)
             .map(|l| Arc::clone(&l.entries));
-        let entries = match cached {
-            Some(entries) => (*entries).clone(),
-            None => listing::load(&self.mirror, self.store.bucket(), prefix)
-                .map(|(entries, _)| entries)
-                .or_else(|| listing::from_mirror(&self.mirror, prefix))
-                .unwrap_or_default(),
-        };
-        self.remember(prefix, entries, Duration::ZERO)
+        if cached.is_some() {
+            return cached;
+        }
+        if let Some((entries, age)) = listing::load(&self.mirror, self.store.bucket(), prefix) {
+            return Some(self.remember(prefix, entries, Some(age)));
+        }
+        let rebuilt = listing::from_mirror(&self.mirror, prefix).filter(|e| !e.is_empty())?;
+        Some(self.remember(prefix, rebuilt, None))
     }
 
-    /// Caches a listing as fetched `age` ago, and returns it.
-    fn remember(&self, prefix: &str, entries: Vec<Entry>, age: Duration) -> Arc<Vec<Entry>> {
+    /// Caches a listing as fetched `age` ago (`None`: never fresh), and returns it.
+    fn remember(
+        &self,
+        prefix: &str,
+        entries: Vec<Entry>,
+        age: Option<Duration>,
+    ) -> Arc<Vec<Entry>> {
         let entries = Arc::new(entries);
-        let fetched = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        let fetched = age.and_then(|age| Instant::now().checked_sub(age));
         let listing = Listing {
             fetched,
             entries: Arc::clone(&entries),
@@ -290,7 +347,7 @@ impl Shared {
             Ok(entries) => {
                 self.keep(&prefix, entries);
             }
-            Err(e) => tracing::debug!(prefix, "look-ahead listing failed: {e}"),
+            Err(e) => tracing::debug!(prefix = %Escaped(&prefix), "look-ahead listing failed: {e}"),
         }
     }
 }
@@ -300,6 +357,8 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use super::*;
+    use crate::store::failing::{FailingStore, slow_down};
+    use crate::store::memory::MemoryStore;
     use crate::testing::{Scratch, runtime};
 
     struct Fixture {
@@ -333,24 +392,24 @@ mod tests {
     #[test]
     fn a_listing_is_asked_for_once_per_ttl() {
         let f = fixture(Duration::from_secs(60));
-        assert_eq!(names(&f.cache.entries("a/")), ["1", "2"]);
+        assert_eq!(names(&f.cache.entries("a/").unwrap()), ["1", "2"]);
         assert_eq!(lists(&f), 1);
         f.scratch.store.put("a/new", "x");
-        assert_eq!(names(&f.cache.entries("a/")), ["1", "2"], "cached");
+        assert_eq!(names(&f.cache.entries("a/").unwrap()), ["1", "2"], "cached");
         assert_eq!(lists(&f), 1);
         let expired = fixture(Duration::ZERO);
-        expired.cache.entries("a/");
-        expired.cache.entries("a/");
+        expired.cache.entries("a/").unwrap();
+        expired.cache.entries("a/").unwrap();
         assert_eq!(lists(&expired), 2, "no TTL: every call lists");
     }
 
     #[test]
     fn with_s3_away_the_last_listing_is_served_and_s3_left_alone_a_while() {
         let f = fixture(Duration::ZERO);
-        f.cache.entries("a/");
+        f.cache.entries("a/").unwrap();
         f.scratch.store.set_offline(true);
         assert_eq!(
-            names(&f.cache.entries("a/")),
+            names(&f.cache.entries("a/").unwrap()),
             ["1", "2"],
             "the last listing"
         );
@@ -363,12 +422,49 @@ mod tests {
             f.rt.handle().clone(),
         );
         other.scratch.store.set_offline(true);
-        assert_eq!(names(&restarted.entries("a/")), ["1", "2"]);
+        assert_eq!(names(&restarted.entries("a/").unwrap()), ["1", "2"]);
         // ...and after one failure S3 is not asked again during the back-off.
         let asked = lists(&other);
         other.scratch.store.set_offline(false);
-        assert!(restarted.entries("b/").is_empty(), "nothing known of b/");
+        let err = restarted.entries("b/").unwrap_err();
+        assert_eq!(err.errno(), libc::EIO, "nothing known of b/: {err}");
         assert_eq!(lists(&other), asked);
+    }
+
+    #[test]
+    fn a_failing_directory_backs_off_alone_and_fails_until_something_is_known() {
+        let rt = runtime(1);
+        let memory = MemoryStore::new("b");
+        for key in ["a/1", "b/2", "c/3"] {
+            memory.put(key, "x");
+        }
+        let store = Arc::new(FailingStore::new(memory));
+        let scratch = Scratch::new(&[]);
+        let cache = ListingCache::new(
+            Arc::clone(&store) as Arc<dyn ObjectStore>,
+            Arc::clone(&scratch.mirror),
+            Duration::ZERO,
+            rt.handle().clone(),
+        );
+        store.fail_list(1, slow_down("ListObjectsV2", "a/"));
+        let err = cache.entries("a/").unwrap_err();
+        assert_eq!(err.errno(), libc::EIO);
+        assert!(err.chain().contains("cannot list a/"), "{}", err.chain());
+        assert!(
+            err.chain().contains("SlowDown"),
+            "the cause: {}",
+            err.chain()
+        );
+        assert!(cache.cached("a/").is_none(), "nothing is cached");
+        // Other directories are still listed from S3; a/ is left alone a while.
+        assert_eq!(names(&cache.entries("b/").unwrap()), ["2"]);
+        assert_eq!(cache.entries("a/").unwrap_err().errno(), libc::EIO);
+        assert_eq!(store.lists(), 2, "a/ once, b/ once");
+        // Once b/ is known, a failure of its own serves the last listing.
+        store.fail_list(3, slow_down("ListObjectsV2", "b/"));
+        assert_eq!(names(&cache.entries("b/").unwrap()), ["2"]);
+        assert_eq!(names(&cache.entries("c/").unwrap()), ["3"]);
+        assert_eq!(store.lists(), 4);
     }
 
     #[test]
@@ -382,23 +478,23 @@ mod tests {
             f.rt.handle().clone(),
             7,
         );
-        cache.entries("a/");
-        cache.entries("b/");
+        cache.entries("a/").unwrap();
+        cache.entries("b/").unwrap();
         assert!(cache.fresh("a/").is_some() && cache.fresh("b/").is_some());
-        cache.entries("a/");
-        cache.entries("");
+        cache.entries("a/").unwrap();
+        cache.entries("").unwrap();
         assert!(cache.fresh("b/").is_none(), "the least recently used went");
         assert!(cache.fresh("a/").is_some() && cache.fresh("").is_some());
         // Dropped from memory, a listing young enough is read back from disk.
         let asked = lists(&f);
-        assert_eq!(names(&cache.entries("b/")), ["3", "c"]);
+        assert_eq!(names(&cache.entries("b/").unwrap()), ["3", "c"]);
         assert_eq!(lists(&f), asked, "no LIST");
     }
 
     #[test]
     fn subdirectories_are_listed_ahead_in_the_background() {
         let f = fixture(Duration::from_secs(60));
-        let root = f.cache.entries("");
+        let root = f.cache.entries("").unwrap();
         f.cache.list_ahead("", &root);
         let deadline = Instant::now() + Duration::from_secs(10);
         while f.cache.fresh("a/").is_none() || f.cache.fresh("b/").is_none() {
