@@ -130,7 +130,7 @@ pub struct Fs {
     inodes: InodeTable,
     listings: ListingCache,
     streams: Streams,
-    siblings: Siblings,
+    siblings: Arc<Siblings>,
     handles: Handles<OpenFile>,
     archived: Arc<Archived>,
 }
@@ -153,7 +153,12 @@ impl Fs {
             inodes: InodeTable::new(&config.prefix),
             listings: ListingCache::new(store, mirror, ttl, rt.clone()),
             streams: Streams::new(fetcher.clone(), rt.clone()),
-            siblings: Siblings::new(fetcher.clone(), ttl, rt.clone(), Arc::clone(&archived)),
+            siblings: Arc::new(Siblings::new(
+                fetcher.clone(),
+                ttl,
+                rt.clone(),
+                Arc::clone(&archived),
+            )),
             handles: Handles::default(),
             archived,
             fetcher,
@@ -214,14 +219,10 @@ impl Fs {
     /// lookup of the inode it gets, until it forgets it.
     pub fn lookup(&self, parent: Ino, name: &str) -> Result<Attr, FsError> {
         let path = self.inodes.dir_path(parent)?;
-        let entries = self.listings.entries(&path)?;
-        let at = entries
-            .binary_search_by(|e| e.name.as_str().cmp(name))
-            .map_err(|_| FsError::not_found())?;
+        let entry = self.listings.entry(&path, name)?;
+        let entry = entry.ok_or_else(FsError::not_found)?;
         let attr_of = |ino, node: &Node| self.attr_of(ino, node);
-        Ok(self
-            .inodes
-            .child(parent, &path, &entries[at], true, attr_of))
+        Ok(self.inodes.child(parent, &path, &entry, true, attr_of))
     }
 
     /// The kernel forgot `n` lookups of `ino`; the inode is dropped once it holds none.
@@ -316,14 +317,16 @@ impl Fs {
         if !self.siblings.claim(&prefix) {
             return;
         }
-        if let Some(entries) = self.listings.cached(&prefix) {
+        // A lookup lists only its own name: the directory may need a listing first.
+        let (siblings, opened) = (Arc::clone(&self.siblings), opened.to_string());
+        self.listings.then_listed(&prefix.clone(), move |entries| {
             let others: Vec<_> = entries
                 .iter()
                 .filter(|e| e.name != opened)
                 .cloned()
                 .collect();
-            self.siblings.warm(&prefix, &others);
-        }
+            siblings.warm(&prefix, &others);
+        });
     }
 
     /// Up to `size` bytes of the open file `fh` at `offset` (fewer at its end).
@@ -654,6 +657,9 @@ mod tests {
         let a = f.fs.lookup(ROOT_INO, "a").unwrap();
         let one = f.fs.lookup(a.ino, "1.jpg").unwrap();
         assert_eq!(read_all(&f.fs, one.ino).len(), 1000);
+        // A lookup lists one name; reading a directory lists (and saves) all.
+        names(&f.fs, ROOT_INO);
+        names(&f.fs, a.ino);
         f.scratch.store.set_offline(true);
         assert_eq!(
             names(&f.fs, a.ino),

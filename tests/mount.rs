@@ -620,3 +620,59 @@ fn inodes_the_kernel_forgets_are_dropped_by_the_daemon() {
     assert_eq!(sh_ok(&walk), found);
     assert_eq!(fs::read(mount.path("d1/f001")).unwrap(), b"x");
 }
+
+#[test]
+fn after_the_ttl_a_lookup_in_a_big_directory_lists_one_name_not_the_directory() {
+    let bucket = Bucket::create("bigdir");
+    let objects: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|i| (format!("big/f{i:03}"), vec![b'x'; i % 5]))
+        .collect();
+    bucket.put_many(&objects);
+    let proxy = Proxy::start(moto_port());
+    let dir = tempfile::tempdir().unwrap();
+    let mount = Mount::start(
+        &bucket.name,
+        &dir.path().join("mnt"),
+        &dir.path().join("mirror"),
+        &proxy.endpoint(),
+        &["--metadata-ttl", "1"],
+    );
+    let big = mount.path("big").display().to_string();
+    assert_eq!(sh_ok(&format!("ls {big} | wc -l")).trim(), "300");
+    let full_listings = |requests: &[support::proxy::Seen]| {
+        let full = |r: &&support::proxy::Seen| {
+            r.is_list() && r.target.ends_with("prefix=big%2F") && !r.target.contains("max-keys")
+        };
+        requests.iter().filter(full).count()
+    };
+    assert_eq!(
+        full_listings(&proxy.requests()),
+        1,
+        "{:#?}",
+        proxy.requests()
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    proxy.clear();
+    let stats: Vec<String> = (0..16)
+        .map(|i| format!("stat -c %s {big}/f{:03} &", i * 7))
+        .collect();
+    let sizes = sh_ok(&format!("{} wait", stats.join(" ")));
+    assert_eq!(sizes.lines().count(), 16);
+    let requests = proxy.requests();
+    assert!(requests.iter().all(|r| r.is_list()), "{requests:#?}");
+    assert_eq!(full_listings(&requests), 0, "{requests:#?}");
+    assert!(
+        requests.len() <= 16 + 1,
+        "one small LIST per name (and one for `big`): {requests:#?}"
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    proxy.clear();
+    assert_eq!(sh_ok(&format!("stat -c %s {big}/f123")).trim(), "3");
+    let requests = proxy.requests();
+    let of_f123 = requests
+        .iter()
+        .filter(|r| r.target.contains("f123"))
+        .count();
+    assert!(of_f123 <= 2, "{requests:#?}");
+    assert!(requests.len() <= 3, "big, then f123: {requests:#?}");
+}

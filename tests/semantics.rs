@@ -134,6 +134,10 @@ fn the_filesystem_section_matches_the_code() {
     ));
     quoted(&format!("kept for at most {IDLE_INODES_MAX} inodes"));
     quoted(&format!(
+        "one ListObjectsV2 of at most {} keys under `DIR/NAME`",
+        s3mirrorfs::fs::listing::NAME_LIST_KEYS
+    ));
+    quoted(&format!(
         "kept in memory for at most {LISTED_ENTRIES_MAX} entries in all"
     ));
     let cli = Cli::command();

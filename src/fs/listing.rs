@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,10 @@ use sha2::{Digest, Sha256};
 
 use crate::layout::{NAME_MAX, STATE_DIR};
 use crate::mirror::{Mirror, read_record};
-use crate::store::{ObjectStore, StorageClass, StoreError};
+use crate::store::{ObjectMeta, ObjectStore, StorageClass, StoreError};
+
+/// Keys asked for by the LIST that tells what one name is.
+pub const NAME_LIST_KEYS: u32 = 8;
 
 /// One child of a directory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,29 +69,13 @@ pub async fn list_dir(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<Entry
         for common in page.prefixes {
             let name = common[prefix.len()..].trim_end_matches('/');
             if common[prefix.len()..].matches('/').count() == 1 && valid_name(name) {
-                dirs.push(Entry {
-                    name: name.to_string(),
-                    dir: true,
-                    size: 0,
-                    etag: String::new(),
-                    mtime_ns: 0,
-                    storage_class: StorageClass::Standard,
-                    archived: false,
-                });
+                dirs.push(dir_entry(name));
             }
         }
         for object in page.objects {
             let name = &object.key.as_str()[prefix.len()..];
             if valid_name(name) {
-                files.push(Entry {
-                    name: name.to_string(),
-                    dir: false,
-                    size: object.size,
-                    etag: object.etag.as_str().to_string(),
-                    mtime_ns: nanos(object.last_modified),
-                    storage_class: object.storage_class.clone(),
-                    archived: object.archived(),
-                });
+                files.push(file_entry(name, &object));
             }
         }
         match page.next {
@@ -103,6 +90,58 @@ pub async fn list_dir(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<Entry
     dirs.sort_by(|a, b| a.name.cmp(&b.name));
     dirs.dedup_by(|a, b| a.name == b.name);
     Ok(dirs)
+}
+
+fn dir_entry(name: &str) -> Entry {
+    Entry {
+        name: name.to_string(),
+        dir: true,
+        size: 0,
+        etag: String::new(),
+        mtime_ns: 0,
+        storage_class: StorageClass::Standard,
+        archived: false,
+    }
+}
+
+fn file_entry(name: &str, object: &ObjectMeta) -> Entry {
+    Entry {
+        name: name.to_string(),
+        dir: false,
+        size: object.size,
+        etag: object.etag.as_str().to_string(),
+        mtime_ns: nanos(object.last_modified),
+        storage_class: object.storage_class.clone(),
+        archived: object.archived(),
+    }
+}
+
+/// What `name` (a valid name) is in directory `prefix`, without listing the
+/// directory: one LIST of at most `NAME_LIST_KEYS` keys under `prefix + name`,
+/// and a second of one key under `prefix + name + "/"` only when the first was
+/// cut short before it could show that prefix. As in `list_dir`, a directory
+/// wins over an object of the same name.
+pub async fn list_name(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    name: &str,
+) -> Result<Option<Entry>, StoreError> {
+    let key = format!("{prefix}{name}");
+    let below = format!("{key}/");
+    let page = store.list_first(&key, NAME_LIST_KEYS).await?;
+    let dir = match page.prefixes.contains(&below) {
+        true => true,
+        false if page.next.is_none() => false,
+        false => {
+            let inside = store.list_first(&below, 1).await?;
+            !inside.objects.is_empty() || !inside.prefixes.is_empty()
+        }
+    };
+    if dir {
+        return Ok(Some(dir_entry(name)));
+    }
+    let file = page.objects.iter().find(|o| o.key.as_str() == key);
+    Ok(file.map(|object| file_entry(name, object)))
 }
 
 fn cache_name(bucket: &str, prefix: &str) -> String {
@@ -226,17 +265,15 @@ impl InFlight {
         self.map.lock().contains_key(prefix)
     }
 
-    /// Waits, up to `limit`, for a listing of `prefix` that is on its way.
-    pub fn wait(&self, prefix: &str, limit: Duration) {
+    /// Waits for a listing of `prefix` that is on its way to land (its own
+    /// timeouts and retries bound it), so no second one is started meanwhile.
+    pub fn wait(&self, prefix: &str) {
         let Some(flight) = self.map.lock().get(prefix).cloned() else {
             return;
         };
-        let deadline = Instant::now() + limit;
         let mut done = flight.done.lock();
         while !*done {
-            if flight.landed.wait_until(&mut done, deadline).timed_out() {
-                return;
-            }
+            flight.landed.wait(&mut done);
         }
     }
 }
@@ -262,18 +299,15 @@ mod tests {
         assert!(inflight.contains("a/"));
         let waiter = {
             let inflight = Arc::clone(&inflight);
-            std::thread::spawn(move || {
-                let started = Instant::now();
-                inflight.wait("a/", Duration::from_secs(30));
-                started.elapsed()
-            })
+            std::thread::spawn(move || inflight.wait("a/"))
         };
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!waiter.is_finished(), "it waits, with no time limit");
         drop(guard);
-        assert!(waiter.join().unwrap() < Duration::from_secs(30));
+        waiter.join().unwrap();
         assert!(!inflight.contains("a/"));
         // Nothing in flight: no wait at all.
-        inflight.wait("b/", Duration::from_secs(30));
+        inflight.wait("b/");
         assert!(inflight.begin("a/").is_some());
     }
 
@@ -301,6 +335,40 @@ mod tests {
         assert!(inner.is_empty(), "the marker itself is not an entry");
         let bad = list_dir(&store, "bad/").await.unwrap();
         assert!(bad.is_empty(), "an empty name is not an entry");
+    }
+
+    #[tokio::test]
+    async fn one_name_is_told_by_one_small_listing_or_two() {
+        let store = MemoryStore::new("b");
+        store.put("d/photo", "file");
+        store.put("d/photo/1.jpg", "x");
+        store.put("d/file", "f");
+        for i in 0..20 {
+            // Each sorts before "d/crowded/": the first page cannot show it.
+            store.put(&format!("d/crowded-{i:02}"), "x");
+        }
+        store.put("d/crowded/inner", "x");
+        store.put("d/marker/", "");
+        let lists = || store.lists.load(std::sync::atomic::Ordering::Relaxed);
+        let what = |e: Option<Entry>| e.map(|e| (e.dir, e.size));
+        assert_eq!(
+            what(list_name(&store, "d/", "file").await.unwrap()),
+            Some((false, 1))
+        );
+        assert_eq!(lists(), 1);
+        let dir = list_name(&store, "d/", "photo").await.unwrap();
+        assert_eq!(what(dir), Some((true, 0)), "the directory wins");
+        assert_eq!(
+            what(list_name(&store, "d/", "crowded").await.unwrap()),
+            Some((true, 0))
+        );
+        assert_eq!(lists(), 4, "a second LIST when the first was cut short");
+        assert_eq!(
+            what(list_name(&store, "d/", "marker").await.unwrap()),
+            Some((true, 0))
+        );
+        assert_eq!(list_name(&store, "d/", "fil").await.unwrap(), None);
+        assert_eq!(list_name(&store, "d/", "nothing").await.unwrap(), None);
     }
 
     #[test]

@@ -35,8 +35,8 @@ pub const LIST_AHEAD_AT_ONCE: usize = 8;
 /// one more, so empty ones are bounded too); the least recently used listings
 /// are dropped first, never the one just cached.
 pub const LISTED_ENTRIES_MAX: usize = 500_000;
-/// Longest a reader waits for a look-ahead listing before it lists by itself.
-const LIST_WAIT: Duration = Duration::from_secs(10);
+/// Answers of LISTs of one name kept for the TTL (least recently used out first).
+pub const NAMED_MAX: usize = 65_536;
 
 /// Directory listings by key prefix. Cheap to share: the look-ahead tasks hold it.
 pub struct ListingCache {
@@ -55,6 +55,8 @@ struct Shared {
     unreachable_until: Mutex<Option<Instant>>,
     /// Until when S3 is not asked for one directory's listing, by prefix.
     failed_until: Mutex<LruCache<String, Instant>>,
+    /// What a LIST of one name answered (`None`: absent), and when, by key.
+    named: Mutex<LruCache<String, (Instant, Option<Entry>)>>,
 }
 
 struct Listing {
@@ -137,6 +139,9 @@ impl ListingCache {
             failed_until: Mutex::new(LruCache::new(
                 NonZeroUsize::new(BACKOFF_MAX).expect("not zero"),
             )),
+            named: Mutex::new(LruCache::new(
+                NonZeroUsize::new(NAMED_MAX).expect("not zero"),
+            )),
         };
         ListingCache {
             shared: Arc::new(shared),
@@ -176,7 +181,7 @@ impl ListingCache {
             true => None,
             false => match self.list_now(prefix) {
                 Ok(entries) => return Ok(entries),
-                Err(e) => Some(e),
+                Err(e) => e,
             },
         };
         if let Some(entries) = shared.fall_back(prefix) {
@@ -195,40 +200,148 @@ impl ListingCache {
         })
     }
 
-    /// Lists `prefix` from S3 (or takes the listing a look-ahead just brought).
-    /// A failure holds further listings of it off for a while (of every
-    /// directory, if the endpoint could not be reached).
-    fn list_now(&self, prefix: &str) -> Result<Arc<Vec<Entry>>, StoreError> {
+    /// Lists `prefix` from S3, or takes the listing another reader or a
+    /// look-ahead is bringing: one listing of a directory is in flight at a
+    /// time, and the others wait for it. A failure holds further listings of it
+    /// off for a while (of every directory, if the endpoint could not be
+    /// reached); `Err(None)` when the listing waited for failed.
+    fn list_now(&self, prefix: &str) -> Result<Arc<Vec<Entry>>, Option<StoreError>> {
         let shared = &self.shared;
-        // A look-ahead may be listing this directory already: wait for it rather
-        // than send the same LIST twice.
-        shared.inflight.wait(prefix, LIST_WAIT);
+        let _claim = loop {
+            if let Some(claim) = shared.inflight.begin(prefix) {
+                break claim;
+            }
+            shared.inflight.wait(prefix);
+            if let Some(entries) = shared.fresh(prefix) {
+                return Ok(entries);
+            }
+            if shared.backing_off(prefix) {
+                return Err(None);
+            }
+        };
+        // One may have landed between the caller's look and the claim.
         if let Some(entries) = shared.fresh(prefix) {
             return Ok(entries);
         }
-        let _claim = shared.inflight.begin(prefix);
-        match self
-            .rt
-            .block_on(listing::list_dir(shared.store.as_ref(), prefix))
-        {
+        let listed = listing::list_dir(shared.store.as_ref(), prefix);
+        match self.rt.block_on(listed) {
             Ok(entries) => {
-                *shared.unreachable_until.lock() = None;
-                shared.failed_until.lock().pop(prefix);
+                shared.answered(prefix);
                 Ok(shared.keep(prefix, entries))
             }
             Err(e) => {
-                tracing::warn!(
-                    prefix = %Escaped(prefix),
-                    "cannot list S3 ({e}); serving what the mirror knows"
-                );
-                let until = Instant::now() + OFFLINE_BACKOFF;
-                shared.failed_until.lock().put(prefix.to_string(), until);
-                if matches!(e, StoreError::Unreachable { .. }) {
-                    *shared.unreachable_until.lock() = Some(until);
-                }
-                Err(e)
+                shared.failed(prefix, &e);
+                Err(Some(e))
             }
         }
+    }
+
+    /// What `name` is in directory `prefix`: from its listing while that is
+    /// fresh, else from a LIST of that one name (its answer, absent too, kept
+    /// for the TTL), so a lookup in a big directory does not list all of it.
+    /// With S3 away, from what `entries` falls back on.
+    /// Blocks on S3; never call it from the runtime's own threads.
+    pub fn entry(&self, prefix: &str, name: &str) -> Result<Option<Entry>, FsError> {
+        let shared = &self.shared;
+        let find = |entries: &[Entry]| {
+            let at = entries.binary_search_by(|e| e.name.as_str().cmp(name));
+            at.ok().map(|at| entries[at].clone())
+        };
+        if let Some(entries) = shared.fresh(prefix) {
+            return Ok(find(&entries));
+        }
+        if !shared.listings.lock().contains(prefix)
+            && let Some(entries) = shared.load_young(prefix)
+        {
+            return Ok(find(&entries));
+        }
+        if !listing::valid_name(name) {
+            return Ok(None);
+        }
+        let key = format!("{prefix}{name}");
+        // A failed LIST of one name backs off that name (never a directory prefix:
+        // it does not end in `/`), not its whole directory.
+        let failure = match shared.backing_off(prefix) || shared.backing_off(&key) {
+            true => None,
+            false => match self.list_name(prefix, name, &key) {
+                Ok(answer) => return Ok(answer),
+                Err(e) => e,
+            },
+        };
+        // S3 is away: the last answer for the name, however old, else the
+        // directory's last listing; never a new listing of the whole directory.
+        if let Some(answer) = shared.named_within(&key, Duration::MAX) {
+            return Ok(answer);
+        }
+        if let Some(entries) = shared.fall_back(prefix) {
+            return Ok(find(&entries));
+        }
+        let err = FsError::new(
+            libc::EIO,
+            format!(
+                "cannot look up {} and nothing of it is saved",
+                Escaped(&key)
+            ),
+        );
+        Err(match failure {
+            Some(cause) => err.caused_by(cause),
+            None => err,
+        })
+    }
+
+    /// The answer of a LIST of `name` alone, or of one in flight, or a fresh
+    /// one kept. `Err(None)` when the LIST waited for failed.
+    fn list_name(
+        &self,
+        prefix: &str,
+        name: &str,
+        key: &str,
+    ) -> Result<Option<Entry>, Option<StoreError>> {
+        let shared = &self.shared;
+        let flight = format!("{key}\0");
+        let _claim = loop {
+            if let Some(answer) = shared.named_within(key, shared.ttl) {
+                return Ok(answer);
+            }
+            if let Some(claim) = shared.inflight.begin(&flight) {
+                break claim;
+            }
+            shared.inflight.wait(&flight);
+            if shared.backing_off(key) {
+                return Err(None);
+            }
+        };
+        let store = shared.store.as_ref();
+        match self.rt.block_on(listing::list_name(store, prefix, name)) {
+            Ok(answer) => {
+                shared.answered(key);
+                let named = (Instant::now(), answer.clone());
+                shared.named.lock().put(key.to_string(), named);
+                Ok(answer)
+            }
+            Err(e) => {
+                shared.failed(key, &e);
+                Err(Some(e))
+            }
+        }
+    }
+
+    /// Calls `then` with the listing of `prefix`: now if one is cached, else once
+    /// a background listing brought it (not at all if that failed, or a listing
+    /// of it was already on its way). For work that needs a whole directory
+    /// after a lookup listed only one name of it.
+    pub fn then_listed(&self, prefix: &str, then: impl FnOnce(Arc<Vec<Entry>>) + Send + 'static) {
+        if let Some(entries) = self.cached(prefix) {
+            return then(entries);
+        }
+        let shared = Arc::clone(&self.shared);
+        let prefix = prefix.to_string();
+        self.rt.spawn(async move {
+            Arc::clone(&shared).list_ahead_one(prefix.clone()).await;
+            if let Some(entries) = shared.listings.lock().get(&prefix) {
+                then(Arc::clone(&entries.entries));
+            }
+        });
     }
 
     /// Lists the subdirectories of `parent` in the background, bounded, skipping
@@ -260,6 +373,33 @@ impl Shared {
             .get(prefix)
             .filter(|l| l.fetched.is_some_and(|t| t.elapsed() < self.ttl))
             .map(|l| Arc::clone(&l.entries))
+    }
+
+    /// S3 answered a listing of `prefix`: its back-off, if any, is over.
+    fn answered(&self, prefix: &str) {
+        *self.unreachable_until.lock() = None;
+        self.failed_until.lock().pop(prefix);
+    }
+
+    /// S3 failed a listing of `prefix`: it is left alone for a while (and
+    /// every directory is, if the endpoint could not be reached).
+    fn failed(&self, prefix: &str, e: &StoreError) {
+        tracing::warn!(
+            prefix = %Escaped(prefix),
+            "cannot list S3 ({e}); serving what the mirror knows"
+        );
+        let until = Instant::now() + OFFLINE_BACKOFF;
+        self.failed_until.lock().put(prefix.to_string(), until);
+        if matches!(e, StoreError::Unreachable { .. }) {
+            *self.unreachable_until.lock() = Some(until);
+        }
+    }
+
+    /// A LIST's answer for the key `key`, if younger than `age`.
+    fn named_within(&self, key: &str, age: Duration) -> Option<Option<Entry>> {
+        let mut named = self.named.lock();
+        let (at, answer) = named.get(key)?;
+        (at.elapsed() < age).then(|| answer.clone())
     }
 
     /// Whether S3's endpoint was unreachable lately.
@@ -465,6 +605,48 @@ mod tests {
         assert_eq!(names(&cache.entries("b/").unwrap()), ["2"]);
         assert_eq!(names(&cache.entries("c/").unwrap()), ["3"]);
         assert_eq!(store.lists(), 4);
+    }
+
+    #[test]
+    fn one_listing_of_a_directory_is_in_flight_and_the_others_wait_for_it() {
+        let f = fixture(Duration::from_secs(60));
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| assert_eq!(names(&f.cache.entries("a/").unwrap()), ["1", "2"]));
+            }
+        });
+        assert_eq!(lists(&f), 1);
+    }
+
+    #[test]
+    fn after_the_ttl_a_lookup_lists_its_name_alone_and_keeps_the_answer() {
+        let ttl = Duration::from_millis(300);
+        let f = fixture(ttl);
+        f.cache.entries("a/").unwrap();
+        assert_eq!(f.cache.entry("a/", "1").unwrap().unwrap().name, "1");
+        assert_eq!(lists(&f), 1, "fresh: from the listing");
+        std::thread::sleep(ttl);
+        f.scratch.store.put("a/new", "x");
+        assert!(
+            f.cache.entry("a/", "new").unwrap().is_some(),
+            "seen after the TTL"
+        );
+        assert!(f.cache.entry("a/", "gone").unwrap().is_none());
+        assert_eq!(lists(&f), 3, "one small LIST per name");
+        f.cache.entry("a/", "new").unwrap();
+        f.cache.entry("a/", "gone").unwrap();
+        assert_eq!(lists(&f), 3, "answers, absent too, are kept for the TTL");
+        assert!(
+            f.cache.fresh("a/").is_none(),
+            "the directory was not listed again"
+        );
+        // With S3 away, the last answer for a name stands, else the last listing.
+        f.scratch.store.set_offline(true);
+        std::thread::sleep(ttl);
+        assert!(f.cache.entry("a/", "new").unwrap().is_some());
+        assert!(f.cache.entry("a/", "2").unwrap().is_some());
+        let err = f.cache.entry("never/", "x").unwrap_err();
+        assert_eq!(err.errno(), libc::EIO, "{err}");
     }
 
     #[test]
