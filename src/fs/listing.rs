@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::layout::{NAME_MAX, STATE_DIR};
 use crate::mirror::{Mirror, read_record};
-use crate::store::{ObjectMeta, ObjectStore, StorageClass, StoreError};
+use crate::store::{Escaped, ObjectMeta, ObjectStore, StorageClass, StoreError};
 
 /// Keys asked for by the LIST that tells what one name is.
 pub const NAME_LIST_KEYS: u32 = 8;
@@ -168,7 +168,7 @@ pub fn persist(mirror: &Mirror, bucket: &str, prefix: &str, entries: &[Entry]) {
     })
     .expect("listing serializes");
     if let Err(e) = mirror.write_cache_file(&cache_name(bucket, prefix), &body) {
-        tracing::debug!(prefix, "cannot persist listing: {e}");
+        tracing::debug!(prefix = %Escaped(prefix), "cannot persist listing: {e}");
     }
 }
 
