@@ -144,13 +144,21 @@ pub async fn list_name(
     Ok(file.map(|object| file_entry(name, object)))
 }
 
-fn cache_name(bucket: &str, prefix: &str) -> String {
+/// zstd level of saved listings: fast, and names of one directory compress well.
+const SAVED_LEVEL: i32 = 3;
+
+/// The saved listing's name in the state directory, zstd-compressed JSON, and
+/// the name of the plain JSON form older versions wrote.
+fn cache_names(bucket: &str, prefix: &str) -> (String, String) {
     let digest = Sha256::digest(format!("{bucket}\0{prefix}").as_bytes());
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("listings/{hex}.json")
+    (
+        format!("listings/{hex}.json.zst"),
+        format!("listings/{hex}.json"),
+    )
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Persisted {
     prefix: String,
     /// When S3 gave this listing, milliseconds since the epoch.
@@ -159,23 +167,49 @@ struct Persisted {
     entries: Vec<Entry>,
 }
 
-/// Saves a listing for restarts and outages (best effort: it is a cache).
+/// `Persisted` as it is written, borrowing the listing rather than copying it.
+#[derive(Serialize)]
+struct ToPersist<'a> {
+    prefix: &'a str,
+    fetched_ms: u64,
+    entries: &'a [Entry],
+}
+
+/// Saves a listing for restarts and outages, compressed, in place of any plain
+/// JSON form an older version saved (best effort: it is a cache).
 pub fn persist(mirror: &Mirror, bucket: &str, prefix: &str, entries: &[Entry]) {
-    let body = serde_json::to_vec(&Persisted {
-        prefix: prefix.to_string(),
+    let listing = ToPersist {
+        prefix,
         fetched_ms: nanos(SystemTime::now()) / 1_000_000,
-        entries: entries.to_vec(),
-    })
-    .expect("listing serializes");
-    if let Err(e) = mirror.write_cache_file(&cache_name(bucket, prefix), &body) {
-        tracing::debug!(prefix = %Escaped(prefix), "cannot persist listing: {e}");
+        entries,
+    };
+    let (name, legacy) = cache_names(bucket, prefix);
+    let written = compress(&listing).and_then(|body| {
+        mirror
+            .write_cache_file(&name, &body)
+            .map_err(std::io::Error::other)
+    });
+    match written {
+        Ok(()) => {
+            let _ = fs::remove_file(mirror.state_dir().join(legacy));
+        }
+        Err(e) => tracing::debug!(prefix = %Escaped(prefix), "cannot persist listing: {e}"),
     }
+}
+
+fn compress(listing: &ToPersist<'_>) -> std::io::Result<Vec<u8>> {
+    let mut encoder = zstd::Encoder::new(Vec::new(), SAVED_LEVEL)?;
+    serde_json::to_writer(&mut encoder, listing)?;
+    encoder.finish()
 }
 
 /// The persisted listing of `prefix`, if any, with its age.
 pub fn load(mirror: &Mirror, bucket: &str, prefix: &str) -> Option<(Vec<Entry>, Duration)> {
-    let bytes = fs::read(mirror.state_dir().join(cache_name(bucket, prefix))).ok()?;
-    let persisted: Persisted = serde_json::from_slice(&bytes).ok()?;
+    let (name, legacy) = cache_names(bucket, prefix);
+    let persisted: Persisted = match fs::File::open(mirror.state_dir().join(name)) {
+        Ok(file) => serde_json::from_reader(zstd::Decoder::new(file).ok()?).ok()?,
+        Err(_) => serde_json::from_slice(&fs::read(mirror.state_dir().join(legacy)).ok()?).ok()?,
+    };
     let fetched = SystemTime::UNIX_EPOCH + Duration::from_millis(persisted.fetched_ms);
     let age = SystemTime::now()
         .duration_since(fetched)
@@ -369,6 +403,44 @@ mod tests {
         );
         assert_eq!(list_name(&store, "d/", "fil").await.unwrap(), None);
         assert_eq!(list_name(&store, "d/", "nothing").await.unwrap(), None);
+    }
+
+    #[test]
+    fn saved_listings_are_compressed_and_replace_the_plain_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Mirror::open(dir.path(), "b").unwrap();
+        let entries: Vec<Entry> = (0..1000)
+            .map(|i| Entry {
+                name: format!("IMG_{i:05}.jpg"),
+                dir: false,
+                size: 1000 + i,
+                etag: format!("\"{:032x}\"", i * 7919),
+                mtime_ns: 1_700_000_000_000_000_000 + i,
+                storage_class: StorageClass::Standard,
+                archived: false,
+            })
+            .collect();
+        let (name, legacy) = cache_names("b", "photos/");
+        // What an older version saved is still read...
+        let plain = serde_json::to_vec(&ToPersist {
+            prefix: "photos/",
+            fetched_ms: 0,
+            entries: &entries,
+        })
+        .unwrap();
+        mirror.write_cache_file(&legacy, &plain).unwrap();
+        let (loaded, _) = load(&mirror, "b", "photos/").unwrap();
+        assert_eq!(loaded, entries);
+        // ...and replaced by the compressed form at the next save.
+        persist(&mirror, "b", "photos/", &entries);
+        let state = mirror.state_dir();
+        assert!(!state.join(&legacy).exists(), "the plain form is removed");
+        let size = fs::metadata(state.join(&name)).unwrap().len();
+        assert!(size * 4 < plain.len() as u64, "{size} vs {}", plain.len());
+        let (loaded, age) = load(&mirror, "b", "photos/").unwrap();
+        assert_eq!(loaded, entries);
+        assert!(age < Duration::from_secs(60));
+        assert!(load(&mirror, "b", "other/").is_none());
     }
 
     #[test]
