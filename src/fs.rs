@@ -148,6 +148,15 @@ impl Fs {
     pub fn new(store: Arc<dyn ObjectStore>, fetcher: Fetcher, config: FsConfig, rt: Handle) -> Fs {
         let mirror = Arc::clone(fetcher.mirror());
         let ttl = config.metadata_ttl;
+        let swept = Arc::clone(&mirror);
+        rt.spawn_blocking(move || {
+            let keep = listing::SAVED_LISTING_KEEP;
+            let removed = listing::sweep(&swept, keep);
+            if removed > 0 {
+                let days = keep.as_secs() / 86_400;
+                tracing::info!("removed {removed} saved listings not written for {days} days");
+            }
+        });
         let archived = Arc::new(Archived::new(store.bucket(), &config.prefix, mirror.root()));
         Fs {
             inodes: InodeTable::new(&config.prefix),

@@ -134,6 +134,10 @@ fn the_filesystem_section_matches_the_code() {
     ));
     quoted(&format!("kept for at most {IDLE_INODES_MAX} inodes"));
     quoted(&format!(
+        "a saved listing not written for {} days",
+        s3mirrorfs::fs::listing::SAVED_LISTING_KEEP.as_secs() / 86_400
+    ));
+    quoted(&format!(
         "one ListObjectsV2 of at most {} keys under `DIR/NAME`",
         s3mirrorfs::fs::listing::NAME_LIST_KEYS
     ));

@@ -144,6 +144,10 @@ pub async fn list_name(
     Ok(file.map(|object| file_entry(name, object)))
 }
 
+/// A saved listing not written again for this long (its directory neither read
+/// nor listed ahead, or gone from S3) is removed when a mount starts.
+pub const SAVED_LISTING_KEEP: Duration = Duration::from_secs(90 * 24 * 3600);
+
 /// zstd level of saved listings: fast, and names of one directory compress well.
 const SAVED_LEVEL: i32 = 3;
 
@@ -215,6 +219,27 @@ pub fn load(mirror: &Mirror, bucket: &str, prefix: &str) -> Option<(Vec<Entry>, 
         .duration_since(fetched)
         .unwrap_or(Duration::MAX);
     (persisted.prefix == prefix).then_some((persisted.entries, age))
+}
+
+/// Removes the saved listings (either form) last written more than `keep` ago;
+/// returns how many. Best effort: they are a cache.
+pub fn sweep(mirror: &Mirror, keep: Duration) -> usize {
+    let Ok(dir) = fs::read_dir(mirror.state_dir().join("listings")) else {
+        return 0;
+    };
+    let old = |item: &fs::DirEntry| {
+        let written = item.metadata().and_then(|m| m.modified());
+        written.is_ok_and(|t| t.elapsed().is_ok_and(|age| age > keep))
+    };
+    let saved = |item: &fs::DirEntry| {
+        let name = item.file_name();
+        let name = name.to_string_lossy();
+        name.ends_with(".json") || name.ends_with(".json.zst")
+    };
+    dir.flatten()
+        .filter(|item| saved(item) && old(item))
+        .filter(|item| fs::remove_file(item.path()).is_ok())
+        .count()
 }
 
 /// Rebuilds a listing of `prefix` from the mirrored files: directories, and files
@@ -441,6 +466,23 @@ mod tests {
         assert_eq!(loaded, entries);
         assert!(age < Duration::from_secs(60));
         assert!(load(&mirror, "b", "other/").is_none());
+    }
+
+    #[test]
+    fn saved_listings_not_written_for_long_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Mirror::open(dir.path(), "b").unwrap();
+        assert_eq!(sweep(&mirror, SAVED_LISTING_KEEP), 0, "none saved yet");
+        persist(&mirror, "b", "old/", &[]);
+        persist(&mirror, "b", "new/", &[]);
+        let (old, _) = cache_names("b", "old/");
+        let path = mirror.state_dir().join(old);
+        let long_ago = SystemTime::now() - SAVED_LISTING_KEEP - Duration::from_secs(60);
+        let file = fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(long_ago).unwrap();
+        assert_eq!(sweep(&mirror, SAVED_LISTING_KEEP), 1);
+        assert!(load(&mirror, "b", "old/").is_none());
+        assert!(load(&mirror, "b", "new/").is_some());
     }
 
     #[test]
