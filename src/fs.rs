@@ -31,9 +31,11 @@ use crate::store::{ETag, Key, ObjectStore, StorageClass, StoreError};
 use archived::Archived;
 pub use error::FsError;
 use handles::Handles;
+pub use inodes::IDLE_INODES_MAX;
 use inodes::{InodeTable, Node};
+use listing::Entry;
 use listing_cache::ListingCache;
-pub use listing_cache::{LIST_AHEAD_AT_ONCE, LIST_AHEAD_MAX, OFFLINE_BACKOFF};
+pub use listing_cache::{LIST_AHEAD_AT_ONCE, LIST_AHEAD_MAX, LISTED_ENTRIES_MAX, OFFLINE_BACKOFF};
 use siblings::Siblings;
 pub use siblings::{SIBLING_MAX_SIZE, SIBLINGS_AT_ONCE, SIBLINGS_MAX};
 use stream::{Ready, Stream, StreamError, read_full};
@@ -92,6 +94,27 @@ struct Streamed {
     local: Mutex<Option<Arc<File>>>,
 }
 
+/// A directory as one open handle of it sees it: its listing when it was opened,
+/// read in as many calls as the kernel makes.
+pub struct Dir {
+    ino: Ino,
+    parent: Ino,
+    path: String,
+    entries: Arc<Vec<Entry>>,
+}
+
+impl Dir {
+    /// How many entries it has, `.` and `..` included.
+    pub fn len(&self) -> usize {
+        self.entries.len() + 2
+    }
+
+    /// Never: `.` and `..` are always there.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
 /// An opened file: the handle, and the mirror file when reads can bypass the daemon.
 pub struct Opened {
     pub fh: u64,
@@ -107,7 +130,7 @@ pub struct Fs {
     inodes: InodeTable,
     listings: ListingCache,
     streams: Streams,
-    siblings: Siblings,
+    siblings: Arc<Siblings>,
     handles: Handles<OpenFile>,
     archived: Arc<Archived>,
 }
@@ -125,12 +148,26 @@ impl Fs {
     pub fn new(store: Arc<dyn ObjectStore>, fetcher: Fetcher, config: FsConfig, rt: Handle) -> Fs {
         let mirror = Arc::clone(fetcher.mirror());
         let ttl = config.metadata_ttl;
+        let swept = Arc::clone(&mirror);
+        rt.spawn_blocking(move || {
+            let keep = listing::SAVED_LISTING_KEEP;
+            let removed = listing::sweep(&swept, keep);
+            if removed > 0 {
+                let days = keep.as_secs() / 86_400;
+                tracing::info!("removed {removed} saved listings not written for {days} days");
+            }
+        });
         let archived = Arc::new(Archived::new(store.bucket(), &config.prefix, mirror.root()));
         Fs {
             inodes: InodeTable::new(&config.prefix),
             listings: ListingCache::new(store, mirror, ttl, rt.clone()),
             streams: Streams::new(fetcher.clone(), rt.clone()),
-            siblings: Siblings::new(fetcher.clone(), ttl, rt.clone(), Arc::clone(&archived)),
+            siblings: Arc::new(Siblings::new(
+                fetcher.clone(),
+                ttl,
+                rt.clone(),
+                Arc::clone(&archived),
+            )),
             handles: Handles::default(),
             archived,
             fetcher,
@@ -150,6 +187,19 @@ impl Fs {
     /// How long the kernel may cache names and attributes.
     pub fn ttl(&self) -> Duration {
         self.config.metadata_ttl
+    }
+
+    /// The attributes of a directory, which need no node: S3 gives directories none.
+    fn dir_attr(&self, ino: Ino) -> Attr {
+        Attr {
+            ino,
+            kind: FileKind::Directory,
+            size: 0,
+            mtime: self.started,
+            perm: DIR_PERM,
+            uid: self.config.uid,
+            gid: self.config.gid,
+        }
     }
 
     fn attr_of(&self, ino: Ino, node: &Node) -> Attr {
@@ -174,34 +224,57 @@ impl Fs {
         self.inodes.with(ino, |node| self.attr_of(ino, node))
     }
 
-    /// The attributes of `name` in directory `parent`.
+    /// The attributes of `name` in directory `parent`. The kernel holds one more
+    /// lookup of the inode it gets, until it forgets it.
     pub fn lookup(&self, parent: Ino, name: &str) -> Result<Attr, FsError> {
         let path = self.inodes.dir_path(parent)?;
-        let entries = self.listings.entries(&path);
-        let at = entries
-            .binary_search_by(|e| e.name.as_str().cmp(name))
-            .map_err(|_| FsError::not_found())?;
+        let entry = self.listings.entry(&path, name)?;
+        let entry = entry.ok_or_else(FsError::not_found)?;
         let attr_of = |ino, node: &Node| self.attr_of(ino, node);
-        Ok(self.inodes.child(parent, &path, &entries[at], attr_of))
+        Ok(self.inodes.child(parent, &path, &entry, true, attr_of))
     }
 
-    /// The directory's entries with their attributes, `.` and `..` first. Starts
-    /// the look-ahead listing of its subdirectories.
-    pub fn readdir(&self, ino: Ino) -> Result<Vec<(Attr, String)>, FsError> {
+    /// The kernel forgot `n` lookups of `ino`; the inode is dropped once it holds none.
+    pub fn forget(&self, ino: Ino, n: u64) {
+        self.inodes.forget(ino, n);
+    }
+
+    /// How many inodes the filesystem holds, the root included.
+    pub fn inodes(&self) -> usize {
+        self.inodes.len()
+    }
+
+    /// Opens directory `ino`: its listing as of now. Starts the look-ahead
+    /// listing of its subdirectories.
+    pub fn opendir(&self, ino: Ino) -> Result<Dir, FsError> {
         let path = self.inodes.dir_path(ino)?;
-        let entries = self.listings.entries(&path);
+        let entries = self.listings.entries(&path)?;
         let parent = self.inodes.with(ino, |n| n.parent).unwrap_or(ROOT_INO);
-        let mut out = Vec::with_capacity(entries.len() + 2);
-        out.push((self.getattr(ino)?, ".".to_string()));
-        out.push((self.getattr(parent)?, "..".to_string()));
-        for entry in entries.iter() {
-            let attr = self
-                .inodes
-                .child(ino, &path, entry, |ino, node| self.attr_of(ino, node));
-            out.push((attr, entry.name.clone()));
-        }
         self.listings.list_ahead(&path, &entries);
-        Ok(out)
+        Ok(Dir {
+            ino,
+            parent,
+            path,
+            entries,
+        })
+    }
+
+    /// Entry `i` of `dir` (`.` and `..` first) with its attributes. With
+    /// `counted`, the reply gives the inode to the kernel as a lookup would
+    /// (readdirplus does, except for `.` and `..`); a plain readdir does not.
+    pub fn dir_entry<'a>(&self, dir: &'a Dir, i: usize, counted: bool) -> Option<(Attr, &'a str)> {
+        match i {
+            0 => Some((self.dir_attr(dir.ino), ".")),
+            1 => Some((self.dir_attr(dir.parent), "..")),
+            _ => {
+                let entry = dir.entries.get(i - 2)?;
+                let attr_of = |ino, node: &Node| self.attr_of(ino, node);
+                let attr = self
+                    .inodes
+                    .child(dir.ino, &dir.path, entry, counted, attr_of);
+                Some((attr, entry.name.as_str()))
+            }
+        }
     }
 
     /// Opens a file: from the mirror if it holds the listed version, else as a
@@ -253,14 +326,16 @@ impl Fs {
         if !self.siblings.claim(&prefix) {
             return;
         }
-        if let Some(entries) = self.listings.cached(&prefix) {
+        // A lookup lists only its own name: the directory may need a listing first.
+        let (siblings, opened) = (Arc::clone(&self.siblings), opened.to_string());
+        self.listings.then_listed(&prefix.clone(), move |entries| {
             let others: Vec<_> = entries
                 .iter()
                 .filter(|e| e.name != opened)
                 .cloned()
                 .collect();
-            self.siblings.warm(&prefix, &others);
-        }
+            siblings.warm(&prefix, &others);
+        });
     }
 
     /// Up to `size` bytes of the open file `fh` at `offset` (fewer at its end).
@@ -391,8 +466,44 @@ mod tests {
         }
     }
 
+    /// A whole directory, as a plain readdir reads it.
+    fn readdir(fs: &Fs, ino: Ino) -> Result<Vec<(Attr, String)>, FsError> {
+        let dir = fs.opendir(ino)?;
+        let entries = (0..dir.len()).map_while(|i| fs.dir_entry(&dir, i, false));
+        Ok(entries.map(|(a, n)| (a, n.to_string())).collect())
+    }
+
+    #[test]
+    fn inodes_live_while_the_kernel_holds_lookups_of_them() {
+        let f = fixture(Duration::from_secs(60));
+        let a = f.fs.lookup(ROOT_INO, "a").unwrap();
+        let dir = f.fs.opendir(a.ino).unwrap();
+        assert_eq!(dir.len(), 5, ". .. 1.jpg 2.jpg sub");
+        // As readdirplus gives them: each entry is a lookup, `.` and `..` are not.
+        let given: Vec<Attr> = (0..dir.len())
+            .map(|i| f.fs.dir_entry(&dir, i, true).unwrap().0)
+            .collect();
+        assert_eq!(f.fs.inodes(), 1 + 1 + 3);
+        assert!(f.fs.dir_entry(&dir, dir.len(), true).is_none());
+        let one = f.fs.lookup(a.ino, "1.jpg").unwrap();
+        assert_eq!(one.ino, given[2].ino, "the same name, the same inode");
+        f.fs.forget(one.ino, 1);
+        assert_eq!(f.fs.getattr(one.ino).unwrap().size, 1000, "one lookup left");
+        for attr in &given[2..] {
+            f.fs.forget(attr.ino, 1);
+        }
+        f.fs.forget(a.ino, 1);
+        assert_eq!(f.fs.inodes(), 1, "only the root is left");
+        assert_eq!(f.fs.getattr(one.ino).unwrap_err().errno(), libc::ENOENT);
+        // A plain readdir gives no lookups; its inodes are kept up to a bound.
+        readdir(&f.fs, ROOT_INO).unwrap();
+        assert_eq!(f.fs.inodes(), 1 + 3);
+        f.fs.forget(ROOT_INO, 1);
+        assert_eq!(f.fs.getattr(ROOT_INO).unwrap().kind, FileKind::Directory);
+    }
+
     fn names(fs: &Fs, ino: Ino) -> Vec<String> {
-        fs.readdir(ino)
+        readdir(fs, ino)
             .unwrap()
             .into_iter()
             .map(|(_, n)| n)
@@ -416,12 +527,11 @@ mod tests {
     #[test]
     fn directories_and_files_come_from_delimited_listings() {
         let f = fixture(Duration::from_secs(60));
-        let names: Vec<_> =
-            f.fs.readdir(ROOT_INO)
-                .unwrap()
-                .into_iter()
-                .map(|(a, n)| (n, a.kind))
-                .collect();
+        let names: Vec<_> = readdir(&f.fs, ROOT_INO)
+            .unwrap()
+            .into_iter()
+            .map(|(a, n)| (n, a.kind))
+            .collect();
         assert_eq!(
             names,
             vec![
@@ -447,7 +557,7 @@ mod tests {
         assert_eq!(errno(f.fs.read(999, 0, 1)), Some(libc::EBADF));
         let x = f.fs.lookup(ROOT_INO, "x").unwrap();
         assert_eq!(
-            f.fs.readdir(x.ino).unwrap().len(),
+            readdir(&f.fs, x.ino).unwrap().len(),
             2,
             "a key with an empty name is not shown"
         );
@@ -556,6 +666,9 @@ mod tests {
         let a = f.fs.lookup(ROOT_INO, "a").unwrap();
         let one = f.fs.lookup(a.ino, "1.jpg").unwrap();
         assert_eq!(read_all(&f.fs, one.ino).len(), 1000);
+        // A lookup lists one name; reading a directory lists (and saves) all.
+        names(&f.fs, ROOT_INO);
+        names(&f.fs, a.ino);
         f.scratch.store.set_offline(true);
         assert_eq!(
             names(&f.fs, a.ino),
@@ -581,7 +694,7 @@ mod tests {
     #[test]
     fn reading_a_directory_lists_its_subdirectories_ahead() {
         let f = fixture(Duration::from_secs(60));
-        f.fs.readdir(ROOT_INO).unwrap();
+        readdir(&f.fs, ROOT_INO).unwrap();
         let a = f.fs.lookup(ROOT_INO, "a").unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while f.fs.listings.fresh("a/").is_none() && Instant::now() < deadline {
@@ -598,7 +711,7 @@ mod tests {
     #[test]
     fn after_a_restart_saved_listings_younger_than_the_ttl_need_no_request() {
         let f = fixture(Duration::from_secs(60));
-        f.fs.readdir(ROOT_INO).unwrap();
+        readdir(&f.fs, ROOT_INO).unwrap();
         // The subdirectories are listed ahead; let that finish first.
         let deadline = Instant::now() + Duration::from_secs(10);
         while ["a/", "x/"]
@@ -621,7 +734,7 @@ mod tests {
             config,
             f._rt.handle().clone(),
         );
-        assert_eq!(restarted.readdir(ROOT_INO).unwrap().len(), 5);
+        assert_eq!(readdir(&restarted, ROOT_INO).unwrap().len(), 5);
         // Its own look-ahead finds the saved listings of the subdirectories too.
         std::thread::sleep(Duration::from_millis(200));
         assert!(restarted.listings.fresh("a/").is_some());

@@ -18,7 +18,7 @@ use fuser::{
 use parking_lot::Mutex;
 use tracing::Level;
 
-use crate::fs::{Attr, FileKind, Fs, FsError};
+use crate::fs::{Attr, Dir, FileKind, Fs, FsError};
 
 /// How to mount.
 #[derive(Clone, Debug)]
@@ -82,9 +82,16 @@ impl Backing {
     }
 
     fn release(&mut self, ino: u64, fh: u64) {
-        if self.by_handle.remove(&fh).is_none()
-            && let Some(count) = self.served.get_mut(&ino)
-        {
+        if self.by_handle.remove(&fh).is_some() {
+            // The id is closed with its last handle; its entry goes with it.
+            if self
+                .by_inode
+                .get(&ino)
+                .is_some_and(|id| id.strong_count() == 0)
+            {
+                self.by_inode.remove(&ino);
+            }
+        } else if let Some(count) = self.served.get_mut(&ino) {
             *count -= 1;
             if *count == 0 {
                 self.served.remove(&ino);
@@ -93,26 +100,23 @@ impl Backing {
     }
 }
 
-/// A directory's entries as its open handle saw them.
-type DirSnapshot = Arc<Vec<(Attr, String)>>;
-
 struct FuseFs {
     fs: Arc<Fs>,
     passthrough: AtomicBool,
     backing: Mutex<Backing>,
     /// One snapshot per open directory: the kernel reads a large directory in many
     /// calls, and each must not rebuild the whole listing.
-    dirs: Mutex<HashMap<u64, DirSnapshot>>,
+    dirs: Mutex<HashMap<u64, Arc<Dir>>>,
     next_dir: AtomicU64,
 }
 
 impl FuseFs {
-    /// The entries for a readdir call: the handle's snapshot, or a fresh listing.
-    fn dir_entries(&self, ino: INodeNo, fh: FileHandle) -> Result<DirSnapshot, FsError> {
-        if let Some(entries) = self.dirs.lock().get(&fh.0) {
-            return Ok(Arc::clone(entries));
+    /// The directory a readdir call reads: the handle's snapshot, or a fresh listing.
+    fn dir(&self, ino: INodeNo, fh: FileHandle) -> Result<Arc<Dir>, FsError> {
+        if let Some(dir) = self.dirs.lock().get(&fh.0) {
+            return Ok(Arc::clone(dir));
         }
-        self.fs.readdir(ino.0).map(Arc::new)
+        self.fs.opendir(ino.0).map(Arc::new)
     }
 }
 
@@ -140,6 +144,14 @@ impl Filesystem for FuseFs {
             Ok(attr) => reply.entry(&self.fs.ttl(), &file_attr(&attr), Generation(0)),
             Err(e) => reply.error(failed("lookup", &e)),
         }
+    }
+
+    /// fuser's `batch_forget` calls this once per inode (its `ForgetOne` is not
+    /// public, so it cannot be overridden).
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+        let inodes = self.fs.inodes();
+        tracing::trace!(ino = ino.0, inodes, "forgotten");
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -258,14 +270,10 @@ impl Filesystem for FuseFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let listed = self.fs.getattr(ino.0).and_then(|attr| match attr.kind {
-            FileKind::Directory => self.fs.readdir(ino.0),
-            FileKind::File => Err(FsError::not_a_directory()),
-        });
-        match listed {
-            Ok(entries) => {
+        match self.fs.opendir(ino.0) {
+            Ok(dir) => {
                 let fh = self.next_dir.fetch_add(1, Ordering::Relaxed);
-                self.dirs.lock().insert(fh, Arc::new(entries));
+                self.dirs.lock().insert(fh, Arc::new(dir));
                 reply.opened(FileHandle(fh), FopenFlags::empty())
             }
             Err(e) => reply.error(failed("opendir", &e)),
@@ -292,12 +300,15 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.dir_entries(ino, fh) {
-            Ok(entries) => entries,
+        let dir = match self.dir(ino, fh) {
+            Ok(dir) => dir,
             Err(e) => return reply.error(failed("readdir", &e)),
         };
-        for (i, (attr, name)) in entries.iter().enumerate().skip(offset as usize) {
-            let attr = file_attr(attr);
+        for i in offset as usize..dir.len() {
+            let Some((attr, name)) = self.fs.dir_entry(&dir, i, false) else {
+                break;
+            };
+            let attr = file_attr(&attr);
             if reply.add(attr.ino, i as u64 + 1, attr.kind, name) {
                 break;
             }
@@ -314,20 +325,30 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let entries = match self.dir_entries(ino, fh) {
-            Ok(entries) => entries,
+        let dir = match self.dir(ino, fh) {
+            Ok(dir) => dir,
             Err(e) => return reply.error(failed("readdirplus", &e)),
         };
         let ttl = self.fs.ttl();
-        for (i, (attr, name)) in entries.iter().enumerate().skip(offset as usize) {
-            if reply.add(
+        for i in offset as usize..dir.len() {
+            // The kernel counts a lookup of every entry it gets, but `.` and `..`.
+            let counted = i >= 2;
+            let Some((attr, name)) = self.fs.dir_entry(&dir, i, counted) else {
+                break;
+            };
+            let full = reply.add(
                 INodeNo(attr.ino),
                 i as u64 + 1,
                 name,
                 &ttl,
-                &file_attr(attr),
+                &file_attr(&attr),
                 Generation(0),
-            ) {
+            );
+            if full {
+                // Not sent: the kernel holds no lookup of it.
+                if counted {
+                    self.fs.forget(attr.ino, 1);
+                }
                 break;
             }
         }

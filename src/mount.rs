@@ -14,7 +14,7 @@ use crate::fuse::{MountConfig, Mounted};
 use crate::mirror::identity::Source;
 use crate::mirror::{Mirror, MirrorError};
 use crate::s3::{S3Options, S3Store};
-use crate::store::{ObjectStore, StoreError};
+use crate::store::{Escaped, ObjectStore, StoreError};
 use crate::sys;
 
 /// Everything the mount command needs.
@@ -52,7 +52,7 @@ pub enum MountError {
     },
     #[error(transparent)]
     Mirror(#[from] MirrorError),
-    #[error("s3://{bucket}/{prefix}: {source}")]
+    #[error("s3://{bucket}/{}: {source}", Escaped(.prefix))]
     Store {
         bucket: String,
         prefix: String,
@@ -246,7 +246,7 @@ fn serve(options: &MountOptions, ready: Option<&mut Option<File>>) -> Result<(),
     tracing::info!(
         "mounted s3://{}/{} at {} (mirror {})",
         options.bucket,
-        options.prefix,
+        Escaped(&options.prefix),
         options.mountpoint.display(),
         mirror.root().display()
     );

@@ -233,16 +233,23 @@ impl S3Store {
         prefix: &str,
         delimited: bool,
         token: Option<String>,
+        max_keys: Option<i32>,
     ) -> Result<ListPage, StoreError> {
         let with_status = self.restore_status.load(Ordering::Relaxed);
-        let output = match self.list_once(prefix, delimited, &token, with_status).await {
+        let query = Query {
+            prefix,
+            delimited,
+            token: &token,
+            max_keys,
+        };
+        let output = match self.list_once(&query, with_status).await {
             // S3-compatible servers that do not know the optional attribute may refuse it.
             Err(e) if with_status && refuses_optional_attributes(&e) => {
                 tracing::debug!(
                     "the endpoint refuses RestoreStatus in listings; listing without it"
                 );
                 self.restore_status.store(false, Ordering::Relaxed);
-                self.list_once(prefix, delimited, &token, false).await
+                self.list_once(&query, false).await
             }
             result => result,
         }
@@ -280,9 +287,7 @@ impl S3Store {
     /// objects when `with_status`.
     async fn list_once(
         &self,
-        prefix: &str,
-        delimited: bool,
-        token: &Option<String>,
+        query: &Query<'_>,
         with_status: bool,
     ) -> Result<
         aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output,
@@ -292,10 +297,11 @@ impl S3Store {
             .list_objects_v2()
             .bucket(&self.bucket)
             .set_expected_bucket_owner(self.owner.clone())
-            .prefix(prefix)
+            .prefix(query.prefix)
             .encoding_type(EncodingType::Url)
-            .set_delimiter(delimited.then(|| "/".to_string()))
-            .set_continuation_token(token.clone())
+            .set_delimiter(query.delimited.then(|| "/".to_string()))
+            .set_continuation_token(query.token.clone())
+            .set_max_keys(query.max_keys)
             .set_optional_object_attributes(
                 with_status.then(|| vec![OptionalObjectAttributes::RestoreStatus]),
             )
@@ -625,6 +631,14 @@ impl Body for S3Body {
     }
 }
 
+/// What one ListObjectsV2 request asks for.
+struct Query<'a> {
+    prefix: &'a str,
+    delimited: bool,
+    token: &'a Option<String>,
+    max_keys: Option<i32>,
+}
+
 impl ObjectStore for S3Store {
     fn bucket(&self) -> &str {
         &self.bucket
@@ -637,7 +651,17 @@ impl ObjectStore for S3Store {
         token: Option<String>,
     ) -> BoxFuture<'_, Result<ListPage, StoreError>> {
         let prefix = prefix.to_string();
-        Box::pin(async move { self.list(&prefix, delimited, token).await })
+        Box::pin(async move { self.list(&prefix, delimited, token, None).await })
+    }
+
+    fn list_first(
+        &self,
+        prefix: &str,
+        max_keys: u32,
+    ) -> BoxFuture<'_, Result<ListPage, StoreError>> {
+        let prefix = prefix.to_string();
+        let max_keys = i32::try_from(max_keys).unwrap_or(i32::MAX);
+        Box::pin(async move { self.list(&prefix, true, None, Some(max_keys)).await })
     }
 
     fn get(&self, request: GetRequest) -> BoxFuture<'_, Result<GetResponse, StoreError>> {

@@ -182,6 +182,18 @@ pub trait ObjectStore: Send + Sync + 'static {
         token: Option<String>,
     ) -> BoxFuture<'_, Result<ListPage, StoreError>>;
 
+    /// The first page of at most `max_keys` entries under `prefix`, grouped at
+    /// the next `/`: enough to tell what one name is without listing its
+    /// whole directory. A store that cannot limit a page answers a whole one.
+    fn list_first(
+        &self,
+        prefix: &str,
+        max_keys: u32,
+    ) -> BoxFuture<'_, Result<ListPage, StoreError>> {
+        let _ = max_keys;
+        self.list_page(prefix, true, None)
+    }
+
     /// Starts a GET; the body is read through the response.
     fn get(&self, request: GetRequest) -> BoxFuture<'_, Result<GetResponse, StoreError>>;
 

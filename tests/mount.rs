@@ -568,3 +568,111 @@ fn a_large_directory_is_read_whole_in_many_kernel_calls() {
     let long = sh_ok(&format!("ls -ln {} | wc -l", mount.path("many").display()));
     assert_eq!(long.trim(), "701", "a total line and one line per file");
 }
+
+/// The inode counts the daemon logged (at trace) as the kernel forgot inodes.
+fn logged_inodes(log: &Path) -> Vec<usize> {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split("inodes=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn inodes_the_kernel_forgets_are_dropped_by_the_daemon() {
+    let bucket = Bucket::create("forget");
+    let objects: Vec<(String, Vec<u8>)> = (0..200)
+        .map(|i| (format!("d{}/f{i:03}", i % 5), vec![b'x'; i % 3]))
+        .collect();
+    bucket.put_many(&objects);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mount.log");
+    let mount = Mount::start_logged(
+        &bucket.name,
+        &dir.path().join("mnt"),
+        &dir.path().join("mirror"),
+        &endpoint(),
+        &[],
+        &log,
+        &[("RUST_LOG", "s3mirrorfs=info,s3mirrorfs::fuse=trace")],
+    );
+    let walk = format!("cd {} && find . | sort", mount.dir.display());
+    let found = sh_ok(&walk);
+    assert_eq!(found.lines().count(), 1 + 5 + 200);
+    // The kernel drops its unused dentries and inodes, and forgets them here.
+    sh_ok("sync && echo 2 > /proc/sys/vm/drop_caches");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let counts = logged_inodes(&log);
+        if counts.last().is_some_and(|&n| n <= 2) {
+            let most = counts.iter().max().copied().unwrap_or(0);
+            assert!(most >= 150, "the walk's inodes were held: {counts:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the inode table shrinks: {:?}",
+            counts.last()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Forgotten names are found again.
+    assert_eq!(sh_ok(&walk), found);
+    assert_eq!(fs::read(mount.path("d1/f001")).unwrap(), b"x");
+}
+
+#[test]
+fn after_the_ttl_a_lookup_in_a_big_directory_lists_one_name_not_the_directory() {
+    let bucket = Bucket::create("bigdir");
+    let objects: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|i| (format!("big/f{i:03}"), vec![b'x'; i % 5]))
+        .collect();
+    bucket.put_many(&objects);
+    let proxy = Proxy::start(moto_port());
+    let dir = tempfile::tempdir().unwrap();
+    let mount = Mount::start(
+        &bucket.name,
+        &dir.path().join("mnt"),
+        &dir.path().join("mirror"),
+        &proxy.endpoint(),
+        &["--metadata-ttl", "1"],
+    );
+    let big = mount.path("big").display().to_string();
+    assert_eq!(sh_ok(&format!("ls {big} | wc -l")).trim(), "300");
+    let full_listings = |requests: &[support::proxy::Seen]| {
+        let full = |r: &&support::proxy::Seen| {
+            r.is_list() && r.target.ends_with("prefix=big%2F") && !r.target.contains("max-keys")
+        };
+        requests.iter().filter(full).count()
+    };
+    assert_eq!(
+        full_listings(&proxy.requests()),
+        1,
+        "{:#?}",
+        proxy.requests()
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    proxy.clear();
+    let stats: Vec<String> = (0..16)
+        .map(|i| format!("stat -c %s {big}/f{:03} &", i * 7))
+        .collect();
+    let sizes = sh_ok(&format!("{} wait", stats.join(" ")));
+    assert_eq!(sizes.lines().count(), 16);
+    let requests = proxy.requests();
+    assert!(requests.iter().all(|r| r.is_list()), "{requests:#?}");
+    assert_eq!(full_listings(&requests), 0, "{requests:#?}");
+    assert!(
+        requests.len() <= 16 + 1,
+        "one small LIST per name (and one for `big`): {requests:#?}"
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    proxy.clear();
+    assert_eq!(sh_ok(&format!("stat -c %s {big}/f123")).trim(), "3");
+    let requests = proxy.requests();
+    let of_f123 = requests
+        .iter()
+        .filter(|r| r.target.contains("f123"))
+        .count();
+    assert!(of_f123 <= 2, "{requests:#?}");
+    assert!(requests.len() <= 3, "big, then f123: {requests:#?}");
+}

@@ -376,3 +376,45 @@ fn a_mount_killed_mid_commit_restarts_on_a_consistent_mirror() {
         assert_eq!(temp_files(&mirror), 0);
     }
 }
+
+#[test]
+fn a_directory_that_cannot_be_listed_fails_alone_and_only_when_nothing_is_known() {
+    let bucket = Bucket::create("moutage");
+    for key in ["known/a", "unknown/b", "other/c", "later/d"] {
+        bucket.put(key, b"x");
+    }
+    let proxy = Proxy::start(moto_port());
+    let dir = tempfile::tempdir().unwrap();
+    let mount = Mount::start(
+        &bucket.name,
+        &dir.path().join("mnt"),
+        &dir.path().join("m"),
+        &proxy.endpoint(),
+        &["--metadata-ttl", "1"],
+    );
+    // Named directly, not from a listing of the root, which would list them all ahead.
+    let ls = |name: &str| fs::read_dir(mount.path(name)).map(|d| d.count());
+    assert_eq!(ls("known").unwrap(), 1);
+    // S3 fails the listings of one directory: that one fails, others do not.
+    proxy.add(Rule::matching("prefix=unknown", Fault::internal_error()));
+    let err = ls("unknown").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert_eq!(ls("other").unwrap(), 1, "listed from S3 meanwhile");
+    let asked = || {
+        let requests = proxy.requests().into_iter();
+        requests
+            .filter(|r| r.target.contains("prefix=unknown"))
+            .count()
+    };
+    let before = asked();
+    assert_eq!(ls("unknown").unwrap_err().raw_os_error(), Some(libc::EIO));
+    assert_eq!(asked(), before, "a failed directory backs off");
+    // S3 is down: a directory with a saved listing still lists; an unknown one fails.
+    proxy.clear_rules();
+    proxy.set_down(true);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(ls("known").unwrap(), 1);
+    let err = ls("later").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    proxy.set_down(false);
+}

@@ -8,8 +8,8 @@ use s3mirrorfs::cli::Cli;
 use s3mirrorfs::fetch::FetchConfig;
 use s3mirrorfs::fs::stream::FAR_AHEAD;
 use s3mirrorfs::fs::{
-    DIR_PERM, FILE_PERM, LIST_AHEAD_AT_ONCE, LIST_AHEAD_MAX, OFFLINE_BACKOFF, SIBLING_MAX_SIZE,
-    SIBLINGS_AT_ONCE, SIBLINGS_MAX,
+    DIR_PERM, FILE_PERM, IDLE_INODES_MAX, LIST_AHEAD_AT_ONCE, LIST_AHEAD_MAX, LISTED_ENTRIES_MAX,
+    OFFLINE_BACKOFF, SIBLING_MAX_SIZE, SIBLINGS_AT_ONCE, SIBLINGS_MAX,
 };
 use s3mirrorfs::layout::{
     NAME_MAX, Placement, REL_PATH_MAX, RENAMED_DIR, STATE_DIR, place_alone, renamed_path,
@@ -126,11 +126,23 @@ fn the_filesystem_section_matches_the_code() {
         SIBLING_MAX_SIZE >> 20
     ));
     quoted(&format!(
-        "listings again for {} s",
+        "directory's listings again for {} s",
         OFFLINE_BACKOFF.as_secs()
     ));
     quoted(&format!(
         "at most {LIST_AHEAD_MAX} of them, {LIST_AHEAD_AT_ONCE} at a time"
+    ));
+    quoted(&format!("kept for at most {IDLE_INODES_MAX} inodes"));
+    quoted(&format!(
+        "a saved listing not written for {} days",
+        s3mirrorfs::fs::listing::SAVED_LISTING_KEEP.as_secs() / 86_400
+    ));
+    quoted(&format!(
+        "one ListObjectsV2 of at most {} keys under `DIR/NAME`",
+        s3mirrorfs::fs::listing::NAME_LIST_KEYS
+    ));
+    quoted(&format!(
+        "kept in memory for at most {LISTED_ENTRIES_MAX} entries in all"
     ));
     let cli = Cli::command();
     let mount = cli.find_subcommand("mount").expect("mount subcommand");

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,10 @@ use sha2::{Digest, Sha256};
 
 use crate::layout::{NAME_MAX, STATE_DIR};
 use crate::mirror::{Mirror, read_record};
-use crate::store::{ObjectStore, StorageClass, StoreError};
+use crate::store::{Escaped, ObjectMeta, ObjectStore, StorageClass, StoreError};
+
+/// Keys asked for by the LIST that tells what one name is.
+pub const NAME_LIST_KEYS: u32 = 8;
 
 /// One child of a directory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,29 +69,13 @@ pub async fn list_dir(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<Entry
         for common in page.prefixes {
             let name = common[prefix.len()..].trim_end_matches('/');
             if common[prefix.len()..].matches('/').count() == 1 && valid_name(name) {
-                dirs.push(Entry {
-                    name: name.to_string(),
-                    dir: true,
-                    size: 0,
-                    etag: String::new(),
-                    mtime_ns: 0,
-                    storage_class: StorageClass::Standard,
-                    archived: false,
-                });
+                dirs.push(dir_entry(name));
             }
         }
         for object in page.objects {
             let name = &object.key.as_str()[prefix.len()..];
             if valid_name(name) {
-                files.push(Entry {
-                    name: name.to_string(),
-                    dir: false,
-                    size: object.size,
-                    etag: object.etag.as_str().to_string(),
-                    mtime_ns: nanos(object.last_modified),
-                    storage_class: object.storage_class.clone(),
-                    archived: object.archived(),
-                });
+                files.push(file_entry(name, &object));
             }
         }
         match page.next {
@@ -105,13 +92,77 @@ pub async fn list_dir(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<Entry
     Ok(dirs)
 }
 
-fn cache_name(bucket: &str, prefix: &str) -> String {
-    let digest = Sha256::digest(format!("{bucket}\0{prefix}").as_bytes());
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("listings/{hex}.json")
+fn dir_entry(name: &str) -> Entry {
+    Entry {
+        name: name.to_string(),
+        dir: true,
+        size: 0,
+        etag: String::new(),
+        mtime_ns: 0,
+        storage_class: StorageClass::Standard,
+        archived: false,
+    }
 }
 
-#[derive(Serialize, Deserialize)]
+fn file_entry(name: &str, object: &ObjectMeta) -> Entry {
+    Entry {
+        name: name.to_string(),
+        dir: false,
+        size: object.size,
+        etag: object.etag.as_str().to_string(),
+        mtime_ns: nanos(object.last_modified),
+        storage_class: object.storage_class.clone(),
+        archived: object.archived(),
+    }
+}
+
+/// What `name` (a valid name) is in directory `prefix`, without listing the
+/// directory: one LIST of at most `NAME_LIST_KEYS` keys under `prefix + name`,
+/// and a second of one key under `prefix + name + "/"` only when the first was
+/// cut short before it could show that prefix. As in `list_dir`, a directory
+/// wins over an object of the same name.
+pub async fn list_name(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    name: &str,
+) -> Result<Option<Entry>, StoreError> {
+    let key = format!("{prefix}{name}");
+    let below = format!("{key}/");
+    let page = store.list_first(&key, NAME_LIST_KEYS).await?;
+    let dir = match page.prefixes.contains(&below) {
+        true => true,
+        false if page.next.is_none() => false,
+        false => {
+            let inside = store.list_first(&below, 1).await?;
+            !inside.objects.is_empty() || !inside.prefixes.is_empty()
+        }
+    };
+    if dir {
+        return Ok(Some(dir_entry(name)));
+    }
+    let file = page.objects.iter().find(|o| o.key.as_str() == key);
+    Ok(file.map(|object| file_entry(name, object)))
+}
+
+/// A saved listing not written again for this long (its directory neither read
+/// nor listed ahead, or gone from S3) is removed when a mount starts.
+pub const SAVED_LISTING_KEEP: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// zstd level of saved listings: fast, and names of one directory compress well.
+const SAVED_LEVEL: i32 = 3;
+
+/// The saved listing's name in the state directory, zstd-compressed JSON, and
+/// the name of the plain JSON form older versions wrote.
+fn cache_names(bucket: &str, prefix: &str) -> (String, String) {
+    let digest = Sha256::digest(format!("{bucket}\0{prefix}").as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    (
+        format!("listings/{hex}.json.zst"),
+        format!("listings/{hex}.json"),
+    )
+}
+
+#[derive(Deserialize)]
 struct Persisted {
     prefix: String,
     /// When S3 gave this listing, milliseconds since the epoch.
@@ -120,28 +171,75 @@ struct Persisted {
     entries: Vec<Entry>,
 }
 
-/// Saves a listing for restarts and outages (best effort: it is a cache).
+/// `Persisted` as it is written, borrowing the listing rather than copying it.
+#[derive(Serialize)]
+struct ToPersist<'a> {
+    prefix: &'a str,
+    fetched_ms: u64,
+    entries: &'a [Entry],
+}
+
+/// Saves a listing for restarts and outages, compressed, in place of any plain
+/// JSON form an older version saved (best effort: it is a cache).
 pub fn persist(mirror: &Mirror, bucket: &str, prefix: &str, entries: &[Entry]) {
-    let body = serde_json::to_vec(&Persisted {
-        prefix: prefix.to_string(),
+    let listing = ToPersist {
+        prefix,
         fetched_ms: nanos(SystemTime::now()) / 1_000_000,
-        entries: entries.to_vec(),
-    })
-    .expect("listing serializes");
-    if let Err(e) = mirror.write_cache_file(&cache_name(bucket, prefix), &body) {
-        tracing::debug!(prefix, "cannot persist listing: {e}");
+        entries,
+    };
+    let (name, legacy) = cache_names(bucket, prefix);
+    let written = compress(&listing).and_then(|body| {
+        mirror
+            .write_cache_file(&name, &body)
+            .map_err(std::io::Error::other)
+    });
+    match written {
+        Ok(()) => {
+            let _ = fs::remove_file(mirror.state_dir().join(legacy));
+        }
+        Err(e) => tracing::debug!(prefix = %Escaped(prefix), "cannot persist listing: {e}"),
     }
+}
+
+fn compress(listing: &ToPersist<'_>) -> std::io::Result<Vec<u8>> {
+    let mut encoder = zstd::Encoder::new(Vec::new(), SAVED_LEVEL)?;
+    serde_json::to_writer(&mut encoder, listing)?;
+    encoder.finish()
 }
 
 /// The persisted listing of `prefix`, if any, with its age.
 pub fn load(mirror: &Mirror, bucket: &str, prefix: &str) -> Option<(Vec<Entry>, Duration)> {
-    let bytes = fs::read(mirror.state_dir().join(cache_name(bucket, prefix))).ok()?;
-    let persisted: Persisted = serde_json::from_slice(&bytes).ok()?;
+    let (name, legacy) = cache_names(bucket, prefix);
+    let persisted: Persisted = match fs::File::open(mirror.state_dir().join(name)) {
+        Ok(file) => serde_json::from_reader(zstd::Decoder::new(file).ok()?).ok()?,
+        Err(_) => serde_json::from_slice(&fs::read(mirror.state_dir().join(legacy)).ok()?).ok()?,
+    };
     let fetched = SystemTime::UNIX_EPOCH + Duration::from_millis(persisted.fetched_ms);
     let age = SystemTime::now()
         .duration_since(fetched)
         .unwrap_or(Duration::MAX);
     (persisted.prefix == prefix).then_some((persisted.entries, age))
+}
+
+/// Removes the saved listings (either form) last written more than `keep` ago;
+/// returns how many. Best effort: they are a cache.
+pub fn sweep(mirror: &Mirror, keep: Duration) -> usize {
+    let Ok(dir) = fs::read_dir(mirror.state_dir().join("listings")) else {
+        return 0;
+    };
+    let old = |item: &fs::DirEntry| {
+        let written = item.metadata().and_then(|m| m.modified());
+        written.is_ok_and(|t| t.elapsed().is_ok_and(|age| age > keep))
+    };
+    let saved = |item: &fs::DirEntry| {
+        let name = item.file_name();
+        let name = name.to_string_lossy();
+        name.ends_with(".json") || name.ends_with(".json.zst")
+    };
+    dir.flatten()
+        .filter(|item| saved(item) && old(item))
+        .filter(|item| fs::remove_file(item.path()).is_ok())
+        .count()
 }
 
 /// Rebuilds a listing of `prefix` from the mirrored files: directories, and files
@@ -226,17 +324,15 @@ impl InFlight {
         self.map.lock().contains_key(prefix)
     }
 
-    /// Waits, up to `limit`, for a listing of `prefix` that is on its way.
-    pub fn wait(&self, prefix: &str, limit: Duration) {
+    /// Waits for a listing of `prefix` that is on its way to land (its own
+    /// timeouts and retries bound it), so no second one is started meanwhile.
+    pub fn wait(&self, prefix: &str) {
         let Some(flight) = self.map.lock().get(prefix).cloned() else {
             return;
         };
-        let deadline = Instant::now() + limit;
         let mut done = flight.done.lock();
         while !*done {
-            if flight.landed.wait_until(&mut done, deadline).timed_out() {
-                return;
-            }
+            flight.landed.wait(&mut done);
         }
     }
 }
@@ -262,18 +358,15 @@ mod tests {
         assert!(inflight.contains("a/"));
         let waiter = {
             let inflight = Arc::clone(&inflight);
-            std::thread::spawn(move || {
-                let started = Instant::now();
-                inflight.wait("a/", Duration::from_secs(30));
-                started.elapsed()
-            })
+            std::thread::spawn(move || inflight.wait("a/"))
         };
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!waiter.is_finished(), "it waits, with no time limit");
         drop(guard);
-        assert!(waiter.join().unwrap() < Duration::from_secs(30));
+        waiter.join().unwrap();
         assert!(!inflight.contains("a/"));
         // Nothing in flight: no wait at all.
-        inflight.wait("b/", Duration::from_secs(30));
+        inflight.wait("b/");
         assert!(inflight.begin("a/").is_some());
     }
 
@@ -301,6 +394,95 @@ mod tests {
         assert!(inner.is_empty(), "the marker itself is not an entry");
         let bad = list_dir(&store, "bad/").await.unwrap();
         assert!(bad.is_empty(), "an empty name is not an entry");
+    }
+
+    #[tokio::test]
+    async fn one_name_is_told_by_one_small_listing_or_two() {
+        let store = MemoryStore::new("b");
+        store.put("d/photo", "file");
+        store.put("d/photo/1.jpg", "x");
+        store.put("d/file", "f");
+        for i in 0..20 {
+            // Each sorts before "d/crowded/": the first page cannot show it.
+            store.put(&format!("d/crowded-{i:02}"), "x");
+        }
+        store.put("d/crowded/inner", "x");
+        store.put("d/marker/", "");
+        let lists = || store.lists.load(std::sync::atomic::Ordering::Relaxed);
+        let what = |e: Option<Entry>| e.map(|e| (e.dir, e.size));
+        assert_eq!(
+            what(list_name(&store, "d/", "file").await.unwrap()),
+            Some((false, 1))
+        );
+        assert_eq!(lists(), 1);
+        let dir = list_name(&store, "d/", "photo").await.unwrap();
+        assert_eq!(what(dir), Some((true, 0)), "the directory wins");
+        assert_eq!(
+            what(list_name(&store, "d/", "crowded").await.unwrap()),
+            Some((true, 0))
+        );
+        assert_eq!(lists(), 4, "a second LIST when the first was cut short");
+        assert_eq!(
+            what(list_name(&store, "d/", "marker").await.unwrap()),
+            Some((true, 0))
+        );
+        assert_eq!(list_name(&store, "d/", "fil").await.unwrap(), None);
+        assert_eq!(list_name(&store, "d/", "nothing").await.unwrap(), None);
+    }
+
+    #[test]
+    fn saved_listings_are_compressed_and_replace_the_plain_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Mirror::open(dir.path(), "b").unwrap();
+        let entries: Vec<Entry> = (0..1000)
+            .map(|i| Entry {
+                name: format!("IMG_{i:05}.jpg"),
+                dir: false,
+                size: 1000 + i,
+                etag: format!("\"{:032x}\"", i * 7919),
+                mtime_ns: 1_700_000_000_000_000_000 + i,
+                storage_class: StorageClass::Standard,
+                archived: false,
+            })
+            .collect();
+        let (name, legacy) = cache_names("b", "photos/");
+        // What an older version saved is still read...
+        let plain = serde_json::to_vec(&ToPersist {
+            prefix: "photos/",
+            fetched_ms: 0,
+            entries: &entries,
+        })
+        .unwrap();
+        mirror.write_cache_file(&legacy, &plain).unwrap();
+        let (loaded, _) = load(&mirror, "b", "photos/").unwrap();
+        assert_eq!(loaded, entries);
+        // ...and replaced by the compressed form at the next save.
+        persist(&mirror, "b", "photos/", &entries);
+        let state = mirror.state_dir();
+        assert!(!state.join(&legacy).exists(), "the plain form is removed");
+        let size = fs::metadata(state.join(&name)).unwrap().len();
+        assert!(size * 4 < plain.len() as u64, "{size} vs {}", plain.len());
+        let (loaded, age) = load(&mirror, "b", "photos/").unwrap();
+        assert_eq!(loaded, entries);
+        assert!(age < Duration::from_secs(60));
+        assert!(load(&mirror, "b", "other/").is_none());
+    }
+
+    #[test]
+    fn saved_listings_not_written_for_long_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Mirror::open(dir.path(), "b").unwrap();
+        assert_eq!(sweep(&mirror, SAVED_LISTING_KEEP), 0, "none saved yet");
+        persist(&mirror, "b", "old/", &[]);
+        persist(&mirror, "b", "new/", &[]);
+        let (old, _) = cache_names("b", "old/");
+        let path = mirror.state_dir().join(old);
+        let long_ago = SystemTime::now() - SAVED_LISTING_KEEP - Duration::from_secs(60);
+        let file = fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(long_ago).unwrap();
+        assert_eq!(sweep(&mirror, SAVED_LISTING_KEEP), 1);
+        assert!(load(&mirror, "b", "old/").is_none());
+        assert!(load(&mirror, "b", "new/").is_some());
     }
 
     #[test]

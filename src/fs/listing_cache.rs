@@ -1,29 +1,42 @@
 //! The listing cache: each directory's listing kept for the metadata TTL, the
 //! look-ahead that lists subdirectories before a reader gets there, and the
-//! back-off that stops asking S3 for a while after a listing failed.
+//! back-off that stops asking S3 for a directory's listing for a while after it
+//! failed (for every directory, when the endpoint could not be reached). Listings
+//! are kept in memory up to a budget of entries, least recently used out first
+//! (the saved copies stay on disk).
 
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lru::LruCache;
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
+use super::FsError;
 use super::listing::{self, Entry, InFlight};
 use crate::mirror::Mirror;
-use crate::store::ObjectStore;
+use crate::store::{Escaped, ObjectStore, StoreError};
 
-/// After a failed listing, how long S3 is not asked again (reads still try).
+/// After a failed listing, how long S3 is not asked again for that directory's
+/// listing, or for any listing when the endpoint could not be reached (reads
+/// still try).
 pub const OFFLINE_BACKOFF: Duration = Duration::from_secs(30);
+/// Directories whose back-off is remembered at once (the oldest are let go).
+const BACKOFF_MAX: usize = 4096;
 /// When a directory is read, the listings of its subdirectories are fetched ahead
 /// in the background (at most `LIST_AHEAD_MAX` of them, `LIST_AHEAD_AT_ONCE` at a
 /// time), so a walk such as `find` pays S3 latency about once per level, not once
 /// per directory.
 pub const LIST_AHEAD_MAX: usize = 64;
 pub const LIST_AHEAD_AT_ONCE: usize = 8;
-/// Longest a reader waits for a look-ahead listing before it lists by itself.
-const LIST_WAIT: Duration = Duration::from_secs(10);
+/// Directory entries kept in memory, over all cached listings (a listing counts
+/// one more, so empty ones are bounded too); the least recently used listings
+/// are dropped first, never the one just cached.
+pub const LISTED_ENTRIES_MAX: usize = 500_000;
+/// Answers of LISTs of one name kept for the TTL (least recently used out first).
+pub const NAMED_MAX: usize = 65_536;
 
 /// Directory listings by key prefix. Cheap to share: the look-ahead tasks hold it.
 pub struct ListingCache {
@@ -35,15 +48,65 @@ struct Shared {
     store: Arc<dyn ObjectStore>,
     mirror: Arc<Mirror>,
     ttl: Duration,
-    listings: Mutex<HashMap<String, Listing>>,
+    listings: Mutex<Listings>,
     inflight: Arc<InFlight>,
     ahead: Semaphore,
-    offline_until: Mutex<Option<Instant>>,
+    /// Until when S3 is not asked for listings at all: its endpoint was unreachable.
+    unreachable_until: Mutex<Option<Instant>>,
+    /// Until when S3 is not asked for one directory's listing, by prefix.
+    failed_until: Mutex<LruCache<String, Instant>>,
+    /// What a LIST of one name answered (`None`: absent), and when, by key.
+    named: Mutex<LruCache<String, (Instant, Option<Entry>)>>,
 }
 
 struct Listing {
-    fetched: Instant,
+    /// When S3 gave it; `None` for one that was never fresh (rebuilt from the mirror).
+    fetched: Option<Instant>,
     entries: Arc<Vec<Entry>>,
+}
+
+impl Listing {
+    fn weight(&self) -> usize {
+        self.entries.len() + 1
+    }
+}
+
+/// Listings by prefix, least recently used first, within a budget of entries.
+struct Listings {
+    lru: LruCache<String, Listing>,
+    weight: usize,
+    budget: usize,
+}
+
+impl Listings {
+    fn new(budget: usize) -> Listings {
+        Listings {
+            lru: LruCache::unbounded(),
+            weight: 0,
+            budget,
+        }
+    }
+
+    fn get(&mut self, prefix: &str) -> Option<&Listing> {
+        self.lru.get(prefix)
+    }
+
+    fn contains(&self, prefix: &str) -> bool {
+        self.lru.contains(prefix)
+    }
+
+    fn insert(&mut self, prefix: String, listing: Listing) {
+        self.weight += listing.weight();
+        if let Some(old) = self.lru.put(prefix, listing) {
+            self.weight -= old.weight();
+        }
+        while self.weight > self.budget && self.lru.len() > 1 {
+            let Some((_, oldest)) = self.lru.pop_lru() else {
+                break;
+            };
+            self.weight -= oldest.weight();
+        }
+    }
 }
 
 impl ListingCache {
@@ -54,14 +117,31 @@ impl ListingCache {
         ttl: Duration,
         rt: Handle,
     ) -> ListingCache {
+        ListingCache::with_budget(store, mirror, ttl, rt, LISTED_ENTRIES_MAX)
+    }
+
+    /// `new`, keeping about `budget` entries in memory.
+    fn with_budget(
+        store: Arc<dyn ObjectStore>,
+        mirror: Arc<Mirror>,
+        ttl: Duration,
+        rt: Handle,
+        budget: usize,
+    ) -> ListingCache {
         let shared = Shared {
             store,
             mirror,
             ttl,
-            listings: Mutex::default(),
+            listings: Mutex::new(Listings::new(budget)),
             inflight: Arc::default(),
             ahead: Semaphore::new(LIST_AHEAD_AT_ONCE),
-            offline_until: Mutex::new(None),
+            unreachable_until: Mutex::new(None),
+            failed_until: Mutex::new(LruCache::new(
+                NonZeroUsize::new(BACKOFF_MAX).expect("not zero"),
+            )),
+            named: Mutex::new(LruCache::new(
+                NonZeroUsize::new(NAMED_MAX).expect("not zero"),
+            )),
         };
         ListingCache {
             shared: Arc::new(shared),
@@ -77,60 +157,191 @@ impl ListingCache {
 
     /// The cached listing of `prefix`, however old.
     pub fn cached(&self, prefix: &str) -> Option<Arc<Vec<Entry>>> {
-        let listings = self.shared.listings.lock();
+        let mut listings = self.shared.listings.lock();
         listings.get(prefix).map(|l| Arc::clone(&l.entries))
     }
 
     /// The listing of `prefix`: cached, else from S3, else persisted, else rebuilt
-    /// from the mirror. S3 being away is a warning, not an error to the reader.
+    /// from the mirror. S3 being away is a warning, not an error to the reader,
+    /// as long as something is known of the directory; else EIO (and nothing is
+    /// cached, so the next try after the back-off asks S3 again).
     /// Blocks on S3; never call it from the runtime's own threads.
-    pub fn entries(&self, prefix: &str) -> Arc<Vec<Entry>> {
+    pub fn entries(&self, prefix: &str) -> Result<Arc<Vec<Entry>>, FsError> {
         let shared = &self.shared;
         if let Some(entries) = shared.fresh(prefix) {
-            return entries;
+            return Ok(entries);
         }
         // After a restart, a saved listing younger than the TTL is as good as a new one.
-        if !shared.listings.lock().contains_key(prefix)
+        if !shared.listings.lock().contains(prefix)
             && let Some(entries) = shared.load_young(prefix)
         {
-            return entries;
+            return Ok(entries);
         }
-        if !shared.is_offline()
-            && let Some(entries) = self.list_now(prefix)
-        {
-            return entries;
+        let failure = match shared.backing_off(prefix) {
+            true => None,
+            false => match self.list_now(prefix) {
+                Ok(entries) => return Ok(entries),
+                Err(e) => e,
+            },
+        };
+        if let Some(entries) = shared.fall_back(prefix) {
+            return Ok(entries);
         }
-        shared.fall_back(prefix)
+        let err = FsError::new(
+            libc::EIO,
+            format!(
+                "cannot list {}/ and nothing of it is saved",
+                Escaped(prefix.trim_end_matches('/'))
+            ),
+        );
+        Err(match failure {
+            Some(cause) => err.caused_by(cause),
+            None => err,
+        })
     }
 
-    /// Lists `prefix` from S3 (or takes the listing a look-ahead just brought);
-    /// `None` if S3 failed, which holds further listings off for a while.
-    fn list_now(&self, prefix: &str) -> Option<Arc<Vec<Entry>>> {
+    /// Lists `prefix` from S3, or takes the listing another reader or a
+    /// look-ahead is bringing: one listing of a directory is in flight at a
+    /// time, and the others wait for it. A failure holds further listings of it
+    /// off for a while (of every directory, if the endpoint could not be
+    /// reached); `Err(None)` when the listing waited for failed.
+    fn list_now(&self, prefix: &str) -> Result<Arc<Vec<Entry>>, Option<StoreError>> {
         let shared = &self.shared;
-        // A look-ahead may be listing this directory already: wait for it rather
-        // than send the same LIST twice.
-        shared.inflight.wait(prefix, LIST_WAIT);
+        let _claim = loop {
+            if let Some(claim) = shared.inflight.begin(prefix) {
+                break claim;
+            }
+            shared.inflight.wait(prefix);
+            if let Some(entries) = shared.fresh(prefix) {
+                return Ok(entries);
+            }
+            if shared.backing_off(prefix) {
+                return Err(None);
+            }
+        };
+        // One may have landed between the caller's look and the claim.
         if let Some(entries) = shared.fresh(prefix) {
-            return Some(entries);
+            return Ok(entries);
         }
-        let _claim = shared.inflight.begin(prefix);
-        match self
-            .rt
-            .block_on(listing::list_dir(shared.store.as_ref(), prefix))
-        {
+        let listed = listing::list_dir(shared.store.as_ref(), prefix);
+        match self.rt.block_on(listed) {
             Ok(entries) => {
-                *shared.offline_until.lock() = None;
-                Some(shared.keep(prefix, entries))
+                shared.answered(prefix);
+                Ok(shared.keep(prefix, entries))
             }
             Err(e) => {
-                tracing::warn!(
-                    prefix,
-                    "cannot list S3 ({e}); serving what the mirror knows"
-                );
-                *shared.offline_until.lock() = Some(Instant::now() + OFFLINE_BACKOFF);
-                None
+                shared.failed(prefix, &e);
+                Err(Some(e))
             }
         }
+    }
+
+    /// What `name` is in directory `prefix`: from its listing while that is
+    /// fresh, else from a LIST of that one name (its answer, absent too, kept
+    /// for the TTL), so a lookup in a big directory does not list all of it.
+    /// With S3 away, from what `entries` falls back on.
+    /// Blocks on S3; never call it from the runtime's own threads.
+    pub fn entry(&self, prefix: &str, name: &str) -> Result<Option<Entry>, FsError> {
+        let shared = &self.shared;
+        let find = |entries: &[Entry]| {
+            let at = entries.binary_search_by(|e| e.name.as_str().cmp(name));
+            at.ok().map(|at| entries[at].clone())
+        };
+        if let Some(entries) = shared.fresh(prefix) {
+            return Ok(find(&entries));
+        }
+        if !shared.listings.lock().contains(prefix)
+            && let Some(entries) = shared.load_young(prefix)
+        {
+            return Ok(find(&entries));
+        }
+        if !listing::valid_name(name) {
+            return Ok(None);
+        }
+        let key = format!("{prefix}{name}");
+        // A failed LIST of one name backs off that name (never a directory prefix:
+        // it does not end in `/`), not its whole directory.
+        let failure = match shared.backing_off(prefix) || shared.backing_off(&key) {
+            true => None,
+            false => match self.list_name(prefix, name, &key) {
+                Ok(answer) => return Ok(answer),
+                Err(e) => e,
+            },
+        };
+        // S3 is away: the last answer for the name, however old, else the
+        // directory's last listing; never a new listing of the whole directory.
+        if let Some(answer) = shared.named_within(&key, Duration::MAX) {
+            return Ok(answer);
+        }
+        if let Some(entries) = shared.fall_back(prefix) {
+            return Ok(find(&entries));
+        }
+        let err = FsError::new(
+            libc::EIO,
+            format!(
+                "cannot look up {} and nothing of it is saved",
+                Escaped(&key)
+            ),
+        );
+        Err(match failure {
+            Some(cause) => err.caused_by(cause),
+            None => err,
+        })
+    }
+
+    /// The answer of a LIST of `name` alone, or of one in flight, or a fresh
+    /// one kept. `Err(None)` when the LIST waited for failed.
+    fn list_name(
+        &self,
+        prefix: &str,
+        name: &str,
+        key: &str,
+    ) -> Result<Option<Entry>, Option<StoreError>> {
+        let shared = &self.shared;
+        let flight = format!("{key}\0");
+        let _claim = loop {
+            if let Some(answer) = shared.named_within(key, shared.ttl) {
+                return Ok(answer);
+            }
+            if let Some(claim) = shared.inflight.begin(&flight) {
+                break claim;
+            }
+            shared.inflight.wait(&flight);
+            if shared.backing_off(key) {
+                return Err(None);
+            }
+        };
+        let store = shared.store.as_ref();
+        match self.rt.block_on(listing::list_name(store, prefix, name)) {
+            Ok(answer) => {
+                shared.answered(key);
+                let named = (Instant::now(), answer.clone());
+                shared.named.lock().put(key.to_string(), named);
+                Ok(answer)
+            }
+            Err(e) => {
+                shared.failed(key, &e);
+                Err(Some(e))
+            }
+        }
+    }
+
+    /// Calls `then` with the listing of `prefix`: now if one is cached, else once
+    /// a background listing brought it (not at all if that failed, or a listing
+    /// of it was already on its way). For work that needs a whole directory
+    /// after a lookup listed only one name of it.
+    pub fn then_listed(&self, prefix: &str, then: impl FnOnce(Arc<Vec<Entry>>) + Send + 'static) {
+        if let Some(entries) = self.cached(prefix) {
+            return then(entries);
+        }
+        let shared = Arc::clone(&self.shared);
+        let prefix = prefix.to_string();
+        self.rt.spawn(async move {
+            Arc::clone(&shared).list_ahead_one(prefix.clone()).await;
+            if let Some(entries) = shared.listings.lock().get(&prefix) {
+                then(Arc::clone(&entries.entries));
+            }
+        });
     }
 
     /// Lists the subdirectories of `parent` in the background, bounded, skipping
@@ -138,7 +349,7 @@ impl ListingCache {
     /// reader lists the directory itself when it gets there.
     pub fn list_ahead(&self, parent: &str, entries: &[Entry]) {
         let shared = &self.shared;
-        if shared.is_offline() {
+        if shared.unreachable() {
             return;
         }
         let prefixes: Vec<String> = entries
@@ -146,6 +357,7 @@ impl ListingCache {
             .filter(|e| e.dir)
             .map(|e| format!("{parent}{}/", e.name))
             .filter(|p| shared.fresh(p).is_none() && !shared.inflight.contains(p))
+            .filter(|p| !shared.backing_off(p))
             .take(LIST_AHEAD_MAX)
             .collect();
         for prefix in prefixes {
@@ -159,50 +371,96 @@ impl Shared {
         self.listings
             .lock()
             .get(prefix)
-            .filter(|l| l.fetched.elapsed() < self.ttl)
+            .filter(|l| l.fetched.is_some_and(|t| t.elapsed() < self.ttl))
             .map(|l| Arc::clone(&l.entries))
     }
 
-    fn is_offline(&self) -> bool {
-        self.offline_until
+    /// S3 answered a listing of `prefix`: its back-off, if any, is over.
+    fn answered(&self, prefix: &str) {
+        *self.unreachable_until.lock() = None;
+        self.failed_until.lock().pop(prefix);
+    }
+
+    /// S3 failed a listing of `prefix`: it is left alone for a while (and
+    /// every directory is, if the endpoint could not be reached).
+    fn failed(&self, prefix: &str, e: &StoreError) {
+        tracing::warn!(
+            prefix = %Escaped(prefix),
+            "cannot list S3 ({e}); serving what the mirror knows"
+        );
+        let until = Instant::now() + OFFLINE_BACKOFF;
+        self.failed_until.lock().put(prefix.to_string(), until);
+        if matches!(e, StoreError::Unreachable { .. }) {
+            *self.unreachable_until.lock() = Some(until);
+        }
+    }
+
+    /// A LIST's answer for the key `key`, if younger than `age`.
+    fn named_within(&self, key: &str, age: Duration) -> Option<Option<Entry>> {
+        let mut named = self.named.lock();
+        let (at, answer) = named.get(key)?;
+        (at.elapsed() < age).then(|| answer.clone())
+    }
+
+    /// Whether S3's endpoint was unreachable lately.
+    fn unreachable(&self) -> bool {
+        self.unreachable_until
             .lock()
             .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Whether S3 is not to be asked for the listing of `prefix` now.
+    fn backing_off(&self, prefix: &str) -> bool {
+        let now = Instant::now();
+        self.unreachable()
+            || self
+                .failed_until
+                .lock()
+                .peek(prefix)
+                .is_some_and(|&t| now < t)
     }
 
     /// The persisted listing of `prefix`, cached, if younger than the TTL.
     fn load_young(&self, prefix: &str) -> Option<Arc<Vec<Entry>>> {
         let (entries, age) = listing::load(&self.mirror, self.store.bucket(), prefix)?;
-        (age < self.ttl).then(|| self.remember(prefix, entries, age))
+        (age < self.ttl).then(|| self.remember(prefix, entries, Some(age)))
     }
 
     /// Persists and caches a listing S3 just gave.
     fn keep(&self, prefix: &str, entries: Vec<Entry>) -> Arc<Vec<Entry>> {
         listing::persist(&self.mirror, self.store.bucket(), prefix, &entries);
-        self.remember(prefix, entries, Duration::ZERO)
+        self.remember(prefix, entries, Some(Duration::ZERO))
     }
 
     /// With S3 away: the last listing seen, else the persisted one however old,
-    /// else what the mirror holds. Cached afresh, so S3 is not asked again for a TTL.
-    fn fall_back(&self, prefix: &str) -> Arc<Vec<Entry>> {
+    /// else what the mirror holds; `None` when nothing is known of the directory
+    /// (an empty directory rebuilt from the mirror tells nothing). Cached as it
+    /// is, never as fresh: the back-off keeps S3 from being asked meanwhile.
+    fn fall_back(&self, prefix: &str) -> Option<Arc<Vec<Entry>>> {
         let cached = self
             .listings
             .lock()
             .get(prefix)
             .map(|l| Arc::clone(&l.entries));
-        let entries = match cached {
-            Some(entries) => (*entries).clone(),
-            None => listing::load(&self.mirror, self.store.bucket(), prefix)
-                .map(|(entries, _)| entries)
-                .or_else(|| listing::from_mirror(&self.mirror, prefix))
-                .unwrap_or_default(),
-        };
-        self.remember(prefix, entries, Duration::ZERO)
+        if cached.is_some() {
+            return cached;
+        }
+        if let Some((entries, age)) = listing::load(&self.mirror, self.store.bucket(), prefix) {
+            return Some(self.remember(prefix, entries, Some(age)));
+        }
+        let rebuilt = listing::from_mirror(&self.mirror, prefix).filter(|e| !e.is_empty())?;
+        Some(self.remember(prefix, rebuilt, None))
     }
 
-    /// Caches a listing as fetched `age` ago, and returns it.
-    fn remember(&self, prefix: &str, entries: Vec<Entry>, age: Duration) -> Arc<Vec<Entry>> {
+    /// Caches a listing as fetched `age` ago (`None`: never fresh), and returns it.
+    fn remember(
+        &self,
+        prefix: &str,
+        entries: Vec<Entry>,
+        age: Option<Duration>,
+    ) -> Arc<Vec<Entry>> {
         let entries = Arc::new(entries);
-        let fetched = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        let fetched = age.and_then(|age| Instant::now().checked_sub(age));
         let listing = Listing {
             fetched,
             entries: Arc::clone(&entries),
@@ -229,7 +487,7 @@ impl Shared {
             Ok(entries) => {
                 self.keep(&prefix, entries);
             }
-            Err(e) => tracing::debug!(prefix, "look-ahead listing failed: {e}"),
+            Err(e) => tracing::debug!(prefix = %Escaped(&prefix), "look-ahead listing failed: {e}"),
         }
     }
 }
@@ -239,6 +497,8 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use super::*;
+    use crate::store::failing::{FailingStore, slow_down};
+    use crate::store::memory::MemoryStore;
     use crate::testing::{Scratch, runtime};
 
     struct Fixture {
@@ -272,24 +532,24 @@ mod tests {
     #[test]
     fn a_listing_is_asked_for_once_per_ttl() {
         let f = fixture(Duration::from_secs(60));
-        assert_eq!(names(&f.cache.entries("a/")), ["1", "2"]);
+        assert_eq!(names(&f.cache.entries("a/").unwrap()), ["1", "2"]);
         assert_eq!(lists(&f), 1);
         f.scratch.store.put("a/new", "x");
-        assert_eq!(names(&f.cache.entries("a/")), ["1", "2"], "cached");
+        assert_eq!(names(&f.cache.entries("a/").unwrap()), ["1", "2"], "cached");
         assert_eq!(lists(&f), 1);
         let expired = fixture(Duration::ZERO);
-        expired.cache.entries("a/");
-        expired.cache.entries("a/");
+        expired.cache.entries("a/").unwrap();
+        expired.cache.entries("a/").unwrap();
         assert_eq!(lists(&expired), 2, "no TTL: every call lists");
     }
 
     #[test]
     fn with_s3_away_the_last_listing_is_served_and_s3_left_alone_a_while() {
         let f = fixture(Duration::ZERO);
-        f.cache.entries("a/");
+        f.cache.entries("a/").unwrap();
         f.scratch.store.set_offline(true);
         assert_eq!(
-            names(&f.cache.entries("a/")),
+            names(&f.cache.entries("a/").unwrap()),
             ["1", "2"],
             "the last listing"
         );
@@ -302,18 +562,121 @@ mod tests {
             f.rt.handle().clone(),
         );
         other.scratch.store.set_offline(true);
-        assert_eq!(names(&restarted.entries("a/")), ["1", "2"]);
+        assert_eq!(names(&restarted.entries("a/").unwrap()), ["1", "2"]);
         // ...and after one failure S3 is not asked again during the back-off.
         let asked = lists(&other);
         other.scratch.store.set_offline(false);
-        assert!(restarted.entries("b/").is_empty(), "nothing known of b/");
+        let err = restarted.entries("b/").unwrap_err();
+        assert_eq!(err.errno(), libc::EIO, "nothing known of b/: {err}");
         assert_eq!(lists(&other), asked);
+    }
+
+    #[test]
+    fn a_failing_directory_backs_off_alone_and_fails_until_something_is_known() {
+        let rt = runtime(1);
+        let memory = MemoryStore::new("b");
+        for key in ["a/1", "b/2", "c/3"] {
+            memory.put(key, "x");
+        }
+        let store = Arc::new(FailingStore::new(memory));
+        let scratch = Scratch::new(&[]);
+        let cache = ListingCache::new(
+            Arc::clone(&store) as Arc<dyn ObjectStore>,
+            Arc::clone(&scratch.mirror),
+            Duration::ZERO,
+            rt.handle().clone(),
+        );
+        store.fail_list(1, slow_down("ListObjectsV2", "a/"));
+        let err = cache.entries("a/").unwrap_err();
+        assert_eq!(err.errno(), libc::EIO);
+        assert!(err.chain().contains("cannot list a/"), "{}", err.chain());
+        assert!(
+            err.chain().contains("SlowDown"),
+            "the cause: {}",
+            err.chain()
+        );
+        assert!(cache.cached("a/").is_none(), "nothing is cached");
+        // Other directories are still listed from S3; a/ is left alone a while.
+        assert_eq!(names(&cache.entries("b/").unwrap()), ["2"]);
+        assert_eq!(cache.entries("a/").unwrap_err().errno(), libc::EIO);
+        assert_eq!(store.lists(), 2, "a/ once, b/ once");
+        // Once b/ is known, a failure of its own serves the last listing.
+        store.fail_list(3, slow_down("ListObjectsV2", "b/"));
+        assert_eq!(names(&cache.entries("b/").unwrap()), ["2"]);
+        assert_eq!(names(&cache.entries("c/").unwrap()), ["3"]);
+        assert_eq!(store.lists(), 4);
+    }
+
+    #[test]
+    fn one_listing_of_a_directory_is_in_flight_and_the_others_wait_for_it() {
+        let f = fixture(Duration::from_secs(60));
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| assert_eq!(names(&f.cache.entries("a/").unwrap()), ["1", "2"]));
+            }
+        });
+        assert_eq!(lists(&f), 1);
+    }
+
+    #[test]
+    fn after_the_ttl_a_lookup_lists_its_name_alone_and_keeps_the_answer() {
+        let ttl = Duration::from_millis(300);
+        let f = fixture(ttl);
+        f.cache.entries("a/").unwrap();
+        assert_eq!(f.cache.entry("a/", "1").unwrap().unwrap().name, "1");
+        assert_eq!(lists(&f), 1, "fresh: from the listing");
+        std::thread::sleep(ttl);
+        f.scratch.store.put("a/new", "x");
+        assert!(
+            f.cache.entry("a/", "new").unwrap().is_some(),
+            "seen after the TTL"
+        );
+        assert!(f.cache.entry("a/", "gone").unwrap().is_none());
+        assert_eq!(lists(&f), 3, "one small LIST per name");
+        f.cache.entry("a/", "new").unwrap();
+        f.cache.entry("a/", "gone").unwrap();
+        assert_eq!(lists(&f), 3, "answers, absent too, are kept for the TTL");
+        assert!(
+            f.cache.fresh("a/").is_none(),
+            "the directory was not listed again"
+        );
+        // With S3 away, the last answer for a name stands, else the last listing.
+        f.scratch.store.set_offline(true);
+        std::thread::sleep(ttl);
+        assert!(f.cache.entry("a/", "new").unwrap().is_some());
+        assert!(f.cache.entry("a/", "2").unwrap().is_some());
+        let err = f.cache.entry("never/", "x").unwrap_err();
+        assert_eq!(err.errno(), libc::EIO, "{err}");
+    }
+
+    #[test]
+    fn listings_in_memory_are_bounded_by_their_entries() {
+        let f = fixture(Duration::from_secs(60));
+        // a/ weighs 3, b/ 3 (b/c/ is an entry), the root 4.
+        let cache = ListingCache::with_budget(
+            f.scratch.store(),
+            Arc::clone(&f.scratch.mirror),
+            Duration::from_secs(60),
+            f.rt.handle().clone(),
+            7,
+        );
+        cache.entries("a/").unwrap();
+        cache.entries("b/").unwrap();
+        assert!(cache.fresh("a/").is_some() && cache.fresh("b/").is_some());
+        cache.entries("a/").unwrap();
+        cache.entries("").unwrap();
+        assert!(cache.fresh("b/").is_none(), "the least recently used went");
+        assert!(cache.fresh("a/").is_some() && cache.fresh("").is_some());
+        // Dropped from memory, a listing young enough is read back from disk.
+        let asked = lists(&f);
+        assert_eq!(names(&cache.entries("b/").unwrap()), ["3", "c"]);
+        assert_eq!(lists(&f), asked, "no LIST");
     }
 
     #[test]
     fn subdirectories_are_listed_ahead_in_the_background() {
         let f = fixture(Duration::from_secs(60));
-        let root = f.cache.entries("");
+        let root = f.cache.entries("").unwrap();
         f.cache.list_ahead("", &root);
         let deadline = Instant::now() + Duration::from_secs(10);
         while f.cache.fresh("a/").is_none() || f.cache.fresh("b/").is_none() {

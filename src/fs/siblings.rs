@@ -2,10 +2,11 @@
 //! are fetched in the background (bounded), so a pass over a folder does not wait
 //! on S3 file by file.
 
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lru::LruCache;
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
@@ -20,10 +21,13 @@ use crate::store::{ETag, Key, StoreError};
 pub const SIBLINGS_MAX: usize = 256;
 pub const SIBLING_MAX_SIZE: u64 = 32 << 20;
 pub const SIBLINGS_AT_ONCE: usize = 16;
+/// Directories whose warm-up is remembered (the least recently warmed are
+/// forgotten first, and may then be warmed again).
+const WARMED_MAX: usize = 4096;
 
 /// Which directories were warmed lately, and the budget of background fetches.
 pub struct Siblings {
-    done: Mutex<HashMap<String, Instant>>,
+    done: Mutex<LruCache<String, Instant>>,
     permits: Arc<Semaphore>,
     /// A directory is warmed at most once in this long.
     every: Duration,
@@ -37,7 +41,9 @@ impl Siblings {
     /// Warms each directory at most once per `every`, fetching through `fetcher`.
     pub fn new(fetcher: Fetcher, every: Duration, rt: Handle, archived: Arc<Archived>) -> Siblings {
         Siblings {
-            done: Mutex::default(),
+            done: Mutex::new(LruCache::new(
+                NonZeroUsize::new(WARMED_MAX).expect("not zero"),
+            )),
             permits: Arc::new(Semaphore::new(SIBLINGS_AT_ONCE)),
             every,
             fetcher,
@@ -52,7 +58,7 @@ impl Siblings {
         if done.get(prefix).is_some_and(|t| t.elapsed() < self.every) {
             return false;
         }
-        done.insert(prefix.to_string(), Instant::now());
+        done.put(prefix.to_string(), Instant::now());
         true
     }
 

@@ -17,9 +17,13 @@ pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
 pub enum StoreError {
     #[error("bucket {0:?} does not exist")]
     NoSuchBucket(String),
-    #[error("s3://{bucket}/{key}: no such key")]
+    #[error("s3://{bucket}/{}: no such key", Escaped(.key))]
     NoSuchKey { bucket: String, key: String },
-    #[error("access denied: {action} on {resource}{}", OwnerHint(.expected_owner))]
+    #[error(
+        "access denied: {action} on {}{}",
+        Escaped(.resource),
+        OwnerHint(.expected_owner)
+    )]
     AccessDenied {
         action: &'static str,
         resource: String,
@@ -27,7 +31,7 @@ pub enum StoreError {
         /// another owner with the same 403.
         expected_owner: Option<Box<str>>,
     },
-    #[error("s3://{bucket}/{key} changed while it was being read")]
+    #[error("s3://{bucket}/{} changed while it was being read", Escaped(.key))]
     Changed { bucket: String, key: String },
     /// S3 answered `InvalidObjectState`: the object is archived and a GET fails
     /// until it is restored. Never an access problem.
@@ -76,8 +80,9 @@ pub enum StoreError {
 /// ran out. (Boxed in `StoreError`, which every `Result` of the store carries.)
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "S3 kept failing: {endpoint} answered HTTP {status}{} to {action} on {resource}, {attempts} attempts",
-    SpacedCode(.code)
+    "S3 kept failing: {endpoint} answered HTTP {status}{} to {action} on {}, {attempts} attempts",
+    SpacedCode(.code),
+    Escaped(.resource)
 )]
 pub struct ServerFailure {
     pub endpoint: String,
@@ -133,7 +138,8 @@ impl fmt::Display for ClassAndTier<'_> {
 /// message names the status and code S3 answered with.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "S3 error: {action} on {resource}: {}{}",
+    "S3 error: {action} on {}: {}{}",
+    Escaped(.resource),
     StatusAndCode(.status, .code),
     innermost(.source)
 )]
@@ -344,6 +350,34 @@ impl fmt::Display for SpacedCode<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_in_messages_are_escaped() {
+        let key = "a\u{1b}[31m\nb".to_string();
+        let messages = [
+            StoreError::NoSuchKey {
+                bucket: "b".into(),
+                key: key.clone(),
+            }
+            .to_string(),
+            StoreError::Changed {
+                bucket: "b".into(),
+                key: key.clone(),
+            }
+            .to_string(),
+            StoreError::AccessDenied {
+                action: "GetObject",
+                resource: key.clone(),
+                expected_owner: None,
+            }
+            .to_string(),
+            crate::store::failing::slow_down("GetObject", &key).to_string(),
+        ];
+        for message in messages {
+            assert!(!message.contains(['\u{1b}', '\n']), "{message:?}");
+            assert!(message.contains("a\\u{1b}[31m\\nb"), "{message:?}");
+        }
+    }
 
     fn io(kind: std::io::ErrorKind, message: &str) -> BoxError {
         std::io::Error::new(kind, message).into()

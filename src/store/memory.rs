@@ -163,7 +163,7 @@ impl MemoryStore {
         self.objects.lock().remove(key);
     }
 
-    fn page(&self, prefix: &str, delimited: bool, token: Option<String>) -> ListPage {
+    fn page(&self, prefix: &str, delimited: bool, token: Option<String>, size: usize) -> ListPage {
         self.lists.fetch_add(1, Ordering::Relaxed);
         let objects = self.objects.lock();
         let mut page = ListPage::default();
@@ -174,7 +174,7 @@ impl MemoryStore {
             if !key.starts_with(prefix) {
                 continue;
             }
-            if count == self.page_size {
+            if count == size {
                 page.next = Some(key.clone());
                 break;
             }
@@ -226,7 +226,20 @@ impl ObjectStore for MemoryStore {
     ) -> BoxFuture<'_, Result<ListPage, StoreError>> {
         let result = match self.unreachable() {
             Some(e) => Err(e),
-            None => Ok(self.page(prefix, delimited, token)),
+            None => Ok(self.page(prefix, delimited, token, self.page_size)),
+        };
+        Box::pin(async move { result })
+    }
+
+    fn list_first(
+        &self,
+        prefix: &str,
+        max_keys: u32,
+    ) -> BoxFuture<'_, Result<ListPage, StoreError>> {
+        let size = (max_keys as usize).clamp(1, self.page_size);
+        let result = match self.unreachable() {
+            Some(e) => Err(e),
+            None => Ok(self.page(prefix, true, None, size)),
         };
         Box::pin(async move { result })
     }
