@@ -256,15 +256,7 @@ pub fn from_mirror(mirror: &Mirror, prefix: &str) -> Option<Vec<Entry>> {
         }
         let Ok(meta) = item.metadata() else { continue };
         if meta.is_dir() {
-            entries.push(Entry {
-                name,
-                dir: true,
-                size: 0,
-                etag: String::new(),
-                mtime_ns: 0,
-                storage_class: StorageClass::Standard,
-                archived: false,
-            });
+            entries.push(dir_entry(&name));
         } else if let Some(record) = read_record(&item.path())
             && record.key.as_str() == format!("{prefix}{name}")
         {
