@@ -103,7 +103,7 @@ fn current_copy(root: &Path, key: &Key, view: &MirrorView) -> Option<(Entry, u64
         let meta = fs::symlink_metadata(&path).ok()?;
         let record = match read_record(&path) {
             Some(record) => record,
-            None => vouched(index.get(key)?, &rel, meta.len())?,
+            None => index.get(key)?.vouches_for(&rel, &meta)?,
         };
         let entry = Entry {
             path: rel,
@@ -117,17 +117,6 @@ fn current_copy(root: &Path, key: &Key, view: &MirrorView) -> Option<(Entry, u64
 
 /// The record an index entry gives a file at `rel` of `len` bytes, if it is the
 /// file the entry describes.
-fn vouched(entry: &crate::mirror::inventory::IndexEntry, rel: &Path, len: u64) -> Option<Record> {
-    (Path::new(&entry.path) == rel && (entry.size == len || entry.key.as_str().ends_with('/')))
-        .then(|| Record {
-            key: entry.key.clone(),
-            etag: entry.etag.clone(),
-            size: entry.size,
-            md5: entry.md5.clone(),
-            corrupt: false,
-        })
-}
-
 fn current_view(entry: &Entry, last_modified: u64, history: &KeyHistory) -> VersionView {
     let record = &entry.record;
     let deleted_at = history

@@ -207,19 +207,14 @@ fn vouched_by_index(
         let Ok(meta) = std::fs::symlink_metadata(&path) else {
             continue;
         };
-        let directory = meta.is_dir() && entry.size == 0 && entry.key.as_str().ends_with('/');
-        let file = meta.is_file() && meta.len() == entry.size;
-        if (directory || file) && crate::mirror::read_record(&path).is_none() {
+        let rel = PathBuf::from(&entry.path);
+        if crate::mirror::read_record(&path).is_none()
+            && let Some(record) = entry.vouches_for(&rel, &meta)
+        {
             vouched.push(Entry {
-                path: PathBuf::from(&entry.path),
-                record: Record {
-                    key: entry.key,
-                    etag: entry.etag,
-                    size: entry.size,
-                    md5: entry.md5,
-                    corrupt: false,
-                },
-                directory,
+                path: rel,
+                record,
+                directory: meta.is_dir(),
             });
         }
     }

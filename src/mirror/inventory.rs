@@ -293,6 +293,29 @@ pub struct IndexEntry {
     pub md5: Option<String>,
 }
 
+impl IndexEntry {
+    /// The record this entry gives its copy.
+    pub fn record(&self) -> Record {
+        Record {
+            key: self.key.clone(),
+            etag: self.etag.clone(),
+            size: self.size,
+            md5: self.md5.clone(),
+            corrupt: false,
+        }
+    }
+
+    /// The record of the file or directory at `rel` (whose metadata is `meta`)
+    /// when this entry describes it: the same path, and a file of the indexed
+    /// size or the directory of a `dir/` marker. What vouches for a copy that lost
+    /// its extended attributes; its bytes are still to be checked against the MD5.
+    pub fn vouches_for(&self, rel: &Path, meta: &fs::Metadata) -> Option<Record> {
+        let marker = self.size == 0 && self.key.as_str().ends_with('/');
+        let fits = (meta.is_file() && meta.len() == self.size) || (meta.is_dir() && marker);
+        (Path::new(&self.path) == rel && fits).then(|| self.record())
+    }
+}
+
 /// The objects one prefetch listed under its prefix.
 #[derive(Debug, PartialEq)]
 pub struct Index {
@@ -399,13 +422,7 @@ impl Mirror {
         if super::md5_file(&file).map_err(self.io(&path))? != *md5 {
             return Ok(false);
         }
-        let record = Record {
-            key: entry.key.clone(),
-            etag: entry.etag.clone(),
-            size: entry.size,
-            md5: Some(md5.clone()),
-            corrupt: false,
-        };
+        let record = entry.record();
         write_record(&file, &record).map_err(self.io(&path))?;
         file.sync_all().map_err(self.io(&path))?;
         tracing::info!(key = %entry.key, path = %rel.display(), "the index vouches for a copy without its record; record restored");
