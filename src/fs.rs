@@ -38,8 +38,9 @@ use listing_cache::ListingCache;
 pub use listing_cache::{LIST_AHEAD_AT_ONCE, LIST_AHEAD_MAX, LISTED_ENTRIES_MAX, OFFLINE_BACKOFF};
 use siblings::Siblings;
 pub use siblings::{SIBLING_MAX_SIZE, SIBLINGS_AT_ONCE, SIBLINGS_MAX};
-use stream::{Ready, Stream, StreamError, read_full};
-use streams::Streams;
+use stream::{Ready, StreamError, read_full};
+use streams::{Download, Streams};
+pub use streams::{FINISH_LEFT, FINISH_SMALL};
 
 /// An inode number; the root is 1.
 pub type Ino = u64;
@@ -83,7 +84,7 @@ enum OpenFile {
 
 /// A file opened while the mirror did not hold its version.
 struct Streamed {
-    stream: Arc<Stream>,
+    stream: Arc<Download>,
     key: Key,
     etag: ETag,
     size: u64,

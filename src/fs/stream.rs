@@ -50,6 +50,11 @@ impl RangeSet {
     pub fn clear(&mut self) {
         self.0.clear();
     }
+
+    /// How many bytes the set holds.
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|r| r.end - r.start).sum()
+    }
 }
 
 /// How a download for readers ended.
@@ -107,6 +112,16 @@ impl Stream {
     pub fn finish(&self, result: Finished) {
         self.state.lock().finished = Some(result);
         self.changed.notify_all();
+    }
+
+    /// Whether the download ended, one way or another.
+    pub fn finished(&self) -> bool {
+        self.state.lock().finished.is_some()
+    }
+
+    /// Bytes of the object the current attempt has put in its file so far.
+    pub fn received(&self) -> u64 {
+        self.state.lock().ranges.total()
     }
 
     /// Whether the download failed (a new open starts another).
@@ -196,6 +211,8 @@ mod tests {
         assert_eq!((set.0.len(), set.0[0].clone()), (1, 0..40));
         set.insert(5..6);
         assert_eq!(set.0.len(), 1);
+        set.insert(50..60);
+        assert_eq!(set.total(), 50);
         assert!(set.covers(&(7..7)));
     }
 

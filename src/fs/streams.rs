@@ -1,21 +1,31 @@
 //! The downloads readers share: at most one live `Stream` per version of an
-//! object, started on the first cold open and dropped with its last reader.
+//! object, started on the first cold open and stopped with its last reader
+//! (unless it is small or nearly done: then it is finished for the mirror).
 
 use std::collections::HashMap;
+use std::ops::Deref;
 use std::path::Path;
 use std::sync::{Arc, OnceLock, Weak};
 
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
+use tokio::task::AbortHandle;
 
 use super::stream::{Finished, Stream};
 use super::{CommitHook, Ino};
 use crate::fetch::{FetchError, Fetcher, Observer, Outcome};
 use crate::store::{ETag, Key};
 
+/// A download its last reader let go is finished anyway when the object is at
+/// most this large: what is left costs less than the next open starting over.
+pub const FINISH_SMALL: u64 = 8 << 20;
+/// A download its last reader let go is finished anyway when at most this many
+/// bytes are left to fetch.
+pub const FINISH_LEFT: u64 = 8 << 20;
+
 /// Downloads readers are waiting on, by version.
 pub struct Streams {
-    live: Mutex<HashMap<(Key, ETag), Weak<Stream>>>,
+    live: Mutex<HashMap<(Key, ETag), Weak<Download>>>,
     fetcher: Fetcher,
     rt: Handle,
     /// Told the inode of every file a reader's download committed to the mirror.
@@ -41,25 +51,26 @@ impl Streams {
 
     /// The download readers of `key` at `etag` share, started (into `rel` in the
     /// mirror) if none is running, or if the last one failed: a new open tries again.
-    pub fn open(&self, ino: Ino, key: &Key, etag: &ETag, size: u64, rel: &Path) -> Arc<Stream> {
+    /// Dropping the last `Arc` of it stops it (see `Download`).
+    pub fn open(&self, ino: Ino, key: &Key, etag: &ETag, size: u64, rel: &Path) -> Arc<Download> {
         let mut live = self.live.lock();
         live.retain(|_, s| s.strong_count() > 0);
         let id = (key.clone(), etag.clone());
-        if let Some(stream) = live.get(&id).and_then(Weak::upgrade)
-            && !stream.failed()
+        if let Some(download) = live.get(&id).and_then(Weak::upgrade)
+            && !download.failed()
         {
-            return stream;
+            return download;
         }
         let stream = Arc::new(Stream::default());
-        live.insert(id, Arc::downgrade(&stream));
         let (fetcher, committed) = (self.fetcher.clone(), Arc::clone(&self.committed));
-        let (key, etag, rel, observer) = (
+        let (task_key, etag, rel, observer) = (
             key.clone(),
             etag.clone(),
             rel.to_path_buf(),
             Arc::clone(&stream),
         );
-        self.rt.spawn(async move {
+        let task = self.rt.spawn(async move {
+            let key = task_key;
             let watcher = Some(Arc::clone(&observer) as Arc<dyn Observer>);
             let result = fetcher
                 .ensure_observed(&key, &etag, size, &rel, watcher)
@@ -70,7 +81,14 @@ impl Streams {
                 hook(ino);
             }
         });
-        stream
+        let download = Arc::new(Download {
+            stream,
+            task: task.abort_handle(),
+            key: key.clone(),
+            size,
+        });
+        live.insert(id, Arc::downgrade(&download));
+        download
     }
 
     /// How many versions have a download some reader still holds.
@@ -78,6 +96,45 @@ impl Streams {
     fn live(&self) -> usize {
         let live = self.live.lock();
         live.values().filter(|s| s.strong_count() > 0).count()
+    }
+}
+
+/// A download for readers, held by each open handle of the version. When the last
+/// handle lets go, the download stops (its requests dropped, its temp file
+/// removed, nothing committed) unless the object is at most `FINISH_SMALL` or at
+/// most `FINISH_LEFT` is left to fetch. A reader that left must not keep a
+/// terabyte coming into the mirror; the daily prefetch brings what was stopped.
+pub struct Download {
+    stream: Arc<Stream>,
+    task: AbortHandle,
+    key: Key,
+    size: u64,
+}
+
+impl Deref for Download {
+    type Target = Stream;
+
+    fn deref(&self) -> &Stream {
+        &self.stream
+    }
+}
+
+impl Download {
+    /// Whether the download is still worth finishing with nobody waiting for it.
+    fn worth_finishing(&self) -> bool {
+        let left = self.size.saturating_sub(self.stream.received());
+        self.size <= FINISH_SMALL || left <= FINISH_LEFT
+    }
+}
+
+impl Drop for Download {
+    fn drop(&mut self) {
+        if self.stream.finished() || self.worth_finishing() {
+            return;
+        }
+        let (key, received) = (&self.key, self.stream.received());
+        tracing::info!(%key, received, size = self.size, "no reader left; download stopped");
+        self.task.abort();
     }
 }
 
