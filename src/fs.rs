@@ -185,6 +185,11 @@ impl Fs {
         self.streams.on_commit(hook);
     }
 
+    /// The runtime background work runs on.
+    pub fn runtime(&self) -> &Handle {
+        &self.rt
+    }
+
     /// How long the kernel may cache names and attributes.
     pub fn ttl(&self) -> Duration {
         self.config.metadata_ttl
@@ -227,12 +232,26 @@ impl Fs {
 
     /// The attributes of `name` in directory `parent`. The kernel holds one more
     /// lookup of the inode it gets, until it forgets it.
+    /// Blocks on S3 when the answer is not known here.
     pub fn lookup(&self, parent: Ino, name: &str) -> Result<Attr, FsError> {
         let path = self.inodes.dir_path(parent)?;
         let entry = self.listings.entry(&path, name)?;
+        self.looked_up(parent, &path, entry)
+    }
+
+    /// `lookup` when it needs nothing of S3; `Ok(None)` when it would.
+    pub fn lookup_now(&self, parent: Ino, name: &str) -> Result<Option<Attr>, FsError> {
+        let path = self.inodes.dir_path(parent)?;
+        let Some(entry) = self.listings.entry_now(&path, name)? else {
+            return Ok(None);
+        };
+        self.looked_up(parent, &path, entry).map(Some)
+    }
+
+    fn looked_up(&self, parent: Ino, path: &str, entry: Option<Entry>) -> Result<Attr, FsError> {
         let entry = entry.ok_or_else(FsError::not_found)?;
         let attr_of = |ino, node: &Node| self.attr_of(ino, node);
-        Ok(self.inodes.child(parent, &path, &entry, true, attr_of))
+        Ok(self.inodes.child(parent, path, &entry, true, attr_of))
     }
 
     /// The kernel forgot `n` lookups of `ino`; the inode is dropped once it holds none.
@@ -246,18 +265,31 @@ impl Fs {
     }
 
     /// Opens directory `ino`: its listing as of now. Starts the look-ahead
-    /// listing of its subdirectories.
+    /// listing of its subdirectories. Blocks on S3 when the listing is not known here.
     pub fn opendir(&self, ino: Ino) -> Result<Dir, FsError> {
         let path = self.inodes.dir_path(ino)?;
         let entries = self.listings.entries(&path)?;
+        Ok(self.opened_dir(ino, path, entries))
+    }
+
+    /// `opendir` when it needs nothing of S3; `Ok(None)` when it would.
+    pub fn opendir_now(&self, ino: Ino) -> Result<Option<Dir>, FsError> {
+        let path = self.inodes.dir_path(ino)?;
+        let Some(entries) = self.listings.entries_now(&path)? else {
+            return Ok(None);
+        };
+        Ok(Some(self.opened_dir(ino, path, entries)))
+    }
+
+    fn opened_dir(&self, ino: Ino, path: String, entries: Arc<Vec<Entry>>) -> Dir {
         let parent = self.inodes.with(ino, |n| n.parent).unwrap_or(ROOT_INO);
         self.listings.list_ahead(&path, &entries);
-        Ok(Dir {
+        Dir {
             ino,
             parent,
             path,
             entries,
-        })
+        }
     }
 
     /// Entry `i` of `dir` (`.` and `..` first) with its attributes. With
@@ -340,28 +372,55 @@ impl Fs {
     }
 
     /// Up to `size` bytes of the open file `fh` at `offset` (fewer at its end).
+    /// Blocks on S3 while the bytes have not arrived.
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+        self.read_waiting(fh, offset, size, true)
+            .map(|bytes| bytes.expect("the read waited"))
+    }
+
+    /// `read` when the bytes are here (in the mirror or already downloaded);
+    /// `Ok(None)` when it would wait on S3.
+    pub fn read_now(&self, fh: u64, offset: u64, size: u32) -> Result<Option<Vec<u8>>, FsError> {
+        self.read_waiting(fh, offset, size, false)
+    }
+
+    fn read_waiting(
+        &self,
+        fh: u64,
+        offset: u64,
+        size: u32,
+        wait: bool,
+    ) -> Result<Option<Vec<u8>>, FsError> {
         match self.handles.get(fh)?.as_ref() {
-            OpenFile::Local(file) => read_at(file, offset, size),
-            OpenFile::Stream(streamed) => self.read_streamed(streamed, offset, size),
+            OpenFile::Local(file) => read_at(file, offset, size).map(Some),
+            OpenFile::Stream(streamed) => self.read_streamed(streamed, offset, size, wait),
         }
     }
 
     /// A read of a file opened as a stream: from the file being filled, from the
     /// mirror once the download is committed, or by a ranged GET of its own.
-    fn read_streamed(&self, file: &Streamed, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+    /// Without `wait`, `None` instead of waiting for bytes or a GET.
+    fn read_streamed(
+        &self,
+        file: &Streamed,
+        offset: u64,
+        size: u32,
+        wait: bool,
+    ) -> Result<Option<Vec<u8>>, FsError> {
         if let Some(local) = file.local.lock().as_ref() {
-            return read_at(local, offset, size);
+            return read_at(local, offset, size).map(Some);
         }
         let end = offset.saturating_add(u64::from(size)).min(file.size);
         if offset >= end {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         }
-        let ready = file
-            .stream
-            .read(offset..end, READ_WAIT)
-            .map_err(|e| self.download_failed(file, e))?;
-        match ready {
+        let limit = if wait { READ_WAIT } else { Duration::ZERO };
+        let ready = match file.stream.read(offset..end, limit) {
+            Err(StreamError::TimedOut(_)) if !wait => return Ok(None),
+            Ok(Ready::FetchDirect) if !wait => return Ok(None),
+            ready => ready.map_err(|e| self.download_failed(file, e))?,
+        };
+        let bytes = match ready {
             Ready::Data(bytes) => Ok(bytes),
             Ready::ReadMirror => {
                 let mirror = self.fetcher.mirror();
@@ -373,7 +432,8 @@ impl Fs {
                 read_at(&local, offset, size)
             }
             Ready::FetchDirect => self.read_direct(&file.key, &file.etag, offset..end),
-        }
+        };
+        bytes.map(Some)
     }
 
     /// A reader's failure when its download failed: ENODATA, once S3 answered

@@ -1,6 +1,9 @@
 //! The thin FUSE adapter: the one home of fuser. Each callback calls the
 //! filesystem in `fs` and turns its `Result` into a reply; files the mirror holds
 //! are handed to the kernel for passthrough reads where the kernel allows it.
+//! What can be answered from here (the mirror, cached listings) is answered on
+//! the FUSE thread; what waits on S3 takes its reply to the runtime's blocking
+//! pool, so a slow S3 never holds the few FUSE threads.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -16,9 +19,19 @@ use fuser::{
     Request, Session, SessionACL,
 };
 use parking_lot::Mutex;
+use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
 use tracing::Level;
 
 use crate::fs::{Attr, Dir, FileKind, Fs, FsError};
+
+/// Requests waiting on S3 that hold a thread of the runtime's blocking pool at
+/// once; more wait for a turn as tasks, holding no thread at all.
+pub const S3_WAITS_AT_ONCE: usize = 64;
+/// Background requests (readahead of streamed files) the kernel may send before it
+/// queues more: higher than fuser's 16, so that readers waiting on S3 do not fill
+/// the kernel's queue ahead of reads the mirror can answer at once.
+pub const MAX_BACKGROUND: u16 = 256;
 
 /// How to mount.
 #[derive(Clone, Debug)]
@@ -100,29 +113,144 @@ impl Backing {
     }
 }
 
+/// One snapshot per open directory: the kernel reads a large directory in many
+/// calls, and each must not rebuild the whole listing.
+#[derive(Default)]
+struct OpenDirs {
+    open: Mutex<HashMap<u64, Arc<Dir>>>,
+    next: AtomicU64,
+}
+
+impl OpenDirs {
+    fn insert(&self, dir: Dir) -> FileHandle {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.open.lock().insert(fh, Arc::new(dir));
+        FileHandle(fh)
+    }
+}
+
 struct FuseFs {
     fs: Arc<Fs>,
     passthrough: AtomicBool,
     backing: Mutex<Backing>,
-    /// One snapshot per open directory: the kernel reads a large directory in many
-    /// calls, and each must not rebuild the whole listing.
-    dirs: Mutex<HashMap<u64, Arc<Dir>>>,
-    next_dir: AtomicU64,
+    dirs: Arc<OpenDirs>,
+    rt: Handle,
+    /// Turns on the blocking pool for requests that wait on S3.
+    waits: Arc<Semaphore>,
 }
 
 impl FuseFs {
-    /// The directory a readdir call reads: the handle's snapshot, or a fresh listing.
-    fn dir(&self, ino: INodeNo, fh: FileHandle) -> Result<Arc<Dir>, FsError> {
-        if let Some(dir) = self.dirs.lock().get(&fh.0) {
-            return Ok(Arc::clone(dir));
-        }
-        self.fs.opendir(ino.0).map(Arc::new)
+    /// Runs `work`, which waits on S3 and then replies, on the runtime's blocking
+    /// pool (`S3_WAITS_AT_ONCE` at a time), and returns at once. Should the work be
+    /// dropped unrun (the runtime shutting down), its reply answers EIO.
+    fn later(&self, work: impl FnOnce() + Send + 'static) {
+        let waits = Arc::clone(&self.waits);
+        self.rt.spawn(async move {
+            let Ok(_turn) = waits.acquire_owned().await else {
+                return;
+            };
+            let _ = tokio::task::spawn_blocking(work).await;
+        });
     }
+
+    /// Answers a readdir or readdirplus of `fh` with `fill`: from the handle's
+    /// snapshot, else from a listing of `ino` (on the blocking pool if S3 is needed).
+    fn with_dir<R: Send + 'static>(
+        &self,
+        op: &'static str,
+        ino: INodeNo,
+        fh: FileHandle,
+        reply: R,
+        fill: fn(&Fs, &Dir, R),
+        fail: fn(R, Errno),
+    ) {
+        let snapshot = self.dirs.open.lock().get(&fh.0).cloned();
+        let dir = match snapshot {
+            Some(dir) => Ok(Some(dir)),
+            None => self.fs.opendir_now(ino.0).map(|d| d.map(Arc::new)),
+        };
+        match dir {
+            Ok(Some(dir)) => fill(&self.fs, &dir, reply),
+            Err(e) => fail(reply, failed(op, &e)),
+            Ok(None) => {
+                let fs = Arc::clone(&self.fs);
+                self.later(move || match fs.opendir(ino.0) {
+                    Ok(dir) => fill(&fs, &dir, reply),
+                    Err(e) => fail(reply, failed(op, &e)),
+                });
+            }
+        }
+    }
+}
+
+fn answer_entry(fs: &Fs, reply: ReplyEntry, found: Result<Attr, FsError>) {
+    match found {
+        Ok(attr) => reply.entry(&fs.ttl(), &file_attr(&attr), Generation(0)),
+        Err(e) => reply.error(failed("lookup", &e)),
+    }
+}
+
+fn answer_data(reply: ReplyData, read: Result<Vec<u8>, FsError>) {
+    match read {
+        Ok(bytes) => reply.data(&bytes),
+        Err(e) => reply.error(failed("read", &e)),
+    }
+}
+
+fn answer_opendir(dirs: &OpenDirs, reply: ReplyOpen, opened: Result<Dir, FsError>) {
+    match opened {
+        Ok(dir) => reply.opened(dirs.insert(dir), FopenFlags::empty()),
+        Err(e) => reply.error(failed("opendir", &e)),
+    }
+}
+
+/// Entries of `dir` from `offset` on, as a plain readdir gives them.
+fn fill_dir(fs: &Fs, dir: &Dir, (offset, mut reply): (u64, ReplyDirectory)) {
+    for i in offset as usize..dir.len() {
+        let Some((attr, name)) = fs.dir_entry(dir, i, false) else {
+            break;
+        };
+        let attr = file_attr(&attr);
+        if reply.add(attr.ino, i as u64 + 1, attr.kind, name) {
+            break;
+        }
+    }
+    reply.ok()
+}
+
+/// Entries of `dir` from `offset` on, with their attributes (readdirplus).
+fn fill_dir_plus(fs: &Fs, dir: &Dir, (offset, mut reply): (u64, ReplyDirectoryPlus)) {
+    let ttl = fs.ttl();
+    for i in offset as usize..dir.len() {
+        // The kernel counts a lookup of every entry it gets, but `.` and `..`.
+        let counted = i >= 2;
+        let Some((attr, name)) = fs.dir_entry(dir, i, counted) else {
+            break;
+        };
+        let full = reply.add(
+            INodeNo(attr.ino),
+            i as u64 + 1,
+            name,
+            &ttl,
+            &file_attr(&attr),
+            Generation(0),
+        );
+        if full {
+            // Not sent: the kernel holds no lookup of it.
+            if counted {
+                fs.forget(attr.ino, 1);
+            }
+            break;
+        }
+    }
+    reply.ok()
 }
 
 impl Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_background(MAX_BACKGROUND);
+        let _ = config.set_congestion_threshold(MAX_BACKGROUND / 4 * 3);
         // The kernel picks readdirplus where lookups would follow (ls -l, find).
         let _ = config
             .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
@@ -136,13 +264,16 @@ impl Filesystem for FuseFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         // Every key S3 lists is UTF-8, so no other name can exist here.
-        let found = match name.to_str() {
-            Some(name) => self.fs.lookup(parent.0, name),
-            None => Err(FsError::not_found()),
+        let Some(name) = name.to_str() else {
+            return answer_entry(&self.fs, reply, Err(FsError::not_found()));
         };
-        match found {
-            Ok(attr) => reply.entry(&self.fs.ttl(), &file_attr(&attr), Generation(0)),
-            Err(e) => reply.error(failed("lookup", &e)),
+        match self.fs.lookup_now(parent.0, name) {
+            Ok(Some(attr)) => answer_entry(&self.fs, reply, Ok(attr)),
+            Err(e) => answer_entry(&self.fs, reply, Err(e)),
+            Ok(None) => {
+                let (fs, name) = (Arc::clone(&self.fs), name.to_string());
+                self.later(move || answer_entry(&fs, reply, fs.lookup(parent.0, &name)));
+            }
         }
     }
 
@@ -215,9 +346,13 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read(fh.0, offset, size) {
-            Ok(bytes) => reply.data(&bytes),
-            Err(e) => reply.error(failed("read", &e)),
+        match self.fs.read_now(fh.0, offset, size) {
+            Ok(Some(bytes)) => answer_data(reply, Ok(bytes)),
+            Err(e) => answer_data(reply, Err(e)),
+            Ok(None) => {
+                let fs = Arc::clone(&self.fs);
+                self.later(move || answer_data(reply, fs.read(fh.0, offset, size)));
+            }
         }
     }
 
@@ -270,13 +405,13 @@ impl Filesystem for FuseFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.opendir(ino.0) {
-            Ok(dir) => {
-                let fh = self.next_dir.fetch_add(1, Ordering::Relaxed);
-                self.dirs.lock().insert(fh, Arc::new(dir));
-                reply.opened(FileHandle(fh), FopenFlags::empty())
+        match self.fs.opendir_now(ino.0) {
+            Ok(Some(dir)) => answer_opendir(&self.dirs, reply, Ok(dir)),
+            Err(e) => answer_opendir(&self.dirs, reply, Err(e)),
+            Ok(None) => {
+                let (fs, dirs) = (Arc::clone(&self.fs), Arc::clone(&self.dirs));
+                self.later(move || answer_opendir(&dirs, reply, fs.opendir(ino.0)));
             }
-            Err(e) => reply.error(failed("opendir", &e)),
         }
     }
 
@@ -288,7 +423,7 @@ impl Filesystem for FuseFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.dirs.lock().remove(&fh.0);
+        self.dirs.open.lock().remove(&fh.0);
         reply.ok();
     }
 
@@ -298,22 +433,10 @@ impl Filesystem for FuseFs {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        let dir = match self.dir(ino, fh) {
-            Ok(dir) => dir,
-            Err(e) => return reply.error(failed("readdir", &e)),
-        };
-        for i in offset as usize..dir.len() {
-            let Some((attr, name)) = self.fs.dir_entry(&dir, i, false) else {
-                break;
-            };
-            let attr = file_attr(&attr);
-            if reply.add(attr.ino, i as u64 + 1, attr.kind, name) {
-                break;
-            }
-        }
-        reply.ok()
+        let fail = |(_, reply): (u64, ReplyDirectory), errno| reply.error(errno);
+        self.with_dir("readdir", ino, fh, (offset, reply), fill_dir, fail);
     }
 
     /// Entries with their attributes, so `ls -l` and `find` need no lookup per name.
@@ -323,36 +446,10 @@ impl Filesystem for FuseFs {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
-        let dir = match self.dir(ino, fh) {
-            Ok(dir) => dir,
-            Err(e) => return reply.error(failed("readdirplus", &e)),
-        };
-        let ttl = self.fs.ttl();
-        for i in offset as usize..dir.len() {
-            // The kernel counts a lookup of every entry it gets, but `.` and `..`.
-            let counted = i >= 2;
-            let Some((attr, name)) = self.fs.dir_entry(&dir, i, counted) else {
-                break;
-            };
-            let full = reply.add(
-                INodeNo(attr.ino),
-                i as u64 + 1,
-                name,
-                &ttl,
-                &file_attr(&attr),
-                Generation(0),
-            );
-            if full {
-                // Not sent: the kernel holds no lookup of it.
-                if counted {
-                    self.fs.forget(attr.ino, 1);
-                }
-                break;
-            }
-        }
-        reply.ok()
+        let fail = |(_, reply): (u64, ReplyDirectoryPlus), errno| reply.error(errno);
+        self.with_dir("readdirplus", ino, fh, (offset, reply), fill_dir_plus, fail);
     }
 }
 
@@ -382,11 +479,12 @@ impl Mounted {
         config.clone_fd = options.threads > 1;
         let shared = Arc::clone(&fs);
         let fuse = FuseFs {
+            rt: fs.runtime().clone(),
             fs,
             passthrough: AtomicBool::new(false),
             backing: Mutex::new(Backing::default()),
-            dirs: Mutex::new(HashMap::new()),
-            next_dir: AtomicU64::new(1),
+            dirs: Arc::default(),
+            waits: Arc::new(Semaphore::new(S3_WAITS_AT_ONCE)),
         };
         let session = Session::new(fuse, mountpoint, &config)?;
         // Pages the kernel cached while a file streamed through the daemon are dead

@@ -167,25 +167,37 @@ impl ListingCache {
     /// cached, so the next try after the back-off asks S3 again).
     /// Blocks on S3; never call it from the runtime's own threads.
     pub fn entries(&self, prefix: &str) -> Result<Arc<Vec<Entry>>, FsError> {
+        self.entries_asking(prefix, true)
+            .map(|entries| entries.expect("S3 was asked"))
+    }
+
+    /// `entries` when it needs no request to S3 and no wait for one in flight;
+    /// `Ok(None)` when it would.
+    pub fn entries_now(&self, prefix: &str) -> Result<Option<Arc<Vec<Entry>>>, FsError> {
+        self.entries_asking(prefix, false)
+    }
+
+    fn entries_asking(&self, prefix: &str, ask: bool) -> Result<Option<Arc<Vec<Entry>>>, FsError> {
         let shared = &self.shared;
         if let Some(entries) = shared.fresh(prefix) {
-            return Ok(entries);
+            return Ok(Some(entries));
         }
         // After a restart, a saved listing younger than the TTL is as good as a new one.
         if !shared.listings.lock().contains(prefix)
             && let Some(entries) = shared.load_young(prefix)
         {
-            return Ok(entries);
+            return Ok(Some(entries));
         }
         let failure = match shared.backing_off(prefix) {
             true => None,
+            false if !ask => return Ok(None),
             false => match self.list_now(prefix) {
-                Ok(entries) => return Ok(entries),
+                Ok(entries) => return Ok(Some(entries)),
                 Err(e) => e,
             },
         };
         if let Some(entries) = shared.fall_back(prefix) {
-            return Ok(entries);
+            return Ok(Some(entries));
         }
         let err = FsError::new(
             libc::EIO,
@@ -242,10 +254,26 @@ impl ListingCache {
     /// With S3 away, from what `entries` falls back on.
     /// Blocks on S3; never call it from the runtime's own threads.
     pub fn entry(&self, prefix: &str, name: &str) -> Result<Option<Entry>, FsError> {
+        self.entry_asking(prefix, name, true)
+            .map(|answer| answer.expect("S3 was asked"))
+    }
+
+    /// `entry` when it needs no request to S3 and no wait for one in flight;
+    /// `Ok(None)` when it would.
+    pub fn entry_now(&self, prefix: &str, name: &str) -> Result<Option<Option<Entry>>, FsError> {
+        self.entry_asking(prefix, name, false)
+    }
+
+    fn entry_asking(
+        &self,
+        prefix: &str,
+        name: &str,
+        ask: bool,
+    ) -> Result<Option<Option<Entry>>, FsError> {
         let shared = &self.shared;
         let find = |entries: &[Entry]| {
             let at = entries.binary_search_by(|e| e.name.as_str().cmp(name));
-            at.ok().map(|at| entries[at].clone())
+            Some(at.ok().map(|at| entries[at].clone()))
         };
         if let Some(entries) = shared.fresh(prefix) {
             return Ok(find(&entries));
@@ -256,22 +284,23 @@ impl ListingCache {
             return Ok(find(&entries));
         }
         if !listing::valid_name(name) {
-            return Ok(None);
+            return Ok(Some(None));
         }
         let key = format!("{prefix}{name}");
         // A failed LIST of one name backs off that name (never a directory prefix:
         // it does not end in `/`), not its whole directory.
         let failure = match shared.backing_off(prefix) || shared.backing_off(&key) {
             true => None,
+            false if !ask => return Ok(shared.named_within(&key, shared.ttl)),
             false => match self.list_name(prefix, name, &key) {
-                Ok(answer) => return Ok(answer),
+                Ok(answer) => return Ok(Some(answer)),
                 Err(e) => e,
             },
         };
         // S3 is away: the last answer for the name, however old, else the
         // directory's last listing; never a new listing of the whole directory.
         if let Some(answer) = shared.named_within(&key, Duration::MAX) {
-            return Ok(answer);
+            return Ok(Some(answer));
         }
         if let Some(entries) = shared.fall_back(prefix) {
             return Ok(find(&entries));
