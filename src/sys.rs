@@ -86,6 +86,28 @@ pub fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
     }
 }
 
+/// Room on a filesystem, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Space {
+    /// Free to an unprivileged writer.
+    pub available: u64,
+    pub total: u64,
+}
+
+/// The room on the filesystem that holds `path`.
+pub fn space(path: &Path) -> io::Result<Space> {
+    let path = cstring(path.as_os_str().as_bytes())?;
+    // SAFETY: zeroed statvfs is a valid value for the kernel to fill.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a pointer to a statvfs.
+    check(unsafe { libc::statvfs(path.as_ptr(), &mut st) })?;
+    let block = st.f_frsize as u64;
+    Ok(Space {
+        available: (st.f_bavail as u64).saturating_mul(block),
+        total: (st.f_blocks as u64).saturating_mul(block),
+    })
+}
+
 /// Forks. `Ok(None)` in the child, `Ok(Some(pid))` in the parent. Call it before
 /// any thread is started.
 pub fn fork() -> io::Result<Option<u32>> {
@@ -309,5 +331,13 @@ mod tests {
         assert!(ofd_lock_byte(&b, 8, false).unwrap());
         drop(a);
         assert!(ofd_lock_byte(&b, 7, false).unwrap());
+    }
+
+    #[test]
+    fn the_room_on_a_filesystem_is_known() {
+        let dir = tempfile::tempdir().unwrap();
+        let room = space(dir.path()).unwrap();
+        assert!(room.total > 0 && room.available <= room.total, "{room:?}");
+        assert!(space(&dir.path().join("missing")).is_err());
     }
 }

@@ -1,9 +1,11 @@
 //! The sibling warm-up: after a cold read in a directory, its other small files
-//! are fetched in the background (bounded), so a pass over a folder does not wait
-//! on S3 file by file.
+//! are fetched in the background (bounded in count and bytes, per directory and
+//! in all, and never onto a nearly full volume), so a pass over a folder does not
+//! wait on S3 file by file.
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
@@ -14,13 +16,54 @@ use tokio::sync::Semaphore;
 use super::archived::Archived;
 use super::listing::Entry;
 use crate::fetch::{FetchError, Fetcher};
-use crate::store::{ETag, Key, StoreError};
+use crate::store::{ETag, Escaped, Key, StoreError};
+use crate::sys::{self, Space};
 
 /// Siblings fetched in the background when one file of a directory is read cold:
 /// at most this many, each at most `SIBLING_MAX_SIZE`, `SIBLINGS_AT_ONCE` at a time.
 pub const SIBLINGS_MAX: usize = 256;
 pub const SIBLING_MAX_SIZE: u64 = 32 << 20;
 pub const SIBLINGS_AT_ONCE: usize = 16;
+/// Bytes one directory's warm-up may fetch: files that would pass it are left.
+pub const SIBLINGS_DIR_BYTES: u64 = 256 << 20;
+/// Bytes the warm-ups of all directories may have claimed and not yet fetched:
+/// files that would pass it are left, so cold reads in many directories do not
+/// pile up a backlog.
+pub const SIBLINGS_PENDING_BYTES: u64 = 1 << 30;
+/// No warm-up starts while the mirror's volume has less than this free, or less
+/// than `SIBLINGS_MIN_FREE_PERCENT` of its size: room is kept for what readers
+/// and the prefetch must write.
+pub const SIBLINGS_MIN_FREE: u64 = 2 << 30;
+pub const SIBLINGS_MIN_FREE_PERCENT: u64 = 5;
+
+/// The byte limits of the warm-up.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    pub dir_bytes: u64,
+    pub pending_bytes: u64,
+    pub min_free: u64,
+    pub min_free_percent: u64,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            dir_bytes: SIBLINGS_DIR_BYTES,
+            pending_bytes: SIBLINGS_PENDING_BYTES,
+            min_free: SIBLINGS_MIN_FREE,
+            min_free_percent: SIBLINGS_MIN_FREE_PERCENT,
+        }
+    }
+}
+
+impl Budget {
+    /// Whether a volume with `room` is too full for a warm-up.
+    fn too_full(&self, room: Space) -> bool {
+        let percent = room.total / 100 * self.min_free_percent;
+        room.available < self.min_free.max(percent)
+    }
+}
+
 /// Directories whose warm-up is remembered (the least recently warmed are
 /// forgotten first, and may then be warmed again).
 const WARMED_MAX: usize = 4096;
@@ -29,6 +72,9 @@ const WARMED_MAX: usize = 4096;
 pub struct Siblings {
     done: Mutex<LruCache<String, Instant>>,
     permits: Arc<Semaphore>,
+    budget: Budget,
+    /// Bytes claimed by warm-ups and not fetched yet.
+    pending: Arc<AtomicU64>,
     /// A directory is warmed at most once in this long.
     every: Duration,
     fetcher: Fetcher,
@@ -40,11 +86,24 @@ pub struct Siblings {
 impl Siblings {
     /// Warms each directory at most once per `every`, fetching through `fetcher`.
     pub fn new(fetcher: Fetcher, every: Duration, rt: Handle, archived: Arc<Archived>) -> Siblings {
+        Siblings::with_budget(fetcher, every, rt, archived, Budget::default())
+    }
+
+    /// `new`, within `budget`.
+    pub fn with_budget(
+        fetcher: Fetcher,
+        every: Duration,
+        rt: Handle,
+        archived: Arc<Archived>,
+        budget: Budget,
+    ) -> Siblings {
         Siblings {
             done: Mutex::new(LruCache::new(
                 NonZeroUsize::new(WARMED_MAX).expect("not zero"),
             )),
             permits: Arc::new(Semaphore::new(SIBLINGS_AT_ONCE)),
+            budget,
+            pending: Arc::default(),
             every,
             fetcher,
             rt,
@@ -63,10 +122,21 @@ impl Siblings {
     }
 
     /// Fetches the small files among `entries` (the listing of `prefix`) into the
-    /// mirror in the background, leaving archived ones alone. Best effort: a
-    /// failure is only logged.
+    /// mirror in the background, leaving archived ones alone, within the budget
+    /// (nothing at all on a nearly full volume). Best effort: a failure is only
+    /// logged.
     pub fn warm(&self, prefix: &str, entries: &[Entry]) {
         let mirror = self.fetcher.mirror();
+        match sys::space(mirror.root()) {
+            Ok(room) if self.budget.too_full(room) => {
+                let free = room.available;
+                tracing::info!(prefix = %Escaped(prefix), free, "the mirror's volume is nearly full: no warm-up");
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!("cannot tell the room on the mirror's volume: {e}"),
+        }
+        let mut dir_bytes = 0;
         let jobs = entries
             .iter()
             .filter(|e| !e.dir && !e.archived && e.size <= SIBLING_MAX_SIZE)
@@ -76,11 +146,20 @@ impl Siblings {
                 let rel = mirror.path_for(&key, e.size);
                 (key, ETag::new(&e.etag), e.size, rel)
             })
-            .filter(|(key, etag, _, _)| !self.archived.known(key, etag));
+            .filter(|(key, etag, _, _)| !self.archived.known(key, etag))
+            .filter(|(_, _, size, _)| {
+                let fits = dir_bytes + size <= self.budget.dir_bytes;
+                dir_bytes += if fits { *size } else { 0 };
+                fits
+            });
         for (key, etag, size, rel) in jobs.collect::<Vec<_>>() {
+            let Some(claim) = Claim::new(&self.pending, size, self.budget.pending_bytes) else {
+                continue;
+            };
             let (fetcher, permits) = (self.fetcher.clone(), Arc::clone(&self.permits));
             let archived = Arc::clone(&self.archived);
             self.rt.spawn(async move {
+                let _claim = claim;
                 let Ok(_permit) = permits.acquire_owned().await else {
                     return;
                 };
@@ -93,6 +172,33 @@ impl Siblings {
                 }
             });
         }
+    }
+}
+
+/// Bytes of the warm-up's pending budget held by one fetch, given back when it ends.
+struct Claim {
+    pending: Arc<AtomicU64>,
+    size: u64,
+}
+
+impl Claim {
+    /// Claims `size` bytes unless that would take `pending` past `limit`.
+    fn new(pending: &Arc<AtomicU64>, size: u64, limit: u64) -> Option<Claim> {
+        pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(size).filter(|&total| total <= limit)
+            })
+            .ok()?;
+        Some(Claim {
+            pending: Arc::clone(pending),
+            size,
+        })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.pending.fetch_sub(self.size, Ordering::AcqRel);
     }
 }
 
@@ -178,6 +284,105 @@ mod tests {
             2,
             "no GET for the object the listing shows archived"
         );
+    }
+
+    #[test]
+    fn the_warm_up_keeps_to_its_byte_budgets() {
+        // Tasks run only inside `block_on`: every claim is made before any fetch ends.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Arc::new(Mirror::open(dir.path(), "b").unwrap());
+        let store = Arc::new(MemoryStore::new("b"));
+        for d in ["d", "e", "f"] {
+            for i in 0..10u8 {
+                store.put(&format!("{d}/{i:02}"), vec![i; 100]);
+            }
+        }
+        let fetcher = Fetcher::new(
+            Arc::clone(&store) as Arc<dyn ObjectStore>,
+            Arc::clone(&mirror),
+            FetchConfig::default(),
+        );
+        let budget = Budget {
+            dir_bytes: 350,
+            pending_bytes: 500,
+            min_free: 0,
+            min_free_percent: 0,
+        };
+        let siblings = Siblings::with_budget(
+            fetcher.clone(),
+            Duration::from_secs(60),
+            rt.handle().clone(),
+            archived(),
+            budget,
+        );
+        let listed = |d: &str| {
+            rt.block_on(list_dir(store.as_ref(), &format!("{d}/")))
+                .unwrap()
+        };
+        let lists = (listed("d"), listed("e"));
+        siblings.warm("d/", &lists.0);
+        assert_eq!(
+            siblings.pending.load(Ordering::SeqCst),
+            300,
+            "3 files of d/"
+        );
+        siblings.warm("e/", &lists.1);
+        assert_eq!(
+            siblings.pending.load(Ordering::SeqCst),
+            500,
+            "2 of e/: all in all"
+        );
+        rt.block_on(async {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while siblings.pending.load(Ordering::SeqCst) > 0 {
+                assert!(Instant::now() < deadline, "the fetches end");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        let mirrored = |d: &str| {
+            (0..10)
+                .filter(|i| dir.path().join(format!("{d}/{i:02}")).exists())
+                .count()
+        };
+        assert_eq!((mirrored("d"), mirrored("e")), (3, 2));
+        assert_eq!(
+            store.gets.load(Ordering::Relaxed),
+            5,
+            "nothing else asked for"
+        );
+
+        // A volume short of room gets no warm-up at all.
+        let full = Budget {
+            min_free: u64::MAX,
+            ..budget
+        };
+        let siblings = Siblings::with_budget(
+            fetcher,
+            Duration::from_secs(60),
+            rt.handle().clone(),
+            archived(),
+            full,
+        );
+        siblings.warm("f/", &listed("f"));
+        assert_eq!(siblings.pending.load(Ordering::SeqCst), 0);
+        rt.block_on(async { tokio::time::sleep(Duration::from_millis(100)).await });
+        assert_eq!(mirrored("f"), 0);
+        assert_eq!(store.gets.load(Ordering::Relaxed), 5);
+    }
+
+    #[test]
+    fn a_volume_is_too_full_below_a_floor_or_a_share_of_its_size() {
+        const GIB: u64 = 1 << 30;
+        let budget = Budget::default();
+        let room = |available, total| Space { available, total };
+        assert!(!budget.too_full(room(10 * GIB, 100 * GIB)));
+        assert!(budget.too_full(room(4 * GIB, 100 * GIB)), "under 5 %");
+        assert!(budget.too_full(room(GIB, 4 * GIB)), "under 2 GiB");
+        assert!(!budget.too_full(room(3 * GIB, 4 * GIB)));
     }
 
     fn archived() -> Arc<Archived> {
