@@ -6,7 +6,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -67,6 +67,8 @@ struct Shared {
     seen: Mutex<Vec<Seen>>,
     rules: Mutex<Vec<Arc<Rule>>>,
     down: AtomicBool,
+    /// Response body bytes handed to clients so far.
+    served: AtomicU64,
     /// The account that owns every bucket, if the proxy plays S3's owner check.
     owner: Mutex<Option<String>>,
 }
@@ -84,6 +86,7 @@ impl Proxy {
             seen: Mutex::new(Vec::new()),
             rules: Mutex::new(Vec::new()),
             down: AtomicBool::new(false),
+            served: AtomicU64::new(0),
             owner: Mutex::new(None),
         });
         let (tx, rx) = std::sync::mpsc::channel();
@@ -162,6 +165,11 @@ impl Proxy {
 
     pub fn clear(&self) {
         self.shared.seen.lock().clear();
+    }
+
+    /// Response body bytes handed to clients so far (written to their sockets).
+    pub fn bytes_served(&self) -> u64 {
+        self.shared.served.load(Ordering::SeqCst)
     }
 }
 
@@ -290,7 +298,10 @@ async fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
                 | Fault::ResetBeforeHeaders
                 | Fault::StallBeforeHeaders { .. }
                 | Fault::HookBefore(_),
-            ) => write.write_all(&body[..]).await?,
+            ) => {
+                write.write_all(&body[..]).await?;
+                shared.served.fetch_add(body.len() as u64, Ordering::SeqCst);
+            }
             Some(Fault::FlipByte(at) | Fault::FlipByteUnchecked(at)) => {
                 if ok && !body.is_empty() {
                     let at = at.min(body.len() - 1);
@@ -305,6 +316,9 @@ async fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
                     }
                     write.write_all(chunk).await?;
                     write.flush().await?;
+                    shared
+                        .served
+                        .fetch_add(chunk.len() as u64, Ordering::SeqCst);
                 }
             }
             Some(Fault::TruncateAfter(n)) => {
