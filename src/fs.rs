@@ -37,7 +37,10 @@ use listing::Entry;
 use listing_cache::ListingCache;
 pub use listing_cache::{LIST_AHEAD_AT_ONCE, LIST_AHEAD_MAX, LISTED_ENTRIES_MAX, OFFLINE_BACKOFF};
 use siblings::Siblings;
-pub use siblings::{SIBLING_MAX_SIZE, SIBLINGS_AT_ONCE, SIBLINGS_MAX};
+pub use siblings::{
+    SIBLING_MAX_SIZE, SIBLINGS_AT_ONCE, SIBLINGS_DIR_BYTES, SIBLINGS_MAX, SIBLINGS_MIN_FREE,
+    SIBLINGS_MIN_FREE_PERCENT, SIBLINGS_PENDING_BYTES,
+};
 use stream::{Ready, StreamError, read_full};
 use streams::{Download, Streams};
 pub use streams::{FINISH_LEFT, FINISH_SMALL};

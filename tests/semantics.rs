@@ -8,9 +8,12 @@ use s3mirrorfs::cli::Cli;
 use s3mirrorfs::fetch::FetchConfig;
 use s3mirrorfs::fs::stream::FAR_AHEAD;
 use s3mirrorfs::fs::{
-    DIR_PERM, FILE_PERM, IDLE_INODES_MAX, LIST_AHEAD_AT_ONCE, LIST_AHEAD_MAX, LISTED_ENTRIES_MAX,
-    OFFLINE_BACKOFF, SIBLING_MAX_SIZE, SIBLINGS_AT_ONCE, SIBLINGS_MAX,
+    DIR_PERM, FILE_PERM, FINISH_LEFT, FINISH_SMALL, IDLE_INODES_MAX, LIST_AHEAD_AT_ONCE,
+    LIST_AHEAD_MAX, LISTED_ENTRIES_MAX, OFFLINE_BACKOFF, SIBLING_MAX_SIZE, SIBLINGS_AT_ONCE,
+    SIBLINGS_DIR_BYTES, SIBLINGS_MAX, SIBLINGS_MIN_FREE, SIBLINGS_MIN_FREE_PERCENT,
+    SIBLINGS_PENDING_BYTES,
 };
+use s3mirrorfs::fuse::{MAX_BACKGROUND, S3_WAITS_AT_ONCE};
 use s3mirrorfs::layout::{
     NAME_MAX, Placement, REL_PATH_MAX, RENAMED_DIR, STATE_DIR, place_alone, renamed_path,
 };
@@ -124,6 +127,29 @@ fn the_filesystem_section_matches_the_code() {
     quoted(&format!(
         "at most {SIBLINGS_MAX} files, each at most {} MiB, {SIBLINGS_AT_ONCE} at a time",
         SIBLING_MAX_SIZE >> 20
+    ));
+    quoted(&format!(
+        "at most {} MiB in all for the directory",
+        SIBLINGS_DIR_BYTES >> 20
+    ));
+    quoted(&format!(
+        "together hold at most {} GiB claimed and not yet fetched",
+        SIBLINGS_PENDING_BYTES >> 30
+    ));
+    quoted(&format!(
+        "less than {} GiB or less than {SIBLINGS_MIN_FREE_PERCENT} % of its size free",
+        SIBLINGS_MIN_FREE >> 30
+    ));
+    quoted(&format!(
+        "when the object is at most {} MiB, or at most {} MiB of it is left",
+        FINISH_SMALL >> 20,
+        FINISH_LEFT >> 20
+    ));
+    quoted(&format!(
+        "background threads, at most {S3_WAITS_AT_ONCE} at a time"
+    ));
+    quoted(&format!(
+        "may have {MAX_BACKGROUND} readahead requests pending"
     ));
     quoted(&format!(
         "directory's listings again for {} s",
