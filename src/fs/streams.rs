@@ -166,6 +166,9 @@ mod tests {
 
     use super::*;
     use crate::fetch::FetchConfig;
+    use crate::mirror::Mirror;
+    use crate::store::ObjectStore;
+    use crate::store::failing::{FailingStore, GetFault};
     use crate::store::memory::MemoryStore;
     use crate::testing::{Scratch, runtime};
 
@@ -218,6 +221,81 @@ mod tests {
         assert_eq!(f.streams.live(), 2);
         drop((first, second));
         until("a finished download is let go", || f.streams.live() == 1);
+    }
+
+    /// Streams over a store whose first `stalls` GETs deliver 1000 bytes and then
+    /// stall, holding `k` of `size` bytes; a stalled body is given up after `stall`.
+    fn stalling(
+        size: u64,
+        stalls: u64,
+        stall: Duration,
+    ) -> (
+        Streams,
+        Arc<FailingStore<MemoryStore>>,
+        ETag,
+        tempfile::TempDir,
+        tokio::runtime::Runtime,
+    ) {
+        let rt = runtime(1);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FailingStore::new(MemoryStore::new("b")));
+        let etag = store.inner().put("k", vec![7u8; size as usize]);
+        for n in 1..=stalls {
+            store.on_get(n, GetFault::StallAfter(1000));
+        }
+        let mirror = Arc::new(Mirror::open(dir.path(), "b").unwrap());
+        let config = FetchConfig {
+            stall_timeout: stall,
+            ..FetchConfig::default()
+        };
+        let fetcher = Fetcher::new(Arc::clone(&store) as Arc<dyn ObjectStore>, mirror, config);
+        (
+            Streams::new(fetcher, rt.handle().clone()),
+            store,
+            etag,
+            dir,
+            rt,
+        )
+    }
+
+    fn temp_files(dir: &Path) -> usize {
+        std::fs::read_dir(dir.join(".s3mirrorfs/tmp")).map_or(0, |d| d.count())
+    }
+
+    #[test]
+    fn the_last_reader_leaving_stops_a_large_download_and_leaves_nothing() {
+        let size = FINISH_SMALL + FINISH_LEFT + (1 << 20);
+        let (streams, store, etag, dir, _rt) = stalling(size, 8, Duration::from_secs(60));
+        let key = Key::new("k").unwrap();
+        let first = streams.open(1, &key, &etag, size, Path::new("k"));
+        let second = streams.open(1, &key, &etag, size, Path::new("k"));
+        until("bytes arrive", || first.received() > 0);
+        assert_eq!(temp_files(dir.path()), 1);
+        drop(first);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(temp_files(dir.path()), 1, "a reader is left: it goes on");
+        drop(second);
+        until("the temp file is removed", || temp_files(dir.path()) == 0);
+        let gets = store.gets();
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(store.gets(), gets, "no request after");
+        assert!(!dir.path().join("k").exists(), "nothing committed");
+    }
+
+    #[test]
+    fn a_small_download_is_finished_for_the_mirror_when_its_reader_leaves() {
+        let size = 100_000;
+        let (streams, _store, etag, dir, _rt) = stalling(size, 1, Duration::from_millis(100));
+        let key = Key::new("k").unwrap();
+        let reader = streams.open(1, &key, &etag, size, Path::new("k"));
+        until("bytes arrive", || reader.received() > 0);
+        drop(reader);
+        until("the copy is committed", || dir.path().join("k").exists());
+        assert_eq!(
+            std::fs::read(dir.path().join("k")).unwrap(),
+            vec![7u8; 100_000]
+        );
+        assert_eq!(temp_files(dir.path()), 0);
     }
 
     #[test]
