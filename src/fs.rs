@@ -589,6 +589,28 @@ mod tests {
     }
 
     #[test]
+    fn answers_that_would_ask_s3_are_told_apart_from_those_known_here() {
+        let f = fixture(Duration::from_secs(60));
+        let lists = || f.scratch.store.lists.load(Ordering::Relaxed);
+        assert_eq!(f.fs.lookup_now(ROOT_INO, "a").unwrap(), None);
+        assert!(f.fs.opendir_now(ROOT_INO).unwrap().is_none());
+        assert_eq!(lists(), 0, "neither asked S3");
+        let a = f.fs.lookup(ROOT_INO, "a").unwrap();
+        assert_eq!(f.fs.lookup_now(ROOT_INO, "a").unwrap(), Some(a.clone()));
+        readdir(&f.fs, a.ino).unwrap();
+        let one = f.fs.lookup_now(a.ino, "1.jpg").unwrap().expect("listed");
+        assert!(f.fs.opendir_now(a.ino).unwrap().is_some());
+        let absent = f.fs.lookup_now(a.ino, "nope").unwrap_err();
+        assert_eq!(absent.errno(), libc::ENOENT, "absent is known too");
+        assert_eq!(read_all(&f.fs, one.ino), vec![1u8; 1000]);
+        wait_for_copy(&f, "a/1.jpg", 1000);
+        let opened = f.fs.open(one.ino).unwrap();
+        let bytes = f.fs.read_now(opened.fh, 10, 20).unwrap();
+        assert_eq!(bytes, Some(vec![1u8; 20]), "the mirror answers at once");
+        f.fs.release(opened.fh);
+    }
+
+    #[test]
     fn directories_and_files_come_from_delimited_listings() {
         let f = fixture(Duration::from_secs(60));
         let names: Vec<_> = readdir(&f.fs, ROOT_INO)

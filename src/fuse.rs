@@ -135,7 +135,7 @@ struct FuseFs {
     backing: Mutex<Backing>,
     dirs: Arc<OpenDirs>,
     rt: Handle,
-    /// Turns on the blocking pool for requests that wait on S3.
+    /// Places on the blocking pool for requests that wait on S3.
     waits: Arc<Semaphore>,
 }
 
