@@ -389,6 +389,43 @@ pub fn drop_privileges(user: &User) -> io::Result<()> {
     Ok(())
 }
 
+/// Acts as `user` for file access (effective uid, gid and groups) while keeping
+/// root as the saved uid, so `act_as_root` can take it back: what the process
+/// creates or opens meanwhile is checked and owned as that user's.
+pub fn act_as(user: &User) -> io::Result<()> {
+    let groups = match &user.name {
+        Some(name) => groups_of(name, user.gid)?,
+        None => Vec::new(),
+    };
+    // SAFETY: groups holds groups.len() entries.
+    check(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) })?;
+    // SAFETY: plain syscalls on integers; -1 leaves an id as it is.
+    check(unsafe { libc::setresgid(u32::MAX, user.gid, u32::MAX) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::setresuid(u32::MAX, user.uid, u32::MAX) })
+}
+
+/// Takes root back as the effective user after `act_as`.
+pub fn act_as_root() -> io::Result<()> {
+    // SAFETY: plain syscalls on integers; -1 leaves an id as it is.
+    check(unsafe { libc::setresuid(u32::MAX, 0, u32::MAX) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::setresgid(u32::MAX, 0, u32::MAX) })
+}
+
+/// The real, effective, saved and filesystem uids and gids, as
+/// `/proc/self/status` shows them.
+pub fn ids() -> ((u32, u32, u32), (u32, u32, u32)) {
+    let (mut ruid, mut euid, mut suid) = (0, 0, 0);
+    let (mut rgid, mut egid, mut sgid) = (0, 0, 0);
+    // SAFETY: out pointers to live integers.
+    unsafe {
+        libc::getresuid(&mut ruid, &mut euid, &mut suid);
+        libc::getresgid(&mut rgid, &mut egid, &mut sgid);
+    }
+    ((ruid, euid, suid), (rgid, egid, sgid))
+}
+
 fn uid_gid_effective() -> (u32, u32) {
     // SAFETY: getuid/geteuid cannot fail.
     unsafe { (libc::getuid(), libc::geteuid()) }
