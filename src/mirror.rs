@@ -858,16 +858,22 @@ fn try_lock(file: &File) -> io::Result<bool> {
     }
 }
 
-/// Makes the directory `rel` beneath `dir` with `mode`; one already there is fine.
+/// Makes the directory `rel` beneath `dir` with `mode`; one already there is
+/// fine, a symlink there is refused (never followed).
 fn make_dir_in(dir: &Dir, rel: &Path, mode: u32) -> io::Result<()> {
     match dir.create_dir(rel, mode) {
         Ok(()) => Ok(()),
-        Err(e)
-            if e.kind() == io::ErrorKind::AlreadyExists
-                && dir.symlink_metadata(rel).is_ok_and(|m| m.is_dir()) =>
-        {
-            Ok(())
-        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match dir.symlink_metadata(rel) {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            Ok(meta) if meta.is_symlink() => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is a symlink where a directory must be, and paths in the mirror never follow symlinks",
+                    rel.display()
+                ),
+            )),
+            _ => Err(e),
+        },
         Err(e) => Err(e),
     }
 }

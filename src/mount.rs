@@ -332,6 +332,7 @@ fn serve(
         fs_name: format!("s3mirrorfs:{}/{}", options.bucket, options.prefix),
         allow_other: options.allow_other,
         threads: 16,
+        clone_fd: run_as.is_none(),
     };
     let mount_error = |source| MountError::Mount {
         path: options.mountpoint.clone(),
