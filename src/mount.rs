@@ -93,22 +93,22 @@ pub enum MountError {
         source: io::Error,
     },
     /// What the daemon (another process) reported before it exited, and whether
-    /// it refused a mirror of another source.
+    /// the mount was refused (`is_refusal`).
     #[error("{message}")]
-    Daemon { message: String, other_source: bool },
+    Daemon { message: String, refused: bool },
 }
 
-/// Marks a daemon's report of a refused mirror, so the parent can tell.
-const OTHER_SOURCE: &str = "other-source:";
+/// Marks a daemon's report of a refusal, so the parent can tell.
+const REFUSED: &str = "refused:";
 
 impl MountError {
     /// Whether the mount was refused before it could go on: a mirror of another
     /// source (bucket, endpoint or owner), a mirror directory of another user
     /// than the one the daemon runs as, or a user that cannot be run as.
-    pub fn is_other_source(&self) -> bool {
+    pub fn is_refusal(&self) -> bool {
         match self {
             MountError::Mirror(e) => e.is_other_source() || e.is_not_owner(),
-            MountError::Daemon { other_source, .. } => *other_source,
+            MountError::Daemon { refused, .. } => *refused,
             MountError::User { .. } | MountError::SetuidNotRoot => true,
             _ => false,
         }
@@ -116,22 +116,22 @@ impl MountError {
 
     /// How the daemon reports this error to its parent.
     fn report(&self) -> String {
-        match self.is_other_source() {
-            true => format!("{OTHER_SOURCE}{self}"),
+        match self.is_refusal() {
+            true => format!("{REFUSED}{self}"),
             false => self.to_string(),
         }
     }
 
     /// The error a daemon reported with `report`.
     fn reported(report: &str) -> MountError {
-        match report.strip_prefix(OTHER_SOURCE) {
+        match report.strip_prefix(REFUSED) {
             Some(message) => MountError::Daemon {
                 message: message.to_string(),
-                other_source: true,
+                refused: true,
             },
             None => MountError::Daemon {
                 message: report.to_string(),
-                other_source: false,
+                refused: false,
             },
         }
     }

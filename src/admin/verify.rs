@@ -246,7 +246,7 @@ pub async fn run(
     } else {
         "the last prefetch listed"
     };
-    let expected_keys = compare(dir, &expected, &entries, source, &mut report);
+    let expected_keys = compare(view.dir(), &expected, &entries, source, &mut report);
     if remote.is_some() {
         for entry in entries
             .iter()
@@ -435,7 +435,7 @@ async fn check_copies(view: &MirrorView, prefix: &str, report: &mut VerifyReport
 /// Reports each expected object the mirror has no copy of, or only another
 /// version of; returns the expected keys.
 fn compare<'a>(
-    dir: &Path,
+    dir: &Dir,
     expected: &'a [Expected],
     entries: &[Entry],
     source: &str,
@@ -499,13 +499,15 @@ fn archived_detail(want: &Expected, source: &str, held: &str) -> String {
 }
 
 /// A `dir/` marker kept as a directory made before markers carried a record.
-fn is_old_marker_dir(dir: &Path, want: &Expected) -> bool {
+fn is_old_marker_dir(dir: &Dir, want: &Expected) -> bool {
     let marker_dir = match (&want.path, place_alone(want.key.as_str(), want.size)) {
-        (Some(p), _) => Some(dir.join(p)),
-        (None, Placement::Directory(p)) => Some(dir.join(p)),
+        (Some(p), _) => Some(std::path::PathBuf::from(p)),
+        (None, Placement::Directory(p)) => Some(p),
         (None, _) => None,
     };
-    want.size == 0 && want.key.as_str().ends_with('/') && marker_dir.is_some_and(|p| p.is_dir())
+    want.size == 0
+        && want.key.as_str().ends_with('/')
+        && marker_dir.is_some_and(|p| dir.symlink_metadata(&p).is_ok_and(|m| m.is_dir()))
 }
 
 /// Copies hashed at once: enough to keep a disk busy, few enough for two cores.

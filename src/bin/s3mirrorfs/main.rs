@@ -94,7 +94,7 @@ fn mount_command(mut args: MountArgs) -> ExitCode {
             eprintln!("error: {e}");
             // Like prefetch: a mirror of another source or another user's is a
             // run that cannot go on.
-            ExitCode::from(if e.is_other_source() { 2 } else { 1 })
+            ExitCode::from(if e.is_refusal() { 2 } else { 1 })
         }
     }
 }
