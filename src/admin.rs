@@ -12,8 +12,10 @@ pub mod verify;
 use std::io;
 use std::path::PathBuf;
 
-use crate::mirror::MirrorError;
+use crate::mirror::inventory::MirrorView;
+use crate::mirror::{MirrorError, UserName};
 use crate::store::{Key, StoreError};
+use crate::sys;
 
 /// Failures that stop an admin command (per-object problems are reported instead).
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,24 @@ pub enum SourceProblem {
     NotADirectory,
     #[error("a directory with a UTF-8 name is needed (not /)")]
     NoName,
+}
+
+/// Refuses a mirror that the user running the command does not own: commands
+/// that act for the mirror's owner (restore, archive) are the owner's to run.
+fn refuse_other_owner(view: &MirrorView) -> Result<(), MirrorError> {
+    refuse_owner(view.root(), view.owner()?)
+}
+
+fn refuse_owner(path: &std::path::Path, owner: u32) -> Result<(), MirrorError> {
+    let user = sys::euid();
+    if owner == user {
+        return Ok(());
+    }
+    Err(MirrorError::NotOwner {
+        path: path.to_path_buf(),
+        owner: UserName(owner),
+        user: UserName(user),
+    })
 }
 
 /// Whether `key` lies under `prefix` ("" is the whole bucket).

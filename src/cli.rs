@@ -241,7 +241,11 @@ pub struct MountArgs {
     /// Stay in the foreground instead of daemonizing (for systemd and debugging).
     #[arg(long, short)]
     pub foreground: bool,
-    /// Owner shown for files and directories (default: the user mounting).
+    /// The user the daemon runs as once mounted, by name or uid, when started as
+    /// root (default: the owner of the mirror directory).
+    #[arg(long, value_name = "USER")]
+    pub setuid: Option<String>,
+    /// Owner shown for files and directories (default: the user the daemon runs as).
     #[arg(long, value_name = "U")]
     pub uid: Option<u32>,
     /// Group shown for files and directories (default: the user's group).
@@ -384,6 +388,7 @@ impl MountArgs {
                         .map_err(|e| format!("mount option {option}: {e}"))?;
                     self.s3.expected_bucket_owner = Some(owner);
                 }
+                "setuid" => self.setuid = Some(need(value)?),
                 "uid" => self.uid = Some(number(value)? as u32),
                 "gid" => self.gid = Some(number(value)? as u32),
                 "metadata_ttl" => self.metadata_ttl = number(value)?,
@@ -439,7 +444,7 @@ mod tests {
             "bucket",
             "/mnt",
             "-o",
-            "ro,allow_other,uid=7,_netdev",
+            "ro,allow_other,uid=7,_netdev,setuid=user",
         ]
         .iter()
         .map(Into::into)
@@ -451,6 +456,7 @@ mod tests {
         mount.apply_fstab_options().unwrap();
         assert!(mount.allow_other);
         assert_eq!(mount.uid, Some(7));
+        assert_eq!(mount.setuid.as_deref(), Some("user"));
         assert_eq!(mount.mountpoint, PathBuf::from("/mnt"));
         let unknown: Vec<std::ffi::OsString> = ["s3mirrorfs", "b", "/mnt", "-o", "bogus"]
             .iter()

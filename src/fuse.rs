@@ -39,6 +39,10 @@ pub struct MountConfig {
     pub fs_name: String,
     pub allow_other: bool,
     pub threads: usize,
+    /// Give each thread its own /dev/fuse descriptor. Cloning opens /dev/fuse
+    /// when serving starts, which a daemon that gave up root may not do: then the
+    /// threads share the mount's descriptor.
+    pub clone_fd: bool,
 }
 
 /// The one way a failure reaches the kernel: logged, with its whole chain of
@@ -476,7 +480,7 @@ impl Mounted {
             SessionACL::Owner
         };
         config.n_threads = Some(options.threads.max(1));
-        config.clone_fd = options.threads > 1;
+        config.clone_fd = options.clone_fd && options.threads > 1;
         let shared = Arc::clone(&fs);
         let fuse = FuseFs {
             rt: fs.runtime().clone(),

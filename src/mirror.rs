@@ -8,10 +8,11 @@ pub mod identity;
 pub mod inventory;
 mod open;
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, File};
 use std::io::{self, Read};
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::SystemTime;
 
@@ -23,6 +24,7 @@ use identity::{Claim, IDENTITY_FILE, Shown, Source, SourceField};
 use crate::layout::{RENAMED_DIR, STATE_DIR, possible_paths, renamed_path};
 use crate::store::{ETag, Key};
 use crate::sys;
+use crate::sys::beneath::{Dir, Open};
 
 /// The extended attribute that records which object a file holds.
 pub const RECORD_XATTR: &str = "user.s3mirrorfs";
@@ -192,12 +194,38 @@ pub enum MirrorError {
     NoMirror(PathBuf),
     #[error("{0} is not an s3mirrorfs mirror (it has no .s3mirrorfs directory)")]
     NotAMirror(PathBuf),
+    #[error(
+        "mirror directory {path} is owned by {owner}, not by {user} who runs this command; run it as {owner} (for the mount: --setuid / setuid=)"
+    )]
+    NotOwner {
+        path: PathBuf,
+        owner: UserName,
+        user: UserName,
+    },
+}
+
+/// A uid, shown with its name when the system knows one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserName(pub u32);
+
+impl std::fmt::Display for UserName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match sys::user_by_uid(self.0).ok().flatten().and_then(|u| u.name) {
+            Some(name) => write!(f, "user {name} (uid {})", self.0),
+            None => write!(f, "uid {}", self.0),
+        }
+    }
 }
 
 impl MirrorError {
     /// Whether the disk is full (the run may as well stop).
     pub fn is_no_space(&self) -> bool {
         matches!(self, MirrorError::NoSpace { .. })
+    }
+
+    /// Whether the mirror directory belongs to another user than the one running.
+    pub fn is_not_owner(&self) -> bool {
+        matches!(self, MirrorError::NotOwner { .. })
     }
 
     /// Whether the mirror belongs to another source (bucket, endpoint or owner)
@@ -213,9 +241,12 @@ impl MirrorError {
 /// A mirror directory opened for reading and writing.
 #[derive(Debug)]
 pub struct Mirror {
+    /// The root as named, for messages; every file operation goes through `dir`.
     root: PathBuf,
     state: PathBuf,
-    tmp: PathBuf,
+    /// The root directory, opened once: paths are resolved beneath it and never
+    /// through a symlink, so its owner cannot send our writes elsewhere.
+    dir: Arc<Dir>,
     /// What `mirror.json` says, and what this run will make it say.
     identity: Mutex<Claim>,
     counter: AtomicU64,
@@ -224,9 +255,16 @@ pub struct Mirror {
 }
 
 impl Mirror {
-    /// Opens (creating if needed) the mirror of `bucket` at `root`, and removes
-    /// temp files that crashed runs left behind.
+    /// Opens (creating if needed) the mirror of `bucket` at `root` for the user
+    /// this process runs as, and removes temp files that crashed runs left behind.
     pub fn open(root: &Path, bucket: &str) -> Result<Mirror, MirrorError> {
+        Mirror::open_as(root, bucket, sys::euid())
+    }
+
+    /// Opens the mirror at `root` to be written by `uid`: the directory (a real
+    /// one, not a symlink) and its state directory must be owned by `uid`, so a
+    /// process running as root never writes into another user's tree.
+    pub fn open_as(root: &Path, bucket: &str, uid: u32) -> Result<Mirror, MirrorError> {
         let not_writable = |path: &Path| {
             let path = path.to_path_buf();
             move |err: io::Error| MirrorError::NotWritable { path, err }
@@ -236,18 +274,21 @@ impl Mirror {
             .mode(DIR_MODE)
             .create(root)
             .map_err(not_writable(root))?;
-        let root = fs::canonicalize(root).map_err(not_writable(root))?;
+        let dir = Dir::open_root(root).map_err(not_writable(root))?;
+        let root = display_root(root);
+        check_owner(&dir, &root, uid)?;
+        let state_rel = Path::new(STATE_DIR);
+        make_dir_in(&dir, state_rel, STATE_MODE).map_err(not_writable(&root))?;
+        let state_dir = dir.open_dir(state_rel).map_err(not_writable(&root))?;
+        check_owner(&state_dir, &root.join(STATE_DIR), uid)?;
+        make_dir_in(&dir, &tmp_rel(), STATE_MODE).map_err(not_writable(&root))?;
+        make_dir_in(&dir, Path::new(RENAMED_DIR), DIR_MODE).map_err(not_writable(&root))?;
         let state = root.join(STATE_DIR);
-        let tmp = state.join("tmp");
-        for dir in [&state, &tmp] {
-            make_dir(dir, STATE_MODE).map_err(not_writable(&root))?;
-        }
-        make_dir(&root.join(RENAMED_DIR), DIR_MODE).map_err(not_writable(&root))?;
-        let identity = Mutex::new(Claim::read(&root, &state, bucket)?);
+        let identity = Mutex::new(Claim::read(&root, &dir, bucket)?);
         let mirror = Mirror {
             root,
             state,
-            tmp,
+            dir: Arc::new(dir),
             identity,
             counter: AtomicU64::new(0),
             keep_versions: AtomicBool::new(true),
@@ -256,6 +297,12 @@ impl Mirror {
         mirror.probe_xattrs()?;
         mirror.clean_temp_files();
         Ok(mirror)
+    }
+
+    /// The mirror's root directory, opened: paths beneath it resolve without
+    /// following symlinks.
+    pub fn dir(&self) -> &Dir {
+        &self.dir
     }
 
     /// The mirror's root directory.
@@ -270,8 +317,18 @@ impl Mirror {
 
     fn io(&self, path: &Path) -> impl FnOnce(io::Error) -> MirrorError + use<> {
         let mirror = self.root.clone();
-        let path = path.to_path_buf();
+        // Relative paths are the mirror's: name them in full.
+        let path = if path.is_relative() {
+            self.root.join(path)
+        } else {
+            path.to_path_buf()
+        };
         move |err| io_error(&mirror, &path, err)
+    }
+
+    /// Fsyncs the directory at `rel` (relative to the root).
+    fn sync_rel(&self, rel: &Path) -> Result<(), MirrorError> {
+        sync_dir(&self.dir, rel).map_err(self.io(rel))
     }
 
     /// Checks the run's source against the one the mirror records: another
@@ -323,20 +380,25 @@ impl Mirror {
         contents: &[u8],
         durable: bool,
     ) -> Result<(), MirrorError> {
-        let final_path = self.state.join(name);
-        let dir = final_path.parent().unwrap_or(&self.state).to_path_buf();
-        if !dir.is_dir() {
-            make_dir(&dir, STATE_MODE).map_err(self.io(&dir))?;
+        let final_rel = Path::new(STATE_DIR).join(name);
+        let dir = final_rel
+            .parent()
+            .unwrap_or(Path::new(STATE_DIR))
+            .to_path_buf();
+        if !self.dir.symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            make_dir_in(&self.dir, &dir, STATE_MODE).map_err(self.io(&dir))?;
         }
         let tmp = self.create_temp()?;
         tmp.write_at(contents, 0)?;
         if durable {
             tmp.file.sync_all().map_err(self.io(&tmp.path))?;
         }
-        fs::rename(&tmp.path, &final_path).map_err(self.io(&final_path))?;
+        self.dir
+            .rename(&tmp.rel, &final_rel)
+            .map_err(self.io(&final_rel))?;
         tmp.disarm();
         if durable {
-            sync_dir(&dir).map_err(self.io(&dir))?;
+            self.sync_rel(&dir)?;
         }
         Ok(())
     }
@@ -352,16 +414,18 @@ impl Mirror {
 
     /// Removes temp files whose writer is gone (their flock is free).
     fn clean_temp_files(&self) {
-        let Ok(entries) = fs::read_dir(&self.tmp) else {
+        let tmp = tmp_rel();
+        let Ok(entries) = self.dir.read_dir(&tmp) else {
             return;
         };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(file) = File::open(&path) else {
+        for entry in entries {
+            let rel = tmp.join(&entry.name);
+            let path = self.root.join(&rel);
+            let Ok(file) = self.dir.open_read(&rel) else {
                 continue;
             };
             if file.try_lock().is_ok() {
-                match fs::remove_file(&path) {
+                match self.dir.remove_file(&rel) {
                     Ok(()) => tracing::debug!(path = %path.display(), "removed stale temp file"),
                     Err(e) => {
                         tracing::warn!(path = %path.display(), error = %e, "cannot remove stale temp file")
@@ -419,13 +483,12 @@ impl Mirror {
     /// Opens (creating) a lock file of the state directory; returns it and its path.
     fn open_lock_file(&self, name: &str) -> Result<(File, PathBuf), MirrorError> {
         let path = self.state.join(name);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
+        let file = self
+            .dir
+            .open(
+                &Path::new(STATE_DIR).join(name),
+                Open::read_write().create(0o600),
+            )
             .map_err(self.io(&path))?;
         Ok((file, path))
     }
@@ -434,13 +497,11 @@ impl Mirror {
     pub fn create_temp(&self) -> Result<TempFile, MirrorError> {
         loop {
             let n = self.counter.fetch_add(1, Ordering::Relaxed);
-            let path = self.tmp.join(format!("{}.{n}.tmp", std::process::id()));
-            let file = match OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(FILE_MODE)
-                .open(&path)
+            let rel = tmp_rel().join(format!("{}.{n}.tmp", std::process::id()));
+            let path = self.root.join(&rel);
+            let file = match self
+                .dir
+                .open(&rel, Open::read_write().create_new(FILE_MODE))
             {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -448,7 +509,9 @@ impl Mirror {
             };
             file.lock().map_err(self.io(&path))?;
             // A cleaner may have taken the file between create and flock; then start over.
-            let ours = fs::symlink_metadata(&path)
+            let ours = self
+                .dir
+                .symlink_metadata(&rel)
                 .map(|m| m.ino() == file.metadata().map(|f| f.ino()).unwrap_or(0))
                 .unwrap_or(false);
             if !ours {
@@ -458,7 +521,9 @@ impl Mirror {
                 .map_err(self.io(&path))?;
             return Ok(TempFile {
                 file,
+                rel,
                 path,
+                dir: Arc::clone(&self.dir),
                 mirror: self.root.clone(),
                 armed: true,
             });
@@ -468,7 +533,7 @@ impl Mirror {
     /// Where a file for `key` goes, given its preferred path: a directory already
     /// standing there keeps its name (it holds other copies) and the key is renamed.
     pub fn resolve(&self, key: &Key, preferred: &Path) -> PathBuf {
-        match fs::symlink_metadata(self.root.join(preferred)) {
+        match self.dir.symlink_metadata(preferred) {
             Ok(meta) if meta.is_dir() => renamed_path(key.as_str()),
             _ => preferred.to_path_buf(),
         }
@@ -487,10 +552,9 @@ impl Mirror {
         etag: &ETag,
         size: u64,
     ) -> (LocalStatus, Option<Record>) {
-        let path = self.root.join(rel);
-        let status = match fs::symlink_metadata(&path) {
+        let status = match self.dir.symlink_metadata(rel) {
             Ok(meta) if meta.is_file() => {
-                let record = read_record(&path);
+                let record = read_record_in(&self.dir, rel);
                 let status = match &record {
                     Some(r) if r.corrupt || r.key != *key || r.size != meta.len() => {
                         LocalStatus::Stale
@@ -523,7 +587,7 @@ impl Mirror {
         let parent = rel.parent().unwrap_or(Path::new(""));
         self.ensure_dir(parent)?;
         let final_path = self.root.join(rel);
-        if fs::symlink_metadata(&final_path).is_ok_and(|m| m.is_dir()) {
+        if self.dir.symlink_metadata(rel).is_ok_and(|m| m.is_dir()) {
             return Err(MirrorError::Blocked {
                 path: final_path,
                 why: "a directory is in the way",
@@ -534,11 +598,13 @@ impl Mirror {
         self.keep_before_replace(rel, &record.key, Some(&record.etag))?;
         #[cfg(feature = "test-util")]
         crate::fault::point("before-rename", record.key.as_str());
-        fs::rename(&tmp.path, &final_path).map_err(self.io(&final_path))?;
+        self.dir
+            .rename(&tmp.rel, rel)
+            .map_err(self.io(&final_path))?;
         tmp.armed = false;
         #[cfg(feature = "test-util")]
         crate::fault::point("after-rename", record.key.as_str());
-        sync_dir(&self.root.join(parent)).map_err(self.io(&final_path))?;
+        sync_dir(&self.dir, parent).map_err(self.io(&final_path))?;
         self.drop_other_copies(record, rel);
         Ok(())
     }
@@ -553,20 +619,24 @@ impl Mirror {
     pub fn drop_other_copies(&self, kept: &Record, at: &Path) {
         let key = &kept.key;
         for rel in possible_paths(key.as_str()).into_iter().filter(|p| p != at) {
-            let path = self.root.join(&rel);
-            let Ok(meta) = fs::symlink_metadata(&path) else {
+            let Ok(meta) = self.dir.symlink_metadata(&rel) else {
                 continue;
             };
-            let Some(old) = read_record(&path).filter(|r| r.key == *key) else {
+            let Some(old) = read_record_in(&self.dir, &rel).filter(|r| r.key == *key) else {
                 continue;
             };
             let dropped = if meta.is_dir() {
-                xattr::remove(&path, RECORD_XATTR).and_then(|()| sync_dir(&path))
+                self.dir.open_dir(&rel).and_then(|d| {
+                    d.as_file().remove_xattr(RECORD_XATTR)?;
+                    d.sync()
+                })
             } else if old.etag != kept.etag && self.keeps_versions() {
-                self.keep(&path, key, Some(&old), history::Keep::Move)
+                self.keep(&rel, key, Some(&old), history::Keep::Move)
                     .map_err(io::Error::other)
             } else {
-                fs::remove_file(&path).and_then(|()| sync_dir(path.parent().unwrap_or(&self.root)))
+                self.dir
+                    .remove_file(&rel)
+                    .and_then(|()| sync_dir(&self.dir, rel.parent().unwrap_or(Path::new(""))))
             };
             match dropped {
                 Ok(()) => {
@@ -584,28 +654,28 @@ impl Mirror {
     /// no copy is lost. Returns whether the last directory was created.
     pub fn ensure_dir(&self, rel: &Path) -> Result<bool, MirrorError> {
         let mut created = false;
-        let mut current = self.root.clone();
+        let mut current = PathBuf::new();
         for component in rel.components() {
             let parent = current.clone();
             current.push(component);
             created = false;
-            match fs::symlink_metadata(&current) {
+            match self.dir.symlink_metadata(&current) {
                 Ok(meta) if meta.is_dir() => continue,
                 Ok(meta) if meta.is_file() => self.relocate(&current)?,
                 Ok(_) => {
                     return Err(MirrorError::Blocked {
-                        path: current,
+                        path: self.root.join(&current),
                         why: "a symlink or special file stands where a directory is needed",
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(self.io(&current)(e)),
             }
-            match make_dir(&current, DIR_MODE) {
+            match make_dir_in(&self.dir, &current, DIR_MODE) {
                 Ok(()) => created = true,
                 Err(e) => return Err(self.io(&current)(e)),
             }
-            sync_dir(&parent).map_err(self.io(&parent))?;
+            self.sync_rel(&parent)?;
         }
         Ok(created)
     }
@@ -613,23 +683,23 @@ impl Mirror {
     /// If the file at `rel` holds `key`, moves it to the key's renamed path (best
     /// effort: on failure the key is simply fetched again).
     pub fn move_aside(&self, rel: &Path, key: &Key) {
-        let path = self.root.join(rel);
-        let holds_key = fs::symlink_metadata(&path).is_ok_and(|m| m.is_file())
-            && read_record(&path).is_some_and(|r| r.key == *key);
-        if holds_key && let Err(e) = self.relocate(&path) {
+        let holds_key = self.dir.symlink_metadata(rel).is_ok_and(|m| m.is_file())
+            && read_record_in(&self.dir, rel).is_some_and(|r| r.key == *key);
+        if holds_key && let Err(e) = self.relocate(rel) {
+            let path = self.root.join(rel);
             tracing::warn!(path = %path.display(), "cannot move a copy aside: {e}");
         }
     }
 
     /// Moves a file out of the way of a directory, to the renamed path of the key
     /// it holds; whatever other version stands there is kept in history first.
-    fn relocate(&self, path: &Path) -> Result<(), MirrorError> {
-        let rel = path.strip_prefix(&self.root).unwrap_or(path);
-        let record = read_record(path);
+    fn relocate(&self, rel: &Path) -> Result<(), MirrorError> {
+        let path = self.root.join(rel);
+        let record = read_record_in(&self.dir, rel);
         let key = match &record {
             Some(r) => r.key.clone(),
             None => Key::new(rel.to_string_lossy()).map_err(|_| MirrorError::Blocked {
-                path: path.to_path_buf(),
+                path: path.clone(),
                 why: "an unnamed file is in the way",
             })?,
         };
@@ -637,33 +707,26 @@ impl Mirror {
         let target = self.root.join(&target_rel);
         tracing::info!(from = %rel.display(), to = %target.display(), "moving a copy out of the way of a directory");
         self.keep_before_replace(&target_rel, &key, record.as_ref().map(|r| &r.etag))?;
-        fs::rename(path, &target).map_err(self.io(path))?;
-        if let Some(dir) = target.parent() {
-            sync_dir(dir).map_err(self.io(dir))?;
-        }
-        if let Some(dir) = path.parent() {
-            sync_dir(dir).map_err(self.io(dir))?;
-        }
-        Ok(())
+        self.dir.rename(rel, &target_rel).map_err(self.io(&path))?;
+        self.sync_rel(target_rel.parent().unwrap_or(Path::new("")))?;
+        self.sync_rel(rel.parent().unwrap_or(Path::new("")))
     }
 
     /// Takes the copy at `rel`, which holds `record`, out of the key tree (for
     /// prune): into history, or removed when versions are not kept.
     pub fn remove(&self, rel: &Path, record: &Record) -> Result<(), MirrorError> {
-        let path = self.root.join(rel);
         if self.keeps_versions() {
             let _lock = self.lock_path(rel)?;
-            return self.keep(&path, &record.key, Some(record), history::Keep::Move);
+            return self.keep(rel, &record.key, Some(record), history::Keep::Move);
         }
-        fs::remove_file(&path).map_err(self.io(&path))?;
-        let parent = path.parent().unwrap_or(&self.root);
-        sync_dir(parent).map_err(self.io(parent))
+        self.dir.remove_file(rel).map_err(self.io(rel))?;
+        self.sync_rel(rel.parent().unwrap_or(Path::new("")))
     }
 
     /// Every mirrored file with its record: the key tree and the renamed directory,
     /// never the rest of the tool's state. Files without a record are the user's own.
     pub fn recorded_files(&self) -> Vec<(PathBuf, Record)> {
-        let (entries, _unreadable) = inventory::walk(&self.root);
+        let (entries, _unreadable) = inventory::walk(&self.dir, &self.root);
         entries
             .into_iter()
             .filter(|e| !e.directory)
@@ -673,9 +736,15 @@ impl Mirror {
 }
 
 /// Reads the record of a mirrored file, if it has a valid one (a symlink is not
-/// followed).
+/// followed). For files outside a mirror; inside one, `read_record_in`.
 pub fn read_record(path: &Path) -> Option<Record> {
     Record::decode(&xattr::get(path, RECORD_XATTR).ok()??)
+}
+
+/// Reads the record of the file or directory at `rel` beneath `dir`, if it has a
+/// valid one; nothing on the way is followed if it is a symlink.
+pub fn read_record_in(dir: &Dir, rel: &Path) -> Option<Record> {
+    read_record_of(&dir.open_read(rel).ok()?)
 }
 
 /// Reads the record of an open file or directory, if it has a valid one.
@@ -704,7 +773,11 @@ pub struct PathLock {
 #[derive(Debug)]
 pub struct TempFile {
     file: File,
+    /// Relative to the mirror root, where it is renamed from.
+    rel: PathBuf,
+    /// In full, for messages.
     path: PathBuf,
+    dir: Arc<Dir>,
     mirror: PathBuf,
     armed: bool,
 }
@@ -755,7 +828,7 @@ impl TempFile {
 impl Drop for TempFile {
     fn drop(&mut self) {
         if self.armed {
-            let _ = fs::remove_file(&self.path);
+            let _ = self.dir.remove_file(&self.rel);
         }
     }
 }
@@ -785,16 +858,68 @@ fn try_lock(file: &File) -> io::Result<bool> {
     }
 }
 
-fn make_dir(path: &Path, mode: u32) -> io::Result<()> {
-    match DirBuilder::new().mode(mode).create(path) {
-        Ok(()) => fs::set_permissions(path, fs::Permissions::from_mode(mode)),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+/// Makes the directory `rel` beneath `dir` with `mode`; one already there is
+/// fine, a symlink there is refused (never followed).
+fn make_dir_in(dir: &Dir, rel: &Path, mode: u32) -> io::Result<()> {
+    match dir.create_dir(rel, mode) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match dir.symlink_metadata(rel) {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            Ok(meta) if meta.is_symlink() => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is a symlink where a directory must be, and paths in the mirror never follow symlinks",
+                    rel.display()
+                ),
+            )),
+            _ => Err(e),
+        },
         Err(e) => Err(e),
     }
 }
 
-fn sync_dir(path: &Path) -> io::Result<()> {
-    File::open(path)?.sync_all()
+/// Fsyncs the directory at `rel` beneath `dir` (`""` is `dir` itself).
+fn sync_dir(dir: &Dir, rel: &Path) -> io::Result<()> {
+    if rel.as_os_str().is_empty() {
+        return dir.sync();
+    }
+    dir.open_dir(rel)?.sync()
+}
+
+/// Where temp files go, relative to the root.
+fn tmp_rel() -> PathBuf {
+    Path::new(STATE_DIR).join("tmp")
+}
+
+/// The root as messages name it: its parent resolved, its own name as given (it
+/// was opened without following a symlink there).
+fn display_root(root: &Path) -> PathBuf {
+    let parent = match root.parent() {
+        Some(p) if p.as_os_str().is_empty() => Path::new("."),
+        Some(p) => p,
+        None => return root.to_path_buf(),
+    };
+    match (root.file_name(), fs::canonicalize(parent)) {
+        (Some(name), Ok(parent)) => parent.join(name),
+        _ => fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf()),
+    }
+}
+
+/// Refuses a directory that `uid` does not own.
+fn check_owner(dir: &Dir, path: &Path, uid: u32) -> Result<(), MirrorError> {
+    let owner = dir.owner().map_err(|err| MirrorError::Io {
+        path: path.to_path_buf(),
+        err,
+    })?;
+    if owner == uid {
+        Ok(())
+    } else {
+        Err(MirrorError::NotOwner {
+            path: path.to_path_buf(),
+            owner: UserName(owner),
+            user: UserName(uid),
+        })
+    }
 }
 
 /// FNV-1a: a hash that is the same in every process, for lock offsets.
@@ -935,7 +1060,10 @@ mod tests {
             mirror.status(Path::new("nope"), &key("nope"), &ETag::new("\"e1\""), 6),
             LocalStatus::Missing
         );
-        assert_eq!(fs::read_dir(mirror.tmp.clone()).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(mirror.root().join(tmp_rel())).unwrap().count(),
+            0
+        );
     }
 
     #[test]
@@ -945,17 +1073,20 @@ mod tests {
         let tmp = mirror.create_temp().unwrap();
         tmp.write_at(b"partial", 0).unwrap();
         drop(tmp);
-        assert_eq!(fs::read_dir(&mirror.tmp).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(mirror.root().join(tmp_rel())).unwrap().count(),
+            0
+        );
     }
 
     #[test]
     fn stale_temp_files_are_cleaned_but_live_ones_kept() {
         let dir = tempfile::tempdir().unwrap();
         let mirror = Mirror::open(dir.path(), "b").unwrap();
-        fs::write(mirror.tmp.join("dead.1.tmp"), b"x").unwrap();
+        fs::write(mirror.root().join(tmp_rel()).join("dead.1.tmp"), b"x").unwrap();
         let live = mirror.create_temp().unwrap();
         let again = Mirror::open(dir.path(), "b").unwrap();
-        let left: Vec<_> = fs::read_dir(&again.tmp)
+        let left: Vec<_> = fs::read_dir(again.root().join(tmp_rel()))
             .unwrap()
             .flatten()
             .map(|e| e.path())

@@ -2,7 +2,7 @@
 //! (reporting mount errors before the parent exits), mounts, tells systemd it is
 //! ready, serves until unmounted or signalled, and unmounts on the way out.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,8 +31,12 @@ pub struct MountOptions {
     pub metadata_ttl: Duration,
     pub allow_other: bool,
     pub foreground: bool,
-    pub uid: u32,
-    pub gid: u32,
+    /// Owner shown for files and directories; `None` is the user the daemon runs as.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// The user to run as once mounted, when started as root (name or uid);
+    /// `None` is the owner of the mirror directory.
+    pub setuid: Option<String>,
 }
 
 /// Why a mount did not start or ended.
@@ -74,44 +78,60 @@ pub enum MountError {
     },
     #[error("the daemon exited before mounting")]
     DaemonExited,
+    #[error("--setuid {spec}: {source}")]
+    User {
+        spec: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("--setuid needs the mount to be started as root")]
+    SetuidNotRoot,
+    #[error("cannot switch to {user}: {source}")]
+    Switch {
+        user: crate::mirror::UserName,
+        #[source]
+        source: io::Error,
+    },
     /// What the daemon (another process) reported before it exited, and whether
-    /// it refused a mirror of another source.
+    /// the mount was refused (`is_refusal`).
     #[error("{message}")]
-    Daemon { message: String, other_source: bool },
+    Daemon { message: String, refused: bool },
 }
 
-/// Marks a daemon's report of a mirror of another source, so the parent can tell.
-const OTHER_SOURCE: &str = "other-source:";
+/// Marks a daemon's report of a refusal, so the parent can tell.
+const REFUSED: &str = "refused:";
 
 impl MountError {
-    /// Whether the mirror belongs to another source (bucket, endpoint or owner)
-    /// than the mount's.
-    pub fn is_other_source(&self) -> bool {
+    /// Whether the mount was refused before it could go on: a mirror of another
+    /// source (bucket, endpoint or owner), a mirror directory of another user
+    /// than the one the daemon runs as, or a user that cannot be run as.
+    pub fn is_refusal(&self) -> bool {
         match self {
-            MountError::Mirror(e) => e.is_other_source(),
-            MountError::Daemon { other_source, .. } => *other_source,
+            MountError::Mirror(e) => e.is_other_source() || e.is_not_owner(),
+            MountError::Daemon { refused, .. } => *refused,
+            MountError::User { .. } | MountError::SetuidNotRoot => true,
             _ => false,
         }
     }
 
     /// How the daemon reports this error to its parent.
     fn report(&self) -> String {
-        match self.is_other_source() {
-            true => format!("{OTHER_SOURCE}{self}"),
+        match self.is_refusal() {
+            true => format!("{REFUSED}{self}"),
             false => self.to_string(),
         }
     }
 
     /// The error a daemon reported with `report`.
     fn reported(report: &str) -> MountError {
-        match report.strip_prefix(OTHER_SOURCE) {
+        match report.strip_prefix(REFUSED) {
             Some(message) => MountError::Daemon {
                 message: message.to_string(),
-                other_source: true,
+                refused: true,
             },
             None => MountError::Daemon {
                 message: report.to_string(),
-                other_source: false,
+                refused: false,
             },
         }
     }
@@ -125,8 +145,9 @@ impl MountError {
 /// the daemon has mounted (or failed to).
 pub fn run(options: MountOptions) -> Result<(), MountError> {
     check_mountpoint(&options.mountpoint)?;
+    let run_as = run_as(&options)?;
     if options.foreground {
-        return serve(&options, None);
+        return serve(&options, run_as.as_ref(), None);
     }
     let (mut from_child, to_parent) = sys::pipe().map_err(MountError::start("daemon"))?;
     match sys::fork().map_err(MountError::start("daemon"))? {
@@ -144,7 +165,7 @@ pub fn run(options: MountOptions) -> Result<(), MountError> {
             drop(from_child);
             let _ = sys::setsid();
             let mut pipe = Some(to_parent);
-            let code = match serve(&options, Some(&mut pipe)) {
+            let code = match serve(&options, run_as.as_ref(), Some(&mut pipe)) {
                 Ok(()) => 0,
                 Err(e) => {
                     match pipe.as_mut() {
@@ -159,6 +180,63 @@ pub fn run(options: MountOptions) -> Result<(), MountError> {
             std::process::exit(code);
         }
     }
+}
+
+/// The user the daemon gives root up for once mounted: `None` when it does not
+/// run as root (or is to stay root: the mirror is root's). Started as root, it
+/// runs as `--setuid`, else as the owner of the mirror directory (root when
+/// the directory does not exist yet, which root then creates, as before). A
+/// mirror directory of another user than that one is refused here, before
+/// anything is mounted or written.
+fn run_as(options: &MountOptions) -> Result<Option<sys::User>, MountError> {
+    let lookup = |spec: &str| {
+        sys::lookup_user(spec).map_err(|source| MountError::User {
+            spec: spec.to_string(),
+            source,
+        })
+    };
+    let owner = match crate::sys::beneath::Dir::open_root(&options.mirror_dir) {
+        Ok(dir) => Some(dir.owner().map_err(|err| MirrorError::Io {
+            path: options.mirror_dir.clone(),
+            err,
+        })?),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(err) => {
+            return Err(MirrorError::NotWritable {
+                path: options.mirror_dir.clone(),
+                err,
+            }
+            .into());
+        }
+    };
+    if sys::euid() != 0 {
+        if let Some(spec) = &options.setuid
+            && lookup(spec)?.uid != sys::euid()
+        {
+            return Err(MountError::SetuidNotRoot);
+        }
+        return Ok(None);
+    }
+    let user = match (&options.setuid, owner) {
+        (Some(spec), _) => lookup(spec)?,
+        (None, Some(owner)) => sys::user_by_uid(owner).ok().flatten().unwrap_or(sys::User {
+            name: None,
+            uid: owner,
+            gid: owner,
+        }),
+        (None, None) => return Ok(None),
+    };
+    if let Some(owner) = owner
+        && owner != user.uid
+    {
+        return Err(MirrorError::NotOwner {
+            path: options.mirror_dir.clone(),
+            owner: crate::mirror::UserName(owner),
+            user: crate::mirror::UserName(user.uid),
+        }
+        .into());
+    }
+    Ok((user.uid != 0).then_some(user))
 }
 
 /// A missing, non-directory, busy or dead mountpoint is refused with a clear message.
@@ -211,7 +289,11 @@ fn unescape_mountinfo(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn serve(options: &MountOptions, ready: Option<&mut Option<File>>) -> Result<(), MountError> {
+fn serve(
+    options: &MountOptions,
+    run_as: Option<&sys::User>,
+    ready: Option<&mut Option<File>>,
+) -> Result<(), MountError> {
     // Still single-threaded here: the watchdog is forked and the signals blocked
     // before any thread exists, so every thread inherits the mask.
     let mut lifeline = sys::unmount_watchdog(&options.mountpoint)
@@ -222,18 +304,35 @@ fn serve(options: &MountOptions, ready: Option<&mut Option<File>>) -> Result<(),
         .enable_all()
         .build()
         .map_err(MountError::start("async runtime"))?;
+    // The mirror is opened, checked and (first time) created as the user the
+    // daemon will run as; only the mount itself is made as root.
+    let switch = |user: &sys::User| {
+        let user_name = crate::mirror::UserName(user.uid);
+        move |source| MountError::Switch {
+            user: user_name,
+            source,
+        }
+    };
+    if let Some(user) = run_as {
+        sys::act_as(user).map_err(switch(user))?;
+    }
     let mirror = Arc::new(Mirror::open(&options.mirror_dir, &options.bucket)?);
     let store = connect(options, &runtime, &mirror)?;
     let fs = filesystem(
         options,
+        run_as,
         store,
         Arc::clone(&mirror),
         runtime.handle().clone(),
     );
+    if let Some(user) = run_as {
+        sys::act_as_root().map_err(switch(user))?;
+    }
     let config = MountConfig {
         fs_name: format!("s3mirrorfs:{}/{}", options.bucket, options.prefix),
         allow_other: options.allow_other,
         threads: 16,
+        clone_fd: run_as.is_none(),
     };
     let mount_error = |source| MountError::Mount {
         path: options.mountpoint.clone(),
@@ -241,8 +340,13 @@ fn serve(options: &MountOptions, ready: Option<&mut Option<File>>) -> Result<(),
     };
     let mounted = Mounted::mount(fs, &options.mountpoint, &config).map_err(mount_error)?;
     // From now on, the daemon dying in any way unmounts: no dead mountpoint is left.
+    // The watchdog stays root, so it can unmount what root mounted.
     lifeline.arm();
-    unmount_on_signal(options.mountpoint.clone());
+    if let Some(user) = run_as {
+        sys::drop_privileges(user).map_err(switch(user))?;
+        tracing::info!(uid = user.uid, gid = user.gid, "gave up root");
+    }
+    unmount_on_signal(options.mountpoint.clone(), run_as.is_some());
     tracing::info!(
         "mounted s3://{}/{} at {} (mirror {})",
         options.bucket,
@@ -297,6 +401,7 @@ fn connect(
 /// The filesystem over `store` and `mirror`, with one download budget.
 fn filesystem(
     options: &MountOptions,
+    run_as: Option<&sys::User>,
     store: Arc<dyn ObjectStore>,
     mirror: Arc<Mirror>,
     rt: tokio::runtime::Handle,
@@ -310,20 +415,28 @@ fn filesystem(
             ..FetchConfig::default()
         },
     );
+    let (uid, gid) = sys::uid_gid();
     let config = FsConfig {
         prefix: options.prefix.clone(),
         metadata_ttl: options.metadata_ttl,
-        uid: options.uid,
-        gid: options.gid,
+        uid: options.uid.or(run_as.map(|u| u.uid)).unwrap_or(uid),
+        gid: options.gid.or(run_as.map(|u| u.gid)).unwrap_or(gid),
     };
     Arc::new(Fs::new(store, fetcher, config, rt))
 }
 
-/// Unmounts (lazily) when one of the stop signals arrives; `Mounted::run` then returns.
-fn unmount_on_signal(mountpoint: PathBuf) {
+/// Unmounts (lazily) when one of the stop signals arrives; `Mounted::run` then
+/// returns. A daemon that gave up root cannot unmount what root mounted: it
+/// exits, and its watchdog, still root, unmounts.
+fn unmount_on_signal(mountpoint: PathBuf, dropped_root: bool) {
     std::thread::spawn(move || {
         let signal = sys::wait_signal(&sys::STOP_SIGNALS);
         tracing::info!(signal, "unmounting");
+        if dropped_root {
+            sys::notify_systemd("STOPPING=1");
+            tracing::info!("unmounted {} (by the watchdog)", mountpoint.display());
+            std::process::exit(0);
+        }
         if let Err(e) = sys::unmount_lazy(&mountpoint) {
             tracing::error!("cannot unmount {}: {e}", mountpoint.display());
         }
@@ -334,11 +447,7 @@ fn unmount_on_signal(mountpoint: PathBuf) {
 /// standard streams then go to the mirror's mount.log) and systemd.
 fn announce_ready(ready: Option<&mut Option<File>>, mirror: &Mirror) {
     if let Some(mut pipe) = ready.and_then(|p| p.take()) {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(mirror.state_dir().join("mount.log"))
-            .ok();
+        let log = mirror.open_state_log("mount.log").ok();
         let _ = sys::redirect_stdio(log.as_ref());
         let _ = pipe.write_all(b"ready");
     }

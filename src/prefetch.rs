@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::fetch::{FetchError, Fetcher, Outcome};
 use crate::layout::{Placement, RenameReason, place_all};
 use crate::mirror::inventory::IndexEntry;
-use crate::mirror::{EMPTY_MD5, LocalStatus, Mirror, MirrorError, Record, read_record};
+use crate::mirror::{EMPTY_MD5, LocalStatus, Mirror, MirrorError, Record};
 use crate::queue::{Flow, run_bounded};
 use crate::report::KeyError;
 use crate::store::{Key, ObjectMeta, ObjectStore, StoreError, list_all};
@@ -407,8 +407,8 @@ fn index_entry(item: &Item) -> IndexEntry {
 /// extended attributes were lost (a copy of the mirror made without them).
 fn save_final_index(mirror: &Mirror, prefix: &str, mut index: Vec<IndexEntry>) {
     for entry in index.iter_mut().filter(|e| e.md5.is_none()) {
-        let path = mirror.root().join(&entry.path);
-        entry.md5 = read_record(&path)
+        entry.md5 = mirror
+            .record_at(Path::new(&entry.path))
             .filter(|r| r.key == entry.key && r.etag == entry.etag)
             .and_then(|r| r.md5);
     }

@@ -1,6 +1,9 @@
 //! Thin, safe wrappers over the few Linux calls std lacks: open-file-description
 //! range locks, writeback hints, fork and signals for the daemon, unmounting,
-//! and errno tests. The one home of libc.
+//! errno tests, and the process's user; `beneath` resolves paths inside the
+//! mirror without following symlinks. The one home of libc.
+
+pub mod beneath;
 
 use std::ffi::CString;
 use std::fs::File;
@@ -293,6 +296,161 @@ pub fn kill_self() -> ! {
 pub fn uid_gid() -> (u32, u32) {
     // SAFETY: getuid/getgid cannot fail.
     unsafe { (libc::getuid(), libc::getgid()) }
+}
+
+/// The effective user of this process.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// A user of the system, as the password database gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub name: Option<String>,
+    pub uid: u32,
+    /// The primary group.
+    pub gid: u32,
+}
+
+/// Looks a user up by name, or by number (a number the database does not know is
+/// taken as it is, with a group of the same number).
+pub fn lookup_user(spec: &str) -> io::Result<User> {
+    if let Ok(uid) = spec.parse::<u32>() {
+        return Ok(user_by_uid(uid)?.unwrap_or(User {
+            name: None,
+            uid,
+            gid: uid,
+        }));
+    }
+    let name = cstring(spec.as_bytes())?;
+    passwd_entry(|pwd, buf, result| {
+        // SAFETY: every pointer is valid for the call; buf's length is passed.
+        unsafe { libc::getpwnam_r(name.as_ptr(), pwd, buf.as_mut_ptr(), buf.len(), result) }
+    })?
+    .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no user {spec:?}")))
+}
+
+/// The user with this uid, if the password database has one.
+pub fn user_by_uid(uid: u32) -> io::Result<Option<User>> {
+    passwd_entry(|pwd, buf, result| {
+        // SAFETY: every pointer is valid for the call; buf's length is passed.
+        unsafe { libc::getpwuid_r(uid, pwd, buf.as_mut_ptr(), buf.len(), result) }
+    })
+}
+
+fn passwd_entry(
+    get: impl Fn(&mut libc::passwd, &mut [libc::c_char], &mut *mut libc::passwd) -> libc::c_int,
+) -> io::Result<Option<User>> {
+    let mut buf = vec![0 as libc::c_char; 1024];
+    loop {
+        // SAFETY: zeroed passwd is valid (integers and null pointers); filled by the call.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        match get(&mut pwd, &mut buf, &mut result) {
+            0 if result.is_null() => return Ok(None),
+            0 => {
+                // SAFETY: on success pw_name points at a NUL-terminated string in buf.
+                let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+                return Ok(Some(User {
+                    name: Some(name.to_string_lossy().into_owned()),
+                    uid: pwd.pw_uid,
+                    gid: pwd.pw_gid,
+                }));
+            }
+            libc::ERANGE if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            libc::ENOENT | libc::ESRCH | libc::EBADF | libc::EPERM => return Ok(None),
+            errno => return Err(io::Error::from_raw_os_error(errno)),
+        }
+    }
+}
+
+/// The supplementary groups of a named user, its primary group included.
+fn groups_of(name: &str, gid: u32) -> io::Result<Vec<libc::gid_t>> {
+    let cname = cstring(name.as_bytes())?;
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut count = groups.len() as libc::c_int;
+        // SAFETY: groups has room for count entries; count is updated by the call.
+        let rc =
+            unsafe { libc::getgrouplist(cname.as_ptr(), gid, groups.as_mut_ptr(), &mut count) };
+        if rc >= 0 {
+            groups.truncate(count.max(0) as usize);
+            return Ok(groups);
+        }
+        if groups.len() >= 1 << 16 {
+            return Err(io::Error::other("too many groups"));
+        }
+        groups.resize((count.max(0) as usize).max(groups.len() * 2), 0);
+    }
+}
+
+/// Gives up root for good: the user's supplementary groups (none for a user the
+/// password database does not know), its primary group, then its uid as real,
+/// effective and saved ids. Checks afterwards that root cannot be regained.
+pub fn drop_privileges(user: &User) -> io::Result<()> {
+    let groups = match &user.name {
+        Some(name) => groups_of(name, user.gid)?,
+        None => Vec::new(),
+    };
+    // glibc applies these to every thread of the process, not just the caller.
+    // SAFETY: groups holds groups.len() entries.
+    check(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) })?;
+    // SAFETY: plain syscalls on integers.
+    check(unsafe { libc::setresgid(user.gid, user.gid, user.gid) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::setresuid(user.uid, user.uid, user.uid) })?;
+    if user.uid != 0 {
+        // SAFETY: as above; this must fail now.
+        let regained = unsafe { libc::setresuid(0, 0, 0) } == 0 || unsafe { libc::setuid(0) } == 0;
+        let (ruid, euid) = uid_gid_effective();
+        if regained || ruid != user.uid || euid != user.uid {
+            return Err(io::Error::other("root could be regained after dropping it"));
+        }
+    }
+    Ok(())
+}
+
+/// Acts as `user` for file access (effective uid, gid and groups) while keeping
+/// root as the saved uid, so `act_as_root` can take it back: what the process
+/// creates or opens meanwhile is checked and owned as that user's.
+pub fn act_as(user: &User) -> io::Result<()> {
+    let groups = match &user.name {
+        Some(name) => groups_of(name, user.gid)?,
+        None => Vec::new(),
+    };
+    // SAFETY: groups holds groups.len() entries.
+    check(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) })?;
+    // SAFETY: plain syscalls on integers; -1 leaves an id as it is.
+    check(unsafe { libc::setresgid(u32::MAX, user.gid, u32::MAX) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::setresuid(u32::MAX, user.uid, u32::MAX) })
+}
+
+/// Takes root back as the effective user after `act_as`.
+pub fn act_as_root() -> io::Result<()> {
+    // SAFETY: plain syscalls on integers; -1 leaves an id as it is.
+    check(unsafe { libc::setresuid(u32::MAX, 0, u32::MAX) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::setresgid(u32::MAX, 0, u32::MAX) })
+}
+
+/// The real, effective, saved and filesystem uids and gids, as
+/// `/proc/self/status` shows them.
+pub fn ids() -> ((u32, u32, u32), (u32, u32, u32)) {
+    let (mut ruid, mut euid, mut suid) = (0, 0, 0);
+    let (mut rgid, mut egid, mut sgid) = (0, 0, 0);
+    // SAFETY: out pointers to live integers.
+    unsafe {
+        libc::getresuid(&mut ruid, &mut euid, &mut suid);
+        libc::getresgid(&mut rgid, &mut egid, &mut sgid);
+    }
+    ((ruid, euid, suid), (rgid, egid, sgid))
+}
+
+fn uid_gid_effective() -> (u32, u32) {
+    // SAFETY: getuid/geteuid cannot fail.
+    unsafe { (libc::getuid(), libc::geteuid()) }
 }
 
 /// Sends a state line to systemd when started as a `Type=notify` service.

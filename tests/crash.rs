@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use s3mirrorfs::mirror::history::read_all_histories;
 use s3mirrorfs::mirror::read_record;
+use s3mirrorfs::sys::beneath::Dir;
 use support::{Bucket, data, endpoint, prefetch, prefetch_command, stderr};
 
 /// Every file in the mirror that is under a final name (not a temp file).
@@ -41,7 +42,7 @@ type Versions = HashMap<(String, String), Vec<u8>>;
 /// in history, each checked byte for byte against what was uploaded.
 fn held(mirror: &Path, versions: &Versions, trial: usize) -> HashSet<(String, String)> {
     let mut held = HashSet::new();
-    for history in read_all_histories(mirror).unwrap() {
+    for history in read_all_histories(&Dir::open_root(mirror).unwrap()).unwrap() {
         for v in &history.versions {
             let id = (
                 v.key.clone(),

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use s3mirrorfs::mirror::read_record;
+use s3mirrorfs::sys::beneath::Dir;
 use serde_json::Value;
 use support::faults::{Fault, Rule};
 use support::proxy::Proxy;
@@ -598,7 +599,8 @@ fn a_crash_while_replacing_a_copy_leaves_old_or_new_bytes_and_the_old_ones_kept(
             .unwrap();
         assert_eq!(output.status.signal(), Some(libc::SIGKILL), "{point}");
         let kept = |mirror: &Path| -> Vec<Vec<u8>> {
-            let history = read_key_history(mirror, "d/photo.jpg").unwrap();
+            let history =
+                read_key_history(&Dir::open_root(mirror).unwrap(), "d/photo.jpg").unwrap();
             history
                 .versions
                 .iter()

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use md5::Digest as _;
 use s3mirrorfs::mirror::history::read_key_history;
+use s3mirrorfs::sys::beneath::Dir;
 use serde_json::Value;
 use support::queue::Queue;
 use support::{Bucket, data, endpoint, s3mirrorfs, stderr};
@@ -114,7 +115,7 @@ fn created_overwritten_and_deleted_objects_are_mirrored_within_seconds() {
     bucket.delete("deep/a/b/c.jpg");
     wait_for(&mirror, &expected, Duration::from_secs(20));
     let deadline = Instant::now() + Duration::from_secs(20);
-    while read_key_history(&mirror, "deep/a/b/c.jpg")
+    while read_key_history(&Dir::open_root(&mirror).unwrap(), "deep/a/b/c.jpg")
         .unwrap()
         .deletions
         .is_empty()
@@ -126,7 +127,7 @@ fn created_overwritten_and_deleted_objects_are_mirrored_within_seconds() {
         fs::read(mirror.join("deep/a/b/c.jpg")).unwrap(),
         expected["deep/a/b/c.jpg"]
     );
-    let history = read_key_history(&mirror, "plain.jpg").unwrap();
+    let history = read_key_history(&Dir::open_root(&mirror).unwrap(), "plain.jpg").unwrap();
     let kept = fs::read(mirror.join(history.path_of(&history.versions[0]))).unwrap();
     assert_eq!(kept, old);
 

@@ -113,9 +113,13 @@ pub fn archive_name(source: &Path) -> Result<(PathBuf, String), AdminError> {
         problem,
     };
     let canonical = fs::canonicalize(source).map_err(|e| invalid(e.into()))?;
-    if !canonical.is_dir() {
+    let meta = fs::symlink_metadata(&canonical).map_err(|e| invalid(e.into()))?;
+    if !meta.is_dir() {
         return Err(invalid(SourceProblem::NotADirectory));
     }
+    // The tree is read by path: only its owner archives it, so a symlink swapped
+    // in meanwhile can never show the archiver more than its owner could read.
+    super::refuse_owner(&canonical, std::os::unix::fs::MetadataExt::uid(&meta))?;
     let name = canonical
         .file_name()
         .and_then(|n| n.to_str())

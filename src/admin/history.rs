@@ -2,7 +2,6 @@
 //! copy first, and the choice `restore --as-of` makes among them. Local state only.
 
 use std::collections::HashMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -13,7 +12,7 @@ use crate::mirror::history::{
     KeptVersion, KeyHistory, current_at, read_all_histories, read_key_history,
 };
 use crate::mirror::inventory::{Entry, MirrorView};
-use crate::mirror::{MirrorError, Record, read_record};
+use crate::mirror::{MirrorError, Record, read_record_in};
 use crate::report::human_bytes;
 use crate::store::{ETag, Escaped, Key};
 use crate::utc;
@@ -60,8 +59,8 @@ pub fn run(dir: &Path, key: &str) -> Result<HistoryReport, AdminError> {
     let view = MirrorView::open(dir)?;
     let key = Key::new(key).map_err(|_| AdminError::UnknownKey(String::new()))?;
     let history =
-        read_key_history(view.root(), key.as_str()).map_err(|err| mirror_io(view.root(), err))?;
-    let current = current_copy(view.root(), &key, &view);
+        read_key_history(view.dir(), key.as_str()).map_err(|err| mirror_io(view.root(), err))?;
+    let current = current_copy(&key, &view);
     let mut versions: Vec<VersionView> = current
         .iter()
         .map(|(entry, lm)| current_view(entry, *lm, &history))
@@ -92,16 +91,15 @@ fn mirror_io(root: &Path, err: std::io::Error) -> AdminError {
 /// The current copy of `key`: at one of its possible paths, or where the index
 /// says it is, with its record (from the file, or vouched for by the index when
 /// the file lost its extended attributes) and its LastModified.
-fn current_copy(root: &Path, key: &Key, view: &MirrorView) -> Option<(Entry, u64)> {
+fn current_copy(key: &Key, view: &MirrorView) -> Option<(Entry, u64)> {
     let mut paths = possible_paths(key.as_str());
     let index = view.index().unwrap_or_default();
     if let Some(entry) = index.get(key) {
         paths.push(PathBuf::from(&entry.path));
     }
     paths.into_iter().find_map(|rel| {
-        let path = root.join(&rel);
-        let meta = fs::symlink_metadata(&path).ok()?;
-        let record = match read_record(&path) {
+        let meta = view.dir().symlink_metadata(&rel).ok()?;
+        let record = match read_record_in(view.dir(), &rel) {
             Some(record) => record,
             None => index.get(key)?.vouches_for(&rel, &meta)?,
         };
@@ -192,7 +190,7 @@ pub fn as_of(
     prefix: &str,
     at: u64,
 ) -> Result<Vec<Entry>, AdminError> {
-    let histories = read_all_histories(view.root()).map_err(|e| mirror_io(view.root(), e))?;
+    let histories = read_all_histories(view.dir()).map_err(|e| mirror_io(view.root(), e))?;
     let mut by_key: HashMap<Key, (Vec<Candidate>, Vec<u64>)> = HashMap::new();
     for entry in entries
         .into_iter()
@@ -200,7 +198,9 @@ pub fn as_of(
     {
         let last_modified = match entry.directory {
             true => 0,
-            false => fs::symlink_metadata(view.root().join(&entry.path))
+            false => view
+                .dir()
+                .symlink_metadata(&entry.path)
                 .and_then(|m| m.modified())
                 .map(utc::unix_ms)
                 .unwrap_or(0),

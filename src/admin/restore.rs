@@ -16,13 +16,14 @@ use md5::Digest;
 use serde::Serialize;
 
 use super::{AdminError, under};
-use crate::mirror::Record;
 use crate::mirror::inventory::{Entry, MirrorView};
 use crate::mirror::read_record_of;
+use crate::mirror::{MirrorError, Record};
 use crate::queue::{Flow, run_bounded};
 use crate::report::{KeyError, human_bytes};
 use crate::store::multipart::Multipart;
 use crate::store::{ETag, Escaped, Key, ObjectSink, ObjectStore, PutOptions, StoreError, list_all};
+use crate::sys::beneath::Dir;
 
 /// Size of the parts a restore uploads.
 pub const PART_SIZE: u64 = 8 << 20;
@@ -116,7 +117,9 @@ impl RestoreReport {
 /// An object to restore: its copy, and what the destination holds under its key.
 struct Job {
     entry: Entry,
+    /// In full, for messages; the copy is opened beneath `dir`.
     path: PathBuf,
+    dir: Arc<Dir>,
     dest: Option<(ETag, u64)>,
 }
 
@@ -128,6 +131,7 @@ pub async fn run(
     options: &RestoreOptions,
 ) -> Result<RestoreReport, AdminError> {
     let view = MirrorView::open(dir)?;
+    super::refuse_other_owner(&view)?;
     let mut report = RestoreReport {
         bucket: sink.bucket().to_string(),
         prefix: options.prefix.clone(),
@@ -166,6 +170,10 @@ fn plan(
     if let Some(at) = options.as_of {
         entries = super::history::as_of(view, entries, prefix, at)?;
     }
+    let dir = Arc::new(view.dir().try_clone().map_err(|err| MirrorError::Io {
+        path: view.root().to_path_buf(),
+        err,
+    })?);
     let mut seen = HashSet::new();
     let mut jobs = Vec::new();
     for entry in entries {
@@ -181,6 +189,7 @@ fn plan(
         }
         jobs.push(Job {
             path: view.root().join(&entry.path),
+            dir: Arc::clone(&dir),
             dest: existing.get(&entry.record.key).cloned(),
             entry,
         });
@@ -203,12 +212,11 @@ fn vouched_by_index(
         if known.contains(&entry.key) || !under(&entry.key, prefix) {
             continue;
         }
-        let path = view.root().join(&entry.path);
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+        let rel = PathBuf::from(&entry.path);
+        let Ok(meta) = view.dir().symlink_metadata(&rel) else {
             continue;
         };
-        let rel = PathBuf::from(&entry.path);
-        if crate::mirror::read_record(&path).is_none()
+        if crate::mirror::read_record_in(view.dir(), &rel).is_none()
             && let Some(record) = entry.vouches_for(&rel, &meta)
         {
             vouched.push(Entry {
@@ -319,7 +327,7 @@ async fn restore_one(sink: &dyn ObjectSink, job: &Job, dry_run: bool) -> Result<
     let path = &job.path;
     let at_path = |e: io::Error| format!("{}: {e}", path.display());
     let key = job.entry.record.key.clone();
-    let (file, record) = open_copy(path, &job.entry).map_err(at_path)?;
+    let (file, record) = open_copy(&job.dir, &job.entry).map_err(at_path)?;
     let size = record.size;
     if let Some((etag, dest_size)) = &job.dest
         && *dest_size == size
@@ -380,8 +388,8 @@ async fn send_parts(
 /// record belong together even if a prefetch replaces the copy meanwhile. A file
 /// without a record is one the mirror's state vouched for (its bytes are checked
 /// against the vouched MD5 on the way).
-fn open_copy(path: &Path, entry: &Entry) -> io::Result<(Arc<File>, Record)> {
-    let file = File::open(path)?;
+fn open_copy(dir: &Dir, entry: &Entry) -> io::Result<(Arc<File>, Record)> {
+    let file = dir.open_read(&entry.path)?;
     let record = read_record_of(&file).unwrap_or_else(|| entry.record.clone());
     if record.key != entry.record.key || record.etag != entry.record.etag {
         return Err(io::Error::other(

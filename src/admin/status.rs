@@ -9,6 +9,7 @@ use super::AdminError;
 use crate::mirror::inventory::MirrorView;
 use crate::prefetch::{LAST_PREFETCH_FILE, LastPrefetch};
 use crate::report::human_bytes;
+use crate::sys::beneath::Dir;
 
 /// What `status` reports; `--json` prints it as one object.
 #[derive(Clone, Debug, Serialize)]
@@ -50,7 +51,7 @@ pub struct HistorySummary {
     pub deletions: u64,
 }
 
-fn history_summary(root: &Path) -> HistorySummary {
+fn history_summary(root: &Dir) -> HistorySummary {
     let histories = match crate::mirror::history::read_all_histories(root) {
         Ok(histories) => histories,
         Err(e) => {
@@ -100,7 +101,7 @@ pub fn run(dir: &Path) -> Result<StatusReport, AdminError> {
             .map(|e| format!("{}: {}", e.path.display(), e.err))
             .collect(),
         last_prefetch,
-        history: history_summary(view.root()),
+        history: history_summary(view.dir()),
         locked_by: view.locked_by()?,
     })
 }

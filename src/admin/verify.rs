@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{File, Metadata};
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -21,6 +22,7 @@ use crate::prefetch::archived::ArchivedList;
 use crate::queue::{Flow, run_bounded};
 use crate::report::human_bytes;
 use crate::store::{ETag, Escaped, Key, ObjectStore, StorageClass, list_all};
+use crate::sys::beneath::Dir;
 
 /// What is wrong with one key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -244,7 +246,7 @@ pub async fn run(
     } else {
         "the last prefetch listed"
     };
-    let expected_keys = compare(dir, &expected, &entries, source, &mut report);
+    let expected_keys = compare(view.dir(), &expected, &entries, source, &mut report);
     if remote.is_some() {
         for entry in entries
             .iter()
@@ -273,7 +275,15 @@ async fn check_history(
     report: &mut VerifyReport,
 ) -> Result<(), AdminError> {
     let root = view.root().to_path_buf();
-    let histories = crate::mirror::history::read_all_histories(&root).map_err(|err| {
+    let dir = Arc::new(
+        view.dir()
+            .try_clone()
+            .map_err(|err| crate::mirror::MirrorError::Io {
+                path: root.clone(),
+                err,
+            })?,
+    );
+    let histories = crate::mirror::history::read_all_histories(&dir).map_err(|err| {
         crate::mirror::MirrorError::Io {
             path: root.join(crate::layout::HISTORY_DIR),
             err,
@@ -295,7 +305,7 @@ async fn check_history(
         versions
             .into_iter()
             .map(|(rel, v)| {
-                let check = check_version(&root.join(&rel), &v);
+                let check = check_version(&dir, &root, &rel, &v);
                 (rel, v.key, check)
             })
             .collect::<Vec<_>>()
@@ -312,8 +322,16 @@ async fn check_history(
 }
 
 /// Hashes one kept version; returns the bytes hashed, or what is wrong.
-fn check_version(path: &Path, v: &crate::mirror::history::KeptVersion) -> Result<u64, String> {
-    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn check_version(
+    dir: &Dir,
+    root: &Path,
+    rel: &Path,
+    v: &crate::mirror::history::KeptVersion,
+) -> Result<u64, String> {
+    let path = &root.join(rel);
+    let file = dir
+        .open_read(rel)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let len = file
         .metadata()
         .map_err(|e| format!("{}: {e}", path.display()))?
@@ -388,7 +406,16 @@ async fn check_copies(view: &MirrorView, prefix: &str, report: &mut VerifyReport
         .into_iter()
         .filter(|e| under(&e.record.key, prefix))
         .collect();
-    let checks = check_all(view.root(), &entries).await;
+    // Marking a corrupt copy writes to it: only its owner does (root reading
+    // another user's mirror reports, and leaves the copy as it is).
+    let may_mark = view.owner().is_ok_and(|owner| owner == crate::sys::euid());
+    let checks = match view.dir().try_clone() {
+        Ok(dir) => check_all(Arc::new(dir), view.root(), &entries, may_mark).await,
+        Err(e) => entries
+            .iter()
+            .map(|_| unreadable(view.root(), io::Error::new(e.kind(), e.to_string())))
+            .collect(),
+    };
     for (entry, check) in entries.iter().zip(checks) {
         report.checked += 1;
         match check {
@@ -408,7 +435,7 @@ async fn check_copies(view: &MirrorView, prefix: &str, report: &mut VerifyReport
 /// Reports each expected object the mirror has no copy of, or only another
 /// version of; returns the expected keys.
 fn compare<'a>(
-    dir: &Path,
+    dir: &Dir,
     expected: &'a [Expected],
     entries: &[Entry],
     source: &str,
@@ -472,13 +499,15 @@ fn archived_detail(want: &Expected, source: &str, held: &str) -> String {
 }
 
 /// A `dir/` marker kept as a directory made before markers carried a record.
-fn is_old_marker_dir(dir: &Path, want: &Expected) -> bool {
+fn is_old_marker_dir(dir: &Dir, want: &Expected) -> bool {
     let marker_dir = match (&want.path, place_alone(want.key.as_str(), want.size)) {
-        (Some(p), _) => Some(dir.join(p)),
-        (None, Placement::Directory(p)) => Some(dir.join(p)),
+        (Some(p), _) => Some(std::path::PathBuf::from(p)),
+        (None, Placement::Directory(p)) => Some(p),
         (None, _) => None,
     };
-    want.size == 0 && want.key.as_str().ends_with('/') && marker_dir.is_some_and(|p| p.is_dir())
+    want.size == 0
+        && want.key.as_str().ends_with('/')
+        && marker_dir.is_some_and(|p| dir.symlink_metadata(&p).is_ok_and(|m| m.is_dir()))
 }
 
 /// Copies hashed at once: enough to keep a disk busy, few enough for two cores.
@@ -486,12 +515,14 @@ const HASH_AT_ONCE: usize = 4;
 
 /// Checks every entry on blocking threads, a few at once; returns each one's
 /// outcome, in order.
-async fn check_all(root: &Path, entries: &[Entry]) -> Vec<Check> {
+async fn check_all(dir: Arc<Dir>, root: &Path, entries: &[Entry], may_mark: bool) -> Vec<Check> {
     let mut results: Vec<Option<Check>> = entries.iter().map(|_| None).collect();
     let start = |(i, entry): (usize, Entry)| {
         let path = root.join(&entry.path);
+        let dir = Arc::clone(&dir);
         async move {
-            let check = tokio::task::spawn_blocking(move || check_one(&path, &entry));
+            let check =
+                tokio::task::spawn_blocking(move || check_one(&dir, &path, &entry, may_mark));
             (i, check.await.expect("hashing does not panic"))
         }
     };
@@ -509,8 +540,8 @@ async fn check_all(root: &Path, entries: &[Entry]) -> Vec<Check> {
 
 /// Checks one copy: the record is read from the open file, so a copy a prefetch
 /// replaces meanwhile is judged by its own record.
-fn check_one(path: &Path, entry: &Entry) -> Check {
-    let (file, meta) = match open_copy(path) {
+fn check_one(dir: &Dir, path: &Path, entry: &Entry, may_mark: bool) -> Check {
+    let (file, meta) = match open_copy(dir, &entry.path, path) {
         Ok(opened) => opened,
         Err(check) => return check,
     };
@@ -525,7 +556,7 @@ fn check_one(path: &Path, entry: &Entry) -> Check {
         );
     }
     if meta.len() != record.size {
-        let note = mark(&file, &record, path);
+        let note = mark(&file, &record, path, may_mark);
         let detail = format!(
             "{} bytes on disk, {} recorded{note}",
             meta.len(),
@@ -545,7 +576,7 @@ fn check_one(path: &Path, entry: &Entry) -> Check {
     match crate::mirror::md5_file(&file) {
         Err(e) => unreadable(path, e),
         Ok(actual) if actual != expected => {
-            let note = mark(&file, &record, path);
+            let note = mark(&file, &record, path, may_mark);
             let detail = format!("contents hash to MD5 {actual}, {expected} recorded{note}");
             Check::Problem(ProblemKind::Corrupt, detail, meta.len())
         }
@@ -554,8 +585,8 @@ fn check_one(path: &Path, entry: &Entry) -> Check {
 }
 
 /// Opens a copy for checking; a copy gone meanwhile is missing, any other failure unreadable.
-fn open_copy(path: &Path) -> Result<(File, Metadata), Check> {
-    let file = match File::open(path) {
+fn open_copy(dir: &Dir, rel: &Path, path: &Path) -> Result<(File, Metadata), Check> {
+    let file = match dir.open_read(rel) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(Check::problem(
@@ -574,7 +605,11 @@ fn unreadable(path: &Path, e: io::Error) -> Check {
 }
 
 /// Marks the copy for the next prefetch; returns what to add to the report if that failed.
-fn mark(file: &File, record: &Record, path: &Path) -> String {
+fn mark(file: &File, record: &Record, path: &Path, may_mark: bool) -> String {
+    if !may_mark {
+        return " (not marked for the next prefetch: this verify does not run as the mirror's owner)"
+            .to_string();
+    }
     match mark_corrupt(file, record) {
         Ok(()) => String::new(),
         Err(e) => {

@@ -3,7 +3,7 @@
 //! outage still has them, and rebuilt from the mirror itself as a last resort.
 
 use std::collections::HashMap;
-use std::fs;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::layout::{NAME_MAX, STATE_DIR};
-use crate::mirror::{Mirror, read_record};
+use crate::mirror::Mirror;
 use crate::store::{Escaped, ObjectMeta, ObjectStore, StorageClass, StoreError};
 
 /// Keys asked for by the LIST that tells what one name is.
@@ -195,7 +195,7 @@ pub fn persist(mirror: &Mirror, bucket: &str, prefix: &str, entries: &[Entry]) {
     });
     match written {
         Ok(()) => {
-            let _ = fs::remove_file(mirror.state_dir().join(legacy));
+            let _ = mirror.remove_state_file(&legacy);
         }
         Err(e) => tracing::debug!(prefix = %Escaped(prefix), "cannot persist listing: {e}"),
     }
@@ -210,9 +210,9 @@ fn compress(listing: &ToPersist<'_>) -> std::io::Result<Vec<u8>> {
 /// The persisted listing of `prefix`, if any, with its age.
 pub fn load(mirror: &Mirror, bucket: &str, prefix: &str) -> Option<(Vec<Entry>, Duration)> {
     let (name, legacy) = cache_names(bucket, prefix);
-    let persisted: Persisted = match fs::File::open(mirror.state_dir().join(name)) {
+    let persisted: Persisted = match mirror.open_state_file(&name) {
         Ok(file) => serde_json::from_reader(zstd::Decoder::new(file).ok()?).ok()?,
-        Err(_) => serde_json::from_slice(&fs::read(mirror.state_dir().join(legacy)).ok()?).ok()?,
+        Err(_) => serde_json::from_slice(&mirror.read_state_file(&legacy).ok()?).ok()?,
     };
     let fetched = SystemTime::UNIX_EPOCH + Duration::from_millis(persisted.fetched_ms);
     let age = SystemTime::now()
@@ -224,40 +224,46 @@ pub fn load(mirror: &Mirror, bucket: &str, prefix: &str) -> Option<(Vec<Entry>, 
 /// Removes the saved listings (either form) last written more than `keep` ago;
 /// returns how many. Best effort: they are a cache.
 pub fn sweep(mirror: &Mirror, keep: Duration) -> usize {
-    let Ok(dir) = fs::read_dir(mirror.state_dir().join("listings")) else {
+    let listings = Path::new(STATE_DIR).join("listings");
+    let Ok(items) = mirror.read_dir(&listings) else {
         return 0;
     };
-    let old = |item: &fs::DirEntry| {
-        let written = item.metadata().and_then(|m| m.modified());
+    let old = |rel: &Path| {
+        let written = mirror.metadata(rel).and_then(|m| m.modified());
         written.is_ok_and(|t| t.elapsed().is_ok_and(|age| age > keep))
     };
-    let saved = |item: &fs::DirEntry| {
-        let name = item.file_name();
-        let name = name.to_string_lossy();
+    let saved = |item: &crate::sys::beneath::Entry| {
+        let name = item.name.to_string_lossy();
         name.ends_with(".json") || name.ends_with(".json.zst")
     };
-    dir.flatten()
-        .filter(|item| saved(item) && old(item))
-        .filter(|item| fs::remove_file(item.path()).is_ok())
+    items
+        .iter()
+        .filter(|item| saved(item))
+        .map(|item| format!("listings/{}", item.name.to_string_lossy()))
+        .filter(|name| old(&Path::new(STATE_DIR).join(name)))
+        .filter(|name| mirror.remove_state_file(name).is_ok())
         .count()
 }
 
 /// Rebuilds a listing of `prefix` from the mirrored files: directories, and files
 /// whose record names a key directly under the prefix.
 pub fn from_mirror(mirror: &Mirror, prefix: &str) -> Option<Vec<Entry>> {
-    let dir = mirror.root().join(prefix.trim_end_matches('/'));
+    let dir = Path::new(prefix.trim_end_matches('/'));
     let mut entries = Vec::new();
-    for item in fs::read_dir(&dir).ok()?.flatten() {
-        let Some(name) = item.file_name().to_str().map(str::to_string) else {
+    for item in mirror.read_dir(dir).ok()? {
+        let Some(name) = item.name.to_str().map(str::to_string) else {
             continue;
         };
         if prefix.is_empty() && name == STATE_DIR {
             continue;
         }
-        let Ok(meta) = item.metadata() else { continue };
+        let rel = dir.join(&item.name);
+        let Ok(meta) = mirror.metadata(&rel) else {
+            continue;
+        };
         if meta.is_dir() {
             entries.push(dir_entry(&name));
-        } else if let Some(record) = read_record(&item.path())
+        } else if let Some(record) = mirror.record_at(&rel)
             && record.key.as_str() == format!("{prefix}{name}")
         {
             entries.push(Entry {
@@ -452,7 +458,7 @@ mod tests {
         persist(&mirror, "b", "photos/", &entries);
         let state = mirror.state_dir();
         assert!(!state.join(&legacy).exists(), "the plain form is removed");
-        let size = fs::metadata(state.join(&name)).unwrap().len();
+        let size = std::fs::metadata(state.join(&name)).unwrap().len();
         assert!(size * 4 < plain.len() as u64, "{size} vs {}", plain.len());
         let (loaded, age) = load(&mirror, "b", "photos/").unwrap();
         assert_eq!(loaded, entries);
@@ -470,7 +476,7 @@ mod tests {
         let (old, _) = cache_names("b", "old/");
         let path = mirror.state_dir().join(old);
         let long_ago = SystemTime::now() - SAVED_LISTING_KEEP - Duration::from_secs(60);
-        let file = fs::File::options().write(true).open(&path).unwrap();
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
         file.set_modified(long_ago).unwrap();
         assert_eq!(sweep(&mirror, SAVED_LISTING_KEEP), 1);
         assert!(load(&mirror, "b", "old/").is_none());

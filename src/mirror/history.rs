@@ -6,9 +6,9 @@
 //! `journal.jsonl`: one JSON line per version kept or deletion seen, so the
 //! history reads the same in a copy of the mirror made without extended attributes.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
@@ -16,9 +16,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Mirror, MirrorError, Record, make_dir, read_record, sync_dir};
-use crate::layout::{HISTORY_DIR, history_dir, version_name, version_replaced_at};
+use super::{Mirror, MirrorError, Record, make_dir_in, read_record_in};
+use crate::layout::{HISTORY_DIR, STATE_DIR, history_dir, version_name, version_replaced_at};
 use crate::store::{ETag, Key};
+use crate::sys::beneath::{Dir, Open};
 use crate::utc;
 
 /// The journal of one key's history directory.
@@ -114,24 +115,22 @@ impl KeyHistory {
     }
 }
 
-/// Reads the history of `key` in the mirror at `root` (empty if it has none).
-pub fn read_key_history(root: &Path, key: &str) -> io::Result<KeyHistory> {
+/// Reads the history of `key` in the mirror whose root is `root` (empty if it has none).
+pub fn read_key_history(root: &Dir, key: &str) -> io::Result<KeyHistory> {
     read_history_dir(root, &history_dir(key))
 }
 
-/// Reads every key's history in the mirror at `root`.
-pub fn read_all_histories(root: &Path) -> io::Result<Vec<KeyHistory>> {
-    let top = root.join(HISTORY_DIR);
-    let entries = match fs::read_dir(&top) {
+/// Reads every key's history in the mirror whose root is `root`.
+pub fn read_all_histories(root: &Dir) -> io::Result<Vec<KeyHistory>> {
+    let entries = match root.read_dir(Path::new(HISTORY_DIR)) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
     let mut all = Vec::new();
     for entry in entries {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            let rel = Path::new(HISTORY_DIR).join(entry.file_name());
+        let rel = Path::new(HISTORY_DIR).join(&entry.name);
+        if root.symlink_metadata(&rel)?.is_dir() {
             all.push(read_history_dir(root, &rel)?);
         }
     }
@@ -140,13 +139,12 @@ pub fn read_all_histories(root: &Path) -> io::Result<Vec<KeyHistory>> {
 
 /// Reads one history directory: the journal, and any kept file a crash left
 /// without its journal line (described from its record and its name).
-fn read_history_dir(root: &Path, rel: &Path) -> io::Result<KeyHistory> {
-    let dir = root.join(rel);
+fn read_history_dir(root: &Dir, rel: &Path) -> io::Result<KeyHistory> {
     let mut history = KeyHistory {
         dir: rel.to_path_buf(),
         ..KeyHistory::default()
     };
-    let journal = match fs::read(dir.join(JOURNAL)) {
+    let journal = match root.read(&rel.join(JOURNAL)) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e),
@@ -154,14 +152,17 @@ fn read_history_dir(root: &Path, rel: &Path) -> io::Result<KeyHistory> {
     for event in parse_journal(&journal) {
         match event {
             Event::Kept(v) => {
-                if fs::symlink_metadata(dir.join(&v.file)).is_ok_and(|m| m.is_file()) {
+                if root
+                    .symlink_metadata(&rel.join(&v.file))
+                    .is_ok_and(|m| m.is_file())
+                {
                     history.versions.push(v);
                 }
             }
             Event::Deleted(d) => history.deletions.push(d),
         }
     }
-    add_unjournaled(&dir, &mut history.versions)?;
+    add_unjournaled(root, rel, &mut history.versions)?;
     history
         .versions
         .sort_by_key(|v| (v.replaced_at, v.file.clone()));
@@ -180,24 +181,24 @@ fn parse_journal(bytes: &[u8]) -> Vec<Event> {
 
 /// Describes kept files the journal does not name (a crash between keeping the
 /// file and writing its line) from their record and the time in their name.
-fn add_unjournaled(dir: &Path, versions: &mut Vec<KeptVersion>) -> io::Result<()> {
-    let entries = match fs::read_dir(dir) {
+fn add_unjournaled(root: &Dir, dir: &Path, versions: &mut Vec<KeptVersion>) -> io::Result<()> {
+    let entries = match root.read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
     for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+        let name = entry.name.to_string_lossy().into_owned();
         if name == JOURNAL || versions.iter().any(|v| v.file == name) {
             continue;
         }
+        let rel = dir.join(&entry.name);
         let (Some(replaced_at), Some(record)) =
-            (version_replaced_at(&name), read_record(&entry.path()))
+            (version_replaced_at(&name), read_record_in(root, &rel))
         else {
             continue;
         };
-        let meta = entry.metadata()?;
+        let meta = root.symlink_metadata(&rel)?;
         versions.push(KeptVersion {
             key: record.key.as_str().to_string(),
             file: name,
@@ -298,15 +299,14 @@ impl Mirror {
         key: &Key,
         etag: Option<&ETag>,
     ) -> Result<(), MirrorError> {
-        let path = self.root.join(rel);
-        if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+        if !self.dir.symlink_metadata(rel).is_ok_and(|m| m.is_file()) {
             return Ok(());
         }
-        match read_record(&path) {
+        match read_record_in(&self.dir, rel) {
             Some(old) if old.key == *key && Some(&old.etag) == etag => Ok(()),
             Some(old) => {
                 if self.keeps_versions() {
-                    self.keep(&path, &old.key, Some(&old), Keep::Link)?;
+                    self.keep(rel, &old.key, Some(&old), Keep::Link)?;
                     self.change_rate.replaced_one();
                 }
                 Ok(())
@@ -317,12 +317,12 @@ impl Mirror {
                     path = %rel.display(),
                     "a file the mirror did not write stands where this key's copy goes; it is moved into history"
                 );
-                self.keep(&path, key, None, Keep::Link)
+                self.keep(rel, key, None, Keep::Link)
             }
         }
     }
 
-    /// Keeps the file at `path` (absolute) as a version of `key`: a hard link (or,
+    /// Keeps the file at `path` (relative to the root) as a version of `key`: a hard link (or,
     /// with `Keep::Move`, a link and the removal of the original) in the key's
     /// history directory, made durable, then its journal line. A file a crashed
     /// run already kept (same inode) is not kept twice.
@@ -333,17 +333,16 @@ impl Mirror {
         record: Option<&Record>,
         how: Keep,
     ) -> Result<(), MirrorError> {
-        let dir_rel = history_dir(key.as_str());
-        let dir = self.root.join(&dir_rel);
+        let dir = history_dir(key.as_str());
         self.ensure_history_dir(&dir)?;
-        let _lock = self.lock_path(&dir_rel)?;
-        let meta = fs::symlink_metadata(path).map_err(self.io(path))?;
+        let _lock = self.lock_path(&dir)?;
+        let meta = self.dir.symlink_metadata(path).map_err(self.io(path))?;
         let replaced_at = now_ms();
         let file = match self.kept_as(&dir, meta.ino())? {
             Some(name) => name,
             None => self.link_into(path, &dir, replaced_at, key)?,
         };
-        let journal = fs::read(dir.join(JOURNAL)).unwrap_or_default();
+        let journal = self.dir.read(&dir.join(JOURNAL)).unwrap_or_default();
         let journaled = parse_journal(&journal)
             .iter()
             .any(|e| matches!(e, Event::Kept(v) if v.file == file));
@@ -361,31 +360,34 @@ impl Mirror {
             self.append_journal(&dir, &line)?;
         }
         if how == Keep::Move {
-            fs::remove_file(path).map_err(self.io(path))?;
-            let parent = path.parent().unwrap_or(&self.root);
-            sync_dir(parent).map_err(self.io(parent))?;
+            self.dir.remove_file(path).map_err(self.io(path))?;
+            self.sync_rel(path.parent().unwrap_or(Path::new("")))?;
         }
         Ok(())
     }
 
     fn ensure_history_dir(&self, dir: &Path) -> Result<(), MirrorError> {
-        if dir.is_dir() {
+        if self.dir.symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
             return Ok(());
         }
-        let top = self.root.join(HISTORY_DIR);
-        for d in [&top, dir] {
-            make_dir(d, HISTORY_MODE).map_err(self.io(d))?;
+        let top = Path::new(HISTORY_DIR);
+        for d in [top, dir] {
+            make_dir_in(&self.dir, d, HISTORY_MODE).map_err(self.io(d))?;
         }
-        sync_dir(&top).map_err(self.io(&top))?;
-        sync_dir(&self.state).map_err(self.io(&self.state))
+        self.sync_rel(top)?;
+        self.sync_rel(Path::new(STATE_DIR))
     }
 
     /// The name under which the file with inode `ino` is already kept, if it is.
     fn kept_as(&self, dir: &Path, ino: u64) -> Result<Option<String>, MirrorError> {
-        for entry in fs::read_dir(dir).map_err(self.io(dir))? {
-            let entry = entry.map_err(self.io(dir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name != JOURNAL && entry.metadata().is_ok_and(|m| m.ino() == ino) {
+        for entry in self.dir.read_dir(dir).map_err(self.io(dir))? {
+            let name = entry.name.to_string_lossy().into_owned();
+            if name != JOURNAL
+                && self
+                    .dir
+                    .symlink_metadata(&dir.join(&entry.name))
+                    .is_ok_and(|m| m.ino() == ino)
+            {
                 return Ok(Some(name));
             }
         }
@@ -402,11 +404,11 @@ impl Mirror {
     ) -> Result<String, MirrorError> {
         for n in 0.. {
             let name = version_name(replaced_at, n, key.as_str());
-            match fs::hard_link(path, dir.join(&name)) {
+            match self.dir.hard_link(path, &dir.join(&name)) {
                 Ok(()) => {
                     #[cfg(feature = "test-util")]
                     crate::fault::point("after-history-link", key.as_str());
-                    sync_dir(dir).map_err(self.io(dir))?;
+                    self.sync_rel(dir)?;
                     return Ok(name);
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -420,12 +422,9 @@ impl Mirror {
     /// ended first, so it never swallows the next one.
     fn append_journal(&self, dir: &Path, event: &Event) -> Result<(), MirrorError> {
         let path = dir.join(JOURNAL);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .mode(0o600)
-            .open(&path)
+        let mut file = self
+            .dir
+            .open(&path, Open::read_write().create(0o600).append())
             .map_err(self.io(&path))?;
         let len = file.metadata().map_err(self.io(&path))?.len();
         let mut line = Vec::new();
@@ -438,7 +437,7 @@ impl Mirror {
         file.write_all(&line).map_err(self.io(&path))?;
         file.sync_all().map_err(self.io(&path))?;
         if len == 0 {
-            sync_dir(dir).map_err(self.io(dir))?;
+            self.sync_rel(dir)?;
         }
         Ok(())
     }
@@ -451,11 +450,10 @@ impl Mirror {
         etag: Option<&ETag>,
         since: u64,
     ) -> Result<bool, MirrorError> {
-        let dir_rel = history_dir(key.as_str());
-        let dir = self.root.join(&dir_rel);
+        let dir = history_dir(key.as_str());
         self.ensure_history_dir(&dir)?;
-        let _lock = self.lock_path(&dir_rel)?;
-        let journal = fs::read(dir.join(JOURNAL)).unwrap_or_default();
+        let _lock = self.lock_path(&dir)?;
+        let journal = self.dir.read(&dir.join(JOURNAL)).unwrap_or_default();
         let seen = parse_journal(&journal)
             .iter()
             .any(|e| matches!(e, Event::Deleted(d) if d.at >= since));
@@ -475,8 +473,7 @@ impl Mirror {
     /// journal lines with them; files the mirror had no record of stay. Returns
     /// how many versions and bytes went.
     pub fn expire_history(&self, cutoff: u64) -> Result<(u64, u64), MirrorError> {
-        let top = self.root.join(HISTORY_DIR);
-        let histories = read_all_histories(&self.root).map_err(self.io(&top))?;
+        let histories = read_all_histories(&self.dir).map_err(self.io(Path::new(HISTORY_DIR)))?;
         let (mut count, mut bytes) = (0, 0);
         for history in histories {
             let expired = history
@@ -497,13 +494,13 @@ impl Mirror {
     /// run finds by their names), then removes the files.
     fn expire_key(&self, dir_rel: &Path, cutoff: u64) -> Result<(u64, u64), MirrorError> {
         let _lock = self.lock_path(dir_rel)?;
-        let history = read_history_dir(&self.root, dir_rel).map_err(self.io(dir_rel))?;
+        let history = read_history_dir(&self.dir, dir_rel).map_err(self.io(dir_rel))?;
         let (expired, kept): (Vec<_>, Vec<_>) = history
             .versions
             .iter()
             .cloned()
             .partition(|v| !v.unrecorded && v.replaced_at < cutoff);
-        let dir = self.root.join(dir_rel);
+        let dir = dir_rel;
         let mut journal = Vec::new();
         let events = kept
             .into_iter()
@@ -513,11 +510,11 @@ impl Mirror {
             journal.extend(serde_json::to_vec(&event).expect("events serialize"));
             journal.push(b'\n');
         }
-        self.replace_journal(&dir, &journal)?;
+        self.replace_journal(dir, &journal)?;
         let (mut count, mut bytes) = (0, 0);
         for v in &expired {
             let path = dir.join(&v.file);
-            match fs::remove_file(&path) {
+            match self.dir.remove_file(&path) {
                 Ok(()) => {
                     count += 1;
                     bytes += v.size;
@@ -526,13 +523,12 @@ impl Mirror {
                 Err(e) => return Err(self.io(&path)(e)),
             }
         }
-        sync_dir(&dir).map_err(self.io(&dir))?;
+        self.sync_rel(dir)?;
         if journal.is_empty() {
             // Nothing left to say about the key; the directory goes if it is empty.
-            let _ = fs::remove_file(dir.join(JOURNAL));
-            if fs::remove_dir(&dir).is_ok() {
-                let top = self.root.join(HISTORY_DIR);
-                sync_dir(&top).map_err(self.io(&top))?;
+            let _ = self.dir.remove_file(&dir.join(JOURNAL));
+            if self.dir.remove_dir(dir).is_ok() {
+                self.sync_rel(Path::new(HISTORY_DIR))?;
             }
         }
         Ok((count, bytes))
@@ -543,9 +539,9 @@ impl Mirror {
         tmp.write_at(contents, 0)?;
         tmp.file.sync_all().map_err(self.io(&tmp.path))?;
         let path = dir.join(JOURNAL);
-        fs::rename(&tmp.path, &path).map_err(self.io(&path))?;
+        self.dir.rename(&tmp.rel, &path).map_err(self.io(&path))?;
         tmp.disarm();
-        sync_dir(dir).map_err(self.io(dir))
+        self.sync_rel(dir)
     }
 }
 
@@ -575,7 +571,7 @@ mod tests {
     }
 
     fn versions(mirror: &Mirror, key: &str) -> Vec<(Option<String>, Vec<u8>)> {
-        let history = read_key_history(mirror.root(), key).unwrap();
+        let history = read_key_history(mirror.dir(), key).unwrap();
         history
             .versions
             .iter()
@@ -605,7 +601,7 @@ mod tests {
                 (Some("\"2\"".into()), b"two!".to_vec())
             ]
         );
-        let history = read_key_history(mirror.root(), "a/p.jpg").unwrap();
+        let history = read_key_history(mirror.dir(), "a/p.jpg").unwrap();
         let first = &history.versions[0];
         assert_eq!((first.size, first.last_modified), (3, 1_000_000));
         assert!(first.replaced_at <= history.versions[1].replaced_at);
@@ -619,20 +615,20 @@ mod tests {
         let scratch = Scratch::new(&[]);
         let mirror = &scratch.mirror;
         put(mirror, "k", "k", "\"1\"", b"old");
-        let path = mirror.root().join("k");
+        let path = Path::new("k");
         let key = Key::new("k").unwrap();
         let old = record("k", "\"1\"", 3);
         // As after a crash between keeping the copy and replacing it.
-        mirror.keep(&path, &key, Some(&old), Keep::Link).unwrap();
-        mirror.keep(&path, &key, Some(&old), Keep::Link).unwrap();
+        mirror.keep(path, &key, Some(&old), Keep::Link).unwrap();
+        mirror.keep(path, &key, Some(&old), Keep::Link).unwrap();
         assert_eq!(versions(mirror, "k").len(), 1);
         // Its journal line lost: the file is still found, once, by its name.
         let dir = mirror.root().join(history_dir("k"));
         fs::write(dir.join(JOURNAL), b"").unwrap();
-        let history = read_key_history(mirror.root(), "k").unwrap();
+        let history = read_key_history(mirror.dir(), "k").unwrap();
         assert_eq!(history.versions.len(), 1);
         assert_eq!(history.versions[0].etag.as_deref(), Some("\"1\""));
-        mirror.keep(&path, &key, Some(&old), Keep::Link).unwrap();
+        mirror.keep(path, &key, Some(&old), Keep::Link).unwrap();
         assert_eq!(versions(mirror, "k").len(), 1);
     }
 
@@ -663,7 +659,7 @@ mod tests {
                 .record_deletion(&key, Some(&etag), u64::MAX - 1)
                 .unwrap()
         );
-        let history = read_key_history(mirror.root(), "gone").unwrap();
+        let history = read_key_history(mirror.dir(), "gone").unwrap();
         assert_eq!(history.deletions.len(), 2);
         assert_eq!(history.key(), Some("gone"));
     }
@@ -683,7 +679,7 @@ mod tests {
             "nothing that old"
         );
         assert_eq!(mirror.expire_history(u64::MAX).unwrap(), (2, 4));
-        let left = read_key_history(mirror.root(), "mine").unwrap();
+        let left = read_key_history(mirror.dir(), "mine").unwrap();
         assert_eq!(left.versions.len(), 1);
         assert!(left.versions[0].unrecorded);
         assert_eq!(versions(mirror, "mine")[0].1, b"user's");
@@ -733,7 +729,7 @@ mod tests {
 
     /// Appends raw bytes to a journal: a line cut short by a crash.
     fn append_raw(path: &Path, bytes: &[u8]) {
-        let mut file = OpenOptions::new().append(true).open(path).unwrap();
+        let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
         file.write_all(bytes).unwrap();
     }
 }

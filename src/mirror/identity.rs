@@ -4,13 +4,14 @@
 //! user says the bucket moved.
 
 use std::fmt;
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::MirrorError;
+use crate::layout::STATE_DIR;
+use crate::sys::beneath::Dir;
 
 /// The file in the state directory.
 pub const IDENTITY_FILE: &str = "mirror.json";
@@ -78,9 +79,10 @@ impl fmt::Display for Shown<'_> {
 
 /// What a mirror's state directory says it belongs to; `None` if it has not been
 /// used for a bucket yet.
-pub(super) fn read_identity(state: &Path) -> Result<Option<Identity>, MirrorError> {
-    let path = state.join(IDENTITY_FILE);
-    let bytes = match fs::read(&path) {
+pub(super) fn read_identity(root: &Path, dir: &Dir) -> Result<Option<Identity>, MirrorError> {
+    let rel = Path::new(STATE_DIR).join(IDENTITY_FILE);
+    let path = root.join(&rel);
+    let bytes = match dir.read(&rel) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(err) => return Err(MirrorError::Io { path, err }),
@@ -105,8 +107,8 @@ pub(super) struct Claim {
 
 impl Claim {
     /// Reads `mirror.json` of the mirror at `root`; another bucket's mirror is refused.
-    pub(super) fn read(root: &Path, state: &Path, bucket: &str) -> Result<Claim, MirrorError> {
-        let recorded = read_identity(state)?;
+    pub(super) fn read(root: &Path, dir: &Dir, bucket: &str) -> Result<Claim, MirrorError> {
+        let recorded = read_identity(root, dir)?;
         if let Some(existing) = &recorded
             && existing.bucket != bucket
         {

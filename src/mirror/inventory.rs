@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::identity::{Identity, read_identity};
-use super::{Mirror, MirrorError, Record, read_record, read_record_of, write_record};
+use super::{Mirror, MirrorError, Record, read_record_in, read_record_of, write_record};
 use crate::layout::{RENAMED_DIR, STATE_DIR};
 use crate::store::{ETag, Key};
+use crate::sys::beneath::Dir;
 
 /// Where the index of each prefetched prefix lives, inside the state directory.
 const INDEX_DIR: &str = "index";
@@ -55,6 +56,9 @@ pub struct WalkError {
 pub struct MirrorView {
     root: PathBuf,
     state: PathBuf,
+    /// The root, opened: reads resolve beneath it and never follow a symlink, so
+    /// an admin reading another user's mirror reads only that mirror.
+    dir: Dir,
     /// What `mirror.json` says; `None` for a mirror never used for a bucket.
     pub identity: Option<Identity>,
 }
@@ -63,31 +67,62 @@ impl MirrorView {
     /// Opens the mirror at `root`, or says why it is not one.
     pub fn open(root: &Path) -> Result<MirrorView, MirrorError> {
         let state = root.join(STATE_DIR);
-        match fs::metadata(&state) {
+        let dir = match Dir::open_root(root) {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(MirrorError::NoMirror(root.to_path_buf()));
+            }
+            Err(err) => {
+                return Err(MirrorError::Io {
+                    path: root.to_path_buf(),
+                    err,
+                });
+            }
+        };
+        match dir.symlink_metadata(Path::new(STATE_DIR)) {
             Ok(meta) if meta.is_dir() => {}
+            Ok(meta) if meta.is_symlink() => {
+                return Err(MirrorError::Io {
+                    path: state,
+                    err: io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "is a symlink; the state directory must be a real directory",
+                    ),
+                });
+            }
             Ok(_) => return Err(MirrorError::NotAMirror(root.to_path_buf())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(if root.is_dir() {
-                    MirrorError::NotAMirror(root.to_path_buf())
-                } else {
-                    MirrorError::NoMirror(root.to_path_buf())
-                });
+                return Err(MirrorError::NotAMirror(root.to_path_buf()));
             }
             Err(err) => {
                 return Err(MirrorError::Io { path: state, err });
             }
         }
-        let identity = read_identity(&state)?;
+        let identity = read_identity(root, &dir)?;
         Ok(MirrorView {
             root: root.to_path_buf(),
             state,
+            dir,
             identity,
         })
     }
 
-    /// The mirror's root directory.
+    /// The mirror's root directory, as named.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The mirror's root directory, opened: read the mirror through it.
+    pub fn dir(&self) -> &Dir {
+        &self.dir
+    }
+
+    /// The uid that owns the mirror directory.
+    pub fn owner(&self) -> Result<u32, MirrorError> {
+        self.dir.owner().map_err(|err| MirrorError::Io {
+            path: self.root.clone(),
+            err,
+        })
     }
 
     /// Fails unless the mirror belongs to `bucket` (or to no bucket yet).
@@ -105,7 +140,7 @@ impl MirrorView {
     /// Reads a file of the state directory; `None` if it is not there.
     pub fn read_state_file(&self, name: &str) -> Result<Option<Vec<u8>>, MirrorError> {
         let path = self.state.join(name);
-        match fs::read(&path) {
+        match self.dir.read(&Path::new(STATE_DIR).join(name)) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(err) => Err(MirrorError::Io { path, err }),
@@ -116,7 +151,8 @@ impl MirrorView {
     /// the same moment must not find it busy).
     pub fn locked_by(&self) -> Result<Option<String>, MirrorError> {
         let path = self.state.join("lock");
-        let file = match File::open(&path) {
+        let rel = Path::new(STATE_DIR).join("lock");
+        let file = match self.dir.open_read(&rel) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(err) => return Err(MirrorError::Io { path, err }),
@@ -134,7 +170,7 @@ impl MirrorView {
         if !held {
             return Ok(None);
         }
-        let text = fs::read_to_string(&path).unwrap_or_default();
+        let text = String::from_utf8_lossy(&self.dir.read(&rel).unwrap_or_default()).into_owned();
         let holder = text.trim();
         Ok(Some(if holder.is_empty() {
             "another process".to_string()
@@ -146,22 +182,26 @@ impl MirrorView {
     /// Every recorded copy: the key tree and `.s3mirrorfs/renamed/`, files and
     /// marker directories, with the directories that could not be read.
     pub fn entries(&self) -> (Vec<Entry>, Vec<WalkError>) {
-        walk(&self.root)
+        walk(&self.dir, &self.root)
     }
 
     /// The index each prefetch left of what it listed; the newest entry wins for a
     /// key that several prefixes cover.
     pub fn index(&self) -> Result<HashMap<Key, IndexEntry>, MirrorError> {
+        let rel = Path::new(STATE_DIR).join(INDEX_DIR);
         let dir = self.state.join(INDEX_DIR);
         let mut files = Vec::new();
-        match fs::read_dir(&dir) {
+        match self.dir.read_dir(&rel) {
             Ok(entries) => {
-                for entry in entries.flatten() {
-                    let path = entry.path();
-                    let bytes = fs::read(&path).map_err(|err| MirrorError::Io {
-                        path: path.clone(),
-                        err,
-                    })?;
+                for entry in entries {
+                    let path = dir.join(&entry.name);
+                    let bytes =
+                        self.dir
+                            .read(&rel.join(&entry.name))
+                            .map_err(|err| MirrorError::Io {
+                                path: path.clone(),
+                                err,
+                            })?;
                     match Index::decode(&bytes) {
                         Some(index) => files.push(index),
                         None => {
@@ -209,52 +249,47 @@ fn held_per_proc_locks(file: &File) -> Option<bool> {
     (!same_inode_elsewhere).then_some(false)
 }
 
-/// Walks the key tree and the renamed directory for recorded files and marker directories.
-pub(super) fn walk(root: &Path) -> (Vec<Entry>, Vec<WalkError>) {
+/// Walks the key tree and the renamed directory for recorded files and marker
+/// directories, beneath `root` (named `name` in errors); symlinks are skipped.
+pub(super) fn walk(root: &Dir, name: &Path) -> (Vec<Entry>, Vec<WalkError>) {
     let mut found = Vec::new();
     let mut errors = Vec::new();
-    let state = root.join(STATE_DIR);
-    let renamed = root.join(RENAMED_DIR);
-    let mut stack = vec![root.to_path_buf()];
+    let state = Path::new(STATE_DIR);
+    let renamed = Path::new(RENAMED_DIR);
+    let mut stack = vec![PathBuf::new()];
     while let Some(dir) = stack.pop() {
-        let entries = match fs::read_dir(&dir) {
+        let entries = match root.read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound && dir == renamed => continue,
             Err(err) => {
-                errors.push(WalkError { path: dir, err });
+                errors.push(WalkError {
+                    path: name.join(&dir),
+                    err,
+                });
                 continue;
             }
         };
         for entry in entries {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(err) => {
-                    errors.push(WalkError {
-                        path: dir.clone(),
-                        err,
-                    });
-                    continue;
-                }
+            let rel = dir.join(&entry.name);
+            let (directory, file) = match entry.kind {
+                libc::DT_DIR => (true, false),
+                libc::DT_REG => (false, true),
+                libc::DT_UNKNOWN => match root.symlink_metadata(&rel) {
+                    Ok(meta) => (meta.is_dir(), meta.is_file()),
+                    Err(_) => continue,
+                },
+                _ => continue,
             };
-            let path = entry.path();
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            let directory = kind.is_dir();
             if directory {
-                if path == state {
-                    stack.push(renamed.clone());
+                if rel == state {
+                    stack.push(renamed.to_path_buf());
                     continue;
                 }
-                stack.push(path.clone());
-            } else if !kind.is_file() {
+                stack.push(rel.clone());
+            } else if !file {
                 continue;
             }
-            if let Some(record) = read_record(&path) {
-                let rel = path
-                    .strip_prefix(root)
-                    .expect("walk stays under the root")
-                    .to_path_buf();
+            if let Some(record) = read_record_in(root, &rel) {
                 found.push(Entry {
                     path: rel,
                     record,
@@ -391,12 +426,23 @@ impl Index {
 }
 
 impl Mirror {
+    /// A read-only view of this mirror, through the root it opened.
+    pub fn view(&self) -> Result<MirrorView, MirrorError> {
+        let dir = self.dir.try_clone().map_err(self.io(&self.root))?;
+        Ok(MirrorView {
+            root: self.root.clone(),
+            state: self.state.clone(),
+            identity: read_identity(&self.root, &dir)?,
+            dir,
+        })
+    }
+
     /// Records on a directory made from a zero-byte `dir/` marker which object it
     /// stands for, so the marker can be verified and restored. Leaves a record that
     /// already says the same alone.
     pub fn record_marker(&self, rel: &Path, record: &Record) -> Result<(), MirrorError> {
         let path = self.root.join(rel);
-        let dir = File::open(&path).map_err(self.io(&path))?;
+        let dir = self.dir.open_read(rel).map_err(self.io(&path))?;
         if read_record_of(&dir).as_ref() == Some(record) {
             return Ok(());
         }
@@ -414,7 +460,7 @@ impl Mirror {
             return Ok(false);
         };
         let path = self.root.join(rel);
-        let file = File::open(&path).map_err(self.io(&path))?;
+        let file = self.dir.open_read(rel).map_err(self.io(&path))?;
         let meta = file.metadata().map_err(self.io(&path))?;
         if !meta.is_file() || meta.len() != entry.size || read_record_of(&file).is_some() {
             return Ok(false);

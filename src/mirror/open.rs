@@ -25,21 +25,64 @@ impl Mirror {
         if self.status(rel, key, etag, size) != LocalStatus::Current {
             return None;
         }
-        File::open(self.root.join(rel)).ok()
+        self.dir.open_read(rel).ok()
     }
 
     /// The record of the copy (file or marker directory) at `rel`, with its
     /// mtime (for a file, the object's LastModified); `None` without a record.
     pub fn copy_at(&self, rel: &Path) -> Option<(super::Record, std::time::SystemTime)> {
-        let path = self.root.join(rel);
-        let record = super::read_record(&path)?;
-        let modified = std::fs::symlink_metadata(&path).ok()?.modified().ok()?;
+        let file = self.dir.open_read(rel).ok()?;
+        let record = super::read_record_of(&file)?;
+        let modified = file.metadata().ok()?.modified().ok()?;
         Some((record, modified))
+    }
+
+    /// The record of the file or directory at `rel`, if it has a valid one.
+    pub fn record_at(&self, rel: &Path) -> Option<super::Record> {
+        super::read_record_in(&self.dir, rel)
+    }
+
+    /// What stands at `rel`, a symlink not followed.
+    pub fn metadata(&self, rel: &Path) -> io::Result<std::fs::Metadata> {
+        self.dir.symlink_metadata(rel)
+    }
+
+    /// Opens a file of the state directory for reading.
+    pub fn open_state_file(&self, name: &str) -> io::Result<File> {
+        self.dir
+            .open_read(&std::path::Path::new(crate::layout::STATE_DIR).join(name))
+    }
+
+    /// Reads a file of the state directory (`name` may be in a subdirectory).
+    pub fn read_state_file(&self, name: &str) -> io::Result<Vec<u8>> {
+        self.dir
+            .read(&std::path::Path::new(crate::layout::STATE_DIR).join(name))
+    }
+
+    /// The entries of the directory at `rel`.
+    pub fn read_dir(&self, rel: &Path) -> io::Result<Vec<crate::sys::beneath::Entry>> {
+        self.dir.read_dir(rel)
+    }
+
+    /// Removes a file of the state directory (`name` may be in a subdirectory).
+    pub fn remove_state_file(&self, name: &str) -> io::Result<()> {
+        self.dir
+            .remove_file(&std::path::Path::new(crate::layout::STATE_DIR).join(name))
+    }
+
+    /// Opens (creating, appending) a file of the state directory, for the
+    /// daemon's log.
+    pub fn open_state_log(&self, name: &str) -> io::Result<File> {
+        use crate::sys::beneath::Open;
+        self.dir.open(
+            &std::path::Path::new(crate::layout::STATE_DIR).join(name),
+            Open::read_write().create(0o600).append(),
+        )
     }
 
     /// Opens the copy at `rel` for reading (one a download just committed).
     pub fn open_copy(&self, rel: &Path) -> io::Result<File> {
-        File::open(self.root.join(rel))
+        self.dir.open_read(rel)
     }
 }
 

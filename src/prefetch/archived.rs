@@ -77,7 +77,7 @@ impl ArchivedList {
 
     /// What the mirror's state file holds (nothing if there is none).
     pub fn load(mirror: &Mirror) -> ArchivedList {
-        match std::fs::read(mirror.state_dir().join(ARCHIVED_FILE)) {
+        match mirror.read_state_file(ARCHIVED_FILE) {
             Ok(bytes) => ArchivedList::decode(&bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => ArchivedList::default(),
             Err(e) => {

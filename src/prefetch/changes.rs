@@ -3,13 +3,13 @@
 //! found deleted, prune into history, and expire old versions.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::{Item, KeyPath, Summary};
 use crate::layout::possible_paths;
-use crate::mirror::inventory::{IndexEntry, MirrorView};
-use crate::mirror::{LocalStatus, Mirror, Record, read_record};
+use crate::mirror::inventory::IndexEntry;
+use crate::mirror::{LocalStatus, Mirror, Record};
 use crate::store::Key;
 use crate::utc;
 
@@ -98,11 +98,12 @@ pub fn record_deletions(
     summary: &mut Summary,
 ) {
     for entry in previous.values().filter(|e| !listed.contains(&e.key)) {
-        let path = mirror.root().join(&entry.path);
-        let Some(record) = read_record(&path).filter(|r| r.key == entry.key) else {
+        let rel = Path::new(&entry.path);
+        let Some(record) = mirror.record_at(rel).filter(|r| r.key == entry.key) else {
             continue;
         };
-        let since = std::fs::symlink_metadata(&path)
+        let since = mirror
+            .metadata(rel)
             .and_then(|m| m.modified())
             .map(utc::unix_ms)
             .unwrap_or(0);
@@ -119,7 +120,7 @@ pub fn record_deletions(
 
 /// What the last prefetches listed under this prefix (empty on a first run).
 pub fn previous_listing(mirror: &Mirror, prefix: &str) -> HashMap<Key, IndexEntry> {
-    let view = match MirrorView::open(mirror.root()) {
+    let view = match mirror.view() {
         Ok(view) => view,
         Err(_) => return HashMap::new(),
     };
@@ -141,10 +142,10 @@ pub fn prune(mirror: &Mirror, candidates: Vec<(PathBuf, Record)>, summary: &mut 
     for (walked, record) in candidates {
         // Since the walk, the copy may have moved out of a new directory's way
         // (to its renamed path), or a mount may have replaced it.
-        let holds = |rel: &PathBuf| read_record(&mirror.root().join(rel)).as_ref() == Some(&record);
+        let holds = |rel: &PathBuf| mirror.record_at(rel).as_ref() == Some(&record);
         let Some(rel) = std::iter::once(walked)
             .chain(possible_paths(record.key.as_str()))
-            .find(|rel| holds(rel) && mirror.root().join(rel).is_file())
+            .find(|rel| holds(rel) && mirror.metadata(rel).is_ok_and(|m| m.is_file()))
         else {
             continue;
         };

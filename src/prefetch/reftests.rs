@@ -442,7 +442,10 @@ impl Harness {
     /// byte for byte.
     fn check_nothing_lost(&mut self, seen: &Seen) {
         let mut held: BTreeSet<String> = seen.files.values().map(|c| c.etag.clone()).collect();
-        for history in read_all_histories(self.dir.path()).unwrap() {
+        for history in
+            read_all_histories(&crate::sys::beneath::Dir::open_root(self.dir.path()).unwrap())
+                .unwrap()
+        {
             for v in &history.versions {
                 let etag = v.etag.clone().expect("the mirror wrote every copy");
                 let (key, data) = &self.versions[&etag];

@@ -27,7 +27,6 @@ use s3mirrorfs::prefetch::{self, PrefetchOptions, RestoreArchived, Summary, norm
 use s3mirrorfs::report::human_bytes;
 use s3mirrorfs::s3::{S3Options, S3Store};
 use s3mirrorfs::store::{Encryption, ObjectSink, ObjectStore, RetrievalTier};
-use s3mirrorfs::sys;
 
 use progress::{BarSlot, Counters, LogWriter, ProgressMode, Reporter};
 
@@ -75,7 +74,6 @@ fn mount_command(mut args: MountArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    let (uid, gid) = sys::uid_gid();
     let options = MountOptions {
         bucket: args.target.bucket.clone(),
         prefix: normalize_prefix(&args.target.prefix),
@@ -86,15 +84,17 @@ fn mount_command(mut args: MountArgs) -> ExitCode {
         metadata_ttl: Duration::from_secs(args.metadata_ttl),
         allow_other: args.allow_other,
         foreground: args.foreground,
-        uid: args.uid.unwrap_or(uid),
-        gid: args.gid.unwrap_or(gid),
+        uid: args.uid,
+        gid: args.gid,
+        setuid: args.setuid.clone(),
     };
     match mount::run(options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            // Like prefetch: a mirror of another source is a run that cannot go on.
-            ExitCode::from(if e.is_other_source() { 2 } else { 1 })
+            // Like prefetch: a mirror of another source or another user's is a
+            // run that cannot go on.
+            ExitCode::from(if e.is_refusal() { 2 } else { 1 })
         }
     }
 }
