@@ -460,7 +460,8 @@ def plot(results, meta, cs):
     ax.set_ylabel("seconds (log scale, median; lower is better)")
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([g.replace("_", "\n") for g in groups], fontsize=9)
-    ax.set_title(f"s3mirrorfs vs peers: moto + {meta.get('delay_ms', '?')} ms relay, "
+    server = ("s3sim" if meta.get("server") == "sim" else "moto")
+    ax.set_title(f"s3mirrorfs vs peers: {server} + {meta.get('delay_ms', '?')} ms latency, "
                  f"{meta.get('nproc', '?')} cores, {meta.get('date', '')[:10]}")
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(axis="y", which="both", alpha=0.3)
