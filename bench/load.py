@@ -5,6 +5,9 @@ latency relay, so loading costs no simulated latency).
   load.py dataset DIR            write DIR/bench/{large.bin,small/pNN/objNNN.bin} and DIR/bench.md5
                                  (deterministic bytes; kept if the manifest already matches)
   load.py upload ENDPOINT DIR    create bucket `bench` and upload DIR/bench into it
+  load.py fetch ENDPOINT DIR     the other way round, for a server that generates the data set
+                                 (s3sim): download bucket `bench` into DIR/bench and write
+                                 DIR/bench.md5, each object checked against its ETag (its MD5)
   load.py scale ENDPOINT N       create bucket `bench-scale` with N small keys:
                                  a/dNNN/kNNNNNNN for the first N/10, b/... for the rest
   load.py list ENDPOINT BUCKET[/PREFIX]
@@ -126,6 +129,37 @@ def upload(endpoint, root):
           f"(first page {n} keys) in {time.time() - t0:.1f}s")
 
 
+def fetch(endpoint, root):
+    s3 = client(endpoint)
+    t0 = time.time()
+    ds = os.path.join(root, "bench")
+    objs = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket="bench"):
+        objs += [(o["Key"], o["ETag"].strip('"')) for o in page.get("Contents", [])]
+
+    def get(item):
+        key, etag = item
+        path = os.path.join(ds, key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        h = hashlib.md5()
+        body = s3.get_object(Bucket="bench", Key=key)["Body"]
+        with open(path + ".tmp", "wb") as f:
+            while chunk := body.read(1 << 20):
+                h.update(chunk)
+                f.write(chunk)
+        os.rename(path + ".tmp", path)
+        if h.hexdigest() != etag:
+            raise SystemExit(f"fetch: {key}: md5 {h.hexdigest()} but ETag {etag}")
+        return f"{etag}  {key}\n"
+
+    with cf.ThreadPoolExecutor(16) as pool:
+        lines = sorted(pool.map(get, objs), key=lambda line: line[34:])
+    with open(os.path.join(root, "bench.md5.tmp"), "w") as f:
+        f.writelines(lines)
+    os.rename(os.path.join(root, "bench.md5.tmp"), os.path.join(root, "bench.md5"))
+    print(f"fetch: {len(lines)} objects of bench into {ds} in {time.time() - t0:.1f}s")
+
+
 def sqs_call(endpoint, op, body):
     """One call to an SQS JSON-protocol endpoint (the bench's own queue server)."""
     import urllib.request
@@ -224,6 +258,7 @@ def main(argv):
     cmds = {
         "dataset": (dataset, 1),
         "upload": (upload, 2),
+        "fetch": (fetch, 2),
         "follow-setup": (follow_setup, 4),
         "scale": (lambda e, n: scale(e, int(n)), 2),
         "list": (list_keys, 2),

@@ -32,6 +32,10 @@ LABELS = {
     "sync_first": "full mirror of 2,000 objects",
     "sync_nochange": "no-change mirror run",
 }
+SERVER_NOTE = {
+    "moto": "moto behind the relay",
+    "sim": "s3sim (the bench's synthetic S3)",
+}
 TOOL_NOTE = {
     "s3fs": "s3fs (use_cache)",
     "rclone": "rclone (mount: --vfs-cache-mode full; sync: defaults)",
@@ -48,6 +52,9 @@ def load(results):
     rows = []
     with open(os.path.join(results, "raw.tsv")) as f:
         for r in csv.DictReader(f, delimiter="\t"):
+            # results from before the server column ran on moto
+            if not r.get("server") and r["tool"] != "local":
+                r["server"] = "moto"
             rows.append(r)
     meta = {}
     path = os.path.join(results, "meta.env")
@@ -192,6 +199,86 @@ def scale_points(cs):
     return pts
 
 
+def server_text(sv, meta, rows):
+    wls = sorted({r["workload"].split("_")[0] for r in rows if r.get("server") == sv})
+    if sv == "moto":
+        how = (f"moto on 127.0.0.1 behind the bench's relay, which holds every response chunk "
+               f"{meta.get('delay_ms', '?')} ms (pipelined)")
+    elif sv == "sim":
+        how = f"{meta.get('s3sim', 's3sim')} (its relay adds no delay)"
+    else:
+        how = sv
+    return f"{how}, for {', '.join(wls)}"
+
+
+def mem_section(cs):
+    walks = [cs.get(("s3mirrorfs", f"mem_walk{i}")) for i in (1, 2, 3)]
+    if not any(walks):
+        return []
+    n = next((c.runs[0]["note"].split(" ")[0] for c in walks if c), "?")
+    n = f"{int(n):,}" if n.isdigit() else n
+    L = [f"## Long-running mount memory (s3mirrorfs; {n} keys, 1,000 files a directory; "
+         f"{SERVER_NOTE.get(walks[0].runs[0].get('server', '') if walks[0] else '', '')})\n",
+         "`find MNT -type f | wc -l` three times on one mount, `echo 2 > /proc/sys/vm/drop_caches` "
+         "between walks (the kernel forgets its dentries and inodes, so the daemon is asked "
+         "again); the daemon's memory after each walk.\n",
+         "| walk | seconds | requests | VmRSS, MiB | VmHWM, MiB |", "|---|---|---|---|---|"]
+    for i, c in enumerate(walks, 1):
+        if not c:
+            continue
+        L.append(f"| {i} | {c.text()} | {req_text(c)} | {fmt(c.med_of('rss_mib'))} | "
+                 f"{fmt(c.med_of('hwm_mib'))} |")
+    rss = [c.med_of("rss_mib") if c else None for c in walks]
+    hwm = max((c.med_of("hwm_mib") or 0 for c in walks if c), default=0)
+    ok_rss = all(r is not None and r < 128 for r in rss) and all(c and c.ok() for c in walks)
+    # within 1 MiB: what the allocator keeps or returns between walks is not growth
+    flat = rss[1] is not None and rss[2] is not None and rss[2] <= rss[1] + 1
+    L.append("")
+    L.append("| target | value | met |\n|---|---|---|")
+    L.append(f"| RSS < 128 MiB after every walk | max VmRSS {fmt(max((r for r in rss if r is not None), default=None))} MiB"
+             f" (VmHWM {fmt(hwm)} MiB) | {'yes' if ok_rss else '**no**'} |")
+    L.append(f"| walk 3 not above walk 2 (VmRSS, within 1 MiB) | {fmt(rss[1])} -> {fmt(rss[2])} MiB | "
+             f"{'yes' if flat else '**no**'} |")
+    L.append("")
+    return L
+
+
+def bigdir_section(cs, meta):
+    st, ls, st16 = (cs.get(("s3mirrorfs", w)) for w in ("bigdir_stat", "bigdir_ls", "bigdir_stat16"))
+    if not any((st, ls, st16)):
+        return []
+    n = meta.get("bigdir_keys", "?")
+    try:
+        n = f"{int(n):,}"
+    except ValueError:
+        pass
+    srv = next((c.runs[0].get("server", "") for c in (st, ls, st16) if c), "")
+    L = [f"## One big directory (s3mirrorfs; {n} files in one directory; {SERVER_NOTE.get(srv, srv)})\n",
+         "| row | seconds | requests | VmRSS / VmHWM, MiB | target | met |", "|---|---|---|---|---|---|"]
+
+    def reqs(c):
+        return sum(c.med_of(k) or 0 for k in ("get", "head", "list", "other"))
+
+    def mem(c):
+        return f"{fmt(c.med_of('rss_mib'))} / {fmt(c.med_of('hwm_mib'))}"
+
+    if st:
+        met = st.ok() and reqs(st) <= 2
+        L.append(f"| stat of one name, fresh mount | {st.text()} | {req_text(st)} | {mem(st)} | "
+                 f"<= 2 requests | {'yes' if met else '**no**'} |")
+    if ls:
+        L.append(f"| `ls \\| wc -l` of the directory | {ls.text()} | {req_text(ls)} | {mem(ls)} | "
+                 f"every name listed | {'yes' if ls.ok() else '**no**'} |")
+    if st16:
+        lists = st16.med_of("list") or 0
+        met = st16.ok() and lists <= 1
+        L.append(f"| 16 parallel stats after the metadata TTL ({meta.get('bigdir_ttl', '?')} s) ran out | "
+                 f"{st16.text()} | {req_text(st16)} | {mem(st16)} | 1 LIST, not 16 | "
+                 f"{'yes' if met else '**no**'} ({lists:.0f} LIST) |")
+    L.append("")
+    return L
+
+
 def write_md(results, rows, meta, cs):
     L = []
     L.append("# Benchmark results\n")
@@ -203,12 +290,13 @@ def write_md(results, rows, meta, cs):
         if k in meta:
             L.append(f"| {k} | {meta[k]} |")
     L.append("\n| tool | version |\n|---|---|")
-    for k in ("s3mirrorfs", "s3fs", "rclone", "awscli", "mount-s3", "moto", "fuse3"):
+    for k in ("s3mirrorfs", "s3fs", "rclone", "awscli", "mount-s3", "moto", "s3sim", "fuse3"):
         if k in meta:
             L.append(f"| {k} | {meta[k]} |")
     L.append("")
-    L.append(f"Server: moto on 127.0.0.1 behind the bench's relay, which holds every response chunk "
-             f"{meta.get('delay_ms', '?')} ms (pipelined; requests count at the relay). "
+    servers = sorted({r.get("server") for r in rows if r.get("server")})
+    L.append("Servers: " + "; ".join(server_text(sv, meta, rows) for sv in servers) + ". "
+             "Requests count at the relay in front of each server. "
              "cold = fresh mount, empty cache dir, `echo 3 > /proc/sys/vm/drop_caches`; "
              "warm = again right after (page cache); disk = after drop_caches, from the tool's own "
              "cache or mirror. Cold reads are timed with `md5sum` and compared with the dataset's "
@@ -218,12 +306,15 @@ def write_md(results, rows, meta, cs):
         L.append("mount-s3 was not measured: no binary was given (`MOUNT_S3=`); it is not in any "
                  "package registry this machine reaches.\n")
 
-    L.append("## Targets\n")
-    L.append("| workload | s3mirrorfs (s) | reference (s) | target | ratio | met |\n|---|---|---|---|---|---|")
-    for wl, m, ref, tgt, ratio, met in targets(cs):
+    # the rows on the moto-sized data set (a run of only mem or bigdir has none)
+    classic = any(wl in READS + SYNCS for (_, wl) in cs)
+    pts = scale_points(cs)
+    if classic or pts.get("scale_prefetch"):
+        L.append("## Targets\n")
+        L.append("| workload | s3mirrorfs (s) | reference (s) | target | ratio | met |\n|---|---|---|---|---|---|")
+    for wl, m, ref, tgt, ratio, met in targets(cs) if classic else []:
         r = f"{ratio:.2f}x" if ratio is not None else "-"
         L.append(f"| {wl} | {fmt(m)} | {ref} | {tgt} | {r} | {'yes' if met else '**no**'} |")
-    pts = scale_points(cs)
     if pts.get("scale_prefetch"):
         ns = sorted(pts["scale_prefetch"])
         cells_ = [pts["scale_prefetch"][n] for n in ns]
@@ -239,29 +330,30 @@ def write_md(results, rows, meta, cs):
 
     tools = [t for t in ["s3mirrorfs", "s3fs", "rclone", "mount-s3", "local"]
              if any((t, wl) in cs for wl in READS)]
-    L.append("## Reads through the mount (seconds; requests at the relay)\n")
-    L.append("| workload | " + " | ".join(TOOL_NOTE.get(t, t) for t in tools) + " |")
-    L.append("|---|" + "---|" * len(tools))
-    for wl in READS + ["find_remount", "large_remount"]:
-        if not any((t, wl) in cs for t in tools):
-            continue
-        cellsx = []
-        for t in tools:
-            c = cs.get((t, wl))
-            cellsx.append(c.text(reqs=(t != "local")) if c else "")
-        L.append(f"| {LABELS[wl]} | " + " | ".join(cellsx) + " |")
-    daemon = [(t, cs.get((t, "daemon"))) for t in tools if (t, "daemon") in cs]
-    if daemon:
-        L.append("| daemon peak RSS, MiB (VmHWM) | " + " | ".join(
-            fmt(cs[(t, "daemon")].med_of("rss_mib")) if (t, "daemon") in cs else "" for t in tools) + " |")
-        L.append("| cache dir on disk afterwards, MiB (du) | " + " | ".join(
-            fmt(cs[(t, "daemon")].med_of("disk_mib")) if (t, "daemon") in cs else "" for t in tools) + " |")
-        c = cs.get(("s3mirrorfs", "daemon"))
-        if c:
-            wrong = [r["check"] for r in c.runs if r["check"] != "ok"]
-            state = "all 2,001 objects complete and correct" if not wrong else f"**{wrong[0]}**"
-            L.append(f"\nAfter each unmount the s3mirrorfs mirror held: {state}.")
-    L.append("")
+    if tools:
+        L.append("## Reads through the mount (seconds; requests at the relay)\n")
+        L.append("| workload | " + " | ".join(TOOL_NOTE.get(t, t) for t in tools) + " |")
+        L.append("|---|" + "---|" * len(tools))
+        for wl in READS + ["find_remount", "large_remount"]:
+            if not any((t, wl) in cs for t in tools):
+                continue
+            cellsx = []
+            for t in tools:
+                c = cs.get((t, wl))
+                cellsx.append(c.text(reqs=(t != "local")) if c else "")
+            L.append(f"| {LABELS[wl]} | " + " | ".join(cellsx) + " |")
+        daemon = [(t, cs.get((t, "daemon"))) for t in tools if (t, "daemon") in cs]
+        if daemon:
+            L.append("| daemon peak RSS, MiB (VmHWM) | " + " | ".join(
+                fmt(cs[(t, "daemon")].med_of("rss_mib")) if (t, "daemon") in cs else "" for t in tools) + " |")
+            L.append("| cache dir on disk afterwards, MiB (du) | " + " | ".join(
+                fmt(cs[(t, "daemon")].med_of("disk_mib")) if (t, "daemon") in cs else "" for t in tools) + " |")
+            c = cs.get(("s3mirrorfs", "daemon"))
+            if c:
+                wrong = [r["check"] for r in c.runs if r["check"] != "ok"]
+                state = "all 2,001 objects complete and correct" if not wrong else f"**{wrong[0]}**"
+                L.append(f"\nAfter each unmount the s3mirrorfs mirror held: {state}.")
+        L.append("")
 
     stools = [t for t in SYNC_TOOLS if any((t, wl) in cs for wl in SYNCS)]
     if stools:
@@ -312,9 +404,13 @@ def write_md(results, rows, meta, cs):
             if name != "scale_list":
                 L.append(f"| {name.replace('scale_', '')}: peak RSS, MiB | " + " | ".join(
                     fmt(pts[name][n].med_of("rss_mib")) if n in pts[name] else "" for n in ns) + " |")
-        L.append("\nmoto's ListObjectsV2 costs time in proportion to the whole bucket for every page "
-                 "(see the server floor row), so a listing of N keys costs the server O(N^2); growth "
-                 "beyond linear that the floor row also shows is the server's, not the tool's.\n")
+        if any(r.get("server") == "moto" and r["workload"].startswith("scale_") for r in rows):
+            L.append("\nmoto's ListObjectsV2 costs time in proportion to the whole bucket for every page "
+                     "(see the server floor row), so a listing of N keys costs the server O(N^2); growth "
+                     "beyond linear that the floor row also shows is the server's, not the tool's.\n")
+
+    L.extend(mem_section(cs))
+    L.extend(bigdir_section(cs, meta))
 
     L.append("Raw numbers: [raw.tsv](raw.tsv) (one line per run; requests are counted at the relay, "
              "including background requests a daemon sent before the traffic settled). "
@@ -364,7 +460,8 @@ def plot(results, meta, cs):
     ax.set_ylabel("seconds (log scale, median; lower is better)")
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([g.replace("_", "\n") for g in groups], fontsize=9)
-    ax.set_title(f"s3mirrorfs vs peers: moto + {meta.get('delay_ms', '?')} ms relay, "
+    server = ("s3sim" if meta.get("server") == "sim" else "moto")
+    ax.set_title(f"s3mirrorfs vs peers: {server} + {meta.get('delay_ms', '?')} ms latency, "
                  f"{meta.get('nproc', '?')} cores, {meta.get('date', '')[:10]}")
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(axis="y", which="both", alpha=0.3)
