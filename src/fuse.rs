@@ -2,9 +2,11 @@
 //! filesystem in `fs` and turns its `Result` into a reply; files the mirror holds
 //! are handed to the kernel for passthrough reads where the kernel allows it.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -19,6 +21,7 @@ use parking_lot::Mutex;
 use tracing::Level;
 
 use crate::fs::{Attr, Dir, FileKind, Fs, FsError};
+use crate::store::raw_bytes;
 
 /// How to mount.
 #[derive(Clone, Debug)]
@@ -135,11 +138,7 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        // Every key S3 lists is UTF-8, so no other name can exist here.
-        let found = match name.to_str() {
-            Some(name) => self.fs.lookup(parent.0, name),
-            None => Err(FsError::not_found()),
-        };
+        let found = self.fs.lookup(parent.0, &key_name(name));
         match found {
             Ok(attr) => reply.entry(&self.fs.ttl(), &file_attr(&attr), Generation(0)),
             Err(e) => reply.error(failed("lookup", &e)),
@@ -309,7 +308,7 @@ impl Filesystem for FuseFs {
                 break;
             };
             let attr = file_attr(&attr);
-            if reply.add(attr.ino, i as u64 + 1, attr.kind, name) {
+            if reply.add(attr.ino, i as u64 + 1, attr.kind, os_name(name)) {
                 break;
             }
         }
@@ -339,7 +338,7 @@ impl Filesystem for FuseFs {
             let full = reply.add(
                 INodeNo(attr.ino),
                 i as u64 + 1,
-                name,
+                os_name(name),
                 &ttl,
                 &file_attr(&attr),
                 Generation(0),
@@ -404,6 +403,23 @@ impl Mounted {
     /// Serves requests until the filesystem is unmounted.
     pub fn run(self) -> io::Result<()> {
         self.session.run()
+    }
+}
+
+/// The text form of a name the kernel asks for: a name that is not UTF-8 can
+/// only be that of a key that is not UTF-8 (`store::raw_bytes`).
+fn key_name(name: &OsStr) -> Cow<'_, str> {
+    match name.to_str() {
+        Some(name) => Cow::Borrowed(name),
+        None => Cow::Owned(raw_bytes::text_from_bytes(name.as_bytes().to_vec())),
+    }
+}
+
+/// The name the kernel shows for an entry: a key that is not UTF-8 gets its own bytes back.
+fn os_name(name: &str) -> Cow<'_, OsStr> {
+    match raw_bytes::bytes_of(name) {
+        Cow::Borrowed(bytes) => Cow::Borrowed(OsStr::from_bytes(bytes)),
+        Cow::Owned(bytes) => Cow::Owned(OsString::from_vec(bytes)),
     }
 }
 

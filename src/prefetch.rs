@@ -529,7 +529,15 @@ fn plan(
             Placement::Directory(p) => (p.clone(), true),
             Placement::File(p) => (mirror.resolve(key, p), false),
             Placement::Renamed { path, reason } => {
-                tracing::debug!(key = %meta.key, %reason, "stored under a renamed path");
+                if *reason == RenameReason::NotUtf8 {
+                    tracing::warn!(
+                        key = %meta.key,
+                        path = %path.display(),
+                        "the key is not valid UTF-8: stored under a renamed path"
+                    );
+                } else {
+                    tracing::debug!(key = %meta.key, %reason, "stored under a renamed path");
+                }
                 if *reason == RenameReason::PrefixConflict {
                     // An earlier run stored the key under its own name before it became a prefix.
                     mirror.move_aside(Path::new(key.as_str()), key);

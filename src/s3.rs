@@ -12,7 +12,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::Region;
-use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::http::{HttpRequest, HttpResponse};
 use aws_sdk_s3::config::interceptors::InterceptorContext;
 use aws_sdk_s3::config::retry::{ClassifyRetry, RetryAction, RetryPartition, TokenBucket};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -27,7 +27,7 @@ use crate::store::{
     ArchivedObject, Body, BodyError, BoxError, BoxFuture, ETag, EmptyKey, Escaped, GetRequest,
     GetResponse, Key, ListPage, ObjectMeta, ObjectStore, ProtocolError, RestoreAnswer,
     RestoreRequest, RestoreState, RetrievalTier, ServerFailure, StorageClass, StoreError,
-    UnexpectedFailure, decode_url_key,
+    UnexpectedFailure, decode_url_key, raw_bytes,
 };
 
 /// How to reach S3; anything left `None` comes from the standard AWS configuration
@@ -180,6 +180,24 @@ pub struct S3Store {
     restore_status: AtomicBool,
 }
 
+/// What puts a key's own bytes into a request's URI when the key is not UTF-8
+/// (`store::raw_bytes`); the SDK builds the URI from the key's text form. Runs
+/// before the request is signed, so the signature covers the real key.
+pub(crate) fn with_key_bytes(key: &Key) -> impl Fn(&mut HttpRequest) + Send + Sync + 'static {
+    let odd = (!key.is_utf8()).then(|| key.as_str().to_string());
+    move |request: &mut HttpRequest| {
+        if let Some(text) = &odd {
+            let uri = raw_bytes::rewrite_uri(request.uri(), text);
+            if let Err(e) = request.set_uri(uri) {
+                tracing::warn!(
+                    "cannot put the bytes of key {} in the request: {e}",
+                    Escaped(text)
+                );
+            }
+        }
+    }
+}
+
 impl S3Store {
     /// Builds the client from the standard AWS configuration plus `options`.
     pub async fn connect(bucket: &str, options: &S3Options) -> S3Store {
@@ -322,6 +340,8 @@ impl S3Store {
             .key(request.key.as_str())
             .set_range(range)
             .set_if_match(request.if_match.as_ref().map(|e| e.as_str().to_string()))
+            .customize()
+            .mutate_request(with_key_bytes(&request.key))
             .send()
             .await
             .map_err(|e| self.get_error(e, &request.key))?;
@@ -379,6 +399,8 @@ impl S3Store {
             .bucket(&self.bucket)
             .set_expected_bucket_owner(self.owner.clone())
             .key(key.as_str())
+            .customize()
+            .mutate_request(with_key_bytes(key))
             .send()
             .await
             .map_err(|e| self.map_error(e, "HeadObject", key.as_str()))?;
@@ -423,6 +445,8 @@ impl S3Store {
             .set_expected_bucket_owner(self.owner.clone())
             .key(key.as_str())
             .restore_request(restore)
+            .customize()
+            .mutate_request(with_key_bytes(key))
             .send()
             .await;
         match result {

@@ -271,8 +271,6 @@ pub enum ProtocolError {
     ContentRange(String),
     #[error("malformed URL-encoded key {encoded:?}")]
     MalformedKey { encoded: String },
-    #[error("key {encoded:?} is not UTF-8")]
-    KeyNotUtf8 { encoded: String },
     #[error("{action} returned no upload id")]
     NoUploadId { action: &'static str },
 }
