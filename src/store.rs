@@ -10,6 +10,7 @@ pub mod failing;
 pub mod memory;
 pub mod multipart;
 pub mod raw_bytes;
+pub mod split;
 
 pub use archive::{RestoreAnswer, RestoreRequest, RestoreState, RetrievalTier, StorageClass};
 pub use error::{
@@ -197,6 +198,38 @@ pub trait ObjectStore: Send + Sync + 'static {
         delimited: bool,
         token: Option<String>,
     ) -> BoxFuture<'_, Result<ListPage, StoreError>>;
+
+    /// One page of objects under `prefix` whose keys sort after `start_after`
+    /// (S3's `StartAfter`), at most `max_keys`; `list_page` with the page's token
+    /// goes on from there. Without a store of its own way, the pages before are
+    /// listed and skipped.
+    fn list_after(
+        &self,
+        prefix: &str,
+        start_after: &str,
+        max_keys: u32,
+    ) -> BoxFuture<'_, Result<ListPage, StoreError>> {
+        let _ = max_keys;
+        let (prefix, after) = (prefix.to_string(), start_after.to_string());
+        Box::pin(async move {
+            let mut token = None;
+            loop {
+                let mut page = self.list_page(&prefix, false, token).await?;
+                let skip = page
+                    .objects
+                    .iter()
+                    .take_while(|o| {
+                        raw_bytes::bytes_of(o.key.as_str()).as_ref() <= after.as_bytes()
+                    })
+                    .count();
+                if skip < page.objects.len() || page.next.is_none() {
+                    page.objects.drain(..skip);
+                    return Ok(page);
+                }
+                token = page.next;
+            }
+        })
+    }
 
     /// The first page of at most `max_keys` entries under `prefix`, grouped at
     /// the next `/`: enough to tell what one name is without listing its
