@@ -17,7 +17,8 @@ use crate::fetch::{FetchError, Fetcher, Outcome};
 use crate::layout::{Placement, RenameReason, place_all};
 use crate::mirror::inventory::IndexEntry;
 use crate::mirror::{EMPTY_MD5, LocalStatus, Mirror, MirrorError, Record, read_record};
-use crate::queue::{Flow, run_bounded};
+use crate::queue::Flow;
+use crate::queue::adaptive::{Attempt, Backoff, run_adaptive};
 use crate::report::KeyError;
 use crate::store::split::{Listing, SplitOptions, list_split};
 use crate::store::{Key, ObjectMeta, ObjectStore, StoreError};
@@ -159,6 +160,7 @@ pub enum PrefetchError {
 }
 
 /// One listed object and what to do about it.
+#[derive(Clone)]
 struct Item {
     meta: ObjectMeta,
     rel: PathBuf,
@@ -502,10 +504,18 @@ async fn download_all(
             let result = fetcher
                 .ensure(&meta.key, &meta.etag, meta.size, &item.rel)
                 .await;
-            (item, result)
+            match result {
+                // S3 slows the run down; the object is fetched later, not failed.
+                Err(FetchError::Store(e)) if e.is_throttling() => {
+                    let failure = (item.clone(), Err(FetchError::Store(e)));
+                    Attempt::Throttled(item, failure)
+                }
+                result => Attempt::Done((item, result)),
+            }
         }
     };
-    let not_attempted = run_bounded(items, concurrency, start, |(item, result)| {
+    let backoff = Backoff::default();
+    let not_attempted = run_adaptive(items, concurrency, backoff, start, |(item, result)| {
         progress.object_done();
         match result {
             Ok(Outcome::Downloaded { .. }) => {

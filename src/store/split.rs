@@ -18,7 +18,7 @@
 //! it has, with the error, so a caller can still use the keys it got.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
@@ -105,6 +105,9 @@ pub async fn list_split(
     };
     // Parts waiting or being listed: a range splits only while this is below the target.
     let open = Arc::new(AtomicUsize::new(1));
+    // Whether S3 answered a page yet: until it has, a page that cannot reach it
+    // is a wrong endpoint or no network, reported at once rather than retried.
+    let answered = Arc::new(AtomicBool::new(false));
     let mut waiting = vec![first];
     let mut running = JoinSet::new();
     let mut done: Vec<Vec<ObjectMeta>> = Vec::new();
@@ -114,11 +117,16 @@ pub async fn list_split(
             let Some(part) = waiting.pop() else { break };
             let store = Arc::clone(&store);
             let open = Arc::clone(&open);
+            let answered = Arc::clone(&answered);
             let options = options.clone();
             // Parts wanted: enough to keep every worker busy, none for one worker.
             let want = if workers == 1 { 0 } else { 2 * workers };
             running.spawn(async move {
-                list_part(store.as_ref(), part, &options, || {
+                let retry = Retry {
+                    options: &options,
+                    answered: &answered,
+                };
+                list_part(store.as_ref(), part, &retry, || {
                     open.load(Ordering::Relaxed) < want
                 })
                 .await
@@ -152,21 +160,21 @@ pub async fn list_split(
 async fn list_part(
     store: &dyn ObjectStore,
     part: Part,
-    options: &SplitOptions,
+    retry: &Retry<'_>,
     split_wanted: impl Fn() -> bool,
 ) -> Listed {
     match part {
-        Part::Dir { prefix } => list_dir(store, prefix, options).await,
+        Part::Dir { prefix } => list_dir(store, prefix, retry).await,
         Part::Range { scope, after, upto } => {
-            list_range(store, scope, after, upto, options, split_wanted).await
+            list_range(store, scope, after, upto, retry, split_wanted).await
         }
     }
 }
 
 /// One grouped page of a directory: when it is the whole directory, its objects
 /// and its subdirectories as parts; otherwise the directory as one flat range.
-async fn list_dir(store: &dyn ObjectStore, prefix: String, options: &SplitOptions) -> Listed {
-    let page = with_retry(options, || store.list_first(&prefix, PAGE_KEYS)).await;
+async fn list_dir(store: &dyn ObjectStore, prefix: String, retry: &Retry<'_>) -> Listed {
+    let page = retry.run(|| store.list_first(&prefix, PAGE_KEYS)).await;
     match page {
         Err(error) => Listed {
             runs: Vec::new(),
@@ -201,7 +209,7 @@ async fn list_range(
     scope: String,
     after: Option<String>,
     mut upto: Option<String>,
-    options: &SplitOptions,
+    retry: &Retry<'_>,
     split_wanted: impl Fn() -> bool,
 ) -> Listed {
     let mut listed = Listed {
@@ -211,12 +219,13 @@ async fn list_range(
     };
     let mut token: Option<String> = None;
     loop {
-        let page = with_retry(options, || match (&token, &after) {
-            (Some(token), _) => store.list_page(&scope, false, Some(token.clone())),
-            (None, Some(after)) => store.list_after(&scope, after, PAGE_KEYS),
-            (None, None) => store.list_page(&scope, false, None),
-        })
-        .await;
+        let page = retry
+            .run(|| match (&token, &after) {
+                (Some(token), _) => store.list_page(&scope, false, Some(token.clone())),
+                (None, Some(after)) => store.list_after(&scope, after, PAGE_KEYS),
+                (None, None) => store.list_page(&scope, false, None),
+            })
+            .await;
         let page = match page {
             Ok(page) => page,
             Err(error) => {
@@ -282,23 +291,38 @@ fn beyond(key: &str, upto: Option<&str>) -> bool {
     upto.is_some_and(|upto| bytes_of(key).as_ref() > upto.as_bytes())
 }
 
-/// Runs `request` until it succeeds, fails for good, or has failed for
-/// `options.retry_for`.
-async fn with_retry<'a, F>(options: &SplitOptions, request: F) -> Result<ListPage, StoreError>
-where
-    F: Fn() -> super::BoxFuture<'a, Result<ListPage, StoreError>>,
-{
-    let started = Instant::now();
-    let mut pause = options.first_backoff;
-    loop {
-        match request().await {
-            Ok(page) => return Ok(page),
-            Err(e) if e.is_transient() && started.elapsed() + pause <= options.retry_for => {
-                tracing::warn!("listing page failed, asking again in {pause:?}: {e}");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(options.max_backoff);
+/// How a page that fails is asked again.
+struct Retry<'a> {
+    options: &'a SplitOptions,
+    answered: &'a AtomicBool,
+}
+
+impl Retry<'_> {
+    /// Runs `request` until it succeeds, fails for good, or has failed for
+    /// `retry_for`. Before S3 answered any page, only throttling and server
+    /// errors are retried: an endpoint never reached is reported at once.
+    async fn run<'a, F>(&self, request: F) -> Result<ListPage, StoreError>
+    where
+        F: Fn() -> super::BoxFuture<'a, Result<ListPage, StoreError>>,
+    {
+        let started = Instant::now();
+        let mut pause = self.options.first_backoff;
+        loop {
+            let e = match request().await {
+                Ok(page) => {
+                    self.answered.store(true, Ordering::Relaxed);
+                    return Ok(page);
+                }
+                Err(e) => e,
+            };
+            let again =
+                e.is_throttling() || (e.is_transient() && self.answered.load(Ordering::Relaxed));
+            if !again || started.elapsed() + pause > self.options.retry_for {
+                return Err(e);
             }
-            Err(e) => return Err(e),
+            tracing::warn!("listing page failed, asking again in {pause:?}: {e}");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(self.options.max_backoff);
         }
     }
 }
