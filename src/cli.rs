@@ -143,6 +143,15 @@ pub struct PrefetchArgs {
     /// Objects downloaded at once.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
+    /// Listing requests sent at once: a large prefix is cut into parts listed
+    /// side by side (1 lists page after page).
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub list_workers: u16,
+    /// How long a listing page that keeps failing (S3 unreachable, throttling,
+    /// server errors) is asked again before the run gives up; the objects
+    /// listed by then are still fetched, and nothing is pruned.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub list_retry: u64,
     /// Print one JSON summary line on standard output at the end.
     #[arg(long)]
     pub json: bool,

@@ -5,9 +5,11 @@
 //! the FUSE thread; what waits on S3 takes its reply to the runtime's blocking
 //! pool, so a slow S3 never holds the few FUSE threads.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -24,6 +26,7 @@ use tokio::sync::Semaphore;
 use tracing::Level;
 
 use crate::fs::{Attr, Dir, FileKind, Fs, FsError};
+use crate::store::raw_bytes;
 
 /// Requests waiting on S3 that hold a thread of the runtime's blocking pool at
 /// once; more wait for a turn as tasks, holding no thread at all.
@@ -215,7 +218,7 @@ fn fill_dir(fs: &Fs, dir: &Dir, (offset, mut reply): (u64, ReplyDirectory)) {
             break;
         };
         let attr = file_attr(&attr);
-        if reply.add(attr.ino, i as u64 + 1, attr.kind, name) {
+        if reply.add(attr.ino, i as u64 + 1, attr.kind, os_name(name)) {
             break;
         }
     }
@@ -234,7 +237,7 @@ fn fill_dir_plus(fs: &Fs, dir: &Dir, (offset, mut reply): (u64, ReplyDirectoryPl
         let full = reply.add(
             INodeNo(attr.ino),
             i as u64 + 1,
-            name,
+            os_name(name),
             &ttl,
             &file_attr(&attr),
             Generation(0),
@@ -267,15 +270,12 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        // Every key S3 lists is UTF-8, so no other name can exist here.
-        let Some(name) = name.to_str() else {
-            return answer_entry(&self.fs, reply, Err(FsError::not_found()));
-        };
-        match self.fs.lookup_now(parent.0, name) {
+        let name = key_name(name);
+        match self.fs.lookup_now(parent.0, &name) {
             Ok(Some(attr)) => answer_entry(&self.fs, reply, Ok(attr)),
             Err(e) => answer_entry(&self.fs, reply, Err(e)),
             Ok(None) => {
-                let (fs, name) = (Arc::clone(&self.fs), name.to_string());
+                let (fs, name) = (Arc::clone(&self.fs), name.into_owned());
                 self.later(move || answer_entry(&fs, reply, fs.lookup(parent.0, &name)));
             }
         }
@@ -506,6 +506,23 @@ impl Mounted {
     /// Serves requests until the filesystem is unmounted.
     pub fn run(self) -> io::Result<()> {
         self.session.run()
+    }
+}
+
+/// The text form of a name the kernel asks for: a name that is not UTF-8 can
+/// only be that of a key that is not UTF-8 (`store::raw_bytes`).
+fn key_name(name: &OsStr) -> Cow<'_, str> {
+    match name.to_str() {
+        Some(name) => Cow::Borrowed(name),
+        None => Cow::Owned(raw_bytes::text_from_bytes(name.as_bytes().to_vec())),
+    }
+}
+
+/// The name the kernel shows for an entry: a key that is not UTF-8 gets its own bytes back.
+fn os_name(name: &str) -> Cow<'_, OsStr> {
+    match raw_bytes::bytes_of(name) {
+        Cow::Borrowed(bytes) => Cow::Borrowed(OsStr::from_bytes(bytes)),
+        Cow::Owned(bytes) => Cow::Owned(OsString::from_vec(bytes)),
     }
 }
 

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::store::raw_bytes;
+
 /// The tool's own directory inside the mirror; no key is stored verbatim under it.
 pub const STATE_DIR: &str = ".s3mirrorfs";
 /// Where keys that cannot be stored verbatim are kept.
@@ -39,6 +41,8 @@ pub enum RenameReason {
     Reserved,
     /// The key is also a prefix of other keys: the directory keeps the name.
     PrefixConflict,
+    /// The key is not valid UTF-8 (see `store::raw_bytes`).
+    NotUtf8,
 }
 
 impl fmt::Display for RenameReason {
@@ -51,6 +55,7 @@ impl fmt::Display for RenameReason {
             RenameReason::Nul => "NUL byte",
             RenameReason::Reserved => "reserved name .s3mirrorfs",
             RenameReason::PrefixConflict => "key is also a directory prefix",
+            RenameReason::NotUtf8 => "key is not valid UTF-8",
         })
     }
 }
@@ -80,6 +85,9 @@ impl Placement {
 pub fn verbatim_path(rel: &str) -> Result<PathBuf, RenameReason> {
     if rel.contains('\0') {
         return Err(RenameReason::Nul);
+    }
+    if raw_bytes::has_raw_bytes(rel) {
+        return Err(RenameReason::NotUtf8);
     }
     if rel.len() > REL_PATH_MAX {
         return Err(RenameReason::PathTooLong);
@@ -139,7 +147,11 @@ fn readable_tail(key: &str) -> String {
     }
     let mut tail = String::new();
     for c in last.chars() {
-        let c = if c.is_control() { '_' } else { c };
+        let c = if c.is_control() || raw_bytes::raw_byte(c).is_some() {
+            '_'
+        } else {
+            c
+        };
         if tail.len() + c.len_utf8() > READABLE_TAIL_MAX {
             break;
         }
@@ -292,6 +304,12 @@ mod tests {
         );
         let deep = vec!["d".repeat(200); 20].join("/");
         assert_eq!(reason(&deep), Some(RenameReason::PathTooLong));
+        let odd = raw_bytes::text_from_bytes(b"dir/a\xffz.jpg".to_vec());
+        assert_eq!(reason(&odd), Some(RenameReason::NotUtf8));
+        // The readable tail of its renamed name holds no stand-in characters.
+        let renamed = renamed_path(&odd);
+        let name = renamed.file_name().unwrap().to_str().unwrap();
+        assert!(name.ends_with("-a_z.jpg"), "{name}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod reftests;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -17,9 +17,11 @@ use crate::fetch::{FetchError, Fetcher, Outcome};
 use crate::layout::{Placement, RenameReason, place_all};
 use crate::mirror::inventory::IndexEntry;
 use crate::mirror::{EMPTY_MD5, LocalStatus, Mirror, MirrorError, Record};
-use crate::queue::{Flow, run_bounded};
+use crate::queue::Flow;
+use crate::queue::adaptive::{Attempt, Backoff, run_adaptive};
 use crate::report::KeyError;
-use crate::store::{Key, ObjectMeta, ObjectStore, StoreError, list_all};
+use crate::store::split::{Listing, SplitOptions, list_split};
+use crate::store::{Key, ObjectMeta, ObjectStore, StoreError};
 use archived::{ArchivedList, Why};
 
 /// What to prefetch and how.
@@ -38,6 +40,10 @@ pub struct PrefetchOptions {
     pub max_change: u8,
     /// `--restore-archived`: request restores of archived objects, fetch the restored.
     pub restore_archived: Option<RestoreArchived>,
+    /// Listing requests at once.
+    pub list_workers: usize,
+    /// How long a failing listing page is asked again before the run gives up.
+    pub list_retry: Duration,
 }
 
 pub use archived::{ARCHIVED_FILE, RestoreArchived};
@@ -154,6 +160,7 @@ pub enum PrefetchError {
 }
 
 /// One listed object and what to do about it.
+#[derive(Clone)]
 struct Item {
     meta: ObjectMeta,
     rel: PathBuf,
@@ -282,7 +289,21 @@ impl Run<'_> {
         summary: &mut Summary,
     ) -> Result<(), PrefetchError> {
         let (fetcher, options, progress) = (self.fetcher, self.options, self.progress);
-        let objects = list_all(store.as_ref(), &options.prefix).await?;
+        let Listing { objects, error } = self.list(store).await;
+        // A listing that gave up still had its keys fetched; only what needs the
+        // whole listing (deletions, prune, the index) waits for a complete one.
+        let cut_short = match error {
+            Some(e) if objects.is_empty() => return Err(e.into()),
+            Some(e) => {
+                tracing::error!(
+                    "the listing stopped after {} objects: {e}; fetching those, pruning nothing",
+                    objects.len()
+                );
+                Some(e)
+            }
+            None => None,
+        };
+        let complete = cut_short.is_none();
         let mirror = Arc::clone(fetcher.mirror());
         mirror.claim()?;
         mirror.set_keep_versions(options.keep_history_days > 0);
@@ -293,9 +314,11 @@ impl Run<'_> {
         let mut items = plan_run(&mirror, objects, &previous, summary).await;
         let remembered = ArchivedList::load(&mirror);
         archived::mark(&mut items, &remembered);
-        let removals = self.check_changes(&mirror, &items, &listed)?;
-        save_index(&mirror, &options.prefix, &items);
-        changes::record_deletions(&mirror, &previous, &listed, summary);
+        let removals = self.check_changes(&mirror, &items, &listed, complete)?;
+        if complete {
+            save_index(&mirror, &options.prefix, &items);
+            changes::record_deletions(&mirror, &previous, &listed, summary);
+        }
         let index: Vec<IndexEntry> = items.iter().map(|(item, _)| index_entry(item)).collect();
         let (fetches, mut cold) = settle_without_download(&mirror, items, summary);
         let settled = summary.downloaded + summary.up_to_date + summary.failed;
@@ -311,6 +334,10 @@ impl Run<'_> {
         let fetched = summary.downloaded;
         cold.extend(download_all(fetcher, fetches, options.concurrency, progress, summary).await);
         let cold = self.restore_archived(store, cold, summary).await;
+        if let Some(e) = cut_short {
+            changes::expire(&mirror, options.keep_history_days, summary);
+            return Err(e.into());
+        }
         archived::record(&mirror, &options.prefix, remembered, &cold, summary);
         if summary.downloaded > fetched {
             save_final_index(&mirror, &options.prefix, index);
@@ -320,6 +347,16 @@ impl Run<'_> {
         }
         changes::expire(&mirror, options.keep_history_days, summary);
         Ok(())
+    }
+
+    /// Lists every object under the prefix, parts of the key space side by side.
+    async fn list(&self, store: &Arc<dyn ObjectStore>) -> Listing {
+        let split = SplitOptions {
+            workers: self.options.list_workers,
+            retry_for: self.options.list_retry,
+            ..SplitOptions::default()
+        };
+        list_split(Arc::clone(store), &self.options.prefix, &split).await
     }
 
     /// With `--restore-archived`, requests the restores of the archived objects
@@ -348,10 +385,11 @@ impl Run<'_> {
         mirror: &Mirror,
         items: &[(Item, LocalStatus)],
         listed: &HashSet<Key>,
+        complete: bool,
     ) -> Result<Option<Vec<(PathBuf, Record)>>, PrefetchError> {
         let prefix = &self.options.prefix;
         let limit = self.options.max_change;
-        if !self.options.prune {
+        if !self.options.prune || !complete {
             let copies = || changes::copies_under(mirror, prefix).len();
             changes::guard(items, 0, limit, copies)?;
             return Ok(None);
@@ -466,10 +504,18 @@ async fn download_all(
             let result = fetcher
                 .ensure(&meta.key, &meta.etag, meta.size, &item.rel)
                 .await;
-            (item, result)
+            match result {
+                // S3 slows the run down; the object is fetched later, not failed.
+                Err(FetchError::Store(e)) if e.is_throttling() => {
+                    let failure = (item.clone(), Err(FetchError::Store(e)));
+                    Attempt::Throttled(item, failure)
+                }
+                result => Attempt::Done((item, result)),
+            }
         }
     };
-    let not_attempted = run_bounded(items, concurrency, start, |(item, result)| {
+    let backoff = Backoff::default();
+    let not_attempted = run_adaptive(items, concurrency, backoff, start, |(item, result)| {
         progress.object_done();
         match result {
             Ok(Outcome::Downloaded { .. }) => {
@@ -529,7 +575,15 @@ fn plan(
             Placement::Directory(p) => (p.clone(), true),
             Placement::File(p) => (mirror.resolve(key, p), false),
             Placement::Renamed { path, reason } => {
-                tracing::debug!(key = %meta.key, %reason, "stored under a renamed path");
+                if *reason == RenameReason::NotUtf8 {
+                    tracing::warn!(
+                        key = %meta.key,
+                        path = %path.display(),
+                        "the key is not valid UTF-8: stored under a renamed path"
+                    );
+                } else {
+                    tracing::debug!(key = %meta.key, %reason, "stored under a renamed path");
+                }
                 if *reason == RenameReason::PrefixConflict {
                     // An earlier run stored the key under its own name before it became a prefix.
                     mirror.move_aside(Path::new(key.as_str()), key);

@@ -3,6 +3,8 @@
 //! they land, and a way to stop starting new tasks when a failure would only
 //! repeat (a full disk, S3 gone), leaving the items not attempted to report.
 
+pub mod adaptive;
+
 use std::future::Future;
 
 use tokio::task::JoinSet;

@@ -12,7 +12,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::Region;
-use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::http::{HttpRequest, HttpResponse};
 use aws_sdk_s3::config::interceptors::InterceptorContext;
 use aws_sdk_s3::config::retry::{ClassifyRetry, RetryAction, RetryPartition, TokenBucket};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -27,7 +27,7 @@ use crate::store::{
     ArchivedObject, Body, BodyError, BoxError, BoxFuture, ETag, EmptyKey, Escaped, GetRequest,
     GetResponse, Key, ListPage, ObjectMeta, ObjectStore, ProtocolError, RestoreAnswer,
     RestoreRequest, RestoreState, RetrievalTier, ServerFailure, StorageClass, StoreError,
-    UnexpectedFailure, decode_url_key,
+    UnexpectedFailure, decode_url_key, raw_bytes,
 };
 
 /// How to reach S3; anything left `None` comes from the standard AWS configuration
@@ -180,6 +180,29 @@ pub struct S3Store {
     restore_status: AtomicBool,
 }
 
+/// What puts a key's own bytes into a request's URI when the key is not UTF-8
+/// (`store::raw_bytes`); the SDK builds the URI from the key's text form. Runs
+/// before the request is signed, so the signature covers the real key.
+pub(crate) fn with_key_bytes(key: &Key) -> impl Fn(&mut HttpRequest) + Send + Sync + 'static {
+    with_text_bytes(key.as_str().to_string())
+}
+
+/// `with_key_bytes` for any text a request carries (a prefix, a `StartAfter`).
+fn with_text_bytes(text: String) -> impl Fn(&mut HttpRequest) + Send + Sync + 'static {
+    let odd = raw_bytes::has_raw_bytes(&text).then_some(text);
+    move |request: &mut HttpRequest| {
+        if let Some(text) = &odd {
+            let uri = raw_bytes::rewrite_uri(request.uri(), text);
+            if let Err(e) = request.set_uri(uri) {
+                tracing::warn!(
+                    "cannot put the bytes of key {} in the request: {e}",
+                    Escaped(text)
+                );
+            }
+        }
+    }
+}
+
 impl S3Store {
     /// Builds the client from the standard AWS configuration plus `options`.
     pub async fn connect(bucket: &str, options: &S3Options) -> S3Store {
@@ -234,6 +257,7 @@ impl S3Store {
         delimited: bool,
         token: Option<String>,
         max_keys: Option<i32>,
+        start_after: Option<Key>,
     ) -> Result<ListPage, StoreError> {
         let with_status = self.restore_status.load(Ordering::Relaxed);
         let query = Query {
@@ -241,6 +265,7 @@ impl S3Store {
             delimited,
             token: &token,
             max_keys,
+            start_after: start_after.as_ref(),
         };
         let output = match self.list_once(&query, with_status).await {
             // S3-compatible servers that do not know the optional attribute may refuse it.
@@ -302,9 +327,16 @@ impl S3Store {
             .set_delimiter(query.delimited.then(|| "/".to_string()))
             .set_continuation_token(query.token.clone())
             .set_max_keys(query.max_keys)
+            .set_start_after(query.start_after.map(|k| k.as_str().to_string()))
             .set_optional_object_attributes(
                 with_status.then(|| vec![OptionalObjectAttributes::RestoreStatus]),
             )
+            .customize()
+            .mutate_request(with_text_bytes(format!(
+                "{}{}",
+                query.prefix,
+                query.start_after.map_or("", |k| k.as_str())
+            )))
             .send()
             .await
     }
@@ -322,6 +354,8 @@ impl S3Store {
             .key(request.key.as_str())
             .set_range(range)
             .set_if_match(request.if_match.as_ref().map(|e| e.as_str().to_string()))
+            .customize()
+            .mutate_request(with_key_bytes(&request.key))
             .send()
             .await
             .map_err(|e| self.get_error(e, &request.key))?;
@@ -379,6 +413,8 @@ impl S3Store {
             .bucket(&self.bucket)
             .set_expected_bucket_owner(self.owner.clone())
             .key(key.as_str())
+            .customize()
+            .mutate_request(with_key_bytes(key))
             .send()
             .await
             .map_err(|e| self.map_error(e, "HeadObject", key.as_str()))?;
@@ -423,6 +459,8 @@ impl S3Store {
             .set_expected_bucket_owner(self.owner.clone())
             .key(key.as_str())
             .restore_request(restore)
+            .customize()
+            .mutate_request(with_key_bytes(key))
             .send()
             .await;
         match result {
@@ -637,6 +675,7 @@ struct Query<'a> {
     delimited: bool,
     token: &'a Option<String>,
     max_keys: Option<i32>,
+    start_after: Option<&'a Key>,
 }
 
 impl ObjectStore for S3Store {
@@ -651,7 +690,19 @@ impl ObjectStore for S3Store {
         token: Option<String>,
     ) -> BoxFuture<'_, Result<ListPage, StoreError>> {
         let prefix = prefix.to_string();
-        Box::pin(async move { self.list(&prefix, delimited, token, None).await })
+        Box::pin(async move { self.list(&prefix, delimited, token, None, None).await })
+    }
+
+    fn list_after(
+        &self,
+        prefix: &str,
+        start_after: &str,
+        max_keys: u32,
+    ) -> BoxFuture<'_, Result<ListPage, StoreError>> {
+        let prefix = prefix.to_string();
+        let max_keys = i32::try_from(max_keys).unwrap_or(i32::MAX);
+        let after = Key::new(start_after).ok();
+        Box::pin(async move { self.list(&prefix, false, None, Some(max_keys), after).await })
     }
 
     fn list_first(
@@ -661,7 +712,7 @@ impl ObjectStore for S3Store {
     ) -> BoxFuture<'_, Result<ListPage, StoreError>> {
         let prefix = prefix.to_string();
         let max_keys = i32::try_from(max_keys).unwrap_or(i32::MAX);
-        Box::pin(async move { self.list(&prefix, true, None, Some(max_keys)).await })
+        Box::pin(async move { self.list(&prefix, true, None, Some(max_keys), None).await })
     }
 
     fn get(&self, request: GetRequest) -> BoxFuture<'_, Result<GetResponse, StoreError>> {

@@ -9,6 +9,8 @@ pub mod failing;
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;
 pub mod multipart;
+pub mod raw_bytes;
+pub mod split;
 
 pub use archive::{RestoreAnswer, RestoreRequest, RestoreState, RetrievalTier, StorageClass};
 pub use error::{
@@ -44,6 +46,11 @@ impl Key {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether S3 holds this key as valid UTF-8 (see `raw_bytes` for the others).
+    pub fn is_utf8(&self) -> bool {
+        !raw_bytes::has_raw_bytes(&self.0)
+    }
 }
 
 impl From<Key> for String {
@@ -69,8 +76,18 @@ pub struct Escaped<'a>(pub &'a str);
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Debug escaping, without its surrounding quotes.
-        let escaped = format!("{:?}", self.0);
+        // Debug escaping, without its surrounding quotes; the bytes of a key that
+        // is not UTF-8 as `\xNN`.
+        let mut rest = self.0;
+        while let Some(at) = rest.find(|c| raw_bytes::raw_byte(c).is_some()) {
+            let (text, tail) = rest.split_at(at);
+            let escaped = format!("{text:?}");
+            f.write_str(&escaped[1..escaped.len() - 1])?;
+            let c = tail.chars().next().expect("found above");
+            write!(f, "\\x{:02x}", raw_bytes::raw_byte(c).expect("found above"))?;
+            rest = &tail[c.len_utf8()..];
+        }
+        let escaped = format!("{rest:?}");
         f.write_str(&escaped[1..escaped.len() - 1])
     }
 }
@@ -182,6 +199,38 @@ pub trait ObjectStore: Send + Sync + 'static {
         token: Option<String>,
     ) -> BoxFuture<'_, Result<ListPage, StoreError>>;
 
+    /// One page of objects under `prefix` whose keys sort after `start_after`
+    /// (S3's `StartAfter`), at most `max_keys`; `list_page` with the page's token
+    /// goes on from there. Without a store of its own way, the pages before are
+    /// listed and skipped.
+    fn list_after(
+        &self,
+        prefix: &str,
+        start_after: &str,
+        max_keys: u32,
+    ) -> BoxFuture<'_, Result<ListPage, StoreError>> {
+        let _ = max_keys;
+        let (prefix, after) = (prefix.to_string(), start_after.to_string());
+        Box::pin(async move {
+            let mut token = None;
+            loop {
+                let mut page = self.list_page(&prefix, false, token).await?;
+                let skip = page
+                    .objects
+                    .iter()
+                    .take_while(|o| {
+                        raw_bytes::bytes_of(o.key.as_str()).as_ref() <= after.as_bytes()
+                    })
+                    .count();
+                if skip < page.objects.len() || page.next.is_none() {
+                    page.objects.drain(..skip);
+                    return Ok(page);
+                }
+                token = page.next;
+            }
+        })
+    }
+
     /// The first page of at most `max_keys` entries under `prefix`, grouped at
     /// the next `/`: enough to tell what one name is without listing its
     /// whole directory. A store that cannot limit a page answers a whole one.
@@ -225,7 +274,8 @@ pub async fn list_all(
     }
 }
 
-/// Decodes a key S3 returned with `encoding-type=url` (`+` is a space, `%XX` a byte).
+/// Decodes a key S3 returned with `encoding-type=url` (`+` is a space, `%XX` a
+/// byte); bytes that are not UTF-8 take their text form (`raw_bytes`).
 pub fn decode_url_key(encoded: &str) -> Result<String, ProtocolError> {
     let bytes = encoded.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -253,9 +303,7 @@ pub fn decode_url_key(encoded: &str) -> Result<String, ProtocolError> {
             }
         }
     }
-    String::from_utf8(out).map_err(|_| ProtocolError::KeyNotUtf8 {
-        encoded: encoded.to_string(),
-    })
+    Ok(raw_bytes::text_from_bytes(out))
 }
 
 /// Server-side encryption an upload asks S3 for.
@@ -344,12 +392,10 @@ mod tests {
         };
         assert_eq!(decode_url_key("%zz"), Err(malformed("%zz")));
         assert_eq!(decode_url_key("%4"), Err(malformed("%4")));
-        assert_eq!(
-            decode_url_key("%FF"),
-            Err(ProtocolError::KeyNotUtf8 {
-                encoded: "%FF".to_string()
-            })
-        );
+        let odd = decode_url_key("a%FFz").unwrap();
+        assert!(!Key::new(odd.as_str()).unwrap().is_utf8());
+        assert_eq!(raw_bytes::bytes_of(&odd).as_ref(), b"a\xffz");
+        assert_eq!(Escaped(&odd).to_string(), "a\\xffz");
     }
 
     #[test]

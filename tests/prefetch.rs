@@ -139,7 +139,8 @@ fn mirrors_a_bucket_and_a_rerun_makes_only_list_requests() {
     assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
 
     proxy.clear();
-    let (out, summary) = prefetch(&bucket.name, &mirror, &proxy.endpoint(), &[]);
+    let serial = ["--list-workers", "1"];
+    let (out, summary) = prefetch(&bucket.name, &mirror, &proxy.endpoint(), &serial);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(summary["listed"], n);
     assert_eq!(summary["up_to_date"], n);
@@ -150,7 +151,11 @@ fn mirrors_a_bucket_and_a_rerun_makes_only_list_requests() {
         requests.iter().all(|r| r.is_list()),
         "only LIST requests: {requests:?}"
     );
-    assert_eq!(requests.len(), 3, "2,106 keys take three pages");
+    assert_eq!(
+        requests.len(),
+        3,
+        "2,106 keys take three pages, listed serially"
+    );
 }
 
 /// Keys that cannot be paths and go to `.s3mirrorfs/renamed/`.

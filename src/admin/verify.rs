@@ -636,6 +636,8 @@ mod tests {
             keep_history_days: 30,
             max_change: 100,
             restore_archived: None,
+            list_workers: 4,
+            list_retry: std::time::Duration::ZERO,
         };
         let fetcher = scratch.fetcher(FetchConfig::default());
         let mut summary = Summary::default();

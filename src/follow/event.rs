@@ -168,7 +168,8 @@ fn str_at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a str> {
 }
 
 /// Decodes `application/x-www-form-urlencoded` text: `+` is a space, `%XX` a byte;
-/// `None` if the bytes are not UTF-8 or an escape is cut short.
+/// `None` if an escape is cut short; bytes that are not UTF-8 take their text
+/// form (`store::raw_bytes`).
 pub fn form_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -185,7 +186,7 @@ pub fn form_decode(text: &str) -> Option<String> {
         }
         i += 1;
     }
-    String::from_utf8(out).ok()
+    Some(crate::store::raw_bytes::text_from_bytes(out))
 }
 
 /// Whether sequencer `a` is later than `b` (S3: compare as hex numbers, the
@@ -289,13 +290,21 @@ mod tests {
             r#"{"Records":[{}]}"#,
             r#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":""}}}]}"#,
             r#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":"%zz"}}}]}"#,
-            r#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":"%C3"}}}]}"#,
             r#"{"Records":[{"eventName":"ObjectRestore:Post","s3":{"bucket":{"name":"b"},"object":{"key":"k"}}}]}"#,
             r#"{"Type":"Notification","Message":{"nested":"object"}}"#,
             r#"{"source":"aws.s3","detail-type":"Object Restore Completed","detail":{"bucket":{"name":"b"},"object":{"key":"k"}}}"#,
         ] {
             assert!(parse(body).is_err(), "{body:?}");
         }
+    }
+
+    #[test]
+    fn a_key_that_is_not_utf8_keeps_its_bytes() {
+        let body = r#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":"a+%C3z%FF","size":1,"eTag":"x"}}}]}"#;
+        let got = events(body);
+        assert!(!got[0].key.is_utf8());
+        let bytes = crate::store::raw_bytes::bytes_of(got[0].key.as_str()).into_owned();
+        assert_eq!(bytes, b"a \xc3z\xff");
     }
 
     #[test]

@@ -266,6 +266,8 @@ mod tests {
             keep_history_days: 30,
             max_change: 50,
             restore_archived: restore,
+            list_workers: 4,
+            list_retry: std::time::Duration::ZERO,
         }
     }
 

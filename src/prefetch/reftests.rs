@@ -267,6 +267,8 @@ impl Harness {
             keep_history_days: 30,
             max_change: 100,
             restore_archived: None,
+            list_workers: 4,
+            list_retry: std::time::Duration::ZERO,
         };
         let finished = runtime.block_on(async {
             let _lock = mirror.lock("reftest").unwrap();

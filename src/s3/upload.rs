@@ -5,7 +5,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
 use bytes::Bytes;
 
-use super::S3Store;
+use super::{S3Store, with_key_bytes};
 use crate::store::{
     BoxFuture, ETag, Encryption, Key, ObjectSink, PartTag, ProtocolError, PutOptions, StoreError,
     UploadId,
@@ -38,6 +38,8 @@ impl S3Store {
             .body(ByteStream::from(data))
             .set_server_side_encryption(sse)
             .set_ssekms_key_id(kms_key)
+            .customize()
+            .mutate_request(with_key_bytes(&key))
             .send()
             .await
             .map_err(|e| self.map_error(e, "PutObject", key.as_str()))?;
@@ -54,6 +56,8 @@ impl S3Store {
             .key(key.as_str())
             .set_server_side_encryption(sse)
             .set_ssekms_key_id(kms_key)
+            .customize()
+            .mutate_request(with_key_bytes(&key))
             .send()
             .await
             .map_err(|e| self.map_error(e, "CreateMultipartUpload", key.as_str()))?;
@@ -85,6 +89,8 @@ impl S3Store {
             .part_number(number as i32)
             .content_length(data.len() as i64)
             .body(ByteStream::from(data))
+            .customize()
+            .mutate_request(with_key_bytes(&key))
             .send()
             .await
             .map_err(|e| self.map_error(e, "UploadPart", key.as_str()))?;
@@ -118,6 +124,8 @@ impl S3Store {
                     .set_parts(Some(parts))
                     .build(),
             )
+            .customize()
+            .mutate_request(with_key_bytes(&key))
             .send()
             .await
             .map_err(|e| self.map_error(e, "CompleteMultipartUpload", key.as_str()))?;
@@ -131,6 +139,8 @@ impl S3Store {
             .set_expected_bucket_owner(self.owner.clone())
             .key(key.as_str())
             .upload_id(&upload.0)
+            .customize()
+            .mutate_request(with_key_bytes(&key))
             .send()
             .await
             .map_err(|e| self.map_error(e, "AbortMultipartUpload", key.as_str()))?;
@@ -143,6 +153,8 @@ impl S3Store {
             .bucket(&self.bucket)
             .set_expected_bucket_owner(self.owner.clone())
             .key(key.as_str())
+            .customize()
+            .mutate_request(with_key_bytes(&key))
             .send()
             .await
             .map_err(|e| self.map_error(e, "DeleteObject", key.as_str()))?;

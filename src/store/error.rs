@@ -185,6 +185,27 @@ impl StoreError {
         )
     }
 
+    /// Whether S3 answered that it is overloaded or throttling (503 `SlowDown`,
+    /// 429, other 5xx): the request would pass if sent later, at a lower rate.
+    pub fn is_throttling(&self) -> bool {
+        match self {
+            StoreError::ServerError(failure) => {
+                failure.status == 429
+                    || failure.status >= 500
+                    || failure.code.as_deref().is_some_and(|code| {
+                        matches!(
+                            code,
+                            "SlowDown"
+                                | "Throttling"
+                                | "ThrottlingException"
+                                | "RequestLimitExceeded"
+                        )
+                    })
+            }
+            _ => false,
+        }
+    }
+
     /// Whether every further request of a run would fail the same way, after its
     /// retries (S3 is gone or keeps failing, no credentials, no bucket), so a run
     /// over many objects should stop starting new ones.
@@ -271,8 +292,6 @@ pub enum ProtocolError {
     ContentRange(String),
     #[error("malformed URL-encoded key {encoded:?}")]
     MalformedKey { encoded: String },
-    #[error("key {encoded:?} is not UTF-8")]
-    KeyNotUtf8 { encoded: String },
     #[error("{action} returned no upload id")]
     NoUploadId { action: &'static str },
 }

@@ -231,6 +231,31 @@ impl ObjectStore for MemoryStore {
         Box::pin(async move { result })
     }
 
+    fn list_after(
+        &self,
+        prefix: &str,
+        start_after: &str,
+        max_keys: u32,
+    ) -> BoxFuture<'_, Result<ListPage, StoreError>> {
+        let size = (max_keys as usize).clamp(1, self.page_size);
+        // The token is the first key of the page: the first key after `start_after`.
+        let first = self
+            .objects
+            .lock()
+            .range::<str, _>((
+                std::ops::Bound::Excluded(start_after),
+                std::ops::Bound::Unbounded,
+            ))
+            .map(|(k, _)| k.clone())
+            .find(|k| k.starts_with(prefix));
+        let result = match (self.unreachable(), first) {
+            (Some(e), _) => Err(e),
+            (None, None) => Ok(ListPage::default()),
+            (None, Some(first)) => Ok(self.page(prefix, false, Some(first), size)),
+        };
+        Box::pin(async move { result })
+    }
+
     fn list_first(
         &self,
         prefix: &str,

@@ -139,6 +139,10 @@ pub struct Rule {
     times: Option<u32>,
     pub fault: Fault,
     hits: AtomicU32,
+    /// Percent of the matching requests that get the fault (spread evenly).
+    share: u32,
+    /// Until when the rule applies, if not forever.
+    until: Option<std::time::Instant>,
 }
 
 /// The parts of a request a rule looks at.
@@ -158,7 +162,21 @@ impl Rule {
             times: None,
             fault,
             hits: AtomicU32::new(0),
+            share: 100,
+            until: None,
         }
+    }
+
+    /// Only `percent` of the picked requests, spread evenly (60: three in five).
+    pub fn share(mut self, percent: u32) -> Rule {
+        self.share = percent.min(100);
+        self
+    }
+
+    /// Only for `how_long` from now, as S3 throttles for a while.
+    pub fn during(mut self, how_long: Duration) -> Rule {
+        self.until = Some(std::time::Instant::now() + how_long);
+        self
     }
 
     /// Requests whose target contains `pattern`.
@@ -228,8 +246,17 @@ impl Rule {
         if !self.matches(request) {
             return None;
         }
+        if self
+            .until
+            .is_some_and(|until| std::time::Instant::now() >= until)
+        {
+            return None;
+        }
         let n = self.hits.fetch_add(1, Ordering::SeqCst);
-        let hit = n >= self.skip && self.times.is_none_or(|t| n < self.skip + t);
+        let picked = |n: u32| n * self.share / 100;
+        let hit = n >= self.skip
+            && self.times.is_none_or(|t| n < self.skip + t)
+            && picked(n + 1) > picked(n);
         hit.then(|| self.fault.clone())
     }
 }

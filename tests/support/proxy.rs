@@ -71,6 +71,8 @@ struct Shared {
     served: AtomicU64,
     /// The account that owns every bucket, if the proxy plays S3's owner check.
     owner: Mutex<Option<String>>,
+    /// (server's spelling, client's spelling) pairs swapped in targets and bodies.
+    spellings: Mutex<Vec<(String, String)>>,
 }
 
 /// A running proxy; it lives until the test process exits.
@@ -88,6 +90,7 @@ impl Proxy {
             down: AtomicBool::new(false),
             served: AtomicU64::new(0),
             owner: Mutex::new(None),
+            spellings: Mutex::new(Vec::new()),
         });
         let (tx, rx) = std::sync::mpsc::channel();
         let state = Arc::clone(&shared);
@@ -140,6 +143,14 @@ impl Proxy {
     /// not `owner` gets `403 AccessDenied`, as S3 answers it.
     pub fn set_bucket_owner(&self, owner: &str) {
         *self.shared.owner.lock() = Some(owner.to_string());
+    }
+
+    /// Plays a server that spells something as `client` where the server behind
+    /// spells it `server`: request targets get `server`, response bodies `client`.
+    /// How a test shows the tool keys that moto cannot hold (bytes that are not UTF-8).
+    pub fn respell(&self, server: &str, client: &str) {
+        let pair = (server.to_string(), client.to_string());
+        self.shared.spellings.lock().push(pair);
     }
 
     /// Removes every rule.
@@ -202,7 +213,7 @@ async fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
     let (read, mut write) = client.into_split();
     let mut reader = BufReader::new(read);
     loop {
-        let Some(request) = read_request(&mut reader, &mut write).await? else {
+        let Some(mut request) = read_request(&mut reader, &mut write).await? else {
             return Ok(());
         };
         if shared.down.load(Ordering::SeqCst) {
@@ -260,7 +271,14 @@ async fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
             Some(Fault::HookBefore(hook)) => run_hook(Arc::clone(hook)).await,
             _ => {}
         }
+        let spellings = shared.spellings.lock().clone();
+        for (server, client) in &spellings {
+            request.target = request.target.replace(client, server);
+        }
         let mut response = forward(&request, shared.upstream_port).await?;
+        for (server, client) in &spellings {
+            respell_body(&mut response.body, server.as_bytes(), client.as_bytes());
+        }
         let ok = response.status_line.starts_with('2');
         let hide_checksums = ok && matches!(fault, Some(Fault::FlipByteUnchecked(_)));
         let mut head = format!("HTTP/1.1 {}\r\n", response.status_line);
@@ -350,6 +368,25 @@ async fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
         }
         write.flush().await?;
     }
+}
+
+/// Replaces every `from` in `body` with `to`.
+fn respell_body(body: &mut Vec<u8>, from: &[u8], to: &[u8]) {
+    if from.is_empty() || !body.windows(from.len()).any(|w| w == from) {
+        return;
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        if body[i..].starts_with(from) {
+            out.extend_from_slice(to);
+            i += from.len();
+        } else {
+            out.push(body[i]);
+            i += 1;
+        }
+    }
+    *body = out;
 }
 
 /// Runs a test's hook off the proxy's threads (it may block, e.g. on an upload).

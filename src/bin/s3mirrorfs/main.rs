@@ -217,6 +217,8 @@ async fn prefetch_inner(
         keep_history_days: args.keep_history,
         max_change: args.max_change,
         restore_archived: restore_archived(args),
+        list_workers: usize::from(args.list_workers),
+        list_retry: std::time::Duration::from_secs(args.list_retry),
     };
     let counters = Arc::new(Counters::default());
     let reporter = Reporter::start(mode, Arc::clone(&counters), fetcher.clone(), bar);

@@ -1,0 +1,151 @@
+//! The listing of a large prefix, cut into parts listed side by side, against a
+//! real S3-compatible server (moto on 127.0.0.1): exactly the serial listing;
+//! pages that fail for a while are asked again; a listing that gives up still
+//! has what it listed fetched, and prunes nothing.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::fs;
+
+use s3mirrorfs::store::split::split_points;
+use serde_json::Value;
+use support::faults::{Fault, Rule};
+use support::proxy::Proxy;
+use support::{Bucket, moto_port, prefetch, stderr};
+
+/// Keys around the points a split of `flat/` picks: each point, a key just
+/// before it, keys that extend it, and a run of keys long enough to split.
+fn straddling_keys() -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    for i in 0..1500u32 {
+        keys.insert(format!("flat/img-{i:07}.jpg"));
+    }
+    let first_page = ("flat/img-0000000.jpg", "flat/img-0000999.jpg");
+    for point in split_points(first_page.0, first_page.1, None, "flat/".len()) {
+        keys.insert(point.clone());
+        keys.insert(format!("{point}0"));
+        keys.insert(format!("{point}/x"));
+        keys.insert(format!("{point} é"));
+        let mut before = point.into_bytes();
+        *before.last_mut().unwrap() -= 1;
+        keys.insert(String::from_utf8(before).unwrap());
+    }
+    for d in 0..12 {
+        for f in 0..5 {
+            keys.insert(format!("tree/d{d:02}/f{f}.jpg"));
+        }
+    }
+    keys.extend(["a", "a-b", "z", "flat/img-0000999.jpg0"].map(String::from));
+    keys
+}
+
+fn listed_keys(mirror: &std::path::Path, summary: &Value, keys: &BTreeSet<String>) -> usize {
+    let renamed: BTreeSet<&str> = summary["renamed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap())
+        .collect();
+    keys.iter()
+        .filter(|k| renamed.contains(k.as_str()) || mirror.join(k).exists())
+        .count()
+}
+
+#[test]
+fn a_listing_in_parts_is_the_serial_listing() {
+    let bucket = Bucket::create("splitlist");
+    let keys = straddling_keys();
+    let objects: Vec<(String, Vec<u8>)> = keys.iter().map(|k| (k.clone(), Vec::new())).collect();
+    bucket.put_many(&objects);
+    let proxy = Proxy::start(moto_port());
+    let tmp = tempfile::tempdir().unwrap();
+    for workers in ["1", "8"] {
+        proxy.clear();
+        let mirror = tmp.path().join(format!("mirror-{workers}"));
+        let args = ["--list-workers", workers];
+        let (output, summary) = prefetch(&bucket.name, &mirror, &proxy.endpoint(), &args);
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert_eq!(
+            summary["listed"],
+            keys.len(),
+            "{workers} workers: {summary}"
+        );
+        assert_eq!(summary["failed"], 0, "{summary}");
+        assert_eq!(listed_keys(&mirror, &summary, &keys), keys.len());
+        let lists: Vec<_> = proxy
+            .requests()
+            .into_iter()
+            .filter(|r| r.is_list())
+            .collect();
+        let split = lists
+            .iter()
+            .filter(|r| r.target.contains("start-after="))
+            .count();
+        if workers == "8" {
+            assert!(split > 0, "the listing was cut into parts: {lists:?}");
+        }
+    }
+}
+
+#[test]
+fn a_listing_page_that_fails_for_a_while_is_asked_again() {
+    let bucket = Bucket::create("listretry");
+    bucket.put("photos/a.jpg", b"aaa");
+    bucket.put("photos/b.jpg", b"bbb");
+    let proxy = Proxy::start(moto_port());
+    // More failures in a row than one request's own attempts.
+    proxy.add(Rule::listing(Fault::slow_down()).first(5));
+    let tmp = tempfile::tempdir().unwrap();
+    let mirror = tmp.path().join("mirror");
+    let (output, summary) = prefetch(&bucket.name, &mirror, &proxy.endpoint(), &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(summary["downloaded"], 2, "{summary}");
+    assert!(
+        stderr(&output).contains("asking again"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(fs::read(mirror.join("photos/b.jpg")).unwrap(), b"bbb");
+}
+
+#[test]
+fn a_listing_that_gives_up_still_fetches_what_it_listed_and_prunes_nothing() {
+    let bucket = Bucket::create("listgiveup");
+    let objects: Vec<(String, Vec<u8>)> = (0..1500u32)
+        .map(|i| (format!("flat/img-{i:05}.jpg"), i.to_le_bytes().to_vec()))
+        .collect();
+    bucket.put_many(&objects);
+    bucket.put("flat/zzz-gone.jpg", b"kept");
+    let tmp = tempfile::tempdir().unwrap();
+    let mirror = tmp.path().join("mirror");
+    let proxy = Proxy::start(moto_port());
+    let (output, _) = prefetch(&bucket.name, &mirror, &proxy.endpoint(), &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    bucket.delete("flat/zzz-gone.jpg");
+    for (key, _) in &objects[1000..] {
+        fs::remove_file(mirror.join(key)).unwrap();
+    }
+
+    // Every listing request after the first page fails, for longer than --list-retry.
+    proxy.add(Rule::listing(Fault::internal_error()).after(1));
+    let args = ["--prune", "--list-retry", "1", "--list-workers", "1"];
+    let (output, summary) = prefetch(&bucket.name, &mirror, &proxy.endpoint(), &args);
+    let log = stderr(&output);
+    assert!(!output.status.success(), "{log}");
+    assert!(
+        summary["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{summary}"
+    );
+    assert!(log.contains("the listing stopped after"), "{log}");
+    assert_eq!(summary["pruned"], 0, "{summary}");
+    assert_eq!(fs::read(mirror.join("flat/zzz-gone.jpg")).unwrap(), b"kept");
+    let listed = summary["listed"].as_u64().unwrap();
+    assert!((1000..1501).contains(&listed), "{summary}");
+    // What was listed is in the mirror, including copies removed by hand since.
+    let present = objects
+        .iter()
+        .filter(|(key, data)| fs::read(mirror.join(key)).is_ok_and(|d| d == *data))
+        .count();
+    assert_eq!(present as u64, listed.min(1500), "{summary}");
+}
