@@ -1,19 +1,22 @@
-//! `s3mirrorfs prefetch`: list everything under the prefix, download what is missing
-//! or changed into the mirror, optionally prune copies of deleted keys, report.
+//! `s3mirrorfs prefetch`: list everything under the prefix (or read an S3 Inventory
+//! report of it), download what is missing or changed into the mirror, optionally
+//! prune copies of deleted keys, report.
 
 pub mod archived;
 mod changes;
 #[cfg(test)]
 mod reftests;
+pub mod source;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use crate::fetch::{FetchError, Fetcher, Outcome};
+use crate::inventory::InventoryError;
 use crate::layout::{Placement, RenameReason, place_all};
 use crate::mirror::inventory::IndexEntry;
 use crate::mirror::{EMPTY_MD5, LocalStatus, Mirror, MirrorError, Record, read_record};
@@ -21,6 +24,7 @@ use crate::queue::{Flow, run_bounded};
 use crate::report::KeyError;
 use crate::store::{Key, ObjectMeta, ObjectStore, StoreError, list_all};
 use archived::{ArchivedList, Why};
+use source::{InventorySource, KeySource};
 
 /// What to prefetch and how.
 #[derive(Clone, Debug)]
@@ -38,6 +42,8 @@ pub struct PrefetchOptions {
     pub max_change: u8,
     /// `--restore-archived`: request restores of archived objects, fetch the restored.
     pub restore_archived: Option<RestoreArchived>,
+    /// `--inventory`: take the key list from an S3 Inventory report instead of a listing.
+    pub inventory: Option<InventorySource>,
 }
 
 pub use archived::{ARCHIVED_FILE, RestoreArchived};
@@ -78,6 +84,13 @@ pub struct Summary {
     pub bucket: String,
     pub prefix: String,
     pub mirror: String,
+    /// Where the key list came from: `listing` or `inventory`.
+    pub source: KeySource,
+    /// With `--inventory`: the manifest read, and when S3 created the report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inventory_manifest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inventory_created: Option<String>,
     pub listed: u64,
     pub downloaded: u64,
     pub up_to_date: u64,
@@ -151,6 +164,8 @@ pub enum PrefetchError {
     Mirror(#[from] MirrorError),
     #[error(transparent)]
     TooManyChanges(#[from] changes::TooManyChanges),
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
 }
 
 /// One listed object and what to do about it.
@@ -175,6 +190,10 @@ pub async fn run(
     summary: &mut Summary,
 ) -> Result<(), PrefetchError> {
     let started = Instant::now();
+    summary.source = match options.inventory {
+        Some(_) => KeySource::Inventory,
+        None => KeySource::Listing,
+    };
     let run = Run {
         fetcher,
         options,
@@ -282,7 +301,13 @@ impl Run<'_> {
         summary: &mut Summary,
     ) -> Result<(), PrefetchError> {
         let (fetcher, options, progress) = (self.fetcher, self.options, self.progress);
-        let objects = list_all(store.as_ref(), &options.prefix).await?;
+        // A report is read and checked whole before anything changes.
+        let (objects, report_time) = match &options.inventory {
+            Some(report) => {
+                source::read_report(report, store.bucket(), &options.prefix, summary).await?
+            }
+            None => (list_all(store.as_ref(), &options.prefix).await?, None),
+        };
         let mirror = Arc::clone(fetcher.mirror());
         mirror.claim()?;
         mirror.set_keep_versions(options.keep_history_days > 0);
@@ -293,9 +318,10 @@ impl Run<'_> {
         let mut items = plan_run(&mirror, objects, &previous, summary).await;
         let remembered = ArchivedList::load(&mirror);
         archived::mark(&mut items, &remembered);
-        let removals = self.check_changes(&mirror, &items, &listed)?;
+        let removals = self.check_changes(&mirror, &items, &listed, report_time)?;
         save_index(&mirror, &options.prefix, &items);
-        changes::record_deletions(&mirror, &previous, &listed, summary);
+        let deleted_before = report_time.map(source::prune_cutoff);
+        changes::record_deletions(&mirror, &previous, &listed, deleted_before, summary);
         let index: Vec<IndexEntry> = items.iter().map(|(item, _)| index_entry(item)).collect();
         let (fetches, mut cold) = settle_without_download(&mirror, items, summary);
         let settled = summary.downloaded + summary.up_to_date + summary.failed;
@@ -342,12 +368,14 @@ impl Run<'_> {
     }
 
     /// Applies the mass change guard before anything changes; returns what a
-    /// prune will take out.
+    /// prune will take out (against a report created at `report_time`, only
+    /// copies older than it).
     fn check_changes(
         &self,
         mirror: &Mirror,
         items: &[(Item, LocalStatus)],
         listed: &HashSet<Key>,
+        report_time: Option<SystemTime>,
     ) -> Result<Option<Vec<(PathBuf, Record)>>, PrefetchError> {
         let prefix = &self.options.prefix;
         let limit = self.options.max_change;
@@ -357,7 +385,10 @@ impl Run<'_> {
             return Ok(None);
         }
         let copies = changes::copies_under(mirror, prefix);
-        let candidates = changes::prune_candidates(&copies, listed);
+        let mut candidates = changes::prune_candidates(&copies, listed);
+        if let Some(created) = report_time {
+            candidates = source::keep_newer_than_report(mirror, candidates, created);
+        }
         changes::guard(items, candidates.len(), limit, || copies.len())?;
         Ok(Some(candidates))
     }

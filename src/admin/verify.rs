@@ -601,6 +601,7 @@ mod tests {
             keep_history_days: 30,
             max_change: 100,
             restore_archived: None,
+            inventory: None,
         };
         let fetcher = scratch.fetcher(FetchConfig::default());
         let mut summary = Summary::default();

@@ -266,6 +266,7 @@ mod tests {
             keep_history_days: 30,
             max_change: 50,
             restore_archived: restore,
+            inventory: None,
         }
     }
 

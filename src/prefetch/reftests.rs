@@ -267,6 +267,7 @@ impl Harness {
             keep_history_days: 30,
             max_change: 100,
             restore_archived: None,
+            inventory: None,
         };
         let finished = runtime.block_on(async {
             let _lock = mirror.lock("reftest").unwrap();
