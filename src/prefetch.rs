@@ -78,7 +78,8 @@ pub struct KeyPath {
 }
 
 /// The outcome of a run; printed as one JSON line with `--json`. Every listed key
-/// counts in exactly one of `downloaded`, `up_to_date`, `failed` and `archived`.
+/// counts in exactly one of `downloaded`, `up_to_date`, `failed`, `archived` and
+/// `gone`.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
     pub bucket: String,
@@ -104,6 +105,10 @@ pub struct Summary {
     pub restore_requested: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restore_in_progress: Option<u64>,
+    /// With `--inventory`: keys of the report that S3 no longer had when their
+    /// download started (deleted since the report was made). The mirror keeps
+    /// what it holds of them; a prune against a later report takes them out.
+    pub gone: u64,
     /// Bytes received from S3.
     pub bytes: u64,
     pub seconds: f64,
@@ -508,6 +513,12 @@ async fn download_all(
                 summary.replaced += u64::from(item.changed);
             }
             Ok(Outcome::Current) => summary.up_to_date += 1,
+            Err(FetchError::Store(e @ StoreError::NoSuchKey { .. }))
+                if summary.source == KeySource::Inventory =>
+            {
+                tracing::warn!(key = %item.meta.key, "in the report but no longer in S3: {e}");
+                summary.gone += 1;
+            }
             Err(FetchError::Store(StoreError::Archived(e))) => {
                 tracing::info!(key = %item.meta.key, "archived, left out: {e}");
                 cold.push(Item {

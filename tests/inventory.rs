@@ -356,15 +356,20 @@ fn prune_against_a_report_keeps_copies_newer_than_the_report() {
     file.set_modified(SystemTime::now() - Duration::from_secs(3 * 86_400))
         .unwrap();
     source.delete("deleted-long-ago.txt");
+    source.put("deleted-after-the-report.txt", b"short-lived");
     let created = SystemTime::now() - Duration::from_secs(600);
     let manifest = deliver(
         &inventory,
         &source.name,
         "2026-12-03T00-00Z",
         created,
-        &[rows_of(&source, &["stays.txt"])],
+        &[rows_of(
+            &source,
+            &["stays.txt", "deleted-after-the-report.txt"],
+        )],
         None,
     );
+    source.delete("deleted-after-the-report.txt");
     // Created after the report (the follower of event notifications mirrors such
     // objects as they come): the report cannot show it.
     source.put("created-after-the-report.txt", b"new");
@@ -379,7 +384,12 @@ fn prune_against_a_report_keeps_copies_newer_than_the_report() {
         &["--inventory", &url(&inventory, &manifest), "--prune"],
     );
     assert!(output.status.success(), "{}", stderr(&output));
-    assert_eq!(summary["listed"], 1);
+    assert_eq!(summary["listed"], 2);
+    // In the report but deleted since, before the mirror had it: not a failure.
+    assert_eq!(
+        (&summary["gone"], &summary["failed"]),
+        (&1.into(), &0.into())
+    );
     assert_eq!(keys_of(&summary, "pruned_files"), ["deleted-long-ago.txt"]);
     assert!(!mirror.path().join("deleted-long-ago.txt").exists());
     assert_copy(mirror.path(), "created-after-the-report.txt", b"new");
