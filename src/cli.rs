@@ -187,6 +187,12 @@ pub struct PrefetchArgs {
         requires = "restore_archived"
     )]
     pub restore_tier: Option<RestoreTier>,
+    /// Take the key list from an S3 Inventory report (CSV) of the bucket instead of
+    /// listing it: s3://BUCKET/PATH/manifest.json, or s3://BUCKET/PATH/ for the
+    /// newest report under PATH. Read with the same endpoint, region, credentials
+    /// and bucket owner as the source; refused if older than 7 days.
+    #[arg(long, value_name = "S3_URL")]
+    pub inventory: Option<crate::inventory::ReportLocation>,
 }
 
 /// The retrieval tier of a restore.
@@ -598,6 +604,41 @@ mod tests {
             "a tier without --restore-archived"
         );
         assert!(parse(&["--restore-archived", "1", "--restore-tier", "Fast"]).is_err());
+    }
+
+    #[test]
+    fn the_inventory_flag_takes_a_manifest_or_a_prefix() {
+        let parse = |value: &str| match Cli::try_parse_from([
+            "s3mirrorfs",
+            "prefetch",
+            "b",
+            "--inventory",
+            value,
+        ]) {
+            Ok(Cli {
+                command: Command::Prefetch(p),
+                ..
+            }) => p.inventory.map(|l| (l.bucket, l.key)),
+            Ok(_) => panic!("prefetch expected"),
+            Err(_) => None,
+        };
+        assert_eq!(
+            parse("s3://inv/r/b/cfg/2026-12-03T00-00Z/manifest.json"),
+            Some((
+                "inv".into(),
+                "r/b/cfg/2026-12-03T00-00Z/manifest.json".into()
+            ))
+        );
+        assert_eq!(
+            parse("s3://inv/r/b/cfg/"),
+            Some(("inv".into(), "r/b/cfg/".into()))
+        );
+        assert_eq!(parse("inv/r/manifest.json"), None, "not an s3:// URL");
+        assert_eq!(
+            parse("s3://inv/r/b/cfg"),
+            None,
+            "neither a manifest nor a prefix"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod fetch;
 pub mod follow;
 pub mod fs;
 pub mod fuse;
+pub mod inventory;
 pub mod layout;
 pub mod mirror;
 pub mod mount;

@@ -1,19 +1,22 @@
-//! `s3mirrorfs prefetch`: list everything under the prefix, download what is missing
-//! or changed into the mirror, optionally prune copies of deleted keys, report.
+//! `s3mirrorfs prefetch`: list everything under the prefix (or read an S3 Inventory
+//! report of it), download what is missing or changed into the mirror, optionally
+//! prune copies of deleted keys, report.
 
 pub mod archived;
 mod changes;
 #[cfg(test)]
 mod reftests;
+pub mod source;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use crate::fetch::{FetchError, Fetcher, Outcome};
+use crate::inventory::InventoryError;
 use crate::layout::{Placement, RenameReason, place_all};
 use crate::mirror::inventory::IndexEntry;
 use crate::mirror::{EMPTY_MD5, LocalStatus, Mirror, MirrorError, Record};
@@ -23,6 +26,7 @@ use crate::report::KeyError;
 use crate::store::split::{Listing, SplitOptions, list_split};
 use crate::store::{Key, ObjectMeta, ObjectStore, StoreError};
 use archived::{ArchivedList, Why};
+use source::{InventorySource, KeySource};
 
 /// What to prefetch and how.
 #[derive(Clone, Debug)]
@@ -44,6 +48,8 @@ pub struct PrefetchOptions {
     pub list_workers: usize,
     /// How long a failing listing page is asked again before the run gives up.
     pub list_retry: Duration,
+    /// `--inventory`: take the key list from an S3 Inventory report instead of a listing.
+    pub inventory: Option<InventorySource>,
 }
 
 pub use archived::{ARCHIVED_FILE, RestoreArchived};
@@ -78,12 +84,20 @@ pub struct KeyPath {
 }
 
 /// The outcome of a run; printed as one JSON line with `--json`. Every listed key
-/// counts in exactly one of `downloaded`, `up_to_date`, `failed` and `archived`.
+/// counts in exactly one of `downloaded`, `up_to_date`, `failed`, `archived` and
+/// `gone`.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
     pub bucket: String,
     pub prefix: String,
     pub mirror: String,
+    /// Where the key list came from: `listing` or `inventory`.
+    pub source: KeySource,
+    /// With `--inventory`: the manifest read, and when S3 created the report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inventory_manifest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inventory_created: Option<String>,
     pub listed: u64,
     pub downloaded: u64,
     pub up_to_date: u64,
@@ -97,6 +111,10 @@ pub struct Summary {
     pub restore_requested: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restore_in_progress: Option<u64>,
+    /// With `--inventory`: keys of the report that S3 no longer had when their
+    /// download started (deleted since the report was made). The mirror keeps
+    /// what it holds of them; a prune against a later report takes them out.
+    pub gone: u64,
     /// Bytes received from S3.
     pub bytes: u64,
     pub seconds: f64,
@@ -157,6 +175,8 @@ pub enum PrefetchError {
     Mirror(#[from] MirrorError),
     #[error(transparent)]
     TooManyChanges(#[from] changes::TooManyChanges),
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
 }
 
 /// One listed object and what to do about it.
@@ -182,6 +202,10 @@ pub async fn run(
     summary: &mut Summary,
 ) -> Result<(), PrefetchError> {
     let started = Instant::now();
+    summary.source = match options.inventory {
+        Some(_) => KeySource::Inventory,
+        None => KeySource::Listing,
+    };
     let run = Run {
         fetcher,
         options,
@@ -289,7 +313,19 @@ impl Run<'_> {
         summary: &mut Summary,
     ) -> Result<(), PrefetchError> {
         let (fetcher, options, progress) = (self.fetcher, self.options, self.progress);
-        let Listing { objects, error } = self.list(store).await;
+        // A report is read and checked whole before anything changes.
+        let (Listing { objects, error }, report_time) = match &options.inventory {
+            Some(report) => {
+                let (objects, created) =
+                    source::read_report(report, store.bucket(), &options.prefix, summary).await?;
+                let listing = Listing {
+                    objects,
+                    error: None,
+                };
+                (listing, created)
+            }
+            None => (self.list(store).await, None),
+        };
         // A listing that gave up still had its keys fetched; only what needs the
         // whole listing (deletions, prune, the index) waits for a complete one.
         let cut_short = match error {
@@ -314,10 +350,11 @@ impl Run<'_> {
         let mut items = plan_run(&mirror, objects, &previous, summary).await;
         let remembered = ArchivedList::load(&mirror);
         archived::mark(&mut items, &remembered);
-        let removals = self.check_changes(&mirror, &items, &listed, complete)?;
+        let removals = self.check_changes(&mirror, &items, &listed, complete, report_time)?;
         if complete {
             save_index(&mirror, &options.prefix, &items);
-            changes::record_deletions(&mirror, &previous, &listed, summary);
+            let deleted_before = report_time.map(source::prune_cutoff);
+            changes::record_deletions(&mirror, &previous, &listed, deleted_before, summary);
         }
         let index: Vec<IndexEntry> = items.iter().map(|(item, _)| index_entry(item)).collect();
         let (fetches, mut cold) = settle_without_download(&mirror, items, summary);
@@ -379,13 +416,15 @@ impl Run<'_> {
     }
 
     /// Applies the mass change guard before anything changes; returns what a
-    /// prune will take out.
+    /// prune will take out (against a report created at `report_time`, only
+    /// copies older than it).
     fn check_changes(
         &self,
         mirror: &Mirror,
         items: &[(Item, LocalStatus)],
         listed: &HashSet<Key>,
         complete: bool,
+        report_time: Option<SystemTime>,
     ) -> Result<Option<Vec<(PathBuf, Record)>>, PrefetchError> {
         let prefix = &self.options.prefix;
         let limit = self.options.max_change;
@@ -395,7 +434,10 @@ impl Run<'_> {
             return Ok(None);
         }
         let copies = changes::copies_under(mirror, prefix);
-        let candidates = changes::prune_candidates(&copies, listed);
+        let mut candidates = changes::prune_candidates(&copies, listed);
+        if let Some(created) = report_time {
+            candidates = source::keep_newer_than_report(mirror, candidates, created);
+        }
         changes::guard(items, candidates.len(), limit, || copies.len())?;
         Ok(Some(candidates))
     }
@@ -523,6 +565,12 @@ async fn download_all(
                 summary.replaced += u64::from(item.changed);
             }
             Ok(Outcome::Current) => summary.up_to_date += 1,
+            Err(FetchError::Store(e @ StoreError::NoSuchKey { .. }))
+                if summary.source == KeySource::Inventory =>
+            {
+                tracing::warn!(key = %item.meta.key, "in the report but no longer in S3: {e}");
+                summary.gone += 1;
+            }
             Err(FetchError::Store(StoreError::Archived(e))) => {
                 tracing::info!(key = %item.meta.key, "archived, left out: {e}");
                 cold.push(Item {

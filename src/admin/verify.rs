@@ -638,6 +638,7 @@ mod tests {
             restore_archived: None,
             list_workers: 4,
             list_retry: std::time::Duration::ZERO,
+            inventory: None,
         };
         let fetcher = scratch.fetcher(FetchConfig::default());
         let mut summary = Summary::default();

@@ -268,6 +268,7 @@ mod tests {
             restore_archived: restore,
             list_workers: 4,
             list_retry: std::time::Duration::ZERO,
+            inventory: None,
         }
     }
 

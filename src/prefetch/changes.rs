@@ -90,11 +90,14 @@ pub fn guard(
 
 /// Records the keys that the last listing of this prefix had and this one has
 /// not, with the version the mirror holds of each (it keeps that copy unless
-/// pruned). Best effort, logged: the mirror itself does not depend on it.
+/// pruned). With `before` (a report's cut-off, ms since the epoch), a copy that
+/// changed later is not taken for deleted. Best effort, logged: the mirror
+/// itself does not depend on it.
 pub fn record_deletions(
     mirror: &Mirror,
     previous: &HashMap<Key, IndexEntry>,
     listed: &HashSet<Key>,
+    before: Option<u64>,
     summary: &mut Summary,
 ) {
     for entry in previous.values().filter(|e| !listed.contains(&e.key)) {
@@ -107,6 +110,9 @@ pub fn record_deletions(
             .and_then(|m| m.modified())
             .map(utc::unix_ms)
             .unwrap_or(0);
+        if before.is_some_and(|before| since >= before) {
+            continue;
+        }
         match mirror.record_deletion(&entry.key, Some(&record.etag), since) {
             Ok(true) => {
                 tracing::info!(key = %entry.key, "deleted from S3; the mirror keeps its copy");

@@ -269,6 +269,7 @@ impl Harness {
             restore_archived: None,
             list_workers: 4,
             list_retry: std::time::Duration::ZERO,
+            inventory: None,
         };
         let finished = runtime.block_on(async {
             let _lock = mirror.lock("reftest").unwrap();

@@ -100,6 +100,9 @@ MUTATIONS = {
     "iam_restore_images_only_when_asked": lambda t: conditional(t, "RestoreArchivedImages").update(
         Resource={"Fn::Sub": "arn:${AWS::Partition}:s3:::*/*"}
     ),
+    "iam_inventory_reports_only_when_asked": lambda t: conditional(t, "ReadTheInventoryReports").update(
+        Action=["s3:GetObject", "s3:DeleteObject"]
+    ),
     "iam_send_command_scoped": lambda t: statements(t, "FunctionRole")[1].pop("Condition"),
     "lambda_runtime_and_code": lambda t: props(t, "StartPrefetchFunction").update(Runtime="python3.8"),
     "lambda_permission_pinned": lambda t: props(t, "ScheduleInvokePermission").pop("SourceArn"),

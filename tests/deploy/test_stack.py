@@ -403,3 +403,23 @@ def test_an_alarm_address_is_accepted(aws, body):
     # its condition resolve; test_template.py checks the subscription itself.
     outputs, _, _ = create(aws, body, "s3mirrorfs-mail", AlarmEmail="ops@example.com")
     assert outputs["AlarmTopicArn"].startswith("arn:aws:sns:eu-west-1:")
+
+
+def test_an_inventory_bucket_feeds_the_daily_prefetch_its_reports(aws, body):
+    outputs, resources, _ = create(aws, body, "s3mirrorfs-inventory", InventoryBucket="images-inventory")
+    bucket = outputs["ImageBucketName"]
+    reports = f"inventory/{bucket}/s3mirrorfs/"
+    statements = instance_policy(aws, resources)
+    assert statements["ListTheInventoryReports"] == {
+        "Sid": "ListTheInventoryReports",
+        "Effect": "Allow",
+        "Action": "s3:ListBucket",
+        "Resource": "arn:aws:s3:::images-inventory",
+        "Condition": {"StringLike": {"s3:prefix": f"{reports}*"}},
+    }
+    assert statements["ReadTheInventoryReports"]["Resource"] == f"arn:aws:s3:::images-inventory/{reports}*"
+    assert f"PREFETCH_OPTIONS='--inventory s3://images-inventory/{reports}'" in userdata_of(aws, outputs)
+    _, resources, _ = create(aws, body, "s3mirrorfs-noinventory")
+    statements = instance_policy(aws, resources)
+    assert "ListTheInventoryReports" not in statements and "ReadTheInventoryReports" not in statements
+    assert "InventoryBucketPolicy" not in resources

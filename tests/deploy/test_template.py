@@ -32,12 +32,36 @@ REAL_TIME_ONLY = {
 def test_every_bucket_has_exactly_one_policy_denying_plain_http(template):
     buckets = {name for name, _ in resources(template, "AWS::S3::Bucket")}
     policies = [p["Properties"] for _, p in resources(template, "AWS::S3::BucketPolicy")]
-    assert sorted(p["Bucket"]["Ref"] for p in policies) == sorted(buckets)
+    # The stack's own buckets, and the existing inventory bucket it delivers reports to.
+    own = [p for p in policies if p["Bucket"]["Ref"] in buckets]
+    assert sorted(p["Bucket"]["Ref"] for p in own) == sorted(buckets)
+    assert sorted(p["Bucket"]["Ref"] for p in policies if p not in own) == ["InventoryBucket"]
     for policy in policies:
         bucket = policy["Bucket"]["Ref"]
         [deny] = [s for s in policy["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"]
         assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-        assert deny["Resource"] == [{"Fn::GetAtt": [bucket, "Arn"]}, {"Fn::Sub": "${" + bucket + ".Arn}/*"}]
+        if bucket in buckets:
+            assert deny["Resource"] == [{"Fn::GetAtt": [bucket, "Arn"]}, {"Fn::Sub": "${" + bucket + ".Arn}/*"}]
+        else:
+            arn = "arn:${AWS::Partition}:s3:::${" + bucket + "}"
+            assert deny["Resource"] == [{"Fn::Sub": arn}, {"Fn::Sub": arn + "/*"}]
+
+
+def test_inventory_reports_are_delivered_for_the_image_bucket_and_account_only(template):
+    policy = template["Resources"]["InventoryBucketPolicy"]
+    assert policy["Condition"] == "InventoryEnabled"
+    [allow] = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+    assert allow["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert allow["Action"] == "s3:PutObject"
+    assert allow["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:s3:::${InventoryBucket}/inventory/*"}
+    assert allow["Condition"]["ArnLike"] == {"aws:SourceArn": {"Fn::GetAtt": ["ImageBucket", "Arn"]}}
+    assert allow["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
+    [configuration] = template["Resources"]["ImageBucket"]["Properties"]["InventoryConfigurations"]["Fn::If"][1]
+    assert configuration["Destination"]["Format"] == "CSV"
+    assert configuration["Destination"]["Prefix"] == "inventory"
+    assert configuration["IncludedObjectVersions"] == "Current"
+    assert configuration["ScheduleFrequency"] == "Daily"
+    assert set(configuration["OptionalFields"]) >= {"Size", "LastModifiedDate", "ETag", "StorageClass"}
 
 
 def test_log_delivery_is_granted_for_the_image_bucket_and_account_only(template):

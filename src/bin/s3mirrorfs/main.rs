@@ -23,6 +23,7 @@ use s3mirrorfs::fetch::{FetchConfig, Fetcher};
 use s3mirrorfs::mirror::Mirror;
 use s3mirrorfs::mirror::identity::Source;
 use s3mirrorfs::mount::{self, MountOptions};
+use s3mirrorfs::prefetch::source::{InventorySource, KeySource};
 use s3mirrorfs::prefetch::{self, PrefetchOptions, RestoreArchived, Summary, normalize_prefix};
 use s3mirrorfs::report::human_bytes;
 use s3mirrorfs::s3::{S3Options, S3Store};
@@ -133,6 +134,10 @@ async fn prefetch_command(args: PrefetchArgs, bar: BarSlot) -> ExitCode {
         bucket: args.target.bucket.clone(),
         prefix: prefix.clone(),
         mirror: args.mirror_dir.display().to_string(),
+        source: match args.inventory {
+            Some(_) => KeySource::Inventory,
+            None => KeySource::Listing,
+        },
         ..Summary::default()
     };
     let outcome = prefetch_inner(&args, &prefix, bar, &mut summary).await;
@@ -195,6 +200,13 @@ async fn prefetch_inner(
         std::process::id()
     ))?;
     let store: Arc<dyn ObjectStore> = Arc::new(store);
+    let inventory = match &args.inventory {
+        Some(location) => Some(InventorySource {
+            store: Arc::new(connect_to_report(&mirror, &location.bucket, &args.s3).await),
+            location: location.clone(),
+        }),
+        None => None,
+    };
     let concurrency = usize::from(args.concurrency);
     let fetcher = Fetcher::new(
         Arc::clone(&store),
@@ -219,6 +231,7 @@ async fn prefetch_inner(
         restore_archived: restore_archived(args),
         list_workers: usize::from(args.list_workers),
         list_retry: std::time::Duration::from_secs(args.list_retry),
+        inventory,
     };
     let counters = Arc::new(Counters::default());
     let reporter = Reporter::start(mode, Arc::clone(&counters), fetcher.clone(), bar);
@@ -274,6 +287,19 @@ pub(crate) async fn connect_to_source(
     };
     mirror.check_source(&source, allow_new)?;
     Ok(store)
+}
+
+/// The client of the bucket an inventory report is in: the source's endpoint,
+/// region and credentials, and the bucket owner the source's requests expect
+/// (S3 delivers reports to a bucket of the account that owns the source, as the
+/// stack sets it up).
+async fn connect_to_report(mirror: &Mirror, bucket: &str, args: &S3Args) -> S3Store {
+    let requested = args.expected_bucket_owner.clone();
+    let options = S3Options {
+        expected_bucket_owner: mirror.expected_owner(requested.as_deref()),
+        ..s3_options(args)
+    };
+    S3Store::connect(bucket, &options).await
 }
 
 fn block_on(command: impl std::future::Future<Output = ExitCode>) -> ExitCode {
