@@ -6,6 +6,7 @@ pub mod archived;
 mod changes;
 #[cfg(test)]
 mod reftests;
+pub mod resume;
 pub mod source;
 
 use std::collections::{HashMap, HashSet};
@@ -393,7 +394,15 @@ impl Run<'_> {
             retry_for: self.options.list_retry,
             ..SplitOptions::default()
         };
-        list_split(Arc::clone(store), &self.options.prefix, &split).await
+        let mirror = Arc::clone(self.fetcher.mirror());
+        let mut journal = resume::MirrorJournal::new(mirror, &self.options.prefix);
+        list_split(
+            Arc::clone(store),
+            &self.options.prefix,
+            &split,
+            &mut journal,
+        )
+        .await
     }
 
     /// With `--restore-archived`, requests the restores of the archived objects
