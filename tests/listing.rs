@@ -127,9 +127,9 @@ fn a_listing_that_gives_up_still_fetches_what_it_listed_and_prunes_nothing() {
         fs::remove_file(mirror.join(key)).unwrap();
     }
 
-    // Every listing request after the first page fails, for longer than --list-retry.
+    // Every listing request after the first page fails, for longer than --retry-for.
     proxy.add(Rule::listing(Fault::internal_error()).after(1));
-    let args = ["--prune", "--list-retry", "1", "--list-workers", "1"];
+    let args = ["--prune", "--retry-for", "1", "--list-workers", "1"];
     let (output, summary) = prefetch(&bucket.name, &mirror, &proxy.endpoint(), &args);
     let log = stderr(&output);
     assert!(!output.status.success(), "{log}");
