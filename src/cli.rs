@@ -4,13 +4,22 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The version `--version` prints: the package version and the git commit of the
+/// build ("unknown" for a build outside a git checkout; see build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("S3MIRRORFS_COMMIT"),
+    ")"
+);
+
 /// Where the mirror lives unless `--mirror-dir` says otherwise.
 pub const DEFAULT_MIRROR_DIR: &str = "/home/user/myS3backup";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "s3mirrorfs",
-    version,
+    version = VERSION,
     about = "Mount an S3 bucket read-only and keep a durable, complete local mirror of it"
 )]
 pub struct Cli {

@@ -141,7 +141,14 @@ fn faults_that_outlast_the_attempts_fail_the_key_and_leave_nothing() {
         &mirror,
         &proxy.endpoint(),
         // S3 throttling `doomed` is waited out for 3 s, then the key fails.
-        &["--max-attempts", "2", "--stall-timeout", "1", "--retry-for", "3"],
+        &[
+            "--max-attempts",
+            "2",
+            "--stall-timeout",
+            "1",
+            "--retry-for",
+            "3",
+        ],
     );
     assert!(
         started.elapsed() < Duration::from_secs(30),
@@ -175,7 +182,10 @@ fn faults_that_outlast_the_attempts_fail_the_key_and_leave_nothing() {
     // Bounded: the request attempts, and the body attempts, are what was asked
     // for; a throttled key gets them again after each pause within --retry-for.
     let doomed = proxy.gets_of("doomed").len();
-    assert!(doomed % 2 == 0 && (4..=8).contains(&doomed), "{doomed} GETs");
+    assert!(
+        doomed % 2 == 0 && (4..=8).contains(&doomed),
+        "{doomed} GETs"
+    );
     assert_eq!(proxy.gets_of("cut").len(), 2);
     assert_eq!(proxy.gets_of("frozen").len(), 2);
     for key in ["doomed", "cut", "frozen"] {
