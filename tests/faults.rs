@@ -183,7 +183,7 @@ fn faults_that_outlast_the_attempts_fail_the_key_and_leave_nothing() {
     // for; a throttled key gets them again after each pause within --retry-for.
     let doomed = proxy.gets_of("doomed").len();
     assert!(
-        doomed % 2 == 0 && (4..=8).contains(&doomed),
+        doomed.is_multiple_of(2) && (4..=8).contains(&doomed),
         "{doomed} GETs"
     );
     assert_eq!(proxy.gets_of("cut").len(), 2);
@@ -229,7 +229,7 @@ fn a_listing_that_keeps_failing_stops_the_run_within_bounded_time() {
     );
     let lists = proxy.requests().iter().filter(|r| r.is_list()).count();
     assert!(
-        lists >= 6 && lists % 3 == 0,
+        lists >= 6 && lists.is_multiple_of(3),
         "rounds of 3 attempts: {lists}"
     );
     assert!(!mirror.join("a").exists());
