@@ -314,8 +314,8 @@ def pscale_section(cs, meta):
     L = [f"{PSCALE_TITLE} (s3mirrorfs prefetch; {SERVER_NOTE['sim']}, "
          f"{meta.get('s3sim', '').partition('), ')[2] or 'see s3sim'})\n",
          f"Run of {meta.get('date', '?')} on {meta.get('nproc', '?')} cores (load "
-         f"{meta.get('load', '?')} at the start, {meta.get('load_end', '?')} at the end); one run "
-         "per row. The machine was shared with other builds, so the seconds are noisy; the ratios "
+         f"{meta.get('load', '?')} at the start, {meta.get('load_end', '?')} at the end), the "
+         f"mirrors on {meta.get('pscale_fs', '?')}; one run per row. The machine was shared with other builds, so the seconds are noisy; the ratios "
          "between rows run minutes apart are what these rows are for. Peak RSS is the prefetch "
          "process's (`/usr/bin/time -v`, i.e. VmHWM); requests are counted at the relay (all "
          "buckets; an `--inventory` run also reads the report's bucket). *listing, s* is the "
