@@ -25,6 +25,31 @@ fn check(ret: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// Caps the allocator's arenas at `n`. glibc gives busy threads arenas of their
+/// own (up to 8 a core), and memory freed into one arena is never reused by a
+/// thread of another: a daemon of many short-lived pool threads then holds
+/// several copies of its peak. A no-op where the C library is not glibc.
+pub fn limit_malloc_arenas(n: u32) {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets a tunable of the allocator.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, n as libc::c_int);
+    }
+    #[cfg(not(target_env = "gnu"))]
+    let _ = n;
+}
+
+/// Hands the allocator's free memory back to the system (glibc keeps what was
+/// freed, even whole pages inside its heaps, for later allocations). A no-op
+/// where the C library is not glibc.
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns unused pages of the allocator's heaps.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Whether an error means the filesystem has no user extended attributes.
 pub fn is_xattr_unsupported(err: &io::Error) -> bool {
     err.raw_os_error() == Some(libc::ENOTSUP)
