@@ -46,7 +46,7 @@ pub const IDLE_INODES_MAX: usize = 16_384;
 /// Nodes the kernel holds lookups of beyond which the oldest given are picked
 /// for the kernel to let go (it is told to drop their names, and forgets them
 /// unless they are in use); a batch brings it back to 7/8 of this.
-pub const HELD_INODES_MAX: usize = 65_536;
+pub const HELD_INODES_MAX: usize = 32_768;
 
 /// A name the kernel is to let go: its directory's inode and the name.
 pub type Excess = (Ino, Box<str>);

@@ -36,7 +36,7 @@ pub const LIST_AHEAD_AT_ONCE: usize = 8;
 /// Bytes of memory the cached listings take in all (each entry with its name,
 /// each listing with its prefix); the least recently used listings are dropped
 /// first, never the one just cached.
-pub const LISTED_BYTES_MAX: usize = 32 << 20;
+pub const LISTED_BYTES_MAX: usize = 24 << 20;
 /// Once listings of this many bytes have been dropped, the allocator is asked to
 /// hand its free memory back to the system.
 const RELEASE_AFTER: usize = 16 << 20;
