@@ -291,7 +291,10 @@ impl Fs {
 
     /// The kernel forgot `n` lookups of `ino`; the inode is dropped once it holds none.
     pub fn forget(&self, ino: Ino, n: u64) {
-        self.inodes.forget(ino, n);
+        if self.inodes.forget(ino, n) {
+            // Off the kernel's path: it walks every heap of the allocator.
+            self.rt.spawn_blocking(crate::sys::release_free_memory);
+        }
     }
 
     /// How many inodes the filesystem holds, the root included.

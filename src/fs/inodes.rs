@@ -48,6 +48,11 @@ pub const IDLE_INODES_MAX: usize = 16_384;
 /// unless they are in use); a batch brings it back to 7/8 of this.
 pub const HELD_INODES_MAX: usize = 32_768;
 
+/// Nodes dropped as the kernel forgets them after which the allocator is asked
+/// to hand free memory back to the system (the kernel forgets a walk's names in
+/// bulk, under memory pressure or `drop_caches`).
+const RELEASE_AFTER_NODES: usize = 16_384;
+
 /// A name the kernel is to let go: its directory's inode and the name.
 pub type Excess = (Ino, Box<str>);
 
@@ -70,6 +75,8 @@ struct Inner {
     /// told to let go.
     held: usize,
     picked: usize,
+    /// Nodes the kernel forgot since the allocator was last asked to give memory back.
+    forgotten: usize,
     /// Nodes in the order the kernel came to hold them (with some it has
     /// forgotten since, skipped when met).
     given: VecDeque<Ino>,
@@ -103,6 +110,7 @@ impl InodeTable {
             idle: LruCache::unbounded(),
             held: 0,
             picked: 0,
+            forgotten: 0,
             given: VecDeque::new(),
         };
         let root = Entry::dir("");
@@ -183,14 +191,15 @@ impl InodeTable {
 
     /// The kernel forgot `n` lookups of `ino`: once it holds none, the node is
     /// dropped (never the root). An open handle needs no node: it keeps what it
-    /// opened.
-    pub fn forget(&self, ino: Ino, n: u64) {
+    /// opened. True once `RELEASE_AFTER_NODES` nodes were dropped so since the
+    /// last time it said so: the allocator may give memory back.
+    pub fn forget(&self, ino: Ino, n: u64) -> bool {
         if ino == ROOT_INO {
-            return;
+            return false;
         }
         let mut inner = self.inner.lock();
         let Some(node) = inner.nodes.get_mut(&ino) else {
-            return;
+            return false;
         };
         let before = node.lookups;
         node.lookups = before.saturating_sub(n);
@@ -204,7 +213,13 @@ impl InodeTable {
                 let Inner { given, nodes, .. } = &mut *inner;
                 given.retain(|ino| nodes.get(ino).is_some_and(|n| n.lookups > 0));
             }
+            inner.forgotten += 1;
+            if inner.forgotten >= RELEASE_AFTER_NODES {
+                inner.forgotten = 0;
+                return true;
+            }
         }
+        false
     }
 
     /// Runs `f` on the node of `ino` (under the table's lock), if there is one.
