@@ -106,6 +106,9 @@ const REFUSED: &str = "refused:";
 /// one is not reused by the others: a long-running mount would hold several
 /// copies of its peak.
 pub const MALLOC_ARENAS: u32 = 2;
+/// Blocks the allocator maps on their own (FUSE buffers, big listings and
+/// tables): given back to the system as soon as they are freed.
+pub const MALLOC_MMAP_FROM: usize = 1 << 20;
 
 impl MountError {
     /// Whether the mount was refused before it could go on: a mirror of another
@@ -306,7 +309,7 @@ fn serve(
         .map_err(MountError::start("unmount watchdog"))?;
     sys::block_signals(&sys::STOP_SIGNALS);
     // Before any thread exists, so every thread shares these few arenas.
-    sys::limit_malloc_arenas(MALLOC_ARENAS);
+    sys::tune_allocator(MALLOC_ARENAS, MALLOC_MMAP_FROM);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()

@@ -25,18 +25,23 @@ fn check(ret: libc::c_int) -> io::Result<()> {
     }
 }
 
-/// Caps the allocator's arenas at `n`. glibc gives busy threads arenas of their
-/// own (up to 8 a core), and memory freed into one arena is never reused by a
-/// thread of another: a daemon of many short-lived pool threads then holds
-/// several copies of its peak. A no-op where the C library is not glibc.
-pub fn limit_malloc_arenas(n: u32) {
+/// Tunes the allocator for a long-running daemon: at most `arenas` arenas
+/// (glibc gives busy threads arenas of their own, up to 8 a core, and memory
+/// freed into one is never reused by a thread of another), and blocks of
+/// `mmap_from` bytes or more mapped on their own, so they go back to the system
+/// as soon as they are freed and a zeroed one is not cleared page by page out
+/// of a heap (glibc would raise that bound as big blocks are freed). A no-op
+/// where the C library is not glibc.
+pub fn tune_allocator(arenas: u32, mmap_from: usize) {
     #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only sets a tunable of the allocator.
+    // SAFETY: mallopt only sets tunables of the allocator.
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, n as libc::c_int);
+        libc::mallopt(libc::M_ARENA_MAX, arenas as libc::c_int);
+        let from = libc::c_int::try_from(mmap_from).unwrap_or(libc::c_int::MAX);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, from);
     }
     #[cfg(not(target_env = "gnu"))]
-    let _ = n;
+    let _ = (arenas, mmap_from);
 }
 
 /// Hands the allocator's free memory back to the system (glibc keeps what was
