@@ -20,7 +20,7 @@ mod streams;
 use std::fs::File;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
@@ -31,11 +31,13 @@ use crate::store::{ETag, Key, ObjectStore, StorageClass, StoreError};
 use archived::Archived;
 pub use error::FsError;
 use handles::Handles;
-pub use inodes::IDLE_INODES_MAX;
+pub use inodes::{Excess, HELD_INODES_MAX, IDLE_INODES_MAX};
 use inodes::{InodeTable, Node};
 use listing::Entry;
 use listing_cache::ListingCache;
-pub use listing_cache::{LIST_AHEAD_AT_ONCE, LIST_AHEAD_MAX, LISTED_ENTRIES_MAX, OFFLINE_BACKOFF};
+pub use listing_cache::{
+    LIST_AHEAD_AT_ONCE, LIST_AHEAD_MAX, LISTED_BYTES_MAX, OFFLINE_BACKOFF, ONE_PAGE_ENTRIES,
+};
 use siblings::Siblings;
 pub use siblings::{
     SIBLING_MAX_SIZE, SIBLINGS_AT_ONCE, SIBLINGS_DIR_BYTES, SIBLINGS_MAX, SIBLINGS_MIN_FREE,
@@ -137,10 +139,16 @@ pub struct Fs {
     siblings: Arc<Siblings>,
     handles: Handles<OpenFile>,
     archived: Arc<Archived>,
+    let_go: OnceLock<LetGoHook>,
 }
 
 /// Called with the inode of a file whose download for readers was just committed.
 pub type CommitHook = Box<dyn Fn(Ino) + Send + Sync>;
+
+/// Called with names the kernel holds beyond `HELD_INODES_MAX`, the oldest
+/// given, for it to let go. Must not wait for the kernel: it is called while a
+/// request is being answered.
+pub type LetGoHook = Box<dyn Fn(Vec<Excess>) + Send + Sync>;
 
 /// Permissions shown for files and directories (the mount itself is read-only).
 pub const FILE_PERM: u16 = 0o644;
@@ -174,6 +182,7 @@ impl Fs {
             )),
             handles: Handles::default(),
             archived,
+            let_go: OnceLock::new(),
             fetcher,
             rt,
             config,
@@ -186,6 +195,27 @@ impl Fs {
     /// then: from now on its reads go to the mirror file.
     pub fn on_commit(&self, hook: CommitHook) {
         self.streams.on_commit(hook);
+    }
+
+    /// Sets how to tell the kernel to let names go (once; later calls are
+    /// ignored). Without it, the kernel keeps what it was given until it
+    /// forgets it by itself.
+    pub fn on_let_go(&self, hook: LetGoHook) {
+        let _ = self.let_go.set(hook);
+    }
+
+    /// Tells the kernel to let go of the oldest names it was given, if it holds
+    /// more than the bound.
+    fn let_go(&self) {
+        if !self.inodes.over() {
+            return;
+        }
+        if let Some(hook) = self.let_go.get() {
+            let names = self.inodes.excess();
+            if !names.is_empty() {
+                hook(names);
+            }
+        }
     }
 
     /// The runtime background work runs on.
@@ -213,13 +243,13 @@ impl Fs {
 
     fn attr_of(&self, ino: Ino, node: &Node) -> Attr {
         // S3 has no directory times: directories show when the mount started.
-        let (perm, size, mtime) = match node.kind {
+        let (perm, size, mtime) = match node.kind() {
             FileKind::Directory => (DIR_PERM, 0, self.started),
             FileKind::File => (FILE_PERM, node.entry.size, node.entry.mtime()),
         };
         Attr {
             ino,
-            kind: node.kind,
+            kind: node.kind(),
             size,
             mtime,
             perm,
@@ -254,12 +284,17 @@ impl Fs {
     fn looked_up(&self, parent: Ino, path: &str, entry: Option<Entry>) -> Result<Attr, FsError> {
         let entry = entry.ok_or_else(FsError::not_found)?;
         let attr_of = |ino, node: &Node| self.attr_of(ino, node);
-        Ok(self.inodes.child(parent, path, &entry, true, attr_of))
+        let attr = self.inodes.child(parent, path, &entry, true, attr_of);
+        self.let_go();
+        Ok(attr)
     }
 
     /// The kernel forgot `n` lookups of `ino`; the inode is dropped once it holds none.
     pub fn forget(&self, ino: Ino, n: u64) {
-        self.inodes.forget(ino, n);
+        if self.inodes.forget(ino, n) {
+            // Off the kernel's path: it walks every heap of the allocator.
+            self.rt.spawn_blocking(crate::sys::release_free_memory);
+        }
     }
 
     /// How many inodes the filesystem holds, the root included.
@@ -308,7 +343,10 @@ impl Fs {
                 let attr = self
                     .inodes
                     .child(dir.ino, &dir.path, entry, counted, attr_of);
-                Some((attr, entry.name.as_str()))
+                if counted {
+                    self.let_go();
+                }
+                Some((attr, &*entry.name))
             }
         }
     }
@@ -317,14 +355,12 @@ impl Fs {
     /// stream of the download readers of that version share. An archived object
     /// the mirror does not hold fails at once (ENODATA), with no request.
     pub fn open(&self, ino: Ino) -> Result<Opened, FsError> {
-        let (kind, parent, key, entry) = self
-            .inodes
-            .with(ino, |n| (n.kind, n.parent, n.path.clone(), n.entry.clone()))?;
-        if kind == FileKind::Directory {
+        let (key, parent, entry) = self.inodes.file(ino)?;
+        let Some(key) = key else {
             return Err(FsError::is_a_directory());
-        }
+        };
         let key = Key::new(key).map_err(|e| FsError::io("not an object key", e))?;
-        let etag = ETag::new(&entry.etag);
+        let etag = ETag::new(&entry.etag());
         let mirror = self.fetcher.mirror();
         let rel = mirror.path_for(&key, entry.size);
         if let Some(file) = mirror.open_current(&rel, &key, &etag, entry.size) {
@@ -336,7 +372,7 @@ impl Fs {
             });
         }
         if entry.archived || self.archived.known(&key, &etag) {
-            return Err(self.archived.refuse(&key, &entry.storage_class));
+            return Err(self.archived.refuse(&key, &entry.storage_class()));
         }
         let stream = self.streams.open(ino, &key, &etag, entry.size, &rel);
         let fh = self.handles.insert(OpenFile::Stream(Streamed {
@@ -345,7 +381,7 @@ impl Fs {
             etag,
             size: entry.size,
             rel,
-            class: entry.storage_class,
+            class: entry.storage_class(),
             local: Mutex::new(None),
         }));
         self.fetch_siblings(parent, &entry.name);
@@ -367,7 +403,7 @@ impl Fs {
         self.listings.then_listed(&prefix.clone(), move |entries| {
             let others: Vec<_> = entries
                 .iter()
-                .filter(|e| e.name != opened)
+                .filter(|e| *e.name != *opened)
                 .cloned()
                 .collect();
             siblings.warm(&prefix, &others);
@@ -839,13 +875,13 @@ mod tests {
         read_all(&f.fs, one.ino);
         std::thread::sleep(Duration::from_millis(100));
         let entries = listing::from_mirror(&f.scratch.mirror, "a/").unwrap();
-        let names: Vec<_> = entries.iter().map(|e| e.name.as_str()).collect();
+        let names: Vec<_> = entries.iter().map(|e| &*e.name).collect();
         assert!(names.contains(&"1.jpg"));
         assert!(
             listing::from_mirror(&f.scratch.mirror, "")
                 .unwrap()
                 .iter()
-                .all(|e| e.name != crate::layout::STATE_DIR)
+                .all(|e| &*e.name != crate::layout::STATE_DIR)
         );
     }
 }

@@ -16,16 +16,16 @@ use std::sync::{Arc, Weak};
 
 use fuser::{
     BackingId, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, ReplyAttr,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyXattr,
-    Request, Session, SessionACL,
+    INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, Notifier, OpenAccMode, OpenFlags,
+    ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyXattr, Request, Session, SessionACL,
 };
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tracing::Level;
 
-use crate::fs::{Attr, Dir, FileKind, Fs, FsError};
+use crate::fs::{Attr, Dir, Excess, FileKind, Fs, FsError, LetGoHook};
 use crate::store::raw_bytes;
 
 /// Requests waiting on S3 that hold a thread of the runtime's blocking pool at
@@ -500,6 +500,7 @@ impl Mounted {
                 tracing::debug!(ino, "cannot drop cached pages: {e}");
             }
         }));
+        shared.on_let_go(let_go(session.notifier())?);
         Ok(Mounted { session })
     }
 
@@ -507,6 +508,28 @@ impl Mounted {
     pub fn run(self) -> io::Result<()> {
         self.session.run()
     }
+}
+
+/// Tells the kernel to drop names, on a thread of its own: the kernel takes the
+/// directory's lock for it, which a readdirplus of that directory being
+/// answered right now holds.
+fn let_go(notifier: Notifier) -> io::Result<LetGoHook> {
+    let (send, receive) = std::sync::mpsc::channel::<Vec<Excess>>();
+    std::thread::Builder::new()
+        .name("let-go".into())
+        .spawn(move || {
+            for names in receive {
+                for (parent, name) in names {
+                    // Not there any more (forgotten meanwhile) is fine.
+                    if let Err(e) = notifier.inval_entry(INodeNo(parent), &os_name(&name)) {
+                        tracing::trace!(parent, "cannot drop a name: {e}");
+                    }
+                }
+            }
+        })?;
+    Ok(Box::new(move |names| {
+        let _ = send.send(names);
+    }))
 }
 
 /// The text form of a name the kernel asks for: a name that is not UTF-8 can

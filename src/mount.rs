@@ -101,6 +101,15 @@ pub enum MountError {
 /// Marks a daemon's report of a refusal, so the parent can tell.
 const REFUSED: &str = "refused:";
 
+/// The allocator's arenas the daemon uses. Its many pool threads (FUSE, the
+/// runtime's, those waiting on S3) would each get one, and memory freed into
+/// one is not reused by the others: a long-running mount would hold several
+/// copies of its peak.
+pub const MALLOC_ARENAS: u32 = 2;
+/// Blocks the allocator maps on their own (FUSE buffers, big listings and
+/// tables): given back to the system as soon as they are freed.
+pub const MALLOC_MMAP_FROM: usize = 1 << 20;
+
 impl MountError {
     /// Whether the mount was refused before it could go on: a mirror of another
     /// source (bucket, endpoint or owner), a mirror directory of another user
@@ -299,6 +308,8 @@ fn serve(
     let mut lifeline = sys::unmount_watchdog(&options.mountpoint)
         .map_err(MountError::start("unmount watchdog"))?;
     sys::block_signals(&sys::STOP_SIGNALS);
+    // Before any thread exists, so every thread shares these few arenas.
+    sys::tune_allocator(MALLOC_ARENAS, MALLOC_MMAP_FROM);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()

@@ -25,6 +25,36 @@ fn check(ret: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// Tunes the allocator for a long-running daemon: at most `arenas` arenas
+/// (glibc gives busy threads arenas of their own, up to 8 a core, and memory
+/// freed into one is never reused by a thread of another), and blocks of
+/// `mmap_from` bytes or more mapped on their own, so they go back to the system
+/// as soon as they are freed and a zeroed one is not cleared page by page out
+/// of a heap (glibc would raise that bound as big blocks are freed). A no-op
+/// where the C library is not glibc.
+pub fn tune_allocator(arenas: u32, mmap_from: usize) {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets tunables of the allocator.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, arenas as libc::c_int);
+        let from = libc::c_int::try_from(mmap_from).unwrap_or(libc::c_int::MAX);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, from);
+    }
+    #[cfg(not(target_env = "gnu"))]
+    let _ = (arenas, mmap_from);
+}
+
+/// Hands the allocator's free memory back to the system (glibc keeps what was
+/// freed, even whole pages inside its heaps, for later allocations). A no-op
+/// where the C library is not glibc.
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns unused pages of the allocator's heaps.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Whether an error means the filesystem has no user extended attributes.
 pub fn is_xattr_unsupported(err: &io::Error) -> bool {
     err.raw_os_error() == Some(libc::ENOTSUP)

@@ -621,11 +621,22 @@ fn inodes_the_kernel_forgets_are_dropped_by_the_daemon() {
     assert_eq!(fs::read(mount.path("d1/f001")).unwrap(), b"x");
 }
 
+/// Requests that list directory `dir` (as the proxy writes its prefix) whole,
+/// rather than one name of it.
+fn full_listings_of(requests: &[support::proxy::Seen], dir: &str) -> usize {
+    let full = |r: &&support::proxy::Seen| {
+        let ends = format!("prefix={dir}%2F");
+        r.is_list() && r.target.ends_with(&ends) && !r.target.contains("max-keys")
+    };
+    requests.iter().filter(full).count()
+}
+
 #[test]
 fn after_the_ttl_a_lookup_in_a_big_directory_lists_one_name_not_the_directory() {
+    // More names than one page of a listing: a lookup does not list them all again.
     let bucket = Bucket::create("bigdir");
-    let objects: Vec<(String, Vec<u8>)> = (0..300)
-        .map(|i| (format!("big/f{i:03}"), vec![b'x'; i % 5]))
+    let objects: Vec<(String, Vec<u8>)> = (0..1100)
+        .map(|i| (format!("big/f{i:04}"), vec![b'x'; i % 5]))
         .collect();
     bucket.put_many(&objects);
     let proxy = Proxy::start(moto_port());
@@ -638,41 +649,86 @@ fn after_the_ttl_a_lookup_in_a_big_directory_lists_one_name_not_the_directory() 
         &["--metadata-ttl", "1"],
     );
     let big = mount.path("big").display().to_string();
-    assert_eq!(sh_ok(&format!("ls {big} | wc -l")).trim(), "300");
-    let full_listings = |requests: &[support::proxy::Seen]| {
-        let full = |r: &&support::proxy::Seen| {
-            r.is_list() && r.target.ends_with("prefix=big%2F") && !r.target.contains("max-keys")
-        };
-        requests.iter().filter(full).count()
-    };
-    assert_eq!(
-        full_listings(&proxy.requests()),
-        1,
-        "{:#?}",
-        proxy.requests()
-    );
+    assert_eq!(sh_ok(&format!("ls {big} | wc -l")).trim(), "1100");
+    let requests = proxy.requests();
+    assert!(full_listings_of(&requests, "big") >= 1, "{requests:#?}");
+    // 16 lookups of 16 names at once: a small LIST of each, never the directory.
     std::thread::sleep(Duration::from_millis(1200));
     proxy.clear();
     let stats: Vec<String> = (0..16)
-        .map(|i| format!("stat -c %s {big}/f{:03} &", i * 7))
+        .map(|i| format!("stat -c %s {big}/f{:04} &", i * 67))
         .collect();
     let sizes = sh_ok(&format!("{} wait", stats.join(" ")));
     assert_eq!(sizes.lines().count(), 16);
     let requests = proxy.requests();
     assert!(requests.iter().all(|r| r.is_list()), "{requests:#?}");
-    assert_eq!(full_listings(&requests), 0, "{requests:#?}");
+    assert_eq!(full_listings_of(&requests, "big"), 0, "{requests:#?}");
+    for i in 0..16 {
+        let name = format!("big%2Ff{:04}", i * 67);
+        let of_name = requests.iter().filter(|r| r.target.contains(&name));
+        assert_eq!(of_name.count(), 1, "one LIST of {name}: {requests:#?}");
+    }
     assert!(
         requests.len() <= 16 + 1,
         "one small LIST per name (and one for `big`): {requests:#?}"
     );
+    // 16 lookups of one name at once: one request.
     std::thread::sleep(Duration::from_millis(1200));
     proxy.clear();
-    assert_eq!(sh_ok(&format!("stat -c %s {big}/f123")).trim(), "3");
+    let stats = format!("stat -c %s {big}/f0123 &").repeat(16);
+    let sizes = sh_ok(&format!("{stats} wait"));
+    assert_eq!(sizes.lines().collect::<Vec<_>>(), ["3"; 16]);
     let requests = proxy.requests();
-    let of_f123 = requests
-        .iter()
-        .filter(|r| r.target.contains("f123"))
-        .count();
-    assert!(of_f123 <= 2, "{requests:#?}");
-    assert!(requests.len() <= 3, "big, then f123: {requests:#?}");
+    let of_f0123 = requests.iter().filter(|r| r.target.contains("f0123"));
+    assert_eq!(of_f0123.count(), 1, "{requests:#?}");
+    assert_eq!(full_listings_of(&requests, "big"), 0, "{requests:#?}");
+    assert!(requests.len() <= 2, "big, then f0123: {requests:#?}");
+}
+
+#[test]
+fn after_the_ttl_lookups_in_a_small_directory_share_one_listing_of_it() {
+    let bucket = Bucket::create("smalldir");
+    let objects: Vec<(String, Vec<u8>)> = (0..40)
+        .map(|i| (format!("small/f{i:02}"), vec![b'x'; i % 5]))
+        .collect();
+    bucket.put_many(&objects);
+    let proxy = Proxy::start(moto_port());
+    let dir = tempfile::tempdir().unwrap();
+    let mount = Mount::start(
+        &bucket.name,
+        &dir.path().join("mnt"),
+        &dir.path().join("mirror"),
+        &proxy.endpoint(),
+        &["--metadata-ttl", "1"],
+    );
+    let small = mount.path("small").display().to_string();
+    assert_eq!(sh_ok(&format!("ls {small} | wc -l")).trim(), "40");
+    for names in [(0..16).map(|i| i * 2).collect::<Vec<_>>(), vec![7; 16]] {
+        std::thread::sleep(Duration::from_millis(1200));
+        proxy.clear();
+        let stats: Vec<String> = names
+            .iter()
+            .map(|i| format!("stat -c %s {small}/f{i:02} &"))
+            .collect();
+        let sizes = sh_ok(&format!("{} wait", stats.join(" ")));
+        let expected: Vec<String> = names.iter().map(|i| (i % 5).to_string()).collect();
+        let mut sizes: Vec<&str> = sizes.lines().collect();
+        let mut expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+        sizes.sort();
+        expected.sort();
+        assert_eq!(sizes, expected);
+        let requests = proxy.requests();
+        assert!(requests.iter().all(|r| r.is_list()), "{requests:#?}");
+        assert_eq!(
+            full_listings_of(&requests, "small"),
+            1,
+            "one listing for 16 lookups: {requests:#?}"
+        );
+        let of_names = requests.iter().filter(|r| r.target.contains("small%2Ff"));
+        assert_eq!(of_names.count(), 0, "no LIST of a name: {requests:#?}");
+        assert!(
+            requests.len() <= 2,
+            "the root's, then small/'s: {requests:#?}"
+        );
+    }
 }

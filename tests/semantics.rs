@@ -8,10 +8,10 @@ use s3mirrorfs::cli::Cli;
 use s3mirrorfs::fetch::FetchConfig;
 use s3mirrorfs::fs::stream::FAR_AHEAD;
 use s3mirrorfs::fs::{
-    DIR_PERM, FILE_PERM, FINISH_LEFT, FINISH_SMALL, IDLE_INODES_MAX, LIST_AHEAD_AT_ONCE,
-    LIST_AHEAD_MAX, LISTED_ENTRIES_MAX, OFFLINE_BACKOFF, SIBLING_MAX_SIZE, SIBLINGS_AT_ONCE,
-    SIBLINGS_DIR_BYTES, SIBLINGS_MAX, SIBLINGS_MIN_FREE, SIBLINGS_MIN_FREE_PERCENT,
-    SIBLINGS_PENDING_BYTES,
+    DIR_PERM, FILE_PERM, FINISH_LEFT, FINISH_SMALL, HELD_INODES_MAX, IDLE_INODES_MAX,
+    LIST_AHEAD_AT_ONCE, LIST_AHEAD_MAX, LISTED_BYTES_MAX, OFFLINE_BACKOFF, ONE_PAGE_ENTRIES,
+    SIBLING_MAX_SIZE, SIBLINGS_AT_ONCE, SIBLINGS_DIR_BYTES, SIBLINGS_MAX, SIBLINGS_MIN_FREE,
+    SIBLINGS_MIN_FREE_PERCENT, SIBLINGS_PENDING_BYTES,
 };
 use s3mirrorfs::fuse::{MAX_BACKGROUND, S3_WAITS_AT_ONCE};
 use s3mirrorfs::layout::{
@@ -160,6 +160,9 @@ fn the_filesystem_section_matches_the_code() {
     ));
     quoted(&format!("kept for at most {IDLE_INODES_MAX} inodes"));
     quoted(&format!(
+        "once it holds more than {HELD_INODES_MAX}, the daemon"
+    ));
+    quoted(&format!(
         "a saved listing not written for {} days",
         s3mirrorfs::fs::listing::SAVED_LISTING_KEEP.as_secs() / 86_400
     ));
@@ -168,7 +171,11 @@ fn the_filesystem_section_matches_the_code() {
         s3mirrorfs::fs::listing::NAME_LIST_KEYS
     ));
     quoted(&format!(
-        "kept in memory for at most {LISTED_ENTRIES_MAX} entries in all"
+        "kept in memory for at most {} MiB in all",
+        LISTED_BYTES_MAX >> 20
+    ));
+    quoted(&format!(
+        "had at most {ONE_PAGE_ENTRIES} entries (one page of a listing)"
     ));
     let cli = Cli::command();
     let mount = cli.find_subcommand("mount").expect("mount subcommand");

@@ -18,29 +18,233 @@ use crate::store::{Escaped, ObjectMeta, ObjectStore, StorageClass, StoreError};
 /// Keys asked for by the LIST that tells what one name is.
 pub const NAME_LIST_KEYS: u32 = 8;
 
-/// One child of a directory.
+/// One child of a directory, kept small: the listings and the inodes of a
+/// directory of a million names live in memory. An ETag of the MD5 form is kept
+/// as its 16 bytes, a storage class as one byte; anything else (a multipart or
+/// encrypted object's ETag, a class this tool has no name for) in a box of its
+/// own. Saved listings keep the plain form (`Saved`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Saved", into = "Saved")]
 pub struct Entry {
-    pub name: String,
-    pub dir: bool,
-    #[serde(default)]
+    pub name: Box<str>,
     pub size: u64,
-    #[serde(default)]
-    pub etag: String,
     /// LastModified, nanoseconds since the epoch.
-    #[serde(default)]
     pub mtime_ns: u64,
-    /// The storage class the listing shows.
-    #[serde(default, skip_serializing_if = "StorageClass::is_standard")]
-    pub storage_class: StorageClass,
+    tag: Tag,
+    /// The storage class, unless `tag` holds it (`Tag::Rare`).
+    class: Class,
+    pub dir: bool,
     /// The listing says a GET cannot read it until it is restored.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub archived: bool,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Tag {
+    /// No ETag (a directory, or an object listed without one).
+    None,
+    /// `"` and 32 lowercase hex digits and `"`, as its 16 bytes.
+    Md5([u8; 16]),
+    Rare(Box<Rare>),
+}
+
+/// What does not fit the compact form, as the listing showed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Rare {
+    etag: String,
+    class: StorageClass,
+}
+
+/// A storage class this tool has a name for, in one byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    Standard,
+    StandardIa,
+    OnezoneIa,
+    IntelligentTiering,
+    GlacierIr,
+    Glacier,
+    DeepArchive,
+}
+
+impl Class {
+    fn of(class: &StorageClass) -> Option<Class> {
+        Some(match class {
+            StorageClass::Standard => Class::Standard,
+            StorageClass::StandardIa => Class::StandardIa,
+            StorageClass::OnezoneIa => Class::OnezoneIa,
+            StorageClass::IntelligentTiering => Class::IntelligentTiering,
+            StorageClass::GlacierIr => Class::GlacierIr,
+            StorageClass::Glacier => Class::Glacier,
+            StorageClass::DeepArchive => Class::DeepArchive,
+            StorageClass::Other(_) => return None,
+        })
+    }
+
+    fn storage_class(self) -> StorageClass {
+        match self {
+            Class::Standard => StorageClass::Standard,
+            Class::StandardIa => StorageClass::StandardIa,
+            Class::OnezoneIa => StorageClass::OnezoneIa,
+            Class::IntelligentTiering => StorageClass::IntelligentTiering,
+            Class::GlacierIr => StorageClass::GlacierIr,
+            Class::Glacier => StorageClass::Glacier,
+            Class::DeepArchive => StorageClass::DeepArchive,
+        }
+    }
+}
+
+/// The 16 bytes of an ETag of the form `"<32 lowercase hex digits>"`, which
+/// give that very text back.
+fn md5_of(etag: &str) -> Option<[u8; 16]> {
+    let hex = etag.strip_prefix('"')?.strip_suffix('"')?.as_bytes();
+    if hex.len() != 32 {
+        return None;
+    }
+    let digit = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 16];
+    for (i, pair) in hex.chunks_exact(2).enumerate() {
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
+}
+
 impl Entry {
+    /// A subdirectory.
+    pub fn dir(name: &str) -> Entry {
+        Entry {
+            name: name.into(),
+            size: 0,
+            mtime_ns: 0,
+            tag: Tag::None,
+            class: Class::Standard,
+            dir: true,
+            archived: false,
+        }
+    }
+
+    /// A file of `size` bytes with `etag` (as S3 gives it, quoted).
+    pub fn file(
+        name: &str,
+        size: u64,
+        etag: &str,
+        mtime_ns: u64,
+        class: &StorageClass,
+        archived: bool,
+    ) -> Entry {
+        let (tag, class) = match (etag, md5_of(etag), Class::of(class)) {
+            ("", _, Some(class)) => (Tag::None, class),
+            (_, Some(md5), Some(class)) => (Tag::Md5(md5), class),
+            (etag, _, _) => {
+                let rare = Rare {
+                    etag: etag.to_string(),
+                    class: class.clone(),
+                };
+                (Tag::Rare(Box::new(rare)), Class::Standard)
+            }
+        };
+        Entry {
+            name: name.into(),
+            size,
+            mtime_ns,
+            tag,
+            class,
+            dir: false,
+            archived,
+        }
+    }
+
     pub fn mtime(&self) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_nanos(self.mtime_ns)
+    }
+
+    /// The ETag as S3 gave it ("" for none).
+    pub fn etag(&self) -> String {
+        match &self.tag {
+            Tag::None => String::new(),
+            Tag::Md5(md5) => {
+                let hex: String = md5.iter().map(|b| format!("{b:02x}")).collect();
+                format!("\"{hex}\"")
+            }
+            Tag::Rare(rare) => rare.etag.clone(),
+        }
+    }
+
+    /// The storage class the listing shows.
+    pub fn storage_class(&self) -> StorageClass {
+        match &self.tag {
+            Tag::Rare(rare) => rare.class.clone(),
+            _ => self.class.storage_class(),
+        }
+    }
+
+    /// About how many bytes of memory the entry takes, its heap parts included.
+    pub fn weight(&self) -> usize {
+        let rare = match &self.tag {
+            Tag::Rare(rare) => std::mem::size_of::<Rare>() + rare.etag.len(),
+            _ => 0,
+        };
+        // The allocator rounds each block up and adds a word of its own.
+        let block = |len: usize| {
+            if len == 0 {
+                0
+            } else {
+                (len + 8).div_ceil(16) * 16
+            }
+        };
+        std::mem::size_of::<Entry>() + block(self.name.len()) + block(rare)
+    }
+}
+
+/// An entry as saved listings (and older versions) write it.
+#[derive(Clone, Serialize, Deserialize)]
+struct Saved {
+    name: String,
+    dir: bool,
+    #[serde(default)]
+    size: u64,
+    #[serde(default)]
+    etag: String,
+    #[serde(default)]
+    mtime_ns: u64,
+    #[serde(default, skip_serializing_if = "StorageClass::is_standard")]
+    storage_class: StorageClass,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    archived: bool,
+}
+
+impl From<Saved> for Entry {
+    fn from(saved: Saved) -> Entry {
+        let Saved {
+            name,
+            dir,
+            size,
+            etag,
+            mtime_ns,
+            storage_class,
+            archived,
+        } = saved;
+        match dir {
+            true => Entry::dir(&name),
+            false => Entry::file(&name, size, &etag, mtime_ns, &storage_class, archived),
+        }
+    }
+}
+
+impl From<Entry> for Saved {
+    fn from(entry: Entry) -> Saved {
+        Saved {
+            etag: entry.etag(),
+            storage_class: entry.storage_class(),
+            name: entry.name.into(),
+            dir: entry.dir,
+            size: entry.size,
+            mtime_ns: entry.mtime_ns,
+            archived: entry.archived,
+        }
     }
 }
 
@@ -83,37 +287,26 @@ pub async fn list_dir(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<Entry
             None => break,
         }
     }
-    let dir_names: std::collections::HashSet<String> =
-        dirs.iter().map(|d| d.name.clone()).collect();
-    files.retain(|f| !dir_names.contains(&f.name));
-    dirs.extend(files);
-    dirs.sort_by(|a, b| a.name.cmp(&b.name));
-    dirs.dedup_by(|a, b| a.name == b.name);
-    Ok(dirs)
+    let dir_names: std::collections::HashSet<&str> = dirs.iter().map(|d| &*d.name).collect();
+    files.retain(|f| !dir_names.contains(&*f.name));
+    drop(dir_names);
+    // Into the longer of the two (the files, in a big directory), then no
+    // spare room: the listing may be kept for long.
+    files.append(&mut dirs);
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    files.dedup_by(|a, b| a.name == b.name);
+    files.shrink_to_fit();
+    Ok(files)
 }
 
 fn dir_entry(name: &str) -> Entry {
-    Entry {
-        name: name.to_string(),
-        dir: true,
-        size: 0,
-        etag: String::new(),
-        mtime_ns: 0,
-        storage_class: StorageClass::Standard,
-        archived: false,
-    }
+    Entry::dir(name)
 }
 
 fn file_entry(name: &str, object: &ObjectMeta) -> Entry {
-    Entry {
-        name: name.to_string(),
-        dir: false,
-        size: object.size,
-        etag: object.etag.as_str().to_string(),
-        mtime_ns: nanos(object.last_modified),
-        storage_class: object.storage_class.clone(),
-        archived: object.archived(),
-    }
+    let (etag, class) = (object.etag.as_str(), &object.storage_class);
+    let mtime_ns = nanos(object.last_modified);
+    Entry::file(name, object.size, etag, mtime_ns, class, object.archived())
 }
 
 /// What `name` (a valid name) is in directory `prefix`, without listing the
@@ -266,15 +459,10 @@ pub fn from_mirror(mirror: &Mirror, prefix: &str) -> Option<Vec<Entry>> {
         } else if let Some(record) = mirror.record_at(&rel)
             && record.key.as_str() == format!("{prefix}{name}")
         {
-            entries.push(Entry {
-                name,
-                dir: false,
-                size: record.size,
-                etag: record.etag.to_string(),
-                mtime_ns: meta.modified().map_or(0, nanos),
-                storage_class: StorageClass::Standard,
-                archived: false,
-            });
+            let mtime_ns = meta.modified().map_or(0, nanos);
+            let (size, etag) = (record.size, record.etag.as_str());
+            let standard = &StorageClass::Standard;
+            entries.push(Entry::file(&name, size, etag, mtime_ns, standard, false));
         }
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
@@ -378,7 +566,7 @@ mod tests {
         store.put("bad//x", "x");
         store.put("..", "x");
         let entries = list_dir(&store, "").await.unwrap();
-        let names: Vec<_> = entries.iter().map(|e| (e.name.as_str(), e.dir)).collect();
+        let names: Vec<_> = entries.iter().map(|e| (&*e.name, e.dir)).collect();
         assert_eq!(
             names,
             vec![
@@ -433,14 +621,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mirror = Mirror::open(dir.path(), "b").unwrap();
         let entries: Vec<Entry> = (0..1000)
-            .map(|i| Entry {
-                name: format!("IMG_{i:05}.jpg"),
-                dir: false,
-                size: 1000 + i,
-                etag: format!("\"{:032x}\"", i * 7919),
-                mtime_ns: 1_700_000_000_000_000_000 + i,
-                storage_class: StorageClass::Standard,
-                archived: false,
+            .map(|i| {
+                let etag = format!("\"{:032x}\"", i * 7919);
+                let mtime_ns = 1_700_000_000_000_000_000 + i;
+                let class = StorageClass::Standard;
+                Entry::file(
+                    &format!("IMG_{i:05}.jpg"),
+                    1000 + i,
+                    &etag,
+                    mtime_ns,
+                    &class,
+                    false,
+                )
             })
             .collect();
         let (name, legacy) = cache_names("b", "photos/");
@@ -481,6 +673,53 @@ mod tests {
         assert_eq!(sweep(&mirror, SAVED_LISTING_KEEP), 1);
         assert!(load(&mirror, "b", "old/").is_none());
         assert!(load(&mirror, "b", "new/").is_some());
+    }
+
+    #[test]
+    fn entries_are_compact_and_give_back_what_the_listing_said() {
+        assert!(
+            std::mem::size_of::<Entry>() <= 64,
+            "{}",
+            std::mem::size_of::<Entry>()
+        );
+        let md5 = "\"0123456789abcdef0123456789abcdef\"";
+        let odd = [
+            (md5, StorageClass::Standard),
+            (md5, StorageClass::DeepArchive),
+            (
+                "\"0123456789abcdef0123456789abcdef-3\"",
+                StorageClass::Standard,
+            ),
+            (
+                "\"0123456789ABCDEF0123456789ABCDEF\"",
+                StorageClass::GlacierIr,
+            ),
+            (md5, StorageClass::Other("EXPRESS_ONEZONE".into())),
+            ("", StorageClass::Standard),
+        ];
+        for (etag, class) in odd {
+            let entry = Entry::file("n", 7, etag, 9, &class, true);
+            assert_eq!(
+                (entry.etag().as_str(), entry.storage_class()),
+                (etag, class.clone())
+            );
+            let saved = serde_json::to_string(&entry).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Entry>(&saved).unwrap(),
+                entry,
+                "{saved}"
+            );
+        }
+        let plain = Entry::file("n", 7, md5, 9, &StorageClass::Standard, false);
+        let rare = Entry::file("n", 7, "x", 9, &StorageClass::Standard, false);
+        assert!(plain.weight() < rare.weight());
+        // The saved form is the one older versions wrote and read.
+        let saved = serde_json::to_value(&plain).unwrap();
+        let expected =
+            serde_json::json!({"name": "n", "dir": false, "size": 7, "etag": md5, "mtime_ns": 9});
+        assert_eq!(saved, expected);
+        let dir: Entry = serde_json::from_str(r#"{"name":"d","dir":true}"#).unwrap();
+        assert_eq!(dir, Entry::dir("d"));
     }
 
     #[test]

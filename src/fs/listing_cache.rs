@@ -2,8 +2,9 @@
 //! look-ahead that lists subdirectories before a reader gets there, and the
 //! back-off that stops asking S3 for a directory's listing for a while after it
 //! failed (for every directory, when the endpoint could not be reached). Listings
-//! are kept in memory up to a budget of entries, least recently used out first
-//! (the saved copies stay on disk).
+//! are kept in memory up to a budget of bytes, least recently used out first
+//! (the saved copies stay on disk), and what they held is handed back to the
+//! system once enough of it was let go.
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use super::FsError;
 use super::listing::{self, Entry, InFlight};
 use crate::mirror::Mirror;
 use crate::store::{Escaped, ObjectStore, StoreError};
+use crate::sys;
 
 /// After a failed listing, how long S3 is not asked again for that directory's
 /// listing, or for any listing when the endpoint could not be reached (reads
@@ -31,12 +33,19 @@ const BACKOFF_MAX: usize = 4096;
 /// per directory.
 pub const LIST_AHEAD_MAX: usize = 64;
 pub const LIST_AHEAD_AT_ONCE: usize = 8;
-/// Directory entries kept in memory, over all cached listings (a listing counts
-/// one more, so empty ones are bounded too); the least recently used listings
-/// are dropped first, never the one just cached.
-pub const LISTED_ENTRIES_MAX: usize = 500_000;
+/// Bytes of memory the cached listings take in all (each entry with its name,
+/// each listing with its prefix); the least recently used listings are dropped
+/// first, never the one just cached.
+pub const LISTED_BYTES_MAX: usize = 24 << 20;
+/// Once listings of this many bytes have been dropped, the allocator is asked to
+/// hand its free memory back to the system.
+const RELEASE_AFTER: usize = 16 << 20;
 /// Answers of LISTs of one name kept for the TTL (least recently used out first).
 pub const NAMED_MAX: usize = 65_536;
+/// Entries a directory's last listing may have for a lookup in it to list it
+/// whole (one request, as S3 gives up to 1,000 keys a page) rather than its
+/// one name: every lookup in it then shares that one request.
+pub const ONE_PAGE_ENTRIES: usize = 1000;
 
 /// Directory listings by key prefix. Cheap to share: the look-ahead tasks hold it.
 pub struct ListingCache {
@@ -48,6 +57,7 @@ struct Shared {
     store: Arc<dyn ObjectStore>,
     mirror: Arc<Mirror>,
     ttl: Duration,
+    rt: Handle,
     listings: Mutex<Listings>,
     inflight: Arc<InFlight>,
     ahead: Semaphore,
@@ -63,19 +73,29 @@ struct Listing {
     /// When S3 gave it; `None` for one that was never fresh (rebuilt from the mirror).
     fetched: Option<Instant>,
     entries: Arc<Vec<Entry>>,
+    /// About how many bytes it takes, its prefix included.
+    weight: usize,
 }
 
 impl Listing {
-    fn weight(&self) -> usize {
-        self.entries.len() + 1
+    fn new(prefix: &str, fetched: Option<Instant>, entries: Arc<Vec<Entry>>) -> Listing {
+        let fixed = std::mem::size_of::<Listing>() + 64 + 2 * prefix.len();
+        let weight = fixed + entries.iter().map(Entry::weight).sum::<usize>();
+        Listing {
+            fetched,
+            entries,
+            weight,
+        }
     }
 }
 
-/// Listings by prefix, least recently used first, within a budget of entries.
+/// Listings by prefix, least recently used first, within a budget of bytes.
 struct Listings {
     lru: LruCache<String, Listing>,
     weight: usize,
     budget: usize,
+    /// Bytes of listings dropped since the allocator last gave memory back.
+    dropped: usize,
 }
 
 impl Listings {
@@ -84,6 +104,7 @@ impl Listings {
             lru: LruCache::unbounded(),
             weight: 0,
             budget,
+            dropped: 0,
         }
     }
 
@@ -95,17 +116,32 @@ impl Listings {
         self.lru.contains(prefix)
     }
 
-    fn insert(&mut self, prefix: String, listing: Listing) {
-        self.weight += listing.weight();
+    /// How many entries the cached listing of `prefix` has, however old.
+    fn peek_len(&self, prefix: &str) -> Option<usize> {
+        self.lru.peek(prefix).map(|l| l.entries.len())
+    }
+
+    /// Caches `listing`, dropping the least recently used ones beyond the
+    /// budget. True when enough was dropped that the allocator should give
+    /// memory back.
+    fn insert(&mut self, prefix: String, listing: Listing) -> bool {
+        self.weight += listing.weight;
         if let Some(old) = self.lru.put(prefix, listing) {
-            self.weight -= old.weight();
+            self.weight -= old.weight;
+            self.dropped += old.weight;
         }
         while self.weight > self.budget && self.lru.len() > 1 {
             let Some((_, oldest)) = self.lru.pop_lru() else {
                 break;
             };
-            self.weight -= oldest.weight();
+            self.weight -= oldest.weight;
+            self.dropped += oldest.weight;
         }
+        let release = self.dropped >= RELEASE_AFTER;
+        if release {
+            self.dropped = 0;
+        }
+        release
     }
 }
 
@@ -117,10 +153,10 @@ impl ListingCache {
         ttl: Duration,
         rt: Handle,
     ) -> ListingCache {
-        ListingCache::with_budget(store, mirror, ttl, rt, LISTED_ENTRIES_MAX)
+        ListingCache::with_budget(store, mirror, ttl, rt, LISTED_BYTES_MAX)
     }
 
-    /// `new`, keeping about `budget` entries in memory.
+    /// `new`, keeping about `budget` bytes of listings in memory.
     fn with_budget(
         store: Arc<dyn ObjectStore>,
         mirror: Arc<Mirror>,
@@ -132,6 +168,7 @@ impl ListingCache {
             store,
             mirror,
             ttl,
+            rt: rt.clone(),
             listings: Mutex::new(Listings::new(budget)),
             inflight: Arc::default(),
             ahead: Semaphore::new(LIST_AHEAD_AT_ONCE),
@@ -249,8 +286,10 @@ impl ListingCache {
     }
 
     /// What `name` is in directory `prefix`: from its listing while that is
-    /// fresh, else from a LIST of that one name (its answer, absent too, kept
-    /// for the TTL), so a lookup in a big directory does not list all of it.
+    /// fresh; else from a new listing of it when the last one fit in one page
+    /// or one is already on its way (lookups of any names share it); else from
+    /// a LIST of that one name (its answer, absent too, kept for the TTL; one in
+    /// flight a name), so a lookup in a big directory does not list all of it.
     /// With S3 away, from what `entries` falls back on.
     /// Blocks on S3; never call it from the runtime's own threads.
     pub fn entry(&self, prefix: &str, name: &str) -> Result<Option<Entry>, FsError> {
@@ -272,7 +311,7 @@ impl ListingCache {
     ) -> Result<Option<Option<Entry>>, FsError> {
         let shared = &self.shared;
         let find = |entries: &[Entry]| {
-            let at = entries.binary_search_by(|e| e.name.as_str().cmp(name));
+            let at = entries.binary_search_by(|e| (*e.name).cmp(name));
             Some(at.ok().map(|at| entries[at].clone()))
         };
         if let Some(entries) = shared.fresh(prefix) {
@@ -292,7 +331,7 @@ impl ListingCache {
         let failure = match shared.backing_off(prefix) || shared.backing_off(&key) {
             true => None,
             false if !ask => return Ok(shared.named_within(&key, shared.ttl)),
-            false => match self.list_name(prefix, name, &key) {
+            false => match self.ask(prefix, name, &key) {
                 Ok(answer) => return Ok(Some(answer)),
                 Err(e) => e,
             },
@@ -316,6 +355,29 @@ impl ListingCache {
             Some(cause) => err.caused_by(cause),
             None => err,
         })
+    }
+
+    /// What `name` is, from S3: from a listing of the whole directory when that
+    /// costs one request or is on its way already, else from a LIST of the name.
+    fn ask(
+        &self,
+        prefix: &str,
+        name: &str,
+        key: &str,
+    ) -> Result<Option<Entry>, Option<StoreError>> {
+        let shared = &self.shared;
+        if let Some(answer) = shared.named_within(key, shared.ttl) {
+            return Ok(answer);
+        }
+        let last = shared.listings.lock().peek_len(prefix);
+        let small = last.is_some_and(|n| n <= ONE_PAGE_ENTRIES);
+        let big = last.is_some_and(|n| n > ONE_PAGE_ENTRIES);
+        if small || (!big && shared.inflight.contains(prefix)) {
+            let entries = self.list_now(prefix)?;
+            let at = entries.binary_search_by(|e| (*e.name).cmp(name));
+            return Ok(at.ok().map(|at| entries[at].clone()));
+        }
+        self.list_name(prefix, name, key)
     }
 
     /// The answer of a LIST of `name` alone, or of one in flight, or a fresh
@@ -490,11 +552,11 @@ impl Shared {
     ) -> Arc<Vec<Entry>> {
         let entries = Arc::new(entries);
         let fetched = age.and_then(|age| Instant::now().checked_sub(age));
-        let listing = Listing {
-            fetched,
-            entries: Arc::clone(&entries),
-        };
-        self.listings.lock().insert(prefix.to_string(), listing);
+        let listing = Listing::new(prefix, fetched, Arc::clone(&entries));
+        if self.listings.lock().insert(prefix.to_string(), listing) {
+            // Off the caller's path: it walks every heap of the allocator.
+            self.rt.spawn_blocking(sys::release_free_memory);
+        }
         entries
     }
 
@@ -551,7 +613,7 @@ mod tests {
     }
 
     fn names(entries: &[Entry]) -> Vec<&str> {
-        entries.iter().map(|e| e.name.as_str()).collect()
+        entries.iter().map(|e| &*e.name).collect()
     }
 
     fn lists(f: &Fixture) -> u64 {
@@ -647,48 +709,156 @@ mod tests {
         assert_eq!(lists(&f), 1);
     }
 
+    /// A cache over a directory `big/` of more names than one page of a
+    /// listing shows, besides the fixture's keys.
+    fn with_big_dir(f: &Fixture, ttl: Duration) -> ListingCache {
+        for i in 0..=ONE_PAGE_ENTRIES {
+            f.scratch.store.put(&format!("big/{i:05}"), "x");
+        }
+        ListingCache::new(
+            f.scratch.store(),
+            Arc::clone(&f.scratch.mirror),
+            ttl,
+            f.rt.handle().clone(),
+        )
+    }
+
     #[test]
-    fn after_the_ttl_a_lookup_lists_its_name_alone_and_keeps_the_answer() {
+    fn after_the_ttl_a_lookup_in_a_big_directory_lists_its_name_alone_and_keeps_the_answer() {
         let ttl = Duration::from_millis(300);
         let f = fixture(ttl);
-        f.cache.entries("a/").unwrap();
-        assert_eq!(f.cache.entry("a/", "1").unwrap().unwrap().name, "1");
-        assert_eq!(lists(&f), 1, "fresh: from the listing");
+        let cache = with_big_dir(&f, ttl);
+        cache.entries("big/").unwrap();
+        let listed = lists(&f);
+        assert_eq!(
+            &*cache.entry("big/", "00001").unwrap().unwrap().name,
+            "00001"
+        );
+        assert_eq!(lists(&f), listed, "fresh: from the listing");
         std::thread::sleep(ttl);
-        f.scratch.store.put("a/new", "x");
+        f.scratch.store.put("big/new", "x");
         assert!(
-            f.cache.entry("a/", "new").unwrap().is_some(),
+            cache.entry("big/", "new").unwrap().is_some(),
             "seen after the TTL"
         );
-        assert!(f.cache.entry("a/", "gone").unwrap().is_none());
-        assert_eq!(lists(&f), 3, "one small LIST per name");
-        f.cache.entry("a/", "new").unwrap();
-        f.cache.entry("a/", "gone").unwrap();
-        assert_eq!(lists(&f), 3, "answers, absent too, are kept for the TTL");
+        assert!(cache.entry("big/", "gone").unwrap().is_none());
+        assert_eq!(lists(&f), listed + 2, "one small LIST per name");
+        cache.entry("big/", "new").unwrap();
+        cache.entry("big/", "gone").unwrap();
+        assert_eq!(
+            lists(&f),
+            listed + 2,
+            "answers, absent too, are kept for the TTL"
+        );
         assert!(
-            f.cache.fresh("a/").is_none(),
+            cache.fresh("big/").is_none(),
             "the directory was not listed again"
         );
         // With S3 away, the last answer for a name stands, else the last listing.
         f.scratch.store.set_offline(true);
         std::thread::sleep(ttl);
-        assert!(f.cache.entry("a/", "new").unwrap().is_some());
-        assert!(f.cache.entry("a/", "2").unwrap().is_some());
-        let err = f.cache.entry("never/", "x").unwrap_err();
+        assert!(cache.entry("big/", "new").unwrap().is_some());
+        assert!(cache.entry("big/", "00002").unwrap().is_some());
+        let err = cache.entry("never/", "x").unwrap_err();
         assert_eq!(err.errno(), libc::EIO, "{err}");
     }
 
     #[test]
-    fn listings_in_memory_are_bounded_by_their_entries() {
+    fn after_the_ttl_lookups_in_a_small_directory_share_one_listing_of_it() {
+        let ttl = Duration::from_millis(200);
+        let f = fixture(ttl);
+        f.cache.entries("a/").unwrap();
+        std::thread::sleep(ttl);
+        f.scratch.store.put("a/new", "x");
+        let listed = lists(&f);
+        std::thread::scope(|scope| {
+            for name in ["1", "2", "new", "gone"].repeat(4) {
+                let cache = &f.cache;
+                scope.spawn(move || {
+                    let found = cache.entry("a/", name).unwrap();
+                    assert_eq!(found.is_some(), name != "gone", "{name}");
+                });
+            }
+        });
+        assert_eq!(
+            lists(&f),
+            listed + 1,
+            "one listing for 16 lookups of 4 names"
+        );
+        assert!(f.cache.fresh("a/").is_some(), "which is kept");
+    }
+
+    #[test]
+    fn concurrent_lookups_in_a_big_directory_list_each_name_once_and_never_all_of_it() {
+        let ttl = Duration::from_millis(200);
+        let f = fixture(ttl);
+        let cache = with_big_dir(&f, ttl);
+        cache.entries("big/").unwrap();
+        std::thread::sleep(ttl);
+        let listed = lists(&f);
+        std::thread::scope(|scope| {
+            for _ in 0..16 {
+                let cache = &cache;
+                scope.spawn(move || assert!(cache.entry("big/", "00007").unwrap().is_some()));
+            }
+        });
+        assert_eq!(lists(&f), listed + 1, "16 lookups of one name: one LIST");
+        std::thread::scope(|scope| {
+            for i in 0..16 {
+                let cache = &cache;
+                let name = format!("{:05}", 100 + i);
+                scope.spawn(move || assert!(cache.entry("big/", &name).unwrap().is_some()));
+            }
+        });
+        assert_eq!(
+            lists(&f),
+            listed + 1 + 16,
+            "a LIST of a name each, not 2 pages"
+        );
+        assert!(
+            cache.fresh("big/").is_none(),
+            "the directory was not listed"
+        );
+    }
+
+    #[test]
+    fn a_lookup_waits_for_a_listing_of_its_directory_on_its_way() {
         let f = fixture(Duration::from_secs(60));
-        // a/ weighs 3, b/ 3 (b/c/ is an entry), the root 4.
+        let root = f.cache.entries("").unwrap();
+        // The look-ahead claims b/ before the lookup asks.
+        let claim = f.cache.shared.inflight.begin("b/").unwrap();
+        std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| f.cache.entry("b/", "3").unwrap());
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(!waiter.is_finished(), "it waits for the listing");
+            let listed = listing::list_dir(f.scratch.store.as_ref(), "b/");
+            let entries = f.rt.block_on(listed).unwrap();
+            f.cache.shared.keep("b/", entries);
+            drop(claim);
+            assert!(waiter.join().unwrap().is_some());
+        });
+        assert_eq!(lists(&f), 2, "the root and b/; no LIST of b/3");
+        drop(root);
+    }
+
+    #[test]
+    fn listings_in_memory_are_bounded_by_their_bytes() {
+        let f = fixture(Duration::from_secs(60));
+        let weight = |prefix: &str| {
+            let listed = listing::list_dir(f.scratch.store.as_ref(), prefix);
+            let entries = Arc::new(f.rt.block_on(listed).unwrap());
+            Listing::new(prefix, None, entries).weight
+        };
+        // Room for all three but one byte: the root is one listing too many.
+        let budget = weight("a/") + weight("b/") + weight("") - 1;
         let cache = ListingCache::with_budget(
             f.scratch.store(),
             Arc::clone(&f.scratch.mirror),
             Duration::from_secs(60),
             f.rt.handle().clone(),
-            7,
+            budget,
         );
+        let asked = lists(&f);
         cache.entries("a/").unwrap();
         cache.entries("b/").unwrap();
         assert!(cache.fresh("a/").is_some() && cache.fresh("b/").is_some());
@@ -697,7 +867,8 @@ mod tests {
         assert!(cache.fresh("b/").is_none(), "the least recently used went");
         assert!(cache.fresh("a/").is_some() && cache.fresh("").is_some());
         // Dropped from memory, a listing young enough is read back from disk.
-        let asked = lists(&f);
+        let asked = asked + 3;
+        assert_eq!(lists(&f), asked);
         assert_eq!(names(&cache.entries("b/").unwrap()), ["3", "c"]);
         assert_eq!(lists(&f), asked, "no LIST");
     }

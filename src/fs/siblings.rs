@@ -144,7 +144,7 @@ impl Siblings {
             .filter_map(|e| Some((Key::new(format!("{prefix}{}", e.name)).ok()?, e)))
             .map(|(key, e)| {
                 let rel = mirror.path_for(&key, e.size);
-                (key, ETag::new(&e.etag), e.size, rel)
+                (key, ETag::new(&e.etag()), e.size, rel)
             })
             .filter(|(key, etag, _, _)| !self.archived.known(key, etag))
             .filter(|(_, _, size, _)| {
