@@ -383,6 +383,11 @@ def plot_soak(results, soak):
     ax.plot(mins, [float(r["hwm_mib"]) for r in sm], color="#ff9896", ls="--", label="VmHWM")
     ax.set_ylim(bottom=0)
     ax.set_ylabel("daemon memory, MiB")
+    axm = ax.twinx()
+    axm.plot(mins, [float(r["mirror_mib"]) / 1024 for r in sm], color="#7f7f7f", ls=":", label="mirror, GiB")
+    axm.set_ylim(bottom=0)
+    axm.set_ylabel("mirror on disk, GiB")
+    axm.legend(fontsize=8, loc="lower center")
     ax.set_title(f"s3mirrorfs soak: {soak['keys']:,} keys, 4 readers, {soak['minutes']:.0f} min, "
                  f"S3 cut off twice ({soak['verdict']})")
     ax.grid(alpha=0.3)
@@ -416,7 +421,8 @@ def write_md(results, rows, meta, cs):
     L.append("# Benchmark results\n")
     L.append(f"Run of {meta.get('date', '?')} with `bench/run`"
              f" (up to {meta.get('runs', '?')} runs per row, median shown, min-max in brackets;"
-             f" {int(meta.get('scale_keys', '0')):,} scale keys; {meta.get('wall_s', '?')} s in all).\n")
+             + (f" {int(meta.get('scale_keys', '0')):,} scale keys;" if scale_points(cs) else "")
+             + f" {meta.get('wall_s', '?')} s in all).\n")
     L.append("| machine | |\n|---|---|")
     for k in ("nproc", "mem", "cpu", "kernel", "os", "load", "load_end"):
         if k in meta:

@@ -143,6 +143,7 @@ class Reader:
         self.fresh_big = list(self.m.big)
         self.new_done = 0
         self.cached = []  # what this reader read whole and right: it is in the mirror now
+        self.cached_big = []  # the same of the 256 MiB files, read again now and then only
         self.proc = None
         self.parent = os.getppid()
 
@@ -183,7 +184,7 @@ class Reader:
 
     def op_cat(self):
         cold = self.new_allowed()
-        if not cold and not self.cached:
+        if not cold and not self.cached and not self.cached_big:
             time.sleep(1)
             return
         if cold:
@@ -193,6 +194,8 @@ class Reader:
             else:
                 d = self.fresh.pop()
                 key = f"{d}/{self.rng.choice(self.m.dirs[d])}"
+        elif self.cached_big and (not self.cached or self.rng.random() < 0.02):
+            key = self.rng.choice(self.cached_big)
         else:
             key = self.rng.choice(self.cached)
         start = time.time()
@@ -217,7 +220,7 @@ class Reader:
         else:
             self.record(start, "cat", key, not cold, "ok", n)
             if cold:
-                self.cached.append(key)
+                (self.cached_big if key in self.m.big else self.cached).append(key)
 
     def op_cp(self):
         cold = self.new_allowed()
