@@ -334,8 +334,9 @@ def soak_section(soak, cs):
           f"| no error while S3 is up | {up} | {yes(up == 0)} |",
           f"| files read before keep reading while S3 is down | {cached_err} errors in {cached_ops} "
           f"operations | {yes(cached_err == 0 and cached_ops > 0)} |",
-          f"| errors stop after a restore | last one {'-' if late is None else f'{late:.0f} s'} after "
-          f"the restore (window {soak['grace_s']} s) | {yes(late is None or late <= soak['grace_s'])} |",
+          f"| errors stop after a restore | "
+          + ("none after either restore" if late is None else f"last one {late:.0f} s after a restore")
+          + f" (window {soak['grace_s']} s) | {yes(late is None or late <= soak['grace_s'])} |",
           f"| RSS flat: last third's max within 10 % of the middle third's | {fmt(rss['middle_max'])} -> "
           f"{fmt(rss['last_max'])} MiB | {yes(rss['flat'])} |",
           "",
