@@ -20,6 +20,12 @@ latency relay, so loading costs no simulated latency).
   load.py check DIR MANIFEST PREFIX [AS]
                                  files of MANIFEST under PREFIX expected at DIR/AS...: prints
                                  "checked=N bad=M"
+  load.py check-prefetch SUMMARY N first|nochange [DIR ENDPOINT BUCKET]
+                                 prefetch --json's SUMMARY of a run over N keys: all downloaded
+                                 (first) or all up to date (nochange), none failed; with DIR,
+                                 DIR (but .s3mirrorfs/) holds N files, and 200 of them picked at
+                                 random match the ETag (MD5) and size HEAD gives for their key at
+                                 ENDPOINT/BUCKET. Prints "ok" or what is wrong
 
 The scale keys are tiny on purpose: the scale rows measure per-key costs (listing, lookups,
 bookkeeping, memory), not bandwidth.
@@ -254,6 +260,44 @@ def check(root, manifest, prefix, as_=""):
     print(f"checked={checked} bad={bad}")
 
 
+def check_prefetch(summary, n, what, root=None, endpoint=None, bucket=None):
+    n = int(n)
+    wrong = []
+    try:
+        with open(summary) as f:
+            lines = [line for line in f if line.startswith("{")]
+        s = json.loads(lines[-1])
+    except (OSError, ValueError, IndexError) as e:
+        print(f"no summary ({e})")
+        return
+    want = {"listed": n, "failed": 0}
+    want.update({"downloaded": n} if what == "first" else {"downloaded": 0, "up_to_date": n})
+    for k, v in want.items():
+        if s.get(k) != v:
+            wrong.append(f"{k}={s.get(k)} not {v}")
+    if s.get("error"):
+        wrong.append(f"error: {s['error']}")
+    if root:
+        paths = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            if dirpath == root and ".s3mirrorfs" in dirnames:
+                dirnames.remove(".s3mirrorfs")
+            paths.extend(os.path.join(dirpath, name) for name in filenames)
+        if len(paths) != n:
+            wrong.append(f"files={len(paths)} not {n}")
+        s3 = client(endpoint)
+        bad = 0
+        for path in random.Random(n).sample(paths, min(200, len(paths))):
+            head = s3.head_object(Bucket=bucket, Key=os.path.relpath(path, root))
+            with open(path, "rb") as f:
+                data = f.read()
+            if hashlib.md5(data).hexdigest() != head["ETag"].strip('"') or len(data) != head["ContentLength"]:
+                bad += 1
+        if bad:
+            wrong.append(f"{bad} of 200 sampled files differ from S3")
+    print("; ".join(wrong) if wrong else "ok")
+
+
 def main(argv):
     cmds = {
         "dataset": (dataset, 1),
@@ -264,6 +308,7 @@ def main(argv):
         "list": (list_keys, 2),
         "check-scale": (check_scale, 1),
         "check": (check, None),
+        "check-prefetch": (check_prefetch, None),
     }
     if len(argv) < 2 or argv[1] not in cmds:
         sys.exit(__doc__)

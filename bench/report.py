@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
-"""Turns a bench run's raw.tsv and meta.env into RESULTS.md and comparison.png (and, after
-a soak, soak-summary.json and soak-samples.tsv into a section of RESULTS.md and soak.png).
+"""Turns a bench run's raw.tsv and meta.env into RESULTS.md and comparison.png (and, with
+prefetch-scale rows, prefetch-scale.png and prefetch-scale.tsv; after a soak,
+soak-summary.json and soak-samples.tsv into a section of RESULTS.md and soak.png).
 
   report.py RESULTS_DIR
+  report.py --splice FROM_DIR INTO_DIR
+        put the "Prefetch at scale" section of FROM_DIR/RESULTS.md into INTO_DIR/RESULTS.md
+        (in place of the one there, or before its closing "Raw numbers" line) with its plot
+        and rows, leaving every other row of INTO_DIR as it is
 
 Every cell is the median over the runs whose command succeeded and whose output matched
 the dataset's md5 manifest; a row with any wrong or failed run says so and never counts
@@ -281,6 +286,119 @@ def bigdir_section(cs, meta):
     return L
 
 
+PSCALE_RUNS = {
+    "first": "into an empty mirror",
+    "nochange": "no change (`--list-workers 16`, the default)",
+    "serial": "no change, `--list-workers 1`",
+    "invfirst": "`--inventory`, into an empty mirror",
+    "invnochange": "`--inventory` (newest report), no change",
+}
+PSCALE_LAYOUTS = {"tree": "tree, 1,000 a dir, 1 KiB", "flat": "one directory, 0 B"}
+PSCALE_TITLE = "## Prefetch at scale"
+
+
+def pscale_cells(cs):
+    """{(run, layout, keys): Cell} of the prefetch-scale rows."""
+    out = {}
+    for (tool, wl), c in cs.items():
+        parts = wl.split("_")
+        if tool == "s3mirrorfs" and len(parts) == 4 and parts[0] == "pscale" and parts[3].isdigit():
+            out[(parts[1], parts[2], int(parts[3]))] = c
+    return out
+
+
+def pscale_section(cs, meta):
+    ps = pscale_cells(cs)
+    if not ps:
+        return []
+    ns = sorted({n for (_, _, n) in ps})
+    big = ns[-1]
+    L = [f"{PSCALE_TITLE} (s3mirrorfs prefetch; {SERVER_NOTE['sim']}, "
+         f"{meta.get('s3sim', '').partition('), ')[2] or 'see s3sim'})\n",
+         f"Run of {meta.get('date', '?')} on {meta.get('nproc', '?')} cores (load "
+         f"{meta.get('load', '?')} at the start, {meta.get('load_end', '?')} at the end), the "
+         f"mirrors on {meta.get('pscale_fs', '?')}; one run per row. The machine was shared with other builds, so the seconds are noisy; the ratios "
+         "between rows run minutes apart are what these rows are for. Peak RSS is the prefetch "
+         "process's (`/usr/bin/time -v`, i.e. VmHWM); requests are counted at the relay (all "
+         "buckets; an `--inventory` run also reads the report's bucket). *listing, s* is the "
+         "time from the start until the last LIST reached s3sim. A no-change run that sends a "
+         "GET or HEAD to the source bucket, or an `--inventory` run that lists it, is a FAIL."
+         + (" The mirrors were on a tmpfs (removing a million-file mirror from the shared disk "
+            "took longer than making it): writes and fsync cost less there than on a disk, so the "
+            "runs into an empty mirror are faster than they would be on one; listing, memory and "
+            "requests are the same." if meta.get("pscale_fs") == "tmpfs" else "") + "\n",
+         "| keys | layout | run | seconds | listing, s | peak RSS, MiB | LIST | GET | HEAD | source bucket |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
+    order = [(r, lay) for lay in PSCALE_LAYOUTS for r in PSCALE_RUNS]
+    for n in ns:
+        for r, lay in order:
+            c = ps.get((r, lay, n))
+            if not c:
+                continue
+            src = c.runs[0].get("note", "").partition("source bucket ")[2].partition(": ")[2]
+            secs = fmt(c.median()) if c.ok() else c.text()
+            L.append(f"| {n:,} | {PSCALE_LAYOUTS[lay]} | {PSCALE_RUNS[r]} | {secs} | "
+                     f"{fmt(c.med_of('list_s'))} | {fmt(c.med_of('rss_mib'))} | "
+                     f"{c.med_of('list') or 0:.0f} | {c.med_of('get') or 0:.0f} | "
+                     f"{c.med_of('head') or 0:.0f} | {src} |")
+    L.append("")
+
+    def yes(met):
+        return "yes" if met else "**no**"
+
+    L.append("| target | measured | met |\n|---|---|---|")
+    for lay in PSCALE_LAYOUTS:
+        for n in ns:
+            par, ser = ps.get(("nochange", lay, n)), ps.get(("serial", lay, n))
+            if not (par and ser and par.ok() and ser.ok()):
+                continue
+            whole = ser.median() / par.median()
+            lp, ls = par.med_of("list_s"), ser.med_of("list_s")
+            lst = ls / lp if lp and ls else None
+            tgt = "listing >= 4x faster in parts than serial" + (
+                "" if n == big else " (the target is at the largest size; shown for the trend)")
+            L.append(f"| {tgt}: {n:,} keys, {PSCALE_LAYOUTS[lay]} | listing "
+                     f"{fmt(ls)} s serial / {fmt(lp)} s = **{lst:.1f}x**; whole no-change run "
+                     f"{fmt(ser.median())} / {fmt(par.median())} s = {whole:.1f}x | "
+                     f"{yes(lst is not None and lst >= 4) if n == big else '-'} |")
+    firsts = [(n, ps.get(("first", "tree", n))) for n in ns]
+    firsts = [(n, c) for n, c in firsts if c and c.ok()]
+    rss_all = {n: max((c.med_of("rss_mib") or 0) for (r, lay, m), c in ps.items()
+                      if m == n and lay == "tree" and not r.startswith("inv"))
+               for n in ns if any(m == n for (_, _, m) in ps)}
+    if big in rss_all:
+        L.append(f"| peak RSS < 150 MiB at {big:,} keys (tree, listing runs) | "
+                 f"{fmt(rss_all[big])} MiB | {yes(rss_all[big] < 150)} |")
+    inv_rss = max((ps[k].med_of("rss_mib") or 0 for k in ps if k[0].startswith("inv")), default=None)
+    if inv_rss:
+        L.append(f"| peak RSS < 150 MiB at {big:,} keys (`--inventory`) | {fmt(inv_rss)} MiB | "
+                 f"{yes(inv_rss < 150)} |")
+    if len(rss_all) >= 2:
+        lo, hi = rss_all[ns[0]], rss_all[big]
+        L.append(f"| peak RSS within 20% between {ns[0]:,} and {big:,} keys | {fmt(lo)} -> {fmt(hi)} MiB "
+                 f"(x{hi / lo:.2f}; {(hi - lo) * 1048576 / (big - ns[0]):.0f} B a key more) | "
+                 f"{yes(lo > 0 and hi <= lo * 1.2)} |")
+    if len(firsts) >= 2:
+        (n0, c0), (n1, c1) = firsts[0], firsts[-1]
+        t = c1.median() / c0.median()
+        L.append(f"| time linear in keys (into an empty mirror, within 20%) | {fmt(c0.median())} s -> "
+                 f"{fmt(c1.median())} s: x{t:.1f} for keys x{n1 / n0:.0f} | {yes(t <= 1.2 * n1 / n0)} |")
+    nochange = [(k, c) for k, c in ps.items() if k[0] in ("nochange", "serial", "invnochange")]
+    if nochange:
+        bad = [f"{k[0]} {k[1]} {k[2]:,}" for k, c in nochange if not c.ok()]
+        L.append(f"| no-change runs: 0 GET/HEAD of the source bucket | {len(nochange) - len(bad)} of "
+                 f"{len(nochange)} runs clean{': FAIL ' + ', '.join(bad) if bad else ''} | {yes(not bad)} |")
+    inv = [c for k, c in ps.items() if k[0].startswith("inv")]
+    if inv:
+        listed = [c for c in inv if "LIST of the source" in " ".join(r["check"] for r in c.runs)]
+        L.append(f"| `--inventory`: no LIST of the source bucket | "
+                 f"{'none' if not listed else 'LISTs sent'} in {len(inv)} runs | {yes(not listed)} |")
+    L.append("")
+    L.append("Plot: [prefetch-scale.png](prefetch-scale.png); rows: "
+             "[prefetch-scale.tsv](prefetch-scale.tsv).\n")
+    return L
+
+
 def load_soak(results):
     path = os.path.join(results, "soak-summary.json")
     if not os.path.exists(path):
@@ -550,6 +668,7 @@ def write_md(results, rows, meta, cs):
 
     L.extend(mem_section(cs))
     L.extend(bigdir_section(cs, meta))
+    L.extend(pscale_section(cs, meta))
     L.extend(soak_section(load_soak(results), cs))
 
     L.append("Raw numbers: [raw.tsv](raw.tsv) (one line per run; requests are counted at the relay, "
@@ -629,7 +748,107 @@ def plot(results, meta, cs):
     fig.savefig(os.path.join(results, "comparison.png"), dpi=110)
 
 
+def plot_pscale(results, meta, cs, rows):
+    ps = pscale_cells(cs)
+    if not ps:
+        return
+    with open(os.path.join(results, "prefetch-scale.tsv"), "w") as f:
+        cols = list(rows[0].keys())
+        f.write("\t".join(cols) + "\n")
+        for r in rows:
+            if r["workload"].startswith("pscale_"):
+                f.write("\t".join(r.get(c) or "" for c in cols) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 7))
+    styles = [("first", "tree", "into an empty mirror", "#d62728", "o-"),
+              ("nochange", "tree", "no change, 16 list workers", "#ff9896", "o-"),
+              ("serial", "tree", "no change, --list-workers 1", "#1f77b4", "o-"),
+              ("first", "flat", "flat dir, empty mirror", "#d62728", "s"),
+              ("nochange", "flat", "flat dir, no change, 16", "#ff9896", "s"),
+              ("serial", "flat", "flat dir, no change, serial", "#1f77b4", "s"),
+              ("invfirst", "tree", "--inventory, empty mirror", "#2ca02c", "^"),
+              ("invnochange", "tree", "--inventory, no change", "#98df8a", "^")]
+    for run, lay, label, color, mark in styles:
+        ns = sorted(n for (r, la, n) in ps if r == run and la == lay and ps[(r, la, n)].median())
+        if not ns:
+            continue
+        ax.plot(ns, [ps[(run, lay, n)].median() for n in ns], mark, label=label, color=color)
+        if run in ("nochange", "serial"):
+            lst = [(n, ps[(run, lay, n)].med_of("list_s")) for n in ns]
+            lst = [(n, v) for n, v in lst if v]
+            if lst:
+                ax.plot([n for n, _ in lst], [v for _, v in lst], "--" if lay == "tree" else "x",
+                        label=f"{label}: listing alone", color=color)
+        rss = [(n, ps[(run, lay, n)].med_of("rss_mib")) for n in ns]
+        rss = [(n, v) for n, v in rss if v is not None]
+        if rss:
+            ax2.plot([n for n, _ in rss], [v for _, v in rss], mark, label=label, color=color)
+    ns = sorted({n for (_, _, n) in ps})
+    if len(ns) >= 2:
+        c0 = ps.get(("first", "tree", ns[0]))
+        if c0 and c0.median():
+            ax.plot(ns, [c0.median() * n / ns[0] for n in ns], ":", color="#7f7f7f",
+                    label="linear from the smallest")
+    ax2.axhline(150, color="#7f7f7f", linestyle="--", label="target: 150 MiB")
+    for a, ylabel, title in ((ax, "seconds", "wall time"), (ax2, "peak RSS, MiB (VmHWM)", "memory")):
+        a.set_xscale("log")
+        a.set_xlabel("keys")
+        a.set_ylabel(ylabel)
+        a.set_title(f"prefetch at scale: {title} (s3sim, {meta.get('delay_ms', '?')} ms; "
+                    f"{meta.get('nproc', '?')} cores, {meta.get('date', '')[:10]})", fontsize=9)
+        a.set_xticks(ns)
+        a.set_xticklabels([f"{n:,}" for n in ns])
+        a.grid(which="both", alpha=0.3)
+        a.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
+    ax.set_yscale("log")
+    ax2.set_ylim(bottom=0)
+    fig.tight_layout()
+    fig.savefig(os.path.join(results, "prefetch-scale.png"), dpi=110)
+
+
+def section_bounds(lines, title):
+    """(start, end) of the section whose heading starts with `title`, or None."""
+    for i, line in enumerate(lines):
+        if line.startswith(title):
+            for j in range(i + 1, len(lines)):
+                if lines[j].startswith("## ") or lines[j].startswith("Raw numbers:"):
+                    return i, j
+            return i, len(lines)
+    return None
+
+
+def splice(src, dst):
+    import shutil
+
+    with open(os.path.join(src, "RESULTS.md")) as f:
+        theirs = f.read().split("\n")
+    b = section_bounds(theirs, PSCALE_TITLE)
+    if not b:
+        sys.exit(f"report.py: no prefetch-at-scale section in {src}/RESULTS.md")
+    section = theirs[b[0]:b[1]]
+    path = os.path.join(dst, "RESULTS.md")
+    with open(path) as f:
+        ours = f.read().split("\n")
+    at = section_bounds(ours, PSCALE_TITLE)
+    if at:
+        ours[at[0]:at[1]] = section
+    else:
+        end = next((i for i, line in enumerate(ours) if line.startswith("Raw numbers:")), len(ours))
+        ours[end:end] = section
+    with open(path, "w") as f:
+        f.write("\n".join(ours))
+    for name in ("prefetch-scale.png", "prefetch-scale.tsv"):
+        shutil.copyfile(os.path.join(src, name), os.path.join(dst, name))
+
+
 def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "--splice":
+        splice(sys.argv[2], sys.argv[3])
+        return
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     results = sys.argv[1]
@@ -639,6 +858,7 @@ def main():
     cs = cells(rows)
     write_md(results, rows, meta, cs)
     plot(results, meta, cs)
+    plot_pscale(results, meta, cs, rows)
     soak = load_soak(results)
     if soak:
         plot_soak(results, soak)

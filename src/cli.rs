@@ -4,13 +4,22 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The version `--version` prints: the package version and the git commit of the
+/// build ("unknown" for a build outside a git checkout; see build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("S3MIRRORFS_COMMIT"),
+    ")"
+);
+
 /// Where the mirror lives unless `--mirror-dir` says otherwise.
 pub const DEFAULT_MIRROR_DIR: &str = "/home/user/myS3backup";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "s3mirrorfs",
-    version,
+    version = VERSION,
     about = "Mount an S3 bucket read-only and keep a durable, complete local mirror of it"
 )]
 pub struct Cli {
@@ -147,11 +156,13 @@ pub struct PrefetchArgs {
     /// side by side (1 lists page after page).
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub list_workers: u16,
-    /// How long a listing page that keeps failing (S3 unreachable, throttling,
-    /// server errors) is asked again before the run gives up; the objects
-    /// listed by then are still fetched, and nothing is pruned.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
-    pub list_retry: u64,
+    /// How long S3 trouble is waited out before the run gives up on it: a
+    /// listing page that keeps failing (S3 unreachable, throttling, server
+    /// errors) is asked again, and an object S3 keeps throttling is tried
+    /// again, for this long. Objects listed by a listing that gave up are
+    /// still fetched, and nothing is pruned.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub retry_for: u64,
     /// Print one JSON summary line on standard output at the end.
     #[arg(long)]
     pub json: bool,

@@ -374,6 +374,18 @@ impl Mirror {
         self.replace_state_file(name, contents, false)
     }
 
+    /// Opens a file of the state directory for appending, creating it (and its
+    /// directory) if missing: for journals written record by record.
+    pub fn append_state_file(&self, name: &str) -> Result<File, MirrorError> {
+        let rel = Path::new(STATE_DIR).join(name);
+        let dir = rel.parent().unwrap_or(Path::new(STATE_DIR)).to_path_buf();
+        if !self.dir.symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            make_dir_in(&self.dir, &dir, STATE_MODE).map_err(self.io(&dir))?;
+        }
+        let how = Open::read_write().create(0o600).append();
+        self.dir.open(&rel, how).map_err(self.io(&rel))
+    }
+
     fn replace_state_file(
         &self,
         name: &str,

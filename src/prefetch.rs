@@ -6,6 +6,7 @@ pub mod archived;
 mod changes;
 #[cfg(test)]
 mod reftests;
+pub mod resume;
 pub mod source;
 
 use std::collections::{HashMap, HashSet};
@@ -46,8 +47,9 @@ pub struct PrefetchOptions {
     pub restore_archived: Option<RestoreArchived>,
     /// Listing requests at once.
     pub list_workers: usize,
-    /// How long a failing listing page is asked again before the run gives up.
-    pub list_retry: Duration,
+    /// How long S3 trouble is waited out: a failing listing page asked again,
+    /// an object S3 throttles tried again, before the run gives up on it.
+    pub retry_for: Duration,
     /// `--inventory`: take the key list from an S3 Inventory report instead of a listing.
     pub inventory: Option<InventorySource>,
 }
@@ -111,9 +113,9 @@ pub struct Summary {
     pub restore_requested: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restore_in_progress: Option<u64>,
-    /// With `--inventory`: keys of the report that S3 no longer had when their
-    /// download started (deleted since the report was made). The mirror keeps
-    /// what it holds of them; a prune against a later report takes them out.
+    /// Keys listed (or in the report) that S3 no longer had when their download
+    /// started: deleted since the listing, the resumed listing or the report was
+    /// made. The mirror keeps what it holds of them; a later prune takes them out.
     pub gone: u64,
     /// Bytes received from S3.
     pub bytes: u64,
@@ -369,7 +371,7 @@ impl Run<'_> {
             fetches.iter().map(|i| i.meta.size).sum(),
         );
         let fetched = summary.downloaded;
-        cold.extend(download_all(fetcher, fetches, options.concurrency, progress, summary).await);
+        cold.extend(download_all(fetcher, fetches, options, progress, summary).await);
         let cold = self.restore_archived(store, cold, summary).await;
         if let Some(e) = cut_short {
             changes::expire(&mirror, options.keep_history_days, summary);
@@ -390,10 +392,18 @@ impl Run<'_> {
     async fn list(&self, store: &Arc<dyn ObjectStore>) -> Listing {
         let split = SplitOptions {
             workers: self.options.list_workers,
-            retry_for: self.options.list_retry,
+            retry_for: self.options.retry_for,
             ..SplitOptions::default()
         };
-        list_split(Arc::clone(store), &self.options.prefix, &split).await
+        let mirror = Arc::clone(self.fetcher.mirror());
+        let mut journal = resume::MirrorJournal::new(mirror, &self.options.prefix);
+        list_split(
+            Arc::clone(store),
+            &self.options.prefix,
+            &split,
+            &mut journal,
+        )
+        .await
     }
 
     /// With `--restore-archived`, requests the restores of the archived objects
@@ -411,7 +421,7 @@ impl Run<'_> {
         let (ready, mut waiting) =
             archived::request_restores(store, cold, restore, concurrency, self.progress, summary)
                 .await;
-        waiting.extend(download_all(fetcher, ready, concurrency, self.progress, summary).await);
+        waiting.extend(download_all(fetcher, ready, self.options, self.progress, summary).await);
         waiting
     }
 
@@ -533,10 +543,11 @@ fn settle_without_download(
 async fn download_all(
     fetcher: &Fetcher,
     items: Vec<Item>,
-    concurrency: usize,
+    options: &PrefetchOptions,
     progress: &dyn Progress,
     summary: &mut Summary,
 ) -> Vec<Item> {
+    let (concurrency, retry_for) = (options.concurrency, options.retry_for);
     let mut out_of_space: Option<String> = None;
     let mut cold = Vec::new();
     let start = |item: Item| {
@@ -556,7 +567,10 @@ async fn download_all(
             }
         }
     };
-    let backoff = Backoff::default();
+    let backoff = Backoff {
+        patience: retry_for,
+        ..Backoff::default()
+    };
     let not_attempted = run_adaptive(items, concurrency, backoff, start, |(item, result)| {
         progress.object_done();
         match result {
@@ -565,10 +579,10 @@ async fn download_all(
                 summary.replaced += u64::from(item.changed);
             }
             Ok(Outcome::Current) => summary.up_to_date += 1,
-            Err(FetchError::Store(e @ StoreError::NoSuchKey { .. }))
-                if summary.source == KeySource::Inventory =>
-            {
-                tracing::warn!(key = %item.meta.key, "in the report but no longer in S3: {e}");
+            // Deleted since it was listed (by a report, a resumed listing, or
+            // just now): nothing left to back up, so not a failure.
+            Err(FetchError::Store(e @ StoreError::NoSuchKey { .. })) => {
+                tracing::warn!(key = %item.meta.key, "listed but no longer in S3: {e}");
                 summary.gone += 1;
             }
             Err(FetchError::Store(StoreError::Archived(e))) => {

@@ -314,12 +314,13 @@ fn listings_ask_for_the_restore_status_unless_the_endpoint_refuses_it() {
         .map(|r| (r.optional_attributes, r.fault))
         .collect();
     assert_eq!(
-        listings,
-        [
-            (Some("RestoreStatus".to_string()), Some("error")),
-            (None, None)
-        ],
-        "asked once, then listed without it"
+        listings[0],
+        (Some("RestoreStatus".to_string()), Some("error")),
+        "asked once"
+    );
+    assert!(
+        listings.len() > 1 && listings[1..].iter().all(|l| *l == (None, None)),
+        "then listed without it: {listings:?}"
     );
 }
 

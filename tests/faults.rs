@@ -140,7 +140,15 @@ fn faults_that_outlast_the_attempts_fail_the_key_and_leave_nothing() {
         &bucket.name,
         &mirror,
         &proxy.endpoint(),
-        &["--max-attempts", "2", "--stall-timeout", "1"],
+        // S3 throttling `doomed` is waited out for 3 s, then the key fails.
+        &[
+            "--max-attempts",
+            "2",
+            "--stall-timeout",
+            "1",
+            "--retry-for",
+            "3",
+        ],
     );
     assert!(
         started.elapsed() < Duration::from_secs(30),
@@ -171,8 +179,13 @@ fn faults_that_outlast_the_attempts_fail_the_key_and_leave_nothing() {
     assert!(errors["doomed"].contains("HTTP 503 SlowDown"), "{errors:?}");
     assert!(errors["cut"].contains("after 2 attempts"), "{errors:?}");
     assert!(errors["frozen"].contains("stalled"), "{errors:?}");
-    // Bounded: the request attempts, and the body attempts, are what was asked for.
-    assert_eq!(proxy.gets_of("doomed").len(), 2);
+    // Bounded: the request attempts, and the body attempts, are what was asked
+    // for; a throttled key gets them again after each pause within --retry-for.
+    let doomed = proxy.gets_of("doomed").len();
+    assert!(
+        doomed.is_multiple_of(2) && (4..=8).contains(&doomed),
+        "{doomed} GETs"
+    );
     assert_eq!(proxy.gets_of("cut").len(), 2);
     assert_eq!(proxy.gets_of("frozen").len(), 2);
     for key in ["doomed", "cut", "frozen"] {
@@ -204,16 +217,21 @@ fn a_listing_that_keeps_failing_stops_the_run_within_bounded_time() {
         &bucket.name,
         &mirror,
         &proxy.endpoint(),
-        &["--max-attempts", "3"],
+        &["--max-attempts", "3", "--retry-for", "4"],
     );
-    assert!(started.elapsed() < Duration::from_secs(30), "no hang");
+    // Asked again for --retry-for seconds, then given up.
+    assert!(started.elapsed() < Duration::from_secs(40), "no hang");
     assert_eq!(output.status.code(), Some(2));
     let error = summary["error"].as_str().expect("the summary says why");
     assert!(
         error.contains("S3 kept failing") && error.contains("HTTP 503 SlowDown"),
         "{error}"
     );
-    assert_eq!(proxy.requests().iter().filter(|r| r.is_list()).count(), 3);
+    let lists = proxy.requests().iter().filter(|r| r.is_list()).count();
+    assert!(
+        lists >= 6 && lists.is_multiple_of(3),
+        "rounds of 3 attempts: {lists}"
+    );
     assert!(!mirror.join("a").exists());
     let text = stderr(&output);
     assert_eq!(

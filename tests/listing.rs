@@ -127,9 +127,9 @@ fn a_listing_that_gives_up_still_fetches_what_it_listed_and_prunes_nothing() {
         fs::remove_file(mirror.join(key)).unwrap();
     }
 
-    // Every listing request after the first page fails, for longer than --list-retry.
+    // Every listing request after the first page fails, for longer than --retry-for.
     proxy.add(Rule::listing(Fault::internal_error()).after(1));
-    let args = ["--prune", "--list-retry", "1", "--list-workers", "1"];
+    let args = ["--prune", "--retry-for", "1", "--list-workers", "1"];
     let (output, summary) = prefetch(&bucket.name, &mirror, &proxy.endpoint(), &args);
     let log = stderr(&output);
     assert!(!output.status.success(), "{log}");
@@ -148,4 +148,64 @@ fn a_listing_that_gives_up_still_fetches_what_it_listed_and_prunes_nothing() {
         .filter(|(key, data)| fs::read(mirror.join(key)).is_ok_and(|d| d == *data))
         .count();
     assert_eq!(present as u64, listed.min(1500), "{summary}");
+}
+
+#[test]
+fn a_listing_killed_half_way_goes_on_where_it_stopped() {
+    let bucket = Bucket::create("listresume");
+    let objects: Vec<(String, Vec<u8>)> = (0..2100u32)
+        .map(|i| (format!("p/k{i:05}"), Vec::new()))
+        .collect();
+    bucket.put_many(&objects);
+    let proxy = Proxy::start(moto_port());
+    // Every listing page takes a second, so the run can be killed half way.
+    let slow = std::sync::Arc::new(|| std::thread::sleep(std::time::Duration::from_secs(1)));
+    proxy.add(Rule::listing(Fault::HookBefore(slow)));
+    let tmp = tempfile::tempdir().unwrap();
+    let mirror = tmp.path().join("mirror");
+    let serial = ["--list-workers", "1"];
+    let mut child = support::prefetch_command(&bucket.name, &mirror, &proxy.endpoint(), &serial)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The third page is asked for once the second is recorded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while proxy.requests().iter().filter(|r| r.is_list()).count() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            proxy.requests()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let journals = fs::read_dir(mirror.join(".s3mirrorfs/listing"))
+        .unwrap()
+        .count();
+    assert_eq!(journals, 1, "the listing's progress is kept");
+
+    proxy.clear_rules();
+    proxy.clear();
+    let (output, summary) = prefetch(&bucket.name, &mirror, &proxy.endpoint(), &serial);
+    let log = stderr(&output);
+    assert!(output.status.success(), "{log}");
+    assert_eq!(summary["listed"], 2100, "{summary}");
+    assert_eq!(summary["downloaded"], 2100, "{summary}");
+    assert!(log.contains("going on with an earlier listing"), "{log}");
+    let lists: Vec<_> = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.is_list())
+        .collect();
+    assert_eq!(lists.len(), 1, "only the page not listed yet: {lists:?}");
+    assert!(
+        lists[0].target.contains("start-after=p%2Fk01999"),
+        "{lists:?}"
+    );
+    let journals = fs::read_dir(mirror.join(".s3mirrorfs/listing"))
+        .unwrap()
+        .count();
+    assert_eq!(journals, 0, "a finished listing drops its journal");
 }

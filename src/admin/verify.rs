@@ -637,7 +637,7 @@ mod tests {
             max_change: 100,
             restore_archived: None,
             list_workers: 4,
-            list_retry: std::time::Duration::ZERO,
+            retry_for: std::time::Duration::ZERO,
             inventory: None,
         };
         let fetcher = scratch.fetcher(FetchConfig::default());

@@ -267,7 +267,7 @@ mod tests {
             max_change: 50,
             restore_archived: restore,
             list_workers: 4,
-            list_retry: std::time::Duration::ZERO,
+            retry_for: std::time::Duration::ZERO,
             inventory: None,
         }
     }

@@ -268,7 +268,7 @@ impl Harness {
             max_change: 100,
             restore_archived: None,
             list_workers: 4,
-            list_retry: std::time::Duration::ZERO,
+            retry_for: std::time::Duration::ZERO,
             inventory: None,
         };
         let finished = runtime.block_on(async {

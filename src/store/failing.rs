@@ -139,6 +139,19 @@ impl<S: ObjectStore> ObjectStore for FailingStore<S> {
         self.inner.list_page(prefix, delimited, token)
     }
 
+    fn list_after(
+        &self,
+        prefix: &str,
+        start_after: &str,
+        max_keys: u32,
+    ) -> BoxFuture<'_, Result<ListPage, StoreError>> {
+        let n = self.lists.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(error) = self.list_faults.lock().remove(&n) {
+            return Box::pin(async move { Err(error) });
+        }
+        self.inner.list_after(prefix, start_after, max_keys)
+    }
+
     fn get(&self, mut request: GetRequest) -> BoxFuture<'_, Result<GetResponse, StoreError>> {
         let n = self.gets.fetch_add(1, Ordering::Relaxed) + 1;
         self.requests.lock().push(request.clone());

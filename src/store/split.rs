@@ -17,14 +17,16 @@
 //! with backoff for `retry_for`; after that the listing stops and returns what
 //! it has, with the error, so a caller can still use the keys it got.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
 use super::raw_bytes::bytes_of;
-use super::{ListPage, ObjectMeta, ObjectStore, StoreError};
+use super::{ETag, Key, ListPage, ObjectMeta, ObjectStore, RestoreState, StorageClass, StoreError};
 
 /// Keys per page asked for (S3's most).
 pub const PAGE_KEYS: u32 = 1000;
@@ -63,8 +65,9 @@ pub struct Listing {
 }
 
 /// One part of the key space.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Part {
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Part {
     /// Every key under `prefix`, which ends in `/` (or is empty).
     Dir { prefix: String },
     /// The keys under `scope` after `after` (from the first when `None`), up to
@@ -76,45 +79,242 @@ enum Part {
     },
 }
 
-/// What listing one part gave: its keys (runs of consecutive keys, each in
-/// order) and the parts it handed out.
-struct Listed {
+/// A part being listed: its number in the journal, where it is, and the
+/// continuation token of its next page within this run.
+struct Work {
+    id: u64,
+    part: Part,
+    token: Option<String>,
+}
+
+/// What one page of a part gave.
+struct Step {
+    id: u64,
+    /// Its keys: runs of consecutive keys, each in order.
     runs: Vec<Vec<ObjectMeta>>,
-    parts: Vec<Part>,
+    /// The rest of the part (`None` when it is done).
+    next: Option<Work>,
+    /// Parts handed out from what the part had not listed yet.
+    children: Vec<Part>,
     error: Option<StoreError>,
 }
 
-/// Lists every object under `prefix`, `options.workers` requests at once.
+/// Where a listing records its progress, so that a run stopped half way (kill,
+/// reboot, a listing that gave up) goes on from there next time.
+pub trait Journal: Send {
+    /// What an earlier, unfinished listing recorded, oldest first; nothing when
+    /// there is none or it cannot be used (too old, unreadable).
+    fn replay(&mut self) -> Vec<Entry>;
+    /// Records one entry; a failure only costs the ability to resume.
+    fn append(&mut self, entry: &Entry);
+    /// The listing is complete: nothing of it needs to be kept.
+    fn finish(&mut self);
+}
+
+/// Records nothing: every listing starts from the beginning.
+pub struct NoJournal;
+
+impl Journal for NoJournal {
+    fn replay(&mut self) -> Vec<Entry> {
+        Vec::new()
+    }
+    fn append(&mut self, _entry: &Entry) {}
+    fn finish(&mut self) {}
+}
+
+/// One record of a listing's journal.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "entry", rename_all = "snake_case")]
+pub enum Entry {
+    /// A listing of `prefix` started; part 0 covers it all.
+    Start { prefix: String, first: Part },
+    /// A page of part `id`: its objects, the part's state after it (`None`:
+    /// done), and the parts it handed out, numbered from `first_child`.
+    Page {
+        id: u64,
+        part: Option<Part>,
+        first_child: u64,
+        children: Vec<Part>,
+        runs: Vec<Vec<Listed>>,
+    },
+}
+
+/// A listed object as a journal keeps it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Listed {
+    k: String,
+    s: u64,
+    e: String,
+    /// Last-Modified, ms since the epoch.
+    t: u64,
+    #[serde(default, skip_serializing_if = "is_standard")]
+    c: StorageClass,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    r: u8,
+}
+
+fn is_standard(class: &StorageClass) -> bool {
+    *class == StorageClass::Standard
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
+}
+
+impl Listed {
+    fn of(object: &ObjectMeta) -> Listed {
+        Listed {
+            k: object.key.as_str().to_string(),
+            s: object.size,
+            e: object.etag.as_str().to_string(),
+            t: crate::utc::unix_ms(object.last_modified),
+            c: object.storage_class.clone(),
+            r: match object.restore {
+                RestoreState::NotRestored => 0,
+                RestoreState::InProgress => 1,
+                RestoreState::Restored => 2,
+            },
+        }
+    }
+
+    fn object(self) -> Option<ObjectMeta> {
+        Some(ObjectMeta {
+            key: Key::new(self.k).ok()?,
+            size: self.s,
+            etag: ETag::new(&self.e),
+            last_modified: crate::utc::from_unix_ms(self.t),
+            storage_class: self.c,
+            restore: match self.r {
+                1 => RestoreState::InProgress,
+                2 => RestoreState::Restored,
+                _ => RestoreState::NotRestored,
+            },
+        })
+    }
+}
+
+/// The parts left and the keys listed, as a journal's entries tell them.
+struct Progress {
+    parts: BTreeMap<u64, Part>,
+    runs: Vec<Vec<ObjectMeta>>,
+    next_id: u64,
+}
+
+impl Progress {
+    fn replay(prefix: &str, entries: Vec<Entry>) -> Option<Progress> {
+        let mut entries = entries.into_iter();
+        let Some(Entry::Start {
+            prefix: started,
+            first,
+        }) = entries.next()
+        else {
+            return None;
+        };
+        if started != prefix {
+            return None;
+        }
+        let mut progress = Progress {
+            parts: BTreeMap::from([(0, first)]),
+            runs: Vec::new(),
+            next_id: 1,
+        };
+        for entry in entries {
+            let Entry::Page {
+                id,
+                part,
+                first_child,
+                children,
+                runs,
+            } = entry
+            else {
+                return None;
+            };
+            match part {
+                Some(part) => progress.parts.insert(id, part),
+                None => progress.parts.remove(&id),
+            };
+            let handed_out = children.len() as u64;
+            for (n, child) in children.into_iter().enumerate() {
+                progress.parts.insert(first_child + n as u64, child);
+            }
+            progress.next_id = progress.next_id.max(id + 1).max(first_child + handed_out);
+            for run in runs {
+                let run: Vec<ObjectMeta> = run.into_iter().filter_map(Listed::object).collect();
+                if !run.is_empty() {
+                    progress.runs.push(run);
+                }
+            }
+        }
+        Some(progress)
+    }
+}
+
+/// Lists every object under `prefix`, `options.workers` requests at once,
+/// going on from where `journal` says an earlier listing stopped.
 pub async fn list_split(
     store: Arc<dyn ObjectStore>,
     prefix: &str,
     options: &SplitOptions,
+    journal: &mut dyn Journal,
 ) -> Listing {
     let workers = options.workers.max(1);
-    // One worker lists page after page, as a serial listing does.
-    let first = if workers > 1 && (prefix.is_empty() || prefix.ends_with('/')) {
-        Part::Dir {
-            prefix: prefix.to_string(),
+    let progress = match Progress::replay(prefix, journal.replay()) {
+        Some(progress) => {
+            let listed: usize = progress.runs.iter().map(Vec::len).sum();
+            tracing::info!(
+                "going on with an earlier listing: {listed} objects listed, {} parts left",
+                progress.parts.len()
+            );
+            progress
         }
-    } else {
-        Part::Range {
-            scope: prefix.to_string(),
-            after: None,
-            upto: None,
+        None => {
+            // One worker lists page after page, as a serial listing does.
+            let first = if workers > 1 && (prefix.is_empty() || prefix.ends_with('/')) {
+                Part::Dir {
+                    prefix: prefix.to_string(),
+                }
+            } else {
+                Part::Range {
+                    scope: prefix.to_string(),
+                    after: None,
+                    upto: None,
+                }
+            };
+            journal.append(&Entry::Start {
+                prefix: prefix.to_string(),
+                first: first.clone(),
+            });
+            Progress {
+                parts: BTreeMap::from([(0, first)]),
+                runs: Vec::new(),
+                next_id: 1,
+            }
         }
     };
+    let Progress {
+        parts,
+        mut runs,
+        mut next_id,
+    } = progress;
+    let mut waiting: Vec<Work> = parts
+        .into_iter()
+        .rev()
+        .map(|(id, part)| Work {
+            id,
+            part,
+            token: None,
+        })
+        .collect();
     // Parts waiting or being listed: a range splits only while this is below the target.
-    let open = Arc::new(AtomicUsize::new(1));
+    let open = Arc::new(AtomicUsize::new(waiting.len()));
     // Whether S3 answered a page yet: until it has, a page that cannot reach it
     // is a wrong endpoint or no network, reported at once rather than retried.
     let answered = Arc::new(AtomicBool::new(false));
-    let mut waiting = vec![first];
     let mut running = JoinSet::new();
-    let mut done: Vec<Vec<ObjectMeta>> = Vec::new();
     let mut error = None;
     loop {
         while error.is_none() && running.len() < workers {
-            let Some(part) = waiting.pop() else { break };
+            let Some(work) = waiting.pop() else { break };
             let store = Arc::clone(&store);
             let open = Arc::clone(&open);
             let answered = Arc::clone(&answered);
@@ -126,7 +326,7 @@ pub async fn list_split(
                     options: &options,
                     answered: &answered,
                 };
-                list_part(store.as_ref(), part, &retry, || {
+                list_page(store.as_ref(), work, &retry, || {
                     open.load(Ordering::Relaxed) < want
                 })
                 .await
@@ -135,136 +335,170 @@ pub async fn list_split(
         let Some(joined) = running.join_next().await else {
             break;
         };
-        let listed = match joined {
-            Ok(listed) => listed,
+        let step = match joined {
+            Ok(step) => step,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         };
-        done.extend(listed.runs.into_iter().filter(|run| !run.is_empty()));
-        open.fetch_add(listed.parts.len(), Ordering::Relaxed);
-        open.fetch_sub(1, Ordering::Relaxed);
-        waiting.extend(listed.parts);
+        let first_child = next_id;
+        next_id += step.children.len() as u64;
+        if step.error.is_none() {
+            journal.append(&Entry::Page {
+                id: step.id,
+                part: step.next.as_ref().map(|w| w.part.clone()),
+                first_child,
+                children: step.children.clone(),
+                runs: step
+                    .runs
+                    .iter()
+                    .map(|run| run.iter().map(Listed::of).collect())
+                    .collect(),
+            });
+        }
+        runs.extend(step.runs.into_iter().filter(|run| !run.is_empty()));
+        open.fetch_add(step.children.len(), Ordering::Relaxed);
+        for (n, part) in step.children.into_iter().enumerate() {
+            waiting.push(Work {
+                id: first_child + n as u64,
+                part,
+                token: None,
+            });
+        }
+        match step.next {
+            Some(work) if step.error.is_none() => waiting.push(work),
+            _ => {
+                open.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
         if error.is_none() {
-            error = listed.error;
+            error = step.error;
         }
     }
-    done.sort_by(|a, b| bytes_of(a[0].key.as_str()).cmp(&bytes_of(b[0].key.as_str())));
-    let mut objects = Vec::with_capacity(done.iter().map(Vec::len).sum());
-    for part in done {
-        objects.extend(part);
+    if error.is_none() {
+        journal.finish();
+    }
+    runs.sort_by(|a, b| bytes_of(a[0].key.as_str()).cmp(&bytes_of(b[0].key.as_str())));
+    let mut objects = Vec::with_capacity(runs.iter().map(Vec::len).sum());
+    for run in runs {
+        objects.extend(run);
     }
     Listing { objects, error }
 }
 
-/// Lists one part; `split_wanted` tells whether more parts would keep the
-/// workers busy.
-async fn list_part(
+/// Lists the next page of a part; `split_wanted` tells whether more parts
+/// would keep the workers busy.
+async fn list_page(
     store: &dyn ObjectStore,
-    part: Part,
+    work: Work,
     retry: &Retry<'_>,
     split_wanted: impl Fn() -> bool,
-) -> Listed {
-    match part {
-        Part::Dir { prefix } => list_dir(store, prefix, retry).await,
-        Part::Range { scope, after, upto } => {
-            list_range(store, scope, after, upto, retry, split_wanted).await
-        }
-    }
-}
-
-/// One grouped page of a directory: when it is the whole directory, its objects
-/// and its subdirectories as parts; otherwise the directory as one flat range.
-async fn list_dir(store: &dyn ObjectStore, prefix: String, retry: &Retry<'_>) -> Listed {
-    let page = retry.run(|| store.list_first(&prefix, PAGE_KEYS)).await;
-    match page {
-        Err(error) => Listed {
-            runs: Vec::new(),
-            parts: Vec::new(),
-            error: Some(error),
-        },
-        Ok(page) if page.next.is_some() => Listed {
-            runs: Vec::new(),
-            parts: vec![Part::Range {
-                scope: prefix,
-                after: None,
-                upto: None,
-            }],
-            error: None,
-        },
-        Ok(page) => Listed {
-            runs: runs_between(page.objects, &page.prefixes),
-            parts: page
-                .prefixes
-                .into_iter()
-                .map(|prefix| Part::Dir { prefix })
-                .collect(),
-            error: None,
-        },
-    }
-}
-
-/// Lists the keys of `scope` in `(after, upto]` page by page, handing out
-/// pieces of what is left when `split_wanted` says so.
-async fn list_range(
-    store: &dyn ObjectStore,
-    scope: String,
-    after: Option<String>,
-    mut upto: Option<String>,
-    retry: &Retry<'_>,
-    split_wanted: impl Fn() -> bool,
-) -> Listed {
-    let mut listed = Listed {
-        runs: vec![Vec::new()],
-        parts: Vec::new(),
-        error: None,
+) -> Step {
+    let id = work.id;
+    let failed = |error| Step {
+        id,
+        runs: Vec::new(),
+        next: None,
+        children: Vec::new(),
+        error: Some(error),
     };
-    let mut token: Option<String> = None;
-    loop {
-        let page = retry
-            .run(|| match (&token, &after) {
-                (Some(token), _) => store.list_page(&scope, false, Some(token.clone())),
-                (None, Some(after)) => store.list_after(&scope, after, PAGE_KEYS),
-                (None, None) => store.list_page(&scope, false, None),
-            })
-            .await;
-        let page = match page {
-            Ok(page) => page,
-            Err(error) => {
-                listed.error = Some(error);
-                return listed;
+    match work.part {
+        // One grouped page: when it is the whole directory, its objects and its
+        // subdirectories as parts; otherwise the directory as one flat range.
+        Part::Dir { prefix } => match retry.run(|| store.list_first(&prefix, PAGE_KEYS)).await {
+            Err(error) => failed(error),
+            Ok(page) if page.next.is_some() => Step {
+                id,
+                runs: Vec::new(),
+                next: Some(Work {
+                    id,
+                    part: Part::Range {
+                        scope: prefix,
+                        after: None,
+                        upto: None,
+                    },
+                    token: None,
+                }),
+                children: Vec::new(),
+                error: None,
+            },
+            Ok(page) => Step {
+                id,
+                runs: runs_between(page.objects, &page.prefixes),
+                next: None,
+                children: page
+                    .prefixes
+                    .into_iter()
+                    .map(|prefix| Part::Dir { prefix })
+                    .collect(),
+                error: None,
+            },
+        },
+        Part::Range { scope, after, upto } => {
+            let token = work.token;
+            let page = retry
+                .run(|| match (&token, &after) {
+                    (Some(token), _) => store.list_page(&scope, false, Some(token.clone())),
+                    (None, Some(after)) => store.list_after(&scope, after, PAGE_KEYS),
+                    (None, None) => store.list_page(&scope, false, None),
+                })
+                .await;
+            let page = match page {
+                Ok(page) => page,
+                Err(error) => return failed(error),
+            };
+            let first = page.objects.first().map(|o| o.key.as_str().to_string());
+            let mut objects = Vec::with_capacity(page.objects.len());
+            let mut past_end = false;
+            for object in page.objects {
+                if beyond(object.key.as_str(), upto.as_deref()) {
+                    past_end = true;
+                    break;
+                }
+                objects.push(object);
             }
-        };
-        let first = page.objects.first().map(|o| o.key.clone());
-        for object in page.objects {
-            if beyond(object.key.as_str(), upto.as_deref()) {
-                return listed;
+            let last = objects.last().map(|o| o.key.as_str().to_string());
+            let (Some(token), Some(last), false) = (page.next, last, past_end) else {
+                return Step {
+                    id,
+                    runs: vec![objects],
+                    next: None,
+                    children: Vec::new(),
+                    error: None,
+                };
+            };
+            let mut upto = upto;
+            let mut children = Vec::new();
+            if split_wanted() {
+                let first = first.as_deref().unwrap_or(&last);
+                let points = split_points(first, &last, upto.as_deref(), scope.len());
+                // This part keeps (last, first point]; each point starts a part up to the next.
+                for (i, point) in points.iter().enumerate() {
+                    let end = points.get(i + 1).cloned().or_else(|| upto.clone());
+                    children.push(Part::Range {
+                        scope: scope.clone(),
+                        after: Some(point.clone()),
+                        upto: end,
+                    });
+                }
+                if let Some(point) = points.first() {
+                    upto = Some(point.clone());
+                }
             }
-            listed.runs[0].push(object);
+            Step {
+                id,
+                runs: vec![objects],
+                next: Some(Work {
+                    id,
+                    part: Part::Range {
+                        scope,
+                        after: Some(last),
+                        upto,
+                    },
+                    token: Some(token),
+                }),
+                children,
+                error: None,
+            }
         }
-        let Some(next) = page.next else {
-            return listed;
-        };
-        token = Some(next);
-        let (Some(first), Some(last)) = (first, listed.runs[0].last()) else {
-            continue;
-        };
-        if !split_wanted() {
-            continue;
-        }
-        let last = last.key.as_str().to_string();
-        let points = split_points(first.as_str(), &last, upto.as_deref(), scope.len());
-        if points.is_empty() {
-            continue;
-        }
-        // This part keeps (last, first point]; each point starts a part up to the next.
-        for (i, point) in points.iter().enumerate() {
-            let end = points.get(i + 1).cloned().or_else(|| upto.clone());
-            listed.parts.push(Part::Range {
-                scope: scope.clone(),
-                after: Some(point.clone()),
-                upto: end,
-            });
-        }
-        upto = Some(points[0].clone());
     }
 }
 
@@ -460,7 +694,8 @@ mod tests {
                     workers,
                     ..SplitOptions::default()
                 };
-                let listing = list_split(Arc::clone(&store), prefix, &options).await;
+                let listing =
+                    list_split(Arc::clone(&store), prefix, &options, &mut NoJournal).await;
                 assert!(listing.error.is_none());
                 let split = keys(&listing.objects);
                 assert_eq!(split.len(), serial.len(), "{prefix:?} with {workers}");
@@ -469,6 +704,68 @@ mod tests {
                     "{prefix:?} with {workers}: not the serial order"
                 );
             }
+        }
+    }
+
+    /// A journal kept in memory, as the mirror's keeps it on disk.
+    #[derive(Default)]
+    struct VecJournal {
+        entries: Vec<Entry>,
+        finished: bool,
+    }
+
+    impl Journal for VecJournal {
+        fn replay(&mut self) -> Vec<Entry> {
+            // Through JSON, as the mirror's journal stores it.
+            let json = serde_json::to_string(&self.entries).unwrap();
+            serde_json::from_str(&json).unwrap()
+        }
+        fn append(&mut self, entry: &Entry) {
+            self.entries.push(entry.clone());
+        }
+        fn finish(&mut self) {
+            self.entries.clear();
+            self.finished = true;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stopped_listing_goes_on_where_it_stopped() {
+        use crate::store::failing::FailingStore;
+        for workers in [1, 4] {
+            let inner = MemoryStore::new("b").with_page_size(20);
+            for i in 0..300 {
+                inner.put(&format!("p/k{i:04}"), vec![1]);
+            }
+            let store = Arc::new(FailingStore::new(inner));
+            let serial = keys(&list_all(store.as_ref(), "p/").await.unwrap());
+            let options = SplitOptions {
+                workers,
+                ..SplitOptions::default()
+            };
+            // What a whole listing costs, to compare a listing that goes on with.
+            let dyn_store: Arc<dyn ObjectStore> = Arc::clone(&store) as Arc<dyn ObjectStore>;
+            let start = store.lists();
+            list_split(Arc::clone(&dyn_store), "p/", &options, &mut NoJournal).await;
+            let whole = store.lists() - start;
+            let before = store.lists();
+            // The fourth request fails for good: the listing stops there.
+            store.fail_list(before + 4, StoreError::NoSuchBucket("b".into()));
+            let mut journal = VecJournal::default();
+            let first = list_split(Arc::clone(&dyn_store), "p/", &options, &mut journal).await;
+            assert!(first.error.is_some());
+            assert!(!first.objects.is_empty() && first.objects.len() < 300);
+            assert!(!journal.finished);
+            let stopped_at = store.lists();
+            let second = list_split(dyn_store, "p/", &options, &mut journal).await;
+            assert!(second.error.is_none());
+            assert_eq!(keys(&second.objects), serial, "{workers} workers");
+            assert!(journal.finished, "a complete listing drops its journal");
+            let again = store.lists() - stopped_at;
+            assert!(
+                again + 3 <= whole,
+                "{workers} workers: {again} requests to go on, {whole} for a whole listing"
+            );
         }
     }
 
@@ -492,7 +789,7 @@ mod tests {
             let (serial, split) = runtime.block_on(async {
                 let serial = keys(&list_all(store.as_ref(), prefix).await.unwrap());
                 let options = SplitOptions { workers, ..SplitOptions::default() };
-                let listing = list_split(Arc::clone(&store), prefix, &options).await;
+                let listing = list_split(Arc::clone(&store), prefix, &options, &mut NoJournal).await;
                 assert!(listing.error.is_none());
                 (serial, keys(&listing.objects))
             });

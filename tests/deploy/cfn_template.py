@@ -64,7 +64,7 @@ def userdata_values(template, overrides=None):
     for name, parameter in template["Parameters"].items():
         if "Default" in parameter:
             values[name] = parameter["Default"]
-    values.setdefault("ReleaseS3Uri", "s3://s3mirrorfs-releases/s3mirrorfs-0.1.0-x86_64-linux-gnu.tar.gz")
+    values.setdefault("ReleaseS3Uri", "s3://s3mirrorfs-releases/s3mirrorfs-0.1.0-1.x86_64.rpm")
     values.setdefault("ReleaseSha256", "0" * 64)
     values.update(overrides or {})
     # What the template's RestoreArchived condition gives the UserData's Fn::Sub map.

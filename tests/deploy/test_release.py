@@ -1,6 +1,7 @@
 """The release tarball that scripts/release built (scripts/check-deploy builds
 it before these tests): what it holds, its checksums, and a binary that needs
-no glibc newer than Amazon Linux 2023's 2.34."""
+no glibc newer than Amazon Linux 2023's 2.34. The packages built with it are
+checked in test_packages.py."""
 
 import hashlib
 import os
@@ -15,6 +16,7 @@ import cfn_template
 
 ROOT = cfn_template.ROOT
 GLIBC_LIMIT = (2, 34)
+COMMANDS = ("prefetch", "mount", "follow", "status", "verify", "restore", "history", "archive")
 UNITS = (
     "s3mirrorfs-mount.service",
     "s3mirrorfs-prefetch.service",
@@ -60,20 +62,27 @@ def test_the_tarball_holds_the_binary_units_and_cron_file(tarball, unpacked):
     assert unpacked.name == f"s3mirrorfs-{version}-x86_64-linux-gnu"
     assert tarball.name == unpacked.name + ".tar.gz"
     files = sorted(str(p.relative_to(unpacked)) for p in unpacked.rglob("*") if p.is_file())
+    pages = sorted(f"man/man1/{p.name}" for p in (unpacked / "man/man1").iterdir())
+    assert pages == sorted(["man/man1/s3mirrorfs.1.gz"] + [f"man/man1/s3mirrorfs-{c}.1.gz" for c in COMMANDS])
     assert files == [
+        "LICENSE",
         "README.md",
         "SHA256SUMS",
         "bin/s3mirrorfs",
+        "completions/_s3mirrorfs",
+        "completions/s3mirrorfs.bash",
         "cron/s3mirrorfs-archive",
         "cron/s3mirrorfs-prefetch",
+        *pages,
         "systemd/s3mirrorfs-archive.service",
         "systemd/s3mirrorfs-archive.timer",
         "systemd/s3mirrorfs-follow.service",
         "systemd/s3mirrorfs-mount.service",
         "systemd/s3mirrorfs-prefetch.service",
         "systemd/s3mirrorfs-prefetch.timer",
+        "systemd/s3mirrorfs.env",
     ]
-    for unit in UNITS:
+    for unit in UNITS + ("s3mirrorfs.env",):
         assert (unpacked / "systemd" / unit).read_bytes() == (ROOT / "systemd" / unit).read_bytes()
     for job in ("s3mirrorfs-prefetch", "s3mirrorfs-archive"):
         assert (unpacked / "cron" / job).read_bytes() == (ROOT / "systemd" / (job + ".cron")).read_bytes()
@@ -105,7 +114,11 @@ def test_the_binary_needs_no_glibc_newer_than_2_34(unpacked):
 def test_the_binary_runs(unpacked):
     run = subprocess.run([str(unpacked / "bin/s3mirrorfs"), "--version"], capture_output=True, text=True, timeout=30)
     assert run.returncode == 0
-    assert run.stdout.startswith("s3mirrorfs ")
+    # The version and the commit it was built from (a checkout of this repository).
+    head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    version = re.search(r'^version = "([^"]+)"$', (ROOT / "Cargo.toml").read_text(), re.M).group(1)
+    commit = head.stdout.strip() if head.returncode == 0 else "unknown"
+    assert run.stdout == f"s3mirrorfs {version} (commit {commit})\n"
 
 
 def test_the_glibc_check_refuses_a_binary_above_the_limit(unpacked):

@@ -44,7 +44,7 @@ def create(aws, template_body, stack, **overrides):
     image = ssm.get_parameter(Name=AMI_PARAMETER)["Parameter"]["Value"]
     vpc, subnet, zone = network(ec2)
     values = {
-        "ReleaseS3Uri": "s3://s3mirrorfs-releases/s3mirrorfs-0.1.0-x86_64-linux-gnu.tar.gz",
+        "ReleaseS3Uri": "s3://s3mirrorfs-releases/s3mirrorfs-0.1.0-1.x86_64.rpm",
         "ReleaseSha256": SHA,
         "VpcId": vpc,
         "SubnetId": subnet,

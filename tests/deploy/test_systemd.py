@@ -116,10 +116,10 @@ def test_every_unit_passes_systemd_analyze_verify(root):
 
 
 def test_verify_catches_a_missing_program(root):
-    (root / "usr/local/bin/s3mirrorfs").unlink()
+    (root / "usr/bin/s3mirrorfs").unlink()
     run = verify(root)
     assert run.returncode != 0
-    assert "/usr/local/bin/s3mirrorfs is not executable" in run.stderr
+    assert "/usr/bin/s3mirrorfs is not executable" in run.stderr
 
 
 def exposure(root, unit):
@@ -151,7 +151,7 @@ def test_the_follower_is_a_notify_service_that_restarts_and_writes_only_the_mirr
     s = unit["Service"]
     assert one(s, "Type") == "notify"
     command = one(s, "ExecStart").split()
-    assert command[:3] == ["/usr/local/bin/s3mirrorfs", "follow", "${S3MIRRORFS_BUCKET}"]
+    assert command[:3] == ["/usr/bin/s3mirrorfs", "follow", "${S3MIRRORFS_BUCKET}"]
     assert command[command.index("--queue-url") + 1] == "${S3MIRRORFS_QUEUE_URL}"
     assert one(s, "Restart") == "on-failure"
     assert one(s, "ReadWritePaths") == MIRROR
@@ -178,7 +178,7 @@ def test_the_archive_reads_what_it_archives_and_writes_nothing():
     assert one(s, "Type") == "oneshot"
     command = one(s, "ExecStart").split()
     assert command[:4] == [
-        "/usr/local/bin/s3mirrorfs", "archive", "${S3MIRRORFS_ARCHIVE_DIR}", "${S3MIRRORFS_ARCHIVE_TARGET}"
+        "/usr/bin/s3mirrorfs", "archive", "${S3MIRRORFS_ARCHIVE_DIR}", "${S3MIRRORFS_ARCHIVE_TARGET}"
     ]
     # Unbraced, so systemd splits the options into words.
     assert "$S3MIRRORFS_ARCHIVE_OPTIONS" in command and "--json" in command
@@ -213,7 +213,7 @@ def test_the_prefetch_is_a_oneshot_with_a_json_summary_and_one_writable_place():
     s = unit["Service"]
     assert one(s, "Type") == "oneshot"
     command = one(s, "ExecStart").split()
-    assert command[:3] == ["/usr/local/bin/s3mirrorfs", "prefetch", "${S3MIRRORFS_BUCKET}"]
+    assert command[:3] == ["/usr/bin/s3mirrorfs", "prefetch", "${S3MIRRORFS_BUCKET}"]
     assert "--json" in command
     # Unbraced, so systemd splits the options (--restore-archived N) into words, none when empty.
     assert "$S3MIRRORFS_PREFETCH_OPTIONS" in command
@@ -339,8 +339,9 @@ def test_the_userdata_installs_what_the_release_ships(template):
     script = cfn_template.userdata_script(template)
     for name in UNIT_NAMES:
         assert name in script
-    assert '"$release/cron/s3mirrorfs-prefetch" /etc/cron.d/s3mirrorfs-prefetch' in script
-    assert '"$release/cron/s3mirrorfs-archive" /etc/cron.d/s3mirrorfs-archive' in script
+    # The package ships the cron files where nothing reads them; the set-up copies one in.
+    assert "/usr/share/s3mirrorfs/cron/s3mirrorfs-prefetch /etc/cron.d/s3mirrorfs-prefetch" in script
+    assert "/usr/share/s3mirrorfs/cron/s3mirrorfs-archive /etc/cron.d/s3mirrorfs-archive" in script
     assert os.path.basename(str(CRON)).startswith("s3mirrorfs-prefetch")
 
 
@@ -380,3 +381,45 @@ def test_the_archive_cron_command_logs_the_exit_status(tmp_path):
     assert (tmp_path / "calls").read_text().splitlines() == ["systemctl start s3mirrorfs-archive.service"]
     syslog = (tmp_path / "syslog").read_text().splitlines()
     assert syslog == ["logger -t s3mirrorfs-archive -p cron.info", "Job failed", "s3mirrorfs archive exit status 1"]
+
+
+ENV_DEFAULT = UNITS / "s3mirrorfs.env"
+
+
+def test_the_default_settings_document_every_variable_the_units_and_cron_read(tmp_path):
+    """systemd/s3mirrorfs.env is what the packages install as /etc/s3mirrorfs.env."""
+    used = set()
+    for name in UNIT_NAMES:
+        unit = UNITS / name
+        if "EnvironmentFile=/etc/s3mirrorfs.env" not in unit.read_text():
+            continue
+        for key, values in parse_unit(unit).get("Service", {}).items():
+            if key.startswith("Exec"):
+                for value in values:
+                    used |= set(re.findall(r"\$\{?(S3MIRRORFS_[A-Z_]+)", value))
+    for job in cron_jobs():
+        used |= set(re.findall(r"\$\{?(S3MIRRORFS_[A-Z_]+)", job))
+    # The archive's own settings live in /etc/s3mirrorfs-archive.env; the region in this file.
+    used = {v for v in used if not v.startswith("S3MIRRORFS_ARCHIVE_")} | {"AWS_REGION"}
+    assert {"S3MIRRORFS_BUCKET", "S3MIRRORFS_MIRROR_DIR", "S3MIRRORFS_QUEUE_URL"} <= used
+    text = ENV_DEFAULT.read_text()
+    documented = set(re.findall(r"^#([A-Z][A-Z0-9_]*)=", text, re.M))
+    assert used <= documented, used - documented
+    # Nothing is set: a unit started before the administrator edits it fails
+    # for want of a bucket rather than mirroring something by default.
+    assert not re.findall(r"^[A-Z][A-Z0-9_]*=", text, re.M)
+    # Uncommented, the shell (the cron job) reads every value as written.
+    uncommented = tmp_path / "s3mirrorfs.env"
+    uncommented.write_text(re.sub(r"^#([A-Z][A-Z0-9_]*=)", r"\1", text, flags=re.M))
+    names = sorted(documented)
+    run = subprocess.run(
+        ["/bin/sh", "-c", '. "$1" && for n in ' + " ".join(names) + '; do eval "echo $n=\\$$n"; done', "sh", str(uncommented)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 0, run.stderr
+    values = dict(line.split("=", 1) for line in run.stdout.splitlines())
+    assert values["S3MIRRORFS_MIRROR_DIR"] == MIRROR
+    assert values["S3MIRRORFS_PREFETCH_OPTIONS"] == ""
+    assert values["S3MIRRORFS_BUCKET"] and values["AWS_REGION"]

@@ -133,10 +133,11 @@ def test_the_userdata_is_strict_and_checks_the_release_before_installing_it(temp
     assert lines[0] == "#!/bin/bash"
     assert "set -euo pipefail" in lines[:10]
     check = script.index("sha256sum --check --strict")
-    assert check < script.index("tar -xzf")
-    assert check < script.index("install -m 0755")
-    # The binary replaces the old one in one rename, never half-written.
-    assert "mv -f /usr/local/bin/s3mirrorfs.new /usr/local/bin/s3mirrorfs" in script
+    # The RPM that was checked is the one dnf installs, and nothing is installed before.
+    assert check < script.index('packages=("$work/s3mirrorfs.rpm")')
+    assert script.count("dnf install -y") == 1
+    assert check < script.index("dnf install -y")
+    assert template["Parameters"]["ReleaseS3Uri"]["AllowedPattern"].endswith("\\.rpm$")
 
 
 def test_the_userdata_formats_only_a_blank_volume(template):

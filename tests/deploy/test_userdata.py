@@ -1,15 +1,16 @@
 """The instance's UserData, run for real: in a private mount namespace where
-/etc, /usr/local, /var/log and /home are overlays of the machine's own (so
-nothing outside the test changes) and the commands that reach AWS or disks
-(dnf, aws, curl, blkid, mkfs.xfs, mount, systemctl, useradd, ...) are stubs
-that log their arguments. The release tarball has the real units and cron file
-and a stand-in binary."""
+/etc, /usr, /var/log and /home are overlays of the machine's own (so nothing
+outside the test changes) and the commands that reach AWS or disks (dnf, aws,
+curl, blkid, mkfs.xfs, mount, systemctl, useradd, ...) are stubs that log
+their arguments. The release is the real RPM that scripts/release built
+(RELEASE_RPM, or the newest in target/dist); the stubbed `dnf install`
+unpacks its payload (rpm2cpio) as rpm would, keeping an /etc/s3mirrorfs.env
+that is already there (%config(noreplace)), and records which file it got."""
 
 import hashlib
 import os
 import shutil
 import subprocess
-import tarfile
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ ROOT = cfn_template.ROOT
 VOLUME = "vol-0123456789abcdef0"
 BY_ID = "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_" + VOLUME.replace("-", "")
 UUID = "5b3f0e55-0b6a-4d0e-9a51-2a4ac5a1f00d"
-OVERLAID = ["/etc", "/usr/local", "/var/log", "/home"]
+OVERLAID = ["/etc", "/usr", "/var/log", "/home"]
 UNIT_NAMES = (
     "s3mirrorfs-mount.service",
     "s3mirrorfs-prefetch.service",
@@ -37,14 +38,37 @@ ARCHIVE_ENV = "/etc/s3mirrorfs-archive.env"
 ARCHIVE_DROP_IN = "/etc/systemd/system/s3mirrorfs-archive.service.d/deployment.conf"
 
 pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare (mount namespaces)"
+    os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("rpm2cpio") is None,
+    reason="needs root, unshare (mount namespaces) and rpm2cpio (scripts/setup-deploy installs it)",
 )
 
+
+@pytest.fixture(scope="module")
+def release_rpm():
+    given = os.environ.get("RELEASE_RPM")
+    if given:
+        return Path(given)
+    found = sorted((ROOT / "target" / "dist").glob("s3mirrorfs-*.x86_64.rpm"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        pytest.skip("no release RPM: scripts/release builds it")
+    return found[-1]
+
 STUBS = {
-    "dnf": 'echo "dnf $*" >> "$STATE/calls"',
+    # A local RPM is installed as rpm would: its payload unpacked into /, a
+    # changed /etc/s3mirrorfs.env kept; repository packages are only logged.
+    "dnf": """echo "dnf $*" >> "$STATE/calls"
+for arg; do
+  case "$arg" in
+    *.rpm)
+      echo "installed $(sha256sum < "$arg" | cut -d' ' -f1)" >> "$STATE/calls"
+      keep=()
+      if [ -e /etc/s3mirrorfs.env ]; then keep=(-f ./etc/s3mirrorfs.env); fi
+      rpm2cpio "$arg" | (cd / && cpio -idmu --quiet "${keep[@]}") ;;
+  esac
+done""",
     "aws": """echo "aws $*" >> "$STATE/calls"
 case "$1 $2" in
-  "s3 cp") for last; do :; done; cp "$STATE/release.tar.gz" "$last" ;;
+  "s3 cp") for last; do :; done; cp "$STATE/release.rpm" "$last" ;;
   "ec2 attach-volume") mknod "$DEVICE" b 7 0 ;;
 esac""",
     "curl": """case "$*" in *api/token*) echo token ;; *instance-id*) echo i-0123456789abcdef0 ;; *) exit 22 ;; esac""",
@@ -65,30 +89,6 @@ if [ "$*" = "restart s3mirrorfs-follow.service" ]; then exit "${FOLLOW_STATUS:-0
     "chown": 'echo "chown $*" >> "$STATE/calls"',
     "logger": "cat > /dev/null",
 }
-
-
-def make_release(path):
-    top = "s3mirrorfs-0.1.0-x86_64-linux-gnu"
-    stage = path.parent / "stage" / top
-    (stage / "bin").mkdir(parents=True)
-    (stage / "systemd").mkdir()
-    (stage / "cron").mkdir()
-    (stage / "bin/s3mirrorfs").write_text("#!/bin/sh\necho 's3mirrorfs 0.1.0'\n")
-    (stage / "bin/s3mirrorfs").chmod(0o755)
-    for unit in UNIT_NAMES:
-        shutil.copy(ROOT / "systemd" / unit, stage / "systemd" / unit)
-    for job in ("s3mirrorfs-prefetch", "s3mirrorfs-archive"):
-        shutil.copy(ROOT / "systemd" / (job + ".cron"), stage / "cron" / job)
-    (stage / "README.md").write_text("s3mirrorfs\n")
-    sums = [
-        f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(stage)}"
-        for p in sorted(stage.rglob("*"))
-        if p.is_file()
-    ]
-    (stage / "SHA256SUMS").write_text("\n".join(sums) + "\n")
-    with tarfile.open(path, "w:gz") as tar:
-        tar.add(stage, arcname=top)
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def private_dev(path):
@@ -113,7 +113,7 @@ def private_dev(path):
 class Instance:
     """One instance's disks: overlay upper dirs and stub state that persist across runs."""
 
-    def __init__(self, base, template):
+    def __init__(self, base, template, rpm):
         self.base = base
         self.template = template
         self.state = base / "state"
@@ -124,13 +124,14 @@ class Instance:
         for name, body in STUBS.items():
             (self.stubs / name).write_text("#!/bin/bash\n" + body + "\n")
             (self.stubs / name).chmod(0o755)
-        self.sha = make_release(self.state / "release.tar.gz")
+        shutil.copy(rpm, self.state / "release.rpm")
+        self.sha = hashlib.sha256(rpm.read_bytes()).hexdigest()
         for d in OVERLAID:
             (base / "upper" / d.strip("/").replace("/", "_")).mkdir(parents=True)
             (base / "overlay-work" / d.strip("/").replace("/", "_")).mkdir(parents=True)
 
     def run(self, device=True, sha=None, env=None, **overrides):
-        values = {"VolumeId": VOLUME, "ReleaseSha256": sha or self.sha, "ReleaseS3Uri": "s3://releases/s3mirrorfs.tar.gz"}
+        values = {"VolumeId": VOLUME, "ReleaseSha256": sha or self.sha, "ReleaseS3Uri": "s3://releases/s3mirrorfs-0.1.0-1.x86_64.rpm"}
         values.update(overrides)
         script = self.base / "userdata.sh"
         script.write_text(cfn_template.userdata_script(self.template, values))
@@ -165,6 +166,11 @@ class Instance:
         self.calls = (self.state / "calls").read_text().splitlines()
         return run.returncode
 
+    def rpm_path(self):
+        """Where the set-up downloaded the release, from the `aws s3 cp` it ran."""
+        [copy] = [c for c in self.calls if c.startswith("aws s3 cp ")]
+        return copy.split()[-1]
+
     def upper(self, path):
         for d in sorted(OVERLAID, key=len, reverse=True):
             if path == d or path.startswith(d + "/"):
@@ -176,23 +182,30 @@ class Instance:
 
 
 @pytest.fixture
-def instance(tmp_path, template):
-    return Instance(tmp_path, template)
+def instance(tmp_path, template, release_rpm):
+    return Instance(tmp_path, template, release_rpm)
 
 
 def test_first_boot_sets_everything_up(instance):
     assert instance.run() == 0, instance.log
     assert "s3mirrorfs setup: done" in instance.log
-    assert "dnf install -y -q fuse3" in instance.calls
+    # The RPM dnf installs is the one whose checksum was checked, and it is real.
+    assert [c for c in instance.calls if c.startswith("dnf ")] == [f"dnf install -y -q {instance.rpm_path()}"]
+    assert f"installed {instance.sha}" in instance.calls
+    assert instance.rpm_path().startswith("/tmp/") and instance.rpm_path().endswith("/s3mirrorfs.rpm")
     assert any(c.startswith("useradd ") and c.endswith(" user") for c in instance.calls)
     assert f"mkfs.xfs -q -L s3mirror {BY_ID}" in instance.calls
     assert instance.file("/etc/fstab").count("/home/user/myS3backup") == 1
     assert f"UUID={UUID} /home/user/myS3backup xfs defaults,noatime,nofail 0 2" in instance.file("/etc/fstab")
     assert "chown user:user /home/user/myS3backup" in instance.calls
     assert oct(instance.upper("/home/user/myS3backup").stat().st_mode & 0o777) == "0o750"
-    assert instance.file("/usr/local/bin/s3mirrorfs").startswith("#!/bin/sh")
+    assert os.access(instance.upper("/usr/bin/s3mirrorfs"), os.X_OK)
+    assert "s3mirrorfs setup: installed s3mirrorfs 0.1.0 (commit " in instance.log
+    # The package's units, in the package's place; none of the set-up's own.
     for unit in UNIT_NAMES:
-        assert instance.file("/etc/systemd/system/" + unit) == (ROOT / "systemd" / unit).read_text()
+        assert instance.file("/usr/lib/systemd/system/" + unit) == (ROOT / "systemd" / unit).read_text()
+        assert not instance.upper("/etc/systemd/system/" + unit).exists()
+    assert not instance.upper("/usr/local/bin/s3mirrorfs").exists()
     assert instance.file("/etc/s3mirrorfs.env").splitlines() == [
         "S3MIRRORFS_BUCKET=s3mirrorfs-imagebucket-0123abcd/photos",
         "S3MIRRORFS_MOUNTPOINT=/mnt/images",
@@ -253,10 +266,45 @@ def test_a_second_run_changes_nothing_it_should_keep(instance):
 def test_a_release_with_another_checksum_is_refused(instance):
     assert instance.run(sha="f" * 64) != 0
     assert "does not have SHA-256 " + "f" * 64 in instance.log
-    assert not instance.upper("/usr/local/bin/s3mirrorfs").exists()
-    assert not instance.upper("/etc/systemd/system/s3mirrorfs-mount.service").exists()
+    assert not [c for c in instance.calls if c.startswith("dnf ")]
+    assert not instance.upper("/usr/bin/s3mirrorfs").exists()
+    assert not instance.upper("/usr/lib/systemd/system/s3mirrorfs-mount.service").exists()
     # Nothing is enabled, restarted or started (the fstab line for the mirror came before).
     assert [c for c in instance.calls if c.startswith("systemctl")] == ["systemctl daemon-reload"]
+
+
+def test_a_second_run_installs_the_same_package_again_and_keeps_the_settings_file(instance):
+    assert instance.run() == 0, instance.log
+    settings = instance.file("/etc/s3mirrorfs.env")
+    assert instance.run() == 0, instance.log
+    assert f"installed {instance.sha}" in instance.calls
+    assert instance.file("/etc/s3mirrorfs.env") == settings
+
+
+def test_an_instance_set_up_from_the_tarball_moves_to_the_package(instance):
+    # What the set-up of the tarball left: its binary, its units in /etc, and
+    # the links that enabled the mount and the timer.
+    old = instance.upper("/usr/local/bin/s3mirrorfs")
+    old.parent.mkdir(parents=True)
+    old.write_text("#!/bin/sh\necho 's3mirrorfs 0.0.9'\n")
+    units = instance.upper("/etc/systemd/system")
+    (units / "multi-user.target.wants").mkdir(parents=True)
+    (units / "timers.target.wants").mkdir()
+    for unit in UNIT_NAMES:
+        shutil.copy(ROOT / "systemd" / unit, units / unit)
+    (units / "multi-user.target.wants/s3mirrorfs-mount.service").symlink_to("/etc/systemd/system/s3mirrorfs-mount.service")
+    (units / "timers.target.wants/s3mirrorfs-prefetch.timer").symlink_to("/etc/systemd/system/s3mirrorfs-prefetch.timer")
+    assert instance.run(ScheduleSource="SystemdTimer") == 0, instance.log
+    assert not instance.upper("/usr/local/bin/s3mirrorfs").exists()
+    for unit in UNIT_NAMES:
+        assert not (units / unit).exists(), unit
+    assert not os.path.lexists(units / "multi-user.target.wants/s3mirrorfs-mount.service")
+    assert not os.path.lexists(units / "timers.target.wants/s3mirrorfs-prefetch.timer")
+    # Enabled again, now from the package's units.
+    removed_then_enabled = instance.calls.index("systemctl enable s3mirrorfs-mount.service")
+    assert removed_then_enabled > instance.calls.index(f"installed {instance.sha}")
+    assert "systemctl enable --now s3mirrorfs-prefetch.timer" in instance.calls
+    assert instance.upper("/usr/lib/systemd/system/s3mirrorfs-mount.service").exists()
 
 
 def test_a_volume_with_data_is_never_formatted(instance):
@@ -283,7 +331,7 @@ def test_the_volume_is_attached_when_it_is_not_there_yet(instance):
 
 def test_cron_schedules_instead_of_the_timer(instance):
     assert instance.run(ScheduleSource="Cron") == 0, instance.log
-    assert "dnf install -y -q fuse3 cronie" in instance.calls
+    assert f"dnf install -y -q {instance.rpm_path()} cronie" in instance.calls
     assert instance.file("/etc/cron.d/s3mirrorfs-prefetch") == (ROOT / "systemd/s3mirrorfs-prefetch.cron").read_text()
     assert "systemctl enable --now crond.service" in instance.calls
     assert "systemctl disable --now s3mirrorfs-prefetch.timer s3mirrorfs-archive.timer" in instance.calls
@@ -388,7 +436,7 @@ def test_without_real_time_the_follower_has_no_queue_and_stays_disabled(instance
     assert "systemctl disable --now s3mirrorfs-follow.service" in instance.calls
     assert not [c for c in instance.calls if c.startswith(("systemctl enable", "systemctl restart")) and "follow" in c]
     # The unit is installed all the same: it is part of the release.
-    assert instance.upper("/etc/systemd/system/s3mirrorfs-follow.service").exists()
+    assert instance.upper("/usr/lib/systemd/system/s3mirrorfs-follow.service").exists()
     # The alarm's outcome does not depend on RealTime.
     assert "systemctl enable --now s3mirrorfs-outcome.timer" in instance.calls
 

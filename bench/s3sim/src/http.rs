@@ -204,7 +204,11 @@ pub async fn handle(req: Request<Incoming>, sim: Arc<Sim>) -> Result<Resp, Dropp
             head,
         ),
         Some((bucket, key)) => {
-            m.stats.count(op_of(req.method(), &bucket, &key));
+            let served = sim.buckets.iter().any(|b| b.name == bucket);
+            m.stats.count(
+                op_of(req.method(), &bucket, &key),
+                served.then_some(&*bucket),
+            );
             if !m.latency.is_zero() {
                 tokio::time::sleep(m.latency).await;
             }

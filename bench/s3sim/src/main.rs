@@ -66,7 +66,8 @@ Performance model (0 = off):
   --region R           the bucket region it reports, default us-east-1
 
 Control (plain HTTP on the same address, never delayed or counted):
-  GET  /__sim/stats                      JSON: requests by kind, bytes served, errors injected
+  GET  /__sim/stats                      JSON: requests by kind (in all and by bucket served),
+                                         bytes served, errors injected
   POST /__sim/stats/reset
   POST /__sim/slowdown?fraction=F&seconds=S
   POST /__sim/stall?seconds=N            hold every request arriving in the next N seconds

@@ -1,6 +1,7 @@
 //! How the server behaves like S3 rather than like a local process: first-byte latency,
 //! throughput caps per connection and in all, injected faults, and request counters.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -27,23 +28,50 @@ pub struct Stats {
     pub dropped: AtomicU64,
     pub stalled: AtomicU64,
     pub conns: AtomicU64,
+    /// Requests by served bucket: list, head, get, other.
+    by_bucket: Mutex<BTreeMap<String, [u64; 4]>>,
 }
 
 impl Stats {
-    pub fn count(&self, op: Op) {
-        let c = match op {
-            Op::List => &self.list,
-            Op::Head => &self.head,
-            Op::Get => &self.get,
-            Op::Other => &self.other,
+    /// Counts one request; `bucket` is the bucket it names when the server serves it.
+    pub fn count(&self, op: Op, bucket: Option<&str>) {
+        let (c, i) = match op {
+            Op::List => (&self.list, 0),
+            Op::Head => (&self.head, 1),
+            Op::Get => (&self.get, 2),
+            Op::Other => (&self.other, 3),
         };
         c.fetch_add(1, Ordering::Relaxed);
+        if let Some(b) = bucket {
+            let mut by = self.by_bucket.lock().unwrap();
+            match by.get_mut(b) {
+                Some(n) => n[i] += 1,
+                None => {
+                    let mut n = [0; 4];
+                    n[i] = 1;
+                    by.insert(b.to_string(), n);
+                }
+            }
+        }
     }
 
     pub fn json(&self) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let by: Vec<String> = self
+            .by_bucket
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(b, n)| {
+                let b = b.replace('\\', "\\\\").replace('"', "\\\"");
+                format!(
+                    "\"{b}\":{{\"list\":{},\"head\":{},\"get\":{},\"other\":{}}}",
+                    n[0], n[1], n[2], n[3]
+                )
+            })
+            .collect();
         format!(
-            "{{\"requests\":{{\"list\":{},\"head\":{},\"get\":{},\"other\":{}}},\"bytes_served\":{},\"errors_injected\":{{\"slowdown\":{},\"dropped\":{},\"stalled\":{}}},\"connections\":{}}}\n",
+            "{{\"requests\":{{\"list\":{},\"head\":{},\"get\":{},\"other\":{}}},\"bytes_served\":{},\"errors_injected\":{{\"slowdown\":{},\"dropped\":{},\"stalled\":{}}},\"connections\":{},\"by_bucket\":{{{}}}}}\n",
             g(&self.list),
             g(&self.head),
             g(&self.get),
@@ -52,7 +80,8 @@ impl Stats {
             g(&self.slowdown),
             g(&self.dropped),
             g(&self.stalled),
-            g(&self.conns)
+            g(&self.conns),
+            by.join(",")
         )
     }
 
@@ -70,6 +99,7 @@ impl Stats {
         ] {
             a.store(0, Ordering::Relaxed);
         }
+        self.by_bucket.lock().unwrap().clear();
     }
 }
 

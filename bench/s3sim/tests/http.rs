@@ -190,7 +190,18 @@ fn faults_on_demand_and_counters() {
         stats.contains("\"slowdown\":1,\"dropped\":1,\"stalled\":1"),
         "{stats}"
     );
+    assert!(
+        stats.contains("\"by_bucket\":{\"b\":{\"list\":1,\"head\":1,\"get\":1,\"other\":0}}"),
+        "{stats}"
+    );
+    // a bucket the server does not serve counts in all, not by bucket
+    assert_eq!(req(&s, "GET", "/nosuch?list-type=2", &[]).unwrap().0, 404);
+    let (_, _, stats) = req(&s, "GET", "/__sim/stats", &[]).unwrap();
+    let stats = text(&stats);
+    assert!(stats.contains("\"list\":2,"), "{stats}");
+    assert!(!stats.contains("nosuch"), "{stats}");
     req(&s, "POST", "/__sim/stats/reset", &[]).unwrap();
     let (_, _, stats) = req(&s, "GET", "/__sim/stats", &[]).unwrap();
     assert!(text(&stats).contains("\"get\":0"));
+    assert!(text(&stats).contains("\"by_bucket\":{}"));
 }

@@ -230,7 +230,7 @@ async fn prefetch_inner(
         max_change: args.max_change,
         restore_archived: restore_archived(args),
         list_workers: usize::from(args.list_workers),
-        list_retry: std::time::Duration::from_secs(args.list_retry),
+        retry_for: std::time::Duration::from_secs(args.retry_for),
         inventory,
     };
     let counters = Arc::new(Counters::default());
