@@ -47,14 +47,13 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import load  # noqa: E402  (the bench's client and md5 manifest check)
+import load  # noqa: E402  (the bench's S3 client)
 
 BUCKET = "soak"
 PER_DIR = 100
 # (name, count, size) of each directory's files, in key order
 CLASSES = [("doc", 70, 64 << 10), ("img", 20, 256 << 10), ("pdf", 8, 1 << 20), ("vid", 2, 4 << 20)]
 BIG = (4, 256 << 20)
-DIR_BYTES = sum(n * s for _, n, s in CLASSES)
 SAMPLE_S = 10
 READERS = ["find", "cat", "cp", "ls"]
 # per-operation time limits (a hang is an error, not a stuck soak)
