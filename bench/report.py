@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Turns a bench run's raw.tsv and meta.env into RESULTS.md and comparison.png (and, with
-prefetch-scale rows, prefetch-scale.png and prefetch-scale.tsv).
+prefetch-scale rows, prefetch-scale.png and prefetch-scale.tsv; after a soak,
+soak-summary.json and soak-samples.tsv into a section of RESULTS.md and soak.png).
 
   report.py RESULTS_DIR
   report.py --splice FROM_DIR INTO_DIR
@@ -14,6 +15,7 @@ as a win. If RESULTS_DIR/analysis.md exists it is appended (the written diagnosi
 """
 
 import csv
+import json
 import os
 import statistics
 import sys
@@ -406,12 +408,149 @@ def pscale_section(cs, meta):
     return L
 
 
+def load_soak(results):
+    path = os.path.join(results, "soak-summary.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def soak_section(soak, cs):
+    c = cs.get(("s3mirrorfs", "soak"))
+    if not soak:
+        if c:  # a soak that did not get as far as a summary
+            return ["## Soak (s3mirrorfs)\n", f"**FAIL**: {c.runs[0]['status']} {c.runs[0]['check']}\n"]
+        return []
+    rd, rss, q, mc = soak["readers"], soak["rss"], soak["requests"], soak["mirror_check"]
+    outs = ", ".join(f"{a / 60:.1f}-{b / 60:.1f}" for a, b in soak["outages"])
+    L = [f"## Soak: one mount read for {soak['minutes']:.0f} minutes while S3 is cut off twice "
+         f"(s3mirrorfs; {soak['keys']:,} keys; s3sim)\n",
+         "Four readers at once for the whole run, each logging every operation: `find MNT -type f "
+         "| wc -l` (count checked), `cat` of a file (MD5 checked; a file it read before, or one of "
+         "a directory nobody read yet), `cp -r` of a directory to scratch (every file checked; one "
+         "copied before, or a new one) and `ls -ln` of a random directory (names and sizes "
+         "checked). The tree: directories of 100 files, 70 x 64 KiB, 20 x 256 KiB, 8 x 1 MiB and "
+         "2 x 4 MiB, and 4 files of 256 MiB. s3sim went down (connections closed unanswered, "
+         f"bodies cut) at minutes {outs}; the mount talks to s3sim directly. Errors are counted "
+         f"while S3 is up, while it is down (an operation overlapping an outage) and in the "
+         f"{soak['grace_s']} s after a restore. Memory and s3sim's counters every 10 s: "
+         "[soak-samples.tsv](soak-samples.tsv); every operation: "
+         "[soak-ops.tsv.gz](soak-ops.tsv.gz); plot: [soak.png](soak.png).\n",
+         "| reader | operations | ok | errors while up | errors while down: cached / cold | "
+         "errors after a restore | wrong answers | MiB read | median s |",
+         "|---|---|---|---|---|---|---|---|---|"]
+    for k, r in rd.items():
+        down = (f"{r['cached_errors_down']} of {r['cached_ops_down']} / {r['cold_errors_down']} of "
+                f"{r['cold_ops_down']}" if k in ("cat", "cp") else f"{r['errors_down']} of {r['ops_down']}")
+        L.append(f"| {k} | {r['ops']:,} | {r['ok']:,} | {r['errors_up']} | {down} | {r['errors_after']} | "
+                 f"{r['wrong']} | {r['mib_read']:,.0f} | {fmt(r['median_s'])} |")
+    wrong = sum(r["wrong"] for r in rd.values())
+    up = sum(r["errors_up"] for r in rd.values())
+    cached_ops = sum(r["cached_ops_down"] for r in rd.values())
+    cached_err = sum(r["cached_errors_down"] for r in rd.values())
+    late = soak["last_error_after_restore_s"]
+
+    def yes(b):
+        return "yes" if b else "**no**"
+
+    L += ["", "| target | value | met |", "|---|---|---|",
+          f"| no wrong answer (bytes, counts, listings) | {wrong} | {yes(wrong == 0)} |",
+          f"| every file in the mirror correct afterwards | {mc['files']:,} files, {mc['mib']:,.0f} MiB: "
+          f"{mc['bad']} bad, {mc['unknown']} unknown | {yes(mc['bad'] == 0 and mc['unknown'] == 0)} |",
+          f"| no error while S3 is up | {up} | {yes(up == 0)} |",
+          f"| files read before keep reading while S3 is down | {cached_err} errors in {cached_ops} "
+          f"operations | {yes(cached_err == 0 and cached_ops > 0)} |",
+          f"| errors stop after a restore | "
+          + ("none after either restore" if late is None else f"last one {late:.0f} s after a restore")
+          + f" (window {soak['grace_s']} s) | {yes(late is None or late <= soak['grace_s'])} |",
+          f"| RSS flat: last third's max within 10 % of the middle third's | {fmt(rss['middle_max'])} -> "
+          f"{fmt(rss['last_max'])} MiB | {yes(rss['flat'])} |",
+          "",
+          "| daemon | |", "|---|---|",
+          f"| VmRSS after warm-up (a third in) / at the end / max, MiB | {fmt(rss['after_warmup'])} / "
+          f"{fmt(rss['end'])} / {fmt(rss['max'])} |",
+          f"| VmHWM at the end, MiB | {fmt(rss['hwm_end'])} |",
+          f"| threads at the end / max | {rss['threads_end']} / {rss['threads_max']} |",
+          f"| open files at the end / max | {rss['fds_end']} / {rss['fds_max']} |",
+          f"| mirror at the end, MiB | {soak['mirror_mib_end']:,.0f} |",
+          "",
+          "| requests at s3sim | |", "|---|---|",
+          f"| LIST / HEAD / GET / other | {q['list']:,} / {q['head']:,} / {q['get']:,} / {q['other']:,} |",
+          f"| MiB served | {q['mib_served']:,.0f} |",
+          f"| connections / requests dropped while down | {q['conns']:,} / {q['dropped']:,} |",
+          "", f"Verdict: **{soak['verdict']}**.", ""]
+    ex = [f"{k}: {e}" for k, r in rd.items() for e in r["examples"]]
+    if ex:
+        L.append("Errors while up and wrong answers (first few):\n")
+        L += [f"- `{e}`" for e in ex[:10]]
+        L.append("")
+    return L
+
+
+def plot_soak(results, soak):
+    import gzip
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(os.path.join(results, "soak-samples.tsv")) as f:
+        sm = list(csv.DictReader(f, delimiter="\t"))
+    if not sm:
+        return
+    mins = [float(r["elapsed_s"]) / 60 for r in sm]
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(13, 7.5), sharex=True,
+                                  gridspec_kw={"height_ratios": [3, 2]})
+    for a in (ax, ax2):
+        for i, (w0, w1) in enumerate(soak["outages"]):
+            a.axvspan(w0 / 60, w1 / 60, color="#d62728", alpha=0.15, lw=0,
+                      label="S3 down" if i == 0 and a is ax else None)
+    ax.plot(mins, [float(r["rss_mib"]) for r in sm], color="#d62728", label="VmRSS")
+    ax.plot(mins, [float(r["hwm_mib"]) for r in sm], color="#ff9896", ls="--", label="VmHWM")
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel("daemon memory, MiB")
+    axm = ax.twinx()
+    axm.plot(mins, [float(r["mirror_mib"]) / 1024 for r in sm], color="#7f7f7f", ls=":", label="mirror, GiB")
+    axm.set_ylim(bottom=0)
+    axm.set_ylabel("mirror on disk, GiB")
+    axm.legend(fontsize=8, loc="lower center")
+    ax.set_title(f"s3mirrorfs soak: {soak['keys']:,} keys, 4 readers, {soak['minutes']:.0f} min, "
+                 f"S3 cut off twice ({soak['verdict']})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    # requests per second in each sample interval, and the readers' errors as ticks
+    colors = {"list": "#1f77b4", "get": "#2ca02c", "head": "#9467bd"}
+    for k, color in colors.items():
+        v = [int(r[k]) for r in sm]
+        rate = [max(0, (b - a) / max(1e-9, float(y["elapsed_s"]) - float(x["elapsed_s"])))
+                for a, b, x, y in zip(v, v[1:], sm, sm[1:])]
+        if any(rate):
+            ax2.plot(mins[1:], rate, color=color, label=f"{k.upper()}/s")
+    ops = os.path.join(results, "soak-ops.tsv.gz")
+    if os.path.exists(ops):
+        t0 = float(sm[0]["t"]) - float(sm[0]["elapsed_s"])
+        with gzip.open(ops, "rt") as f:
+            errs = [(float(r["start"]) - t0) / 60 for r in csv.DictReader(f, delimiter="\t")
+                    if r["result"] != "ok"]
+        if errs:
+            ax2.plot(errs, [0] * len(errs), "|", color="black", ms=12, label="a reader's error")
+    ax2.set_ylabel("requests/s at s3sim")
+    ax2.set_xlabel("minutes")
+    ax2.grid(alpha=0.3)
+    ax2.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(os.path.join(results, "soak.png"), dpi=100)
+
+
 def write_md(results, rows, meta, cs):
     L = []
     L.append("# Benchmark results\n")
     L.append(f"Run of {meta.get('date', '?')} with `bench/run`"
              f" (up to {meta.get('runs', '?')} runs per row, median shown, min-max in brackets;"
-             f" {int(meta.get('scale_keys', '0')):,} scale keys; {meta.get('wall_s', '?')} s in all).\n")
+             + (f" {int(meta.get('scale_keys', '0')):,} scale keys;" if scale_points(cs) else "")
+             + f" {meta.get('wall_s', '?')} s in all).\n")
     L.append("| machine | |\n|---|---|")
     for k in ("nproc", "mem", "cpu", "kernel", "os", "load", "load_end"):
         if k in meta:
@@ -539,10 +678,12 @@ def write_md(results, rows, meta, cs):
     L.extend(mem_section(cs))
     L.extend(bigdir_section(cs, meta))
     L.extend(pscale_section(cs, meta))
+    L.extend(soak_section(load_soak(results), cs))
 
     L.append("Raw numbers: [raw.tsv](raw.tsv) (one line per run; requests are counted at the relay, "
              "including background requests a daemon sent before the traffic settled). "
-             "Plot: [comparison.png](comparison.png).\n")
+             + ("Plot: [comparison.png](comparison.png).\n" if os.path.exists(os.path.join(results, "comparison.png"))
+                or any(wl in READS + SYNCS for (_, wl) in cs) else "\n"))
     ap = os.path.join(results, "analysis.md")
     if os.path.exists(ap):
         with open(ap) as f:
@@ -727,6 +868,9 @@ def main():
     write_md(results, rows, meta, cs)
     plot(results, meta, cs)
     plot_pscale(results, meta, cs, rows)
+    soak = load_soak(results)
+    if soak:
+        plot_soak(results, soak)
 
 
 if __name__ == "__main__":
