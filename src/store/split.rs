@@ -258,7 +258,10 @@ pub async fn list_split(
     journal: &mut dyn Journal,
 ) -> Listing {
     let workers = options.workers.max(1);
-    let progress = match Progress::replay(prefix, journal.replay()) {
+    // A journal whose parts are all done is a listing that ended without being
+    // told so (a crash right at its end): its keys are stale, so list anew.
+    let replayed = Progress::replay(prefix, journal.replay()).filter(|p| !p.parts.is_empty());
+    let progress = match replayed {
         Some(progress) => {
             let listed: usize = progress.runs.iter().map(Vec::len).sum();
             tracing::info!(
@@ -767,6 +770,37 @@ mod tests {
                 "{workers} workers: {again} requests to go on, {whole} for a whole listing"
             );
         }
+    }
+
+    /// A journal that never hears its listing finished (a crash right at the end).
+    #[derive(Default)]
+    struct Unfinished(Vec<Entry>);
+
+    impl Journal for Unfinished {
+        fn replay(&mut self) -> Vec<Entry> {
+            self.0.clone()
+        }
+        fn append(&mut self, entry: &Entry) {
+            self.0.push(entry.clone());
+        }
+        fn finish(&mut self) {}
+    }
+
+    #[tokio::test]
+    async fn a_journal_of_a_finished_listing_is_not_gone_on_with() {
+        let memory = Arc::new(MemoryStore::new("b").with_page_size(3));
+        for i in 0..10 {
+            memory.put(&format!("p/k{i}"), vec![1]);
+        }
+        let store: Arc<dyn ObjectStore> = Arc::clone(&memory) as Arc<dyn ObjectStore>;
+        let options = SplitOptions::default();
+        let mut journal = Unfinished::default();
+        list_split(Arc::clone(&store), "p/", &options, &mut journal).await;
+        memory.put("p/k99", vec![1]);
+        let before = memory.lists.load(std::sync::atomic::Ordering::Relaxed);
+        let listing = list_split(Arc::clone(&store), "p/", &options, &mut journal).await;
+        assert_eq!(listing.objects.len(), 11, "listed anew, with the new key");
+        assert!(memory.lists.load(std::sync::atomic::Ordering::Relaxed) > before);
     }
 
     proptest::proptest! {
