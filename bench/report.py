@@ -553,8 +553,8 @@ def write_md(results, rows, meta, cs):
     soak_only = wls == {"soak"}
     reads = any(wl in READS for wl in wls)
     if soak_only:
-        L.append(f"Run of {meta.get('date', '?')} with `bench/run --workloads soak`"
-                 f" (one run; {meta.get('wall_s', '?')} s in all).\n")
+        L.append(f"Run of {meta.get('date', '?')} with `bench/run`"
+                 f" (the soak alone: one run; {meta.get('wall_s', '?')} s in all).\n")
     else:
         L.append(f"Run of {meta.get('date', '?')} with `bench/run`"
                  f" (up to {meta.get('runs', '?')} runs per row, median shown, min-max in brackets;"
