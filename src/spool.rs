@@ -436,6 +436,22 @@ mod tests {
         assert!(results[FRAME_RECORDS].is_err());
     }
 
+    #[test]
+    fn runs_of_many_frames_that_overlap_merge_in_order() {
+        // Chunks bigger than a frame, of keys spread over the whole range.
+        let mut sorter = Sorter::with_chunk(tempfile::tempfile().unwrap(), FRAME_RECORDS * 2 + 7);
+        let n = FRAME_RECORDS as u32 * 9;
+        for i in 0..n {
+            let k = (i * 7919) % n;
+            sorter.push(rec(&format!("{k:08}"), i)).unwrap();
+        }
+        let mut spool = sorter.finish().unwrap();
+        assert!(spool.runs.len() > 3 && spool.runs[0].frames.len() > 2);
+        let keys: Vec<String> = read(&mut spool).into_iter().map(|r| r.k).collect();
+        let expected: Vec<String> = (0..n).map(|k| format!("{k:08}")).collect();
+        assert_eq!(keys, expected);
+    }
+
     proptest! {
         #[test]
         fn a_sorter_gives_every_record_once_in_order(
