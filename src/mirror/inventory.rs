@@ -185,6 +185,11 @@ impl MirrorView {
         walk(&self.dir, &self.root)
     }
 
+    /// `entries`, one at a time and in no order, without holding them all.
+    pub fn each_entry(&self, mut each: impl FnMut(Entry)) -> Vec<WalkError> {
+        walk_each(&self.dir, &self.root, &mut each)
+    }
+
     /// Every entry of every index, one at a time, the oldest index first (so
     /// of several entries of one key, the newest comes last). An index that
     /// cannot be read is skipped from where it stops making sense, with a warning.
