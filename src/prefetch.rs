@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fetch::{FetchError, Fetcher, Outcome};
 use crate::inventory::InventoryError;
-use crate::mirror::inventory::IndexEntry;
+use crate::mirror::inventory::{IndexEntry, SpooledEntry};
 use crate::mirror::{EMPTY_MD5, LocalStatus, Mirror, MirrorError, Record};
 use crate::queue::Flow;
 use crate::queue::adaptive::{Attempt, Backoff, run_adaptive};
@@ -463,7 +463,7 @@ impl Run<'_> {
         replace: u64,
         complete: bool,
         report_time: Option<SystemTime>,
-    ) -> Result<Option<Spool<plan::Copy>>, PrefetchError> {
+    ) -> Result<Option<Spool<SpooledEntry>>, PrefetchError> {
         let prefix = &self.options.prefix;
         let limit = self.options.max_change;
         if !self.options.prune || !complete {

@@ -3,6 +3,7 @@
 //! run lock. For `status`, `verify` and `restore`, which must never create a mirror
 //! where there is none.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io;
@@ -16,8 +17,10 @@ use sha2::{Digest, Sha256};
 use super::identity::{Identity, read_identity};
 use super::{Mirror, MirrorError, Record, read_record_in, read_record_of, write_record};
 use crate::layout::{RENAMED_DIR, STATE_DIR};
+use crate::spool::{Sorter, Spool, SpoolRecord};
+use crate::store::raw_bytes::bytes_of;
 use crate::store::{ETag, Key};
-use crate::sys::beneath::Dir;
+use crate::sys::beneath::{Dir, Open};
 
 /// Where the index of each prefetched prefix lives, inside the state directory.
 const INDEX_DIR: &str = "index";
@@ -279,6 +282,196 @@ impl MirrorView {
             }
         }
         Ok(merged)
+    }
+}
+
+/// A recorded copy as a spool keeps it (sorted by key).
+#[derive(Serialize, Deserialize)]
+pub struct SpooledEntry {
+    p: PathBuf,
+    k: String,
+    e: String,
+    s: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    m: Option<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    x: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    d: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl SpoolRecord for SpooledEntry {
+    fn sort_key(&self) -> Cow<'_, [u8]> {
+        bytes_of(&self.k)
+    }
+}
+
+impl SpooledEntry {
+    pub fn of(entry: Entry) -> SpooledEntry {
+        let record = entry.record;
+        SpooledEntry {
+            p: entry.path,
+            k: record.key.into(),
+            e: record.etag.as_str().to_string(),
+            s: record.size,
+            m: record.md5,
+            x: record.corrupt,
+            d: entry.directory,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.p
+    }
+
+    pub fn key(&self) -> &str {
+        &self.k
+    }
+
+    /// The entry; `None` for one whose key is not a key (never written so).
+    pub fn entry(self) -> Option<Entry> {
+        let record = Record {
+            key: Key::new(self.k).ok()?,
+            etag: ETag::new(&self.e),
+            size: self.s,
+            md5: self.m,
+            corrupt: self.x,
+        };
+        Some(Entry {
+            path: self.p,
+            record,
+            directory: self.d,
+        })
+    }
+}
+
+/// An index entry as a spool keeps it (sorted by key).
+#[derive(Serialize, Deserialize)]
+pub struct SpooledIndexEntry {
+    k: String,
+    p: String,
+    e: String,
+    s: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    m: Option<String>,
+}
+
+impl SpoolRecord for SpooledIndexEntry {
+    fn sort_key(&self) -> Cow<'_, [u8]> {
+        bytes_of(&self.k)
+    }
+}
+
+impl SpooledIndexEntry {
+    pub fn of(entry: &IndexEntry) -> SpooledIndexEntry {
+        SpooledIndexEntry {
+            k: entry.key.as_str().to_string(),
+            p: entry.path.clone(),
+            e: entry.etag.as_str().to_string(),
+            s: entry.size,
+            m: entry.md5.clone(),
+        }
+    }
+
+    pub fn entry(self) -> Option<IndexEntry> {
+        Some(IndexEntry {
+            key: Key::new(self.k).ok()?,
+            path: self.p,
+            etag: ETag::new(&self.e),
+            size: self.s,
+            md5: self.m,
+        })
+    }
+}
+
+/// Of several index entries of one key in a sorted index (from the indexes of
+/// several prefixes), the one written last.
+pub fn newest_of_each(
+    sorted: impl Iterator<Item = io::Result<SpooledIndexEntry>>,
+) -> impl Iterator<Item = io::Result<SpooledIndexEntry>> {
+    let mut sorted = sorted.peekable();
+    std::iter::from_fn(move || {
+        let mut entry = match sorted.next()? {
+            Ok(entry) => entry,
+            Err(e) => return Some(Err(e)),
+        };
+        while let Some(Ok(newer)) = sorted.next_if(|n| matches!(n, Ok(n) if n.k == entry.k)) {
+            entry = newer;
+        }
+        Some(Ok(entry))
+    })
+}
+
+impl MirrorView {
+    /// The index entries of keys under `prefix`, spooled to `scratch` to be
+    /// read back sorted (through `newest_of_each`). An index that cannot be
+    /// read is skipped, with a warning; the error is the scratch file's.
+    pub fn sorted_index(
+        &self,
+        prefix: &str,
+        scratch: File,
+    ) -> io::Result<Spool<SpooledIndexEntry>> {
+        let mut sorter = Sorter::new(scratch);
+        let mut failed = None;
+        let read = self.each_index_entry(|entry| {
+            if failed.is_none()
+                && entry.key.as_str().starts_with(prefix)
+                && let Err(e) = sorter.push(SpooledIndexEntry::of(&entry))
+            {
+                failed = Some(e);
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if let Err(e) = read {
+            tracing::warn!("cannot read the index of the last prefetch: {e}");
+        }
+        sorter.finish()
+    }
+
+    /// The recorded copies `keep` wants, spooled to `scratch` to be read back
+    /// sorted by key, with the directories that could not be read.
+    pub fn sorted_entries(
+        &self,
+        scratch: File,
+        keep: impl Fn(&Entry) -> bool,
+    ) -> io::Result<(Spool<SpooledEntry>, Vec<WalkError>)> {
+        let mut sorter = Sorter::new(scratch);
+        let mut failed = None;
+        let errors = self.each_entry(|entry| {
+            if failed.is_none()
+                && keep(&entry)
+                && let Err(e) = sorter.push(SpooledEntry::of(entry))
+            {
+                failed = Some(e);
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        Ok((sorter.finish()?, errors))
+    }
+
+    /// A scratch file for work too big for memory: unnamed, in the mirror's
+    /// `.s3mirrorfs/tmp` when this user may write there (on the mirror's disk,
+    /// and gone with its last handle), else in the system's temp directory.
+    pub fn scratch_file(&self) -> io::Result<File> {
+        let tmp = Path::new(STATE_DIR).join("tmp");
+        let unnamed = Open::read_write().unnamed(0o600);
+        self.dir.open(&tmp, unnamed).or_else(|_| {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .mode(0o600)
+                .custom_flags(libc::O_TMPFILE)
+                .open(std::env::temp_dir())
+        })
     }
 }
 

@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::plan::{Copy, Indexed};
 use super::{KeyPath, Summary};
 use crate::layout::possible_paths;
+use crate::mirror::inventory::{Entry, SpooledEntry, SpooledIndexEntry};
 use crate::mirror::{Mirror, MirrorError};
 use crate::spool::Spool;
 use crate::utc;
@@ -74,7 +74,7 @@ pub fn guard(
 /// itself does not depend on it.
 pub fn record_deletions(
     mirror: &Mirror,
-    unlisted: &mut Spool<Indexed>,
+    unlisted: &mut Spool<SpooledIndexEntry>,
     before: Option<u64>,
     summary: &mut Summary,
 ) -> Result<(), MirrorError> {
@@ -111,12 +111,17 @@ pub fn record_deletions(
 /// versions are not kept).
 pub fn prune(
     mirror: &Mirror,
-    candidates: &mut Spool<Copy>,
+    candidates: &mut Spool<SpooledEntry>,
     summary: &mut Summary,
 ) -> Result<(), MirrorError> {
     let error = super::scratch_error(mirror);
     for candidate in candidates.sorted().map_err(&error)? {
-        let Some((walked, record)) = candidate.map_err(&error)?.copy() else {
+        let Some(Entry {
+            path: walked,
+            record,
+            ..
+        }) = candidate.map_err(&error)?.entry()
+        else {
             continue;
         };
         // Since the walk, the copy may have moved out of a new directory's way

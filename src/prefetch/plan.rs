@@ -13,12 +13,13 @@ use serde::{Deserialize, Serialize};
 use super::archived::{ArchivedList, Why};
 use super::{Item, KeyPath};
 use crate::layout::{Placement, PrefixConflicts, RenameReason, place_alone, renamed_path};
-use crate::mirror::inventory::IndexEntry;
-use crate::mirror::{LocalStatus, Mirror, MirrorError, Record};
+use crate::mirror::inventory::{
+    Entry, IndexEntry, SpooledEntry, SpooledIndexEntry, newest_of_each,
+};
+use crate::mirror::{LocalStatus, Mirror, MirrorError};
 use crate::spool::{Sorter, Spool, SpoolRecord};
 use crate::store::raw_bytes::bytes_of;
 use crate::store::split::{Listed, ListedObjects};
-use crate::store::{ETag, Key};
 
 /// A key's bytes, for the spool of keys renamed out of a directory's way.
 #[derive(Serialize, Deserialize)]
@@ -67,67 +68,20 @@ fn prefix_conflicts(objects: &mut ListedObjects, scratch: File) -> io::Result<Sp
     sorter.finish()
 }
 
-/// An index entry in a spool.
-#[derive(Serialize, Deserialize)]
-pub(super) struct Indexed {
-    k: String,
-    p: String,
-    e: String,
-    s: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    m: Option<String>,
-}
-
-impl SpoolRecord for Indexed {
-    fn sort_key(&self) -> Cow<'_, [u8]> {
-        bytes_of(&self.k)
-    }
-}
-
-impl Indexed {
-    fn of(entry: &IndexEntry) -> Indexed {
-        Indexed {
-            k: entry.key.as_str().to_string(),
-            p: entry.path.clone(),
-            e: entry.etag.as_str().to_string(),
-            s: entry.size,
-            m: entry.md5.clone(),
-        }
-    }
-
-    pub(super) fn entry(self) -> Option<IndexEntry> {
-        Some(IndexEntry {
-            key: Key::new(self.k).ok()?,
-            path: self.p,
-            etag: ETag::new(&self.e),
-            size: self.s,
-            md5: self.m,
-        })
-    }
-}
-
 /// What the last prefetches listed under `prefix`, sorted by key (of several
 /// entries of one key, the newest last: see `newest_of_each`). Empty on a first run.
-fn previous_index(mirror: &Mirror, prefix: &str, scratch: File) -> io::Result<Spool<Indexed>> {
-    let mut sorter = Sorter::new(scratch);
-    let mut failed = None;
-    let read = mirror.view().and_then(|view| {
-        view.each_index_entry(|entry| {
-            if failed.is_none()
-                && entry.key.as_str().starts_with(prefix)
-                && let Err(e) = sorter.push(Indexed::of(&entry))
-            {
-                failed = Some(e);
-            }
-        })
-    });
-    if let Some(e) = failed {
-        return Err(e);
+fn previous_index(
+    mirror: &Mirror,
+    prefix: &str,
+    scratch: File,
+) -> io::Result<Spool<SpooledIndexEntry>> {
+    match mirror.view() {
+        Ok(view) => view.sorted_index(prefix, scratch),
+        Err(e) => {
+            tracing::warn!("cannot read the previous index: {e}");
+            Ok(Spool::new(scratch))
+        }
     }
-    if let Err(e) = read {
-        tracing::warn!("cannot read the previous index: {e}");
-    }
-    sorter.finish()
 }
 
 /// One object of the plan: what to do about it, as the spool keeps it.
@@ -189,7 +143,7 @@ pub(super) struct Plan {
     /// Every listed object, in S3's order, with the state of its copy.
     pub items: Spool<Planned>,
     /// Index entries of the last listings whose keys this one no longer has.
-    pub unlisted: Spool<Indexed>,
+    pub unlisted: Spool<SpooledIndexEntry>,
     /// Copies that a download would replace with another version.
     pub replace: u64,
     pub renamed: Vec<KeyPath>,
@@ -249,24 +203,6 @@ pub(super) fn plan(
     plan.items.end_run().map_err(scratch_error)?;
     plan.unlisted.end_run().map_err(scratch_error)?;
     Ok(plan)
-}
-
-/// Of several index entries of one key (from the indexes of several
-/// prefixes), the one written last.
-fn newest_of_each(
-    sorted: impl Iterator<Item = io::Result<Indexed>>,
-) -> impl Iterator<Item = io::Result<Indexed>> {
-    let mut sorted = sorted.peekable();
-    std::iter::from_fn(move || {
-        let mut entry = match sorted.next()? {
-            Ok(entry) => entry,
-            Err(e) => return Some(Err(e)),
-        };
-        while let Some(Ok(newer)) = sorted.next_if(|n| matches!(n, Ok(n) if n.k == entry.k)) {
-            entry = newer;
-        }
-        Some(Ok(entry))
-    })
 }
 
 /// Marks an object a GET cannot read, unless the mirror holds it at its listed
@@ -343,80 +279,20 @@ fn plan_one(
     (item, status)
 }
 
-/// A recorded copy in a spool.
-#[derive(Serialize, Deserialize)]
-pub(super) struct Copy {
-    p: PathBuf,
-    k: String,
-    e: String,
-    s: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    m: Option<String>,
-    #[serde(default, skip_serializing_if = "is_false")]
-    x: bool,
-}
-
-impl SpoolRecord for Copy {
-    fn sort_key(&self) -> Cow<'_, [u8]> {
-        bytes_of(&self.k)
-    }
-}
-
-impl Copy {
-    pub(super) fn path(&self) -> &Path {
-        &self.p
-    }
-
-    pub(super) fn key(&self) -> &str {
-        &self.k
-    }
-
-    pub(super) fn of(path: PathBuf, record: Record) -> Copy {
-        Copy {
-            p: path,
-            k: record.key.into(),
-            e: record.etag.as_str().to_string(),
-            s: record.size,
-            m: record.md5,
-            x: record.corrupt,
-        }
-    }
-
-    pub(super) fn copy(self) -> Option<(PathBuf, Record)> {
-        let record = Record {
-            key: Key::new(self.k).ok()?,
-            etag: ETag::new(&self.e),
-            size: self.s,
-            md5: self.m,
-            corrupt: self.x,
-        };
-        Some((self.p, record))
-    }
-}
-
 /// The recorded files under `prefix` whose key the listing no longer has (what
 /// a prune would take out), and how many files are recorded under it.
 pub(super) fn unlisted_copies(
     mirror: &Mirror,
     prefix: &str,
     objects: &mut ListedObjects,
-) -> Result<(Spool<Copy>, u64), MirrorError> {
+) -> Result<(Spool<SpooledEntry>, u64), MirrorError> {
     let scratch_error = &super::scratch_error(mirror);
-    let mut sorter = Sorter::new(mirror.scratch_file()?);
-    let (mut copies, mut failed) = (0, None);
-    mirror.each_recorded_file(|path, record| {
-        if failed.is_some() || !record.key.as_str().starts_with(prefix) {
-            return;
-        }
-        copies += 1;
-        if let Err(e) = sorter.push(Copy::of(path, record)) {
-            failed = Some(e);
-        }
-    });
-    if let Some(e) = failed {
-        return Err(scratch_error(e));
-    }
-    let mut walked = sorter.finish().map_err(scratch_error)?;
+    let view = mirror.view()?;
+    let files_under = |e: &Entry| !e.directory && e.record.key.as_str().starts_with(prefix);
+    let (mut walked, _unreadable) = view
+        .sorted_entries(mirror.scratch_file()?, files_under)
+        .map_err(scratch_error)?;
+    let copies = walked.len();
     let mut unlisted = Spool::new(mirror.scratch_file()?);
     let mut listed = objects.iter().map_err(scratch_error)?.peekable();
     // The greatest listed key passed so far: copies come in key order.

@@ -8,8 +8,8 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use super::Summary;
-use super::plan::Copy;
 use crate::inventory::{self, InventoryError, PRUNE_MARGIN, ReportLocation};
+use crate::mirror::inventory::SpooledEntry;
 use crate::mirror::{Mirror, MirrorError};
 use crate::spool::Spool;
 use crate::store::ObjectStore;
@@ -84,9 +84,9 @@ pub fn older_than(mirror: &Mirror, rel: &std::path::Path, cutoff: u64) -> bool {
 /// Leaves out of a prune the copies a report may not show yet.
 pub(super) fn keep_newer_than_report(
     mirror: &Mirror,
-    candidates: &mut Spool<Copy>,
+    candidates: &mut Spool<SpooledEntry>,
     created: SystemTime,
-) -> Result<Spool<Copy>, MirrorError> {
+) -> Result<Spool<SpooledEntry>, MirrorError> {
     let cutoff = prune_cutoff(created);
     let error = super::scratch_error(mirror);
     let mut kept = Spool::new(mirror.scratch_file()?);
@@ -109,6 +109,7 @@ pub(super) fn keep_newer_than_report(
 mod tests {
     use super::*;
     use crate::mirror::Record;
+    use crate::mirror::inventory::Entry;
 
     #[test]
     fn the_cutoff_is_a_day_before_the_report() {
@@ -139,7 +140,11 @@ mod tests {
         let mut candidates = Spool::new(mirror.scratch_file().unwrap());
         for name in ["edge", "gone", "new", "old"] {
             candidates
-                .append(&Copy::of(std::path::PathBuf::from(name), record(name)))
+                .append(&SpooledEntry::of(Entry {
+                    path: std::path::PathBuf::from(name),
+                    record: record(name),
+                    directory: false,
+                }))
                 .unwrap();
         }
         let mut kept = keep_newer_than_report(&mirror, &mut candidates, created).unwrap();
