@@ -6,11 +6,14 @@
 
 mod csv;
 
+use std::fs::File;
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
+use crate::spool::CHUNK_RECORDS;
+use crate::store::split::ListedObjects;
 use crate::store::{
     ETag, GetRequest, Key, ObjectMeta, ObjectStore, ProtocolError, RestoreState, StorageClass,
     StoreError, decode_url_key,
@@ -98,8 +101,8 @@ struct DataFile {
 /// The key list a report gives, as a listing would.
 #[derive(Debug)]
 pub struct Report {
-    /// The objects under the prefix, sorted by key, one per key.
-    pub objects: Vec<ObjectMeta>,
+    /// The objects under the prefix, on disk; read back sorted by key, one per key.
+    pub objects: ListedObjects,
     /// When S3 began the scan the report shows.
     pub created: SystemTime,
     /// The manifest read.
@@ -111,6 +114,8 @@ pub struct Report {
 pub enum InventoryError {
     #[error("reading the inventory report: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot keep the report's rows on disk: {0}")]
+    Scratch(std::io::Error),
     #[error("no inventory report under {0}: no */manifest.json there")]
     NoManifest(ReportLocation),
     #[error("{manifest}: not an S3 Inventory manifest: {source}")]
@@ -203,39 +208,34 @@ pub enum BadRow {
 }
 
 /// Reads the report at `location` from `store` (its bucket) and returns the
-/// objects of `bucket` under `prefix`. Every data file is read and checked
-/// before anything is returned, so a bad report changes nothing.
+/// objects of `bucket` under `prefix`, kept in `scratch` (an empty file nobody
+/// else writes) rather than in memory. Every data file is read and checked
+/// before anything is returned, so a bad report changes nothing. Should a
+/// report hold several rows of one key, the newest wins when they are read.
 pub async fn read(
     store: &dyn ObjectStore,
     location: &ReportLocation,
     bucket: &str,
     prefix: &str,
     now: SystemTime,
+    scratch: File,
 ) -> Result<Report, InventoryError> {
     let (manifest_at, manifest) = find_manifest(store, location).await?;
     let created = check_manifest(&manifest_at, &manifest, bucket, now)?;
     let columns = Columns::new(&manifest_at, &manifest.file_schema)?;
-    let mut objects = Vec::new();
+    let mut objects = ListedObjects::new(scratch);
     for file in &manifest.files {
         let filter = Filter {
             columns: &columns,
             bucket,
             prefix,
         };
-        objects.extend(read_data_file(store, file, &filter).await?);
+        read_data_file(store, file, &filter, &mut objects).await?;
     }
-    // One entry per key, as a listing has: should a report hold several rows
-    // of one key, the newest wins.
-    objects.sort_by(|a, b| {
-        a.key
-            .cmp(&b.key)
-            .then(b.last_modified.cmp(&a.last_modified))
-    });
-    objects.dedup_by(|later, first| later.key == first.key);
     tracing::info!(
         manifest = %manifest_at,
         created = %utc::rfc3339(created),
-        objects = objects.len(),
+        rows = objects.len(),
         "read the inventory report"
     );
     Ok(Report {
@@ -443,7 +443,8 @@ async fn read_data_file(
     store: &dyn ObjectStore,
     file: &DataFile,
     filter: &Filter<'_>,
-) -> Result<Vec<ObjectMeta>, InventoryError> {
+    objects: &mut ListedObjects,
+) -> Result<(), InventoryError> {
     use md5::Digest;
     let bucket = store.bucket().to_string();
     let key =
@@ -468,6 +469,11 @@ async fn read_data_file(
         {
             broken = Some(e);
         }
+        if gunzip.get_ref().kept() >= CHUNK_RECORDS {
+            objects
+                .add_unsorted(&gunzip.get_mut().take_kept())
+                .map_err(InventoryError::Scratch)?;
+        }
     }
     let actual = format!("{:x}", hasher.finalize());
     if !actual.eq_ignore_ascii_case(file.md5_checksum.trim()) {
@@ -487,12 +493,13 @@ async fn read_data_file(
         return Err(gzip_error(e));
     }
     let rows = gunzip.finish().map_err(gzip_error)?;
-    rows.finish().map_err(|(row, why)| InventoryError::Row {
+    let rest = rows.finish().map_err(|(row, why)| InventoryError::Row {
         bucket: bucket.clone(),
         file: file.key.clone(),
         row,
         why,
-    })
+    })?;
+    objects.add_unsorted(&rest).map_err(InventoryError::Scratch)
 }
 
 /// A whole small object (a manifest).

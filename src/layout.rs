@@ -235,6 +235,51 @@ pub fn place_all<'a>(keys: impl IntoIterator<Item = (&'a str, u64)>) -> Vec<Plac
     placements
 }
 
+/// Finds, over keys in S3's order (bytewise), the keys that `place_all` renames
+/// because another key is stored beneath them, without holding the listing: a
+/// key `K` placed as a file conflicts only with a later key starting `K/`, and
+/// every key between the two starts with `K` and a byte below `/`. So the keys
+/// still undecided at any moment are prefixes of one another (at most one per
+/// byte of the longest key), kept on a stack.
+#[derive(Default)]
+pub struct PrefixConflicts {
+    /// Keys placed as files that a later key may still conflict with, each a
+    /// prefix of the next.
+    pending: Vec<Vec<u8>>,
+}
+
+impl PrefixConflicts {
+    pub fn new() -> PrefixConflicts {
+        PrefixConflicts::default()
+    }
+
+    /// Takes the next key (of `size` bytes); calls `conflict` with each earlier
+    /// key this one shows to be a prefix of a stored key.
+    pub fn push(&mut self, key: &str, size: u64, mut conflict: impl FnMut(Vec<u8>)) {
+        let placement = place_alone(key, size);
+        let bytes = raw_bytes::bytes_of(key);
+        while let Some(top) = self.pending.last() {
+            let beneath = bytes.len() > top.len() && bytes.starts_with(top);
+            match bytes.get(top.len()) {
+                Some(b'/') if beneath => {
+                    // Only a key stored under its own path makes `top` a directory.
+                    if matches!(placement, Placement::Renamed { .. }) {
+                        break;
+                    }
+                    conflict(self.pending.pop().expect("a top"));
+                }
+                Some(next) if beneath && *next < b'/' => break,
+                _ => {
+                    self.pending.pop();
+                }
+            }
+        }
+        if matches!(placement, Placement::File(_)) {
+            self.pending.push(bytes.into_owned());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -773,6 +818,36 @@ mod tests {
                 }
                 prop_assert!(!name.chars().any(char::is_control) && name.len() <= NAME_MAX);
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// Keys in S3's order, one at a time: the same renames as `place_all`.
+        #[test]
+        fn prefix_conflicts_found_in_a_stream_are_place_all_s(
+            names in proptest::collection::btree_set("[ab/.!-]{1,6}", 0..200),
+            markers in proptest::collection::vec(proptest::bool::ANY, 200),
+        ) {
+            let keys: Vec<(String, u64)> = names
+                .iter()
+                .zip(&markers)
+                .map(|(k, empty)| (k.clone(), u64::from(!*empty || !k.ends_with('/'))))
+                .collect();
+            let placements = place_all(keys.iter().map(|(k, s)| (k.as_str(), *s)));
+            let expected: std::collections::BTreeSet<Vec<u8>> = keys
+                .iter()
+                .zip(&placements)
+                .filter(|(_, p)| matches!(p, Placement::Renamed { reason: RenameReason::PrefixConflict, .. }))
+                .map(|((k, _), _)| k.as_bytes().to_vec())
+                .collect();
+            let mut found = std::collections::BTreeSet::new();
+            let mut conflicts = PrefixConflicts::new();
+            for (key, size) in &keys {
+                conflicts.push(key, *size, |k| {
+                    found.insert(k);
+                });
+            }
+            proptest::prop_assert_eq!(found, expected);
         }
     }
 }

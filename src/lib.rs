@@ -19,6 +19,7 @@ pub mod prefetch;
 pub mod queue;
 pub mod report;
 pub mod s3;
+pub mod spool;
 pub mod sqs;
 pub mod store;
 pub mod sys;

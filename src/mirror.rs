@@ -9,7 +9,7 @@ pub mod inventory;
 mod open;
 
 use std::fs::{self, DirBuilder, File};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -143,7 +143,7 @@ pub fn md5_file(file: &File) -> io::Result<String> {
 }
 
 /// How a local copy compares with the object S3 lists.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum LocalStatus {
     /// Same key, ETag and size: nothing to fetch.
     Current,
@@ -386,6 +386,28 @@ impl Mirror {
         self.dir.open(&rel, how).map_err(self.io(&rel))
     }
 
+    /// A state file written piece by piece (for one too big to build in
+    /// memory), put in place atomically and durably by `StateWriter::commit`.
+    pub fn state_writer(&self, name: &str) -> Result<StateWriter<'_>, MirrorError> {
+        let final_rel = Path::new(STATE_DIR).join(name);
+        let dir = final_rel
+            .parent()
+            .unwrap_or(Path::new(STATE_DIR))
+            .to_path_buf();
+        if !self.dir.symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            make_dir_in(&self.dir, &dir, STATE_MODE).map_err(self.io(&dir))?;
+        }
+        let tmp = self.create_temp()?;
+        let out = tmp.file.try_clone().map_err(self.io(&tmp.path))?;
+        Ok(StateWriter {
+            mirror: self,
+            out: io::BufWriter::with_capacity(256 * 1024, out),
+            tmp,
+            final_rel,
+            dir,
+        })
+    }
+
     fn replace_state_file(
         &self,
         name: &str,
@@ -503,6 +525,16 @@ impl Mirror {
             )
             .map_err(self.io(&path))?;
         Ok((file, path))
+    }
+
+    /// A scratch file for work too big to hold in memory (see `crate::spool`),
+    /// on the mirror's disk: made in `.s3mirrorfs/tmp` and unlinked at once, so
+    /// it goes away with its last handle, even after a crash.
+    pub fn scratch_file(&self) -> Result<File, MirrorError> {
+        let temp = self.create_temp()?;
+        let file = temp.file.try_clone().map_err(self.io(&temp.path))?;
+        drop(temp);
+        Ok(file)
     }
 
     /// A new, exclusively locked temp file in `.s3mirrorfs/tmp`.
@@ -738,12 +770,19 @@ impl Mirror {
     /// Every mirrored file with its record: the key tree and the renamed directory,
     /// never the rest of the tool's state. Files without a record are the user's own.
     pub fn recorded_files(&self) -> Vec<(PathBuf, Record)> {
-        let (entries, _unreadable) = inventory::walk(&self.dir, &self.root);
-        entries
-            .into_iter()
-            .filter(|e| !e.directory)
-            .map(|e| (e.path, e.record))
-            .collect()
+        let mut files = Vec::new();
+        self.each_recorded_file(|path, record| files.push((path, record)));
+        files
+    }
+
+    /// Calls `each` with every recorded file (not marker directories), one at a
+    /// time, without holding them all.
+    pub fn each_recorded_file(&self, mut each: impl FnMut(PathBuf, Record)) {
+        let _unreadable = inventory::walk_each(&self.dir, &self.root, &mut |entry| {
+            if !entry.directory {
+                each(entry.path, entry.record);
+            }
+        });
     }
 }
 
@@ -834,6 +873,39 @@ impl TempFile {
 
     fn disarm(mut self) {
         self.armed = false;
+    }
+}
+
+/// A state file being written; nothing replaces the old one until `commit`.
+pub struct StateWriter<'a> {
+    mirror: &'a Mirror,
+    out: io::BufWriter<File>,
+    tmp: TempFile,
+    final_rel: PathBuf,
+    dir: PathBuf,
+}
+
+impl StateWriter<'_> {
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<(), MirrorError> {
+        self.out
+            .write_all(bytes)
+            .map_err(self.mirror.io(&self.tmp.path))
+    }
+
+    /// Puts the file in place of the old one, durably.
+    pub fn commit(mut self) -> Result<(), MirrorError> {
+        let mirror = self.mirror;
+        self.out.flush().map_err(mirror.io(&self.tmp.path))?;
+        self.tmp
+            .file
+            .sync_all()
+            .map_err(mirror.io(&self.tmp.path))?;
+        mirror
+            .dir
+            .rename(&self.tmp.rel, &self.final_rel)
+            .map_err(mirror.io(&self.final_rel))?;
+        self.tmp.disarm();
+        mirror.sync_rel(&self.dir)
     }
 }
 

@@ -4,12 +4,12 @@
 
 pub mod archived;
 mod changes;
+mod plan;
 #[cfg(test)]
 mod reftests;
 pub mod resume;
 pub mod source;
 
-use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -18,14 +18,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::fetch::{FetchError, Fetcher, Outcome};
 use crate::inventory::InventoryError;
-use crate::layout::{Placement, RenameReason, place_all};
-use crate::mirror::inventory::IndexEntry;
+use crate::mirror::inventory::{IndexEntry, SpooledEntry};
 use crate::mirror::{EMPTY_MD5, LocalStatus, Mirror, MirrorError, Record};
 use crate::queue::Flow;
 use crate::queue::adaptive::{Attempt, Backoff, run_adaptive};
 use crate::report::KeyError;
-use crate::store::split::{Listing, SplitOptions, list_split};
-use crate::store::{Key, ObjectMeta, ObjectStore, StoreError};
+use crate::spool::Spool;
+use crate::store::split::{ListedObjects, Listing, SplitOptions, list_split};
+use crate::store::{ObjectMeta, ObjectStore, StoreError};
 use archived::{ArchivedList, Why};
 use source::{InventorySource, KeySource};
 
@@ -308,25 +308,30 @@ struct Run<'a> {
 
 impl Run<'_> {
     /// Lists, plans, checks the plan against the guard, downloads, prunes and
-    /// expires old versions; the steps of a prefetch.
+    /// expires old versions; the steps of a prefetch. Nothing that grows with
+    /// the bucket is held in memory: the listing, the plan and the walk of the
+    /// mirror go to scratch files and are read back in key order.
     async fn mirror(
         &self,
         store: &Arc<dyn ObjectStore>,
         summary: &mut Summary,
     ) -> Result<(), PrefetchError> {
         let (fetcher, options, progress) = (self.fetcher, self.options, self.progress);
+        let mirror = Arc::clone(fetcher.mirror());
         // A report is read and checked whole before anything changes.
-        let (Listing { objects, error }, report_time) = match &options.inventory {
+        let (Listing { mut objects, error }, report_time) = match &options.inventory {
             Some(report) => {
+                let scratch = mirror.scratch_file()?;
                 let (objects, created) =
-                    source::read_report(report, store.bucket(), &options.prefix, summary).await?;
+                    source::read_report(report, store.bucket(), &options.prefix, summary, scratch)
+                        .await?;
                 let listing = Listing {
                     objects,
                     error: None,
                 };
                 (listing, created)
             }
-            None => (self.list(store).await, None),
+            None => (self.list(store).await?, None),
         };
         // A listing that gave up still had its keys fetched; only what needs the
         // whole listing (deletions, prune, the index) waits for a complete one.
@@ -342,36 +347,56 @@ impl Run<'_> {
             None => None,
         };
         let complete = cut_short.is_none();
-        let mirror = Arc::clone(fetcher.mirror());
         mirror.claim()?;
         mirror.set_keep_versions(options.keep_history_days > 0);
-        summary.listed = objects.len() as u64;
+        summary.listed = objects.len();
         progress.listed(summary.listed);
-        let listed: HashSet<Key> = objects.iter().map(|o| o.key.clone()).collect();
-        let previous = Arc::new(changes::previous_listing(&mirror, &options.prefix));
-        let mut items = plan_run(&mirror, objects, &previous, summary).await;
         let remembered = ArchivedList::load(&mirror);
-        archived::mark(&mut items, &remembered);
-        let removals = self.check_changes(&mirror, &items, &listed, complete, report_time)?;
+        let (mut objects, plan, remembered) = {
+            let mirror = Arc::clone(&mirror);
+            let prefix = options.prefix.clone();
+            tokio::task::spawn_blocking(move || {
+                let plan = plan::plan(&mirror, &prefix, &mut objects, &remembered);
+                (objects, plan, remembered)
+            })
+            .await
+            .expect("planning does not panic")
+        };
+        let mut plan = plan?;
+        summary.renamed = std::mem::take(&mut plan.renamed);
+        let removals =
+            self.check_changes(&mirror, &mut objects, plan.replace, complete, report_time)?;
+        drop(objects);
         if complete {
-            save_index(&mirror, &options.prefix, &items);
+            save_index(&mirror, &options.prefix, &mut plan.items, false)?;
             let deleted_before = report_time.map(source::prune_cutoff);
-            changes::record_deletions(&mirror, &previous, &listed, deleted_before, summary);
+            changes::record_deletions(&mirror, &mut plan.unlisted, deleted_before, summary)?;
         }
-        let index: Vec<IndexEntry> = items.iter().map(|(item, _)| index_entry(item)).collect();
-        let (fetches, mut cold) = settle_without_download(&mirror, items, summary);
+        let (mut fetches, mut cold, pending_bytes) =
+            settle_without_download(&mirror, &mut plan.items, summary)?;
         let settled = summary.downloaded + summary.up_to_date + summary.failed;
         let waiting = if options.restore_archived.is_some() {
             0
         } else {
             cold.len()
         };
-        progress.planned(
-            settled + waiting as u64,
-            fetches.iter().map(|i| i.meta.size).sum(),
-        );
+        progress.planned(settled + waiting as u64, pending_bytes);
         let fetched = summary.downloaded;
-        cold.extend(download_all(fetcher, fetches, options, progress, summary).await);
+        let mut unreadable = None;
+        let queue = fetches
+            .sorted()
+            .map_err(scratch_error(&mirror))?
+            .map_while(|planned| match planned {
+                Ok(planned) => planned.item().map(|(item, _)| item),
+                Err(e) => {
+                    unreadable = Some(e);
+                    None
+                }
+            });
+        cold.extend(download_all(fetcher, queue, options, progress, summary).await);
+        if let Some(e) = unreadable {
+            return Err(scratch_error(&mirror)(e).into());
+        }
         let cold = self.restore_archived(store, cold, summary).await;
         if let Some(e) = cut_short {
             changes::expire(&mirror, options.keep_history_days, summary);
@@ -379,31 +404,34 @@ impl Run<'_> {
         }
         archived::record(&mirror, &options.prefix, remembered, &cold, summary);
         if summary.downloaded > fetched {
-            save_final_index(&mirror, &options.prefix, index);
+            save_index(&mirror, &options.prefix, &mut plan.items, true)?;
         }
-        if let Some(candidates) = removals {
-            changes::prune(&mirror, candidates, summary);
+        if let Some(mut candidates) = removals {
+            changes::prune(&mirror, &mut candidates, summary)?;
         }
         changes::expire(&mirror, options.keep_history_days, summary);
         Ok(())
     }
 
     /// Lists every object under the prefix, parts of the key space side by side.
-    async fn list(&self, store: &Arc<dyn ObjectStore>) -> Listing {
+    async fn list(&self, store: &Arc<dyn ObjectStore>) -> Result<Listing, MirrorError> {
         let split = SplitOptions {
             workers: self.options.list_workers,
             retry_for: self.options.retry_for,
             ..SplitOptions::default()
         };
         let mirror = Arc::clone(self.fetcher.mirror());
-        let mut journal = resume::MirrorJournal::new(mirror, &self.options.prefix);
+        let scratch = mirror.scratch_file()?;
+        let mut journal = resume::MirrorJournal::new(Arc::clone(&mirror), &self.options.prefix);
         list_split(
             Arc::clone(store),
             &self.options.prefix,
             &split,
             &mut journal,
+            scratch,
         )
         .await
+        .map_err(scratch_error(&mirror))
     }
 
     /// With `--restore-archived`, requests the restores of the archived objects
@@ -431,52 +459,86 @@ impl Run<'_> {
     fn check_changes(
         &self,
         mirror: &Mirror,
-        items: &[(Item, LocalStatus)],
-        listed: &HashSet<Key>,
+        objects: &mut ListedObjects,
+        replace: u64,
         complete: bool,
         report_time: Option<SystemTime>,
-    ) -> Result<Option<Vec<(PathBuf, Record)>>, PrefetchError> {
+    ) -> Result<Option<Spool<SpooledEntry>>, PrefetchError> {
         let prefix = &self.options.prefix;
         let limit = self.options.max_change;
         if !self.options.prune || !complete {
-            let copies = || changes::copies_under(mirror, prefix).len();
-            changes::guard(items, 0, limit, copies)?;
+            let copies = || changes::count_copies(mirror, prefix);
+            changes::guard(replace, 0, limit, copies)?;
             return Ok(None);
         }
-        let copies = changes::copies_under(mirror, prefix);
-        let mut candidates = changes::prune_candidates(&copies, listed);
+        let (mut candidates, copies) = plan::unlisted_copies(mirror, prefix, objects)?;
         if let Some(created) = report_time {
-            candidates = source::keep_newer_than_report(mirror, candidates, created);
+            candidates = source::keep_newer_than_report(mirror, &mut candidates, created)?;
         }
-        changes::guard(items, candidates.len(), limit, || copies.len())?;
+        changes::guard(replace, candidates.len(), limit, || copies)?;
         Ok(Some(candidates))
     }
 }
 
-/// Compares the listing with the local copies (local syscalls only, no S3
-/// request, on a blocking thread) and records the keys stored under other paths.
-async fn plan_run(
-    mirror: &Arc<Mirror>,
-    objects: Vec<ObjectMeta>,
-    previous: &Arc<HashMap<Key, IndexEntry>>,
-    summary: &mut Summary,
-) -> Vec<(Item, LocalStatus)> {
-    let mirror = Arc::clone(mirror);
-    let previous = Arc::clone(previous);
-    let (items, renamed) = tokio::task::spawn_blocking(move || plan(&mirror, objects, &previous))
-        .await
-        .expect("planning does not panic");
-    summary.renamed = renamed;
-    items
+/// A failure to write or read the scratch files of a run (on the mirror's disk).
+fn scratch_error(mirror: &Mirror) -> impl Fn(std::io::Error) -> MirrorError + use<> {
+    let root = mirror.root().to_path_buf();
+    let path = root.join(crate::layout::STATE_DIR).join("tmp");
+    move |err| {
+        if crate::sys::is_no_space(&err) {
+            MirrorError::NoSpace {
+                mirror: root.clone(),
+                path: path.clone(),
+            }
+        } else {
+            MirrorError::Io {
+                path: path.clone(),
+                err,
+            }
+        }
+    }
 }
 
-/// Saves what the mirror should now hold, so `verify` can tell a copy deleted by
-/// hand without asking S3. Best effort: the mirror itself does not depend on it.
-fn save_index(mirror: &Mirror, prefix: &str, items: &[(Item, LocalStatus)]) {
-    let index = items.iter().map(|(item, _)| index_entry(item)).collect();
-    if let Err(e) = mirror.write_index(prefix, index) {
+/// Saves what the mirror should now hold, so `verify` can tell a copy deleted
+/// by hand without asking S3. With `current`, once downloads are done: each copy
+/// now current gets its MD5, with which the index vouches for it even where
+/// extended attributes were lost (a copy of the mirror made without them). Best
+/// effort for the mirror's own failures, logged: the mirror does not depend on
+/// it; a scratch file that cannot be read fails the run.
+fn save_index(
+    mirror: &Mirror,
+    prefix: &str,
+    items: &mut Spool<plan::Planned>,
+    current: bool,
+) -> Result<(), MirrorError> {
+    let mut writer = match mirror.index_writer(prefix) {
+        Ok(writer) => writer,
+        Err(e) => {
+            tracing::warn!("cannot save the index of this listing: {e}");
+            return Ok(());
+        }
+    };
+    for planned in items.sorted().map_err(scratch_error(mirror))? {
+        let planned = planned.map_err(scratch_error(mirror))?;
+        let Some((item, _)) = planned.item() else {
+            continue;
+        };
+        let mut entry = index_entry(&item);
+        if current && entry.md5.is_none() {
+            entry.md5 = mirror
+                .record_at(Path::new(&entry.path))
+                .filter(|r| r.key == entry.key && r.etag == entry.etag)
+                .and_then(|r| r.md5);
+        }
+        if let Err(e) = writer.push(&entry) {
+            tracing::warn!("cannot save the index of this listing: {e}");
+            return Ok(());
+        }
+    }
+    if let Err(e) = writer.commit() {
         tracing::warn!("cannot save the index of this listing: {e}");
     }
+    Ok(())
 }
 
 fn index_entry(item: &Item) -> IndexEntry {
@@ -492,30 +554,21 @@ fn index_entry(item: &Item) -> IndexEntry {
     }
 }
 
-/// Saves the index again once downloads are done, with the MD5 of each copy
-/// that is now current: with it, the index vouches for every copy even where
-/// extended attributes were lost (a copy of the mirror made without them).
-fn save_final_index(mirror: &Mirror, prefix: &str, mut index: Vec<IndexEntry>) {
-    for entry in index.iter_mut().filter(|e| e.md5.is_none()) {
-        entry.md5 = mirror
-            .record_at(Path::new(&entry.path))
-            .filter(|r| r.key == entry.key && r.etag == entry.etag)
-            .and_then(|r| r.md5);
-    }
-    if let Err(e) = mirror.write_index(prefix, index) {
-        tracing::warn!("cannot save the index of this listing: {e}");
-    }
-}
-
 /// Makes the directories of `dir/` markers and counts the current copies;
-/// returns the objects that need a download, and the archived ones.
+/// returns the objects that need a download (spooled), the archived ones, and
+/// the bytes to download.
 fn settle_without_download(
     mirror: &Mirror,
-    items: Vec<(Item, LocalStatus)>,
+    items: &mut Spool<plan::Planned>,
     summary: &mut Summary,
-) -> (Vec<Item>, Vec<Item>) {
-    let (mut fetches, mut cold) = (Vec::new(), Vec::new());
-    for (item, status) in items {
+) -> Result<(Spool<plan::Planned>, Vec<Item>, u64), MirrorError> {
+    let error = scratch_error(mirror);
+    let mut fetches = Spool::new(mirror.scratch_file()?);
+    let (mut cold, mut bytes) = (Vec::new(), 0);
+    for planned in items.sorted().map_err(&error)? {
+        let Some((item, status)) = planned.map_err(&error)?.item() else {
+            continue;
+        };
         if item.directory {
             let made = mirror.ensure_dir(&item.rel).and_then(|created| {
                 mirror.record_marker(&item.rel, &marker_record(&item.meta))?;
@@ -531,10 +584,13 @@ fn settle_without_download(
         } else if item.archived.is_some() {
             cold.push(item);
         } else {
-            fetches.push(item);
+            bytes += item.meta.size;
+            fetches
+                .append(&plan::Planned::of(&item, status))
+                .map_err(&error)?;
         }
     }
-    (fetches, cold)
+    Ok((fetches, cold, bytes))
 }
 
 /// Downloads `items`, `concurrency` at a time. A full disk stops new downloads:
@@ -542,7 +598,7 @@ fn settle_without_download(
 /// the objects S3 answered are archived: they are neither failed nor retried.
 async fn download_all(
     fetcher: &Fetcher,
-    items: Vec<Item>,
+    items: impl IntoIterator<Item = Item>,
     options: &PrefetchOptions,
     progress: &dyn Progress,
     summary: &mut Summary,
@@ -620,66 +676,6 @@ fn fail(summary: &mut Summary, meta: &ObjectMeta, error: &dyn std::fmt::Display)
     summary
         .failures
         .push(KeyError::new(meta.key.as_str(), error));
-}
-
-/// Decides where each listed object goes and whether its local copy is current.
-fn plan(
-    mirror: &Mirror,
-    objects: Vec<ObjectMeta>,
-    previous: &HashMap<Key, IndexEntry>,
-) -> (Vec<(Item, LocalStatus)>, Vec<KeyPath>) {
-    let placements = place_all(objects.iter().map(|o| (o.key.as_str(), o.size)));
-    let mut items = Vec::with_capacity(objects.len());
-    let mut renamed = Vec::new();
-    for (meta, placement) in objects.into_iter().zip(placements) {
-        let key = &meta.key;
-        let (rel, directory) = match &placement {
-            Placement::Directory(p) => (p.clone(), true),
-            Placement::File(p) => (mirror.resolve(key, p), false),
-            Placement::Renamed { path, reason } => {
-                if *reason == RenameReason::NotUtf8 {
-                    tracing::warn!(
-                        key = %meta.key,
-                        path = %path.display(),
-                        "the key is not valid UTF-8: stored under a renamed path"
-                    );
-                } else {
-                    tracing::debug!(key = %meta.key, %reason, "stored under a renamed path");
-                }
-                if *reason == RenameReason::PrefixConflict {
-                    // An earlier run stored the key under its own name before it became a prefix.
-                    mirror.move_aside(Path::new(key.as_str()), key);
-                }
-                (path.clone(), false)
-            }
-        };
-        if rel != placement.path() || matches!(placement, Placement::Renamed { .. }) {
-            renamed.push(KeyPath {
-                key: key.as_str().to_string(),
-                path: rel.to_string_lossy().into_owned(),
-            });
-        }
-        let (status, record) = if directory {
-            (LocalStatus::Missing, None)
-        } else {
-            inspect(mirror, &rel, &meta, previous.get(key))
-        };
-        let md5 = record
-            .filter(|_| status == LocalStatus::Current)
-            .and_then(|r| r.md5);
-        items.push((
-            Item {
-                meta,
-                rel,
-                directory,
-                md5,
-                changed: status == LocalStatus::Changed,
-                archived: None,
-            },
-            status,
-        ));
-    }
-    (items, renamed)
 }
 
 /// How the copy at `rel` compares with the listed object. A file that lost its

@@ -71,10 +71,32 @@ fn history_summary(root: &Dir) -> HistorySummary {
     }
 }
 
+/// What `status` counts of the recorded copies, one at a time (a mirror of
+/// millions costs no memory).
+#[derive(Default)]
+struct Counts {
+    objects: u64,
+    bytes: u64,
+    markers: u64,
+    renamed: u64,
+    marked_corrupt: u64,
+}
+
+impl Counts {
+    fn add(&mut self, entry: &crate::mirror::inventory::Entry) {
+        self.objects += 1;
+        self.bytes += entry.record.size;
+        self.markers += u64::from(entry.directory);
+        self.renamed += u64::from(entry.is_renamed());
+        self.marked_corrupt += u64::from(entry.is_marked_corrupt());
+    }
+}
+
 /// Reads the mirror at `dir` without changing it.
 pub fn run(dir: &Path) -> Result<StatusReport, AdminError> {
     let view = MirrorView::open(dir)?;
-    let (entries, errors) = view.entries();
+    let mut counts = Counts::default();
+    let errors = view.each_entry(|entry| counts.add(&entry));
     let last_prefetch = match view.read_state_file(LAST_PREFETCH_FILE)? {
         None => None,
         Some(bytes) => match serde_json::from_slice(&bytes) {
@@ -91,11 +113,11 @@ pub fn run(dir: &Path) -> Result<StatusReport, AdminError> {
         bucket: identity.as_ref().map(|i| i.bucket.clone()),
         endpoint: identity.as_ref().and_then(|i| i.endpoint.clone()),
         owner: identity.and_then(|i| i.owner),
-        objects: entries.len() as u64,
-        bytes: entries.iter().map(|e| e.record.size).sum(),
-        markers: entries.iter().filter(|e| e.directory).count() as u64,
-        renamed: entries.iter().filter(|e| e.is_renamed()).count() as u64,
-        marked_corrupt: entries.iter().filter(|e| e.is_marked_corrupt()).count() as u64,
+        objects: counts.objects,
+        bytes: counts.bytes,
+        markers: counts.markers,
+        renamed: counts.renamed,
+        marked_corrupt: counts.marked_corrupt,
         unreadable: errors
             .iter()
             .map(|e| format!("{}: {}", e.path.display(), e.err))

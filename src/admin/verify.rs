@@ -4,7 +4,6 @@
 //! with the current listing. A corrupt copy is marked so that the next prefetch
 //! fetches it again; its bytes stay until then.
 
-use std::collections::{HashMap, HashSet};
 use std::fs::{File, Metadata};
 use std::io;
 use std::path::Path;
@@ -15,13 +14,18 @@ use serde::Serialize;
 use super::{AdminError, under};
 use crate::layout::{Placement, place_alone};
 use crate::mirror::Record;
-use crate::mirror::inventory::{Entry, MirrorView, mark_corrupt};
+use crate::mirror::inventory::{
+    Entry, MirrorView, SpooledEntry, SpooledIndexEntry, mark_corrupt, newest_of_each,
+};
 use crate::mirror::read_record_of;
 use crate::prefetch::ARCHIVED_FILE;
 use crate::prefetch::archived::ArchivedList;
 use crate::queue::{Flow, run_bounded};
 use crate::report::human_bytes;
-use crate::store::{ETag, Escaped, Key, ObjectStore, StorageClass, list_all};
+use crate::spool::{Spool, SpoolRecord};
+use crate::store::raw_bytes::bytes_of;
+use crate::store::split::ListedObjects;
+use crate::store::{ETag, Escaped, Key, ObjectStore, StorageClass};
 use crate::sys::beneath::Dir;
 
 /// What is wrong with one key.
@@ -237,29 +241,21 @@ pub async fn run(
         ..VerifyReport::default()
     };
     // Listing first: a bucket that does not exist or a missing credential stops
-    // the run before any hashing.
-    let expected = expected_objects(&view, prefix, remote).await?;
+    // the run before any hashing. What the mirror should hold and what it
+    // holds go to scratch files, read back sorted by key and merged: a mirror
+    // of millions costs no more memory than one of a thousand.
+    let mut expected = expected_objects(&view, prefix, remote).await?;
     report.indexed = remote.is_some() || !expected.is_empty();
-    let entries = check_copies(&view, prefix, &mut report).await;
-    let source = if remote.is_some() {
-        "S3 lists"
-    } else {
-        "the last prefetch listed"
-    };
-    let expected_keys = compare(view.dir(), &expected, &entries, source, &mut report);
-    if remote.is_some() {
-        for entry in entries
-            .iter()
-            .filter(|e| !expected_keys.contains(&e.record.key))
-        {
-            report.add(
-                ProblemKind::Extra,
-                entry.record.key.as_str(),
-                Some(&entry.path),
-                "deleted from S3; the local copy is kept (prefetch --prune removes it)".into(),
-            );
-        }
-    }
+    let mut entries = check_copies(&view, prefix, &mut report).await?;
+    compare(
+        &view,
+        &mut expected,
+        &mut entries,
+        remote.is_some(),
+        &mut report,
+    )?;
+    // Copies are hashed a few at once: their problems are put back in key order.
+    report.problems.sort_by(|a, b| a.key.cmp(&b.key));
     if history {
         check_history(&view, prefix, &mut report).await?;
     }
@@ -351,72 +347,114 @@ fn check_version(
     }
 }
 
-/// What the mirror should hold under `prefix`, sorted by key: the S3 listing,
-/// or without `remote` the index the last prefetch saved (empty if none did).
+/// A failure to write or read a scratch file.
+fn scratch_error(view: &MirrorView) -> impl Fn(io::Error) -> AdminError + use<> {
+    let path = view.root().join(crate::layout::STATE_DIR).join("tmp");
+    move |err| {
+        AdminError::Mirror(crate::mirror::MirrorError::Io {
+            path: path.clone(),
+            err,
+        })
+    }
+}
+
+/// What the mirror should hold: the S3 listing, or the index of the last prefetch.
+enum ExpectedList {
+    Listing(ListedObjects),
+    Index(Spool<SpooledIndexEntry>),
+}
+
+impl ExpectedList {
+    fn is_empty(&self) -> bool {
+        match self {
+            ExpectedList::Listing(objects) => objects.is_empty(),
+            ExpectedList::Index(index) => index.is_empty(),
+        }
+    }
+}
+
+/// What the mirror should hold under `prefix`, on disk, to be read back sorted
+/// by key: the S3 listing, or without `remote` the index the last prefetch
+/// saved (empty if none did).
 async fn expected_objects(
     view: &MirrorView,
     prefix: &str,
     remote: Option<&dyn ObjectStore>,
-) -> Result<Vec<Expected>, AdminError> {
-    let saved = view.read_state_file(ARCHIVED_FILE)?;
-    let known = ArchivedList::decode(saved.as_deref().unwrap_or_default());
-    let archived = |key: &Key, etag: &ETag| known.get(key, etag).map(|e| e.storage_class.clone());
-    let mut expected: Vec<Expected> = match remote {
-        Some(store) => list_all(store, prefix)
-            .await?
-            .into_iter()
-            .map(|o| Expected {
-                archived: match o.archived() {
-                    true => Some(o.storage_class.clone()),
-                    false => archived(&o.key, &o.etag),
-                },
-                key: o.key,
-                etag: o.etag,
-                size: o.size,
-                path: None,
-            })
-            .collect(),
-        None => view
-            .index()?
-            .into_values()
-            .filter(|e| under(&e.key, prefix))
-            .map(|e| Expected {
-                archived: archived(&e.key, &e.etag),
-                key: e.key,
-                etag: e.etag,
-                size: e.size,
-                path: Some(e.path),
-            })
-            .collect(),
-    };
-    // Keys are unique in a listing and in the merged index.
-    expected.sort_by(|a, b| a.key.cmp(&b.key));
-    Ok(expected)
+) -> Result<ExpectedList, AdminError> {
+    let error = scratch_error(view);
+    let scratch = view.scratch_file().map_err(&error)?;
+    match remote {
+        Some(store) => {
+            let mut objects = ListedObjects::new(scratch);
+            let mut token = None;
+            loop {
+                let page = store.list_page(prefix, false, token).await?;
+                objects.add_run(&page.objects).map_err(&error)?;
+                token = match page.next {
+                    Some(next) => Some(next),
+                    None => break,
+                };
+            }
+            Ok(ExpectedList::Listing(objects))
+        }
+        None => Ok(ExpectedList::Index(
+            view.sorted_index(prefix, scratch).map_err(&error)?,
+        )),
+    }
 }
 
-/// Checks every recorded copy under `prefix` against its record; returns them.
-async fn check_copies(view: &MirrorView, prefix: &str, report: &mut VerifyReport) -> Vec<Entry> {
-    let (entries, errors) = view.entries();
+/// Checks every recorded copy under `prefix` against its record; returns them,
+/// on disk, to be read back sorted by key.
+async fn check_copies(
+    view: &MirrorView,
+    prefix: &str,
+    report: &mut VerifyReport,
+) -> Result<Spool<SpooledEntry>, AdminError> {
+    let error = scratch_error(view);
+    let scratch = view.scratch_file().map_err(&error)?;
+    let (mut entries, errors) = view
+        .sorted_entries(scratch, |e| under(&e.record.key, prefix))
+        .map_err(&error)?;
     for e in errors {
         let rel = e.path.strip_prefix(view.root()).unwrap_or(&e.path);
         let detail = format!("{}: {}", e.path.display(), e.err);
         report.add(ProblemKind::Unreadable, "", Some(rel), detail);
     }
-    let entries: Vec<Entry> = entries
-        .into_iter()
-        .filter(|e| under(&e.record.key, prefix))
-        .collect();
     // Marking a corrupt copy writes to it: only its owner does (root reading
     // another user's mirror reports, and leaves the copy as it is).
     let may_mark = view.owner().is_ok_and(|owner| owner == crate::sys::euid());
-    let checks = match view.dir().try_clone() {
-        Ok(dir) => check_all(Arc::new(dir), view.root(), &entries, may_mark).await,
-        Err(e) => entries
-            .iter()
-            .map(|_| unreadable(view.root(), io::Error::new(e.kind(), e.to_string())))
-            .collect(),
+    let dir = view.dir().try_clone().map(Arc::new);
+    let root = view.root().to_path_buf();
+    let mut unreadable_scratch = None;
+    let queue = entries.sorted().map_err(&error)?.map_while(|e| match e {
+        Ok(spooled) => spooled.entry(),
+        Err(e) => {
+            unreadable_scratch = Some(e);
+            None
+        }
+    });
+    let start = |entry: Entry| {
+        let path = root.join(&entry.path);
+        let dir = dir
+            .as_ref()
+            .map(Arc::clone)
+            .map_err(|e| io::Error::new(e.kind(), e.to_string()));
+        async move {
+            match dir {
+                Ok(dir) => tokio::task::spawn_blocking(move || {
+                    let check = check_one(&dir, &path, &entry, may_mark);
+                    (entry, check)
+                })
+                .await
+                .expect("hashing does not panic"),
+                Err(e) => {
+                    let check = unreadable(&path, e);
+                    (entry, check)
+                }
+            }
+        }
     };
-    for (entry, check) in entries.iter().zip(checks) {
+    run_bounded(queue, HASH_AT_ONCE, start, |(entry, check)| {
         report.checked += 1;
         match check {
             Check::Ok(hashed) => {
@@ -428,63 +466,145 @@ async fn check_copies(view: &MirrorView, prefix: &str, report: &mut VerifyReport
                 report.add(kind, entry.record.key.as_str(), Some(&entry.path), detail);
             }
         }
+        Flow::Continue
+    })
+    .await;
+    if let Some(e) = unreadable_scratch {
+        return Err(error(e));
     }
-    entries
+    Ok(entries)
 }
 
 /// Reports each expected object the mirror has no copy of, or only another
-/// version of; returns the expected keys.
-fn compare<'a>(
+/// version of, and with `remote`, each copy of a key S3 no longer lists: the
+/// two lists merged in key order.
+fn compare(
+    view: &MirrorView,
+    expected: &mut ExpectedList,
+    entries: &mut Spool<SpooledEntry>,
+    remote: bool,
+    report: &mut VerifyReport,
+) -> Result<(), AdminError> {
+    let error = scratch_error(view);
+    let saved = view.read_state_file(ARCHIVED_FILE)?;
+    let known = ArchivedList::decode(saved.as_deref().unwrap_or_default());
+    let archived = |key: &Key, etag: &ETag| known.get(key, etag).map(|e| e.storage_class.clone());
+    let source = if remote {
+        "S3 lists"
+    } else {
+        "the last prefetch listed"
+    };
+    let wanted: Box<dyn Iterator<Item = io::Result<Expected>>> = match expected {
+        ExpectedList::Listing(objects) => Box::new(objects.iter().map_err(&error)?.map(|o| {
+            o.map(|o| Expected {
+                archived: match o.archived() {
+                    true => Some(o.storage_class.clone()),
+                    false => archived(&o.key, &o.etag),
+                },
+                key: o.key,
+                etag: o.etag,
+                size: o.size,
+                path: None,
+            })
+        })),
+        ExpectedList::Index(index) => Box::new(
+            newest_of_each(index.sorted().map_err(&error)?)
+                .filter_map(|e| e.map(SpooledIndexEntry::entry).transpose())
+                .map(|e| {
+                    e.map(|e| Expected {
+                        archived: archived(&e.key, &e.etag),
+                        key: e.key,
+                        etag: e.etag,
+                        size: e.size,
+                        path: Some(e.path),
+                    })
+                }),
+        ),
+    };
+    let mut local = entries.sorted().map_err(&error)?.peekable();
+    let extra = |entry: Entry, report: &mut VerifyReport| {
+        if remote {
+            report.add(
+                ProblemKind::Extra,
+                entry.record.key.as_str(),
+                Some(&entry.path),
+                "deleted from S3; the local copy is kept (prefetch --prune removes it)".into(),
+            );
+        }
+    };
+    for want in wanted {
+        let want = want.map_err(&error)?;
+        let key = bytes_of(want.key.as_str()).into_owned();
+        let mut copies = Vec::new();
+        while let Some(next) = local.next_if(|e| !matches!(e, Ok(e) if *e.sort_key() > *key)) {
+            let next = next.map_err(&error)?;
+            let same = *next.sort_key() == *key;
+            let Some(entry) = next.entry() else { continue };
+            match same {
+                true => copies.push(entry),
+                false => extra(entry, report),
+            }
+        }
+        compare_one(view.dir(), &want, &copies, source, report);
+    }
+    for rest in local {
+        if let Some(entry) = rest.map_err(&error)?.entry() {
+            extra(entry, report);
+        }
+    }
+    Ok(())
+}
+
+/// Reports the expected object `want` if `copies` (the mirror's copies of its
+/// key) hold none of its version.
+fn compare_one(
     dir: &Dir,
-    expected: &'a [Expected],
-    entries: &[Entry],
+    want: &Expected,
+    copies: &[Entry],
     source: &str,
     report: &mut VerifyReport,
-) -> HashSet<&'a Key> {
-    let mut local: HashMap<&Key, Vec<&Entry>> = HashMap::new();
-    for entry in entries {
-        local.entry(&entry.record.key).or_default().push(entry);
-    }
-    let mut keys = HashSet::new();
-    for want in expected {
-        keys.insert(&want.key);
-        let (key, etag, size) = (want.key.as_str(), &want.etag, want.size);
-        match local.get(&want.key) {
-            None if is_old_marker_dir(dir, want) => {}
-            None if want.archived.is_some() => report.add(
+) {
+    let (key, etag, size) = (want.key.as_str(), &want.etag, want.size);
+    if copies.is_empty() {
+        if is_old_marker_dir(dir, want) {
+            return;
+        }
+        if want.archived.is_some() {
+            report.add(
                 ProblemKind::Archived,
                 key,
                 want.path.as_deref().map(Path::new),
                 archived_detail(want, source, "the mirror has no copy"),
-            ),
-            None => report.add(
+            );
+        } else {
+            report.add(
                 ProblemKind::Missing,
                 key,
                 want.path.as_deref().map(Path::new),
                 format!("{source} it (ETag {etag}, {size} bytes) but the mirror has no copy"),
-            ),
-            Some(copies) => {
-                let holds = |c: &&Entry| c.record.size == size && c.record.etag == *etag;
-                if !copies.iter().any(holds) && want.archived.is_some() {
-                    let copy = copies[0];
-                    let held = format!(
-                        "the mirror keeps an older version (ETag {})",
-                        copy.record.etag
-                    );
-                    let detail = archived_detail(want, source, &held);
-                    report.add(ProblemKind::Archived, key, Some(&copy.path), detail);
-                } else if !copies.iter().any(holds) {
-                    let copy = copies[0];
-                    let detail = format!(
-                        "{source} ETag {etag}, {size} bytes; the mirror holds ETag {}, {} bytes",
-                        copy.record.etag, copy.record.size
-                    );
-                    report.add(ProblemKind::Changed, key, Some(&copy.path), detail);
-                }
-            }
+            );
         }
+        return;
     }
-    keys
+    let holds = |c: &Entry| c.record.size == size && c.record.etag == *etag;
+    if copies.iter().any(holds) {
+        return;
+    }
+    let copy = &copies[0];
+    if want.archived.is_some() {
+        let held = format!(
+            "the mirror keeps an older version (ETag {})",
+            copy.record.etag
+        );
+        let detail = archived_detail(want, source, &held);
+        report.add(ProblemKind::Archived, key, Some(&copy.path), detail);
+    } else {
+        let detail = format!(
+            "{source} ETag {etag}, {size} bytes; the mirror holds ETag {}, {} bytes",
+            copy.record.etag, copy.record.size
+        );
+        report.add(ProblemKind::Changed, key, Some(&copy.path), detail);
+    }
 }
 
 /// What an archived problem says: what S3 holds, what the mirror has instead.
@@ -512,31 +632,6 @@ fn is_old_marker_dir(dir: &Dir, want: &Expected) -> bool {
 
 /// Copies hashed at once: enough to keep a disk busy, few enough for two cores.
 const HASH_AT_ONCE: usize = 4;
-
-/// Checks every entry on blocking threads, a few at once; returns each one's
-/// outcome, in order.
-async fn check_all(dir: Arc<Dir>, root: &Path, entries: &[Entry], may_mark: bool) -> Vec<Check> {
-    let mut results: Vec<Option<Check>> = entries.iter().map(|_| None).collect();
-    let start = |(i, entry): (usize, Entry)| {
-        let path = root.join(&entry.path);
-        let dir = Arc::clone(&dir);
-        async move {
-            let check =
-                tokio::task::spawn_blocking(move || check_one(&dir, &path, &entry, may_mark));
-            (i, check.await.expect("hashing does not panic"))
-        }
-    };
-    let jobs = entries.iter().cloned().enumerate();
-    run_bounded(jobs, HASH_AT_ONCE, start, |(i, check)| {
-        results[i] = Some(check);
-        Flow::Continue
-    })
-    .await;
-    results
-        .into_iter()
-        .map(|r| r.expect("every entry is checked"))
-        .collect()
-}
 
 /// Checks one copy: the record is read from the open file, so a copy a prefetch
 /// replaces meanwhile is judged by its own record.

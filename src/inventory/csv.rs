@@ -47,6 +47,16 @@ where
         }
     }
 
+    /// How many rows were kept and not yet taken.
+    pub fn kept(&self) -> usize {
+        self.kept.len()
+    }
+
+    /// What the rows gave so far, taken out (so they need not all be held at once).
+    pub fn take_kept(&mut self) -> Vec<T> {
+        std::mem::take(&mut self.kept)
+    }
+
     /// What the rows gave, or the first bad row (its number from 1, and why).
     pub fn finish(mut self) -> Result<Vec<T>, (u64, BadRow)> {
         if self.error.is_none() {

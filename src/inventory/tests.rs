@@ -190,16 +190,18 @@ async fn a_report_gives_the_sorted_objects_of_every_data_file() {
     // The newest report under the prefix is found; a dated directory without a
     // manifest yet (a report being delivered) is passed over.
     store.put("r/images/cfg/2026-12-04T00-00Z/manifest.checksum", "x");
-    let report = read(
+    let mut report = read(
         &store,
         &location("s3://inv/r/images/cfg/"),
         "images",
         "",
         now(),
+        tempfile::tempfile().unwrap(),
     )
     .await
     .unwrap();
-    let keys: Vec<&str> = report.objects.iter().map(|o| o.key.as_str()).collect();
+    let objects = report.objects.to_vec().unwrap();
+    let keys: Vec<&str> = objects.iter().map(|o| o.key.as_str()).collect();
     assert_eq!(keys, ["a", "b", "c, d"]);
     assert_eq!(
         report.manifest.key,
@@ -223,9 +225,16 @@ async fn a_data_file_that_does_not_match_its_checksum_fails_the_report() {
         gzip("\"images\",\"z\",\"1\",\"\",\"e1\",\"\"\n"),
     );
     let manifest = location("s3://inv/r/images/cfg/2026-12-03T00-00Z/manifest.json");
-    let err = read(&store, &manifest, "images", "", now())
-        .await
-        .unwrap_err();
+    let err = read(
+        &store,
+        &manifest,
+        "images",
+        "",
+        now(),
+        tempfile::tempfile().unwrap(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, InventoryError::Checksum { .. }), "{err}");
     assert!(
         err.to_string().contains("s3://inv/r/data/1.csv.gz"),
@@ -233,9 +242,16 @@ async fn a_data_file_that_does_not_match_its_checksum_fails_the_report() {
     );
     // Bytes that are not gzip at all still fail on the checksum first.
     store.put("r/data/1.csv.gz", "not gzip");
-    let err = read(&store, &manifest, "images", "", now())
-        .await
-        .unwrap_err();
+    let err = read(
+        &store,
+        &manifest,
+        "images",
+        "",
+        now(),
+        tempfile::tempfile().unwrap(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, InventoryError::Checksum { .. }), "{err}");
 }
 
@@ -243,31 +259,70 @@ async fn a_data_file_that_does_not_match_its_checksum_fails_the_report() {
 async fn reports_of_another_bucket_another_format_or_too_old_are_refused() {
     let manifest = location("s3://inv/r/images/cfg/2026-12-03T00-00Z/manifest.json");
     let other = report_store(&[], "videos", NOW_MS);
-    let err = read(&other, &manifest, "images", "", now())
-        .await
-        .unwrap_err();
+    let err = read(
+        &other,
+        &manifest,
+        "images",
+        "",
+        now(),
+        tempfile::tempfile().unwrap(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, InventoryError::OtherBucket { .. }), "{err}");
     let old = report_store(&[], "images", NOW_MS - 8 * 86_400_000);
-    let err = read(&old, &manifest, "images", "", now())
-        .await
-        .unwrap_err();
+    let err = read(
+        &old,
+        &manifest,
+        "images",
+        "",
+        now(),
+        tempfile::tempfile().unwrap(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, InventoryError::TooOld { .. }), "{err}");
     let week = report_store(&[], "images", NOW_MS - 6 * 86_400_000);
-    assert!(read(&week, &manifest, "images", "", now()).await.is_ok());
+    assert!(
+        read(
+            &week,
+            &manifest,
+            "images",
+            "",
+            now(),
+            tempfile::tempfile().unwrap()
+        )
+        .await
+        .is_ok()
+    );
     let parquet = MemoryStore::new("inv");
     let text = manifest_text("images", NOW_MS).replace("\"CSV\"", "\"Parquet\"");
     parquet.put(&manifest.key, text);
-    let err = read(&parquet, &manifest, "images", "", now())
-        .await
-        .unwrap_err();
+    let err = read(
+        &parquet,
+        &manifest,
+        "images",
+        "",
+        now(),
+        tempfile::tempfile().unwrap(),
+    )
+    .await
+    .unwrap_err();
     assert!(
         err.to_string().contains("configure the inventory as CSV"),
         "{err}"
     );
     let none = MemoryStore::new("inv");
-    let err = read(&none, &location("s3://inv/r/"), "images", "", now())
-        .await
-        .unwrap_err();
+    let err = read(
+        &none,
+        &location("s3://inv/r/"),
+        "images",
+        "",
+        now(),
+        tempfile::tempfile().unwrap(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, InventoryError::NoManifest(_)), "{err}");
 }
 

@@ -3,6 +3,7 @@
 //! run lock. For `status`, `verify` and `restore`, which must never create a mirror
 //! where there is none.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io;
@@ -16,8 +17,10 @@ use sha2::{Digest, Sha256};
 use super::identity::{Identity, read_identity};
 use super::{Mirror, MirrorError, Record, read_record_in, read_record_of, write_record};
 use crate::layout::{RENAMED_DIR, STATE_DIR};
+use crate::spool::{Sorter, Spool, SpoolRecord};
+use crate::store::raw_bytes::bytes_of;
 use crate::store::{ETag, Key};
-use crate::sys::beneath::Dir;
+use crate::sys::beneath::{Dir, Open};
 
 /// Where the index of each prefetched prefix lives, inside the state directory.
 const INDEX_DIR: &str = "index";
@@ -185,6 +188,64 @@ impl MirrorView {
         walk(&self.dir, &self.root)
     }
 
+    /// `entries`, one at a time and in no order, without holding them all.
+    pub fn each_entry(&self, mut each: impl FnMut(Entry)) -> Vec<WalkError> {
+        walk_each(&self.dir, &self.root, &mut each)
+    }
+
+    /// Every entry of every index, one at a time, the oldest index first (so
+    /// of several entries of one key, the newest comes last). An index that
+    /// cannot be read is skipped from where it stops making sense, with a warning.
+    pub fn each_index_entry(&self, mut each: impl FnMut(IndexEntry)) -> Result<(), MirrorError> {
+        use std::io::BufRead;
+        let rel = Path::new(STATE_DIR).join(INDEX_DIR);
+        let dir = self.state.join(INDEX_DIR);
+        let names = match self.dir.read_dir(&rel) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(MirrorError::Io { path: dir, err }),
+        };
+        let mut files = Vec::new();
+        for entry in names {
+            let path = dir.join(&entry.name);
+            let io_error = |err| MirrorError::Io {
+                path: path.clone(),
+                err,
+            };
+            let file = self
+                .dir
+                .open_read(&rel.join(&entry.name))
+                .map_err(io_error)?;
+            let mut reader = io::BufReader::new(file);
+            let mut header = Vec::new();
+            reader.read_until(b'\n', &mut header).map_err(io_error)?;
+            match serde_json::from_slice::<IndexHeader>(&header) {
+                Ok(header) => files.push((header.written, path, reader)),
+                Err(_) => tracing::warn!(path = %path.display(), "ignoring an unreadable index"),
+            }
+        }
+        files.sort_by_key(|(written, _, _)| *written);
+        for (_, path, reader) in files {
+            for line in reader.split(b'\n') {
+                let line = line.map_err(|err| MirrorError::Io {
+                    path: path.clone(),
+                    err,
+                })?;
+                if line.is_empty() {
+                    continue;
+                }
+                match IndexEntry::parse(&line) {
+                    Some(entry) => each(entry),
+                    None => {
+                        tracing::warn!(path = %path.display(), "an index entry cannot be read; ignoring the rest of the index");
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The index each prefetch left of what it listed; the newest entry wins for a
     /// key that several prefixes cover.
     pub fn index(&self) -> Result<HashMap<Key, IndexEntry>, MirrorError> {
@@ -224,6 +285,196 @@ impl MirrorView {
     }
 }
 
+/// A recorded copy as a spool keeps it (sorted by key).
+#[derive(Serialize, Deserialize)]
+pub struct SpooledEntry {
+    p: PathBuf,
+    k: String,
+    e: String,
+    s: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    m: Option<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    x: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    d: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl SpoolRecord for SpooledEntry {
+    fn sort_key(&self) -> Cow<'_, [u8]> {
+        bytes_of(&self.k)
+    }
+}
+
+impl SpooledEntry {
+    pub fn of(entry: Entry) -> SpooledEntry {
+        let record = entry.record;
+        SpooledEntry {
+            p: entry.path,
+            k: record.key.into(),
+            e: record.etag.as_str().to_string(),
+            s: record.size,
+            m: record.md5,
+            x: record.corrupt,
+            d: entry.directory,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.p
+    }
+
+    pub fn key(&self) -> &str {
+        &self.k
+    }
+
+    /// The entry; `None` for one whose key is not a key (never written so).
+    pub fn entry(self) -> Option<Entry> {
+        let record = Record {
+            key: Key::new(self.k).ok()?,
+            etag: ETag::new(&self.e),
+            size: self.s,
+            md5: self.m,
+            corrupt: self.x,
+        };
+        Some(Entry {
+            path: self.p,
+            record,
+            directory: self.d,
+        })
+    }
+}
+
+/// An index entry as a spool keeps it (sorted by key).
+#[derive(Serialize, Deserialize)]
+pub struct SpooledIndexEntry {
+    k: String,
+    p: String,
+    e: String,
+    s: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    m: Option<String>,
+}
+
+impl SpoolRecord for SpooledIndexEntry {
+    fn sort_key(&self) -> Cow<'_, [u8]> {
+        bytes_of(&self.k)
+    }
+}
+
+impl SpooledIndexEntry {
+    pub fn of(entry: &IndexEntry) -> SpooledIndexEntry {
+        SpooledIndexEntry {
+            k: entry.key.as_str().to_string(),
+            p: entry.path.clone(),
+            e: entry.etag.as_str().to_string(),
+            s: entry.size,
+            m: entry.md5.clone(),
+        }
+    }
+
+    pub fn entry(self) -> Option<IndexEntry> {
+        Some(IndexEntry {
+            key: Key::new(self.k).ok()?,
+            path: self.p,
+            etag: ETag::new(&self.e),
+            size: self.s,
+            md5: self.m,
+        })
+    }
+}
+
+/// Of several index entries of one key in a sorted index (from the indexes of
+/// several prefixes), the one written last.
+pub fn newest_of_each(
+    sorted: impl Iterator<Item = io::Result<SpooledIndexEntry>>,
+) -> impl Iterator<Item = io::Result<SpooledIndexEntry>> {
+    let mut sorted = sorted.peekable();
+    std::iter::from_fn(move || {
+        let mut entry = match sorted.next()? {
+            Ok(entry) => entry,
+            Err(e) => return Some(Err(e)),
+        };
+        while let Some(Ok(newer)) = sorted.next_if(|n| matches!(n, Ok(n) if n.k == entry.k)) {
+            entry = newer;
+        }
+        Some(Ok(entry))
+    })
+}
+
+impl MirrorView {
+    /// The index entries of keys under `prefix`, spooled to `scratch` to be
+    /// read back sorted (through `newest_of_each`). An index that cannot be
+    /// read is skipped, with a warning; the error is the scratch file's.
+    pub fn sorted_index(
+        &self,
+        prefix: &str,
+        scratch: File,
+    ) -> io::Result<Spool<SpooledIndexEntry>> {
+        let mut sorter = Sorter::new(scratch);
+        let mut failed = None;
+        let read = self.each_index_entry(|entry| {
+            if failed.is_none()
+                && entry.key.as_str().starts_with(prefix)
+                && let Err(e) = sorter.push(SpooledIndexEntry::of(&entry))
+            {
+                failed = Some(e);
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if let Err(e) = read {
+            tracing::warn!("cannot read the index of the last prefetch: {e}");
+        }
+        sorter.finish()
+    }
+
+    /// The recorded copies `keep` wants, spooled to `scratch` to be read back
+    /// sorted by key, with the directories that could not be read.
+    pub fn sorted_entries(
+        &self,
+        scratch: File,
+        keep: impl Fn(&Entry) -> bool,
+    ) -> io::Result<(Spool<SpooledEntry>, Vec<WalkError>)> {
+        let mut sorter = Sorter::new(scratch);
+        let mut failed = None;
+        let errors = self.each_entry(|entry| {
+            if failed.is_none()
+                && keep(&entry)
+                && let Err(e) = sorter.push(SpooledEntry::of(entry))
+            {
+                failed = Some(e);
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        Ok((sorter.finish()?, errors))
+    }
+
+    /// A scratch file for work too big for memory: unnamed, in the mirror's
+    /// `.s3mirrorfs/tmp` when this user may write there (on the mirror's disk,
+    /// and gone with its last handle), else in the system's temp directory.
+    pub fn scratch_file(&self) -> io::Result<File> {
+        let tmp = Path::new(STATE_DIR).join("tmp");
+        let unnamed = Open::read_write().unnamed(0o600);
+        self.dir.open(&tmp, unnamed).or_else(|_| {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .mode(0o600)
+                .custom_flags(libc::O_TMPFILE)
+                .open(std::env::temp_dir())
+        })
+    }
+}
+
 /// Whether `/proc/locks` shows an flock on `file`; `None` if it cannot tell alone.
 fn held_per_proc_locks(file: &File) -> Option<bool> {
     let meta = file.metadata().ok()?;
@@ -253,6 +504,13 @@ fn held_per_proc_locks(file: &File) -> Option<bool> {
 /// directories, beneath `root` (named `name` in errors); symlinks are skipped.
 pub(super) fn walk(root: &Dir, name: &Path) -> (Vec<Entry>, Vec<WalkError>) {
     let mut found = Vec::new();
+    let errors = walk_each(root, name, &mut |entry| found.push(entry));
+    found.sort_by(|a, b| a.record.key.cmp(&b.record.key));
+    (found, errors)
+}
+
+/// `walk`, handing each entry to `each` as it is found instead of keeping them.
+pub(super) fn walk_each(root: &Dir, name: &Path, each: &mut dyn FnMut(Entry)) -> Vec<WalkError> {
     let mut errors = Vec::new();
     let state = Path::new(STATE_DIR);
     let renamed = Path::new(RENAMED_DIR);
@@ -290,7 +548,7 @@ pub(super) fn walk(root: &Dir, name: &Path) -> (Vec<Entry>, Vec<WalkError>) {
                 continue;
             }
             if let Some(record) = read_record_in(root, &rel) {
-                found.push(Entry {
+                each(Entry {
                     path: rel,
                     record,
                     directory,
@@ -298,8 +556,7 @@ pub(super) fn walk(root: &Dir, name: &Path) -> (Vec<Entry>, Vec<WalkError>) {
             }
         }
     }
-    found.sort_by(|a, b| a.record.key.cmp(&b.record.key));
-    (found, errors)
+    errors
 }
 
 /// Marks the open copy as corrupt (`Record::corrupt`); its bytes stay.
@@ -371,22 +628,9 @@ impl Index {
     /// `[key, etag, size, path]` when the path is not the key, and
     /// `[key, etag, size, path or null, md5]` once the copy's MD5 is known.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = serde_json::to_vec(&IndexHeader {
-            prefix: self.prefix.clone(),
-            written: self.written,
-        })
-        .expect("header serializes");
-        out.push(b'\n');
+        let mut out = header_line(&self.prefix, self.written);
         for e in &self.entries {
-            let (key, etag) = (e.key.as_str(), e.etag.as_str());
-            let path = (e.path != key).then_some(e.path.as_str());
-            let line = match (&e.md5, path) {
-                (Some(md5), path) => serde_json::to_vec(&(key, etag, e.size, path, md5)),
-                (None, None) => serde_json::to_vec(&(key, etag, e.size)),
-                (None, Some(path)) => serde_json::to_vec(&(key, etag, e.size, path)),
-            };
-            out.extend(line.expect("entry serializes"));
-            out.push(b'\n');
+            out.extend(e.line());
         }
         out
     }
@@ -396,32 +640,75 @@ impl Index {
     pub fn decode(bytes: &[u8]) -> Option<Index> {
         let mut lines = bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty());
         let header: IndexHeader = serde_json::from_slice(lines.next()?).ok()?;
-        let mut entries = Vec::new();
-        for line in lines {
-            let value: serde_json::Value = serde_json::from_slice(line).ok()?;
-            let fields = value.as_array()?;
-            let key = Key::new(fields.first()?.as_str()?).ok()?;
-            let path = match fields.get(3) {
-                Some(serde_json::Value::Null) | None => key.as_str().to_string(),
-                Some(p) => p.as_str()?.to_string(),
-            };
-            let md5 = match fields.get(4) {
-                Some(m) => Some(m.as_str()?.to_string()),
-                None => None,
-            };
-            entries.push(IndexEntry {
-                etag: ETag::new(fields.get(1)?.as_str()?),
-                size: fields.get(2)?.as_u64()?,
-                path,
-                key,
-                md5,
-            });
-        }
+        let entries = lines.map(IndexEntry::parse).collect::<Option<_>>()?;
         Some(Index {
             prefix: header.prefix,
             written: header.written,
             entries,
         })
+    }
+}
+
+fn header_line(prefix: &str, written: u64) -> Vec<u8> {
+    let mut out = serde_json::to_vec(&IndexHeader {
+        prefix: prefix.to_string(),
+        written,
+    })
+    .expect("header serializes");
+    out.push(b'\n');
+    out
+}
+
+impl IndexEntry {
+    /// The entry as one line of an index file.
+    fn line(&self) -> Vec<u8> {
+        let (key, etag) = (self.key.as_str(), self.etag.as_str());
+        let path = (self.path != key).then_some(self.path.as_str());
+        let line = match (&self.md5, path) {
+            (Some(md5), path) => serde_json::to_vec(&(key, etag, self.size, path, md5)),
+            (None, None) => serde_json::to_vec(&(key, etag, self.size)),
+            (None, Some(path)) => serde_json::to_vec(&(key, etag, self.size, path)),
+        };
+        let mut line = line.expect("entry serializes");
+        line.push(b'\n');
+        line
+    }
+
+    fn parse(line: &[u8]) -> Option<IndexEntry> {
+        let value: serde_json::Value = serde_json::from_slice(line).ok()?;
+        let fields = value.as_array()?;
+        let key = Key::new(fields.first()?.as_str()?).ok()?;
+        let path = match fields.get(3) {
+            Some(serde_json::Value::Null) | None => key.as_str().to_string(),
+            Some(p) => p.as_str()?.to_string(),
+        };
+        let md5 = match fields.get(4) {
+            Some(m) => Some(m.as_str()?.to_string()),
+            None => None,
+        };
+        Some(IndexEntry {
+            etag: ETag::new(fields.get(1)?.as_str()?),
+            size: fields.get(2)?.as_u64()?,
+            path,
+            key,
+            md5,
+        })
+    }
+}
+
+/// An index being written entry by entry; the old one stays until `commit`.
+pub struct IndexWriter<'a> {
+    out: super::StateWriter<'a>,
+}
+
+impl IndexWriter<'_> {
+    pub fn push(&mut self, entry: &IndexEntry) -> Result<(), MirrorError> {
+        self.out.write_all(&entry.line())
+    }
+
+    /// Puts the index in place, atomically and durably.
+    pub fn commit(self) -> Result<(), MirrorError> {
+        self.out.commit()
     }
 }
 
@@ -477,18 +764,25 @@ impl Mirror {
 
     /// Saves, atomically and durably, the index of what a prefetch of `prefix` listed.
     pub fn write_index(&self, prefix: &str, entries: Vec<IndexEntry>) -> Result<(), MirrorError> {
+        let mut writer = self.index_writer(prefix)?;
+        for entry in &entries {
+            writer.push(entry)?;
+        }
+        writer.commit()
+    }
+
+    /// The index of `prefix`, written entry by entry (in key order, as a
+    /// listing gives them).
+    pub fn index_writer(&self, prefix: &str) -> Result<IndexWriter<'_>, MirrorError> {
         let written = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let index = Index {
-            prefix: prefix.to_string(),
-            written,
-            entries,
-        };
         let digest = Sha256::digest(prefix.as_bytes());
         let name: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-        self.write_state_file(&format!("{INDEX_DIR}/{name}.jsonl"), &index.encode())
+        let mut out = self.state_writer(&format!("{INDEX_DIR}/{name}.jsonl"))?;
+        out.write_all(&header_line(prefix, written))?;
+        Ok(IndexWriter { out })
     }
 }
 

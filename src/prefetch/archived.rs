@@ -13,7 +13,7 @@ use super::{Item, Progress, Summary, fail};
 use crate::mirror::Mirror;
 use crate::queue::{Flow, run_bounded};
 use crate::store::{
-    ETag, Key, ObjectStore, RestoreAnswer, RestoreRequest, RestoreState, RetrievalTier,
+    ETag, Key, ObjectMeta, ObjectStore, RestoreAnswer, RestoreRequest, RestoreState, RetrievalTier,
     StorageClass, StoreError,
 };
 
@@ -30,7 +30,7 @@ pub struct RestoreArchived {
 }
 
 /// How a prefetch knows that an object is archived.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Why {
     /// The listing's storage class (and restore status) says so.
     Listing,
@@ -110,26 +110,20 @@ impl ArchivedList {
     }
 }
 
-/// Marks the listed objects a GET cannot read, unless the mirror holds them at
-/// their listed version (then they are up to date like any other): those the
-/// listing shows archived, and those a GET of the same version answered so before.
-pub(super) fn mark(items: &mut [(Item, crate::mirror::LocalStatus)], remembered: &ArchivedList) {
-    for (item, status) in items.iter_mut() {
-        if item.directory || *status == crate::mirror::LocalStatus::Current {
-            continue;
-        }
-        let meta = &item.meta;
-        item.archived = if meta.archived() {
-            Some(Why::Listing)
-        } else if meta.restore == RestoreState::Restored {
-            // A restored copy of a Glacier object is read as usual.
-            None
-        } else {
-            let answered = remembered
-                .get(&meta.key, &meta.etag)
-                .is_some_and(|e| e.answered);
-            answered.then_some(Why::Answer)
-        };
+/// Whether a listed object is one a GET cannot read (when the mirror does not
+/// hold it at its listed version): the listing shows it archived, or a GET of
+/// the same version answered so before.
+pub(super) fn why_archived(meta: &ObjectMeta, remembered: &ArchivedList) -> Option<Why> {
+    if meta.archived() {
+        Some(Why::Listing)
+    } else if meta.restore == RestoreState::Restored {
+        // A restored copy of a Glacier object is read as usual.
+        None
+    } else {
+        let answered = remembered
+            .get(&meta.key, &meta.etag)
+            .is_some_and(|e| e.answered);
+        answered.then_some(Why::Answer)
     }
 }
 

@@ -2,15 +2,14 @@
 //! that would replace or remove too much of the mirror at once, record keys
 //! found deleted, prune into history, and expire old versions.
 
-use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::{Item, KeyPath, Summary};
+use super::{KeyPath, Summary};
 use crate::layout::possible_paths;
-use crate::mirror::inventory::IndexEntry;
-use crate::mirror::{LocalStatus, Mirror, Record};
-use crate::store::Key;
+use crate::mirror::inventory::{Entry, SpooledEntry, SpooledIndexEntry};
+use crate::mirror::{Mirror, MirrorError};
+use crate::spool::Spool;
 use crate::utc;
 
 /// Fewer changes than this never trip the guard, whatever the share.
@@ -31,26 +30,13 @@ pub struct TooManyChanges {
     pub limit: u8,
 }
 
-/// The recorded files under `prefix` (not marker directories).
-pub fn copies_under(mirror: &Mirror, prefix: &str) -> Vec<(PathBuf, Record)> {
-    mirror
-        .recorded_files()
-        .into_iter()
-        .filter(|(_, r)| r.key.as_str().starts_with(prefix))
-        .collect()
-}
-
-/// The copies a prune would take out: recorded files under the prefix whose key
-/// the listing no longer has.
-pub fn prune_candidates(
-    copies: &[(PathBuf, Record)],
-    listed: &HashSet<Key>,
-) -> Vec<(PathBuf, Record)> {
-    copies
-        .iter()
-        .filter(|(_, r)| !listed.contains(&r.key))
-        .cloned()
-        .collect()
+/// How many files are recorded under `prefix` (not marker directories).
+pub fn count_copies(mirror: &Mirror, prefix: &str) -> u64 {
+    let mut count = 0;
+    mirror.each_recorded_file(|_, record| {
+        count += u64::from(record.key.as_str().starts_with(prefix));
+    });
+    count
 }
 
 /// Refuses the run when it would replace (ETag changed) and remove more than
@@ -59,23 +45,16 @@ pub fn prune_candidates(
 /// older copy is not replaced and does not count. `copies` walks the mirror
 /// only when the guard may trip, so an ordinary run costs nothing more.
 pub fn guard(
-    items: &[(Item, LocalStatus)],
-    removals: usize,
+    replace: u64,
+    remove: u64,
     limit: u8,
-    copies: impl FnOnce() -> usize,
+    copies: impl FnOnce() -> u64,
 ) -> Result<(), TooManyChanges> {
-    let replace = items
-        .iter()
-        .filter(|(item, status)| {
-            !item.directory && item.archived.is_none() && *status == LocalStatus::Changed
-        })
-        .count() as u64;
-    let remove = removals as u64;
     let changes = replace + remove;
     if limit >= 100 || changes < GUARD_MIN_CHANGES {
         return Ok(());
     }
-    let existing = copies() as u64;
+    let existing = copies();
     if changes * 100 <= u64::from(limit) * existing {
         return Ok(());
     }
@@ -95,12 +74,15 @@ pub fn guard(
 /// itself does not depend on it.
 pub fn record_deletions(
     mirror: &Mirror,
-    previous: &HashMap<Key, IndexEntry>,
-    listed: &HashSet<Key>,
+    unlisted: &mut Spool<SpooledIndexEntry>,
     before: Option<u64>,
     summary: &mut Summary,
-) {
-    for entry in previous.values().filter(|e| !listed.contains(&e.key)) {
+) -> Result<(), MirrorError> {
+    let error = super::scratch_error(mirror);
+    for entry in unlisted.sorted().map_err(&error)? {
+        let Some(entry) = entry.map_err(&error)?.entry() else {
+            continue;
+        };
         let rel = Path::new(&entry.path);
         let Some(record) = mirror.record_at(rel).filter(|r| r.key == entry.key) else {
             continue;
@@ -122,30 +104,26 @@ pub fn record_deletions(
             Err(e) => tracing::warn!(key = %entry.key, "cannot record the deletion: {e}"),
         }
     }
-}
-
-/// What the last prefetches listed under this prefix (empty on a first run).
-pub fn previous_listing(mirror: &Mirror, prefix: &str) -> HashMap<Key, IndexEntry> {
-    let view = match mirror.view() {
-        Ok(view) => view,
-        Err(_) => return HashMap::new(),
-    };
-    match view.index() {
-        Ok(mut index) => {
-            index.retain(|key, _| key.as_str().starts_with(prefix));
-            index
-        }
-        Err(e) => {
-            tracing::warn!("cannot read the previous index: {e}");
-            HashMap::new()
-        }
-    }
+    Ok(())
 }
 
 /// Takes the copies of deleted keys out of the key tree (into history unless
 /// versions are not kept).
-pub fn prune(mirror: &Mirror, candidates: Vec<(PathBuf, Record)>, summary: &mut Summary) {
-    for (walked, record) in candidates {
+pub fn prune(
+    mirror: &Mirror,
+    candidates: &mut Spool<SpooledEntry>,
+    summary: &mut Summary,
+) -> Result<(), MirrorError> {
+    let error = super::scratch_error(mirror);
+    for candidate in candidates.sorted().map_err(&error)? {
+        let Some(Entry {
+            path: walked,
+            record,
+            ..
+        }) = candidate.map_err(&error)?.entry()
+        else {
+            continue;
+        };
         // Since the walk, the copy may have moved out of a new directory's way
         // (to its renamed path), or a mount may have replaced it.
         let holds = |rel: &PathBuf| mirror.record_at(rel).as_ref() == Some(&record);
@@ -167,6 +145,7 @@ pub fn prune(mirror: &Mirror, candidates: Vec<(PathBuf, Record)>, summary: &mut 
             Err(e) => tracing::error!(path = %rel.display(), "cannot prune: {e}"),
         }
     }
+    Ok(())
 }
 
 /// Removes the versions older than `days` (all of them for 0).
@@ -191,54 +170,18 @@ pub fn expire(mirror: &Mirror, days: u32, summary: &mut Summary) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{ETag, ObjectMeta};
-
-    fn item(status: LocalStatus) -> (Item, LocalStatus) {
-        let meta = ObjectMeta {
-            key: Key::new("k").unwrap(),
-            size: 1,
-            etag: ETag::new("\"e\""),
-            last_modified: SystemTime::UNIX_EPOCH,
-            storage_class: Default::default(),
-            restore: Default::default(),
-        };
-        let item = Item {
-            meta,
-            rel: PathBuf::from("k"),
-            directory: false,
-            md5: None,
-            changed: status == LocalStatus::Changed,
-            archived: None,
-        };
-        (item, status)
-    }
-
-    fn items(changed: usize, current: usize) -> Vec<(Item, LocalStatus)> {
-        let mut all: Vec<_> = (0..changed).map(|_| item(LocalStatus::Changed)).collect();
-        all.extend((0..current).map(|_| item(LocalStatus::Current)));
-        all
-    }
 
     #[test]
     fn the_guard_counts_replacements_and_removals_against_existing_copies() {
-        assert_eq!(guard(&items(16, 4), 0, 50, || 20).unwrap_err().percent, 80);
-        assert!(
-            guard(&items(10, 10), 0, 50, || 20).is_ok(),
-            "exactly the limit"
-        );
-        assert!(guard(&items(11, 9), 0, 50, || 20).is_err());
-        assert!(
-            guard(&items(6, 14), 5, 50, || 20).is_err(),
-            "removals count"
-        );
-        assert!(guard(&items(9, 0), 0, 50, || 9).is_ok(), "fewer than 10");
-        assert!(guard(&items(80, 20), 0, 100, || 100).is_ok(), "100 is off");
-        assert!(guard(&items(10, 90), 0, 5, || 100).is_err());
-        assert!(
-            guard(&items(10, 90), 0, 0, || 100).is_err(),
-            "0 allows none"
-        );
-        let refused = guard(&items(8, 2), 4, 50, || 12).unwrap_err();
+        assert_eq!(guard(16, 0, 50, || 20).unwrap_err().percent, 80);
+        assert!(guard(10, 0, 50, || 20).is_ok(), "exactly the limit");
+        assert!(guard(11, 0, 50, || 20).is_err());
+        assert!(guard(6, 5, 50, || 20).is_err(), "removals count");
+        assert!(guard(9, 0, 50, || 9).is_ok(), "fewer than 10");
+        assert!(guard(80, 0, 100, || 100).is_ok(), "100 is off");
+        assert!(guard(10, 0, 5, || 100).is_err());
+        assert!(guard(10, 0, 0, || 100).is_err(), "0 allows none");
+        let refused = guard(8, 4, 50, || 12).unwrap_err();
         assert_eq!(
             (refused.replace, refused.remove, refused.existing),
             (8, 4, 12)
@@ -254,7 +197,7 @@ mod tests {
             walked.set(true);
             10
         };
-        guard(&items(9, 1), 0, 50, copies).unwrap();
+        guard(9, 0, 50, copies).unwrap();
         assert!(!walked.get());
     }
 }

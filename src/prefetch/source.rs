@@ -1,7 +1,7 @@
 //! Where a prefetch takes its key list from when it is not a listing: an S3
 //! Inventory report, and what a report's age means for pruning.
 
-use std::path::PathBuf;
+use std::fs::File;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -9,8 +9,11 @@ use serde::Serialize;
 
 use super::Summary;
 use crate::inventory::{self, InventoryError, PRUNE_MARGIN, ReportLocation};
-use crate::mirror::{Mirror, Record};
-use crate::store::{ObjectMeta, ObjectStore};
+use crate::mirror::inventory::SpooledEntry;
+use crate::mirror::{Mirror, MirrorError};
+use crate::spool::Spool;
+use crate::store::ObjectStore;
+use crate::store::split::ListedObjects;
 use crate::utc;
 
 /// Where the key list of a run came from.
@@ -46,13 +49,15 @@ pub async fn read_report(
     bucket: &str,
     prefix: &str,
     summary: &mut Summary,
-) -> Result<(Vec<ObjectMeta>, Option<SystemTime>), InventoryError> {
+    scratch: File,
+) -> Result<(ListedObjects, Option<SystemTime>), InventoryError> {
     let report = inventory::read(
         source.store.as_ref(),
         &source.location,
         bucket,
         prefix,
         SystemTime::now(),
+        scratch,
     )
     .await?;
     summary.inventory_manifest = Some(report.manifest.to_string());
@@ -77,30 +82,34 @@ pub fn older_than(mirror: &Mirror, rel: &std::path::Path, cutoff: u64) -> bool {
 }
 
 /// Leaves out of a prune the copies a report may not show yet.
-pub fn keep_newer_than_report(
+pub(super) fn keep_newer_than_report(
     mirror: &Mirror,
-    candidates: Vec<(PathBuf, Record)>,
+    candidates: &mut Spool<SpooledEntry>,
     created: SystemTime,
-) -> Vec<(PathBuf, Record)> {
+) -> Result<Spool<SpooledEntry>, MirrorError> {
     let cutoff = prune_cutoff(created);
-    candidates
-        .into_iter()
-        .filter(|(rel, record)| {
-            let old = older_than(mirror, rel, cutoff);
-            if !old {
-                tracing::info!(
-                    key = %record.key,
-                    "not in the inventory report, but changed after it was made: kept"
-                );
-            }
-            old
-        })
-        .collect()
+    let error = super::scratch_error(mirror);
+    let mut kept = Spool::new(mirror.scratch_file()?);
+    for candidate in candidates.sorted().map_err(&error)? {
+        let candidate = candidate.map_err(&error)?;
+        if older_than(mirror, candidate.path(), cutoff) {
+            kept.append(&candidate).map_err(&error)?;
+        } else {
+            tracing::info!(
+                key = %candidate.key(),
+                "not in the inventory report, but changed after it was made: kept"
+            );
+        }
+    }
+    kept.end_run().map_err(&error)?;
+    Ok(kept)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mirror::Record;
+    use crate::mirror::inventory::Entry;
 
     #[test]
     fn the_cutoff_is_a_day_before_the_report() {
@@ -128,12 +137,23 @@ mod tests {
             let file = std::fs::File::options().write(true).open(&path).unwrap();
             file.set_modified(mtime).unwrap();
         }
-        let candidates = ["old", "edge", "new", "gone"]
-            .iter()
-            .map(|name| (PathBuf::from(name), record(name)))
+        let mut candidates = Spool::new(mirror.scratch_file().unwrap());
+        for name in ["edge", "gone", "new", "old"] {
+            candidates
+                .append(&SpooledEntry::of(Entry {
+                    path: std::path::PathBuf::from(name),
+                    record: record(name),
+                    directory: false,
+                }))
+                .unwrap();
+        }
+        let mut kept = keep_newer_than_report(&mirror, &mut candidates, created).unwrap();
+        let kept: Vec<String> = kept
+            .sorted()
+            .unwrap()
+            .map(|c| c.unwrap().key().to_string())
             .collect();
-        let kept = keep_newer_than_report(&mirror, candidates, created);
-        let names: Vec<&str> = kept.iter().map(|(_, r)| r.key.as_str()).collect();
-        assert_eq!(names, ["old", "edge"]);
+        let names: Vec<&str> = kept.iter().map(String::as_str).collect();
+        assert_eq!(names, ["edge", "old"]);
     }
 }

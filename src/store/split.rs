@@ -17,7 +17,10 @@
 //! with backoff for `retry_for`; after that the listing stops and returns what
 //! it has, with the error, so a caller can still use the keys it got.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -27,6 +30,7 @@ use tokio::task::JoinSet;
 
 use super::raw_bytes::bytes_of;
 use super::{ETag, Key, ListPage, ObjectMeta, ObjectStore, RestoreState, StorageClass, StoreError};
+use crate::spool::{Sorted, Spool, SpoolRecord};
 
 /// Keys per page asked for (S3's most).
 pub const PAGE_KEYS: u32 = 1000;
@@ -58,10 +62,97 @@ impl Default for SplitOptions {
 
 /// What a listing found: every key under the prefix in S3's order, or, when
 /// it gave up, the keys it listed before (`error` says why it stopped).
-#[derive(Debug, Default)]
 pub struct Listing {
-    pub objects: Vec<ObjectMeta>,
+    pub objects: ListedObjects,
     pub error: Option<StoreError>,
+}
+
+impl std::fmt::Debug for ListedObjects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListedObjects")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Listed objects, kept on disk (in a scratch file) rather than in memory, and
+/// read back in S3's order (bytewise on the keys' bytes).
+pub struct ListedObjects {
+    spool: Spool<Listed>,
+}
+
+impl ListedObjects {
+    /// An empty list in `scratch`, an empty file nobody else writes.
+    pub fn new(scratch: File) -> ListedObjects {
+        ListedObjects {
+            spool: Spool::new(scratch),
+        }
+    }
+
+    /// Objects added.
+    pub fn len(&self) -> u64 {
+        self.spool.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spool.is_empty()
+    }
+
+    /// Adds a run of objects in S3's order; runs may come in any order.
+    pub fn add_run(&mut self, run: &[ObjectMeta]) -> io::Result<()> {
+        for object in run {
+            self.spool.append(&Listed::of(object))?;
+        }
+        self.spool.end_run()
+    }
+
+    /// Adds objects in any order, sorted in memory first.
+    pub fn add_unsorted(&mut self, objects: &[ObjectMeta]) -> io::Result<()> {
+        self.spool
+            .append_unsorted_run(objects.iter().map(Listed::of).collect())
+    }
+
+    /// Every object in S3's order; of several with one key (a report may hold
+    /// such rows), the last modified. An error reading them back ends the stream.
+    pub fn iter(&mut self) -> io::Result<ListedIter<'_>> {
+        Ok(ListedIter {
+            sorted: self.spool.sorted()?.peekable(),
+        })
+    }
+
+    /// Every object, in memory: for lists known to be small, and tests.
+    pub fn to_vec(&mut self) -> io::Result<Vec<ObjectMeta>> {
+        self.iter()?.collect()
+    }
+}
+
+/// The objects of a `ListedObjects`, in order.
+pub struct ListedIter<'a> {
+    sorted: std::iter::Peekable<Sorted<'a, Listed>>,
+}
+
+impl Iterator for ListedIter<'_> {
+    type Item = io::Result<ObjectMeta>;
+
+    fn next(&mut self) -> Option<io::Result<ObjectMeta>> {
+        loop {
+            let mut listed = match self.sorted.next()? {
+                Ok(listed) => listed,
+                Err(e) => return Some(Err(e)),
+            };
+            while let Some(Ok(same)) = self
+                .sorted
+                .next_if(|n| matches!(n, Ok(n) if n.k == listed.k))
+            {
+                if same.t >= listed.t {
+                    listed = same;
+                }
+            }
+            if let Some(object) = listed.object() {
+                return Some(Ok(object));
+            }
+        }
+    }
 }
 
 /// One part of the key space.
@@ -153,6 +244,12 @@ pub struct Listed {
     r: u8,
 }
 
+impl SpoolRecord for Listed {
+    fn sort_key(&self) -> Cow<'_, [u8]> {
+        bytes_of(&self.k)
+    }
+}
+
 fn is_standard(class: &StorageClass) -> bool {
     *class == StorageClass::Standard
 }
@@ -162,7 +259,7 @@ fn is_zero(n: &u8) -> bool {
 }
 
 impl Listed {
-    fn of(object: &ObjectMeta) -> Listed {
+    pub(crate) fn of(object: &ObjectMeta) -> Listed {
         Listed {
             k: object.key.as_str().to_string(),
             s: object.size,
@@ -177,7 +274,7 @@ impl Listed {
         }
     }
 
-    fn object(self) -> Option<ObjectMeta> {
+    pub(crate) fn object(self) -> Option<ObjectMeta> {
         Some(ObjectMeta {
             key: Key::new(self.k).ok()?,
             size: self.s,
@@ -196,26 +293,30 @@ impl Listed {
 /// The parts left and the keys listed, as a journal's entries tell them.
 struct Progress {
     parts: BTreeMap<u64, Part>,
-    runs: Vec<Vec<ObjectMeta>>,
     next_id: u64,
 }
 
 impl Progress {
-    fn replay(prefix: &str, entries: Vec<Entry>) -> Option<Progress> {
+    /// The progress `entries` tell, their objects added to `objects`; `None`
+    /// when they are not a journal of a listing of `prefix`.
+    fn replay(
+        prefix: &str,
+        entries: Vec<Entry>,
+        objects: &mut ListedObjects,
+    ) -> io::Result<Option<Progress>> {
         let mut entries = entries.into_iter();
         let Some(Entry::Start {
             prefix: started,
             first,
         }) = entries.next()
         else {
-            return None;
+            return Ok(None);
         };
         if started != prefix {
-            return None;
+            return Ok(None);
         }
         let mut progress = Progress {
             parts: BTreeMap::from([(0, first)]),
-            runs: Vec::new(),
             next_id: 1,
         };
         for entry in entries {
@@ -227,7 +328,7 @@ impl Progress {
                 runs,
             } = entry
             else {
-                return None;
+                return Ok(None);
             };
             match part {
                 Some(part) => progress.parts.insert(id, part),
@@ -239,31 +340,40 @@ impl Progress {
             }
             progress.next_id = progress.next_id.max(id + 1).max(first_child + handed_out);
             for run in runs {
-                let run: Vec<ObjectMeta> = run.into_iter().filter_map(Listed::object).collect();
-                if !run.is_empty() {
-                    progress.runs.push(run);
+                for listed in &run {
+                    objects.spool.append(listed)?;
                 }
+                objects.spool.end_run()?;
             }
         }
-        Some(progress)
+        Ok(Some(progress))
     }
 }
 
 /// Lists every object under `prefix`, `options.workers` requests at once,
-/// going on from where `journal` says an earlier listing stopped.
+/// going on from where `journal` says an earlier listing stopped. The objects
+/// go to `scratch` (an empty file nobody else writes), not to memory; an error
+/// is a failure to write or read it.
 pub async fn list_split(
     store: Arc<dyn ObjectStore>,
     prefix: &str,
     options: &SplitOptions,
     journal: &mut dyn Journal,
-) -> Listing {
+    scratch: File,
+) -> io::Result<Listing> {
     let workers = options.workers.max(1);
+    let mut objects = ListedObjects::new(scratch.try_clone()?);
     // A journal whose parts are all done is a listing that ended without being
     // told so (a crash right at its end): its keys are stale, so list anew.
-    let replayed = Progress::replay(prefix, journal.replay()).filter(|p| !p.parts.is_empty());
+    let replayed =
+        Progress::replay(prefix, journal.replay(), &mut objects)?.filter(|p| !p.parts.is_empty());
+    if replayed.is_none() && !objects.is_empty() {
+        scratch.set_len(0)?;
+        objects = ListedObjects::new(scratch);
+    }
     let progress = match replayed {
         Some(progress) => {
-            let listed: usize = progress.runs.iter().map(Vec::len).sum();
+            let listed = objects.len();
             tracing::info!(
                 "going on with an earlier listing: {listed} objects listed, {} parts left",
                 progress.parts.len()
@@ -289,16 +399,11 @@ pub async fn list_split(
             });
             Progress {
                 parts: BTreeMap::from([(0, first)]),
-                runs: Vec::new(),
                 next_id: 1,
             }
         }
     };
-    let Progress {
-        parts,
-        mut runs,
-        mut next_id,
-    } = progress;
+    let Progress { parts, mut next_id } = progress;
     let mut waiting: Vec<Work> = parts
         .into_iter()
         .rev()
@@ -357,7 +462,9 @@ pub async fn list_split(
                     .collect(),
             });
         }
-        runs.extend(step.runs.into_iter().filter(|run| !run.is_empty()));
+        for run in step.runs.iter().filter(|run| !run.is_empty()) {
+            objects.add_run(run)?;
+        }
         open.fetch_add(step.children.len(), Ordering::Relaxed);
         for (n, part) in step.children.into_iter().enumerate() {
             waiting.push(Work {
@@ -379,12 +486,7 @@ pub async fn list_split(
     if error.is_none() {
         journal.finish();
     }
-    runs.sort_by(|a, b| bytes_of(a[0].key.as_str()).cmp(&bytes_of(b[0].key.as_str())));
-    let mut objects = Vec::with_capacity(runs.iter().map(Vec::len).sum());
-    for run in runs {
-        objects.extend(run);
-    }
-    Listing { objects, error }
+    Ok(Listing { objects, error })
 }
 
 /// Lists the next page of a part; `split_wanted` tells whether more parts
@@ -697,10 +799,17 @@ mod tests {
                     workers,
                     ..SplitOptions::default()
                 };
-                let listing =
-                    list_split(Arc::clone(&store), prefix, &options, &mut NoJournal).await;
+                let mut listing = list_split(
+                    Arc::clone(&store),
+                    prefix,
+                    &options,
+                    &mut NoJournal,
+                    tempfile::tempfile().unwrap(),
+                )
+                .await
+                .unwrap();
                 assert!(listing.error.is_none());
-                let split = keys(&listing.objects);
+                let split = keys(&listing.objects.to_vec().unwrap());
                 assert_eq!(split.len(), serial.len(), "{prefix:?} with {workers}");
                 assert!(
                     split == serial,
@@ -749,20 +858,48 @@ mod tests {
             // What a whole listing costs, to compare a listing that goes on with.
             let dyn_store: Arc<dyn ObjectStore> = Arc::clone(&store) as Arc<dyn ObjectStore>;
             let start = store.lists();
-            list_split(Arc::clone(&dyn_store), "p/", &options, &mut NoJournal).await;
+            list_split(
+                Arc::clone(&dyn_store),
+                "p/",
+                &options,
+                &mut NoJournal,
+                tempfile::tempfile().unwrap(),
+            )
+            .await
+            .unwrap();
             let whole = store.lists() - start;
             let before = store.lists();
             // The fourth request fails for good: the listing stops there.
             store.fail_list(before + 4, StoreError::NoSuchBucket("b".into()));
             let mut journal = VecJournal::default();
-            let first = list_split(Arc::clone(&dyn_store), "p/", &options, &mut journal).await;
+            let first = list_split(
+                Arc::clone(&dyn_store),
+                "p/",
+                &options,
+                &mut journal,
+                tempfile::tempfile().unwrap(),
+            )
+            .await
+            .unwrap();
             assert!(first.error.is_some());
             assert!(!first.objects.is_empty() && first.objects.len() < 300);
             assert!(!journal.finished);
             let stopped_at = store.lists();
-            let second = list_split(dyn_store, "p/", &options, &mut journal).await;
+            let mut second = list_split(
+                dyn_store,
+                "p/",
+                &options,
+                &mut journal,
+                tempfile::tempfile().unwrap(),
+            )
+            .await
+            .unwrap();
             assert!(second.error.is_none());
-            assert_eq!(keys(&second.objects), serial, "{workers} workers");
+            assert_eq!(
+                keys(&second.objects.to_vec().unwrap()),
+                serial,
+                "{workers} workers"
+            );
             assert!(journal.finished, "a complete listing drops its journal");
             let again = store.lists() - stopped_at;
             assert!(
@@ -795,10 +932,26 @@ mod tests {
         let store: Arc<dyn ObjectStore> = Arc::clone(&memory) as Arc<dyn ObjectStore>;
         let options = SplitOptions::default();
         let mut journal = Unfinished::default();
-        list_split(Arc::clone(&store), "p/", &options, &mut journal).await;
+        list_split(
+            Arc::clone(&store),
+            "p/",
+            &options,
+            &mut journal,
+            tempfile::tempfile().unwrap(),
+        )
+        .await
+        .unwrap();
         memory.put("p/k99", vec![1]);
         let before = memory.lists.load(std::sync::atomic::Ordering::Relaxed);
-        let listing = list_split(Arc::clone(&store), "p/", &options, &mut journal).await;
+        let listing = list_split(
+            Arc::clone(&store),
+            "p/",
+            &options,
+            &mut journal,
+            tempfile::tempfile().unwrap(),
+        )
+        .await
+        .unwrap();
         assert_eq!(listing.objects.len(), 11, "listed anew, with the new key");
         assert!(memory.lists.load(std::sync::atomic::Ordering::Relaxed) > before);
     }
@@ -823,9 +976,9 @@ mod tests {
             let (serial, split) = runtime.block_on(async {
                 let serial = keys(&list_all(store.as_ref(), prefix).await.unwrap());
                 let options = SplitOptions { workers, ..SplitOptions::default() };
-                let listing = list_split(Arc::clone(&store), prefix, &options, &mut NoJournal).await;
+                let mut listing = list_split(Arc::clone(&store), prefix, &options, &mut NoJournal, tempfile::tempfile().unwrap()).await.unwrap();
                 assert!(listing.error.is_none());
-                (serial, keys(&listing.objects))
+                (serial, keys(&listing.objects.to_vec().unwrap()))
             });
             proptest::prop_assert_eq!(split, serial);
         }

@@ -68,6 +68,15 @@ impl Open {
         }
     }
 
+    /// A file without a name in the directory opened (`O_TMPFILE`): it goes
+    /// away with its last handle. Needs `read_write`.
+    pub fn unnamed(self, mode: u32) -> Open {
+        Open {
+            flags: self.flags | libc::O_TMPFILE,
+            mode: mode as libc::mode_t,
+        }
+    }
+
     /// Do not block on a FIFO or a device someone left in the tree.
     pub fn nonblocking(self) -> Open {
         Open {
