@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::mirror::{LocalStatus, Mirror, MirrorError, Record, TempFile};
+use crate::mirror::{LocalStatus, Mirror, MirrorError, PrefixMd5, Record, TempFile};
 use crate::store::{Body, BodyError, ETag, GetRequest, GetResponse, Key, ObjectStore, StoreError};
 
 /// Times one object is fetched from the start when it changes mid-download or its
@@ -32,6 +32,9 @@ pub struct FetchConfig {
     /// enough streams in parallel for throughput, few requests per object (each
     /// request costs a round trip, and on some servers a pass over the object).
     pub parts_per_object: u64,
+    /// Parts of one object in flight at once: S3 gives each connection ~90 MiB/s,
+    /// so a large object comes at the host's rate only over many of them.
+    pub parts_at_once: usize,
     /// Attempts per part when the body fails (reset, cut short, stalled); a request
     /// that fails before its body is retried by the store itself (`--max-attempts`).
     pub max_attempts: u32,
@@ -45,8 +48,9 @@ impl Default for FetchConfig {
     fn default() -> Self {
         FetchConfig {
             part_size: 8 << 20,
-            max_part_size: 64 << 20,
-            parts_per_object: 4,
+            max_part_size: 16 << 20,
+            parts_per_object: 16,
+            parts_at_once: 16,
             max_attempts: 3,
             stall_timeout: Duration::from_secs(30),
             max_requests: 64,
@@ -207,9 +211,9 @@ impl Fetcher {
                 .fill(&tmp, key, listed_size, pin.clone(), &observer)
                 .await
             {
-                Ok(version) => {
+                Ok(Filled { version, md5 }) => {
                     let tmp = Arc::try_unwrap(tmp).expect("all part tasks are finished");
-                    match self.check_and_commit(tmp, key, rel, &version).await? {
+                    match self.check_and_commit(tmp, key, rel, &version, md5).await? {
                         None => return Ok(version),
                         Some(md5) => {
                             tracing::warn!(%key, etag = %version.etag, md5, "body does not match its ETag; fetching again");
@@ -237,22 +241,26 @@ impl Fetcher {
         Err(last)
     }
 
-    /// Hashes the filled temp file and commits it with its record, unless its MD5
-    /// contradicts an MD5 ETag: then the temp file is dropped (removed) and the MD5
-    /// that was found is returned.
+    /// Hashes the filled temp file (unless its `md5` is known already) and commits
+    /// it with its record, unless its MD5 contradicts an MD5 ETag: then the temp file
+    /// is dropped (removed) and the MD5 that was found is returned.
     async fn check_and_commit(
         &self,
         tmp: TempFile,
         key: &Key,
         rel: &Path,
         version: &Version,
+        md5: Option<String>,
     ) -> Result<Option<String>, FetchError> {
         let mirror = Arc::clone(&self.inner.mirror);
         let rel: PathBuf = rel.to_path_buf();
         let version = version.clone();
         let key = key.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let md5 = tmp.md5()?;
+            let md5 = match md5 {
+                Some(md5) => md5,
+                None => tmp.md5()?,
+            };
             if version.etag_is_md5 && !etag_is(&version.etag, &md5) {
                 return Ok(Some(md5));
             }
@@ -288,7 +296,9 @@ impl Fetcher {
     }
 
     /// Fills `tmp` with one version of the object. The other parts start as soon
-    /// as the first response has fixed the version, not after the first part.
+    /// as the first response has fixed the version, not after the first part, in
+    /// order, `parts_at_once` at a time; the run of finished parts from the first
+    /// byte is hashed meanwhile.
     async fn fill(
         &self,
         tmp: &Arc<TempFile>,
@@ -296,10 +306,11 @@ impl Fetcher {
         listed_size: u64,
         pin: Option<ETag>,
         observer: &Option<Arc<dyn Observer>>,
-    ) -> Result<Version, FetchError> {
+    ) -> Result<Filled, FetchError> {
         let min = self.inner.config.part_size.max(1);
         if listed_size <= min {
-            return self.read_range(tmp, key, None, pin, observer, None).await;
+            let version = self.read_range(tmp, key, None, pin, observer, None).await?;
+            return Ok(Filled { version, md5: None });
         }
         let part = self.part_size_for(listed_size);
         let (found, version_known) = tokio::sync::oneshot::channel();
@@ -309,28 +320,54 @@ impl Fetcher {
             Ok(version) => version,
             // The first part failed before any response: its error says why.
             Err(_) => {
-                return parts
-                    .join_next()
-                    .await
-                    .expect("the first part was spawned")
-                    .expect("part task does not panic");
+                let failed = parts.join_next().await.expect("the first part was spawned");
+                return Err(failed
+                    .expect("part task does not panic")
+                    .expect_err("a part that found no version failed"));
             }
         };
         if version.size > part {
             tmp.set_len(version.size)?;
         }
-        let mut start = part;
-        while start < version.size {
-            let end = (start + part).min(version.size);
-            let etag = Some(version.etag.clone());
-            parts.spawn(self.part(tmp, key, start..end, etag, observer, None));
-            start = end;
+        let mut hash = InOrderMd5::new(Arc::clone(tmp), part, version.size);
+        let mut next = part;
+        let done = loop {
+            let at_once = self.inner.config.parts_at_once.max(1);
+            while next < version.size && parts.len() < at_once {
+                let end = (next + part).min(version.size);
+                let etag = Some(version.etag.clone());
+                parts.spawn(self.part(tmp, key, next..end, etag, observer, None));
+                next = end;
+            }
+            hash.go_on();
+            tokio::select! {
+                done = parts.join_next(), if !parts.is_empty() => {
+                    match done.expect("parts is not empty").expect("part task does not panic") {
+                        Ok(range) => hash.finished(range),
+                        Err(e) => break Err(e),
+                    }
+                }
+                hashed = hash.step(), if hash.hashing() => {
+                    if let Err(e) = hashed {
+                        break Err(e);
+                    }
+                }
+                else => break Ok(()),
+            }
+        };
+        if let Err(e) = done {
+            // Nothing of the attempt may outlive it: its temp file goes with it.
+            parts.abort_all();
+            while parts.join_next().await.is_some() {}
+            hash.settle().await;
+            return Err(e);
         }
-        join_parts(parts).await?;
-        Ok(version)
+        let md5 = hash.finish();
+        Ok(Filled { version, md5 })
     }
 
-    /// The task that reads one part of a large object into `tmp`.
+    /// The task that reads one part of a large object into `tmp`; it ends with the
+    /// bytes of the object the part holds.
     fn part(
         &self,
         tmp: &Arc<TempFile>,
@@ -339,12 +376,14 @@ impl Fetcher {
         pinned: Option<ETag>,
         observer: &Option<Arc<dyn Observer>>,
         found: Option<tokio::sync::oneshot::Sender<Version>>,
-    ) -> impl Future<Output = Result<Version, FetchError>> + Send + 'static {
+    ) -> impl Future<Output = Result<Range<u64>, FetchError>> + Send + 'static {
         let (this, tmp, key, observer) =
             (self.clone(), Arc::clone(tmp), key.clone(), observer.clone());
         async move {
-            this.read_range(&tmp, &key, Some(range), pinned, &observer, found)
-                .await
+            let version = this
+                .read_range(&tmp, &key, Some(range.clone()), pinned, &observer, found)
+                .await?;
+            Ok(range.start..range.end.min(version.size))
         }
     }
 
@@ -619,16 +658,90 @@ impl RangedRead<'_> {
     }
 }
 
-/// Waits for every part; on the first failure the others are stopped.
-async fn join_parts(mut parts: JoinSet<Result<Version, FetchError>>) -> Result<(), FetchError> {
-    while let Some(result) = parts.join_next().await {
-        if let Err(e) = result.expect("part task does not panic") {
-            parts.abort_all();
-            while parts.join_next().await.is_some() {}
-            return Err(e);
+/// A filled temp file: the version it holds, and the MD5 of its bytes when it
+/// was hashed while the parts arrived.
+struct Filled {
+    version: Version,
+    md5: Option<String>,
+}
+
+/// Hashes a download in parts in order while the parts arrive: the run of
+/// finished parts from the first byte is hashed on the blocking pool, a part at a
+/// time (so a failed download leaves at most one part's hashing behind it).
+struct InOrderMd5 {
+    tmp: Arc<TempFile>,
+    part: u64,
+    size: u64,
+    /// Whether each part (by index) is wholly in the file.
+    finished: Vec<bool>,
+    /// The hash, while no step is running.
+    idle: Option<PrefixMd5>,
+    running: Option<tokio::task::JoinHandle<Result<PrefixMd5, MirrorError>>>,
+}
+
+impl InOrderMd5 {
+    fn new(tmp: Arc<TempFile>, part: u64, size: u64) -> InOrderMd5 {
+        InOrderMd5 {
+            tmp,
+            part,
+            size,
+            finished: vec![false; size.div_ceil(part).max(1) as usize],
+            idle: Some(PrefixMd5::default()),
+            running: None,
         }
     }
-    Ok(())
+
+    /// Part `range` is wholly in the file.
+    fn finished(&mut self, range: Range<u64>) {
+        self.finished[(range.start / self.part) as usize] = true;
+    }
+
+    /// Where the run of finished parts from the first byte ends.
+    fn ready(&self) -> u64 {
+        let parts = self.finished.iter().take_while(|done| **done).count() as u64;
+        (parts * self.part).min(self.size)
+    }
+
+    /// Starts hashing the next finished part, unless a step is running.
+    fn go_on(&mut self) {
+        let ready = self.ready();
+        let Some(mut md5) = self.idle.take_if(|md5| md5.len() < ready) else {
+            return;
+        };
+        let end = ready.min(md5.len() + self.part);
+        let tmp = Arc::clone(&self.tmp);
+        self.running = Some(tokio::task::spawn_blocking(move || {
+            tmp.hash(&mut md5, end).map(|()| md5)
+        }));
+    }
+
+    fn hashing(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Waits for the running step.
+    async fn step(&mut self) -> Result<(), FetchError> {
+        let running = self.running.as_mut().expect("a step is running");
+        let hashed = running.await.map_err(joined)?;
+        self.running = None;
+        self.idle = Some(hashed?);
+        Ok(())
+    }
+
+    /// Waits for the running step, if any, whatever its outcome.
+    async fn settle(&mut self) {
+        if let Some(running) = self.running.take() {
+            let _ = running.await;
+        }
+    }
+
+    /// The MD5 of the whole object, once every byte is hashed.
+    fn finish(mut self) -> Option<String> {
+        self.idle
+            .take()
+            .filter(|md5| md5.len() == self.size)
+            .map(PrefixMd5::finish)
+    }
 }
 
 /// A blocking task that did not finish: a panic goes on up; a task the runtime
@@ -767,14 +880,88 @@ mod tests {
     }
 
     #[test]
-    fn parts_are_a_quarter_of_the_object_within_bounds() {
+    fn parts_are_a_sixteenth_of_the_object_within_bounds() {
         let (f, _, _dir) = fetcher(FetchConfig::default());
         const MIB: u64 = 1 << 20;
         assert_eq!(f.part_size_for(9 * MIB), 8 * MIB);
-        assert_eq!(f.part_size_for(40 * MIB), 10 * MIB);
-        assert_eq!(f.part_size_for(41 * MIB), 11 * MIB, "whole MiB");
-        assert_eq!(f.part_size_for(256 * MIB), 64 * MIB);
-        assert_eq!(f.part_size_for(1 << 40), 64 * MIB);
+        assert_eq!(f.part_size_for(160 * MIB), 10 * MIB);
+        assert_eq!(f.part_size_for(161 * MIB), 11 * MIB, "whole MiB");
+        assert_eq!(f.part_size_for(256 * MIB), 16 * MIB);
+        assert_eq!(f.part_size_for(1 << 40), 16 * MIB);
+    }
+
+    /// Stores `data` under an ETag that is its MD5, as S3 gives a single-part object.
+    fn put_md5(store: &FailingStore<MemoryStore>, key: &str, data: &[u8]) -> ETag {
+        use md5::Digest;
+        let etag = ETag::new(&format!("\"{:x}\"", md5::Md5::digest(data)));
+        store
+            .inner()
+            .put_with_etag(key, data.to_vec(), etag.clone());
+        store.claim_md5_etags(true);
+        etag
+    }
+
+    /// A config of small parts, `at_once` of them in flight.
+    fn small_parts(at_once: usize) -> FetchConfig {
+        FetchConfig {
+            part_size: 1000,
+            max_part_size: 1000,
+            parts_at_once: at_once,
+            ..FetchConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn parts_are_asked_for_in_order_pinned_and_hashed_as_they_come() {
+        let (f, store, dir) = flaky(Vec::new(), small_parts(3));
+        let data = sample(10_500);
+        let etag = put_md5(&store, "k", &data);
+        let key = Key::new("k").unwrap();
+        f.ensure(&key, &etag, 10_500, Path::new("k")).await.unwrap();
+        assert!(std::fs::read(dir.path().join("k")).unwrap() == data);
+        let starts: Vec<u64> = asked(&store)
+            .into_iter()
+            .map(|r| r.unwrap().start)
+            .collect();
+        assert_eq!(starts, (0..11).map(|i| i * 1000).collect::<Vec<_>>());
+        let requests = store.requests();
+        assert!(
+            requests[0].if_match.is_none(),
+            "the first finds the version"
+        );
+        assert!(
+            requests[1..]
+                .iter()
+                .all(|r| r.if_match.as_ref() == Some(&etag))
+        );
+        let record = crate::mirror::read_record(&dir.path().join("k")).unwrap();
+        let md5 = crate::mirror::md5_file(&std::fs::File::open(dir.path().join("k")).unwrap());
+        assert_eq!(record.md5, Some(md5.unwrap()));
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_part_fails_the_in_order_hash_and_the_object_comes_again() {
+        let (f, store, dir) = flaky(vec![(4, GetFault::Corrupt)], small_parts(2));
+        let data = sample(5_000);
+        let etag = put_md5(&store, "k", &data);
+        let key = Key::new("k").unwrap();
+        f.ensure(&key, &etag, 5_000, Path::new("k")).await.unwrap();
+        assert!(std::fs::read(dir.path().join("k")).unwrap() == data);
+        assert_eq!(store.gets(), 10, "every part twice");
+    }
+
+    #[tokio::test]
+    async fn a_part_that_keeps_failing_fails_the_download_and_leaves_nothing() {
+        let cuts = (3..=5).map(|n| (n, GetFault::CutAfter(10))).collect();
+        let (f, store, dir) = flaky(cuts, small_parts(1));
+        let etag = store.inner().put("k", sample(5_000));
+        let key = Key::new("k").unwrap();
+        let err = f.ensure(&key, &etag, 5_000, Path::new("k")).await;
+        assert!(err.unwrap_err().to_string().contains("after 3 attempts"));
+        assert!(!dir.path().join("k").exists());
+        let tmp = std::fs::read_dir(dir.path().join(".s3mirrorfs/tmp")).unwrap();
+        assert_eq!(tmp.count(), 0, "no temp file left");
+        assert_eq!(store.gets(), 5, "no part after the one that failed");
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@ mod handles;
 mod inodes;
 pub mod listing;
 mod listing_cache;
+mod page_cache;
 mod siblings;
 pub mod stream;
 mod streams;
@@ -38,6 +39,7 @@ use listing_cache::ListingCache;
 pub use listing_cache::{
     LIST_AHEAD_AT_ONCE, LIST_AHEAD_MAX, LISTED_BYTES_MAX, OFFLINE_BACKOFF, ONE_PAGE_ENTRIES,
 };
+use page_cache::PageCaches;
 use siblings::Siblings;
 pub use siblings::{
     SIBLING_MAX_SIZE, SIBLINGS_AT_ONCE, SIBLINGS_DIR_BYTES, SIBLINGS_MAX, SIBLINGS_MIN_FREE,
@@ -87,6 +89,12 @@ enum OpenFile {
     Stream(Streamed),
 }
 
+/// An open file handle: the file it reads, and what it opened.
+struct OpenHandle {
+    ino: Ino,
+    file: OpenFile,
+}
+
 /// A file opened while the mirror did not hold its version.
 struct Streamed {
     stream: Arc<Download>,
@@ -125,6 +133,9 @@ impl Dir {
 pub struct Opened {
     pub fh: u64,
     pub local: Option<Arc<File>>,
+    /// Whether the kernel may keep the pages it cached of the file: they are bytes
+    /// of the version this handle reads.
+    pub keep_cache: bool,
 }
 
 /// The filesystem.
@@ -137,7 +148,9 @@ pub struct Fs {
     listings: ListingCache,
     streams: Streams,
     siblings: Arc<Siblings>,
-    handles: Handles<OpenFile>,
+    handles: Handles<OpenHandle>,
+    /// What the kernel's page cache of each open file may hold.
+    page_caches: Arc<PageCaches>,
     archived: Arc<Archived>,
     let_go: OnceLock<LetGoHook>,
 }
@@ -181,6 +194,7 @@ impl Fs {
                 Arc::clone(&archived),
             )),
             handles: Handles::default(),
+            page_caches: Arc::default(),
             archived,
             let_go: OnceLock::new(),
             fetcher,
@@ -191,10 +205,16 @@ impl Fs {
     }
 
     /// Sets what to do when a reader's download is committed (once; later calls
-    /// are ignored). The FUSE adapter drops the kernel's cached pages of the file
-    /// then: from now on its reads go to the mirror file.
+    /// are ignored), if no handle of the file is open by then. The FUSE adapter drops
+    /// the kernel's cached pages of the file then: from now on its reads go to the
+    /// mirror file. A reader still reading keeps them: they are the same bytes.
     pub fn on_commit(&self, hook: CommitHook) {
-        self.streams.on_commit(hook);
+        let caches = Arc::clone(&self.page_caches);
+        self.streams.on_commit(Box::new(move |ino| {
+            if !caches.in_use(ino) {
+                hook(ino);
+            }
+        }));
     }
 
     /// Sets how to tell the kernel to let names go (once; later calls are
@@ -295,6 +315,9 @@ impl Fs {
             // Off the kernel's path: it walks every heap of the allocator.
             self.rt.spawn_blocking(crate::sys::release_free_memory);
         }
+        if self.inodes.with(ino, |_| ()).is_err() {
+            self.page_caches.forget(ino);
+        }
     }
 
     /// How many inodes the filesystem holds, the root included.
@@ -365,27 +388,38 @@ impl Fs {
         let rel = mirror.path_for(&key, entry.size);
         if let Some(file) = mirror.open_current(&rel, &key, &etag, entry.size) {
             let file = Arc::new(file);
-            let fh = self.handles.insert(OpenFile::Local(Arc::clone(&file)));
+            let fh = self.handles.insert(OpenHandle {
+                ino,
+                file: OpenFile::Local(Arc::clone(&file)),
+            });
             return Ok(Opened {
                 fh,
                 local: Some(file),
+                keep_cache: self.page_caches.open(ino, fh, &etag),
             });
         }
         if entry.archived || self.archived.known(&key, &etag) {
             return Err(self.archived.refuse(&key, &entry.storage_class()));
         }
         let stream = self.streams.open(ino, &key, &etag, entry.size, &rel);
-        let fh = self.handles.insert(OpenFile::Stream(Streamed {
-            stream,
-            key,
-            etag,
-            size: entry.size,
-            rel,
-            class: entry.storage_class(),
-            local: Mutex::new(None),
-        }));
+        let fh = self.handles.insert(OpenHandle {
+            ino,
+            file: OpenFile::Stream(Streamed {
+                stream,
+                key,
+                etag: etag.clone(),
+                size: entry.size,
+                rel,
+                class: entry.storage_class(),
+                local: Mutex::new(None),
+            }),
+        });
         self.fetch_siblings(parent, &entry.name);
-        Ok(Opened { fh, local: None })
+        Ok(Opened {
+            fh,
+            local: None,
+            keep_cache: self.page_caches.open(ino, fh, &etag),
+        })
     }
 
     /// After a cold read in a directory, fetches its other files in the background
@@ -430,7 +464,7 @@ impl Fs {
         size: u32,
         wait: bool,
     ) -> Result<Option<Vec<u8>>, FsError> {
-        match self.handles.get(fh)?.as_ref() {
+        match &self.handles.get(fh)?.file {
             OpenFile::Local(file) => read_at(file, offset, size).map(Some),
             OpenFile::Stream(streamed) => self.read_streamed(streamed, offset, size, wait),
         }
@@ -507,7 +541,9 @@ impl Fs {
 
     /// Closes `fh`.
     pub fn release(&self, fh: u64) {
-        self.handles.remove(fh);
+        if let Some(handle) = self.handles.remove(fh) {
+            self.page_caches.release(handle.ino, fh);
+        }
     }
 }
 
@@ -710,6 +746,36 @@ mod tests {
         let opened = f.fs.open(two.ino).unwrap();
         assert!(opened.local.is_some(), "served from the mirror");
         f.fs.release(opened.fh);
+    }
+
+    #[test]
+    fn the_kernel_keeps_cached_pages_only_of_the_version_opened() {
+        let f = fixture(Duration::ZERO);
+        let keeps = |ino| {
+            let opened = f.fs.open(ino).unwrap();
+            f.fs.release(opened.fh);
+            opened.keep_cache
+        };
+        let top = f.fs.lookup(ROOT_INO, "top").unwrap();
+        assert!(!keeps(top.ino), "nothing is known of the cache");
+        assert_eq!(read_all(&f.fs, top.ino), b"hello");
+        assert!(keeps(top.ino), "the same version, streamed or not");
+        wait_for_copy(&f, "top", 5);
+        let opened = f.fs.open(top.ino).unwrap();
+        assert!(
+            opened.local.is_some() && opened.keep_cache,
+            "from the mirror"
+        );
+        f.scratch.store.put("top", "changed");
+        let top = f.fs.lookup(ROOT_INO, "top").unwrap();
+        assert!(
+            !keeps(top.ino),
+            "another version: a handle of the old is open"
+        );
+        f.fs.release(opened.fh);
+        assert!(!keeps(top.ino), "pages of the old one may be there");
+        assert!(keeps(top.ino));
+        assert_eq!(read_all(&f.fs, top.ino), b"changed");
     }
 
     fn etag_of(f: &Fixture, key: &str) -> ETag {

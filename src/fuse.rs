@@ -306,10 +306,16 @@ impl Filesystem for FuseFs {
             Ok(opened) => opened,
             Err(e) => return reply.error(failed("open", &e)),
         };
+        // The kernel keeps its cached pages only when they hold this version.
+        let flags = if opened.keep_cache {
+            FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        };
         let mut backing = self.backing.lock();
         let Some(file) = opened.local else {
             backing.served_open(ino.0);
-            return reply.opened(FileHandle(opened.fh), FopenFlags::empty());
+            return reply.opened(FileHandle(opened.fh), flags);
         };
         if self.passthrough.load(Ordering::Relaxed) && !backing.served.contains_key(&ino.0) {
             let existing = backing.by_inode.get(&ino.0).and_then(Weak::upgrade);
@@ -321,6 +327,8 @@ impl Filesystem for FuseFs {
                 Ok(id) => {
                     backing.by_inode.insert(ino.0, Arc::downgrade(&id));
                     backing.by_handle.insert(opened.fh, Arc::clone(&id));
+                    // Its reads go to the mirror file: pages cached of it through
+                    // the daemon are dropped (no FOPEN_KEEP_CACHE).
                     return reply.opened_passthrough(
                         FileHandle(opened.fh),
                         FopenFlags::empty(),
@@ -336,7 +344,7 @@ impl Filesystem for FuseFs {
             }
         }
         backing.served_open(ino.0);
-        reply.opened(FileHandle(opened.fh), FopenFlags::FOPEN_KEEP_CACHE)
+        reply.opened(FileHandle(opened.fh), flags)
     }
 
     fn read(
@@ -492,8 +500,8 @@ impl Mounted {
         };
         let session = Session::new(fuse, mountpoint, &config)?;
         // Pages the kernel cached while a file streamed through the daemon are dead
-        // weight once it is in the mirror (later opens read the mirror file, by
-        // passthrough): drop them now rather than at the next open.
+        // weight once it is in the mirror and nobody reads it (later opens read the
+        // mirror file, by passthrough): drop them now rather than at the next open.
         let notifier = session.notifier();
         shared.on_commit(Box::new(move |ino| {
             if let Err(e) = notifier.inval_inode(INodeNo(ino), 0, 0) {

@@ -125,21 +125,58 @@ impl Record {
 
 /// The MD5 of a file's contents, as lower-case hex.
 pub fn md5_file(file: &File) -> io::Result<String> {
-    use md5::Digest;
-    let mut hasher = md5::Md5::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut offset = 0;
-    loop {
-        let n = match file.read_at(&mut buf, offset) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        offset += n as u64;
+    let mut prefix = PrefixMd5::default();
+    prefix.extend(file, None)?;
+    Ok(prefix.finish())
+}
+
+/// The MD5 of a file's first bytes, extended as more of them become final: a
+/// download in parts hashes the run of finished parts from the first byte while
+/// later parts still arrive, so little is left to hash once the last one lands.
+#[derive(Clone, Default)]
+pub struct PrefixMd5 {
+    hasher: md5::Md5,
+    len: u64,
+}
+
+impl PrefixMd5 {
+    /// How many bytes are hashed.
+    pub fn len(&self) -> u64 {
+        self.len
     }
-    Ok(format!("{:x}", hasher.finalize()))
+
+    /// Whether no byte is hashed yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Hashes `file` from `len()` up to `end` (to its end if `None`); a file that
+    /// ends before `end` is an error.
+    pub fn extend(&mut self, file: &File, end: Option<u64>) -> io::Result<()> {
+        use md5::Digest;
+        const STEP: u64 = 1 << 20;
+        let mut buf =
+            vec![0u8; end.map_or(STEP, |e| e.saturating_sub(self.len).min(STEP)) as usize];
+        while end.is_none_or(|end| self.len < end) {
+            let want = end.map_or(STEP, |end| (end - self.len).min(STEP)) as usize;
+            let n = match file.read_at(&mut buf[..want], self.len) {
+                Ok(0) if end.is_none() => break,
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.hasher.update(&buf[..n]);
+            self.len += n as u64;
+        }
+        Ok(())
+    }
+
+    /// The MD5 of the bytes hashed, as lower-case hex.
+    pub fn finish(self) -> String {
+        use md5::Digest;
+        format!("{:x}", self.hasher.finalize())
+    }
 }
 
 /// How a local copy compares with the object S3 lists.
@@ -866,6 +903,11 @@ impl TempFile {
         md5_file(&self.file).map_err(|e| self.error(e))
     }
 
+    /// Extends `md5` over the bytes written up to `end`.
+    pub fn hash(&self, md5: &mut PrefixMd5, end: u64) -> Result<(), MirrorError> {
+        md5.extend(&self.file, Some(end)).map_err(|e| self.error(e))
+    }
+
     /// The temp file's path, for error messages.
     pub fn path(&self) -> &Path {
         &self.path
@@ -1096,6 +1138,24 @@ mod tests {
             format!("{:x}", md5::Md5::digest(&big))
         };
         assert_eq!(tmp.md5().unwrap(), expected);
+    }
+
+    #[test]
+    fn a_prefix_md5_extended_in_steps_is_the_md5_of_the_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let bytes: Vec<u8> = (0..(2 << 20) + 3).map(|i: u32| (i % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        let mut prefix = PrefixMd5::default();
+        assert!(prefix.is_empty());
+        for end in [10, 10, 1 << 20, (1 << 20) + 1, bytes.len() as u64] {
+            prefix.extend(&file, Some(end)).unwrap();
+            assert_eq!(prefix.len(), end);
+        }
+        assert_eq!(prefix.clone().finish(), md5_file(&file).unwrap());
+        let past = prefix.extend(&file, Some(bytes.len() as u64 + 1));
+        assert_eq!(past.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
     }
 
     #[test]

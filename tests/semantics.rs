@@ -99,12 +99,16 @@ fn quoted_names_modes_and_limits_match_the_code() {
 
     let fetch = FetchConfig::default();
     quoted(&format!(
-        "more than {} MiB are fetched in ranged parts in parallel, a quarter of the object each, at least {} MiB and at most {} MiB",
+        "more than {} MiB are fetched in ranged parts in parallel, a sixteenth of the object each, at least {} MiB and at most {} MiB",
         fetch.part_size >> 20,
         fetch.part_size >> 20,
         fetch.max_part_size >> 20
     ));
-    assert_eq!(fetch.parts_per_object, 4, "SEMANTICS.md says a quarter");
+    assert_eq!(fetch.parts_per_object, 16, "SEMANTICS.md says a sixteenth");
+    quoted(&format!(
+        "at most {} parts of one object at once",
+        fetch.parts_at_once
+    ));
     quoted(&format!("no data for {} s", fetch.stall_timeout.as_secs()));
     quoted(&format!("up to {} attempts", fetch.max_attempts));
     let s3 = S3Options::default();

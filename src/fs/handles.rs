@@ -37,9 +37,9 @@ impl<T> Handles<T> {
         open.get(&fh).cloned().ok_or_else(FsError::bad_handle)
     }
 
-    /// Closes `fh`; what it opened lives on while a read still holds it.
-    pub fn remove(&self, fh: u64) {
-        self.open.lock().remove(&fh);
+    /// Closes `fh` and gives what it opened, which lives on while a read still holds it.
+    pub fn remove(&self, fh: u64) -> Option<Arc<T>> {
+        self.open.lock().remove(&fh)
     }
 }
 

@@ -68,6 +68,8 @@ pub enum Finished {
     /// The bytes could not be persisted (disk full, say): readers get them from S3
     /// directly, since the mirror is a best-effort copy to a reader.
     Unpersisted,
+    /// Stopped when its last reader left: nobody reads it, a new open starts another.
+    Stopped,
 }
 
 #[derive(Default)]
@@ -93,6 +95,8 @@ pub enum StreamError {
     TimedOut(Duration),
     #[error("cannot read the file being filled")]
     Io(#[source] std::io::Error),
+    #[error("the download was stopped")]
+    Stopped,
 }
 
 /// What a reader should do next.
@@ -109,8 +113,10 @@ pub enum Ready {
 pub const FAR_AHEAD: u64 = 16 << 20;
 
 impl Stream {
+    /// Ends the download; the first end told is the one that holds (a download
+    /// stopped as it finished stays stopped).
     pub fn finish(&self, result: Finished) {
-        self.state.lock().finished = Some(result);
+        self.state.lock().finished.get_or_insert(result);
         self.changed.notify_all();
     }
 
@@ -124,11 +130,11 @@ impl Stream {
         self.state.lock().ranges.total()
     }
 
-    /// Whether the download failed (a new open starts another).
+    /// Whether the download failed or was stopped (a new open starts another).
     pub fn failed(&self) -> bool {
         matches!(
             self.state.lock().finished,
-            Some(Finished::Failed(_) | Finished::Unpersisted)
+            Some(Finished::Failed(_) | Finished::Unpersisted | Finished::Stopped)
         )
     }
 
@@ -152,6 +158,7 @@ impl Stream {
                 Some(Finished::Complete) => return Ok(Ready::ReadMirror),
                 Some(Finished::Failed(e)) => return Err(StreamError::Failed(Arc::clone(e))),
                 Some(Finished::Unpersisted) => return Ok(Ready::FetchDirect),
+                Some(Finished::Stopped) => return Err(StreamError::Stopped),
                 None => {}
             }
             if range.start >= state.ranges.contiguous_end() + FAR_AHEAD {

@@ -1,6 +1,7 @@
 //! The downloads readers share: at most one live `Stream` per version of an
 //! object, started on the first cold open and stopped with its last reader
-//! (unless it is small or nearly done: then it is finished for the mirror).
+//! (unless it is small or nearly done: then it is finished for the mirror, and a
+//! reader that opens the file meanwhile joins it again).
 
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -25,7 +26,7 @@ pub const FINISH_LEFT: u64 = 8 << 20;
 
 /// Downloads readers are waiting on, by version.
 pub struct Streams {
-    live: Mutex<HashMap<(Key, ETag), Weak<Download>>>,
+    live: Mutex<HashMap<(Key, ETag), Live>>,
     fetcher: Fetcher,
     rt: Handle,
     /// Told the inode of every file a reader's download committed to the mirror.
@@ -54,12 +55,28 @@ impl Streams {
     /// Dropping the last `Arc` of it stops it (see `Download`).
     pub fn open(&self, ino: Ino, key: &Key, etag: &ETag, size: u64, rel: &Path) -> Arc<Download> {
         let mut live = self.live.lock();
-        live.retain(|_, s| s.strong_count() > 0);
+        live.retain(|_, l| l.stream.strong_count() > 0);
         let id = (key.clone(), etag.clone());
-        if let Some(download) = live.get(&id).and_then(Weak::upgrade)
-            && !download.failed()
-        {
-            return download;
+        if let Some(running) = live.get_mut(&id) {
+            if let Some(download) = running.download.upgrade()
+                && !download.failed()
+            {
+                return download;
+            }
+            // Its last reader left and it goes on for the mirror: a new reader joins it
+            // rather than wait behind the path's lock for its commit.
+            if let Some(stream) = running.stream.upgrade()
+                && !stream.failed()
+            {
+                let download = Arc::new(Download {
+                    stream,
+                    task: running.task.clone(),
+                    key: key.clone(),
+                    size,
+                });
+                running.download = Arc::downgrade(&download);
+                return download;
+            }
         }
         let stream = Arc::new(Stream::default());
         let (fetcher, committed) = (self.fetcher.clone(), Arc::clone(&self.committed));
@@ -82,12 +99,17 @@ impl Streams {
             }
         });
         let download = Arc::new(Download {
-            stream,
+            stream: Arc::clone(&stream),
             task: task.abort_handle(),
             key: key.clone(),
             size,
         });
-        live.insert(id, Arc::downgrade(&download));
+        let running = Live {
+            download: Arc::downgrade(&download),
+            stream: Arc::downgrade(&stream),
+            task: task.abort_handle(),
+        };
+        live.insert(id, running);
         download
     }
 
@@ -95,8 +117,19 @@ impl Streams {
     #[cfg(test)]
     fn live(&self) -> usize {
         let live = self.live.lock();
-        live.values().filter(|s| s.strong_count() > 0).count()
+        live.values()
+            .filter(|l| l.download.strong_count() > 0)
+            .count()
     }
+}
+
+/// A download of one version, as long as its task runs or a reader holds it.
+struct Live {
+    /// The readers' hold on it, while some handle is open.
+    download: Weak<Download>,
+    /// The download itself (its task holds it until it ends).
+    stream: Weak<Stream>,
+    task: AbortHandle,
 }
 
 /// A download for readers, held by each open handle of the version. When the last
@@ -135,6 +168,7 @@ impl Drop for Download {
         let (key, received) = (&self.key, self.stream.received());
         tracing::info!(%key, received, size = self.size, "no reader left; download stopped");
         self.task.abort();
+        self.stream.finish(Finished::Stopped);
     }
 }
 
@@ -296,6 +330,25 @@ mod tests {
             vec![7u8; 100_000]
         );
         assert_eq!(temp_files(dir.path()), 0);
+    }
+
+    #[test]
+    fn a_reader_joins_the_download_its_last_reader_left_to_finish() {
+        let size = 100_000;
+        let (streams, store, etag, dir, _rt) = stalling(size, 1, Duration::from_millis(300));
+        let key = Key::new("k").unwrap();
+        let first = streams.open(1, &key, &etag, size, Path::new("k"));
+        until("bytes arrive", || first.received() > 0);
+        let stream = Arc::clone(&first.stream);
+        drop(first);
+        let second = streams.open(1, &key, &etag, size, Path::new("k"));
+        assert!(Arc::ptr_eq(&stream, &second.stream), "the same download");
+        match second.read(0..size, Duration::from_secs(10)).unwrap() {
+            super::super::stream::Ready::Data(bytes) => assert_eq!(bytes, vec![7u8; 100_000]),
+            _ => panic!("the bytes of the file being filled"),
+        }
+        until("the copy is committed", || dir.path().join("k").exists());
+        assert_eq!(store.gets(), 2, "the first GET and its resume, no other");
     }
 
     #[test]
