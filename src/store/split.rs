@@ -195,22 +195,27 @@ struct Step {
 pub trait Journal: Send {
     /// What an earlier, unfinished listing recorded, oldest first; nothing when
     /// there is none or it cannot be used (too old, unreadable).
-    fn replay(&mut self) -> Vec<Entry>;
+    /// The entries come one at a time, so a journal of millions of keys is
+    /// never held whole.
+    fn replay(&mut self) -> Box<dyn Iterator<Item = Entry> + '_>;
     /// Records one entry; a failure only costs the ability to resume.
     fn append(&mut self, entry: &Entry);
     /// The listing is complete: nothing of it needs to be kept.
     fn finish(&mut self);
+    /// What the journal holds cannot be gone on with: a new listing starts.
+    fn discard(&mut self);
 }
 
 /// Records nothing: every listing starts from the beginning.
 pub struct NoJournal;
 
 impl Journal for NoJournal {
-    fn replay(&mut self) -> Vec<Entry> {
-        Vec::new()
+    fn replay(&mut self) -> Box<dyn Iterator<Item = Entry> + '_> {
+        Box::new(std::iter::empty())
     }
     fn append(&mut self, _entry: &Entry) {}
     fn finish(&mut self) {}
+    fn discard(&mut self) {}
 }
 
 /// One record of a listing's journal.
@@ -301,10 +306,9 @@ impl Progress {
     /// when they are not a journal of a listing of `prefix`.
     fn replay(
         prefix: &str,
-        entries: Vec<Entry>,
+        mut entries: impl Iterator<Item = Entry>,
         objects: &mut ListedObjects,
     ) -> io::Result<Option<Progress>> {
-        let mut entries = entries.into_iter();
         let Some(Entry::Start {
             prefix: started,
             first,
@@ -367,9 +371,13 @@ pub async fn list_split(
     // told so (a crash right at its end): its keys are stale, so list anew.
     let replayed =
         Progress::replay(prefix, journal.replay(), &mut objects)?.filter(|p| !p.parts.is_empty());
-    if replayed.is_none() && !objects.is_empty() {
-        scratch.set_len(0)?;
-        objects = ListedObjects::new(scratch);
+    if replayed.is_none() {
+        // Whatever an unusable journal held goes, before the new listing's records.
+        journal.discard();
+        if !objects.is_empty() {
+            scratch.set_len(0)?;
+            objects = ListedObjects::new(scratch);
+        }
     }
     let progress = match replayed {
         Some(progress) => {
@@ -827,10 +835,11 @@ mod tests {
     }
 
     impl Journal for VecJournal {
-        fn replay(&mut self) -> Vec<Entry> {
+        fn replay(&mut self) -> Box<dyn Iterator<Item = Entry> + '_> {
             // Through JSON, as the mirror's journal stores it.
             let json = serde_json::to_string(&self.entries).unwrap();
-            serde_json::from_str(&json).unwrap()
+            let entries: Vec<Entry> = serde_json::from_str(&json).unwrap();
+            Box::new(entries.into_iter())
         }
         fn append(&mut self, entry: &Entry) {
             self.entries.push(entry.clone());
@@ -838,6 +847,9 @@ mod tests {
         fn finish(&mut self) {
             self.entries.clear();
             self.finished = true;
+        }
+        fn discard(&mut self) {
+            self.entries.clear();
         }
     }
 
@@ -914,13 +926,16 @@ mod tests {
     struct Unfinished(Vec<Entry>);
 
     impl Journal for Unfinished {
-        fn replay(&mut self) -> Vec<Entry> {
-            self.0.clone()
+        fn replay(&mut self) -> Box<dyn Iterator<Item = Entry> + '_> {
+            Box::new(self.0.clone().into_iter())
         }
         fn append(&mut self, entry: &Entry) {
             self.0.push(entry.clone());
         }
         fn finish(&mut self) {}
+        fn discard(&mut self) {
+            self.0.clear();
+        }
     }
 
     #[tokio::test]
