@@ -736,6 +736,19 @@ mod tests {
     use crate::store::list_all;
     use crate::store::memory::MemoryStore;
 
+    /// `list_split` into a scratch file of its own.
+    async fn split(
+        store: Arc<dyn ObjectStore>,
+        prefix: &str,
+        options: &SplitOptions,
+        journal: &mut dyn Journal,
+    ) -> Listing {
+        let scratch = tempfile::tempfile().unwrap();
+        list_split(store, prefix, options, journal, scratch)
+            .await
+            .unwrap()
+    }
+
     fn keys(objects: &[ObjectMeta]) -> Vec<String> {
         objects.iter().map(|o| o.key.as_str().to_string()).collect()
     }
@@ -807,15 +820,7 @@ mod tests {
                     workers,
                     ..SplitOptions::default()
                 };
-                let mut listing = list_split(
-                    Arc::clone(&store),
-                    prefix,
-                    &options,
-                    &mut NoJournal,
-                    tempfile::tempfile().unwrap(),
-                )
-                .await
-                .unwrap();
+                let mut listing = split(Arc::clone(&store), prefix, &options, &mut NoJournal).await;
                 assert!(listing.error.is_none());
                 let split = keys(&listing.objects.to_vec().unwrap());
                 assert_eq!(split.len(), serial.len(), "{prefix:?} with {workers}");
@@ -870,42 +875,18 @@ mod tests {
             // What a whole listing costs, to compare a listing that goes on with.
             let dyn_store: Arc<dyn ObjectStore> = Arc::clone(&store) as Arc<dyn ObjectStore>;
             let start = store.lists();
-            list_split(
-                Arc::clone(&dyn_store),
-                "p/",
-                &options,
-                &mut NoJournal,
-                tempfile::tempfile().unwrap(),
-            )
-            .await
-            .unwrap();
+            split(Arc::clone(&dyn_store), "p/", &options, &mut NoJournal).await;
             let whole = store.lists() - start;
             let before = store.lists();
             // The fourth request fails for good: the listing stops there.
             store.fail_list(before + 4, StoreError::NoSuchBucket("b".into()));
             let mut journal = VecJournal::default();
-            let first = list_split(
-                Arc::clone(&dyn_store),
-                "p/",
-                &options,
-                &mut journal,
-                tempfile::tempfile().unwrap(),
-            )
-            .await
-            .unwrap();
+            let first = split(Arc::clone(&dyn_store), "p/", &options, &mut journal).await;
             assert!(first.error.is_some());
             assert!(!first.objects.is_empty() && first.objects.len() < 300);
             assert!(!journal.finished);
             let stopped_at = store.lists();
-            let mut second = list_split(
-                dyn_store,
-                "p/",
-                &options,
-                &mut journal,
-                tempfile::tempfile().unwrap(),
-            )
-            .await
-            .unwrap();
+            let mut second = split(dyn_store, "p/", &options, &mut journal).await;
             assert!(second.error.is_none());
             assert_eq!(
                 keys(&second.objects.to_vec().unwrap()),
@@ -947,26 +928,10 @@ mod tests {
         let store: Arc<dyn ObjectStore> = Arc::clone(&memory) as Arc<dyn ObjectStore>;
         let options = SplitOptions::default();
         let mut journal = Unfinished::default();
-        list_split(
-            Arc::clone(&store),
-            "p/",
-            &options,
-            &mut journal,
-            tempfile::tempfile().unwrap(),
-        )
-        .await
-        .unwrap();
+        split(Arc::clone(&store), "p/", &options, &mut journal).await;
         memory.put("p/k99", vec![1]);
         let before = memory.lists.load(std::sync::atomic::Ordering::Relaxed);
-        let listing = list_split(
-            Arc::clone(&store),
-            "p/",
-            &options,
-            &mut journal,
-            tempfile::tempfile().unwrap(),
-        )
-        .await
-        .unwrap();
+        let listing = split(Arc::clone(&store), "p/", &options, &mut journal).await;
         assert_eq!(listing.objects.len(), 11, "listed anew, with the new key");
         assert!(memory.lists.load(std::sync::atomic::Ordering::Relaxed) > before);
     }
@@ -991,7 +956,7 @@ mod tests {
             let (serial, split) = runtime.block_on(async {
                 let serial = keys(&list_all(store.as_ref(), prefix).await.unwrap());
                 let options = SplitOptions { workers, ..SplitOptions::default() };
-                let mut listing = list_split(Arc::clone(&store), prefix, &options, &mut NoJournal, tempfile::tempfile().unwrap()).await.unwrap();
+                let mut listing = split(Arc::clone(&store), prefix, &options, &mut NoJournal).await;
                 assert!(listing.error.is_none());
                 (serial, keys(&listing.objects.to_vec().unwrap()))
             });
