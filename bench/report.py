@@ -547,28 +547,45 @@ def plot_soak(results, soak):
 def write_md(results, rows, meta, cs):
     L = []
     L.append("# Benchmark results\n")
-    L.append(f"Run of {meta.get('date', '?')} with `bench/run`"
-             f" (up to {meta.get('runs', '?')} runs per row, median shown, min-max in brackets;"
-             + (f" {int(meta.get('scale_keys', '0')):,} scale keys;" if scale_points(cs) else "")
-             + f" {meta.get('wall_s', '?')} s in all).\n")
+    wls = {r["workload"] for r in rows}
+    # a soak is one run of one mount straight at s3sim: the header of the compared rows
+    # (runs per row, the relay, peers, cold/warm/disk) says nothing true about it
+    soak_only = wls == {"soak"}
+    reads = any(wl in READS for wl in wls)
+    if soak_only:
+        L.append(f"Run of {meta.get('date', '?')} with `bench/run`"
+                 f" (the soak alone: one run; {meta.get('wall_s', '?')} s in all).\n")
+    else:
+        L.append(f"Run of {meta.get('date', '?')} with `bench/run`"
+                 f" (up to {meta.get('runs', '?')} runs per row, median shown, min-max in brackets;"
+                 + (f" {int(meta.get('scale_keys', '0')):,} scale keys;" if scale_points(cs) else "")
+                 + f" {meta.get('wall_s', '?')} s in all).\n")
     L.append("| machine | |\n|---|---|")
     for k in ("nproc", "mem", "cpu", "kernel", "os", "load", "load_end"):
         if k in meta:
             L.append(f"| {k} | {meta[k]} |")
     L.append("\n| tool | version |\n|---|---|")
+    # a peer's version only where it has rows: bench/run records every peer it found
+    tools = {r["tool"] for r in rows}
     for k in ("s3mirrorfs", "s3fs", "rclone", "awscli", "mount-s3", "moto", "s3sim", "fuse3"):
-        if k in meta:
+        if k in meta and (k not in MOUNT_TOOLS + SYNC_TOOLS or k == "s3mirrorfs" or k in tools):
             L.append(f"| {k} | {meta[k]} |")
     L.append("")
-    servers = sorted({r.get("server") for r in rows if r.get("server")})
-    L.append("Servers: " + "; ".join(server_text(sv, meta, rows) for sv in servers) + ". "
-             "Requests count at the relay in front of each server. "
-             "cold = fresh mount, empty cache dir, `echo 3 > /proc/sys/vm/drop_caches`; "
-             "warm = again right after (page cache); disk = after drop_caches, from the tool's own "
-             "cache or mirror. Cold reads are timed with `md5sum` and compared with the dataset's "
-             "manifest; warm and disk reads with `cat`, then checked the same way. "
-             "Seconds are wall clock.\n")
-    if "mount-s3" not in meta:
+    if soak_only:
+        L.append(f"Server: {meta.get('s3sim', 's3sim')}. The mount talks to s3sim directly, not "
+                 "through the bench's relay: the outages are s3sim's own, and the requests are "
+                 "s3sim's counts. Seconds are wall clock.\n")
+    else:
+        servers = sorted({r.get("server") for r in rows if r.get("server")})
+        L.append("Servers: " + "; ".join(server_text(sv, meta, rows) for sv in servers) + ". "
+                 "Requests count at the relay in front of each server"
+                 + (" (the soak's mount talks to s3sim directly, which counts them). " if "soak" in wls else ". ")
+                 + "cold = fresh mount, empty cache dir, `echo 3 > /proc/sys/vm/drop_caches`; "
+                 "warm = again right after (page cache); disk = after drop_caches, from the tool's own "
+                 "cache or mirror. Cold reads are timed with `md5sum` and compared with the dataset's "
+                 "manifest; warm and disk reads with `cat`, then checked the same way. "
+                 "Seconds are wall clock.\n")
+    if "mount-s3" not in meta and reads:
         L.append("mount-s3 was not measured: no binary was given (`MOUNT_S3=`); it is not in any "
                  "package registry this machine reaches.\n")
 
@@ -680,8 +697,10 @@ def write_md(results, rows, meta, cs):
     L.extend(pscale_section(cs, meta))
     L.extend(soak_section(load_soak(results), cs))
 
-    L.append("Raw numbers: [raw.tsv](raw.tsv) (one line per run; requests are counted at the relay, "
-             "including background requests a daemon sent before the traffic settled). "
+    counted = ("requests are s3sim's counts" if soak_only else
+               "requests are counted at the relay, including background requests a daemon sent "
+               "before the traffic settled" + ("; the soak's at s3sim" if "soak" in wls else ""))
+    L.append(f"Raw numbers: [raw.tsv](raw.tsv) (one line per run; {counted}). "
              + ("Plot: [comparison.png](comparison.png).\n" if os.path.exists(os.path.join(results, "comparison.png"))
                 or any(wl in READS + SYNCS for (_, wl) in cs) else "\n"))
     ap = os.path.join(results, "analysis.md")

@@ -180,28 +180,39 @@ pub struct S3Store {
     restore_status: AtomicBool,
 }
 
-/// What puts a key's own bytes into a request's URI when the key is not UTF-8
-/// (`store::raw_bytes`); the SDK builds the URI from the key's text form. Runs
-/// before the request is signed, so the signature covers the real key.
-pub(crate) fn with_key_bytes(key: &Key) -> impl Fn(&mut HttpRequest) + Send + Sync + 'static {
-    with_text_bytes(key.as_str().to_string())
-}
-
-/// `with_key_bytes` for any text a request carries (a prefix, a `StartAfter`).
-fn with_text_bytes(text: String) -> impl Fn(&mut HttpRequest) + Send + Sync + 'static {
-    let odd = raw_bytes::has_raw_bytes(&text).then_some(text);
-    move |request: &mut HttpRequest| {
-        if let Some(text) = &odd {
-            let uri = raw_bytes::rewrite_uri(request.uri(), text);
+/// What puts the bytes of a key that is not UTF-8 into a request's URI
+/// (`store::raw_bytes`), since the SDK builds the URI from the key's text form;
+/// `None` when `text` (a key, or a prefix and `StartAfter`) is plain UTF-8.
+/// Runs before the request is signed, so the signature covers the real key.
+fn raw_key_bytes(text: &str) -> Option<impl Fn(&mut HttpRequest) + Send + Sync + 'static> {
+    raw_bytes::has_raw_bytes(text).then(|| {
+        let text = text.to_string();
+        move |request: &mut HttpRequest| {
+            let uri = raw_bytes::rewrite_uri(request.uri(), &text);
             if let Err(e) = request.set_uri(uri) {
                 tracing::warn!(
                     "cannot put the bytes of key {} in the request: {e}",
-                    Escaped(text)
+                    Escaped(&text)
                 );
             }
         }
-    }
+    })
 }
+
+/// Sends a fluent request whose URI carries `text`. Only a key that is not
+/// UTF-8 takes the customized path that rewrites the URI; every other request
+/// goes out exactly as the SDK builds it (a customized one carries a config
+/// override of its own). A macro because the fluent builders share no trait.
+macro_rules! send_with_key {
+    ($request:expr, $text:expr) => {{
+        let request = $request;
+        match $crate::s3::raw_key_bytes($text) {
+            None => request.send().await,
+            Some(rewrite) => request.customize().mutate_request(rewrite).send().await,
+        }
+    }};
+}
+pub(crate) use send_with_key;
 
 impl S3Store {
     /// Builds the client from the standard AWS configuration plus `options`.
@@ -318,7 +329,8 @@ impl S3Store {
         aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output,
         SdkError<aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error, HttpResponse>,
     > {
-        self.client
+        let request = self
+            .client
             .list_objects_v2()
             .bucket(&self.bucket)
             .set_expected_bucket_owner(self.owner.clone())
@@ -330,15 +342,13 @@ impl S3Store {
             .set_start_after(query.start_after.map(|k| k.as_str().to_string()))
             .set_optional_object_attributes(
                 with_status.then(|| vec![OptionalObjectAttributes::RestoreStatus]),
-            )
-            .customize()
-            .mutate_request(with_text_bytes(format!(
-                "{}{}",
-                query.prefix,
-                query.start_after.map_or("", |k| k.as_str())
-            )))
-            .send()
-            .await
+            );
+        let text = format!(
+            "{}{}",
+            query.prefix,
+            query.start_after.map_or("", |k| k.as_str())
+        );
+        send_with_key!(request, &text)
     }
 
     async fn get_object(&self, request: GetRequest) -> Result<GetResponse, StoreError> {
@@ -346,19 +356,17 @@ impl S3Store {
             .range
             .as_ref()
             .map(|r| format!("bytes={}-{}", r.start, r.end.saturating_sub(1)));
-        let output = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .set_expected_bucket_owner(self.owner.clone())
-            .key(request.key.as_str())
-            .set_range(range)
-            .set_if_match(request.if_match.as_ref().map(|e| e.as_str().to_string()))
-            .customize()
-            .mutate_request(with_key_bytes(&request.key))
-            .send()
-            .await
-            .map_err(|e| self.get_error(e, &request.key))?;
+        let output = send_with_key!(
+            self.client
+                .get_object()
+                .bucket(&self.bucket)
+                .set_expected_bucket_owner(self.owner.clone())
+                .key(request.key.as_str())
+                .set_range(range)
+                .set_if_match(request.if_match.as_ref().map(|e| e.as_str().to_string())),
+            request.key.as_str()
+        )
+        .map_err(|e| self.get_error(e, &request.key))?;
         let content_length = output.content_length().unwrap_or(0).max(0) as u64;
         let (start, object_size) = match output.content_range() {
             Some(range) => parse_content_range(range)
@@ -407,17 +415,15 @@ impl S3Store {
     /// restore, or one in an Intelligent-Tiering archive tier
     /// (`x-amz-archive-status`), is not restored, and any other is readable.
     async fn head_restore(&self, key: &Key) -> Result<RestoreState, StoreError> {
-        let output = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .set_expected_bucket_owner(self.owner.clone())
-            .key(key.as_str())
-            .customize()
-            .mutate_request(with_key_bytes(key))
-            .send()
-            .await
-            .map_err(|e| self.map_error(e, "HeadObject", key.as_str()))?;
+        let output = send_with_key!(
+            self.client
+                .head_object()
+                .bucket(&self.bucket)
+                .set_expected_bucket_owner(self.owner.clone())
+                .key(key.as_str()),
+            key.as_str()
+        )
+        .map_err(|e| self.map_error(e, "HeadObject", key.as_str()))?;
         let class = StorageClass::parse(output.storage_class().map_or("", |c| c.as_str()));
         Ok(match output.restore() {
             Some(header) => RestoreState::from_header(header),
@@ -452,17 +458,15 @@ impl S3Store {
             .set_days(days)
             .glacier_job_parameters(job)
             .build();
-        let result = self
-            .client
-            .restore_object()
-            .bucket(&self.bucket)
-            .set_expected_bucket_owner(self.owner.clone())
-            .key(key.as_str())
-            .restore_request(restore)
-            .customize()
-            .mutate_request(with_key_bytes(key))
-            .send()
-            .await;
+        let result = send_with_key!(
+            self.client
+                .restore_object()
+                .bucket(&self.bucket)
+                .set_expected_bucket_owner(self.owner.clone())
+                .key(key.as_str())
+                .restore_request(restore),
+            key.as_str()
+        );
         match result {
             Ok(_) => Ok(RestoreAnswer::Requested),
             Err(SdkError::ServiceError(service))
@@ -744,6 +748,24 @@ mod tests {
         assert_eq!(parse_content_range("bytes 90-99/100"), Some((90, 100)));
         assert_eq!(parse_content_range("bytes */100"), None);
         assert_eq!(parse_content_range("junk"), None);
+    }
+
+    #[test]
+    fn only_keys_that_are_not_utf8_get_their_request_rewritten() {
+        for text in ["photos/a b.jpg", "caf\u{e9}/\u{1f600}.jpg", ""] {
+            assert!(raw_key_bytes(text).is_none(), "{text}");
+        }
+        let key = raw_bytes::text_from_bytes(b"dir/a\xffz.jpg".to_vec());
+        let rewrite = raw_key_bytes(&key).expect("a key that is not UTF-8");
+        let mut request = HttpRequest::empty();
+        request
+            .set_uri("http://127.0.0.1:9000/bkt/dir/a%F4%8F%BF%BFz.jpg?x-id=GetObject")
+            .unwrap();
+        rewrite(&mut request);
+        assert_eq!(
+            request.uri(),
+            "http://127.0.0.1:9000/bkt/dir/a%FFz.jpg?x-id=GetObject"
+        );
     }
 
     #[test]

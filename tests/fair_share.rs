@@ -12,15 +12,8 @@ use std::time::{Duration, Instant};
 
 use s3mirrorfs::mirror::read_record;
 use support::faults::{Fault, Rule};
-use support::mount::{Mount, sh_ok};
-use support::proxy::Proxy;
-use support::{Bucket, data, moto_port};
-
-fn temp_files(mirror: &Path) -> usize {
-    fs::read_dir(mirror.join(".s3mirrorfs/tmp"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
+use support::mount::{ProxiedMount, sh_ok};
+use support::{Bucket, data, temp_files};
 
 /// Waits until the mirror holds a copy of `key` (with its record).
 fn wait_mirrored(mirror: &Path, key: &str) {
@@ -49,22 +42,13 @@ fn a_download_is_cancelled_when_its_only_reader_closes() {
     let bucket = Bucket::create("fcancel");
     let bytes = data(31, 64 << 20);
     bucket.put("huge/file", &bytes);
-    let proxy = Proxy::start(moto_port());
     // About 1.3 MB/s a request: the whole object would take several seconds.
     let drip = Fault::Drip {
         bytes: 64 << 10,
         every: Duration::from_millis(50),
     };
-    proxy.add(Rule::object("huge/file", drip));
-    let dir = tempfile::tempdir().unwrap();
-    let mirror = dir.path().join("m");
-    let mount = Mount::start(
-        &bucket.name,
-        &dir.path().join("mnt"),
-        &mirror,
-        &proxy.endpoint(),
-        &[],
-    );
+    let mount = ProxiedMount::start(&bucket.name, vec![Rule::object("huge/file", drip)], &[]);
+    let (proxy, mirror) = (&mount.proxy, &mount.mirror);
     let path = mount.path("huge/file");
     let first = sh_ok(&format!("head -c1 '{}' | od -An -tu1", path.display()));
     assert_eq!(
@@ -87,7 +71,7 @@ fn a_download_is_cancelled_when_its_only_reader_closes() {
 
     // Nothing half-written is left, under a temp name or the final one.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while temp_files(&mirror) > 0 {
+    while temp_files(mirror) > 0 {
         assert!(Instant::now() < deadline, "the temp file is removed");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -96,9 +80,9 @@ fn a_download_is_cancelled_when_its_only_reader_closes() {
     // A later reader starts over and gets every byte, and the mirror its copy.
     proxy.clear_rules();
     assert!(fs::read(&path).unwrap() == bytes, "a full read after");
-    wait_mirrored(&mirror, "huge/file");
+    wait_mirrored(mirror, "huge/file");
     assert!(fs::read(mirror.join("huge/file")).unwrap() == bytes);
-    assert_eq!(temp_files(&mirror), 0);
+    assert_eq!(temp_files(mirror), 0);
 }
 
 #[test]
@@ -112,20 +96,12 @@ fn a_cached_read_is_served_while_32_cold_reads_hang_on_a_stalled_server() {
         .collect();
     bucket.put_many(&warm);
     bucket.put_many(&cold);
-    let proxy = Proxy::start(moto_port());
-    let dir = tempfile::tempdir().unwrap();
-    let mirror = dir.path().join("m");
-    let mount = Mount::start(
-        &bucket.name,
-        &dir.path().join("mnt"),
-        &mirror,
-        &proxy.endpoint(),
-        &[],
-    );
+    let mount = ProxiedMount::start(&bucket.name, Vec::new(), &[]);
+    let (proxy, mirror) = (&mount.proxy, &mount.mirror);
     // The warm files in the mirror, both directories listed (and the names looked up).
     for (key, bytes) in &warm {
         assert!(fs::read(mount.path(key)).unwrap() == *bytes);
-        wait_mirrored(&mirror, key);
+        wait_mirrored(mirror, key);
     }
     sh_ok(&format!(
         "ls -l '{}' '{}'",

@@ -18,7 +18,7 @@ use s3mirrorfs::sys::beneath::Dir;
 use serde_json::Value;
 use support::faults::{Fault, Rule};
 use support::proxy::Proxy;
-use support::{Bucket, data, endpoint, moto_port, prefetch, prefetch_command, stderr};
+use support::{Bucket, data, endpoint, moto_port, prefetch, prefetch_command, stderr, temp_files};
 
 type Expected = BTreeMap<String, Vec<u8>>;
 
@@ -29,13 +29,6 @@ fn fill(bucket: &Bucket, objects: &[(&str, Vec<u8>)]) -> Expected {
         expected.insert(key.to_string(), bytes.clone());
     }
     expected
-}
-
-/// Temp files left in the mirror's state directory.
-fn temp_files(mirror: &Path) -> usize {
-    fs::read_dir(mirror.join(".s3mirrorfs/tmp"))
-        .map(|d| d.count())
-        .unwrap_or(0)
 }
 
 /// The mirror holds exactly `expected` (byte for byte, each recorded with the ETag

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use s3mirrorfs::mirror::read_record;
 use support::faults::{Fault, Rule};
-use support::mount::Mount;
+use support::mount::{Mount, ProxiedMount};
 use support::proxy::Proxy;
 use support::tmpfs::SmallFs;
-use support::{Bucket, data, endpoint, moto_port, prefetch};
+use support::{Bucket, data, endpoint, moto_port, prefetch, temp_files};
 
 /// Waits until the mirror holds `key` with exactly `bytes` and a record with the
 /// ETag S3 lists now.
@@ -44,12 +44,6 @@ fn wait_persisted(bucket: &Bucket, mirror: &Path, key: &str, bytes: &[u8]) {
         assert!(Instant::now() < deadline, "{key} was never persisted");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn temp_files(mirror: &Path) -> usize {
-    fs::read_dir(mirror.join(".s3mirrorfs/tmp"))
-        .map(|d| d.count())
-        .unwrap_or(0)
 }
 
 /// Reads a file to its end or its first error, keeping what arrived before.
@@ -84,33 +78,21 @@ fn readers_get_every_byte_through_throttling_resets_short_and_stalled_bodies() {
     for (key, bytes) in &objects {
         bucket.put(key, bytes);
     }
-    let proxy = Proxy::start(moto_port());
-    proxy.add(Rule::listing(Fault::slow_down()).first(1));
-    proxy.add(Rule::object("a/slow", Fault::slow_down()).first(2));
-    proxy.add(Rule::object("b/short", Fault::TruncateAfter(50_000)).first(1));
-    proxy.add(Rule::object("c/reset", Fault::ResetAfter(70_000)).first(1));
-    let limit = Duration::from_secs(120);
-    proxy.add(
-        Rule::object(
-            "d/stuck",
-            Fault::StallAfter {
-                bytes: 20_000,
-                limit,
-            },
-        )
-        .first(1),
-    );
-    proxy.add(Rule::object("e/refused", Fault::ResetBeforeHeaders).first(1));
-    proxy.add(Rule::object("f/busy", Fault::too_many_requests()).first(2));
-    let dir = tempfile::tempdir().unwrap();
-    let mirror = dir.path().join("m");
-    let mount = Mount::start(
-        &bucket.name,
-        &dir.path().join("mnt"),
-        &mirror,
-        &proxy.endpoint(),
-        &["--stall-timeout", "1"],
-    );
+    let stall = Fault::StallAfter {
+        bytes: 20_000,
+        limit: Duration::from_secs(120),
+    };
+    let rules = vec![
+        Rule::listing(Fault::slow_down()).first(1),
+        Rule::object("a/slow", Fault::slow_down()).first(2),
+        Rule::object("b/short", Fault::TruncateAfter(50_000)).first(1),
+        Rule::object("c/reset", Fault::ResetAfter(70_000)).first(1),
+        Rule::object("d/stuck", stall).first(1),
+        Rule::object("e/refused", Fault::ResetBeforeHeaders).first(1),
+        Rule::object("f/busy", Fault::too_many_requests()).first(2),
+    ];
+    let mount = ProxiedMount::start(&bucket.name, rules, &["--stall-timeout", "1"]);
+    let (proxy, mirror) = (&mount.proxy, &mount.mirror);
     let started = Instant::now();
     for (key, bytes) in &objects {
         let read = fs::read(mount.path(key)).unwrap_or_else(|e| panic!("{key}: {e}"));
@@ -118,9 +100,9 @@ fn readers_get_every_byte_through_throttling_resets_short_and_stalled_bodies() {
     }
     assert!(started.elapsed() < Duration::from_secs(30), "no hang");
     for (key, bytes) in &objects {
-        wait_persisted(&bucket, &mirror, key, bytes);
+        wait_persisted(&bucket, mirror, key, bytes);
     }
-    assert_eq!(temp_files(&mirror), 0);
+    assert_eq!(temp_files(mirror), 0);
 
     assert_eq!(proxy.gets_of("a/slow").len(), 3);
     assert_eq!(proxy.gets_of("f/busy").len(), 3);
@@ -157,30 +139,20 @@ fn a_reader_of_a_version_that_changes_gets_it_whole_or_eio_never_a_mix() {
     let old = data(7, size);
     let new = data(8, size);
     bucket.put("v/video", &old);
-    let proxy = Proxy::start(moto_port());
     let writer = Arc::clone(&bucket);
     let replacement = new.clone();
-    proxy.add(
-        Rule::object(
-            "v/video",
-            Fault::HookAfter(
-                1000,
-                Arc::new(move || {
-                    writer.put("v/video", &replacement);
-                }),
-            ),
-        )
-        .nth(1),
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let mirror = dir.path().join("m");
-    let mount = Mount::start(
-        &bucket.name,
-        &dir.path().join("mnt"),
-        &mirror,
-        &proxy.endpoint(),
-        &["--metadata-ttl", "1"],
-    );
+    let change = Rule::object(
+        "v/video",
+        Fault::HookAfter(
+            1000,
+            Arc::new(move || {
+                writer.put("v/video", &replacement);
+            }),
+        ),
+    )
+    .nth(1);
+    let mount = ProxiedMount::start(&bucket.name, vec![change], &["--metadata-ttl", "1"]);
+    let mirror = &mount.mirror;
     let (bytes, error) = read_until_error(&mount.path("v/video"));
     match error {
         None => assert!(bytes == old, "a complete read is the old version"),
@@ -198,8 +170,8 @@ fn a_reader_of_a_version_that_changes_gets_it_whole_or_eio_never_a_mix() {
     std::thread::sleep(Duration::from_secs(2));
     let read = fs::read(mount.path("v/video")).unwrap();
     assert!(read == new, "the new version");
-    wait_persisted(&bucket, &mirror, "v/video", &new);
-    assert_eq!(temp_files(&mirror), 0);
+    wait_persisted(&bucket, mirror, "v/video", &new);
+    assert_eq!(temp_files(mirror), 0);
 }
 
 #[test]
@@ -208,18 +180,12 @@ fn a_denied_or_failing_file_fails_alone() {
     bucket.put("open/a", &data(9, 1000));
     bucket.put("secret/b", &data(10, 1000));
     bucket.put("busy/c", &data(15, 1000));
-    let proxy = Proxy::start(moto_port());
-    proxy.add(Rule::object("secret/b", Fault::access_denied()));
-    proxy.add(Rule::object("busy/c", Fault::slow_down()));
-    let dir = tempfile::tempdir().unwrap();
-    let mirror = dir.path().join("m");
-    let mount = Mount::start(
-        &bucket.name,
-        &dir.path().join("mnt"),
-        &mirror,
-        &proxy.endpoint(),
-        &["--max-attempts", "2"],
-    );
+    let rules = vec![
+        Rule::object("secret/b", Fault::access_denied()),
+        Rule::object("busy/c", Fault::slow_down()),
+    ];
+    let mount = ProxiedMount::start(&bucket.name, rules, &["--max-attempts", "2"]);
+    let (proxy, mirror) = (&mount.proxy, &mount.mirror);
     let err = fs::read(mount.path("secret/b")).unwrap_err();
     assert!(
         [Some(libc::EIO), Some(libc::EACCES)].contains(&err.raw_os_error()),
@@ -235,7 +201,7 @@ fn a_denied_or_failing_file_fails_alone() {
     let gets = proxy.gets_of("busy/c").len();
     assert!((2..=4).contains(&gets), "{gets} GETs");
     assert!(fs::read(mount.path("open/a")).unwrap() == data(9, 1000));
-    wait_persisted(&bucket, &mirror, "open/a", &data(9, 1000));
+    wait_persisted(&bucket, mirror, "open/a", &data(9, 1000));
     assert!(!mirror.join("secret/b").exists());
     assert!(!mirror.join("busy/c").exists());
     assert_eq!(
@@ -246,7 +212,7 @@ fn a_denied_or_failing_file_fails_alone() {
     // The faults end: the next open reads it.
     proxy.clear_rules();
     assert!(fs::read(mount.path("busy/c")).unwrap() == data(15, 1000));
-    wait_persisted(&bucket, &mirror, "busy/c", &data(15, 1000));
+    wait_persisted(&bucket, mirror, "busy/c", &data(15, 1000));
 }
 
 #[test]
@@ -383,15 +349,8 @@ fn a_directory_that_cannot_be_listed_fails_alone_and_only_when_nothing_is_known(
     for key in ["known/a", "unknown/b", "other/c", "later/d"] {
         bucket.put(key, b"x");
     }
-    let proxy = Proxy::start(moto_port());
-    let dir = tempfile::tempdir().unwrap();
-    let mount = Mount::start(
-        &bucket.name,
-        &dir.path().join("mnt"),
-        &dir.path().join("m"),
-        &proxy.endpoint(),
-        &["--metadata-ttl", "1"],
-    );
+    let mount = ProxiedMount::start(&bucket.name, Vec::new(), &["--metadata-ttl", "1"]);
+    let proxy = &mount.proxy;
     // Named directly, not from a listing of the root, which would list them all ahead.
     let ls = |name: &str| fs::read_dir(mount.path(name)).map(|d| d.count());
     assert_eq!(ls("known").unwrap(), 1);

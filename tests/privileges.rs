@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::admin::run_json;
+use support::admin::{assert_status_refuses, run_json};
 use support::mount::{Mount, mount_command, sh_ok, wait_mounted};
 use support::{Bucket, data, endpoint, prefetch, s3mirrorfs, stderr};
 
@@ -72,13 +72,7 @@ fn a_mirror_root_that_is_a_symlink_is_refused() {
     assert!(error.contains("symlink"), "{error}");
     assert_untouched(&outside);
     // A reader refuses it as well: it reads only a real mirror directory.
-    let output = s3mirrorfs()
-        .args(["status", "--mirror-dir"])
-        .arg(&mirror)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(stderr(&output).contains("symlink"), "{}", stderr(&output));
+    assert_status_refuses(&mirror, "symlink");
     assert_untouched(&outside);
 }
 
@@ -136,13 +130,7 @@ fn a_state_directory_swapped_for_a_symlink_is_refused() {
         "{summary}"
     );
     assert!(!mirror.join("b.txt").exists(), "the run did not go on");
-    let output = s3mirrorfs()
-        .args(["status", "--mirror-dir"])
-        .arg(&mirror)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(stderr(&output).contains("symlink"), "{}", stderr(&output));
+    assert_status_refuses(&mirror, "symlink");
     assert_untouched(&outside);
 }
 

@@ -31,8 +31,9 @@ pub struct Entry {
     /// LastModified, nanoseconds since the epoch.
     pub mtime_ns: u64,
     tag: Tag,
-    /// The storage class, unless `tag` holds it (`Tag::Rare`).
-    class: Class,
+    /// The storage class as `StorageClass::as_byte` gives it, unless `tag`
+    /// holds it (`Tag::Rare`).
+    class: u8,
     pub dir: bool,
     /// The listing says a GET cannot read it until it is restored.
     pub archived: bool,
@@ -54,44 +55,11 @@ struct Rare {
     class: StorageClass,
 }
 
-/// A storage class this tool has a name for, in one byte.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Class {
-    Standard,
-    StandardIa,
-    OnezoneIa,
-    IntelligentTiering,
-    GlacierIr,
-    Glacier,
-    DeepArchive,
-}
-
-impl Class {
-    fn of(class: &StorageClass) -> Option<Class> {
-        Some(match class {
-            StorageClass::Standard => Class::Standard,
-            StorageClass::StandardIa => Class::StandardIa,
-            StorageClass::OnezoneIa => Class::OnezoneIa,
-            StorageClass::IntelligentTiering => Class::IntelligentTiering,
-            StorageClass::GlacierIr => Class::GlacierIr,
-            StorageClass::Glacier => Class::Glacier,
-            StorageClass::DeepArchive => Class::DeepArchive,
-            StorageClass::Other(_) => return None,
-        })
-    }
-
-    fn storage_class(self) -> StorageClass {
-        match self {
-            Class::Standard => StorageClass::Standard,
-            Class::StandardIa => StorageClass::StandardIa,
-            Class::OnezoneIa => StorageClass::OnezoneIa,
-            Class::IntelligentTiering => StorageClass::IntelligentTiering,
-            Class::GlacierIr => StorageClass::GlacierIr,
-            Class::Glacier => StorageClass::Glacier,
-            Class::DeepArchive => StorageClass::DeepArchive,
-        }
-    }
-}
+/// The byte of the class of a directory, and of an entry whose class `Tag::Rare` holds.
+const STANDARD: u8 = match StorageClass::Standard.as_byte() {
+    Some(byte) => byte,
+    None => panic!("STANDARD has a byte"),
+};
 
 /// The 16 bytes of an ETag of the form `"<32 lowercase hex digits>"`, which
 /// give that very text back.
@@ -120,7 +88,7 @@ impl Entry {
             size: 0,
             mtime_ns: 0,
             tag: Tag::None,
-            class: Class::Standard,
+            class: STANDARD,
             dir: true,
             archived: false,
         }
@@ -135,7 +103,7 @@ impl Entry {
         class: &StorageClass,
         archived: bool,
     ) -> Entry {
-        let (tag, class) = match (etag, md5_of(etag), Class::of(class)) {
+        let (tag, class) = match (etag, md5_of(etag), class.as_byte()) {
             ("", _, Some(class)) => (Tag::None, class),
             (_, Some(md5), Some(class)) => (Tag::Md5(md5), class),
             (etag, _, _) => {
@@ -143,7 +111,7 @@ impl Entry {
                     etag: etag.to_string(),
                     class: class.clone(),
                 };
-                (Tag::Rare(Box::new(rare)), Class::Standard)
+                (Tag::Rare(Box::new(rare)), STANDARD)
             }
         };
         Entry {
@@ -177,7 +145,7 @@ impl Entry {
     pub fn storage_class(&self) -> StorageClass {
         match &self.tag {
             Tag::Rare(rare) => rare.class.clone(),
-            _ => self.class.storage_class(),
+            _ => StorageClass::from_byte(self.class).expect("set from StorageClass::as_byte"),
         }
     }
 

@@ -5,7 +5,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
 use bytes::Bytes;
 
-use super::{S3Store, with_key_bytes};
+use super::{S3Store, send_with_key};
 use crate::store::{
     BoxFuture, ETag, Encryption, Key, ObjectSink, PartTag, ProtocolError, PutOptions, StoreError,
     UploadId,
@@ -28,39 +28,35 @@ impl S3Store {
         options: PutOptions,
     ) -> Result<ETag, StoreError> {
         let (sse, kms_key) = encryption(&options);
-        let output = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .set_expected_bucket_owner(self.owner.clone())
-            .key(key.as_str())
-            .content_length(data.len() as i64)
-            .body(ByteStream::from(data))
-            .set_server_side_encryption(sse)
-            .set_ssekms_key_id(kms_key)
-            .customize()
-            .mutate_request(with_key_bytes(&key))
-            .send()
-            .await
-            .map_err(|e| self.map_error(e, "PutObject", key.as_str()))?;
+        let output = send_with_key!(
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .set_expected_bucket_owner(self.owner.clone())
+                .key(key.as_str())
+                .content_length(data.len() as i64)
+                .body(ByteStream::from(data))
+                .set_server_side_encryption(sse)
+                .set_ssekms_key_id(kms_key),
+            key.as_str()
+        )
+        .map_err(|e| self.map_error(e, "PutObject", key.as_str()))?;
         Ok(ETag::new(output.e_tag().unwrap_or_default()))
     }
 
     async fn create_upload(&self, key: Key, options: PutOptions) -> Result<UploadId, StoreError> {
         let (sse, kms_key) = encryption(&options);
-        let output = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .set_expected_bucket_owner(self.owner.clone())
-            .key(key.as_str())
-            .set_server_side_encryption(sse)
-            .set_ssekms_key_id(kms_key)
-            .customize()
-            .mutate_request(with_key_bytes(&key))
-            .send()
-            .await
-            .map_err(|e| self.map_error(e, "CreateMultipartUpload", key.as_str()))?;
+        let output = send_with_key!(
+            self.client
+                .create_multipart_upload()
+                .bucket(&self.bucket)
+                .set_expected_bucket_owner(self.owner.clone())
+                .key(key.as_str())
+                .set_server_side_encryption(sse)
+                .set_ssekms_key_id(kms_key),
+            key.as_str()
+        )
+        .map_err(|e| self.map_error(e, "CreateMultipartUpload", key.as_str()))?;
         output
             .upload_id()
             .map(|id| UploadId(id.to_string()))
@@ -79,21 +75,19 @@ impl S3Store {
         number: u32,
         data: Bytes,
     ) -> Result<ETag, StoreError> {
-        let output = self
-            .client
-            .upload_part()
-            .bucket(&self.bucket)
-            .set_expected_bucket_owner(self.owner.clone())
-            .key(key.as_str())
-            .upload_id(&upload.0)
-            .part_number(number as i32)
-            .content_length(data.len() as i64)
-            .body(ByteStream::from(data))
-            .customize()
-            .mutate_request(with_key_bytes(&key))
-            .send()
-            .await
-            .map_err(|e| self.map_error(e, "UploadPart", key.as_str()))?;
+        let output = send_with_key!(
+            self.client
+                .upload_part()
+                .bucket(&self.bucket)
+                .set_expected_bucket_owner(self.owner.clone())
+                .key(key.as_str())
+                .upload_id(&upload.0)
+                .part_number(number as i32)
+                .content_length(data.len() as i64)
+                .body(ByteStream::from(data)),
+            key.as_str()
+        )
+        .map_err(|e| self.map_error(e, "UploadPart", key.as_str()))?;
         Ok(ETag::new(output.e_tag().unwrap_or_default()))
     }
 
@@ -112,52 +106,48 @@ impl S3Store {
                     .build()
             })
             .collect();
-        let output = self
-            .client
-            .complete_multipart_upload()
-            .bucket(&self.bucket)
-            .set_expected_bucket_owner(self.owner.clone())
-            .key(key.as_str())
-            .upload_id(&upload.0)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .customize()
-            .mutate_request(with_key_bytes(&key))
-            .send()
-            .await
-            .map_err(|e| self.map_error(e, "CompleteMultipartUpload", key.as_str()))?;
+        let output = send_with_key!(
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .set_expected_bucket_owner(self.owner.clone())
+                .key(key.as_str())
+                .upload_id(&upload.0)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                ),
+            key.as_str()
+        )
+        .map_err(|e| self.map_error(e, "CompleteMultipartUpload", key.as_str()))?;
         Ok(ETag::new(output.e_tag().unwrap_or_default()))
     }
 
     async fn abort_upload(&self, key: Key, upload: UploadId) -> Result<(), StoreError> {
-        self.client
-            .abort_multipart_upload()
-            .bucket(&self.bucket)
-            .set_expected_bucket_owner(self.owner.clone())
-            .key(key.as_str())
-            .upload_id(&upload.0)
-            .customize()
-            .mutate_request(with_key_bytes(&key))
-            .send()
-            .await
-            .map_err(|e| self.map_error(e, "AbortMultipartUpload", key.as_str()))?;
+        send_with_key!(
+            self.client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .set_expected_bucket_owner(self.owner.clone())
+                .key(key.as_str())
+                .upload_id(&upload.0),
+            key.as_str()
+        )
+        .map_err(|e| self.map_error(e, "AbortMultipartUpload", key.as_str()))?;
         Ok(())
     }
 
     async fn delete_object(&self, key: Key) -> Result<(), StoreError> {
-        self.client
-            .delete_object()
-            .bucket(&self.bucket)
-            .set_expected_bucket_owner(self.owner.clone())
-            .key(key.as_str())
-            .customize()
-            .mutate_request(with_key_bytes(&key))
-            .send()
-            .await
-            .map_err(|e| self.map_error(e, "DeleteObject", key.as_str()))?;
+        send_with_key!(
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .set_expected_bucket_owner(self.owner.clone())
+                .key(key.as_str()),
+            key.as_str()
+        )
+        .map_err(|e| self.map_error(e, "DeleteObject", key.as_str()))?;
         Ok(())
     }
 }

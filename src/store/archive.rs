@@ -63,6 +63,35 @@ impl StorageClass {
     pub fn is_standard(&self) -> bool {
         *self == StorageClass::Standard
     }
+
+    /// The class in one byte, for records held by the million in memory;
+    /// `None` for `Other`, whose name needs room of its own.
+    pub const fn as_byte(&self) -> Option<u8> {
+        Some(match self {
+            StorageClass::Standard => 0,
+            StorageClass::StandardIa => 1,
+            StorageClass::OnezoneIa => 2,
+            StorageClass::IntelligentTiering => 3,
+            StorageClass::GlacierIr => 4,
+            StorageClass::Glacier => 5,
+            StorageClass::DeepArchive => 6,
+            StorageClass::Other(_) => return None,
+        })
+    }
+
+    /// The class `as_byte` gave `byte` for; `None` for a byte it never gives.
+    pub const fn from_byte(byte: u8) -> Option<StorageClass> {
+        Some(match byte {
+            0 => StorageClass::Standard,
+            1 => StorageClass::StandardIa,
+            2 => StorageClass::OnezoneIa,
+            3 => StorageClass::IntelligentTiering,
+            4 => StorageClass::GlacierIr,
+            5 => StorageClass::Glacier,
+            6 => StorageClass::DeepArchive,
+            _ => return None,
+        })
+    }
 }
 
 impl From<String> for StorageClass {
@@ -195,6 +224,58 @@ mod tests {
         let back: StorageClass = serde_json::from_str(&json).unwrap();
         assert_eq!(back, StorageClass::DeepArchive);
         assert_eq!(StorageClass::Other("A\nB".into()).to_string(), "A\\nB");
+    }
+
+    #[test]
+    fn every_named_class_survives_a_round_trip_through_one_byte() {
+        let every = [
+            StorageClass::Standard,
+            StorageClass::StandardIa,
+            StorageClass::OnezoneIa,
+            StorageClass::IntelligentTiering,
+            StorageClass::GlacierIr,
+            StorageClass::Glacier,
+            StorageClass::DeepArchive,
+            StorageClass::Other("REDUCED_REDUNDANCY".into()),
+        ];
+        // A class added to the enum and not to the list above stops the build here.
+        for class in &every {
+            match class {
+                StorageClass::Standard
+                | StorageClass::StandardIa
+                | StorageClass::OnezoneIa
+                | StorageClass::IntelligentTiering
+                | StorageClass::GlacierIr
+                | StorageClass::Glacier
+                | StorageClass::DeepArchive
+                | StorageClass::Other(_) => {}
+            }
+        }
+        let mut bytes = Vec::new();
+        for class in every {
+            match (&class, class.as_byte()) {
+                (StorageClass::Other(_), byte) => assert_eq!(byte, None),
+                (_, None) => panic!("{class} has no byte"),
+                (_, Some(byte)) => {
+                    assert_eq!(StorageClass::from_byte(byte), Some(class.clone()));
+                    bytes.push(byte);
+                }
+            }
+        }
+        bytes.sort_unstable();
+        bytes.dedup();
+        assert_eq!(bytes.len(), 7, "two classes share a byte");
+        // Every byte either names a class that gives it back or none at all.
+        let named = (0..=u8::MAX)
+            .filter(|&byte| match StorageClass::from_byte(byte) {
+                Some(class) => {
+                    assert_eq!(class.as_byte(), Some(byte));
+                    true
+                }
+                None => false,
+            })
+            .count();
+        assert_eq!(named, bytes.len());
     }
 
     #[test]

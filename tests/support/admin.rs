@@ -1,5 +1,6 @@
 //! Test support for the admin commands: reading objects back, running a command that
-//! prints one JSON object, and running the tool without root's file access.
+//! prints one JSON object, running the tool without root's file access, and
+//! `status` refusing a mirror.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -86,6 +87,18 @@ pub fn run_json(command: &mut Command) -> (Output, serde_json::Value) {
     );
     let value = serde_json::from_str(lines[0]).unwrap();
     (output, value)
+}
+
+/// Asserts that `s3mirrorfs status` refuses `mirror` (exit code 2) and says
+/// `why` on stderr.
+pub fn assert_status_refuses(mirror: &Path, why: &str) {
+    let output = s3mirrorfs()
+        .args(["status", "--mirror-dir"])
+        .arg(mirror)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains(why), "{}", stderr(&output));
 }
 
 /// The same command, run without the capabilities that let root read any file, so

@@ -416,6 +416,13 @@ pub fn prefetch(
     (output, summary)
 }
 
+/// Temp files left in the mirror's state directory.
+pub fn temp_files(mirror: &Path) -> usize {
+    std::fs::read_dir(mirror.join(".s3mirrorfs/tmp"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }

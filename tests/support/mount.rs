@@ -1,4 +1,5 @@
-//! A real FUSE mount of the s3mirrorfs binary for tests, unmounted on drop.
+//! A real FUSE mount of the s3mirrorfs binary for tests, unmounted on drop, on
+//! its own or reading S3 through the fault-injecting proxy.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -6,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use s3mirrorfs::mount::is_mount_point;
 
-use super::s3mirrorfs;
+use super::faults::Rule;
+use super::proxy::Proxy;
+use super::{moto_port, s3mirrorfs};
 
 /// A running `s3mirrorfs mount --foreground`.
 pub struct Mount {
@@ -138,6 +141,46 @@ impl Drop for Mount {
                 .arg(&self.dir)
                 .status();
         }
+    }
+}
+
+/// A mount that reads S3 through a fault-injecting proxy in front of moto, with
+/// its mirror (`m`) and mount point (`mnt`) in a temp directory of its own.
+pub struct ProxiedMount {
+    pub mount: Mount,
+    pub proxy: Proxy,
+    pub mirror: PathBuf,
+    /// Last, so it is removed only after the unmount.
+    pub dir: tempfile::TempDir,
+}
+
+impl ProxiedMount {
+    /// Starts the proxy with `rules` in place, so they meet the mount's very first
+    /// requests, then mounts `target` through it with `args`.
+    pub fn start(target: &str, rules: Vec<Rule>, args: &[&str]) -> ProxiedMount {
+        let proxy = Proxy::start(moto_port());
+        for rule in rules {
+            proxy.add(rule);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = dir.path().join("m");
+        let mount = Mount::start(
+            target,
+            &dir.path().join("mnt"),
+            &mirror,
+            &proxy.endpoint(),
+            args,
+        );
+        ProxiedMount {
+            mount,
+            proxy,
+            mirror,
+            dir,
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.mount.path(rel)
     }
 }
 
