@@ -540,12 +540,13 @@ fn let_go(notifier: Notifier) -> io::Result<LetGoHook> {
     }))
 }
 
-/// The text form of a name the kernel asks for: a name that is not UTF-8 can
-/// only be that of a key that is not UTF-8 (`store::raw_bytes`).
+/// The text form of a name the kernel asks for: a name that is not UTF-8 (or
+/// holds a character that stands for a byte) can only be that of such a key
+/// (`store::raw_bytes`).
 fn key_name(name: &OsStr) -> Cow<'_, str> {
     match name.to_str() {
-        Some(name) => Cow::Borrowed(name),
-        None => Cow::Owned(raw_bytes::text_from_bytes(name.as_bytes().to_vec())),
+        Some(name) if !raw_bytes::has_raw_bytes(name) => Cow::Borrowed(name),
+        _ => Cow::Owned(raw_bytes::text_from_bytes(name.as_bytes().to_vec())),
     }
 }
 

@@ -630,6 +630,11 @@ mod tests {
             if parts[0] == STATE_DIR {
                 reasons.push(RenameReason::Reserved);
             }
+            // The store writes a key that is not UTF-8 (or holds one of these
+            // characters itself) with characters from U+10FF80 up.
+            if rel.chars().any(|c| u32::from(c) >= 0x10_FF80) {
+                reasons.push(RenameReason::NotUtf8);
+            }
             reasons
         }
 

@@ -423,9 +423,8 @@ impl Mirror {
         self.dir.open(&rel, how).map_err(self.io(&rel))
     }
 
-    /// A state file written piece by piece (for one too big to build in
-    /// memory), put in place atomically and durably by `StateWriter::commit`.
-    pub fn state_writer(&self, name: &str) -> Result<StateWriter<'_>, MirrorError> {
+    /// Where state file `name` goes, and its directory, made if missing.
+    fn state_file_dir(&self, name: &str) -> Result<(PathBuf, PathBuf), MirrorError> {
         let final_rel = Path::new(STATE_DIR).join(name);
         let dir = final_rel
             .parent()
@@ -434,6 +433,13 @@ impl Mirror {
         if !self.dir.symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
             make_dir_in(&self.dir, &dir, STATE_MODE).map_err(self.io(&dir))?;
         }
+        Ok((final_rel, dir))
+    }
+
+    /// A state file written piece by piece (for one too big to build in
+    /// memory), put in place atomically and durably by `StateWriter::commit`.
+    pub fn state_writer(&self, name: &str) -> Result<StateWriter<'_>, MirrorError> {
+        let (final_rel, dir) = self.state_file_dir(name)?;
         let tmp = self.create_temp()?;
         let out = tmp.file.try_clone().map_err(self.io(&tmp.path))?;
         Ok(StateWriter {
@@ -451,14 +457,7 @@ impl Mirror {
         contents: &[u8],
         durable: bool,
     ) -> Result<(), MirrorError> {
-        let final_rel = Path::new(STATE_DIR).join(name);
-        let dir = final_rel
-            .parent()
-            .unwrap_or(Path::new(STATE_DIR))
-            .to_path_buf();
-        if !self.dir.symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
-            make_dir_in(&self.dir, &dir, STATE_MODE).map_err(self.io(&dir))?;
-        }
+        let (final_rel, dir) = self.state_file_dir(name)?;
         let tmp = self.create_temp()?;
         tmp.write_at(contents, 0)?;
         if durable {

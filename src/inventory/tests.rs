@@ -9,6 +9,19 @@ fn now() -> SystemTime {
     utc::from_unix_ms(NOW_MS)
 }
 
+/// Reads the report at `at` for bucket `images`, everything under it.
+async fn read_images(store: &MemoryStore, at: &ReportLocation) -> Result<Report, InventoryError> {
+    read(
+        store,
+        at,
+        "images",
+        "",
+        now(),
+        tempfile::tempfile().unwrap(),
+    )
+    .await
+}
+
 fn gzip(text: &str) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     encoder.write_all(text.as_bytes()).unwrap();
@@ -190,16 +203,9 @@ async fn a_report_gives_the_sorted_objects_of_every_data_file() {
     // The newest report under the prefix is found; a dated directory without a
     // manifest yet (a report being delivered) is passed over.
     store.put("r/images/cfg/2026-12-04T00-00Z/manifest.checksum", "x");
-    let mut report = read(
-        &store,
-        &location("s3://inv/r/images/cfg/"),
-        "images",
-        "",
-        now(),
-        tempfile::tempfile().unwrap(),
-    )
-    .await
-    .unwrap();
+    let mut report = read_images(&store, &location("s3://inv/r/images/cfg/"))
+        .await
+        .unwrap();
     let objects = report.objects.to_vec().unwrap();
     let keys: Vec<&str> = objects.iter().map(|o| o.key.as_str()).collect();
     assert_eq!(keys, ["a", "b", "c, d"]);
@@ -225,16 +231,7 @@ async fn a_data_file_that_does_not_match_its_checksum_fails_the_report() {
         gzip("\"images\",\"z\",\"1\",\"\",\"e1\",\"\"\n"),
     );
     let manifest = location("s3://inv/r/images/cfg/2026-12-03T00-00Z/manifest.json");
-    let err = read(
-        &store,
-        &manifest,
-        "images",
-        "",
-        now(),
-        tempfile::tempfile().unwrap(),
-    )
-    .await
-    .unwrap_err();
+    let err = read_images(&store, &manifest).await.unwrap_err();
     assert!(matches!(err, InventoryError::Checksum { .. }), "{err}");
     assert!(
         err.to_string().contains("s3://inv/r/data/1.csv.gz"),
@@ -242,16 +239,7 @@ async fn a_data_file_that_does_not_match_its_checksum_fails_the_report() {
     );
     // Bytes that are not gzip at all still fail on the checksum first.
     store.put("r/data/1.csv.gz", "not gzip");
-    let err = read(
-        &store,
-        &manifest,
-        "images",
-        "",
-        now(),
-        tempfile::tempfile().unwrap(),
-    )
-    .await
-    .unwrap_err();
+    let err = read_images(&store, &manifest).await.unwrap_err();
     assert!(matches!(err, InventoryError::Checksum { .. }), "{err}");
 }
 
@@ -259,70 +247,25 @@ async fn a_data_file_that_does_not_match_its_checksum_fails_the_report() {
 async fn reports_of_another_bucket_another_format_or_too_old_are_refused() {
     let manifest = location("s3://inv/r/images/cfg/2026-12-03T00-00Z/manifest.json");
     let other = report_store(&[], "videos", NOW_MS);
-    let err = read(
-        &other,
-        &manifest,
-        "images",
-        "",
-        now(),
-        tempfile::tempfile().unwrap(),
-    )
-    .await
-    .unwrap_err();
+    let err = read_images(&other, &manifest).await.unwrap_err();
     assert!(matches!(err, InventoryError::OtherBucket { .. }), "{err}");
     let old = report_store(&[], "images", NOW_MS - 8 * 86_400_000);
-    let err = read(
-        &old,
-        &manifest,
-        "images",
-        "",
-        now(),
-        tempfile::tempfile().unwrap(),
-    )
-    .await
-    .unwrap_err();
+    let err = read_images(&old, &manifest).await.unwrap_err();
     assert!(matches!(err, InventoryError::TooOld { .. }), "{err}");
     let week = report_store(&[], "images", NOW_MS - 6 * 86_400_000);
-    assert!(
-        read(
-            &week,
-            &manifest,
-            "images",
-            "",
-            now(),
-            tempfile::tempfile().unwrap()
-        )
-        .await
-        .is_ok()
-    );
+    assert!(read_images(&week, &manifest).await.is_ok());
     let parquet = MemoryStore::new("inv");
     let text = manifest_text("images", NOW_MS).replace("\"CSV\"", "\"Parquet\"");
     parquet.put(&manifest.key, text);
-    let err = read(
-        &parquet,
-        &manifest,
-        "images",
-        "",
-        now(),
-        tempfile::tempfile().unwrap(),
-    )
-    .await
-    .unwrap_err();
+    let err = read_images(&parquet, &manifest).await.unwrap_err();
     assert!(
         err.to_string().contains("configure the inventory as CSV"),
         "{err}"
     );
     let none = MemoryStore::new("inv");
-    let err = read(
-        &none,
-        &location("s3://inv/r/"),
-        "images",
-        "",
-        now(),
-        tempfile::tempfile().unwrap(),
-    )
-    .await
-    .unwrap_err();
+    let err = read_images(&none, &location("s3://inv/r/"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, InventoryError::NoManifest(_)), "{err}");
 }
 

@@ -54,14 +54,14 @@ impl MirrorJournal {
 }
 
 impl Journal for MirrorJournal {
-    fn replay(&mut self) -> Vec<Entry> {
+    fn replay(&mut self) -> Box<dyn Iterator<Item = Entry> + '_> {
         let file = match self.mirror.open_state_file(&self.name) {
             Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Vec::new(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Box::new(std::iter::empty()),
             Err(e) => {
                 tracing::warn!("cannot read the listing journal {}: {e}", self.name);
                 self.remove();
-                return Vec::new();
+                return Box::new(std::iter::empty());
             }
         };
         let age = file
@@ -72,18 +72,14 @@ impl Journal for MirrorJournal {
         if age.is_none_or(|age| age > MAX_AGE) {
             tracing::info!("an earlier listing's journal is too old to go on with; listing anew");
             self.remove();
-            return Vec::new();
+            return Box::new(std::iter::empty());
         }
-        let (entries, good) = read_entries(file);
-        // A record cut short by a crash is dropped, and later records go after the last good one.
-        if let Ok(file) = self.mirror.append_state_file(&self.name)
-            && file.metadata().is_ok_and(|m| m.len() > good)
-            && file.set_len(good).is_err()
-        {
-            self.remove();
-            return Vec::new();
-        }
-        entries
+        Box::new(Replay {
+            journal: self,
+            reader: io::BufReader::new(file),
+            good: 0,
+            done: false,
+        })
     }
 
     fn append(&mut self, entry: &Entry) {
@@ -116,39 +112,69 @@ impl Journal for MirrorJournal {
     }
 
     fn finish(&mut self) {
+        self.discard();
+    }
+
+    fn discard(&mut self) {
         self.file = None;
         self.remove();
     }
 }
 
-/// The entries of a journal up to the first damaged record, and the length of
-/// the good part.
-fn read_entries(mut file: impl Read) -> (Vec<Entry>, u64) {
-    let mut bytes = Vec::new();
-    if file.read_to_end(&mut bytes).is_err() {
-        return (Vec::new(), 0);
-    }
-    let mut entries = Vec::new();
-    let mut at = 0usize;
-    while bytes.len() >= at + 8 {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
-        let sum = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
-        let Some(packed) = bytes.get(at + 8..at + 8 + len) else {
-            break;
-        };
-        if crc(packed) != sum {
-            break;
+/// A journal's entries read one at a time, up to the first damaged record;
+/// at the end the damaged tail (a record cut short by a crash) is cut off, so
+/// that later records go after the last good one.
+struct Replay<'a> {
+    journal: &'a mut MirrorJournal,
+    reader: io::BufReader<std::fs::File>,
+    /// The length of the good records read so far.
+    good: u64,
+    done: bool,
+}
+
+impl Replay<'_> {
+    fn next_entry(&mut self) -> Option<Entry> {
+        let mut head = [0u8; 8];
+        self.reader.read_exact(&mut head).ok()?;
+        let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+        let sum = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
+        let mut packed = vec![0; len];
+        self.reader.read_exact(&mut packed).ok()?;
+        if crc(&packed) != sum {
+            return None;
         }
-        let Some(entry) = zstd::stream::decode_all(packed)
+        let entry = zstd::stream::decode_all(packed.as_slice())
             .ok()
-            .and_then(|json| serde_json::from_slice::<Entry>(&json).ok())
-        else {
-            break;
-        };
-        entries.push(entry);
-        at += 8 + len;
+            .and_then(|json| serde_json::from_slice::<Entry>(&json).ok())?;
+        self.good += 8 + len as u64;
+        Some(entry)
     }
-    (entries, at as u64)
+
+    fn cut_damaged_tail(&mut self) {
+        let journal = &mut *self.journal;
+        if let Ok(file) = journal.mirror.append_state_file(&journal.name)
+            && file.metadata().is_ok_and(|m| m.len() > self.good)
+            && file.set_len(self.good).is_err()
+        {
+            journal.remove();
+        }
+    }
+}
+
+impl Iterator for Replay<'_> {
+    type Item = Entry;
+
+    fn next(&mut self) -> Option<Entry> {
+        if self.done {
+            return None;
+        }
+        let entry = self.next_entry();
+        if entry.is_none() {
+            self.done = true;
+            self.cut_damaged_tail();
+        }
+        entry
+    }
 }
 
 /// A checksum of a record (FNV-1a): enough to tell a record cut short or
@@ -195,12 +221,14 @@ mod tests {
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         file.set_len(len - 3).unwrap();
         let mut journal = MirrorJournal::new(Arc::clone(&mirror), "p/");
-        let entries = journal.replay();
+        let entries: Vec<Entry> = journal.replay().collect();
         assert_eq!(entries.len(), 2);
         assert!(matches!(entries[1], Entry::Page { id: 0, .. }));
         // The damaged tail is gone, and new records follow the good ones.
         journal.append(&page(5));
-        let entries = MirrorJournal::new(Arc::clone(&mirror), "p/").replay();
+        let entries: Vec<Entry> = MirrorJournal::new(Arc::clone(&mirror), "p/")
+            .replay()
+            .collect();
         assert_eq!(entries.len(), 3);
         assert!(matches!(entries[2], Entry::Page { id: 5, .. }));
         journal.finish();

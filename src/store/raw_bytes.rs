@@ -17,24 +17,38 @@ pub fn raw_byte(c: char) -> Option<u8> {
     (code >= BASE).then(|| (code - BASE + 0x80) as u8)
 }
 
-/// The text form of a key's bytes: the bytes themselves when they are UTF-8.
+/// The text form of a key's bytes: the bytes themselves when they are UTF-8
+/// and hold none of the 128 code points that stand for bytes. A real one of
+/// those (valid UTF-8, but rare: the end of a private use area) is written as
+/// the stand-ins of its own four bytes, so the text always maps back to the
+/// key's exact bytes.
 pub fn text_from_bytes(bytes: Vec<u8>) -> String {
-    match String::from_utf8(bytes) {
-        Ok(text) => text,
-        Err(e) => {
-            let bytes = e.into_bytes();
-            let mut text = String::with_capacity(bytes.len() + 8);
-            for chunk in bytes.utf8_chunks() {
-                text.push_str(chunk.valid());
-                for &b in chunk.invalid() {
-                    // Invalid UTF-8 bytes are never ASCII: always in 0x80..=0xFF.
-                    let c = char::from_u32(BASE + u32::from(b) - 0x80).expect("a valid code point");
-                    text.push(c);
+    let text = match String::from_utf8(bytes) {
+        Ok(text) if !has_raw_bytes(&text) => return text,
+        Ok(text) => text.into_bytes(),
+        Err(e) => e.into_bytes(),
+    };
+    let mut out = String::with_capacity(text.len() + 8);
+    let push_byte = |out: &mut String, b: u8| {
+        // Only bytes of multi-byte sequences come here: always in 0x80..=0xFF.
+        let c = char::from_u32(BASE + u32::from(b) - 0x80).expect("a valid code point");
+        out.push(c);
+    };
+    for chunk in text.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if raw_byte(c).is_some() {
+                for &b in c.encode_utf8(&mut [0; 4]).as_bytes() {
+                    push_byte(&mut out, b);
                 }
+            } else {
+                out.push(c);
             }
-            text
+        }
+        for &b in chunk.invalid() {
+            push_byte(&mut out, b);
         }
     }
+    out
 }
 
 /// Whether `text` stands for a key that is not UTF-8.
@@ -109,6 +123,30 @@ mod tests {
         }
         // The valid parts stay readable.
         assert!(text_from_bytes(b"caf\xe9/\xc3\xa9".to_vec()).ends_with("/\u{e9}"));
+    }
+
+    #[test]
+    fn a_real_stand_in_character_keeps_its_own_bytes() {
+        // Valid UTF-8 holding the code points that stand for bytes 0x80 and 0xFF.
+        for key in ["a\u{10FF80}z", "x/\u{10FFFF}", "\u{10FF80}\u{10FFFF}"] {
+            let text = text_from_bytes(key.as_bytes().to_vec());
+            assert!(has_raw_bytes(&text), "{key:?}");
+            assert_eq!(bytes_of(&text).as_ref(), key.as_bytes(), "{key:?}");
+        }
+        // Every other character of the private use areas is kept as it is.
+        let other = "a\u{10FF7F}\u{F0000}";
+        assert_eq!(text_from_bytes(other.as_bytes().to_vec()), other);
+    }
+
+    proptest::proptest! {
+        /// Any bytes at all: text and back gives the same bytes, and two keys
+        /// never share a text form.
+        #[test]
+        fn any_bytes_round_trip(raw in proptest::collection::vec(proptest::num::u8::ANY, 0..40)) {
+            let text = text_from_bytes(raw.clone());
+            let back = bytes_of(&text).into_owned();
+            proptest::prop_assert_eq!(back, raw);
+        }
     }
 
     #[test]

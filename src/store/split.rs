@@ -195,22 +195,27 @@ struct Step {
 pub trait Journal: Send {
     /// What an earlier, unfinished listing recorded, oldest first; nothing when
     /// there is none or it cannot be used (too old, unreadable).
-    fn replay(&mut self) -> Vec<Entry>;
+    /// The entries come one at a time, so a journal of millions of keys is
+    /// never held whole.
+    fn replay(&mut self) -> Box<dyn Iterator<Item = Entry> + '_>;
     /// Records one entry; a failure only costs the ability to resume.
     fn append(&mut self, entry: &Entry);
     /// The listing is complete: nothing of it needs to be kept.
     fn finish(&mut self);
+    /// What the journal holds cannot be gone on with: a new listing starts.
+    fn discard(&mut self);
 }
 
 /// Records nothing: every listing starts from the beginning.
 pub struct NoJournal;
 
 impl Journal for NoJournal {
-    fn replay(&mut self) -> Vec<Entry> {
-        Vec::new()
+    fn replay(&mut self) -> Box<dyn Iterator<Item = Entry> + '_> {
+        Box::new(std::iter::empty())
     }
     fn append(&mut self, _entry: &Entry) {}
     fn finish(&mut self) {}
+    fn discard(&mut self) {}
 }
 
 /// One record of a listing's journal.
@@ -301,10 +306,9 @@ impl Progress {
     /// when they are not a journal of a listing of `prefix`.
     fn replay(
         prefix: &str,
-        entries: Vec<Entry>,
+        mut entries: impl Iterator<Item = Entry>,
         objects: &mut ListedObjects,
     ) -> io::Result<Option<Progress>> {
-        let mut entries = entries.into_iter();
         let Some(Entry::Start {
             prefix: started,
             first,
@@ -367,9 +371,13 @@ pub async fn list_split(
     // told so (a crash right at its end): its keys are stale, so list anew.
     let replayed =
         Progress::replay(prefix, journal.replay(), &mut objects)?.filter(|p| !p.parts.is_empty());
-    if replayed.is_none() && !objects.is_empty() {
-        scratch.set_len(0)?;
-        objects = ListedObjects::new(scratch);
+    if replayed.is_none() {
+        // Whatever an unusable journal held goes, before the new listing's records.
+        journal.discard();
+        if !objects.is_empty() {
+            scratch.set_len(0)?;
+            objects = ListedObjects::new(scratch);
+        }
     }
     let progress = match replayed {
         Some(progress) => {
@@ -728,6 +736,19 @@ mod tests {
     use crate::store::list_all;
     use crate::store::memory::MemoryStore;
 
+    /// `list_split` into a scratch file of its own.
+    async fn split(
+        store: Arc<dyn ObjectStore>,
+        prefix: &str,
+        options: &SplitOptions,
+        journal: &mut dyn Journal,
+    ) -> Listing {
+        let scratch = tempfile::tempfile().unwrap();
+        list_split(store, prefix, options, journal, scratch)
+            .await
+            .unwrap()
+    }
+
     fn keys(objects: &[ObjectMeta]) -> Vec<String> {
         objects.iter().map(|o| o.key.as_str().to_string()).collect()
     }
@@ -799,15 +820,7 @@ mod tests {
                     workers,
                     ..SplitOptions::default()
                 };
-                let mut listing = list_split(
-                    Arc::clone(&store),
-                    prefix,
-                    &options,
-                    &mut NoJournal,
-                    tempfile::tempfile().unwrap(),
-                )
-                .await
-                .unwrap();
+                let mut listing = split(Arc::clone(&store), prefix, &options, &mut NoJournal).await;
                 assert!(listing.error.is_none());
                 let split = keys(&listing.objects.to_vec().unwrap());
                 assert_eq!(split.len(), serial.len(), "{prefix:?} with {workers}");
@@ -827,10 +840,11 @@ mod tests {
     }
 
     impl Journal for VecJournal {
-        fn replay(&mut self) -> Vec<Entry> {
+        fn replay(&mut self) -> Box<dyn Iterator<Item = Entry> + '_> {
             // Through JSON, as the mirror's journal stores it.
             let json = serde_json::to_string(&self.entries).unwrap();
-            serde_json::from_str(&json).unwrap()
+            let entries: Vec<Entry> = serde_json::from_str(&json).unwrap();
+            Box::new(entries.into_iter())
         }
         fn append(&mut self, entry: &Entry) {
             self.entries.push(entry.clone());
@@ -838,6 +852,9 @@ mod tests {
         fn finish(&mut self) {
             self.entries.clear();
             self.finished = true;
+        }
+        fn discard(&mut self) {
+            self.entries.clear();
         }
     }
 
@@ -858,42 +875,18 @@ mod tests {
             // What a whole listing costs, to compare a listing that goes on with.
             let dyn_store: Arc<dyn ObjectStore> = Arc::clone(&store) as Arc<dyn ObjectStore>;
             let start = store.lists();
-            list_split(
-                Arc::clone(&dyn_store),
-                "p/",
-                &options,
-                &mut NoJournal,
-                tempfile::tempfile().unwrap(),
-            )
-            .await
-            .unwrap();
+            split(Arc::clone(&dyn_store), "p/", &options, &mut NoJournal).await;
             let whole = store.lists() - start;
             let before = store.lists();
             // The fourth request fails for good: the listing stops there.
             store.fail_list(before + 4, StoreError::NoSuchBucket("b".into()));
             let mut journal = VecJournal::default();
-            let first = list_split(
-                Arc::clone(&dyn_store),
-                "p/",
-                &options,
-                &mut journal,
-                tempfile::tempfile().unwrap(),
-            )
-            .await
-            .unwrap();
+            let first = split(Arc::clone(&dyn_store), "p/", &options, &mut journal).await;
             assert!(first.error.is_some());
             assert!(!first.objects.is_empty() && first.objects.len() < 300);
             assert!(!journal.finished);
             let stopped_at = store.lists();
-            let mut second = list_split(
-                dyn_store,
-                "p/",
-                &options,
-                &mut journal,
-                tempfile::tempfile().unwrap(),
-            )
-            .await
-            .unwrap();
+            let mut second = split(dyn_store, "p/", &options, &mut journal).await;
             assert!(second.error.is_none());
             assert_eq!(
                 keys(&second.objects.to_vec().unwrap()),
@@ -914,13 +907,16 @@ mod tests {
     struct Unfinished(Vec<Entry>);
 
     impl Journal for Unfinished {
-        fn replay(&mut self) -> Vec<Entry> {
-            self.0.clone()
+        fn replay(&mut self) -> Box<dyn Iterator<Item = Entry> + '_> {
+            Box::new(self.0.clone().into_iter())
         }
         fn append(&mut self, entry: &Entry) {
             self.0.push(entry.clone());
         }
         fn finish(&mut self) {}
+        fn discard(&mut self) {
+            self.0.clear();
+        }
     }
 
     #[tokio::test]
@@ -932,26 +928,10 @@ mod tests {
         let store: Arc<dyn ObjectStore> = Arc::clone(&memory) as Arc<dyn ObjectStore>;
         let options = SplitOptions::default();
         let mut journal = Unfinished::default();
-        list_split(
-            Arc::clone(&store),
-            "p/",
-            &options,
-            &mut journal,
-            tempfile::tempfile().unwrap(),
-        )
-        .await
-        .unwrap();
+        split(Arc::clone(&store), "p/", &options, &mut journal).await;
         memory.put("p/k99", vec![1]);
         let before = memory.lists.load(std::sync::atomic::Ordering::Relaxed);
-        let listing = list_split(
-            Arc::clone(&store),
-            "p/",
-            &options,
-            &mut journal,
-            tempfile::tempfile().unwrap(),
-        )
-        .await
-        .unwrap();
+        let listing = split(Arc::clone(&store), "p/", &options, &mut journal).await;
         assert_eq!(listing.objects.len(), 11, "listed anew, with the new key");
         assert!(memory.lists.load(std::sync::atomic::Ordering::Relaxed) > before);
     }
@@ -976,7 +956,7 @@ mod tests {
             let (serial, split) = runtime.block_on(async {
                 let serial = keys(&list_all(store.as_ref(), prefix).await.unwrap());
                 let options = SplitOptions { workers, ..SplitOptions::default() };
-                let mut listing = list_split(Arc::clone(&store), prefix, &options, &mut NoJournal, tempfile::tempfile().unwrap()).await.unwrap();
+                let mut listing = split(Arc::clone(&store), prefix, &options, &mut NoJournal).await;
                 assert!(listing.error.is_none());
                 (serial, keys(&listing.objects.to_vec().unwrap()))
             });
