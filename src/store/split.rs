@@ -679,7 +679,9 @@ impl Retry<'_> {
 /// keys usually share a stem and vary at its end (`img-0004711.jpg`), so the
 /// positions from where the page's keys start to differ back to the scope are
 /// tried with the next characters of their class (digits and hex letters,
-/// lowercase, uppercase): `img-00048`, `img-00049`, `img-0005`, ... Every point
+/// lowercase, uppercase): `img-00048`, `img-00049`, `img-0005`, ... Digits go
+/// on with hex letters only when the varying part of the keys shows some
+/// (hashes), so decimal numbers do not cost a request per letter. Every point
 /// sorts after `last` and before `upto`; a point with no key after it only
 /// costs one request.
 pub fn split_points(first: &str, last: &str, upto: Option<&str>, scope_len: usize) -> Vec<String> {
@@ -689,6 +691,15 @@ pub fn split_points(first: &str, last: &str, upto: Option<&str>, scope_len: usiz
         Some(upto) => scope_len.max(common_len(last_b, upto.as_bytes())),
         None => scope_len,
     };
+    // The run of hex digits where the page's keys start to differ.
+    let hex_run = |key: &[u8]| {
+        key.get(varying..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|b| b.is_ascii_hexdigit())
+            .any(|b| b.is_ascii_alphabetic())
+    };
+    let hex = hex_run(first_b) || hex_run(last_b);
     let mut points = Vec::new();
     let mut at = varying + 1;
     while at > floor && points.len() < MAX_SPLIT {
@@ -697,7 +708,7 @@ pub fn split_points(first: &str, last: &str, upto: Option<&str>, scope_len: usiz
         if !c.is_ascii() {
             continue;
         }
-        for next in class_after(c) {
+        for next in class_after(c, hex) {
             if points.len() == MAX_SPLIT {
                 break;
             }
@@ -715,11 +726,13 @@ pub fn split_points(first: &str, last: &str, upto: Option<&str>, scope_len: usiz
     points
 }
 
-/// The characters after `c` in its class, in order.
-fn class_after(c: u8) -> Vec<u8> {
+/// The characters after `c` in its class, in order; with `hex`, digits go on
+/// with `a` to `f`.
+fn class_after(c: u8, hex: bool) -> Vec<u8> {
     let range = |from: u8, to: u8| (from..=to).filter(|x| *x > c).collect::<Vec<u8>>();
     match c {
-        b'0'..=b'9' => [range(b'0', b'9'), range(b'a', b'f')].concat(),
+        b'0'..=b'9' if hex => [range(b'0', b'9'), range(b'a', b'f')].concat(),
+        b'0'..=b'9' => range(b'0', b'9'),
         b'a'..=b'z' => range(b'a', b'z'),
         b'A'..=b'Z' => range(b'A', b'Z'),
         _ => Vec::new(),
@@ -768,6 +781,20 @@ mod tests {
         assert!(points.windows(2).all(|w| w[0] < w[1]));
         assert!(points.iter().all(|p| p.as_str() > "big/img-0000999"));
         assert!(points.len() <= MAX_SPLIT);
+    }
+
+    #[test]
+    fn decimal_keys_get_no_points_at_hex_letters_and_hashes_do() {
+        let decimal = split_points("k0000000", "k0000999", None, 0);
+        assert!(!decimal.is_empty());
+        assert!(
+            decimal
+                .iter()
+                .all(|p| !p[1..].contains(|c: char| c.is_ascii_alphabetic())),
+            "{decimal:?}"
+        );
+        let hashes = split_points("h/00a3f1", "h/07c2e9", None, 2);
+        assert!(hashes.iter().any(|p| p.ends_with('a')), "{hashes:?}");
     }
 
     #[test]
