@@ -916,6 +916,11 @@ mod tests {
             let mut second = split(dyn_store, "p/", &options, &mut journal).await;
             assert!(second.error.is_none());
             assert_eq!(
+                second.objects.len(),
+                serial.len() as u64,
+                "{workers} workers"
+            );
+            assert_eq!(
                 keys(&second.objects.to_vec().unwrap()),
                 serial,
                 "{workers} workers"
