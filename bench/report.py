@@ -854,6 +854,8 @@ def plot(results, meta, rows, cs):
                              gridspec_kw={"width_ratios": [3, 1]} if pts else None, squeeze=False)
     for k, (sv, scs, tools) in enumerate(panels):
         ax = axes[k][0]
+        groups = [g for g in READS + [m for m in MEDIA if m != "mem1g"] + SYNCS
+                  if any((t, g) in scs for t in tools)]
         width = 0.85 / len(tools)
         for i, t in enumerate(tools):
             xs, ys, labels = [], [], []
