@@ -727,7 +727,7 @@ def write_md(results, rows, meta, cs):
     L = []
     L.append("# Benchmark results\n")
     L.append(f"Run of {meta.get('date', '?')} with `bench/run`"
-             f" (up to {meta.get('runs', '?')} runs per row, median shown, min-max in brackets;"
+             f" (up to {meta.get('runs', '?')} run{'' if meta.get('runs') == '1' else 's'} per row, median shown, min-max in brackets;"
              + (f" {int(meta.get('scale_keys', '0')):,} scale keys;" if scale_points(cs) else "")
              + f" {meta.get('wall_s', '?')} s in all).\n")
     L.append("| machine | |\n|---|---|")
