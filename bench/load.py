@@ -20,6 +20,18 @@ latency relay, so loading costs no simulated latency).
   load.py check DIR MANIFEST PREFIX [AS]
                                  files of MANIFEST under PREFIX expected at DIR/AS...: prints
                                  "checked=N bad=M"
+  load.py media-upload ENDPOINT DIR THUMB PAR HUGE
+                                 create bucket `media`: photos/img-NNNN.jpg (500 x THUMB bytes),
+                                 par/fN.bin (8 x PAR) and huge.bin (HUGE; sizes as 4M, 1G),
+                                 deterministic bytes, and write its manifests into DIR (below)
+  load.py media-manifest ENDPOINT DIR
+                                 the manifests of bucket `media` as a server that generates it
+                                 (s3sim) serves it: every object read back whole. DIR/media.md5
+                                 (MD5s), DIR/media.head64.md5 (MD5s of the first 64 KiB),
+                                 DIR/media.first (first byte, hex), DIR/media.sizes (bytes)
+  load.py heads DIR BYTES        what a file manager's thumbnail pass does: list DIR, stat every
+                                 entry and read the first BYTES of each file, in name order;
+                                 prints "MD5  BASENAME(DIR)/NAME" of the bytes read per file
   load.py check-prefetch SUMMARY N first|nochange [DIR ENDPOINT BUCKET]
                                  prefetch --json's SUMMARY of a run over N keys: all downloaded
                                  (first) or all up to date (nochange), none failed; with DIR,
@@ -166,6 +178,110 @@ def fetch(endpoint, root):
     print(f"fetch: {len(lines)} objects of bench into {ds} in {time.time() - t0:.1f}s")
 
 
+HEAD_BYTES = 64 << 10
+
+
+def size_bytes(text):
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:].upper(), 1)
+    return int(text.rstrip("KMGkmg")) * mult
+
+
+def media_keys(thumb, par, huge):
+    """(key, size) of the media bucket, in S3 order."""
+    return ([("huge.bin", huge)] + [(f"par/f{i}.bin", par) for i in range(8)]
+            + [(f"photos/img-{i:04d}.jpg", thumb) for i in range(500)])
+
+
+class Digest:
+    """MD5 of a whole object, of its first HEAD_BYTES and its first byte, fed in chunks."""
+
+    def __init__(self):
+        self.md5, self.head, self.size, self.first = hashlib.md5(), hashlib.md5(), 0, ""
+
+    def update(self, chunk):
+        if self.size < HEAD_BYTES:
+            self.head.update(chunk[:HEAD_BYTES - self.size])
+        if not self.size and chunk:
+            self.first = f"{chunk[0]:02x}"
+        self.size += len(chunk)
+        self.md5.update(chunk)
+
+
+def write_media_manifests(root, digests):
+    """digests: {key: Digest}, written as the four manifests of media-manifest."""
+    os.makedirs(root, exist_ok=True)
+    files = {"media.md5": lambda d: d.md5.hexdigest(), "media.head64.md5": lambda d: d.head.hexdigest(),
+             "media.first": lambda d: d.first, "media.sizes": lambda d: str(d.size)}
+    for name, value in files.items():
+        path = os.path.join(root, name)
+        with open(path + ".tmp", "w") as f:
+            f.writelines(f"{value(digests[k])}  {k}\n" for k in sorted(digests))
+        os.rename(path + ".tmp", path)
+
+
+def media_upload(endpoint, root, thumb, par, huge):
+    import io
+
+    from boto3.s3.transfer import TransferConfig
+
+    s3 = client(endpoint)
+    t0 = time.time()
+    make_bucket(s3, "media")
+    cfg = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20, max_concurrency=4)
+    digests = {}
+
+    def put(item):
+        key, size = item
+        rng = random.Random(key)
+        data = b"".join(rng.randbytes(min(1 << 20, size - o)) for o in range(0, size, 1 << 20))
+        d = Digest()
+        d.update(data)
+        s3.upload_fileobj(io.BytesIO(data), "media", key, Config=cfg)
+        digests[key] = d
+
+    keys = media_keys(size_bytes(thumb), size_bytes(par), size_bytes(huge))
+    with cf.ThreadPoolExecutor(8) as pool:
+        # the big ones first, one at a time (memory), then the rest 8 at a time
+        for item in keys[:9]:
+            put(item)
+        list(pool.map(put, keys[9:]))
+    write_media_manifests(root, digests)
+    print(f"media-upload: media holds {len(keys)} objects in {time.time() - t0:.1f}s")
+
+
+def media_manifest(endpoint, root):
+    s3 = client(endpoint)
+    t0 = time.time()
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="media")
+            for o in page.get("Contents", [])]
+
+    def get(key):
+        d = Digest()
+        body = s3.get_object(Bucket="media", Key=key)["Body"]
+        while chunk := body.read(1 << 20):
+            d.update(chunk)
+        return key, d
+
+    with cf.ThreadPoolExecutor(16) as pool:
+        digests = dict(pool.map(get, keys))
+    write_media_manifests(root, digests)
+    print(f"media-manifest: {len(keys)} objects of media read back in {time.time() - t0:.1f}s")
+
+
+def heads(root, nbytes):
+    nbytes = int(nbytes)
+    base = os.path.basename(root.rstrip("/"))
+    with os.scandir(root) as it:
+        entries = sorted((e for e in it if e.is_file()), key=lambda e: e.name)
+    out = []
+    for e in entries:
+        e.stat()
+        with open(e.path, "rb") as f:
+            data = f.read(nbytes)
+        out.append(f"{hashlib.md5(data).hexdigest()}  {base}/{e.name}\n")
+    sys.stdout.writelines(out)
+
+
 def sqs_call(endpoint, op, body):
     """One call to an SQS JSON-protocol endpoint (the bench's own queue server)."""
     import urllib.request
@@ -309,6 +425,9 @@ def main(argv):
         "check-scale": (check_scale, 1),
         "check": (check, None),
         "check-prefetch": (check_prefetch, None),
+        "media-upload": (media_upload, 5),
+        "media-manifest": (media_manifest, 2),
+        "heads": (heads, 2),
     }
     if len(argv) < 2 or argv[1] not in cmds:
         sys.exit(__doc__)

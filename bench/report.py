@@ -17,18 +17,26 @@ as a win. If RESULTS_DIR/analysis.md exists it is appended (the written diagnosi
 import csv
 import json
 import os
+import re
 import statistics
 import sys
 
 MOUNT_TOOLS = ["s3mirrorfs", "s3fs", "rclone", "mount-s3"]
-SYNC_TOOLS = ["s3mirrorfs", "awscli", "rclone"]
-READS = ["large_cold", "large_warm", "large_disk", "find_cold", "find_warm",
-         "small_cold", "small_warm", "small_disk"]
+SYNC_TOOLS = ["s3mirrorfs", "awscli", "awscli-tuned", "rclone", "rclone-tuned"]
+READS = ["ttfb_cold", "large_cold", "large_again", "large_settled", "large_disk", "find_cold",
+         "find_warm", "small_cold", "small_warm", "small_disk"]
+MEDIA = ["thumbs_cold", "thumbs_full", "par8", "mem1g"]
 SYNCS = ["sync_first", "sync_nochange"]
 LABELS = {
+    "ttfb_cold": "time to first byte, cold large file (fresh mount)",
     "large_cold": "cold read, 256 MiB",
-    "large_warm": "warm read, 256 MiB (page cache)",
+    "large_again": "read again right after the cold read, 256 MiB",
+    "large_settled": "read again once the daemon settled, 256 MiB (page cache)",
     "large_disk": "read from the tool's disk cache, 256 MiB (after drop_caches)",
+    "thumbs_cold": "thumbnail pass: first 64 KiB of 500 images, cold",
+    "thumbs_full": "then 50 of the images in full",
+    "par8": "8 readers at once, 8 different cold files",
+    "mem1g": "daemon peak RSS after streaming huge.bin (1 GiB by default), MiB",
     "large_remount": "read after a remount, 256 MiB (mirror, page cache dropped)",
     "find_cold": "find, 2,001 files, cold",
     "find_warm": "find, 2,001 files, listing known",
@@ -50,6 +58,11 @@ TOOL_NOTE = {
     "mount-s3": "mount-s3 (--cache)",
     "local": "local files",
 }
+SYNC_NAMES = {"s3mirrorfs": "s3mirrorfs prefetch", "awscli": "aws s3 sync (defaults)",
+              "awscli-tuned": "aws s3 sync (max_concurrent_requests 64)",
+              "rclone": "rclone sync (defaults)", "rclone-tuned": "rclone sync (--transfers 64 --checkers 64)"}
+# rows of the old names
+RENAMED = {"large_warm": "large_settled"}
 
 
 RUNS = 1
@@ -62,6 +75,7 @@ def load(results):
             # results from before the server column ran on moto
             if not r.get("server") and r["tool"] != "local":
                 r["server"] = "moto"
+            r["workload"] = RENAMED.get(r["workload"], r["workload"])
             rows.append(r)
     meta = {}
     path = os.path.join(results, "meta.env")
@@ -107,7 +121,7 @@ class Cell:
             return f"**FAIL** ({len(self.bad)}/{len(self.runs)}: {why})"
         s = fmt(self.median())
         if len(self.secs) > 1:
-            s += f" ({fmt(min(self.secs))}-{fmt(max(self.secs))})"
+            s += f" ({fmt(min(self.secs))}-{fmt(max(self.secs))}, {len(self.secs)} runs)"
         elif RUNS > 1:
             s += " (1 run)"
         if reqs:
@@ -152,47 +166,120 @@ def best(cs, tools, wl):
     return min(cands) if cands else (None, None)
 
 
+def par8_bytes(cell):
+    """Bytes the 8 readers read (the row's note), or None."""
+    for r in cell.runs:
+        m = re.search(r"bytes=(\d+)", r.get("note") or "")
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def mibps(cell):
+    n = par8_bytes(cell)
+    return n / cell.median() / 1048576 if n and cell.median() else None
+
+
+def rss_of(cell):
+    """Median VmHWM of the runs that read the right bytes (mem1g), or None."""
+    vals = [num(r.get("rss_mib")) for r in cell.runs
+            if r["status"] == "ok" and r["check"] in ("", "ok") and num(r.get("rss_mib")) is not None]
+    return statistics.median(vals) if vals and cell.ok() else None
+
+
+def runs_note(cell):
+    n = len(cell.secs)
+    return f"{n} run{'s' if n != 1 else ''}"
+
+
 def targets(cs):
-    """(workload, s3mirrorfs, reference, target text, ratio, met) per target of the issue."""
+    """(row, s3mirrorfs, reference, target, ratio, met) per row of one server's cells.
+    The reference is the best peer of the row (the lowest median, tuned or not), or the
+    local copy; a row s3mirrorfs failed or has not run is not met."""
     out = []
     peers = [t for t in MOUNT_TOOLS if t != "s3mirrorfs"]
     sync_peers = [t for t in SYNC_TOOLS if t != "s3mirrorfs"]
 
-    def me(wl):
-        c = cs.get(("s3mirrorfs", wl))
-        return c.median() if c else None
+    def mine(wl):
+        return cs.get(("s3mirrorfs", wl))
+
+    def me_text(c, value=None, unit="s"):
+        if not c:
+            return "-"
+        if not c.ok():
+            return c.text()
+        v = c.median() if value is None else value
+        return f"{fmt(v)}{'' if unit == 's' else ' ' + unit} ({runs_note(c)})"
 
     def vs_peer(wl, tools, factor, label):
-        m = me(wl)
+        c = mine(wl)
+        if not c:
+            return
+        m = c.median()
         b, who = best(cs, tools, wl)
         ratio = m / b if m is not None and b else None
-        met = ratio is not None and ratio <= factor
-        out.append((LABELS[wl], m, f"{fmt(b)} ({who})" if who else "-", label, ratio, met))
+        ref = f"{fmt(b)} ({who}, {runs_note(cs[(who, wl)])})" if who else "-"
+        out.append((LABELS[wl], me_text(c), ref, label, ratio, ratio is not None and ratio <= factor))
 
-    def vs_local(wl, factor, label):
-        m = me(wl)
-        c = cs.get(("local", wl))
-        b = c.median() if c else None
+    def vs_local(wl, factor, label, ref_wl=None):
+        c = mine(wl)
+        if not c:
+            return
+        m = c.median()
+        lc = cs.get(("local", ref_wl or wl))
+        b = lc.median() if lc else None
         ratio = m / b if m is not None and b else None
-        out.append((LABELS[wl], m, f"{fmt(b)} (local)" if b else "-", label, ratio,
-                    ratio is not None and ratio <= factor))
+        ref = f"{fmt(b)} (local{', ' + LABELS[ref_wl].split(',')[0] if ref_wl else ''})" if b else "-"
+        out.append((LABELS[wl], me_text(c), ref, label, ratio, ratio is not None and ratio <= factor))
 
+    vs_peer("ttfb_cold", peers, 1.0, "<= 1x the best peer")
     vs_peer("large_cold", peers, 1.0, "<= 1x the best peer")
-    vs_local("large_warm", 1.2, "<= 1.2x local")
+    vs_local("large_again", 2.0, "<= 2x a local page-cache read")
+    vs_local("large_settled", 1.2, "<= 1.2x local (page cache)")
     vs_local("large_disk", 1.2, "<= 1.2x local (both after drop_caches)")
     vs_peer("find_cold", peers, 0.5, "<= 0.5x the best peer")
-    m = me("find_warm")
-    out.append((LABELS["find_warm"], m, "-", "< 0.1 s", None, m is not None and m < 0.1))
+    c = mine("find_warm")
+    if c:
+        m = c.median()
+        out.append((LABELS["find_warm"], me_text(c), "-", "< 0.1 s", None, m is not None and m < 0.1))
     vs_peer("small_cold", peers, 0.25, "<= 0.25x the best peer")
-    vs_local("small_warm", 2.0, "<= 2x local")
+    vs_local("small_warm", 1.5, "<= 1.5x local (page cache)")
     vs_local("small_disk", 2.0, "<= 2x local (both after drop_caches)")
-    vs_peer("sync_first", sync_peers, 0.5, "<= 0.5x the best")
+    vs_peer("thumbs_cold", peers, 0.5, "<= 0.5x the best peer")
+    c = mine("thumbs_full")
+    if c:
+        b, who = best(cs, peers, "thumbs_full")
+        m = c.median()
+        out.append((LABELS["thumbs_full"], me_text(c), f"{fmt(b)} ({who})" if who else "-", "- (shown)",
+                    m / b if m is not None and b else None, None))
+    c = mine("par8")
+    if c:
+        m = mibps(c)
+        cands = [(mibps(cs[(t, "par8")]), t) for t in peers if (t, "par8") in cs and cs[(t, "par8")].ok()]
+        cands = [x for x in cands if x[0]]
+        b, who = max(cands) if cands else (None, None)
+        ratio = m / b if m and b else None
+        out.append((LABELS["par8"] + ", aggregate MiB/s",
+                    me_text(c, m, "MiB/s") + (f", {fmt(c.median())} s" if c.ok() else ""),
+                    f"{fmt(b)} MiB/s ({who}, {fmt(cs[(who, 'par8')].median())} s)" if who else "-",
+                    ">= the best peer's throughput", ratio, ratio is not None and ratio >= 1.0))
+    vs_peer("sync_first", sync_peers, 0.5, "<= 0.5x the best sync (defaults or tuned)")
     vs_peer("sync_nochange", sync_peers, 0.5, "<= 0.5x the best, 0 GET/HEAD")
-    c = cs.get(("s3mirrorfs", "sync_nochange"))
-    if c and out[-1][5]:
+    c = mine("sync_nochange")
+    if c and out[-1][0] == LABELS["sync_nochange"]:
         gh = (c.med_of("get") or 0) + (c.med_of("head") or 0)
         if gh:
-            out[-1] = out[-1][:5] + (False,)
+            out[-1] = out[-1][:3] + (out[-1][3] + f" (sent {gh:.0f})", out[-1][4], False)
+    c = mine("mem1g")
+    if c:
+        m = rss_of(c)
+        cands = [(rss_of(cs[(t, "mem1g")]), t) for t in peers if (t, "mem1g") in cs]
+        cands = [x for x in cands if x[0] is not None]
+        b, who = min(cands) if cands else (None, None)
+        ratio = m / b if m is not None and b else None
+        met = m is not None and m <= 64 and (b is None or m <= b)
+        out.append((LABELS["mem1g"], me_text(c, m, "MiB"), f"{fmt(b)} MiB ({who})" if who else "-",
+                    "<= 64 MiB and the lowest of the mounts", ratio, met))
     return out
 
 
@@ -544,6 +631,98 @@ def plot_soak(results, soak):
     fig.savefig(os.path.join(results, "soak.png"), dpi=100)
 
 
+def cell_text(c, wl, reqs):
+    """A cell of the every-tool tables: seconds (par8: and MiB/s; mem1g: VmHWM first)."""
+    if not c.ok():
+        return c.text()
+    if wl == "mem1g":
+        return f"{fmt(rss_of(c))} MiB; {c.text(reqs=reqs)}"
+    t = c.text(reqs=reqs)
+    if wl == "par8" and mibps(c):
+        t = f"{fmt(mibps(c))} MiB/s; " + t
+    return t
+
+
+def server_section(sv, meta, cs):
+    L = []
+    classic = any(wl in READS + MEDIA + SYNCS for (_, wl) in cs)
+    if not classic:
+        return L
+    L.append(f"## On {SERVER_NOTE.get(sv, sv)}\n")
+    if sv == "moto":
+        L.append(f"moto on 127.0.0.1 behind the bench's relay, which holds every response chunk "
+                 f"{meta.get('delay_ms', '?')} ms (pipelined). ")
+    elif sv == "sim":
+        L.append(f"{meta.get('s3sim', 's3sim')}: S3's first-byte latency and per-connection and "
+                 "aggregate throughput caps, behind a relay that only counts. ")
+    media = meta.get(f"media_{sv}")
+    if media and any(wl in MEDIA + ["ttfb_cold"] for (_, wl) in cs):
+        L.append(f"Bucket `media` here: photos/ {media.split(', ')[0]} images, par/ "
+                 f"{media.split(', ')[1]} files, huge.bin {media.split(', ')[2].replace('1 x ', '')}"
+                 + (" (scaled down from s3sim's: moto takes uploads slowly and holds every object itself)."
+                    if sv == "moto" else ".") + "\n")
+    else:
+        L.append("\n")
+    L.append("### Targets\n")
+    L.append("| row | s3mirrorfs | best peer (or local) | target | ratio | met |\n|---|---|---|---|---|---|")
+    for wl, m, ref, tgt, ratio, met in targets(cs):
+        r = f"{ratio:.2f}x" if ratio is not None else "-"
+        L.append(f"| {wl} | {m} | {ref} | {tgt} | {r} | {'-' if met is None else 'yes' if met else '**no**'} |")
+    L.append("")
+
+    tools = [t for t in ["s3mirrorfs", "s3fs", "rclone", "mount-s3", "local"]
+             if any((t, wl) in cs for wl in READS + MEDIA)]
+    if tools:
+        L.append("### Reads through the mount (seconds; requests at the relay)\n")
+        L.append("| workload | " + " | ".join(TOOL_NOTE.get(t, t) for t in tools) + " |")
+        L.append("|---|" + "---|" * len(tools))
+        for wl in READS + ["find_remount", "large_remount"] + MEDIA:
+            if not any((t, wl) in cs for t in tools):
+                continue
+            cellsx = []
+            for t in tools:
+                c = cs.get((t, wl))
+                cellsx.append(cell_text(c, wl, t != "local") if c else "")
+            L.append(f"| {LABELS[wl]} | " + " | ".join(cellsx) + " |")
+        daemon = [(t, cs.get((t, "daemon"))) for t in tools if (t, "daemon") in cs]
+        if daemon:
+            L.append("| daemon peak RSS over the bench bucket's rows, MiB (VmHWM) | " + " | ".join(
+                fmt(cs[(t, "daemon")].med_of("rss_mib")) if (t, "daemon") in cs else "" for t in tools) + " |")
+            L.append("| cache dir on disk afterwards, MiB (du) | " + " | ".join(
+                fmt(cs[(t, "daemon")].med_of("disk_mib")) if (t, "daemon") in cs else "" for t in tools) + " |")
+            c = cs.get(("s3mirrorfs", "daemon"))
+            if c:
+                wrong = [r["check"] for r in c.runs if r["check"] != "ok"]
+                state = "all 2,001 objects complete and correct" if not wrong else f"**{wrong[0]}**"
+                L.append(f"\nAfter each unmount the s3mirrorfs mirror held: {state}.")
+        L.append("")
+        if any(wl in MEDIA + ["ttfb_cold"] for (_, wl) in cs):
+            L.append("ttfb, thumbnails, par8 and mem1g each run on a fresh mount of bucket `media` with "
+                     "an empty cache and the page cache dropped. *again* starts the moment the cold "
+                     "`md5sum` returned (its requests include what the daemon still did after the cold "
+                     "read); *settled* once no request passed the relay for a second. The thumbnail "
+                     "pass lists photos/, stats each entry and reads its first 64 KiB, as a file "
+                     "manager does (`bench/load.py heads`); the 8 readers are `cat`s at once.\n")
+
+    stools = [t for t in SYNC_TOOLS if any((t, wl) in cs for wl in SYNCS)]
+    if stools:
+        L.append("### Mirroring small/ (2,000 x 64 KiB) into an empty directory, then again\n")
+        L.append("| | " + " | ".join(SYNC_NAMES.get(t, t) for t in stools) + " |")
+        L.append("|---|" + "---|" * len(stools))
+        for wl in SYNCS:
+            L.append(f"| {LABELS[wl]} (s) | " + " | ".join(
+                cs[(t, wl)].text(reqs=True) if (t, wl) in cs else "" for t in stools) + " |")
+            L.append(f"| {wl}: peak RSS, MiB | " + " | ".join(
+                fmt(cs[(t, wl)].med_of("rss_mib")) if (t, wl) in cs else "" for t in stools) + " |")
+        L.append("| on disk, MiB (du) | " + " | ".join(
+            fmt(cs[(t, "sync_first")].med_of("disk_mib")) if (t, "sync_first") in cs else "" for t in stools) + " |")
+        L.append("\nDefaults: rclone 4 transfers, 8 checkers; aws 10 concurrent requests. Tuned: "
+                 "`rclone sync --transfers 64 --checkers 64`; aws with `max_concurrent_requests = 64` "
+                 "and `max_queue_size = 10000` in an AWS config file the bench writes. s3mirrorfs "
+                 "prefetch runs with its default `--concurrency 64`.\n")
+    return L
+
+
 def write_md(results, rows, meta, cs):
     L = []
     L.append("# Benchmark results\n")
@@ -557,7 +736,7 @@ def write_md(results, rows, meta, cs):
                  f" (the soak alone: one run; {meta.get('wall_s', '?')} s in all).\n")
     else:
         L.append(f"Run of {meta.get('date', '?')} with `bench/run`"
-                 f" (up to {meta.get('runs', '?')} runs per row, median shown, min-max in brackets;"
+                 f" (up to {meta.get('runs', '?')} run{'' if meta.get('runs') == '1' else 's'} per row, median shown, min-max in brackets;"
                  + (f" {int(meta.get('scale_keys', '0')):,} scale keys;" if scale_points(cs) else "")
                  + f" {meta.get('wall_s', '?')} s in all).\n")
     L.append("| machine | |\n|---|---|")
@@ -571,90 +750,35 @@ def write_md(results, rows, meta, cs):
         if k in meta and (k not in MOUNT_TOOLS + SYNC_TOOLS or k == "s3mirrorfs" or k in tools):
             L.append(f"| {k} | {meta[k]} |")
     L.append("")
+    servers = sorted({r.get("server") for r in rows if r.get("server")})
     if soak_only:
         L.append(f"Server: {meta.get('s3sim', 's3sim')}. The mount talks to s3sim directly, not "
                  "through the bench's relay: the outages are s3sim's own, and the requests are "
                  "s3sim's counts. Seconds are wall clock.\n")
     else:
-        servers = sorted({r.get("server") for r in rows if r.get("server")})
         L.append("Servers: " + "; ".join(server_text(sv, meta, rows) for sv in servers) + ". "
                  "Requests count at the relay in front of each server"
                  + (" (the soak's mount talks to s3sim directly, which counts them). " if "soak" in wls else ". ")
                  + "cold = fresh mount, empty cache dir, `echo 3 > /proc/sys/vm/drop_caches`; "
-                 "warm = again right after (page cache); disk = after drop_caches, from the tool's own "
+                 "again = read again the moment the cold read returned; settled = again once the "
+                 "daemon's traffic stopped (page cache); disk = after drop_caches, from the tool's own "
                  "cache or mirror. Cold reads are timed with `md5sum` and compared with the dataset's "
-                 "manifest; warm and disk reads with `cat`, then checked the same way. "
-                 "Seconds are wall clock.\n")
+                 "manifest; other reads with `cat`, then checked the same way. "
+                 "Seconds are wall clock. Every row says which server it ran on: a section per server "
+                 "below. Medians of the runs shown; a peer with fewer runs than s3mirrorfs (s3fs: "
+                 "`RUNS_s3fs`, it is slow on small files) says how many.\n")
     if "mount-s3" not in meta and reads:
         L.append("mount-s3 was not measured: no binary was given (`MOUNT_S3=`); it is not in any "
                  "package registry this machine reaches.\n")
 
-    # the rows on the moto-sized data set (a run of only mem or bigdir has none)
-    classic = any(wl in READS + SYNCS for (_, wl) in cs)
+    # one section per server with the rows that ran on it (the local rows read that server's
+    # data set; older raw files have local rows without a server: they go with every server)
+    order = [sv for sv in ("sim", "moto") if sv in servers] + [sv for sv in servers if sv not in ("sim", "moto")]
+    for sv in order:
+        srows = [r for r in rows if r.get("server") == sv or (r["tool"] == "local" and not r.get("server"))]
+        L.extend(server_section(sv, meta, cells(srows)))
+
     pts = scale_points(cs)
-    if classic or pts.get("scale_prefetch"):
-        L.append("## Targets\n")
-        L.append("| workload | s3mirrorfs (s) | reference (s) | target | ratio | met |\n|---|---|---|---|---|---|")
-    for wl, m, ref, tgt, ratio, met in targets(cs) if classic else []:
-        r = f"{ratio:.2f}x" if ratio is not None else "-"
-        L.append(f"| {wl} | {fmt(m)} | {ref} | {tgt} | {r} | {'yes' if met else '**no**'} |")
-    if pts.get("scale_prefetch"):
-        ns = sorted(pts["scale_prefetch"])
-        cells_ = [pts["scale_prefetch"][n] for n in ns]
-        rss = [c.med_of("rss_mib") for c in cells_]
-        desc = ", ".join(f"{n:,} keys: {fmt(c.median())} s" for n, c in zip(ns, cells_))
-        lin = ""
-        if len(ns) == 2 and all(c.median() for c in cells_):
-            lin = (f"; time x{cells_[1].median() / cells_[0].median():.1f} for keys x{ns[1] / ns[0]:.0f}")
-        peak = max((r for r in rss if r is not None), default=None)
-        L.append(f"| prefetch at scale | {desc}{lin} | | linear, RSS < 150 MiB | "
-                 f"RSS {fmt(peak)} MiB | {'yes' if peak is not None and peak < 150 else '**no**'} (RSS) |")
-    L.append("")
-
-    tools = [t for t in ["s3mirrorfs", "s3fs", "rclone", "mount-s3", "local"]
-             if any((t, wl) in cs for wl in READS)]
-    if tools:
-        L.append("## Reads through the mount (seconds; requests at the relay)\n")
-        L.append("| workload | " + " | ".join(TOOL_NOTE.get(t, t) for t in tools) + " |")
-        L.append("|---|" + "---|" * len(tools))
-        for wl in READS + ["find_remount", "large_remount"]:
-            if not any((t, wl) in cs for t in tools):
-                continue
-            cellsx = []
-            for t in tools:
-                c = cs.get((t, wl))
-                cellsx.append(c.text(reqs=(t != "local")) if c else "")
-            L.append(f"| {LABELS[wl]} | " + " | ".join(cellsx) + " |")
-        daemon = [(t, cs.get((t, "daemon"))) for t in tools if (t, "daemon") in cs]
-        if daemon:
-            L.append("| daemon peak RSS, MiB (VmHWM) | " + " | ".join(
-                fmt(cs[(t, "daemon")].med_of("rss_mib")) if (t, "daemon") in cs else "" for t in tools) + " |")
-            L.append("| cache dir on disk afterwards, MiB (du) | " + " | ".join(
-                fmt(cs[(t, "daemon")].med_of("disk_mib")) if (t, "daemon") in cs else "" for t in tools) + " |")
-            c = cs.get(("s3mirrorfs", "daemon"))
-            if c:
-                wrong = [r["check"] for r in c.runs if r["check"] != "ok"]
-                state = "all 2,001 objects complete and correct" if not wrong else f"**{wrong[0]}**"
-                L.append(f"\nAfter each unmount the s3mirrorfs mirror held: {state}.")
-        L.append("")
-
-    stools = [t for t in SYNC_TOOLS if any((t, wl) in cs for wl in SYNCS)]
-    if stools:
-        names = {"s3mirrorfs": "s3mirrorfs prefetch", "awscli": "aws s3 sync", "rclone": "rclone sync"}
-        L.append("## Mirroring small/ (2,000 x 64 KiB) into an empty directory, then again\n")
-        L.append("| | " + " | ".join(names[t] for t in stools) + " |")
-        L.append("|---|" + "---|" * len(stools))
-        for wl in SYNCS:
-            L.append(f"| {LABELS[wl]} (s) | " + " | ".join(
-                cs[(t, wl)].text(reqs=True) if (t, wl) in cs else "" for t in stools) + " |")
-            L.append(f"| {wl}: peak RSS, MiB | " + " | ".join(
-                fmt(cs[(t, wl)].med_of("rss_mib")) if (t, wl) in cs else "" for t in stools) + " |")
-        L.append("| on disk, MiB (du) | " + " | ".join(
-            fmt(cs[(t, "sync_first")].med_of("disk_mib")) if (t, "sync_first") in cs else "" for t in stools) + " |")
-        L.append("\nrclone sync and aws s3 sync run with their default settings "
-                 "(rclone: 4 transfers, 8 checkers; aws: 10 concurrent requests); "
-                 "s3mirrorfs prefetch with its default `--concurrency 64`.\n")
-
     if ("s3mirrorfs", "follow_drain") in cs:
         L.append("## Following 2,000 created events (s3mirrorfs; no peer follows a bucket)\n")
         L.append("| | follow --once (drains the queue) | prefetch of the same objects |")
@@ -671,6 +795,17 @@ def write_md(results, rows, meta, cs):
 
     if pts:
         L.append("## Scale (s3mirrorfs; one run)\n")
+        if pts.get("scale_prefetch"):
+            ns_ = sorted(pts["scale_prefetch"])
+            cells_ = [pts["scale_prefetch"][n] for n in ns_]
+            peak = max((r for r in (c.med_of("rss_mib") for c in cells_) if r is not None), default=None)
+            lin = ""
+            if len(ns_) == 2 and all(c.median() for c in cells_):
+                lin = f"; time x{cells_[1].median() / cells_[0].median():.1f} for keys x{ns_[1] / ns_[0]:.0f}"
+            L.append(f"Target: prefetch time linear in keys, RSS < 150 MiB: "
+                     + ", ".join(f"{n:,} keys: {fmt(c.median())} s" for n, c in zip(ns_, cells_))
+                     + f"{lin}; peak RSS {fmt(peak)} MiB "
+                     + f"({'met' if peak is not None and peak < 150 else '**not met**'}).\n")
         ns = sorted({n for d in pts.values() for n in d})
         L.append("| | " + " | ".join(f"{n:,} keys" for n in ns) + " |")
         L.append("|---|" + "---|" * len(ns))
@@ -711,69 +846,85 @@ def write_md(results, rows, meta, cs):
         f.write("\n".join(L).rstrip() + "\n")
 
 
-def plot(results, meta, cs):
+def plot(results, meta, rows, cs):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     colors = {"s3mirrorfs": "#d62728", "s3fs": "#1f77b4", "rclone": "#2ca02c",
-              "mount-s3": "#9467bd", "awscli": "#ff7f0e", "local": "#7f7f7f"}
-    groups = READS + SYNCS
-    tools = ["s3mirrorfs", "s3fs", "rclone", "mount-s3", "awscli", "local"]
-    tools = [t for t in tools if any((t, g) in cs for g in groups)]
-    if not tools:
-        return  # a scale-only run has no comparison to draw
+              "mount-s3": "#9467bd", "awscli": "#ff7f0e", "awscli-tuned": "#ffbb78",
+              "rclone-tuned": "#98df8a", "local": "#7f7f7f"}
+    groups = READS + [m for m in MEDIA if m != "mem1g"] + SYNCS
+    order = ["s3mirrorfs", "s3fs", "rclone", "mount-s3", "awscli", "awscli-tuned",
+             "rclone-tuned", "local"]
+    servers = [sv for sv in ("sim", "moto") if any(r.get("server") == sv and r["workload"] in groups
+                                                   for r in rows)]
+    panels = []
+    for sv in servers:
+        scs = cells([r for r in rows if r.get("server") == sv or (r["tool"] == "local" and not r.get("server"))])
+        tools = [t for t in order if any((t, g) in scs for g in groups)]
+        if tools:
+            panels.append((sv, scs, tools))
     pts = scale_points(cs)
-    fig, axes = plt.subplots(1, 2 if pts else 1, figsize=(17 if pts else 13, 6.5),
-                             gridspec_kw={"width_ratios": [3, 1]} if pts else None)
-    ax = axes[0] if pts else axes
-    width = 0.8 / len(tools)
-    for i, t in enumerate(tools):
-        xs, ys, labels = [], [], []
-        for j, g in enumerate(groups):
-            c = cs.get((t, g))
-            if not c:
+    if not panels:
+        return  # a scale-only run has no comparison to draw
+    fig, axes = plt.subplots(len(panels), 2 if pts else 1, figsize=(20 if pts else 16, 6.5 * len(panels)),
+                             gridspec_kw={"width_ratios": [3, 1]} if pts else None, squeeze=False)
+    for k, (sv, scs, tools) in enumerate(panels):
+        ax = axes[k][0]
+        groups = [g for g in READS + [m for m in MEDIA if m != "mem1g"] + SYNCS
+                  if any((t, g) in scs for t in tools)]
+        width = 0.85 / len(tools)
+        for i, t in enumerate(tools):
+            xs, ys, labels = [], [], []
+            for j, g in enumerate(groups):
+                c = scs.get((t, g))
+                if not c:
+                    continue
+                v = c.median()
+                xs.append(j + (i - (len(tools) - 1) / 2) * width)
+                ys.append(v if v else 0)
+                labels.append("FAIL" if v is None else fmt(v))
+            bars = ax.bar(xs, [y if y > 0 else 1e-3 for y in ys], width,
+                          label=SYNC_NAMES.get(t, TOOL_NOTE.get(t, t)) if t.endswith("-tuned") else TOOL_NOTE.get(t, t),
+                          color=colors.get(t))
+            for b, lab in zip(bars, labels):
+                ax.annotate(lab, (b.get_x() + b.get_width() / 2, b.get_height()), ha="center",
+                            va="bottom", fontsize=6, rotation=90, xytext=(0, 2), textcoords="offset points")
+        ax.set_yscale("log")
+        ax.set_ylabel("seconds (log scale, median; lower is better)")
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels([g.replace("_", "\n") for g in groups], fontsize=8)
+        name = "s3sim (S3-like model)" if sv == "sim" else f"moto + {meta.get('delay_ms', '?')} ms relay"
+        ax.set_title(f"s3mirrorfs vs peers on {name}; {meta.get('nproc', '?')} cores, "
+                     f"{meta.get('date', '')[:10]}")
+        ax.legend(fontsize=7, loc="upper left", ncol=2)
+        ax.grid(axis="y", which="both", alpha=0.3)
+        if pts:
+            ax2 = axes[k][1]
+            if k > 0:
+                ax2.axis("off")
                 continue
-            v = c.median()
-            xs.append(j + (i - (len(tools) - 1) / 2) * width)
-            ys.append(v if v else 0)
-            labels.append("FAIL" if v is None else fmt(v))
-        bars = ax.bar(xs, [y if y > 0 else 1e-3 for y in ys], width,
-                      label=TOOL_NOTE.get(t, t), color=colors.get(t))
-        for b, lab in zip(bars, labels):
-            ax.annotate(lab, (b.get_x() + b.get_width() / 2, b.get_height()), ha="center",
-                        va="bottom", fontsize=6.5, rotation=90, xytext=(0, 2), textcoords="offset points")
-    ax.set_yscale("log")
-    ax.set_ylabel("seconds (log scale, median; lower is better)")
-    ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels([g.replace("_", "\n") for g in groups], fontsize=9)
-    server = ("s3sim" if meta.get("server") == "sim" else "moto")
-    ax.set_title(f"s3mirrorfs vs peers: {server} + {meta.get('delay_ms', '?')} ms latency, "
-                 f"{meta.get('nproc', '?')} cores, {meta.get('date', '')[:10]}")
-    ax.legend(fontsize=8, loc="upper left")
-    ax.grid(axis="y", which="both", alpha=0.3)
-    if pts:
-        ax2 = axes[1]
-        styles = {"scale_list": ("server floor (list)", "#7f7f7f"),
-                  "scale_prefetch": ("prefetch", "#d62728"),
-                  "scale_nochange": ("prefetch, no change", "#ff9896"),
-                  "scale_find_cold": ("find, cold mount", "#1f77b4"),
-                  "scale_find_warm": ("find, listing known", "#aec7e8")}
-        for name, (label, color) in styles.items():
-            if name not in pts:
-                continue
-            ns = sorted(n for n in pts[name] if pts[name][n].median())
-            ax2.plot(ns, [pts[name][n].median() for n in ns], "o-", label=label, color=color)
-        ax2.set_xscale("log")
-        ax2.set_yscale("log")
-        ax2.set_xlabel("keys")
-        ax2.set_ylabel("seconds")
-        ax2.set_title("s3mirrorfs at scale")
-        ax2.legend(fontsize=8)
-        ax2.grid(which="both", alpha=0.3)
+            styles = {"scale_list": ("server floor (list)", "#7f7f7f"),
+                      "scale_prefetch": ("prefetch", "#d62728"),
+                      "scale_nochange": ("prefetch, no change", "#ff9896"),
+                      "scale_find_cold": ("find, cold mount", "#1f77b4"),
+                      "scale_find_warm": ("find, listing known", "#aec7e8")}
+            for nm, (label, color) in styles.items():
+                if nm not in pts:
+                    continue
+                ns = sorted(n for n in pts[nm] if pts[nm][n].median())
+                ax2.plot(ns, [pts[nm][n].median() for n in ns], "o-", label=label, color=color)
+            ax2.set_xscale("log")
+            ax2.set_yscale("log")
+            ax2.set_xlabel("keys")
+            ax2.set_ylabel("seconds")
+            ax2.set_title("s3mirrorfs at scale")
+            ax2.legend(fontsize=8)
+            ax2.grid(which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(os.path.join(results, "comparison.png"), dpi=110)
+    fig.savefig(os.path.join(results, "comparison.png"), dpi=100)
 
 
 def plot_pscale(results, meta, cs, rows):
@@ -885,7 +1036,7 @@ def main():
     RUNS = int(meta.get("runs", "1") or 1)
     cs = cells(rows)
     write_md(results, rows, meta, cs)
-    plot(results, meta, cs)
+    plot(results, meta, rows, cs)
     plot_pscale(results, meta, cs, rows)
     soak = load_soak(results)
     if soak:
