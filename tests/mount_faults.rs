@@ -7,14 +7,13 @@
 mod support;
 
 use std::fs;
-use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use s3mirrorfs::mirror::read_record;
 use support::faults::{Fault, Rule};
-use support::mount::{Mount, ProxiedMount};
+use support::mount::{Mount, ProxiedMount, read_until_error};
 use support::proxy::Proxy;
 use support::tmpfs::SmallFs;
 use support::{Bucket, data, endpoint, moto_port, prefetch, temp_files};
@@ -43,23 +42,6 @@ fn wait_persisted(bucket: &Bucket, mirror: &Path, key: &str, bytes: &[u8]) {
         }
         assert!(Instant::now() < deadline, "{key} was never persisted");
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Reads a file to its end or its first error, keeping what arrived before.
-fn read_until_error(path: &Path) -> (Vec<u8>, Option<std::io::Error>) {
-    let mut file = match fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) => return (Vec::new(), Some(e)),
-    };
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => return (out, None),
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) => return (out, Some(e)),
-        }
     }
 }
 

@@ -7,16 +7,15 @@
 mod support;
 
 use std::fs;
-use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use s3mirrorfs::mirror::{Record, read_record};
 use support::faults::{Fault, Rule};
-use support::mount::Mount;
+use support::mount::{Mount, read_until_error};
 use support::proxy::Proxy;
-use support::{Bucket, data, moto_port};
+use support::{Bucket, data, moto_port, temp_files};
 
 const MIB: u64 = 1 << 20;
 /// Five parts of the smallest size (8 MiB), the last one short.
@@ -50,29 +49,6 @@ fn wait_verified(bucket: &Bucket, mirror: &Path, key: &str, bytes: &[u8]) -> Rec
         }
         assert!(Instant::now() < deadline, "{key} was never persisted");
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn temp_files(mirror: &Path) -> usize {
-    fs::read_dir(mirror.join(".s3mirrorfs/tmp"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
-/// Reads a file to its end or its first error, keeping what arrived before.
-fn read_until_error(path: &Path) -> (Vec<u8>, Option<std::io::Error>) {
-    let mut file = match fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) => return (Vec::new(), Some(e)),
-    };
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => return (out, None),
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) => return (out, Some(e)),
-        }
     }
 }
 
