@@ -319,7 +319,14 @@ impl Run<'_> {
         let (fetcher, options, progress) = (self.fetcher, self.options, self.progress);
         let mirror = Arc::clone(fetcher.mirror());
         // A report is read and checked whole before anything changes.
-        let (Listing { mut objects, error }, report_time) = match &options.inventory {
+        let (
+            Listing {
+                mut objects,
+                error,
+                resumed,
+            },
+            report_time,
+        ) = match &options.inventory {
             Some(report) => {
                 let scratch = mirror.scratch_file()?;
                 let (objects, created) =
@@ -328,6 +335,7 @@ impl Run<'_> {
                 let listing = Listing {
                     objects,
                     error: None,
+                    resumed: false,
                 };
                 (listing, created)
             }
@@ -346,7 +354,15 @@ impl Run<'_> {
             }
             None => None,
         };
-        let complete = cut_short.is_none();
+        // What needs the listing to be S3 as it is now (prune, deletions, the
+        // index) waits for a listing that is whole and new: a resumed one is
+        // partly as old as the run it goes on from.
+        let complete = cut_short.is_none() && !resumed;
+        if resumed {
+            tracing::info!(
+                "the listing went on from an earlier run's: pruning nothing and recording no deletions until the next run"
+            );
+        }
         mirror.claim()?;
         mirror.set_keep_versions(options.keep_history_days > 0);
         summary.listed = objects.len();
@@ -403,7 +419,7 @@ impl Run<'_> {
             return Err(e.into());
         }
         archived::record(&mirror, &options.prefix, remembered, &cold, summary);
-        if summary.downloaded > fetched {
+        if complete && summary.downloaded > fetched {
             save_index(&mirror, &options.prefix, &mut plan.items, true)?;
         }
         if let Some(mut candidates) = removals {

@@ -150,28 +150,21 @@ fn a_listing_that_gives_up_still_fetches_what_it_listed_and_prunes_nothing() {
     assert_eq!(present as u64, listed.min(1500), "{summary}");
 }
 
-#[test]
-fn a_listing_killed_half_way_goes_on_where_it_stopped() {
-    let bucket = Bucket::create("listresume");
-    let objects: Vec<(String, Vec<u8>)> = (0..2100u32)
-        .map(|i| (format!("p/k{i:05}"), Vec::new()))
-        .collect();
-    bucket.put_many(&objects);
-    let proxy = Proxy::start(moto_port());
-    // Every listing page takes a second, so the run can be killed half way.
+/// Runs a serial prefetch whose listing pages take a second each and kills
+/// it (SIGKILL) once `pages` pages are recorded; the proxy is left clear.
+fn kill_after_pages(bucket: &Bucket, mirror: &std::path::Path, proxy: &Proxy, pages: usize) {
     let slow = std::sync::Arc::new(|| std::thread::sleep(std::time::Duration::from_secs(1)));
     proxy.add(Rule::listing(Fault::HookBefore(slow)));
-    let tmp = tempfile::tempdir().unwrap();
-    let mirror = tmp.path().join("mirror");
+    proxy.clear();
     let serial = ["--list-workers", "1"];
-    let mut child = support::prefetch_command(&bucket.name, &mirror, &proxy.endpoint(), &serial)
+    let mut child = support::prefetch_command(&bucket.name, mirror, &proxy.endpoint(), &serial)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // The third page is asked for once the second is recorded.
+    // The next page is asked for once the one before is recorded.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while proxy.requests().iter().filter(|r| r.is_list()).count() < 3 {
+    while proxy.requests().iter().filter(|r| r.is_list()).count() < pages + 1 {
         assert!(
             std::time::Instant::now() < deadline,
             "{:?}",
@@ -185,9 +178,52 @@ fn a_listing_killed_half_way_goes_on_where_it_stopped() {
         .unwrap()
         .count();
     assert_eq!(journals, 1, "the listing's progress is kept");
-
     proxy.clear_rules();
     proxy.clear();
+}
+
+#[test]
+fn a_resumed_listing_prunes_nothing_and_the_next_run_does() {
+    let bucket = Bucket::create("resumeprune");
+    let objects: Vec<(String, Vec<u8>)> = (0..1100u32)
+        .map(|i| (format!("p/k{i:05}"), Vec::new()))
+        .collect();
+    bucket.put_many(&objects);
+    let proxy = Proxy::start(moto_port());
+    let tmp = tempfile::tempdir().unwrap();
+    let mirror = tmp.path().join("mirror");
+    let (output, _) = prefetch(&bucket.name, &mirror, &proxy.endpoint(), &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    // Deleted from the part the stopped run lists, it is missing from the
+    // resumed listing; so would be a key deleted and created again since.
+    bucket.delete("p/k00001");
+    kill_after_pages(&bucket, &mirror, &proxy, 1);
+    let args = ["--list-workers", "1", "--prune"];
+    let (output, resumed) = prefetch(&bucket.name, &mirror, &proxy.endpoint(), &args);
+    let log = stderr(&output);
+    assert!(output.status.success(), "{log}");
+    assert!(log.contains("going on with an earlier listing"), "{log}");
+    assert_eq!(resumed["pruned"], 0, "{resumed}");
+    assert_eq!(resumed["deleted"], 0, "{resumed}");
+    assert!(mirror.join("p/k00001").exists(), "kept until a new listing");
+    let (output, next) = prefetch(&bucket.name, &mirror, &proxy.endpoint(), &args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(next["pruned"], 1, "{next}");
+    assert!(!mirror.join("p/k00001").exists());
+}
+
+#[test]
+fn a_listing_killed_half_way_goes_on_where_it_stopped() {
+    let bucket = Bucket::create("listresume");
+    let objects: Vec<(String, Vec<u8>)> = (0..2100u32)
+        .map(|i| (format!("p/k{i:05}"), Vec::new()))
+        .collect();
+    bucket.put_many(&objects);
+    let proxy = Proxy::start(moto_port());
+    let tmp = tempfile::tempdir().unwrap();
+    let mirror = tmp.path().join("mirror");
+    let serial = ["--list-workers", "1"];
+    kill_after_pages(&bucket, &mirror, &proxy, 2);
     let (output, summary) = prefetch(&bucket.name, &mirror, &proxy.endpoint(), &serial);
     let log = stderr(&output);
     assert!(output.status.success(), "{log}");

@@ -65,6 +65,9 @@ impl Default for SplitOptions {
 pub struct Listing {
     pub objects: ListedObjects,
     pub error: Option<StoreError>,
+    /// It went on with an earlier listing's journal: the parts listed then are
+    /// as S3 was then, so keys created or deleted there since are not seen.
+    pub resumed: bool,
 }
 
 impl std::fmt::Debug for ListedObjects {
@@ -379,6 +382,7 @@ pub async fn list_split(
             objects = ListedObjects::new(scratch);
         }
     }
+    let resumed = replayed.is_some();
     let progress = match replayed {
         Some(progress) => {
             let listed = objects.len();
@@ -494,7 +498,11 @@ pub async fn list_split(
     if error.is_none() {
         journal.finish();
     }
-    Ok(Listing { objects, error })
+    Ok(Listing {
+        objects,
+        error,
+        resumed,
+    })
 }
 
 /// Lists the next page of a part; `split_wanted` tells whether more parts
