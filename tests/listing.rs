@@ -150,6 +150,20 @@ fn a_listing_that_gives_up_still_fetches_what_it_listed_and_prunes_nothing() {
     assert_eq!(present as u64, listed.min(1500), "{summary}");
 }
 
+/// A bucket of `n` empty keys `p/k00000`..., a proxy in front of moto, and a
+/// directory for the mirror.
+fn empty_keys(tag: &str, n: u32) -> (Bucket, Proxy, tempfile::TempDir) {
+    let bucket = Bucket::create(tag);
+    let objects: Vec<(String, Vec<u8>)> =
+        (0..n).map(|i| (format!("p/k{i:05}"), Vec::new())).collect();
+    bucket.put_many(&objects);
+    (
+        bucket,
+        Proxy::start(moto_port()),
+        tempfile::tempdir().unwrap(),
+    )
+}
+
 /// Runs a serial prefetch whose listing pages take a second each and kills
 /// it (SIGKILL) once `pages` pages are recorded; the proxy is left clear.
 fn kill_after_pages(bucket: &Bucket, mirror: &std::path::Path, proxy: &Proxy, pages: usize) {
@@ -184,13 +198,7 @@ fn kill_after_pages(bucket: &Bucket, mirror: &std::path::Path, proxy: &Proxy, pa
 
 #[test]
 fn a_resumed_listing_prunes_nothing_and_the_next_run_does() {
-    let bucket = Bucket::create("resumeprune");
-    let objects: Vec<(String, Vec<u8>)> = (0..1100u32)
-        .map(|i| (format!("p/k{i:05}"), Vec::new()))
-        .collect();
-    bucket.put_many(&objects);
-    let proxy = Proxy::start(moto_port());
-    let tmp = tempfile::tempdir().unwrap();
+    let (bucket, proxy, tmp) = empty_keys("resumeprune", 1100);
     let mirror = tmp.path().join("mirror");
     let (output, _) = prefetch(&bucket.name, &mirror, &proxy.endpoint(), &[]);
     assert!(output.status.success(), "{}", stderr(&output));
@@ -214,13 +222,7 @@ fn a_resumed_listing_prunes_nothing_and_the_next_run_does() {
 
 #[test]
 fn a_listing_killed_half_way_goes_on_where_it_stopped() {
-    let bucket = Bucket::create("listresume");
-    let objects: Vec<(String, Vec<u8>)> = (0..2100u32)
-        .map(|i| (format!("p/k{i:05}"), Vec::new()))
-        .collect();
-    bucket.put_many(&objects);
-    let proxy = Proxy::start(moto_port());
-    let tmp = tempfile::tempdir().unwrap();
+    let (bucket, proxy, tmp) = empty_keys("listresume", 2100);
     let mirror = tmp.path().join("mirror");
     let serial = ["--list-workers", "1"];
     kill_after_pages(&bucket, &mirror, &proxy, 2);
