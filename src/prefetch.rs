@@ -4,6 +4,7 @@
 
 pub mod archived;
 mod changes;
+mod early;
 mod plan;
 #[cfg(test)]
 mod reftests;
@@ -318,6 +319,8 @@ impl Run<'_> {
     ) -> Result<(), PrefetchError> {
         let (fetcher, options, progress) = (self.fetcher, self.options, self.progress);
         let mirror = Arc::clone(fetcher.mirror());
+        let remembered = Arc::new(ArchivedList::load(&mirror));
+        let mut early = None;
         // A report is read and checked whole before anything changes.
         let (
             Listing {
@@ -339,7 +342,11 @@ impl Run<'_> {
                 };
                 (listing, created)
             }
-            None => (self.list(store).await?, None),
+            None => {
+                let listing = self.list(store, &remembered).await?;
+                early = listing.1;
+                (listing.0, None)
+            }
         };
         // A listing that gave up still had its keys fetched; only what needs the
         // whole listing (deletions, prune, the index) waits for a complete one.
@@ -367,21 +374,22 @@ impl Run<'_> {
         mirror.set_keep_versions(options.keep_history_days > 0);
         summary.listed = objects.len();
         progress.listed(summary.listed);
-        let remembered = ArchivedList::load(&mirror);
-        let (mut objects, plan, remembered) = {
+        let (mut objects, plan) = {
             let mirror = Arc::clone(&mirror);
             let prefix = options.prefix.clone();
+            let remembered = Arc::clone(&remembered);
             tokio::task::spawn_blocking(move || {
-                let plan = plan::plan(&mirror, &prefix, &mut objects, &remembered);
-                (objects, plan, remembered)
+                let plan = plan::plan(&mirror, &prefix, &mut objects, &remembered, early.as_mut());
+                (objects, plan)
             })
             .await
             .expect("planning does not panic")
         };
         let mut plan = plan?;
+        // Counted now, so a run the guard refuses still says what it added.
+        summary.downloaded += plan.early;
         summary.renamed = std::mem::take(&mut plan.renamed);
-        let removals =
-            self.check_changes(&mirror, &mut objects, plan.replace, complete, report_time)?;
+        let removals = self.check_changes(&mirror, &mut objects, &plan, complete, report_time)?;
         drop(objects);
         if complete {
             save_index(&mirror, &options.prefix, &mut plan.items, false)?;
@@ -418,6 +426,7 @@ impl Run<'_> {
             changes::expire(&mirror, options.keep_history_days, summary);
             return Err(e.into());
         }
+        let remembered = Arc::try_unwrap(remembered).unwrap_or_else(|shared| (*shared).clone());
         archived::record(&mirror, &options.prefix, remembered, &cold, summary);
         if complete && summary.downloaded > fetched {
             save_index(&mirror, &options.prefix, &mut plan.items, true)?;
@@ -429,8 +438,14 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Lists every object under the prefix, parts of the key space side by side.
-    async fn list(&self, store: &Arc<dyn ObjectStore>) -> Result<Listing, MirrorError> {
+    /// Lists every object under the prefix, parts of the key space side by
+    /// side, downloading the plainly new objects as they are listed; returns
+    /// the listing and the keys downloaded meanwhile.
+    async fn list(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        remembered: &Arc<ArchivedList>,
+    ) -> Result<(Listing, Option<Spool<plan::Fetched>>), MirrorError> {
         let split = SplitOptions {
             workers: self.options.list_workers,
             retry_for: self.options.retry_for,
@@ -439,15 +454,27 @@ impl Run<'_> {
         let mirror = Arc::clone(self.fetcher.mirror());
         let scratch = mirror.scratch_file()?;
         let mut journal = resume::MirrorJournal::new(Arc::clone(&mirror), &self.options.prefix);
-        list_split(
+        let concurrency = self.options.concurrency;
+        let mut early = early::EarlyFetch::start(self.fetcher, Arc::clone(remembered), concurrency);
+        let listing = list_split(
             Arc::clone(store),
             &self.options.prefix,
             &split,
             &mut journal,
             scratch,
+            &mut |run| {
+                if let Some(early) = early.as_mut() {
+                    early.listed(run);
+                }
+            },
         )
         .await
-        .map_err(scratch_error(&mirror))
+        .map_err(scratch_error(&mirror));
+        let fetched = match early {
+            Some(early) => early.finish().await,
+            None => None,
+        };
+        Ok((listing?, fetched))
     }
 
     /// With `--restore-archived`, requests the restores of the archived objects
@@ -476,14 +503,18 @@ impl Run<'_> {
         &self,
         mirror: &Mirror,
         objects: &mut ListedObjects,
-        replace: u64,
+        plan: &plan::Plan,
         complete: bool,
         report_time: Option<SystemTime>,
     ) -> Result<Option<Spool<SpooledEntry>>, PrefetchError> {
         let prefix = &self.options.prefix;
         let limit = self.options.max_change;
+        // The copies there were before this run: those made while the listing
+        // went on are new, and must not dilute the share the guard weighs.
+        let before = |copies: u64| copies.saturating_sub(plan.early);
+        let replace = plan.replace;
         if !self.options.prune || !complete {
-            let copies = || changes::count_copies(mirror, prefix);
+            let copies = || before(changes::count_copies(mirror, prefix));
             changes::guard(replace, 0, limit, copies)?;
             return Ok(None);
         }
@@ -491,7 +522,7 @@ impl Run<'_> {
         if let Some(created) = report_time {
             candidates = source::keep_newer_than_report(mirror, &mut candidates, created)?;
         }
-        changes::guard(replace, candidates.len(), limit, || copies)?;
+        changes::guard(replace, candidates.len(), limit, || before(copies))?;
         Ok(Some(candidates))
     }
 }
@@ -582,10 +613,21 @@ fn settle_without_download(
     let mut fetches = Spool::new(mirror.scratch_file()?);
     let (mut cold, mut bytes) = (Vec::new(), 0);
     for planned in items.sorted().map_err(&error)? {
-        let Some((item, status)) = planned.map_err(&error)?.item() else {
+        let planned = planned.map_err(&error)?;
+        let early = planned.early().cloned();
+        let Some((item, status)) = planned.item() else {
             continue;
         };
-        if item.directory {
+        if let Some(early) = early {
+            match early {
+                // Counted with the plan.
+                plan::Early::Downloaded => {}
+                plan::Early::Gone => summary.gone += 1,
+                plan::Early::Failed(why) => fail(summary, &item.meta, &why),
+                // Marked archived by the plan instead.
+                plan::Early::Archived => {}
+            }
+        } else if item.directory {
             let made = mirror.ensure_dir(&item.rel).and_then(|created| {
                 mirror.record_marker(&item.rel, &marker_record(&item.meta))?;
                 Ok(created)

@@ -233,6 +233,49 @@ fn a_run_that_would_replace_most_of_the_mirror_is_refused() {
     assert!(stderr(&out).contains("--max-change"), "{}", stderr(&out));
 }
 
+/// New objects may be fetched while the listing goes on; they replace nothing,
+/// and must not count among the copies the guard weighs the changes against.
+#[test]
+fn a_bucket_emptied_and_filled_with_new_keys_is_refused_its_prune() {
+    let bucket = Bucket::create("guard-new");
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("m");
+    let old: Objects = (0..20)
+        .map(|i| (format!("k{i:02}"), data(i, 300)))
+        .collect();
+    fill(&bucket, &old);
+    let (out, _) = prefetch(&bucket.name, &mirror, &endpoint(), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for i in 0..12 {
+        bucket.delete(&format!("k{i:02}"));
+    }
+    let new: Objects = (0..60)
+        .map(|i| (format!("n{i:02}"), data(2000 + i, 300)))
+        .collect();
+    fill(&bucket, &new);
+    let (out, refused) = prefetch(&bucket.name, &mirror, &endpoint(), &["--prune"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let error = refused["error"].as_str().unwrap();
+    assert!(error.contains("remove 12 of the 20 copies"), "{error}");
+    assert_eq!(refused["pruned"], 0, "{refused}");
+    for i in 0..20 {
+        let copy = mirror.join(format!("k{i:02}"));
+        assert_eq!(fs::read(&copy).unwrap(), data(i, 300), "{copy:?}");
+    }
+    // What it fetched is new and whole, and counted.
+    let downloaded = refused["downloaded"].as_u64().unwrap();
+    let fetched: Vec<_> = (0..60)
+        .filter(|i| mirror.join(format!("n{i:02}")).exists())
+        .collect();
+    assert_eq!(fetched.len() as u64, downloaded, "{refused}");
+    for i in fetched {
+        assert_eq!(
+            fs::read(mirror.join(format!("n{i:02}"))).unwrap(),
+            data(2000 + i, 300)
+        );
+    }
+}
+
 #[test]
 fn a_file_the_mirror_did_not_write_is_moved_into_history_not_destroyed() {
     let bucket = Bucket::create("own");

@@ -230,7 +230,10 @@ fn a_listing_killed_half_way_goes_on_where_it_stopped() {
     let log = stderr(&output);
     assert!(output.status.success(), "{log}");
     assert_eq!(summary["listed"], 2100, "{summary}");
-    assert_eq!(summary["downloaded"], 2100, "{summary}");
+    // What the killed run downloaded while it listed is current now.
+    let settled = summary["downloaded"].as_u64().unwrap() + summary["up_to_date"].as_u64().unwrap();
+    assert_eq!(settled, 2100, "{summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
     assert!(log.contains("going on with an earlier listing"), "{log}");
     let lists: Vec<_> = proxy
         .requests()
@@ -246,4 +249,62 @@ fn a_listing_killed_half_way_goes_on_where_it_stopped() {
         .unwrap()
         .count();
     assert_eq!(journals, 0, "a finished listing drops its journal");
+}
+
+#[test]
+fn new_objects_are_downloaded_while_the_listing_goes_on() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    let bucket = Bucket::create("pipeline");
+    let objects: Vec<(String, Vec<u8>)> = ["a", "b"]
+        .iter()
+        .flat_map(|dir| (0..10).map(move |i| (format!("{dir}/k{i:02}"), vec![i as u8; 100])))
+        .collect();
+    bucket.put_many(&objects);
+    let proxy = Arc::new(Proxy::start(moto_port()));
+    // The listing of b/ waits until a download of a key of a/ has started (or
+    // 20 s): it ends only after that if downloads start during the listing.
+    let downloaded_first = Arc::new(AtomicBool::new(false));
+    let (seen, flag) = (Arc::clone(&proxy), Arc::clone(&downloaded_first));
+    let hold_b = Arc::new(move || {
+        let until = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < until {
+            let requests = seen.requests();
+            if requests.iter().any(|r| {
+                (0..10).any(|i| r.is_get_of(&format!("k{i:02}")) && r.target.contains("/a/"))
+            }) {
+                flag.store(true, Ordering::SeqCst);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    proxy.add(Rule::matching("prefix=b%2F", Fault::HookBefore(hold_b)).first(1));
+    let tmp = tempfile::tempdir().unwrap();
+    let mirror = tmp.path().join("mirror");
+    let (output, summary) = prefetch(&bucket.name, &mirror, &proxy.endpoint(), &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        downloaded_first.load(Ordering::SeqCst),
+        "a download started before the listing of b/ was answered"
+    );
+    for (key, data) in &objects {
+        assert_eq!(&fs::read(mirror.join(key)).unwrap(), data, "{key}");
+    }
+    // Each key counts once, as downloaded, however it was fetched.
+    assert_eq!(summary["downloaded"], 20, "{summary}");
+    assert_eq!(summary["up_to_date"], 0, "{summary}");
+    let gets = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && !r.is_list())
+        .count();
+    assert_eq!(gets, 20, "one GET an object");
+    // A second run finds every copy current and downloads nothing.
+    let (output, again) = prefetch(&bucket.name, &mirror, &proxy.endpoint(), &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(again["up_to_date"], 20, "{again}");
+    assert_eq!(again["downloaded"], 0, "{again}");
 }

@@ -51,7 +51,7 @@ pub struct ArchivedEntry {
 }
 
 /// The archived objects of the state file, by key.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct ArchivedList(HashMap<String, ArchivedEntry>);
 
 impl ArchivedList {

@@ -19,8 +19,8 @@ pub const GUARD_MIN_CHANGES: u64 = 10;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
     "refusing to change the mirror: this run would replace {replace} and remove {remove} of the \
-     {existing} copies under the prefix ({percent}%, more than --max-change {limit}%); nothing \
-     was changed. If S3 really changed that much, run again with --max-change 100"
+     {existing} copies under the prefix ({percent}%, more than --max-change {limit}%); no copy \
+     was replaced or removed. If S3 really changed that much, run again with --max-change 100"
 )]
 pub struct TooManyChanges {
     pub replace: u64,

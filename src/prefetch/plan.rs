@@ -23,11 +23,40 @@ use crate::store::split::{Listed, ListedObjects};
 
 /// A key's bytes, for the spool of keys renamed out of a directory's way.
 #[derive(Serialize, Deserialize)]
-struct KeyBytes(#[serde(with = "hex_bytes")] Vec<u8>);
+pub(super) struct KeyBytes(#[serde(with = "hex_bytes")] pub Vec<u8>);
 
 impl SpoolRecord for KeyBytes {
     fn sort_key(&self) -> Cow<'_, [u8]> {
         Cow::Borrowed(&self.0)
+    }
+}
+
+/// What a download made while the listing went on found.
+#[derive(Serialize, Deserialize)]
+pub(super) struct Fetched {
+    #[serde(with = "hex_bytes")]
+    pub key: Vec<u8>,
+    pub outcome: Early,
+}
+
+/// How a download made while the listing went on ended; the plan counts it,
+/// and never asks for the object again in the same run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum Early {
+    /// In the mirror now.
+    Downloaded,
+    /// A GET answered that it is archived.
+    Archived,
+    /// S3 no longer had it.
+    Gone,
+    /// It failed, after all its attempts, for this reason.
+    Failed(String),
+}
+
+impl SpoolRecord for Fetched {
+    fn sort_key(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.key)
     }
 }
 
@@ -98,6 +127,9 @@ pub(super) struct Planned {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     a: Option<Why>,
     st: LocalStatus,
+    /// How a download while the listing went on ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    x: Option<Early>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -120,7 +152,14 @@ impl Planned {
             c: item.changed,
             a: item.archived,
             st: status,
+            x: None,
         }
+    }
+
+    /// How a download of the object while the listing went on ended, if one
+    /// did and the plan has not taken it over.
+    pub(super) fn early(&self) -> Option<&Early> {
+        self.x.as_ref()
     }
 
     /// The item and the state of its copy; `None` for a record whose key is
@@ -146,6 +185,9 @@ pub(super) struct Plan {
     pub unlisted: Spool<SpooledIndexEntry>,
     /// Copies that a download would replace with another version.
     pub replace: u64,
+    /// Copies made while the listing went on: new, so not counted among the
+    /// copies the mass change guard weighs the changes against.
+    pub early: u64,
     pub renamed: Vec<KeyPath>,
 }
 
@@ -157,6 +199,7 @@ pub(super) fn plan(
     prefix: &str,
     objects: &mut ListedObjects,
     remembered: &ArchivedList,
+    early: Option<&mut Spool<Fetched>>,
 ) -> Result<Plan, MirrorError> {
     let scratch = || mirror.scratch_file();
     let scratch_error = &super::scratch_error(mirror);
@@ -166,10 +209,15 @@ pub(super) fn plan(
         items: Spool::new(scratch()?),
         unlisted: Spool::new(scratch()?),
         replace: 0,
+        early: 0,
         renamed: Vec::new(),
     };
     let mut conflicts = conflicts.sorted().map_err(scratch_error)?.peekable();
     let mut previous = newest_of_each(previous.sorted().map_err(scratch_error)?).peekable();
+    let mut early = match early {
+        Some(early) => Some(early.sorted().map_err(scratch_error)?.peekable()),
+        None => None,
+    };
     for object in objects.iter().map_err(scratch_error)? {
         let meta = object.map_err(scratch_error)?;
         let key = bytes_of(meta.key.as_str()).into_owned();
@@ -187,13 +235,39 @@ pub(super) fn plan(
             }
         }
         let (item, status) = plan_one(mirror, meta, conflict, indexed.as_ref(), &mut plan.renamed);
-        let (item, status) = mark_archived(item, status, remembered);
+        let (mut item, status) = mark_archived(item, status, remembered);
+        let mut outcome = None;
+        if let Some(early) = early.as_mut() {
+            while let Some(next) = early.next_if(|f| !matches!(f, Ok(f) if f.key > key)) {
+                let next = next.map_err(scratch_error)?;
+                if next.key == key {
+                    outcome = Some(next.outcome);
+                }
+            }
+        }
+        // What the early download found holds for the copy the plan sees: one
+        // now current was that download; otherwise its answer stands, so the
+        // object is not asked for again in this run.
+        let outcome = match outcome {
+            Some(Early::Downloaded) if status == LocalStatus::Current => {
+                plan.early += 1;
+                Some(Early::Downloaded)
+            }
+            Some(Early::Archived) if !item.directory && status != LocalStatus::Current => {
+                item.archived = Some(Why::Answer);
+                None
+            }
+            Some(other @ (Early::Gone | Early::Failed(_))) if status != LocalStatus::Current => {
+                Some(other)
+            }
+            _ => None,
+        };
         if !item.directory && item.archived.is_none() && status == LocalStatus::Changed {
             plan.replace += 1;
         }
-        plan.items
-            .append(&Planned::of(&item, status))
-            .map_err(scratch_error)?;
+        let mut planned = Planned::of(&item, status);
+        planned.x = outcome;
+        plan.items.append(&planned).map_err(scratch_error)?;
     }
     for entry in previous {
         plan.unlisted

@@ -195,6 +195,9 @@ struct Harness {
     mirrored: BTreeMap<String, MirroredCopy>,
     /// Whether the store or the mirror changed since the last completed run.
     changed: bool,
+    /// A run died during its listing and left its journal: the next run goes on
+    /// with that listing, partly as old as the run that died.
+    resumes: bool,
     /// Every version (ETag) ever seen as a key's copy: a backup never loses one,
     /// it stays the copy or is kept in history.
     ever_held: BTreeSet<String>,
@@ -211,6 +214,7 @@ impl Harness {
             current: BTreeMap::new(),
             mirrored: BTreeMap::new(),
             changed: false,
+            resumes: false,
             ever_held: BTreeSet::new(),
         }
     }
@@ -293,6 +297,9 @@ impl Harness {
     fn prefetch(&mut self, prune: bool) {
         let gets = self.store.gets.load(Ordering::Relaxed);
         let summary = self.run(prune, None).expect("an unbounded run finishes");
+        if self.resumed(prune, &summary) {
+            return;
+        }
         self.check_completed(prune, &summary);
         if !self.changed {
             // Nothing changed since the last full run: listing only.
@@ -309,6 +316,9 @@ impl Harness {
     fn crash(&mut self, prune: bool, gets: usize) {
         match self.run(prune, Some(gets)) {
             Some(summary) => {
+                if self.resumed(prune, &summary) {
+                    return;
+                }
                 // It finished within its budget: a complete run after all.
                 self.check_completed(prune, &summary);
                 self.changed = false;
@@ -325,6 +335,10 @@ impl Harness {
                 assert!(left.is_empty(), "temp files left after a restart: {left:?}");
                 self.check_crashed(prune);
                 self.changed = true;
+                let journals = fs::read_dir(mirror.state_dir().join("listing"))
+                    .map(|d| d.count())
+                    .unwrap_or(0);
+                self.resumes = journals > 0;
             }
         }
     }
@@ -418,6 +432,22 @@ impl Harness {
                 (key.to_string(), placement)
             })
             .collect()
+    }
+
+    /// After a run that went on with a listing a dead run left: what holds
+    /// after a crash holds (every copy a version of its key that was its copy
+    /// or is listed now, nothing lost), and nothing was pruned, since the
+    /// listing is partly older than the run. The next run lists anew. Returns
+    /// whether this run was one.
+    fn resumed(&mut self, prune: bool, summary: &Summary) -> bool {
+        if !std::mem::take(&mut self.resumes) {
+            return false;
+        }
+        assert_eq!(summary.pruned, 0, "a resumed listing prunes nothing");
+        assert_eq!(summary.deleted, 0, "nor records deletions");
+        self.check_crashed(prune);
+        self.changed = true;
+        true
     }
 
     /// After a finished run: every listed key is mirrored at its place with its

@@ -360,13 +360,15 @@ impl Progress {
 /// Lists every object under `prefix`, `options.workers` requests at once,
 /// going on from where `journal` says an earlier listing stopped. The objects
 /// go to `scratch` (an empty file nobody else writes), not to memory; an error
-/// is a failure to write or read it.
+/// is a failure to write or read it. `listed` sees each run of objects as S3
+/// answers it (in no particular order), while the listing goes on.
 pub async fn list_split(
     store: Arc<dyn ObjectStore>,
     prefix: &str,
     options: &SplitOptions,
     journal: &mut dyn Journal,
     scratch: File,
+    listed: &mut dyn FnMut(&[ObjectMeta]),
 ) -> io::Result<Listing> {
     let workers = options.workers.max(1);
     let mut objects = ListedObjects::new(scratch.try_clone()?);
@@ -476,6 +478,7 @@ pub async fn list_split(
         }
         for run in step.runs.iter().filter(|run| !run.is_empty()) {
             objects.add_run(run)?;
+            listed(run);
         }
         open.fetch_add(step.children.len(), Ordering::Relaxed);
         for (n, part) in step.children.into_iter().enumerate() {
@@ -765,7 +768,7 @@ mod tests {
         journal: &mut dyn Journal,
     ) -> Listing {
         let scratch = tempfile::tempfile().unwrap();
-        list_split(store, prefix, options, journal, scratch)
+        list_split(store, prefix, options, journal, scratch, &mut |_| {})
             .await
             .unwrap()
     }
