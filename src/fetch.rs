@@ -296,7 +296,8 @@ impl Fetcher {
     }
 
     /// Fills `tmp` with one version of the object. The other parts start as soon
-    /// as the first response has fixed the version, not after the first part, in
+    /// as the first response has fixed the version and brought its first bytes
+    /// (so the first byte never waits behind them), not after the first part, in
     /// order, `parts_at_once` at a time; the run of finished parts from the first
     /// byte is hashed meanwhile.
     async fn fill(
@@ -318,7 +319,7 @@ impl Fetcher {
         parts.spawn(self.part(tmp, key, 0..part, pin, observer, Some(found)));
         let version = match version_known.await {
             Ok(version) => version,
-            // The first part failed before any response: its error says why.
+            // The first part failed before any byte came: its error says why.
             Err(_) => {
                 let failed = parts.join_next().await.expect("the first part was spawned");
                 return Err(failed
@@ -390,7 +391,7 @@ impl Fetcher {
     /// Reads `range` (the whole object if `None`) into `tmp` at the same offsets,
     /// counting the bytes and telling `observer`; a finished part of a large object
     /// goes to disk while the others arrive. `found` hears the version as soon as
-    /// the first response is accepted.
+    /// the first bytes of the first response accepted are in.
     async fn read_range(
         &self,
         tmp: &TempFile,
@@ -565,10 +566,16 @@ impl RangedRead<'_> {
         let mut response = self.store.get(request).await?;
         *answered = true;
         let stop = self.accept(&response)?;
+        self.drain(response.body.as_mut(), stop, sink, found).await
+    }
+
+    /// Tells `found` the version, once: called when the first bytes are in, not
+    /// when the headers are, so the requests it lets start (the other parts)
+    /// never hold back the bytes a reader is waiting for on a busy server.
+    fn announce(&self, found: &mut Option<tokio::sync::oneshot::Sender<Version>>) {
         if let Some(found) = found.take() {
             let _ = found.send(self.version.clone().expect("set by accept"));
         }
-        self.drain(response.body.as_mut(), stop, sink).await
     }
 
     /// The request for the bytes still missing.
@@ -629,6 +636,7 @@ impl RangedRead<'_> {
         body: &mut dyn Body,
         stop: u64,
         sink: &mut impl Sink,
+        found: &mut Option<tokio::sync::oneshot::Sender<Version>>,
     ) -> Result<(), FetchError> {
         loop {
             let next = tokio::time::timeout(self.stall_timeout, body.next_chunk()).await;
@@ -646,6 +654,7 @@ impl RangedRead<'_> {
             }
             sink.put(self.pos, &chunk)?;
             self.pos += chunk.len() as u64;
+            self.announce(found);
         }
         if self.pos != stop {
             let short = BodyError::EndedEarly {
@@ -654,6 +663,7 @@ impl RangedRead<'_> {
             };
             return Err(StoreError::Body(short).into());
         }
+        self.announce(found);
         Ok(())
     }
 }
