@@ -387,6 +387,7 @@ impl Fs {
         let mirror = self.fetcher.mirror();
         let rel = mirror.path_for(&key, entry.size);
         if let Some(file) = mirror.open_current(&rel, &key, &etag, entry.size) {
+            self.fetch_siblings(parent, &entry.name, false);
             let file = Arc::new(file);
             let fh = self.handles.insert(OpenHandle {
                 ino,
@@ -414,7 +415,7 @@ impl Fs {
                 local: Mutex::new(None),
             }),
         });
-        self.fetch_siblings(parent, &entry.name);
+        self.fetch_siblings(parent, &entry.name, true);
         Ok(Opened {
             fh,
             local: None,
@@ -422,25 +423,21 @@ impl Fs {
         })
     }
 
-    /// After a cold read in a directory, fetches its other files in the background
-    /// (not `opened`, which its reader's download is fetching: were that to fail,
-    /// as for an archived object, the warm-up would only ask S3 again).
-    fn fetch_siblings(&self, dir: Ino, opened: &str) {
+    /// After a cold read in a directory, fetches the files after `opened` in
+    /// the background, and moves that window on as readers go through it (not
+    /// `opened` itself, which its reader's download is fetching: were that to
+    /// fail, as for an archived object, the warm-up would only ask S3 again).
+    fn fetch_siblings(&self, dir: Ino, opened: &str, cold: bool) {
         let Ok(prefix) = self.inodes.dir_path(dir) else {
             return;
         };
-        if !self.siblings.claim(&prefix) {
+        let Some(after) = self.siblings.claim(&prefix, opened, cold) else {
             return;
-        }
+        };
         // A lookup lists only its own name: the directory may need a listing first.
-        let (siblings, opened) = (Arc::clone(&self.siblings), opened.to_string());
+        let siblings = Arc::clone(&self.siblings);
         self.listings.then_listed(&prefix.clone(), move |entries| {
-            let others: Vec<_> = entries
-                .iter()
-                .filter(|e| *e.name != *opened)
-                .cloned()
-                .collect();
-            siblings.warm(&prefix, &others);
+            siblings.warm(&prefix, &entries, &after);
         });
     }
 

@@ -190,6 +190,58 @@ fn reading_one_image_fetches_its_siblings_in_the_background() {
     );
 }
 
+/// A window of the warm-up is 256 files here (small ones): a reader going
+/// through the folder moves it on from the middle, so the files ahead of it
+/// are fetched before it gets there, and those far ahead are not.
+#[test]
+fn the_warm_up_keeps_ahead_of_a_reader_going_through_a_folder() {
+    let bucket = Bucket::create("window");
+    let objects: Vec<(String, Vec<u8>)> = (0..600u64)
+        .map(|i| (format!("shots/{i:03}.jpg"), data(i, 700)))
+        .collect();
+    bucket.put_many(&objects);
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("mirror");
+    let mount = Mount::start(
+        &bucket.name,
+        &dir.path().join("mnt"),
+        &mirror,
+        &endpoint(),
+        &[],
+    );
+    let held = |range: std::ops::Range<usize>| {
+        range
+            .filter(|i| mirror.join(&objects[*i].0).exists())
+            .count()
+    };
+    let wait_for = |range: std::ops::Range<usize>| {
+        let (want, deadline) = (range.len(), Instant::now() + Duration::from_secs(30));
+        while held(range.clone()) < want {
+            assert!(
+                Instant::now() < deadline,
+                "{range:?} fetched ahead of the reader"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // A cold read of the first: the next 256 come in the background.
+    sh_ok(&format!(
+        "cat {} > /dev/null",
+        mount.path("shots/000.jpg").display()
+    ));
+    wait_for(1..257);
+    // Reading on through the window, from the mirror: past its middle it moves on.
+    for (key, bytes) in &objects[1..300] {
+        assert_eq!(&fs::read(mount.path(key)).unwrap(), bytes, "{key}");
+    }
+    wait_for(257..513);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(held(513..600), 0, "no further than one window ahead");
+    for (key, bytes) in &objects[..513] {
+        assert_mirrored(&mirror, key, bytes);
+    }
+}
+
 #[test]
 fn with_s3_down_the_mirror_keeps_serving_data_and_listings() {
     let (bucket, expected) = image_bucket("offline");

@@ -133,7 +133,7 @@ fn the_filesystem_section_matches_the_code() {
         SIBLING_MAX_SIZE >> 20
     ));
     quoted(&format!(
-        "at most {} MiB in all for the directory",
+        "at most {} MiB in one window of the directory",
         SIBLINGS_DIR_BYTES >> 20
     ));
     quoted(&format!(

@@ -1,7 +1,9 @@
-//! The sibling warm-up: after a cold read in a directory, its other small files
-//! are fetched in the background (bounded in count and bytes, per directory and
-//! in all, and never onto a nearly full volume), so a pass over a folder does not
-//! wait on S3 file by file.
+//! The sibling warm-up: after a cold read in a directory, the files after it
+//! are fetched in the background (a window bounded in count and bytes, per
+//! directory and in all, and never onto a nearly full volume). A reader that
+//! reaches the middle of the window moves it on, so a pass over a folder (a
+//! file manager making thumbnails, a viewer stepping through photos) stays
+//! ahead of S3 instead of waiting on it file by file.
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -19,12 +21,13 @@ use crate::fetch::{FetchError, Fetcher};
 use crate::store::{ETag, Escaped, Key, StoreError};
 use crate::sys::{self, Space};
 
-/// Siblings fetched in the background when one file of a directory is read cold:
-/// at most this many, each at most `SIBLING_MAX_SIZE`, `SIBLINGS_AT_ONCE` at a time.
+/// One window of the warm-up: at most this many files, each at most
+/// `SIBLING_MAX_SIZE`, `SIBLINGS_AT_ONCE` at a time.
 pub const SIBLINGS_MAX: usize = 256;
 pub const SIBLING_MAX_SIZE: u64 = 32 << 20;
 pub const SIBLINGS_AT_ONCE: usize = 16;
-/// Bytes one directory's warm-up may fetch: files that would pass it are left.
+/// Bytes one window of a directory may fetch: files that would pass it wait
+/// for the next window.
 pub const SIBLINGS_DIR_BYTES: u64 = 256 << 20;
 /// Bytes the warm-ups of all directories may have claimed and not yet fetched:
 /// files that would pass it are left, so cold reads in many directories do not
@@ -68,14 +71,35 @@ impl Budget {
 /// forgotten first, and may then be warmed again).
 const WARMED_MAX: usize = 4096;
 
+/// Where a directory's warm-up stands. Names compare in listing order.
+#[derive(Debug)]
+struct Window {
+    /// When a warm-up of the directory last started afresh.
+    started: Instant,
+    /// The last name the warm-up took (or the name it started after).
+    end: Box<str>,
+    next: Next,
+}
+
+/// What moves a directory's window on.
+#[derive(Debug)]
+enum Next {
+    /// Nothing yet: the window is being planned (the listing may be on its way).
+    Planning,
+    /// A read of this name or a later one.
+    At(Box<str>),
+    /// Only a cold read past the end: nothing was left after it.
+    PastEnd,
+}
+
 /// Which directories were warmed lately, and the budget of background fetches.
 pub struct Siblings {
-    done: Mutex<LruCache<String, Instant>>,
+    done: Mutex<LruCache<String, Window>>,
     permits: Arc<Semaphore>,
     budget: Budget,
     /// Bytes claimed by warm-ups and not fetched yet.
     pending: Arc<AtomicU64>,
-    /// A directory is warmed at most once in this long.
+    /// A directory is warmed afresh at most once in this long.
     every: Duration,
     fetcher: Fetcher,
     rt: Handle,
@@ -84,7 +108,7 @@ pub struct Siblings {
 }
 
 impl Siblings {
-    /// Warms each directory at most once per `every`, fetching through `fetcher`.
+    /// Warms each directory afresh at most once per `every`, fetching through `fetcher`.
     pub fn new(fetcher: Fetcher, every: Duration, rt: Handle, archived: Arc<Archived>) -> Siblings {
         Siblings::with_budget(fetcher, every, rt, archived, Budget::default())
     }
@@ -111,48 +135,56 @@ impl Siblings {
         }
     }
 
-    /// Claims the warm-up of directory `prefix`: false if it had one lately.
-    pub fn claim(&self, prefix: &str) -> bool {
+    /// A reader opened `name` in directory `prefix` (`cold`: the mirror did not
+    /// hold it). Returns the name after which a window is to be warmed, if one
+    /// is: after a cold read in a directory not warmed lately, or past the
+    /// window; after any read from the middle of the window on, from its end.
+    pub fn claim(&self, prefix: &str, name: &str, cold: bool) -> Option<String> {
         let mut done = self.done.lock();
-        if done.get(prefix).is_some_and(|t| t.elapsed() < self.every) {
-            return false;
+        let fresh = |name: &str| Window {
+            started: Instant::now(),
+            end: name.into(),
+            next: Next::Planning,
+        };
+        match done.get_mut(prefix) {
+            Some(window) if window.started.elapsed() < self.every => {
+                let from = match &window.next {
+                    Next::Planning => return None,
+                    // A cold read past the window: it starts again from there.
+                    _ if cold && name > &*window.end => name,
+                    Next::At(at) if name >= &**at => &*window.end,
+                    _ => return None,
+                };
+                let from = from.to_string();
+                window.end = from.as_str().into();
+                window.next = Next::Planning;
+                Some(from)
+            }
+            _ if cold => {
+                done.put(prefix.to_string(), fresh(name));
+                Some(name.to_string())
+            }
+            _ => None,
         }
-        done.put(prefix.to_string(), Instant::now());
-        true
     }
 
-    /// Fetches the small files among `entries` (the listing of `prefix`) into the
-    /// mirror in the background, leaving archived ones alone, within the budget
-    /// (nothing at all on a nearly full volume). Best effort: a failure is only
-    /// logged.
-    pub fn warm(&self, prefix: &str, entries: &[Entry]) {
-        let mirror = self.fetcher.mirror();
-        match sys::space(mirror.root()) {
-            Ok(room) if self.budget.too_full(room) => {
-                let free = room.available;
-                tracing::info!(prefix = %Escaped(prefix), free, "the mirror's volume is nearly full: no warm-up");
-                return;
+    /// Fetches the small files among `entries` (the listing of `prefix`) that
+    /// come after `after` (all of them for `""`) into the mirror in the
+    /// background, leaving archived ones alone, within the budget (nothing at
+    /// all on a nearly full volume), and marks where the next window starts.
+    /// Best effort: a failure is only logged.
+    pub fn warm(&self, prefix: &str, entries: &[Entry], after: &str) {
+        let jobs = self.window(prefix, entries, after);
+        if let Some(window) = self.done.lock().get_mut(prefix) {
+            match jobs.last() {
+                Some(last) => {
+                    window.end = last.4.clone();
+                    window.next = Next::At(jobs[jobs.len() / 2].4.clone());
+                }
+                None => window.next = Next::PastEnd,
             }
-            Ok(_) => {}
-            Err(e) => tracing::debug!("cannot tell the room on the mirror's volume: {e}"),
         }
-        let mut dir_bytes = 0;
-        let jobs = entries
-            .iter()
-            .filter(|e| !e.dir && !e.archived && e.size <= SIBLING_MAX_SIZE)
-            .take(SIBLINGS_MAX)
-            .filter_map(|e| Some((Key::new(format!("{prefix}{}", e.name)).ok()?, e)))
-            .map(|(key, e)| {
-                let rel = mirror.path_for(&key, e.size);
-                (key, ETag::new(&e.etag()), e.size, rel)
-            })
-            .filter(|(key, etag, _, _)| !self.archived.known(key, etag))
-            .filter(|(_, _, size, _)| {
-                let fits = dir_bytes + size <= self.budget.dir_bytes;
-                dir_bytes += if fits { *size } else { 0 };
-                fits
-            });
-        for (key, etag, size, rel) in jobs.collect::<Vec<_>>() {
+        for (key, etag, size, rel, _) in jobs {
             let Some(claim) = Claim::new(&self.pending, size, self.budget.pending_bytes) else {
                 continue;
             };
@@ -173,7 +205,42 @@ impl Siblings {
             });
         }
     }
+
+    /// The files of one window: those after `after` the mirror may fetch, within
+    /// the window's count and bytes, with the name each has in the directory.
+    fn window(&self, prefix: &str, entries: &[Entry], after: &str) -> Vec<Job> {
+        let mirror = self.fetcher.mirror();
+        match sys::space(mirror.root()) {
+            Ok(room) if self.budget.too_full(room) => {
+                let free = room.available;
+                tracing::info!(prefix = %Escaped(prefix), free, "the mirror's volume is nearly full: no warm-up");
+                return Vec::new();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!("cannot tell the room on the mirror's volume: {e}"),
+        }
+        let mut dir_bytes = 0;
+        entries
+            .iter()
+            .filter(|e| &*e.name > after && !e.dir && !e.archived && e.size <= SIBLING_MAX_SIZE)
+            .take(SIBLINGS_MAX)
+            .filter_map(|e| Some((Key::new(format!("{prefix}{}", e.name)).ok()?, e)))
+            .map(|(key, e)| {
+                let rel = mirror.path_for(&key, e.size);
+                (key, ETag::new(&e.etag()), e.size, rel, e.name.clone())
+            })
+            .filter(|(key, etag, ..)| !self.archived.known(key, etag))
+            .take_while(|(_, _, size, ..)| {
+                dir_bytes += size;
+                dir_bytes <= self.budget.dir_bytes
+            })
+            .collect()
+    }
 }
+
+/// One background fetch: the key, its version and size, its path in the
+/// mirror, and its name in the directory.
+type Job = (Key, ETag, u64, std::path::PathBuf, Box<str>);
 
 /// Bytes of the warm-up's pending budget held by one fetch, given back when it ends.
 struct Claim {
@@ -226,12 +293,91 @@ mod tests {
             rt.handle().clone(),
             archived(),
         );
-        assert!(lately.claim("a/"));
-        assert!(!lately.claim("a/"));
-        assert!(lately.claim("b/"), "each directory on its own");
+        assert_eq!(lately.claim("a/", "x", true).as_deref(), Some("x"));
+        assert_eq!(
+            lately.claim("a/", "y", true),
+            None,
+            "its window is being planned"
+        );
+        assert_eq!(
+            lately.claim("b/", "x", false),
+            None,
+            "a read from the mirror starts none"
+        );
+        assert_eq!(
+            lately.claim("b/", "x", true).as_deref(),
+            Some("x"),
+            "each directory on its own"
+        );
         let always = Siblings::new(fetcher, Duration::ZERO, rt.handle().clone(), archived());
-        assert!(always.claim("a/"));
-        assert!(always.claim("a/"));
+        assert!(always.claim("a/", "x", true).is_some());
+        assert!(always.claim("a/", "x", true).is_some());
+    }
+
+    #[test]
+    fn the_window_moves_on_as_a_reader_goes_through_the_directory() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Arc::new(Mirror::open(dir.path(), "b").unwrap());
+        let store = Arc::new(MemoryStore::new("b"));
+        for i in 0..10u8 {
+            store.put(&format!("d/{i:02}"), vec![i; 100]);
+        }
+        let fetcher = Fetcher::new(
+            Arc::clone(&store) as Arc<dyn ObjectStore>,
+            Arc::clone(&mirror),
+            FetchConfig::default(),
+        );
+        let budget = Budget {
+            dir_bytes: 300,
+            pending_bytes: 1 << 20,
+            min_free: 0,
+            min_free_percent: 0,
+        };
+        let siblings = Siblings::with_budget(
+            fetcher,
+            Duration::from_secs(60),
+            rt.handle().clone(),
+            archived(),
+            budget,
+        );
+        let entries = rt.block_on(list_dir(store.as_ref(), "d/")).unwrap();
+        let mirrored = |wanted: &[u8]| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let held: Vec<u8> = (0..10)
+                    .filter(|i| dir.path().join(format!("d/{i:02}")).exists())
+                    .collect();
+                if held == wanted || Instant::now() > deadline {
+                    return held;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        // A cold read of 00: the three files after it (300 bytes).
+        let after = siblings.claim("d/", "00", true).unwrap();
+        siblings.warm("d/", &entries, &after);
+        assert_eq!(mirrored(&[1, 2, 3]), [1, 2, 3]);
+        // Reading 01 from the mirror changes nothing; 02, the middle, moves the
+        // window on past 03.
+        assert_eq!(siblings.claim("d/", "01", false), None);
+        let after = siblings.claim("d/", "02", false).unwrap();
+        assert_eq!(after, "03");
+        siblings.warm("d/", &entries, &after);
+        assert_eq!(mirrored(&[1, 2, 3, 4, 5, 6]), [1, 2, 3, 4, 5, 6]);
+        // A cold read inside the window starts nothing; one past it starts
+        // there (09: nothing after it).
+        assert_eq!(siblings.claim("d/", "03", true), None);
+        let after = siblings.claim("d/", "09", true).unwrap();
+        siblings.warm("d/", &entries, &after);
+        assert_eq!(
+            siblings.claim("d/", "09", false),
+            None,
+            "nothing left to move to"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(mirrored(&[1, 2, 3, 4, 5, 6]), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(store.gets.load(Ordering::Relaxed), 6, "each file once");
     }
 
     #[test]
@@ -259,7 +405,7 @@ mod tests {
             Arc::clone(&known),
         );
         let entries = rt.block_on(list_dir(store.as_ref(), "d/")).unwrap();
-        siblings.warm("d/", &entries);
+        siblings.warm("d/", &entries, "");
         let status = |key: &str, etag: &ETag, size| {
             mirror.status(Path::new(key), &Key::new(key).unwrap(), etag, size)
         };
@@ -324,13 +470,13 @@ mod tests {
                 .unwrap()
         };
         let lists = (listed("d"), listed("e"));
-        siblings.warm("d/", &lists.0);
+        siblings.warm("d/", &lists.0, "");
         assert_eq!(
             siblings.pending.load(Ordering::SeqCst),
             300,
             "3 files of d/"
         );
-        siblings.warm("e/", &lists.1);
+        siblings.warm("e/", &lists.1, "");
         assert_eq!(
             siblings.pending.load(Ordering::SeqCst),
             500,
@@ -367,7 +513,7 @@ mod tests {
             archived(),
             full,
         );
-        siblings.warm("f/", &listed("f"));
+        siblings.warm("f/", &listed("f"), "");
         assert_eq!(siblings.pending.load(Ordering::SeqCst), 0);
         rt.block_on(async { tokio::time::sleep(Duration::from_millis(100)).await });
         assert_eq!(mirrored("f"), 0);
