@@ -766,7 +766,10 @@ def write_md(results, rows, meta, cs):
                  "manifest; other reads with `cat`, then checked the same way. "
                  "Seconds are wall clock. Every row says which server it ran on: a section per server "
                  "below. Medians of the runs shown; a peer with fewer runs than s3mirrorfs (s3fs: "
-                 "`RUNS_s3fs`, it is slow on small files) says how many.\n")
+                 "`RUNS_s3fs`, it is slow on small files) says how many"
+                 + ("; the peers' small-file rows ran once (`SMALL_ONCE`: about 100 s each)"
+                    if meta.get("small_once") else "")
+                 + ".\n")
     if "mount-s3" not in meta and reads:
         L.append("mount-s3 was not measured: no binary was given (`MOUNT_S3=`); it is not in any "
                  "package registry this machine reaches.\n")
