@@ -20,6 +20,11 @@ use crate::store::{Body, BodyError, ETag, GetRequest, GetResponse, Key, ObjectSt
 /// Times one object is fetched from the start when it changes mid-download or its
 /// bytes contradict its MD5 ETag or the checksum sent with them, before the key fails.
 pub const WHOLE_ATTEMPTS: u32 = 3;
+/// The other parts of a large object start once this much of the first has
+/// arrived: the kernel's first read of a file (it reads ahead at most 1 MiB)
+/// is then served before the server has anything else to send. On S3 it costs
+/// the other parts about 10 ms.
+const FIRST_BYTES: u64 = 1 << 20;
 
 /// Tuning of downloads.
 #[derive(Clone, Debug)]
@@ -296,8 +301,8 @@ impl Fetcher {
     }
 
     /// Fills `tmp` with one version of the object. The other parts start as soon
-    /// as the first response has fixed the version and brought its first bytes
-    /// (so the first byte never waits behind them), not after the first part, in
+    /// as the first response has fixed the version and brought its first MiB
+    /// (so the first read never waits behind them), not after the first part, in
     /// order, `parts_at_once` at a time; the run of finished parts from the first
     /// byte is hashed meanwhile.
     async fn fill(
@@ -391,7 +396,7 @@ impl Fetcher {
     /// Reads `range` (the whole object if `None`) into `tmp` at the same offsets,
     /// counting the bytes and telling `observer`; a finished part of a large object
     /// goes to disk while the others arrive. `found` hears the version as soon as
-    /// the first bytes of the first response accepted are in.
+    /// the first MiB of the first response accepted is in.
     async fn read_range(
         &self,
         tmp: &TempFile,
@@ -569,9 +574,10 @@ impl RangedRead<'_> {
         self.drain(response.body.as_mut(), stop, sink, found).await
     }
 
-    /// Tells `found` the version, once: called when the first bytes are in, not
-    /// when the headers are, so the requests it lets start (the other parts)
-    /// never hold back the bytes a reader is waiting for on a busy server.
+    /// Tells `found` the version, once: called when `FIRST_BYTES` are in (or
+    /// the whole body), not when the headers are, so the requests it lets
+    /// start (the other parts) never hold back the bytes a reader's first read
+    /// waits for on a busy server.
     fn announce(&self, found: &mut Option<tokio::sync::oneshot::Sender<Version>>) {
         if let Some(found) = found.take() {
             let _ = found.send(self.version.clone().expect("set by accept"));
@@ -654,7 +660,10 @@ impl RangedRead<'_> {
             }
             sink.put(self.pos, &chunk)?;
             self.pos += chunk.len() as u64;
-            self.announce(found);
+            let first = self.range.as_ref().map_or(0, |r| r.start);
+            if self.pos - first >= FIRST_BYTES {
+                self.announce(found);
+            }
         }
         if self.pos != stop {
             let short = BodyError::EndedEarly {
