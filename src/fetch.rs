@@ -333,7 +333,7 @@ impl Fetcher {
             }
         };
         if version.size > part {
-            tmp.set_len(version.size)?;
+            tmp.preallocate(version.size)?;
         }
         let mut hash = InOrderMd5::new(Arc::clone(tmp), part, version.size);
         let mut next = part;

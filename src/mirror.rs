@@ -877,9 +877,10 @@ impl TempFile {
             .map_err(|e| self.error(e))
     }
 
-    /// Sets the file's length (to place ranged parts).
-    pub fn set_len(&self, len: u64) -> Result<(), MirrorError> {
-        self.file.set_len(len).map_err(|e| self.error(e))
+    /// Gives the file its length and its blocks, in order, before ranged parts
+    /// are placed in it as they arrive (see `sys::preallocate`).
+    pub fn preallocate(&self, len: u64) -> Result<(), MirrorError> {
+        sys::preallocate(&self.file, len).map_err(|e| self.error(e))
     }
 
     fn error(&self, err: io::Error) -> MirrorError {
