@@ -403,6 +403,13 @@ def pscale_cells(cs):
     return out
 
 
+def first_get(c):
+    """Seconds until a run's first GET, from its note (median over runs), or None."""
+    got = [float(m.group(1)) for r in c.runs
+           for m in [re.search(r"first GET after ([0-9.]+) s", r.get("note", ""))] if m]
+    return statistics.median(got) if got else None
+
+
 def pscale_section(cs, meta):
     ps = pscale_cells(cs)
     if not ps:
@@ -423,8 +430,11 @@ def pscale_section(cs, meta):
             "took longer than making it): writes and fsync cost less there than on a disk, so the "
             "runs into an empty mirror are faster than they would be on one; listing, memory and "
             "requests are the same." if meta.get("pscale_fs") == "tmpfs" else "") + "\n",
-         "| keys | layout | run | seconds | listing, s | peak RSS, MiB | LIST | GET | HEAD | source bucket |",
-         "|---|---|---|---|---|---|---|---|---|---|"]
+         "*first GET, s* is the time until s3sim saw the run's first GET (runs into an empty "
+         "mirror from a listing; rows from before it was recorded show -): before the last LIST, "
+         "downloads started while the listing went on.\n",
+         "| keys | layout | run | seconds | listing, s | first GET, s | peak RSS, MiB | LIST | GET | HEAD | source bucket |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
     order = [(r, lay) for lay in PSCALE_LAYOUTS for r in PSCALE_RUNS]
     for n in ns:
         for r, lay in order:
@@ -433,8 +443,10 @@ def pscale_section(cs, meta):
                 continue
             src = c.runs[0].get("note", "").partition("source bucket ")[2].partition(": ")[2]
             secs = fmt(c.median()) if c.ok() else c.text()
+            first = first_get(c)
             L.append(f"| {n:,} | {PSCALE_LAYOUTS[lay]} | {PSCALE_RUNS[r]} | {secs} | "
-                     f"{fmt(c.med_of('list_s'))} | {fmt(c.med_of('rss_mib'))} | "
+                     f"{fmt(c.med_of('list_s'))} | {fmt(first) if first is not None else '-'} | "
+                     f"{fmt(c.med_of('rss_mib'))} | "
                      f"{c.med_of('list') or 0:.0f} | {c.med_of('get') or 0:.0f} | "
                      f"{c.med_of('head') or 0:.0f} | {src} |")
     L.append("")
@@ -457,6 +469,13 @@ def pscale_section(cs, meta):
                      f"{fmt(ls)} s serial / {fmt(lp)} s = **{lst:.1f}x**; whole no-change run "
                      f"{fmt(ser.median())} / {fmt(par.median())} s = {whole:.1f}x | "
                      f"{yes(lst is not None and lst >= 4) if n == big else '-'} |")
+    for lay in PSCALE_LAYOUTS:
+        c = ps.get(("first", lay, big))
+        first, listing = (first_get(c), c.med_of("list_s")) if c else (None, None)
+        if first is not None and listing:
+            L.append(f"| downloads start while the listing goes on: {big:,} keys, "
+                     f"{PSCALE_LAYOUTS[lay]} | first GET after {fmt(first)} s, last LIST after "
+                     f"{fmt(listing)} s | {yes(first < listing)} |")
     firsts = [(n, ps.get(("first", "tree", n))) for n in ns]
     firsts = [(n, c) for n, c in firsts if c and c.ok()]
     rss_all = {n: max((c.med_of("rss_mib") or 0) for (r, lay, m), c in ps.items()
