@@ -180,17 +180,24 @@ fn replaced_and_deleted_objects_are_kept_and_restored_as_of_a_time() {
 
 use md5::Digest as _;
 
-#[test]
-fn a_run_that_would_replace_most_of_the_mirror_is_refused() {
-    let bucket = Bucket::create("guard");
+/// A bucket of 20 keys (`k00`..`k19`, `data(i, 300)`) mirrored into `m` in the
+/// returned directory: the start of the mass change guard's tests.
+fn twenty_mirrored(tag: &str) -> (Bucket, tempfile::TempDir) {
+    let bucket = Bucket::create(tag);
     let dir = tempfile::tempdir().unwrap();
-    let mirror = dir.path().join("m");
     let old: Objects = (0..20)
         .map(|i| (format!("k{i:02}"), data(i, 300)))
         .collect();
     fill(&bucket, &old);
-    let (out, _) = prefetch(&bucket.name, &mirror, &endpoint(), &[]);
+    let (out, _) = prefetch(&bucket.name, &dir.path().join("m"), &endpoint(), &[]);
     assert!(out.status.success(), "{}", stderr(&out));
+    (bucket, dir)
+}
+
+#[test]
+fn a_run_that_would_replace_most_of_the_mirror_is_refused() {
+    let (bucket, dir) = twenty_mirrored("guard");
+    let mirror = dir.path().join("m");
     let before = key_tree(&mirror);
     for i in 0..16 {
         bucket.put(&format!("k{i:02}"), &data(1000 + i, 300));
@@ -237,15 +244,8 @@ fn a_run_that_would_replace_most_of_the_mirror_is_refused() {
 /// and must not count among the copies the guard weighs the changes against.
 #[test]
 fn a_bucket_emptied_and_filled_with_new_keys_is_refused_its_prune() {
-    let bucket = Bucket::create("guard-new");
-    let dir = tempfile::tempdir().unwrap();
+    let (bucket, dir) = twenty_mirrored("guard-new");
     let mirror = dir.path().join("m");
-    let old: Objects = (0..20)
-        .map(|i| (format!("k{i:02}"), data(i, 300)))
-        .collect();
-    fill(&bucket, &old);
-    let (out, _) = prefetch(&bucket.name, &mirror, &endpoint(), &[]);
-    assert!(out.status.success(), "{}", stderr(&out));
     for i in 0..12 {
         bucket.delete(&format!("k{i:02}"));
     }

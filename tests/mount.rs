@@ -49,6 +49,11 @@ struct Mounted {
 
 fn mounted(tag: &str) -> Mounted {
     let (bucket, expected) = image_bucket(tag);
+    mount_of(bucket, expected)
+}
+
+/// `bucket`, holding `expected`, mounted with its mirror in a temp dir.
+fn mount_of(bucket: Bucket, expected: BTreeMap<String, Vec<u8>>) -> Mounted {
     let dir = tempfile::tempdir().unwrap();
     let mirror = dir.path().join("mirror");
     let mount = Mount::start(
@@ -200,15 +205,8 @@ fn the_warm_up_keeps_ahead_of_a_reader_going_through_a_folder() {
         .map(|i| (format!("shots/{i:03}.jpg"), data(i, 700)))
         .collect();
     bucket.put_many(&objects);
-    let dir = tempfile::tempdir().unwrap();
-    let mirror = dir.path().join("mirror");
-    let mount = Mount::start(
-        &bucket.name,
-        &dir.path().join("mnt"),
-        &mirror,
-        &endpoint(),
-        &[],
-    );
+    let mounted = mount_of(bucket, objects.iter().cloned().collect());
+    let (mirror, mount) = (&mounted.mirror, &mounted.mount);
     let held = |range: std::ops::Range<usize>| {
         range
             .filter(|i| mirror.join(&objects[*i].0).exists())
@@ -238,7 +236,7 @@ fn the_warm_up_keeps_ahead_of_a_reader_going_through_a_folder() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(held(513..600), 0, "no further than one window ahead");
     for (key, bytes) in &objects[..513] {
-        assert_mirrored(&mirror, key, bytes);
+        assert_mirrored(mirror, key, bytes);
     }
 }
 

@@ -317,17 +317,7 @@ mod tests {
     #[test]
     fn the_window_moves_on_as_a_reader_goes_through_the_directory() {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let mirror = Arc::new(Mirror::open(dir.path(), "b").unwrap());
-        let store = Arc::new(MemoryStore::new("b"));
-        for i in 0..10u8 {
-            store.put(&format!("d/{i:02}"), vec![i; 100]);
-        }
-        let fetcher = Fetcher::new(
-            Arc::clone(&store) as Arc<dyn ObjectStore>,
-            Arc::clone(&mirror),
-            FetchConfig::default(),
-        );
+        let (dir, store, fetcher) = files_of(&["d"]);
         let budget = Budget {
             dir_bytes: 300,
             pending_bytes: 1 << 20,
@@ -439,19 +429,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let mirror = Arc::new(Mirror::open(dir.path(), "b").unwrap());
-        let store = Arc::new(MemoryStore::new("b"));
-        for d in ["d", "e", "f"] {
-            for i in 0..10u8 {
-                store.put(&format!("{d}/{i:02}"), vec![i; 100]);
-            }
-        }
-        let fetcher = Fetcher::new(
-            Arc::clone(&store) as Arc<dyn ObjectStore>,
-            Arc::clone(&mirror),
-            FetchConfig::default(),
-        );
+        let (dir, store, fetcher) = files_of(&["d", "e", "f"]);
         let budget = Budget {
             dir_bytes: 350,
             pending_bytes: 500,
@@ -529,6 +507,25 @@ mod tests {
         assert!(budget.too_full(room(4 * GIB, 100 * GIB)), "under 5 %");
         assert!(budget.too_full(room(GIB, 4 * GIB)), "under 2 GiB");
         assert!(!budget.too_full(room(3 * GIB, 4 * GIB)));
+    }
+
+    /// A mirror in a temp dir, fed from bucket `b` holding ten files of 100
+    /// bytes (`00` to `09`) in each of `dirs`.
+    fn files_of(dirs: &[&str]) -> (tempfile::TempDir, Arc<MemoryStore>, Fetcher) {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Arc::new(Mirror::open(dir.path(), "b").unwrap());
+        let store = Arc::new(MemoryStore::new("b"));
+        for d in dirs {
+            for i in 0..10u8 {
+                store.put(&format!("{d}/{i:02}"), vec![i; 100]);
+            }
+        }
+        let fetcher = Fetcher::new(
+            Arc::clone(&store) as Arc<dyn ObjectStore>,
+            mirror,
+            FetchConfig::default(),
+        );
+        (dir, store, fetcher)
     }
 
     fn archived() -> Arc<Archived> {
