@@ -62,8 +62,9 @@ impl EarlyFetch {
         })
     }
 
-    /// A run of listed objects: those new and plainly placed are queued, as far
-    /// as there is room.
+    /// A run of listed objects: queued as far as there is room (the downloader
+    /// takes the plainly new ones; the rest, and what does not fit, are the
+    /// plan's).
     pub(super) fn listed(&mut self, run: &[ObjectMeta]) {
         let Some(queue) = &self.queue else { return };
         for object in run {
@@ -73,10 +74,10 @@ impl EarlyFetch {
         }
     }
 
-    /// The listing is over: waits for the downloads under way; returns the keys
-    /// downloaded and those a GET answered are archived (`None` if that cannot
-    /// be told: the plan then counts the downloaded as copies already current,
-    /// and asks for the archived again).
+    /// The listing is over: waits for the downloads under way; returns how
+    /// each that S3 answered ended (`None` if that cannot be told: the plan then
+    /// sees the downloaded as copies already current, and asks S3 again for the
+    /// others).
     pub(super) async fn finish(mut self) -> Option<Spool<Fetched>> {
         self.queue = None;
         self.worker.await.ok().flatten()

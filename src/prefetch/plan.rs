@@ -23,7 +23,7 @@ use crate::store::split::{Listed, ListedObjects};
 
 /// A key's bytes, for the spool of keys renamed out of a directory's way.
 #[derive(Serialize, Deserialize)]
-pub(super) struct KeyBytes(#[serde(with = "hex_bytes")] pub Vec<u8>);
+struct KeyBytes(#[serde(with = "hex_bytes")] Vec<u8>);
 
 impl SpoolRecord for KeyBytes {
     fn sort_key(&self) -> Cow<'_, [u8]> {
