@@ -385,8 +385,7 @@ impl Fs {
         let key = Key::new(key).map_err(|e| FsError::io("not an object key", e))?;
         let etag = ETag::new(&entry.etag());
         let mirror = self.fetcher.mirror();
-        let rel = mirror.path_for(&key, entry.size);
-        if let Some(file) = mirror.open_current(&rel, &key, &etag, entry.size) {
+        if let Some(file) = mirror.open_current(&key, &etag, entry.size) {
             self.fetch_siblings(parent, &entry.name, false);
             let file = Arc::new(file);
             let fh = self.handles.insert(OpenHandle {
@@ -402,6 +401,7 @@ impl Fs {
         if entry.archived || self.archived.known(&key, &etag) {
             return Err(self.archived.refuse(&key, &entry.storage_class()));
         }
+        let rel = mirror.path_for(&key, entry.size);
         let stream = self.streams.open(ino, &key, &etag, entry.size, &rel);
         let fh = self.handles.insert(OpenHandle {
             ino,

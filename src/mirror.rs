@@ -635,14 +635,7 @@ impl Mirror {
         let status = match self.dir.symlink_metadata(rel) {
             Ok(meta) if meta.is_file() => {
                 let record = read_record_in(&self.dir, rel);
-                let status = match &record {
-                    Some(r) if r.corrupt || r.key != *key || r.size != meta.len() => {
-                        LocalStatus::Stale
-                    }
-                    Some(r) if r.etag != *etag => LocalStatus::Changed,
-                    Some(_) if meta.len() == size => LocalStatus::Current,
-                    _ => LocalStatus::Stale,
-                };
+                let status = judge(record.as_ref(), meta.len(), key, etag, size);
                 return (status, record);
             }
             Ok(_) => LocalStatus::Stale,
@@ -832,6 +825,22 @@ pub fn read_record(path: &Path) -> Option<Record> {
 /// valid one; nothing on the way is followed if it is a symlink.
 pub fn read_record_in(dir: &Dir, rel: &Path) -> Option<Record> {
     read_record_of(&dir.open_read(rel).ok()?)
+}
+
+/// How a regular file of `len` bytes holding `record` stands against an object.
+pub(crate) fn judge(
+    record: Option<&Record>,
+    len: u64,
+    key: &Key,
+    etag: &ETag,
+    size: u64,
+) -> LocalStatus {
+    match record {
+        Some(r) if r.corrupt || r.key != *key || r.size != len => LocalStatus::Stale,
+        Some(r) if r.etag != *etag => LocalStatus::Changed,
+        Some(_) if len == size => LocalStatus::Current,
+        _ => LocalStatus::Stale,
+    }
 }
 
 /// Reads the record of an open file or directory, if it has a valid one.
