@@ -57,6 +57,7 @@ TOOL_NOTE = {
     "awscli": "aws s3 sync",
     "mount-s3": "mount-s3 (--cache)",
     "local": "local files",
+    "fuse-floor": "FUSE floor (bindfs over the local files)",
 }
 SYNC_NAMES = {"s3mirrorfs": "s3mirrorfs prefetch", "awscli": "aws s3 sync (defaults)",
               "awscli-tuned": "aws s3 sync (max_concurrent_requests 64)",
@@ -230,6 +231,10 @@ def targets(cs):
         b = lc.median() if lc else None
         ratio = m / b if m is not None and b else None
         ref = f"{fmt(b)} (local{', ' + LABELS[ref_wl].split(',')[0] if ref_wl else ''})" if b else "-"
+        # what the same read costs through FUSE alone: the floor of any mount
+        floor = cs.get(("fuse-floor", ref_wl or wl))
+        if b and floor and floor.ok() and floor.median():
+            ref += f"; FUSE floor {fmt(floor.median())} ({floor.median() / b:.2f}x local)"
         out.append((LABELS[wl], me_text(c), ref, label, ratio, ratio is not None and ratio <= factor))
 
     vs_peer("ttfb_cold", peers, 1.0, "<= 1x the best peer")
@@ -689,7 +694,7 @@ def server_section(sv, meta, cs):
         L.append(f"| {wl} | {m} | {ref} | {tgt} | {r} | {'-' if met is None else 'yes' if met else '**no**'} |")
     L.append("")
 
-    tools = [t for t in ["s3mirrorfs", "s3fs", "rclone", "mount-s3", "local"]
+    tools = [t for t in ["s3mirrorfs", "s3fs", "rclone", "mount-s3", "local", "fuse-floor"]
              if any((t, wl) in cs for wl in READS + MEDIA)]
     if tools:
         L.append("### Reads through the mount (seconds; requests at the relay)\n")
@@ -701,7 +706,7 @@ def server_section(sv, meta, cs):
             cellsx = []
             for t in tools:
                 c = cs.get((t, wl))
-                cellsx.append(cell_text(c, wl, t != "local") if c else "")
+                cellsx.append(cell_text(c, wl, t not in ("local", "fuse-floor")) if c else "")
             L.append(f"| {LABELS[wl]} | " + " | ".join(cellsx) + " |")
         daemon = [(t, cs.get((t, "daemon"))) for t in tools if (t, "daemon") in cs]
         if daemon:
@@ -765,7 +770,7 @@ def write_md(results, rows, meta, cs):
     L.append("\n| tool | version |\n|---|---|")
     # a peer's version only where it has rows: bench/run records every peer it found
     tools = {r["tool"] for r in rows}
-    for k in ("s3mirrorfs", "s3fs", "rclone", "awscli", "mount-s3", "moto", "s3sim", "fuse3"):
+    for k in ("s3mirrorfs", "s3fs", "rclone", "awscli", "mount-s3", "bindfs", "moto", "s3sim", "fuse3"):
         if k in meta and (k not in MOUNT_TOOLS + SYNC_TOOLS or k == "s3mirrorfs" or k in tools):
             L.append(f"| {k} | {meta[k]} |")
     L.append("")
@@ -876,10 +881,10 @@ def plot(results, meta, rows, cs):
 
     colors = {"s3mirrorfs": "#d62728", "s3fs": "#1f77b4", "rclone": "#2ca02c",
               "mount-s3": "#9467bd", "awscli": "#ff7f0e", "awscli-tuned": "#ffbb78",
-              "rclone-tuned": "#98df8a", "local": "#7f7f7f"}
+              "rclone-tuned": "#98df8a", "local": "#7f7f7f", "fuse-floor": "#bcbd22"}
     groups = READS + [m for m in MEDIA if m != "mem1g"] + SYNCS
     order = ["s3mirrorfs", "s3fs", "rclone", "mount-s3", "awscli", "awscli-tuned",
-             "rclone-tuned", "local"]
+             "rclone-tuned", "local", "fuse-floor"]
     servers = [sv for sv in ("sim", "moto") if any(r.get("server") == sv and r["workload"] in groups
                                                    for r in rows)]
     panels = []
