@@ -155,10 +155,16 @@ impl PrefixMd5 {
     pub fn extend(&mut self, file: &File, end: Option<u64>) -> io::Result<()> {
         use md5::Digest;
         const STEP: u64 = 1 << 20;
-        let mut buf =
-            vec![0u8; end.map_or(STEP, |e| e.saturating_sub(self.len).min(STEP)) as usize];
+        // No bigger than what is left to hash: most objects are far smaller than a
+        // step, and zeroing a step for each of them cost more than hashing them.
+        let left = match end {
+            Some(end) => end.saturating_sub(self.len),
+            None => file.metadata()?.len().saturating_sub(self.len).max(1),
+        };
+        let mut buf = vec![0u8; left.min(STEP) as usize];
         while end.is_none_or(|end| self.len < end) {
-            let want = end.map_or(STEP, |end| (end - self.len).min(STEP)) as usize;
+            let step = buf.len() as u64;
+            let want = end.map_or(step, |end| (end - self.len).min(step)) as usize;
             let n = match file.read_at(&mut buf[..want], self.len) {
                 Ok(0) if end.is_none() => break,
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
