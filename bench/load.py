@@ -32,6 +32,12 @@ latency relay, so loading costs no simulated latency).
   load.py heads DIR BYTES        what a file manager's thumbnail pass does: list DIR, stat every
                                  entry and read the first BYTES of each file, in name order;
                                  prints "MD5  BASENAME(DIR)/NAME" of the bytes read per file
+  load.py copy-floor SRC DST THREADS fsync|plain
+                                 the disk's floor for a full mirror: copy every file under SRC
+                                 into DST with THREADS threads, each into a temp name in its
+                                 directory, renamed into place (fsync: each file fsynced before
+                                 its rename, each directory once at the end, as durable as a
+                                 mirror's copy), no network, no hashing
   load.py check-prefetch SUMMARY N first|nochange [DIR ENDPOINT BUCKET]
                                  prefetch --json's SUMMARY of a run over N keys: all downloaded
                                  (first) or all up to date (nochange), none failed; with DIR,
@@ -282,6 +288,37 @@ def heads(root, nbytes):
     sys.stdout.writelines(out)
 
 
+def copy_floor(src, dst, threads, mode):
+    durable = {"fsync": True, "plain": False}[mode]
+    files = []
+    for d, _, names in os.walk(src):
+        rel = os.path.relpath(d, src)
+        os.makedirs(os.path.join(dst, rel), exist_ok=True)
+        files += [os.path.join(rel, n) for n in names]
+
+    def one(rel):
+        with open(os.path.join(src, rel), "rb") as f:
+            data = f.read()
+        final = os.path.join(dst, rel)
+        tmp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, data)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, final)
+
+    with cf.ThreadPoolExecutor(int(threads)) as ex:
+        list(ex.map(one, files))
+    if durable:
+        for d, _, _ in os.walk(dst):
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+            os.fsync(fd)
+            os.close(fd)
+
+
 def sqs_call(endpoint, op, body):
     """One call to an SQS JSON-protocol endpoint (the bench's own queue server)."""
     import urllib.request
@@ -428,6 +465,7 @@ def main(argv):
         "media-upload": (media_upload, 5),
         "media-manifest": (media_manifest, 2),
         "heads": (heads, 2),
+        "copy-floor": (copy_floor, 4),
     }
     if len(argv) < 2 or argv[1] not in cmds:
         sys.exit(__doc__)

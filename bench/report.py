@@ -23,6 +23,8 @@ import sys
 
 MOUNT_TOOLS = ["s3mirrorfs", "s3fs", "rclone", "mount-s3"]
 SYNC_TOOLS = ["s3mirrorfs", "awscli", "awscli-tuned", "rclone", "rclone-tuned"]
+# the disk's floor for a full mirror: no network, no hashing, only the files written
+SYNC_FLOORS = ["disk-floor-fsync", "disk-floor-plain"]
 READS = ["ttfb_cold", "large_cold", "large_again", "large_settled", "large_disk", "find_cold",
          "find_warm", "small_cold", "small_warm", "small_disk"]
 MEDIA = ["thumbs_cold", "thumbs_full", "par8", "mem1g"]
@@ -61,7 +63,9 @@ TOOL_NOTE = {
 }
 SYNC_NAMES = {"s3mirrorfs": "s3mirrorfs prefetch", "awscli": "aws s3 sync (defaults)",
               "awscli-tuned": "aws s3 sync (max_concurrent_requests 64)",
-              "rclone": "rclone sync (defaults)", "rclone-tuned": "rclone sync (--transfers 64 --checkers 64)"}
+              "rclone": "rclone sync (defaults)", "rclone-tuned": "rclone sync (--transfers 64 --checkers 64)",
+              "disk-floor-fsync": "disk floor (local copy, 64 threads, fsync)",
+              "disk-floor-plain": "disk floor (local copy, 64 threads, no fsync)"}
 # rows of the old names
 RENAMED = {"large_warm": "large_settled"}
 
@@ -269,6 +273,10 @@ def targets(cs):
                     f"{fmt(b)} MiB/s ({who}, {fmt(cs[(who, 'par8')].median())} s)" if who else "-",
                     ">= the best peer's throughput", ratio, ratio is not None and ratio >= 1.0))
     vs_peer("sync_first", sync_peers, 0.5, "<= 0.5x the best sync (defaults or tuned)")
+    floors = [(t, cs.get((t, "sync_first"))) for t in SYNC_FLOORS]
+    floors = [f"{fmt(c.median())} {t.rsplit('-', 1)[1]}" for t, c in floors if c and c.ok()]
+    if floors and out and out[-1][0] == LABELS["sync_first"]:
+        out[-1] = out[-1][:2] + (out[-1][2] + "; disk floor " + " / ".join(floors),) + out[-1][3:]
     vs_peer("sync_nochange", sync_peers, 0.5, "<= 0.5x the best, 0 GET/HEAD")
     c = mine("sync_nochange")
     if c and out[-1][0] == LABELS["sync_nochange"]:
@@ -728,7 +736,7 @@ def server_section(sv, meta, cs):
                      "pass lists photos/, stats each entry and reads its first 64 KiB, as a file "
                      "manager does (`bench/load.py heads`); the 8 readers are `cat`s at once.\n")
 
-    stools = [t for t in SYNC_TOOLS if any((t, wl) in cs for wl in SYNCS)]
+    stools = [t for t in SYNC_TOOLS + SYNC_FLOORS if any((t, wl) in cs for wl in SYNCS)]
     if stools:
         L.append("### Mirroring small/ (2,000 x 64 KiB) into an empty directory, then again\n")
         L.append("| | " + " | ".join(SYNC_NAMES.get(t, t) for t in stools) + " |")
@@ -881,10 +889,11 @@ def plot(results, meta, rows, cs):
 
     colors = {"s3mirrorfs": "#d62728", "s3fs": "#1f77b4", "rclone": "#2ca02c",
               "mount-s3": "#9467bd", "awscli": "#ff7f0e", "awscli-tuned": "#ffbb78",
-              "rclone-tuned": "#98df8a", "local": "#7f7f7f", "fuse-floor": "#bcbd22"}
+              "rclone-tuned": "#98df8a", "local": "#7f7f7f", "fuse-floor": "#bcbd22",
+              "disk-floor-fsync": "#17becf", "disk-floor-plain": "#9edae5"}
     groups = READS + [m for m in MEDIA if m != "mem1g"] + SYNCS
     order = ["s3mirrorfs", "s3fs", "rclone", "mount-s3", "awscli", "awscli-tuned",
-             "rclone-tuned", "local", "fuse-floor"]
+             "rclone-tuned", "local", "fuse-floor", "disk-floor-fsync", "disk-floor-plain"]
     servers = [sv for sv in ("sim", "moto") if any(r.get("server") == sv and r["workload"] in groups
                                                    for r in rows)]
     panels = []
