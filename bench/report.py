@@ -8,6 +8,10 @@ soak-summary.json and soak-samples.tsv into a section of RESULTS.md and soak.png
         put the "Prefetch at scale" section of FROM_DIR/RESULTS.md into INTO_DIR/RESULTS.md
         (in place of the one there, or before its closing "Raw numbers" line) with its plot
         and rows, leaving every other row of INTO_DIR as it is
+  report.py --add-server SERVER FROM_DIR INTO_DIR
+        copy the rows FROM_DIR ran on SERVER (moto or sim) into INTO_DIR/raw.tsv, which must
+        have none of that server, and note in INTO_DIR/meta.env which run they come from (its
+        section of RESULTS.md says so); then run report.py INTO_DIR
 
 Every cell is the median over the runs whose command succeeded and whose output matched
 the dataset's md5 manifest; a row with any wrong or failed run says so and never counts
@@ -681,6 +685,8 @@ def server_section(sv, meta, cs):
     if not classic:
         return L
     L.append(f"## On {SERVER_NOTE.get(sv, sv)}\n")
+    if meta.get(f"from_run_{sv}"):
+        L.append(f"These rows come from an earlier run than the rest: {meta[f'from_run_{sv}']}.\n")
     if sv == "moto":
         L.append(f"moto on 127.0.0.1 behind the bench's relay, which holds every response chunk "
                  f"{meta.get('delay_ms', '?')} ms (pipelined). ")
@@ -1060,9 +1066,34 @@ def splice(src, dst):
         shutil.copyfile(os.path.join(src, name), os.path.join(dst, name))
 
 
+def add_server(sv, src, dst):
+    """Rows of one server from another run: each server's section compares tools within one
+    run, so a section can come whole from an earlier run, which it then names."""
+    theirs, their_meta = load(src)
+    ours, _ = load(dst)
+    if any(r.get("server") == sv for r in ours):
+        sys.exit(f"report.py: {dst} has rows on {sv} already")
+    moved = [r for r in theirs if r.get("server") == sv]
+    if not moved:
+        sys.exit(f"report.py: no rows on {sv} in {src}")
+    with open(os.path.join(dst, "raw.tsv")) as f:
+        fields = next(csv.reader(f, delimiter="\t"))
+    with open(os.path.join(dst, "raw.tsv"), "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, delimiter="\t", extrasaction="ignore",
+                           lineterminator="\n")
+        for r in moved:
+            w.writerow({k: r.get(k) or "" for k in fields})
+    with open(os.path.join(dst, "meta.env"), "a") as f:
+        f.write(f"from_run_{sv}={their_meta.get('date', '?')}, "
+                f"s3mirrorfs {their_meta.get('s3mirrorfs', '?')}\n")
+
+
 def main():
     if len(sys.argv) == 4 and sys.argv[1] == "--splice":
         splice(sys.argv[2], sys.argv[3])
+        return
+    if len(sys.argv) == 5 and sys.argv[1] == "--add-server":
+        add_server(*sys.argv[2:])
         return
     if len(sys.argv) != 2:
         sys.exit(__doc__)
