@@ -6,8 +6,9 @@ mod support;
 use std::fs;
 
 use s3mirrorfs::mirror::read_record;
+use support::proxy::Proxy;
 use support::tmpfs::SmallFs;
-use support::{Bucket, data, endpoint, prefetch, stderr};
+use support::{Bucket, data, endpoint, moto_port, prefetch, stderr, temp_files};
 
 #[test]
 fn a_full_disk_fails_cleanly_and_a_later_run_completes() {
@@ -58,4 +59,30 @@ fn a_full_disk_fails_cleanly_and_a_later_run_completes() {
     for (key, bytes) in &small {
         assert!(fs::read(mirror.join(key)).unwrap() == *bytes, "{key}");
     }
+}
+
+/// A large object reserves its blocks once its first response gives its size, before
+/// the other parts are asked for: on a disk without room for it, it fails with only
+/// its first part requested, and nothing of it stays behind.
+#[test]
+fn a_large_object_without_room_fails_before_its_other_parts_are_fetched() {
+    let bucket = Bucket::create("no-room");
+    let big = data(78, 40 << 20);
+    bucket.put("big.bin", &big);
+    let proxy = Proxy::start(moto_port());
+    let fs_ = SmallFs::mount("16m");
+    let mirror = fs_.path().join("m");
+
+    let (output, summary) = prefetch(&bucket.name, &mirror, &proxy.endpoint(), &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(text.contains("out of space"), "{text}");
+    assert_eq!(summary["failed"], 1);
+    let gets = proxy.gets_of("big.bin");
+    assert!(!gets.is_empty());
+    for get in &gets {
+        assert_eq!(get.range_start(), Some(0), "only first parts: {gets:?}");
+    }
+    assert!(!mirror.join("big.bin").exists());
+    assert_eq!(temp_files(&mirror), 0, "the temp file is discarded");
 }
