@@ -1083,9 +1083,14 @@ def add_server(sv, src, dst):
                            lineterminator="\n")
         for r in moved:
             w.writerow({k: r.get(k) or "" for k in fields})
+    _, our_meta = load(dst)
     with open(os.path.join(dst, "meta.env"), "a") as f:
         f.write(f"from_run_{sv}={their_meta.get('date', '?')}, "
-                f"s3mirrorfs {their_meta.get('s3mirrorfs', '?')}\n")
+                f"{their_meta.get('s3mirrorfs', 's3mirrorfs ?')}\n")
+        # what that server's section says of itself (its version, its media sizes)
+        for k in (sv, f"media_{sv}"):
+            if k in their_meta and k not in our_meta:
+                f.write(f"{k}={their_meta[k]}\n")
 
 
 def main():
