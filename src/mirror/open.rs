@@ -142,58 +142,34 @@ mod tests {
             .unwrap();
     }
 
+    /// What `open_current` gives for this version, read whole.
+    fn current(mirror: &Mirror, k: &str, etag: &str, size: u64) -> Option<String> {
+        let mut file = mirror.open_current(&key(k), &ETag::new(etag), size)?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).unwrap();
+        Some(text)
+    }
+
     #[test]
     fn only_the_listed_version_is_opened() {
         let dir = tempfile::tempdir().unwrap();
         let mirror = Mirror::open(dir.path(), "b").unwrap();
         put(&mirror, "a/k", "a/k", "\"e1\"", b"hello");
-        let rel = Path::new("a/k");
-        let mut text = String::new();
-        let mut file = mirror
-            .open_current(&key("a/k"), &ETag::new("\"e1\""), 5)
-            .unwrap();
-        file.read_to_string(&mut text).unwrap();
-        assert_eq!(text, "hello");
-        assert!(
-            mirror
-                .open_current(&key("a/k"), &ETag::new("\"e2\""), 5)
-                .is_none(),
-            "another ETag"
+        assert_eq!(
+            current(&mirror, "a/k", "\"e1\"", 5).as_deref(),
+            Some("hello")
         );
-        assert!(
-            mirror
-                .open_current(&key("a/k"), &ETag::new("\"e1\""), 6)
-                .is_none(),
-            "another size"
-        );
-        assert!(
-            mirror
-                .open_current(&key("other"), &ETag::new("\"e1\""), 5)
-                .is_none(),
-            "another key"
-        );
-        assert!(
-            mirror
-                .open_current(&key("a/x"), &ETag::new("\"e1\""), 5)
-                .is_none()
-        );
+        assert_eq!(current(&mirror, "a/k", "\"e2\"", 5), None, "another ETag");
+        assert_eq!(current(&mirror, "a/k", "\"e1\"", 6), None, "another size");
+        assert_eq!(current(&mirror, "other", "\"e1\"", 5), None, "another key");
+        assert_eq!(current(&mirror, "a/x", "\"e1\"", 5), None, "no copy");
         // A directory at a key's own path: its copy is the renamed one.
         put(&mirror, "d/inner", "d/inner", "\"e\"", b"x");
         let renamed = renamed_path("d");
         put(&mirror, renamed.to_str().unwrap(), "d", "\"e3\"", b"dd");
-        let mut text = String::new();
-        let mut file = mirror
-            .open_current(&key("d"), &ETag::new("\"e3\""), 2)
-            .unwrap();
-        file.read_to_string(&mut text).unwrap();
-        assert_eq!(text, "dd");
-        assert!(
-            mirror
-                .open_current(&key("d/"), &ETag::new("\"e\""), 0)
-                .is_none(),
-            "a marker"
-        );
-        assert!(mirror.open_copy(rel).is_ok());
+        assert_eq!(current(&mirror, "d", "\"e3\"", 2).as_deref(), Some("dd"));
+        assert_eq!(current(&mirror, "d/", "\"e\"", 0), None, "a marker");
+        assert!(mirror.open_copy(Path::new("a/k")).is_ok());
         let missing = mirror.open_copy(Path::new("a/x")).unwrap_err();
         assert_eq!(missing.kind(), io::ErrorKind::NotFound);
     }
