@@ -26,26 +26,22 @@ impl Mirror {
     /// here, so it costs one open, one stat and one xattr read: the descriptor
     /// that is checked is the one returned, which a rename cannot swap between.
     pub fn open_current(&self, key: &Key, etag: &ETag, size: u64) -> Option<File> {
-        let preferred = match place_alone(key.as_str(), size) {
-            Placement::File(path) => path,
-            Placement::Renamed { path, .. } => path,
-            Placement::Directory(_) => return None,
-        };
-        let file = self.dir.open(&preferred, Open::read().nonblocking()).ok()?;
-        let meta = file.metadata().ok()?;
-        let (file, meta) = if meta.is_dir() && preferred != renamed_path(key.as_str()) {
-            // A directory stands at the key's own path: its copy is renamed.
-            let file = self
-                .dir
-                .open(&renamed_path(key.as_str()), Open::read().nonblocking())
-                .ok()?;
-            let meta = file.metadata().ok()?;
-            (file, meta)
-        } else {
-            (file, meta)
-        };
         // (O_NONBLOCK, which keeps a FIFO from blocking the open, is ignored by
         // reads of a regular file.)
+        let open = |rel: &Path| {
+            let file = self.dir.open(rel, Open::read().nonblocking()).ok()?;
+            let meta = file.metadata().ok()?;
+            Some((file, meta))
+        };
+        let (file, meta) = match place_alone(key.as_str(), size) {
+            Placement::File(path) => match open(&path)? {
+                // A directory stands at the key's own path: its copy is renamed.
+                (_, meta) if meta.is_dir() => open(&renamed_path(key.as_str()))?,
+                opened => opened,
+            },
+            Placement::Renamed { path, .. } => open(&path)?,
+            Placement::Directory(_) => return None,
+        };
         if !meta.is_file() {
             return None;
         }
