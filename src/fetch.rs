@@ -4,6 +4,7 @@
 //! where they stopped; a stalled body is timed out; nothing is committed unless
 //! every byte of one version arrived.
 
+use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,14 @@ pub const WHOLE_ATTEMPTS: u32 = 3;
 /// is then served before the server has anything else to send. On S3 it costs
 /// the other parts about 10 ms.
 const FIRST_BYTES: u64 = 1 << 20;
+/// Times one part of a large object is asked for again after it failed for a
+/// passing reason (a timeout, a refused connection, throttling) while the server
+/// went on answering the object's other parts: the parts in flight were more
+/// than it could serve in time, not a server gone.
+pub const PART_TRIES_AGAIN: u32 = 3;
+/// Parts in flight are halved at most this often, so that one burst of failures
+/// (every part waiting on an overloaded server) counts as one signal.
+const CUT_EVERY: Duration = Duration::from_secs(1);
 
 /// Tuning of downloads.
 #[derive(Clone, Debug)]
@@ -329,6 +338,7 @@ impl Fetcher {
                 let failed = parts.join_next().await.expect("the first part was spawned");
                 return Err(failed
                     .expect("part task does not panic")
+                    .1
                     .expect_err("a part that found no version failed"));
             }
         };
@@ -337,20 +347,39 @@ impl Fetcher {
         }
         let mut hash = InOrderMd5::new(Arc::clone(tmp), part, version.size);
         let mut next = part;
+        let mut flow = PartFlow::new(self.inner.config.parts_at_once);
+        // The first part counts as started before anything finished.
+        flow.started(0);
         let done = loop {
-            let at_once = self.inner.config.parts_at_once.max(1);
-            while next < version.size && parts.len() < at_once {
-                let end = (next + part).min(version.size);
+            while parts.len() < flow.at_once {
+                let range = match flow.again.pop_front() {
+                    Some(range) => range,
+                    None if next < version.size => {
+                        let start = next;
+                        next = (next + part).min(version.size);
+                        start..next
+                    }
+                    None => break,
+                };
+                flow.started(range.start);
                 let etag = Some(version.etag.clone());
-                parts.spawn(self.part(tmp, key, next..end, etag, observer, None));
-                next = end;
+                parts.spawn(self.part(tmp, key, range, etag, observer, None));
             }
             hash.go_on();
             tokio::select! {
                 done = parts.join_next(), if !parts.is_empty() => {
                     match done.expect("parts is not empty").expect("part task does not panic") {
-                        Ok(range) => hash.finished(range),
-                        Err(e) => break Err(e),
+                        (range, Ok(got)) => {
+                            flow.finished(range.start);
+                            hash.finished(got);
+                        }
+                        (range, Err(e)) => {
+                            if !flow.try_again(range.clone(), &e, parts.len()) {
+                                break Err(e);
+                            }
+                            tracing::info!(%key, part = range.start, at_once = flow.at_once, error = %e,
+                                "part failed while the others arrived; asked for again, fewer at once");
+                        }
                     }
                 }
                 hashed = hash.step(), if hash.hashing() => {
@@ -373,7 +402,7 @@ impl Fetcher {
     }
 
     /// The task that reads one part of a large object into `tmp`; it ends with the
-    /// bytes of the object the part holds.
+    /// range asked for and the bytes of the object the part holds.
     fn part(
         &self,
         tmp: &Arc<TempFile>,
@@ -382,14 +411,15 @@ impl Fetcher {
         pinned: Option<ETag>,
         observer: &Option<Arc<dyn Observer>>,
         found: Option<tokio::sync::oneshot::Sender<Version>>,
-    ) -> impl Future<Output = Result<Range<u64>, FetchError>> + Send + 'static {
+    ) -> impl Future<Output = (Range<u64>, Result<Range<u64>, FetchError>)> + Send + 'static {
         let (this, tmp, key, observer) =
             (self.clone(), Arc::clone(tmp), key.clone(), observer.clone());
         async move {
-            let version = this
+            let read = this
                 .read_range(&tmp, &key, Some(range.clone()), pinned, &observer, found)
-                .await?;
-            Ok(range.start..range.end.min(version.size))
+                .await;
+            let got = read.map(|version| range.start..range.end.min(version.size));
+            (range, got)
         }
     }
 
@@ -463,6 +493,83 @@ impl Fetcher {
             stall_timeout: config.stall_timeout,
             max_attempts: config.max_attempts,
         }
+    }
+}
+
+/// How many parts of one object are in flight, and which to ask for again. A
+/// part that fails for a passing reason while the server goes on answering the
+/// others is asked for again (at most `PART_TRIES_AGAIN` times) and the parts in
+/// flight are halved: the server could not serve that many in time. One more
+/// part is let in per round of parts that arrive, up to the configured number.
+/// A part that fails while nothing else arrives fails the download, as before:
+/// a server that answers nothing is not waited on longer for it.
+struct PartFlow {
+    at_once: usize,
+    most: usize,
+    /// Ranges to ask for again, before the parts not asked for yet.
+    again: VecDeque<Range<u64>>,
+    /// Parts finished so far.
+    finished: u64,
+    /// For each part in flight (by its first byte), `finished` when it started.
+    started_at: HashMap<u64, u64>,
+    /// Times each part (by its first byte) was asked for again.
+    tries: HashMap<u64, u32>,
+    /// Parts finished since `at_once` last changed.
+    grown: usize,
+    last_cut: Option<tokio::time::Instant>,
+}
+
+impl PartFlow {
+    fn new(most: usize) -> PartFlow {
+        let most = most.max(1);
+        PartFlow {
+            at_once: most,
+            most,
+            again: VecDeque::new(),
+            finished: 0,
+            started_at: HashMap::new(),
+            tries: HashMap::new(),
+            grown: 0,
+            last_cut: None,
+        }
+    }
+
+    fn started(&mut self, start: u64) {
+        self.started_at.insert(start, self.finished);
+    }
+
+    fn finished(&mut self, start: u64) {
+        self.started_at.remove(&start);
+        self.finished += 1;
+        self.grown += 1;
+        if self.at_once < self.most && self.grown >= self.at_once {
+            self.at_once += 1;
+            self.grown = 0;
+        }
+    }
+
+    /// Whether `range`, which failed with `e` while `in_flight` other parts run,
+    /// is to be asked for again (it is then queued, and fewer parts let in).
+    fn try_again(&mut self, range: Range<u64>, e: &FetchError, in_flight: usize) -> bool {
+        let started_at = self
+            .started_at
+            .remove(&range.start)
+            .unwrap_or(self.finished);
+        let passing = matches!(e, FetchError::Store(e) if e.is_transient());
+        let others_arrived = self.finished > started_at;
+        let tries = self.tries.entry(range.start).or_insert(0);
+        if !passing || !others_arrived || *tries >= PART_TRIES_AGAIN {
+            return false;
+        }
+        *tries += 1;
+        let now = tokio::time::Instant::now();
+        if self.last_cut.is_none_or(|at| now - at >= CUT_EVERY) {
+            self.at_once = in_flight.div_ceil(2).max(1);
+            self.grown = 0;
+            self.last_cut = Some(now);
+        }
+        self.again.push_back(range);
+        true
     }
 }
 
@@ -981,6 +1088,103 @@ mod tests {
         let tmp = std::fs::read_dir(dir.path().join(".s3mirrorfs/tmp")).unwrap();
         assert_eq!(tmp.count(), 0, "no temp file left");
         assert_eq!(store.gets(), 5, "no part after the one that failed");
+    }
+
+    fn timed_out() -> StoreError {
+        StoreError::Timeout {
+            endpoint: "memory".to_string(),
+            source: std::io::Error::from(std::io::ErrorKind::TimedOut).into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_part_that_times_out_while_the_others_arrive_is_asked_for_again() {
+        // GETs 1-4: the first part, then parts 1-3 at once; the 4th (part 3)
+        // times out after parts 0-2 have arrived, as on a server that cannot
+        // serve them all in time.
+        let (f, store, dir) = flaky(vec![(4, GetFault::Fail(timed_out()))], small_parts(4));
+        let data = sample(10_000);
+        let etag = put_md5(&store, "k", &data);
+        let key = Key::new("k").unwrap();
+        f.ensure(&key, &etag, 10_000, Path::new("k")).await.unwrap();
+        assert!(std::fs::read(dir.path().join("k")).unwrap() == data);
+        let part3: Vec<_> = store
+            .requests()
+            .into_iter()
+            .filter(|r| r.range == Some(3000..4000))
+            .collect();
+        assert_eq!(part3.len(), 2, "asked for again");
+        assert!(part3.iter().all(|r| r.if_match.as_ref() == Some(&etag)));
+        assert_eq!(store.gets(), 11);
+        let record = crate::mirror::read_record(&dir.path().join("k")).unwrap();
+        let md5 = crate::mirror::md5_file(&std::fs::File::open(dir.path().join("k")).unwrap());
+        assert_eq!(
+            record.md5,
+            Some(md5.unwrap()),
+            "hashed in order all the same"
+        );
+    }
+
+    #[tokio::test]
+    async fn parts_that_fail_while_nothing_arrives_fail_the_download() {
+        // Every GET after the first is refused: the parts asked for again fail
+        // with nothing arriving meanwhile, and the download fails.
+        let refused = || StoreError::Unreachable {
+            endpoint: "memory".to_string(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(),
+        };
+        let faults = (2..=40).map(|n| (n, GetFault::Fail(refused()))).collect();
+        let (f, store, dir) = flaky(faults, small_parts(4));
+        let etag = put_md5(&store, "k", &sample(10_000));
+        let key = Key::new("k").unwrap();
+        let err = f.ensure(&key, &etag, 10_000, Path::new("k")).await;
+        assert!(matches!(
+            err.unwrap_err(),
+            FetchError::Store(StoreError::Unreachable { .. })
+        ));
+        assert!(store.gets() < 10, "{} GETs", store.gets());
+        assert!(!dir.path().join("k").exists());
+        let tmp = std::fs::read_dir(dir.path().join(".s3mirrorfs/tmp")).unwrap();
+        assert_eq!(tmp.count(), 0, "no temp file left");
+    }
+
+    #[test]
+    fn parts_in_flight_halve_once_per_burst_and_grow_back_a_round_at_a_time() {
+        let mut flow = PartFlow::new(16);
+        let timeout = FetchError::Store(timed_out());
+        for i in 0..16 {
+            flow.started(i * 10);
+        }
+        flow.finished(0);
+        assert!(flow.try_again(10..20, &timeout, 14));
+        assert_eq!(
+            flow.at_once, 7,
+            "half of what is still in flight, rounded up"
+        );
+        assert!(flow.try_again(20..30, &timeout, 13));
+        assert_eq!(flow.at_once, 7, "one burst, one cut");
+        assert_eq!(flow.again, [10..20, 20..30]);
+        let disk = FetchError::Mirror(MirrorError::Io {
+            path: PathBuf::from("x"),
+            err: std::io::Error::other("disk"),
+        });
+        assert!(!flow.try_again(30..40, &disk, 12), "not a passing failure");
+        for i in 4..11 {
+            flow.finished(i * 10);
+        }
+        assert_eq!(flow.at_once, 8, "one more after a round of 7");
+        // A part started after the last one finished: nothing arrived meanwhile.
+        flow.started(200);
+        assert!(!flow.try_again(200..210, &timeout, 3));
+        // A part is asked for again at most PART_TRIES_AGAIN times.
+        for _ in 0..PART_TRIES_AGAIN {
+            flow.started(500);
+            flow.finished(999);
+            assert!(flow.try_again(500..510, &timeout, 3));
+        }
+        flow.started(500);
+        flow.finished(999);
+        assert!(!flow.try_again(500..510, &timeout, 3));
     }
 
     #[tokio::test]

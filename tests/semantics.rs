@@ -109,6 +109,10 @@ fn quoted_names_modes_and_limits_match_the_code() {
         "at most {} parts of one object at once",
         fetch.parts_at_once
     ));
+    quoted(&format!(
+        "is asked for again, up to {} more times",
+        s3mirrorfs::fetch::PART_TRIES_AGAIN
+    ));
     quoted(&format!("no data for {} s", fetch.stall_timeout.as_secs()));
     quoted(&format!("up to {} attempts", fetch.max_attempts));
     let s3 = S3Options::default();
