@@ -196,6 +196,20 @@ def rss_of(cell):
     return statistics.median(vals) if vals and cell.ok() else None
 
 
+def rss_split(cell):
+    """Median peak private memory (RssAnon) and mapped file pages (RssFile: program and
+    libraries) of the runs that read the right bytes (mem1g), as text; "" before they were
+    sampled."""
+    def med(col):
+        vals = [num(r.get(col)) for r in cell.runs
+                if r["status"] == "ok" and r["check"] in ("", "ok") and num(r.get(col)) is not None]
+        return statistics.median(vals) if vals else None
+    anon, files = med("anon_mib"), med("file_mib")
+    if anon is None or files is None:
+        return ""
+    return f"private {fmt(anon)} + mapped files {fmt(files)}"
+
+
 def runs_note(cell):
     n = len(cell.secs)
     return f"{n} run{'s' if n != 1 else ''}"
@@ -295,7 +309,13 @@ def targets(cs):
         b, who = min(cands) if cands else (None, None)
         ratio = m / b if m is not None and b else None
         met = m is not None and m <= 64 and (b is None or m <= b)
-        out.append((LABELS["mem1g"], me_text(c, m, "MiB"), f"{fmt(b)} MiB ({who})" if who else "-",
+        split = rss_split(c)
+        me = me_text(c, m, "MiB") + (f"; {split}" if split else "")
+        ref = "-"
+        if who:
+            split = rss_split(cs[(who, "mem1g")])
+            ref = f"{fmt(b)} MiB ({who}" + (f"; {split}" if split else "") + ")"
+        out.append((LABELS["mem1g"], me, ref,
                     "<= 64 MiB and the lowest of the mounts", ratio, met))
     return out
 
@@ -672,7 +692,8 @@ def cell_text(c, wl, reqs):
     if not c.ok():
         return c.text()
     if wl == "mem1g":
-        return f"{fmt(rss_of(c))} MiB; {c.text(reqs=reqs)}"
+        split = rss_split(c)
+        return f"{fmt(rss_of(c))} MiB" + (f" ({split})" if split else "") + f"; {c.text(reqs=reqs)}"
     t = c.text(reqs=reqs)
     if wl == "par8" and mibps(c):
         t = f"{fmt(mibps(c))} MiB/s; " + t
@@ -740,7 +761,10 @@ def server_section(sv, meta, cs):
                      "`md5sum` returned (its requests include what the daemon still did after the cold "
                      "read); *settled* once no request passed the relay for a second. The thumbnail "
                      "pass lists photos/, stats each entry and reads its first 64 KiB, as a file "
-                     "manager does (`bench/load.py heads`); the 8 readers are `cat`s at once.\n")
+                     "manager does (`bench/load.py heads`); the 8 readers are `cat`s at once. "
+                     "The RSS of mem1g is the daemon's VmHWM; *private* and *mapped files* are the "
+                     "peaks of its RssAnon (heap, stacks, buffers) and RssFile (its program and "
+                     "shared libraries, as far as mapped), sampled every 50 ms while it streamed.\n")
 
     stools = [t for t in SYNC_TOOLS + SYNC_FLOORS if any((t, wl) in cs for wl in SYNCS)]
     if stools:
