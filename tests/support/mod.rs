@@ -38,7 +38,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn moto_server_path() -> PathBuf {
+pub fn moto_server_path() -> PathBuf {
     if let Ok(path) = std::env::var("MOTO_SERVER") {
         return PathBuf::from(path);
     }
