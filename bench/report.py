@@ -1109,10 +1109,14 @@ def add_server(sv, src, dst):
             w.writerow({k: r.get(k) or "" for k in fields})
     _, our_meta = load(dst)
     with open(os.path.join(dst, "meta.env"), "a") as f:
+        # the machine too: a run kept from earlier may have had another one
+        machine = ", ".join(their_meta[k] for k in ("cpu", "kernel") if their_meta.get(k))
         f.write(f"from_run_{sv}={their_meta.get('date', '?')}, "
-                f"{their_meta.get('s3mirrorfs', 's3mirrorfs ?')}\n")
+                f"{their_meta.get('s3mirrorfs', 's3mirrorfs ?')}"
+                + (f", on {their_meta.get('nproc', '?')} cores of {machine}" if machine else "")
+                + "\n")
         # what that server's section says of itself (its version, its media sizes)
-        for k in (sv, f"media_{sv}"):
+        for k in [sv, f"media_{sv}"] + (["s3sim"] if sv == "sim" else []):
             if k in their_meta and k not in our_meta:
                 f.write(f"{k}={their_meta[k]}\n")
 
