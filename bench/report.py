@@ -189,22 +189,23 @@ def mibps(cell):
     return n / cell.median() / 1048576 if n and cell.median() else None
 
 
+def good_median(cell, col):
+    """Median of column `col` over the runs that read the right bytes, or None."""
+    vals = [num(r.get(col)) for r in cell.runs
+            if r["status"] == "ok" and r["check"] in ("", "ok") and num(r.get(col)) is not None]
+    return statistics.median(vals) if vals else None
+
+
 def rss_of(cell):
     """Median VmHWM of the runs that read the right bytes (mem1g), or None."""
-    vals = [num(r.get("rss_mib")) for r in cell.runs
-            if r["status"] == "ok" and r["check"] in ("", "ok") and num(r.get("rss_mib")) is not None]
-    return statistics.median(vals) if vals and cell.ok() else None
+    return good_median(cell, "rss_mib") if cell.ok() else None
 
 
 def rss_split(cell):
     """Median peak private memory (RssAnon) and mapped file pages (RssFile: program and
     libraries) of the runs that read the right bytes (mem1g), as text; "" before they were
     sampled."""
-    def med(col):
-        vals = [num(r.get(col)) for r in cell.runs
-                if r["status"] == "ok" and r["check"] in ("", "ok") and num(r.get(col)) is not None]
-        return statistics.median(vals) if vals else None
-    anon, files = med("anon_mib"), med("file_mib")
+    anon, files = good_median(cell, "anon_mib"), good_median(cell, "file_mib")
     if anon is None or files is None:
         return ""
     return f"private {fmt(anon)} + mapped files {fmt(files)}"
