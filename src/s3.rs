@@ -1,6 +1,7 @@
 //! Amazon S3 behind the `ObjectStore` trait: the one home of aws-config and
 //! aws-sdk-s3. One builder owns all SDK set-up; errors leave as `StoreError`.
 
+mod http;
 pub mod upload;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -116,6 +117,9 @@ fn loader(options: &S3Options) -> aws_config::ConfigLoader {
     }
     if let Some(url) = &options.endpoint_url {
         loader = loader.endpoint_url(url);
+    }
+    if let Some(client) = http::client(|name| std::env::var(name).ok()) {
+        loader = loader.http_client(client);
     }
     loader
 }
