@@ -4,14 +4,20 @@
 //! to ~400 KiB per connection while a large object streams, and a mount streaming a
 //! file keeps a dozen connections. The one home of hyper, hyper-util and rustls.
 //!
-//! Connect and first-byte timeouts come from the SDK's timeout configuration, errors
-//! are classified as the SDK classifies them (so retries and messages are unchanged),
-//! and a connection the SDK poisons (after a timeout or a 5xx) is not reused. When a
-//! proxy variable is set the SDK's own client is kept, since it tunnels through it.
+//! Connect and first-byte timeouts come from the SDK's timeout configuration (the
+//! connect timeout covers the name lookup, TCP and TLS handshake together, as the
+//! SDK's does), errors are classified as the SDK classifies them (so retries and
+//! messages are unchanged), TLS offers the SDK's cipher suites, and a connection the
+//! SDK poisons (after a timeout or a 5xx) is not reused. Requests go over HTTP/1.1,
+//! which is what S3 speaks; HTTP/2 is not offered. When a proxy variable is set the
+//! SDK's own client is kept, since it tunnels through the proxy.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use aws_smithy_runtime_api::client::connection::{CaptureSmithyConnection, ConnectionMetadata};
@@ -22,17 +28,21 @@ use aws_smithy_runtime_api::client::http::{
 use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
 use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::retry::ErrorKind;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::{CaptureConnection, HttpConnector as TcpConnector};
 use hyper_util::client::legacy::connect::{HttpInfo, capture_connection};
 use hyper_util::client::legacy::{Builder, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower_service::Service;
 
 /// Largest read buffer of one connection. hyper reads into a buffer that adapts to
 /// how fast bytes come, up to this; 64 KiB still fills a 10 Gb/s link's reads in a
 /// few system calls per millisecond, while bounding a dozen connections to < 1 MiB.
 pub const READ_BUFFER: usize = 64 * 1024;
+// hyper refuses (panics at the first request) a buffer below 8 KiB.
+const _: () = assert!(READ_BUFFER >= 8192);
 
 /// How long an idle connection stays in the pool (hyper's default, as the SDK's).
 const POOL_IDLE: Duration = Duration::from_secs(90);
@@ -72,8 +82,20 @@ pub fn client(env: impl Fn(&str) -> Option<String>) -> Option<SharedHttpClient> 
     }))
 }
 
+/// The cipher suites the SDK's client offers, strongest first.
+const CIPHER_SUITES: [rustls::CipherSuite; 7] = [
+    rustls::CipherSuite::TLS13_AES_256_GCM_SHA384,
+    rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+    rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    rustls::CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+];
+
 /// The TLS settings: the platform's root certificates (`SSL_CERT_FILE` and
-/// `SSL_CERT_DIR` override them, as for the SDK) and rustls's safe defaults.
+/// `SSL_CERT_DIR` override them, as for the SDK), TLS 1.2 and 1.3, and the SDK's
+/// cipher suites.
 fn tls_config() -> Option<rustls::ClientConfig> {
     let native = rustls_native_certs::load_native_certs();
     if !native.errors.is_empty() {
@@ -84,7 +106,14 @@ fn tls_config() -> Option<rustls::ClientConfig> {
     if invalid > 0 {
         tracing::debug!("{invalid} root certificates could not be parsed");
     }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    if roots.is_empty() {
+        tracing::warn!("no root certificates found: HTTPS endpoints will be refused");
+    }
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider
+        .cipher_suites
+        .retain(|suite| CIPHER_SUITES.contains(&suite.suite()));
+    let provider = Arc::new(provider);
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .ok()?
@@ -96,7 +125,7 @@ fn tls_config() -> Option<rustls::ClientConfig> {
 /// A hyper client with the SDK's timeouts for one pair of them.
 #[derive(Clone)]
 struct Hyper {
-    client: Client<HttpsConnector<TcpConnector>, SdkBody>,
+    client: Client<ConnectWithin<HttpsConnector<TcpConnector>>, SdkBody>,
     read_timeout: Option<Duration>,
 }
 
@@ -114,12 +143,15 @@ impl Hyper {
         let mut tcp = TcpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
-        tcp.set_connect_timeout(settings.connect_timeout());
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .wrap_connector(tcp);
+        let https = ConnectWithin {
+            inner: https,
+            limit: settings.connect_timeout(),
+        };
         let client = Builder::new(TokioExecutor::new())
             // The pool's idle timeout needs a timer to run.
             .pool_timer(TokioTimer::new())
@@ -155,6 +187,48 @@ impl HttpConnector for Hyper {
             };
             let response = response.map_err(classify)?.map(SdkBody::from_body_1_x);
             HttpResponse::try_from(response).map_err(|e| ConnectorError::other(e.into(), None))
+        })
+    }
+}
+
+/// A connector whose connections (name lookup, TCP and TLS handshake) must be
+/// made within `limit`, or fail with a timed-out I/O error.
+#[derive(Clone)]
+struct ConnectWithin<C> {
+    inner: C,
+    limit: Option<Duration>,
+}
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+impl<C> Service<http::Uri> for ConnectWithin<C>
+where
+    C: Service<http::Uri>,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<C::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let limit = self.limit;
+        Box::pin(async move {
+            let Some(limit) = limit else {
+                return connecting.await.map_err(Into::into);
+            };
+            match tokio::time::timeout(limit, connecting).await {
+                Ok(connected) => connected.map_err(Into::into),
+                Err(_) => Err(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connect timed out after {limit:?}"),
+                ))),
+            }
         })
     }
 }
@@ -196,7 +270,7 @@ impl StdError for FirstByte {}
 /// connections are transient, a request hyper refused to send is the caller's.
 fn classify(err: hyper_util::client::legacy::Error) -> ConnectorError {
     let connect = err.is_connect();
-    let err: Box<dyn StdError + Send + Sync> = Box::new(err);
+    let err: BoxError = Box::new(err);
     if let Some(io) = find::<std::io::Error>(err.as_ref())
         && io.kind() == std::io::ErrorKind::TimedOut
     {
@@ -216,6 +290,7 @@ fn classify(err: hyper_util::client::legacy::Error) -> ConnectorError {
         if hyper.is_incomplete_message() {
             return ConnectorError::other(err, Some(ErrorKind::TransientError));
         }
+        tracing::warn!(error = %DisplayErrorContext(err.as_ref()), "unexpected HTTP error, not retried");
         return ConnectorError::other(err, None);
     }
     if connect || find::<std::io::Error>(err.as_ref()).is_some() {
