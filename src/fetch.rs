@@ -324,7 +324,8 @@ impl Fetcher {
     ) -> Result<Filled, FetchError> {
         let min = self.inner.config.part_size.max(1);
         if listed_size <= min {
-            let version = self.read_range(tmp, key, None, pin, observer, None).await?;
+            let mut sink = self.to_temp(tmp, observer);
+            let version = self.read_range(&mut sink, key, None, pin, None).await?;
             return Ok(Filled { version, md5: None });
         }
         let part = self.part_size_for(listed_size);
@@ -338,7 +339,7 @@ impl Fetcher {
                 let failed = parts.join_next().await.expect("the first part was spawned");
                 return Err(failed
                     .expect("part task does not panic")
-                    .1
+                    .got
                     .expect_err("a part that found no version failed"));
             }
         };
@@ -348,8 +349,8 @@ impl Fetcher {
         let mut hash = InOrderMd5::new(Arc::clone(tmp), part, version.size);
         let mut next = part;
         let mut flow = PartFlow::new(self.inner.config.parts_at_once);
-        // The first part counts as started before anything finished.
-        flow.started(0);
+        // The first part counts as started before anything arrived.
+        flow.started(0, 0);
         let done = loop {
             while parts.len() < flow.at_once {
                 let range = match flow.again.pop_front() {
@@ -361,7 +362,7 @@ impl Fetcher {
                     }
                     None => break,
                 };
-                flow.started(range.start);
+                flow.started(range.start, tmp.written());
                 let etag = Some(version.etag.clone());
                 parts.spawn(self.part(tmp, key, range, etag, observer, None));
             }
@@ -369,12 +370,13 @@ impl Fetcher {
             tokio::select! {
                 done = parts.join_next(), if !parts.is_empty() => {
                     match done.expect("parts is not empty").expect("part task does not panic") {
-                        (range, Ok(got)) => {
+                        Part { range, got: Ok(got), .. } => {
                             flow.finished(range.start);
                             hash.finished(got);
                         }
-                        (range, Err(e)) => {
-                            if !flow.try_again(range.clone(), &e, parts.len()) {
+                        Part { range, own, got: Err(e) } => {
+                            let written = tmp.written();
+                            if !flow.try_again(range.clone(), &e, parts.len(), written, own) {
                                 break Err(e);
                             }
                             tracing::info!(%key, part = range.start, at_once = flow.at_once, error = %e,
@@ -401,8 +403,7 @@ impl Fetcher {
         Ok(Filled { version, md5 })
     }
 
-    /// The task that reads one part of a large object into `tmp`; it ends with the
-    /// range asked for and the bytes of the object the part holds.
+    /// The task that reads one part of a large object into `tmp`.
     fn part(
         &self,
         tmp: &Arc<TempFile>,
@@ -411,42 +412,56 @@ impl Fetcher {
         pinned: Option<ETag>,
         observer: &Option<Arc<dyn Observer>>,
         found: Option<tokio::sync::oneshot::Sender<Version>>,
-    ) -> impl Future<Output = (Range<u64>, Result<Range<u64>, FetchError>)> + Send + 'static {
+    ) -> impl Future<Output = Part> + Send + 'static {
         let (this, tmp, key, observer) =
             (self.clone(), Arc::clone(tmp), key.clone(), observer.clone());
         async move {
+            let mut sink = this.to_temp(&tmp, &observer);
             let read = this
-                .read_range(&tmp, &key, Some(range.clone()), pinned, &observer, found)
+                .read_range(&mut sink, &key, Some(range.clone()), pinned, found)
                 .await;
             let got = read.map(|version| range.start..range.end.min(version.size));
-            (range, got)
+            Part {
+                range,
+                own: sink.written,
+                got,
+            }
         }
     }
 
-    /// Reads `range` (the whole object if `None`) into `tmp` at the same offsets,
-    /// counting the bytes and telling `observer`; a finished part of a large object
-    /// goes to disk while the others arrive. `found` hears the version as soon as
-    /// the first MiB of the first response accepted is in.
-    async fn read_range(
-        &self,
-        tmp: &TempFile,
-        key: &Key,
-        range: Option<Range<u64>>,
-        pinned: Option<ETag>,
-        observer: &Option<Arc<dyn Observer>>,
-        found: Option<tokio::sync::oneshot::Sender<Version>>,
-    ) -> Result<Version, FetchError> {
-        let mut sink = ToTemp {
+    /// Where a download's bytes go: `tmp`, telling `observer`.
+    fn to_temp<'a>(
+        &'a self,
+        tmp: &'a TempFile,
+        observer: &'a Option<Arc<dyn Observer>>,
+    ) -> ToTemp<'a> {
+        ToTemp {
             tmp,
             observer,
             bytes: &self.inner.bytes,
-        };
+            written: 0,
+        }
+    }
+
+    /// Reads `range` (the whole object if `None`) into `sink`'s temp file at the
+    /// same offsets; a finished part of a large object goes to disk while the
+    /// others arrive. `found` hears the version as soon as the first MiB of the
+    /// first response accepted is in.
+    async fn read_range(
+        &self,
+        sink: &mut ToTemp<'_>,
+        key: &Key,
+        range: Option<Range<u64>>,
+        pinned: Option<ETag>,
+        found: Option<tokio::sync::oneshot::Sender<Version>>,
+    ) -> Result<Version, FetchError> {
         let version = self
             .ranged(key, range.clone(), pinned, Some(&self.inner.requests))
-            .read(&mut sink, found)
+            .read(sink, found)
             .await?;
         if let Some(part) = range {
-            tmp.start_writeback(part.start..part.end.min(version.size));
+            sink.tmp
+                .start_writeback(part.start..part.end.min(version.size));
         }
         Ok(version)
     }
@@ -503,6 +518,11 @@ impl Fetcher {
 /// part is let in per round of parts that arrive, up to the configured number.
 /// A part that fails while nothing else arrives fails the download, as before:
 /// a server that answers nothing is not waited on longer for it.
+///
+/// "The others arrived" means: another part finished since the failed one
+/// started, or bytes of the object other than the failed part's own were
+/// written meanwhile (a first part still streaming counts, though it has not
+/// finished).
 struct PartFlow {
     at_once: usize,
     most: usize,
@@ -510,8 +530,9 @@ struct PartFlow {
     again: VecDeque<Range<u64>>,
     /// Parts finished so far.
     finished: u64,
-    /// For each part in flight (by its first byte), `finished` when it started.
-    started_at: HashMap<u64, u64>,
+    /// For each part in flight (by its first byte): `finished`, and the bytes of
+    /// the object written, when it started.
+    started_at: HashMap<u64, (u64, u64)>,
     /// Times each part (by its first byte) was asked for again.
     tries: HashMap<u64, u32>,
     /// Parts finished since `at_once` last changed.
@@ -534,8 +555,9 @@ impl PartFlow {
         }
     }
 
-    fn started(&mut self, start: u64) {
-        self.started_at.insert(start, self.finished);
+    /// The part at `start` was asked for, `written` bytes of the object in.
+    fn started(&mut self, start: u64, written: u64) {
+        self.started_at.insert(start, (self.finished, written));
     }
 
     fn finished(&mut self, start: u64) {
@@ -550,13 +572,22 @@ impl PartFlow {
 
     /// Whether `range`, which failed with `e` while `in_flight` other parts run,
     /// is to be asked for again (it is then queued, and fewer parts let in).
-    fn try_again(&mut self, range: Range<u64>, e: &FetchError, in_flight: usize) -> bool {
-        let started_at = self
+    /// `written` bytes of the object are in, `own` of them written by the part.
+    fn try_again(
+        &mut self,
+        range: Range<u64>,
+        e: &FetchError,
+        in_flight: usize,
+        written: u64,
+        own: u64,
+    ) -> bool {
+        let (finished_then, written_then) = self
             .started_at
             .remove(&range.start)
-            .unwrap_or(self.finished);
+            .unwrap_or((self.finished, written));
         let passing = matches!(e, FetchError::Store(e) if e.is_transient());
-        let others_arrived = self.finished > started_at;
+        let others_wrote = written.saturating_sub(written_then).saturating_sub(own);
+        let others_arrived = self.finished > finished_then || others_wrote > 0;
         let tries = self.tries.entry(range.start).or_insert(0);
         if !passing || !others_arrived || *tries >= PART_TRIES_AGAIN {
             return false;
@@ -583,7 +614,10 @@ trait Sink: Send {
 struct ToTemp<'a> {
     tmp: &'a TempFile,
     observer: &'a Option<Arc<dyn Observer>>,
+    /// Every download's bytes.
     bytes: &'a AtomicU64,
+    /// Bytes this sink wrote (a range started over counts again).
+    written: u64,
 }
 
 impl Sink for ToTemp<'_> {
@@ -593,8 +627,17 @@ impl Sink for ToTemp<'_> {
             observer.filled(offset, bytes.len() as u64);
         }
         self.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.written += bytes.len() as u64;
         Ok(())
     }
+}
+
+/// How one part of a large object ended: the range asked for, the bytes its
+/// reads wrote, and the bytes of the object it holds.
+struct Part {
+    range: Range<u64>,
+    own: u64,
+    got: Result<Range<u64>, FetchError>,
 }
 
 /// A reader's sink: a buffer holding the range from `base`.
@@ -1153,38 +1196,60 @@ mod tests {
         let mut flow = PartFlow::new(16);
         let timeout = FetchError::Store(timed_out());
         for i in 0..16 {
-            flow.started(i * 10);
+            flow.started(i * 10, 0);
         }
         flow.finished(0);
-        assert!(flow.try_again(10..20, &timeout, 14));
+        assert!(flow.try_again(10..20, &timeout, 14, 10, 0));
         assert_eq!(
             flow.at_once, 7,
             "half of what is still in flight, rounded up"
         );
-        assert!(flow.try_again(20..30, &timeout, 13));
+        assert!(flow.try_again(20..30, &timeout, 13, 10, 0));
         assert_eq!(flow.at_once, 7, "one burst, one cut");
         assert_eq!(flow.again, [10..20, 20..30]);
         let disk = FetchError::Mirror(MirrorError::Io {
             path: PathBuf::from("x"),
             err: std::io::Error::other("disk"),
         });
-        assert!(!flow.try_again(30..40, &disk, 12), "not a passing failure");
+        assert!(
+            !flow.try_again(30..40, &disk, 12, 10, 0),
+            "not a passing failure"
+        );
         for i in 4..11 {
             flow.finished(i * 10);
         }
         assert_eq!(flow.at_once, 8, "one more after a round of 7");
         // A part started after the last one finished: nothing arrived meanwhile.
-        flow.started(200);
-        assert!(!flow.try_again(200..210, &timeout, 3));
+        flow.started(200, 80);
+        assert!(!flow.try_again(200..210, &timeout, 3, 80, 0));
         // A part is asked for again at most PART_TRIES_AGAIN times.
         for _ in 0..PART_TRIES_AGAIN {
-            flow.started(500);
+            flow.started(500, 80);
             flow.finished(999);
-            assert!(flow.try_again(500..510, &timeout, 3));
+            assert!(flow.try_again(500..510, &timeout, 3, 80, 0));
         }
-        flow.started(500);
+        flow.started(500, 80);
         flow.finished(999);
-        assert!(!flow.try_again(500..510, &timeout, 3));
+        assert!(!flow.try_again(500..510, &timeout, 3, 80, 0));
+    }
+
+    #[test]
+    fn bytes_of_the_others_count_as_arriving_though_no_part_finished() {
+        let mut flow = PartFlow::new(4);
+        let timeout = FetchError::Store(timed_out());
+        // The first part streams; parts 1-3 start with 100 bytes of it in.
+        flow.started(0, 0);
+        for start in [1000, 2000, 3000] {
+            flow.started(start, 100);
+        }
+        // Part 1 fails; every byte written since it started was its own (its
+        // range started over twice and a half): nothing else arrived.
+        assert!(!flow.try_again(1000..2000, &timeout, 3, 2600, 2500));
+        // Part 2 fails having written nothing, while 1 byte of another came.
+        assert!(flow.try_again(2000..3000, &timeout, 2, 2601, 0));
+        assert_eq!(flow.again.front(), Some(&(2000..3000)));
+        assert_eq!(flow.again.len(), 1);
+        assert_eq!(flow.at_once, 1);
     }
 
     #[tokio::test]

@@ -612,6 +612,7 @@ impl Mirror {
                 dir: Arc::clone(&self.dir),
                 mirror: self.root.clone(),
                 armed: true,
+                written: AtomicU64::new(0),
             });
         }
     }
@@ -882,6 +883,8 @@ pub struct TempFile {
     dir: Arc<Dir>,
     mirror: PathBuf,
     armed: bool,
+    /// Bytes written through `write_at` so far, by every writer of the file.
+    written: AtomicU64,
 }
 
 impl TempFile {
@@ -889,7 +892,14 @@ impl TempFile {
     pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), MirrorError> {
         self.file
             .write_all_at(buf, offset)
-            .map_err(|e| self.error(e))
+            .map_err(|e| self.error(e))?;
+        self.written.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Bytes written through `write_at` so far (overlapping writes count twice).
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
     }
 
     /// Gives the file its length and its blocks, in order, before ranged parts
