@@ -3,10 +3,13 @@
 //! in one rename, the run lock, per-object locks shared with other processes, and
 //! the clean-up of temp files left by a crash.
 
+mod hashing;
 pub mod history;
 pub mod identity;
 pub mod inventory;
 mod open;
+
+pub use hashing::{PrefixMd5, md5_file};
 
 use std::fs::{self, DirBuilder, File};
 use std::io::{self, Read, Write};
@@ -120,68 +123,6 @@ impl Record {
                 .looks_like_md5()
                 .then(|| self.etag.as_str().trim_matches('"').to_ascii_lowercase())
         })
-    }
-}
-
-/// The MD5 of a file's contents, as lower-case hex.
-pub fn md5_file(file: &File) -> io::Result<String> {
-    let mut prefix = PrefixMd5::default();
-    prefix.extend(file, None)?;
-    Ok(prefix.finish())
-}
-
-/// The MD5 of a file's first bytes, extended as more of them become final: a
-/// download in parts hashes the run of finished parts from the first byte while
-/// later parts still arrive, so little is left to hash once the last one lands.
-#[derive(Clone, Default)]
-pub struct PrefixMd5 {
-    hasher: md5::Md5,
-    len: u64,
-}
-
-impl PrefixMd5 {
-    /// How many bytes are hashed.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    /// Whether no byte is hashed yet.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Hashes `file` from `len()` up to `end` (to its end if `None`); a file that
-    /// ends before `end` is an error.
-    pub fn extend(&mut self, file: &File, end: Option<u64>) -> io::Result<()> {
-        use md5::Digest;
-        const STEP: u64 = 1 << 20;
-        // No bigger than what is left to hash: most objects are far smaller than a
-        // step, and zeroing a step for each of them cost more than hashing them.
-        let left = match end {
-            Some(end) => end.saturating_sub(self.len),
-            None => file.metadata()?.len().saturating_sub(self.len).max(1),
-        };
-        let mut buf = vec![0u8; left.min(STEP) as usize];
-        while end.is_none_or(|end| self.len < end) {
-            let step = buf.len() as u64;
-            let want = end.map_or(step, |end| (end - self.len).min(step)) as usize;
-            let n = match file.read_at(&mut buf[..want], self.len) {
-                Ok(0) if end.is_none() => break,
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            self.hasher.update(&buf[..n]);
-            self.len += n as u64;
-        }
-        Ok(())
-    }
-
-    /// The MD5 of the bytes hashed, as lower-case hex.
-    pub fn finish(self) -> String {
-        use md5::Digest;
-        format!("{:x}", self.hasher.finalize())
     }
 }
 
