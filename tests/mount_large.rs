@@ -96,6 +96,47 @@ fn a_large_object_comes_whole_in_pinned_parts_and_lands_verified() {
     assert_eq!(temp_files(&dir.path().join("m")), 0);
 }
 
+/// The kernel's cached pages of a large file read cold are dropped behind its
+/// reader: a second reader behind the first, and the first reading its start
+/// again, still get the right bytes.
+#[test]
+fn readers_behind_the_dropped_pages_still_get_every_byte() {
+    use std::io::Read;
+    use std::os::unix::fs::FileExt;
+
+    let bucket = Bucket::create("lbehind");
+    let bytes = data(67, SIZE);
+    bucket.put("big/two", &bytes);
+    let proxy = Proxy::start(moto_port());
+    let dir = tempfile::tempdir().unwrap();
+    let mount = mount(&bucket, &proxy, dir.path(), &[]);
+    let path = mount.path("big/two");
+
+    let mut ahead = fs::File::open(&path).unwrap();
+    let mut behind = fs::File::open(&path).unwrap();
+    let mut first = vec![0u8; MIB as usize];
+    behind.read_exact(&mut first).unwrap();
+    let mut all = Vec::new();
+    ahead.read_to_end(&mut all).unwrap();
+    assert!(all == bytes, "the reader ahead gets every byte");
+    let mut again = vec![0u8; 20 * MIB as usize];
+    ahead.read_exact_at(&mut again, 3 * MIB).unwrap();
+    assert!(
+        again == bytes[3 * MIB as usize..23 * MIB as usize],
+        "and the same bytes again"
+    );
+    let mut rest = Vec::new();
+    behind.read_to_end(&mut rest).unwrap();
+    first.extend_from_slice(&rest);
+    assert!(first == bytes, "the reader behind gets every byte");
+    drop((ahead, behind));
+    wait_verified(&bucket, &dir.path().join("m"), "big/two", &bytes);
+    assert!(
+        fs::read(&path).unwrap() == bytes,
+        "and so does the next open"
+    );
+}
+
 #[test]
 fn a_part_whose_body_breaks_is_resumed_and_the_copy_is_whole() {
     let bucket = Bucket::create("lresume");
