@@ -8,6 +8,7 @@
 //! listing cache, the shared downloads, the sibling warm-up and the open handles.
 
 mod archived;
+mod buffers;
 pub mod error;
 mod handles;
 mod inodes;
@@ -30,6 +31,8 @@ use tokio::runtime::Handle;
 use crate::fetch::{FetchError, Fetcher};
 use crate::store::{ETag, Key, ObjectStore, StorageClass, StoreError};
 use archived::Archived;
+use buffers::Buffers;
+pub use buffers::Bytes;
 pub use error::FsError;
 use handles::Handles;
 pub use inodes::{Excess, HELD_INODES_MAX, IDLE_INODES_MAX};
@@ -55,6 +58,10 @@ pub const ROOT_INO: Ino = 1;
 
 /// Longest a read waits for its bytes before it fails with EIO.
 pub const READ_WAIT: Duration = Duration::from_secs(120);
+
+/// Reads copying their bytes out at once (each through a buffer of its own):
+/// more would only wait for the cores the copies take.
+pub const READS_AT_ONCE: usize = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileKind {
@@ -151,6 +158,8 @@ pub struct Fs {
     handles: Handles<OpenHandle>,
     /// What the kernel's page cache of each open file may hold.
     page_caches: Arc<PageCaches>,
+    /// What reads copy their bytes through.
+    buffers: Arc<Buffers>,
     archived: Arc<Archived>,
     let_go: OnceLock<LetGoHook>,
 }
@@ -195,6 +204,7 @@ impl Fs {
             )),
             handles: Handles::default(),
             page_caches: Arc::default(),
+            buffers: Buffers::new(READS_AT_ONCE),
             archived,
             let_go: OnceLock::new(),
             fetcher,
@@ -443,14 +453,14 @@ impl Fs {
 
     /// Up to `size` bytes of the open file `fh` at `offset` (fewer at its end).
     /// Blocks on S3 while the bytes have not arrived.
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes, FsError> {
         self.read_waiting(fh, offset, size, true)
             .map(|bytes| bytes.expect("the read waited"))
     }
 
     /// `read` when the bytes are here (in the mirror or already downloaded);
     /// `Ok(None)` when it would wait on S3.
-    pub fn read_now(&self, fh: u64, offset: u64, size: u32) -> Result<Option<Vec<u8>>, FsError> {
+    pub fn read_now(&self, fh: u64, offset: u64, size: u32) -> Result<Option<Bytes>, FsError> {
         self.read_waiting(fh, offset, size, false)
     }
 
@@ -460,9 +470,9 @@ impl Fs {
         offset: u64,
         size: u32,
         wait: bool,
-    ) -> Result<Option<Vec<u8>>, FsError> {
+    ) -> Result<Option<Bytes>, FsError> {
         match &self.handles.get(fh)?.file {
-            OpenFile::Local(file) => read_at(file, offset, size).map(Some),
+            OpenFile::Local(file) => self.read_at(file, offset, size).map(Some),
             OpenFile::Stream(streamed) => self.read_streamed(streamed, offset, size, wait),
         }
     }
@@ -476,13 +486,13 @@ impl Fs {
         offset: u64,
         size: u32,
         wait: bool,
-    ) -> Result<Option<Vec<u8>>, FsError> {
+    ) -> Result<Option<Bytes>, FsError> {
         if let Some(local) = file.local.lock().as_ref() {
-            return read_at(local, offset, size).map(Some);
+            return self.read_at(local, offset, size).map(Some);
         }
         let end = offset.saturating_add(u64::from(size)).min(file.size);
         if offset >= end {
-            return Ok(Some(Vec::new()));
+            return Ok(Some(Bytes::from(Vec::new())));
         }
         let limit = if wait { READ_WAIT } else { Duration::ZERO };
         let ready = match file.stream.read(offset..end, limit) {
@@ -491,7 +501,7 @@ impl Fs {
             ready => ready.map_err(|e| self.download_failed(file, e))?,
         };
         let bytes = match ready {
-            Ready::Data(bytes) => Ok(bytes),
+            Ready::InFile(filling) => self.read_at(&filling, offset, (end - offset) as u32),
             Ready::ReadMirror => {
                 let mirror = self.fetcher.mirror();
                 let local = mirror
@@ -499,9 +509,11 @@ impl Fs {
                     .map_err(|e| FsError::io("cannot open the mirrored file", e))?;
                 let local = Arc::new(local);
                 *file.local.lock() = Some(Arc::clone(&local));
-                read_at(&local, offset, size)
+                self.read_at(&local, offset, size)
             }
-            Ready::FetchDirect => self.read_direct(&file.key, &file.etag, offset..end),
+            Ready::FetchDirect => self
+                .read_direct(&file.key, &file.etag, offset..end)
+                .map(Bytes::from),
         };
         bytes.map(Some)
     }
@@ -536,20 +548,19 @@ impl Fs {
             .map_err(|e| FsError::io("ranged read failed", e))
     }
 
+    /// Up to `size` bytes of `file` at `offset`, in a lent buffer.
+    fn read_at(&self, file: &File, offset: u64, size: u32) -> Result<Bytes, FsError> {
+        self.buffers
+            .fill(size as usize, |buf| read_full(file, buf, offset))
+            .map_err(|e| FsError::io("cannot read the mirrored file", e))
+    }
+
     /// Closes `fh`.
     pub fn release(&self, fh: u64) {
         if let Some(handle) = self.handles.remove(fh) {
             self.page_caches.release(handle.ino, fh);
         }
     }
-}
-
-fn read_at(file: &File, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
-    let mut buf = vec![0u8; size as usize];
-    let n = read_full(file, &mut buf, offset)
-        .map_err(|e| FsError::io("cannot read the mirrored file", e))?;
-    buf.truncate(n);
-    Ok(buf)
 }
 
 #[cfg(test)]
@@ -651,7 +662,7 @@ mod tests {
             if chunk.is_empty() {
                 break;
             }
-            out.extend(chunk);
+            out.extend_from_slice(&chunk);
         }
         fs.release(opened.fh);
         out
@@ -675,6 +686,7 @@ mod tests {
         wait_for_copy(&f, "a/1.jpg", 1000);
         let opened = f.fs.open(one.ino).unwrap();
         let bytes = f.fs.read_now(opened.fh, 10, 20).unwrap();
+        let bytes = bytes.map(|b| b.to_vec());
         assert_eq!(bytes, Some(vec![1u8; 20]), "the mirror answers at once");
         f.fs.release(opened.fh);
     }

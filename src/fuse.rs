@@ -25,7 +25,7 @@ use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tracing::Level;
 
-use crate::fs::{Attr, Dir, Excess, FileKind, Fs, FsError, LetGoHook};
+use crate::fs::{Attr, Bytes, Dir, Excess, FileKind, Fs, FsError, LetGoHook};
 use crate::store::raw_bytes;
 
 /// Requests waiting on S3 that hold a thread of the runtime's blocking pool at
@@ -198,7 +198,7 @@ fn answer_entry(fs: &Fs, reply: ReplyEntry, found: Result<Attr, FsError>) {
     }
 }
 
-fn answer_data(reply: ReplyData, read: Result<Vec<u8>, FsError>) {
+fn answer_data(reply: ReplyData, read: Result<Bytes, FsError>) {
     match read {
         Ok(bytes) => reply.data(&bytes),
         Err(e) => reply.error(failed("read", &e)),

@@ -93,16 +93,14 @@ pub enum StreamError {
     Failed(#[source] Arc<FetchError>),
     #[error("timed out after {0:?} waiting for the download")]
     TimedOut(Duration),
-    #[error("cannot read the file being filled")]
-    Io(#[source] std::io::Error),
     #[error("the download was stopped")]
     Stopped,
 }
 
 /// What a reader should do next.
 pub enum Ready {
-    /// The bytes, read from the file being filled.
-    Data(Vec<u8>),
+    /// The range is in the file being filled: read it there.
+    InFile(Arc<File>),
     /// The download completed without a file handle here: read the mirror copy.
     ReadMirror,
     /// The range is far ahead of the fill: fetch it directly.
@@ -147,12 +145,7 @@ impl Stream {
                 && (state.ranges.covers(&range)
                     || matches!(state.finished, Some(Finished::Complete)))
             {
-                let file = Arc::clone(file);
-                drop(state);
-                let mut buf = vec![0u8; (range.end - range.start) as usize];
-                let n = read_full(&file, &mut buf, range.start).map_err(StreamError::Io)?;
-                buf.truncate(n);
-                return Ok(Ready::Data(buf));
+                return Ok(Ready::InFile(Arc::clone(file)));
             }
             match &state.finished {
                 Some(Finished::Complete) => return Ok(Ready::ReadMirror),
@@ -201,8 +194,16 @@ pub fn read_full(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<us
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// The bytes of `range` in a file a reader was sent to.
+    pub(crate) fn bytes(file: &File, range: Range<u64>) -> Vec<u8> {
+        let mut buf = vec![0u8; (range.end - range.start) as usize];
+        let n = read_full(file, &mut buf, range.start).unwrap();
+        buf.truncate(n);
+        buf
+    }
 
     #[test]
     fn ranges_merge_and_cover() {
@@ -232,7 +233,7 @@ mod tests {
         stream.started(File::open(&path).unwrap());
         stream.filled(0, 50);
         match stream.read(10..20, Duration::from_secs(1)).unwrap() {
-            Ready::Data(d) => assert_eq!(d, vec![7u8; 10]),
+            Ready::InFile(f) => assert_eq!(bytes(&f, 10..20), vec![7u8; 10]),
             _ => panic!("data expected"),
         }
         let waiter = {
@@ -241,7 +242,9 @@ mod tests {
         };
         std::thread::sleep(Duration::from_millis(50));
         stream.filled(50, 50);
-        assert!(matches!(waiter.join().unwrap(), Ok(Ready::Data(d)) if d.len() == 20));
+        assert!(
+            matches!(waiter.join().unwrap(), Ok(Ready::InFile(f)) if bytes(&f, 60..80).len() == 20)
+        );
     }
 
     #[test]
@@ -284,7 +287,7 @@ mod tests {
         assert!(stream.failed(), "a new open tries to persist again");
         assert!(matches!(
             stream.read(0..40, Duration::from_secs(1)),
-            Ok(Ready::Data(d)) if d == vec![5u8; 40]
+            Ok(Ready::InFile(f)) if bytes(&f, 0..40) == vec![5u8; 40]
         ));
         assert!(matches!(
             stream.read(30..50, Duration::from_secs(1)),

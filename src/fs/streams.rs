@@ -344,7 +344,10 @@ mod tests {
         let second = streams.open(1, &key, &etag, size, Path::new("k"));
         assert!(Arc::ptr_eq(&stream, &second.stream), "the same download");
         match second.read(0..size, Duration::from_secs(10)).unwrap() {
-            super::super::stream::Ready::Data(bytes) => assert_eq!(bytes, vec![7u8; 100_000]),
+            super::super::stream::Ready::InFile(file) => assert_eq!(
+                super::super::stream::tests::bytes(&file, 0..size),
+                vec![7u8; 100_000]
+            ),
             _ => panic!("the bytes of the file being filled"),
         }
         until("the copy is committed", || dir.path().join("k").exists());
