@@ -362,10 +362,30 @@ pub fn persist(mirror: &Mirror, bucket: &str, prefix: &str, entries: &[Entry]) {
     }
 }
 
+/// The listing as zstd-compressed JSON. Told the exact size first, zstd sizes its
+/// tables to the listing (a few KiB for a small directory) rather than preparing
+/// ~1 MiB of them for input of unknown size, in a daemon streaming files meanwhile.
 fn compress(listing: &ToPersist<'_>) -> std::io::Result<Vec<u8>> {
+    let mut size = Counted(0);
+    serde_json::to_writer(&mut size, listing)?;
     let mut encoder = zstd::Encoder::new(Vec::new(), SAVED_LEVEL)?;
+    encoder.set_pledged_src_size(Some(size.0))?;
     serde_json::to_writer(&mut encoder, listing)?;
     encoder.finish()
+}
+
+/// A writer that only counts what it is given.
+struct Counted(u64);
+
+impl std::io::Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The persisted listing of `prefix`, if any, with its age.
